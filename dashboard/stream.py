@@ -1,0 +1,205 @@
+"""The cluster-wide live stream (SSE), identical whichever node serves it.
+
+One reader of the Redis events stream per node fans out to a bounded queue per
+client. Stream entry ids are cluster-wide, so a client resumes on any node with
+Last-Event-ID. A client that falls behind overflows its queue and is told to
+resync (it reconnects and gets a fresh snapshot); it never stalls the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse, sse_response
+
+from node.keys import Keys
+from node.messages import ExecutionBatch, JobEvent, MembershipEvent, MessageError, Record, unpack
+from node.runtime import RUNTIME
+
+log = structlog.get_logger("stream")
+
+QUEUE_SIZE = 1000
+RETRY_MS = 3000
+PING_SECONDS = 15
+SNAPSHOT_JOBS = 200
+
+
+class Listener:
+    __slots__ = ("queue", "overflowed")
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: asyncio.Queue[tuple[str, Record]] = asyncio.Queue(maxsize)
+        self.overflowed = False
+
+    def offer(self, item: tuple[str, Record]) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed = True  # the consumer sees it at its next get and tells its client to resync
+
+
+class StreamHub:
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.listeners: set[Listener] = set()
+        self.last_id = "0-0"
+        self.responses: weakref.WeakSet[EventSourceResponse] = weakref.WeakSet()
+
+    def listen(self) -> Listener:
+        listener = Listener(QUEUE_SIZE)
+        self.listeners.add(listener)
+        return listener
+
+    def unlisten(self, listener: Listener) -> None:
+        self.listeners.discard(listener)
+
+    async def run(self) -> None:
+        started = False
+        while True:
+            try:
+                if not started:
+                    newest = await self.redis.xrevrange(self.keys.events_stream, count=1)
+                    self.last_id = newest[0][0].decode() if newest else "0-0"
+                    started = True
+                res = await self.redis.xread({self.keys.events_stream: self.last_id}, block=2000, count=1000)
+                for _stream, entries in res or []:
+                    for entry_id, fields in entries:
+                        self.last_id = entry_id.decode()
+                        rec = _decode(fields)
+                        if rec is None:
+                            continue
+                        for listener in list(self.listeners):
+                            listener.offer((self.last_id, rec))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("events stream read failed", error=f"{type(e).__name__}: {e}")
+                started = False
+                await asyncio.sleep(1.0)
+
+    async def replay(self, after: str) -> list[tuple[str, Record]] | None:
+        """Entries after ``after``; None when they are no longer all kept (the client must resync)."""
+        try:
+            first = await self.redis.xrange(self.keys.events_stream, count=1)
+            if first and _id_lt(after, first[0][0].decode()) and after != "0-0":
+                return None
+            entries = await self.redis.xrange(self.keys.events_stream, min=f"({after}", count=QUEUE_SIZE)
+        except Exception:
+            return None
+        if len(entries) >= QUEUE_SIZE:
+            return None
+        out = []
+        for entry_id, fields in entries:
+            rec = _decode(fields)
+            if rec is not None:
+                out.append((entry_id.decode(), rec))
+        return out
+
+
+def _id_lt(a: str, b: str) -> bool:
+    def key(x: str) -> tuple[int, int]:
+        ms, _, seq = x.partition("-")
+        return int(ms), int(seq or 0)
+
+    return key(a) < key(b)
+
+
+def _decode(fields: dict[bytes, bytes]) -> Record | None:
+    try:
+        return unpack(fields[b"r"])
+    except (KeyError, MessageError):
+        return None
+
+
+def event_of(rec: Record) -> tuple[str, Any]:
+    if isinstance(rec, ExecutionBatch):
+        return "executions", rec.events
+    if isinstance(rec, JobEvent):
+        return "job", rec.to_dict()
+    if isinstance(rec, MembershipEvent):
+        return "node", rec.to_dict()
+    return rec.kind, rec.to_dict()
+
+
+HUB: web.AppKey[StreamHub] = web.AppKey("stream_hub", StreamHub)
+
+
+async def snapshot(request: web.Request) -> dict[str, Any]:
+    from node.api import enrich  # the same job view as the API
+
+    r = request.app[RUNTIME]
+    crons: list[dict[str, Any]] = []
+    total = None
+    try:
+        jobs = await r.store.list_jobs(limit=SNAPSHOT_JOBS, cursor=None, q=None, paused=None)
+        crons = [{k: d[k] for k in ("id", "name", "schedule", "uri", "running", "lastExecutedAt", "isLocked", "owner",
+                                    "state", "nextRunAt")} for d in await enrich(r, jobs)]
+        total = await r.store.count_jobs()
+    except Exception as e:
+        log.warning("snapshot without jobs", error=str(e))
+    return {"instanceId": r.settings.node_id, "totalCrons": total, "activeCrons": len(r.scheduler.owned),
+            "epoch": r.membership.view.epoch, "members": sorted(r.membership.view.members), "crons": crons}
+
+
+async def status_stream(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    listener = hub.listen()  # before the snapshot: nothing falls between the two
+    last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+    resp: web.StreamResponse = web.Response(status=204)
+    try:
+        async with sse_response(request, headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}) as resp:
+            hub.responses.add(resp)
+            resp.ping_interval = PING_SECONDS
+            replay = await hub.replay(last_event_id) if last_event_id else None
+            if replay is None:
+                await resp.send(json.dumps(await snapshot(request)), id=hub.last_id, retry=RETRY_MS)
+            else:
+                await resp.send(json.dumps({"resumed": True, "after": last_event_id}), event="resumed", retry=RETRY_MS)
+                for entry_id, rec in replay:
+                    name, data = event_of(rec)
+                    await resp.send(json.dumps(data), id=entry_id, event=name)
+            seen = {i for i, _ in replay} if replay else set()
+            while resp.is_connected():
+                entry_id, rec = await listener.queue.get()
+                if listener.overflowed:
+                    await resp.send(json.dumps({"reason": "client too slow; reconnect for a fresh snapshot"}),
+                                    event="resync")
+                    break
+                if entry_id in seen:
+                    continue
+                name, data = event_of(rec)
+                await resp.send(json.dumps(data), id=entry_id, event=name)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        hub.unlisten(listener)
+    return resp
+
+
+async def close_streams(app: web.Application) -> None:
+    for resp in list(app[HUB].responses):
+        resp.stop_streaming()
+
+
+def setup(app: web.Application) -> None:
+    app[HUB] = StreamHub(app[RUNTIME].redis, app[RUNTIME].keys)
+    app.router.add_get("/api/crons/status/stream", status_stream)
+    app.router.add_get("/api/crons/status-stream", status_stream)
+    app.on_shutdown.append(close_streams)
+
+    async def hub_ctx(app: web.Application) -> Any:
+        task = asyncio.create_task(app[HUB].run())
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    app.cleanup_ctx.append(hub_ctx)

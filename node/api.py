@@ -1,0 +1,393 @@
+"""Thin handlers for /api/*: parse, call one function, answer.
+
+Seed-compatible paths and field names; errors are mapped in ``errors.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from node import jobs as jobmod
+from node import metrics
+from node.errors import BadRequest, PreconditionFailed, TooManyRequests, UnsupportedMediaType
+from node.jobs import Job, rfc3339
+from node.messages import JobEvent, MembershipEvent, unpack
+from node.openapi import spec as openapi_spec
+from node.runtime import RUNTIME, Runtime
+from node.schedule import ScheduleError, describe, parse
+
+MAX_PAGE = 500
+MAX_PREVIEW = 100
+
+
+def rt(request: web.Request) -> Runtime:
+    return request.app[RUNTIME]
+
+
+async def read_json(request: web.Request) -> Any:
+    ctype = request.headers.get("Content-Type", "")
+    if request.can_read_body and not ctype.lower().startswith(("application/json", "application/merge-patch+json")) and "+json" not in ctype:
+        raise UnsupportedMediaType("send JSON with Content-Type: application/json", {"contentType": ctype or None})
+    raw = await request.read()
+    if not raw:
+        raise BadRequest("request body is empty; send a JSON object")
+    text = raw.decode("utf-8")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BadRequest("JSON nested too deeply") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not valid JSON")
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer", {name: raw[:50]}) from None
+    if not lo <= v <= hi:
+        raise BadRequest(f"{name} must be between {lo} and {hi}", {name: v})
+    return v
+
+
+def _instant_param(raw: str | None, name: str) -> datetime:
+    if not raw:
+        return datetime.now(UTC)
+    try:
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} must be an RFC 3339 instant", {name: raw[:60]}) from None
+    if dt.tzinfo is None:
+        raise BadRequest(f"{name} must carry a UTC offset", {name: raw[:60]})
+    return dt
+
+
+def _if_match(request: web.Request) -> int | None:
+    raw = request.headers.get("If-Match")
+    if raw is None or raw.strip() == "*":
+        return None
+    v = raw.strip().removeprefix("W/").strip('"')
+    if not v.isdigit():
+        raise BadRequest("If-Match must be the job's version, as in its ETag", {"If-Match": raw[:40]})
+    return int(v)
+
+
+def preview(schedule_text: str, zone: str, start: datetime, count: int) -> list[dict[str, str]]:
+    s = parse(schedule_text, zone)
+    out = []
+    it = s.iter_after(start)
+    for _ in range(count):
+        t = next(it)
+        local = t.astimezone(s.zone)
+        out.append({"utc": rfc3339(t) or "", "local": local.isoformat(), "offset": local.strftime("%z")[:3] + ":" + local.strftime("%z")[3:]})
+    return out
+
+
+def next_run(job: Job) -> str | None:
+    if job.paused:
+        return None
+    try:
+        return rfc3339(job.parsed_schedule.next_after(datetime.now(UTC)))
+    except (ScheduleError, StopIteration):
+        return None
+
+
+def exec_to_api(e: dict[str, Any] | None) -> dict[str, Any] | None:
+    if e is None:
+        return None
+    return {
+        "id": e["id"], "jobId": e["job_id"], "scheduledAt": rfc3339(e["scheduled_at"]), "kind": e["kind"],
+        "state": e["state"], "fence": e["fence"], "node": e["node"], "attempts": e["attempts"],
+        "statusCode": e["status_code"], "durationMs": e["duration_ms"], "latenessMs": e["lateness_ms"],
+        "error": e["error"], "responseExcerpt": e["response_excerpt"], "missedCount": e["missed_count"],
+        "missedFrom": rfc3339(e["missed_from"]), "claimedAt": rfc3339(e["claimed_at"]),
+        "startedAt": rfc3339(e["started_at"]), "finishedAt": rfc3339(e["finished_at"]),
+    }
+
+
+def job_state(job: Job, last: dict[str, Any] | None) -> str:
+    if job.paused:
+        return "paused"
+    if last is not None and last["state"] in ("running", "claimed"):
+        return "running"
+    if last is not None and last["state"] in ("failed", "timed_out"):
+        return "failing"
+    return "waiting"
+
+
+async def enrich(r: Runtime, jobs: list[Job]) -> list[dict[str, Any]]:
+    ids = [j.id for j in jobs]
+    last = await r.store.last_executions(ids)
+    try:
+        holders = await r.locks.holders(ids)
+    except Exception:
+        holders = {}
+    out = []
+    for j in jobs:
+        d = j.to_api()
+        le = last.get(j.id)
+        d["owner"] = holders.get(j.id) or j.owner
+        d["nextRunAt"] = next_run(j)
+        d["running"] = le is not None and le["state"] in ("running", "claimed")
+        d["lastExecutedAt"] = rfc3339(le["started_at"] or le["scheduled_at"]) if le else None
+        d["isLocked"] = bool(holders.get(j.id))
+        d["state"] = job_state(j, le)
+        d["lastExecution"] = exec_to_api(le)
+        out.append(d)
+    return out
+
+
+async def publish_job(r: Runtime, op: str, job_id: str, version: int, paused: bool = False, name: str = "") -> None:
+    ev = JobEvent(op=op, id=job_id, version=version, paused=paused, origin=r.settings.node_id, name=name)
+    r.catalogue.on_record(ev)  # our own catalogue first: no round trip needed
+    try:
+        await r.bus.publish(r.keys.jobs_channel, ev)
+    except Exception:
+        pass  # peers heal within resync_interval
+
+
+# ---- handlers --------------------------------------------------------------------
+
+async def list_crons(request: web.Request) -> web.Response:
+    r = rt(request)
+    limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
+    cursor = _int_param(request, "cursor", 0, 0, 2**62) or None
+    q = request.query.get("q") or None
+    if q is not None and (len(q) > 200 or "\x00" in q):
+        raise BadRequest("q must be at most 200 characters", {"q": "too long or contains NUL"})
+    state = request.query.get("state") or None
+    if state not in (None, "all", "paused", "active"):
+        raise BadRequest("state must be all, active or paused", {"state": state[:30]})
+    jobs = await r.store.list_jobs(limit=limit + 1, cursor=cursor, q=q,
+                                   paused={"paused": True, "active": False}.get(state or "all"))
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    headers = {}
+    if more:
+        nxt = jobs[-1].seq
+        headers["X-Next-Cursor"] = str(nxt)
+        query = dict(request.query)
+        query["cursor"] = str(nxt)
+        headers["Link"] = f'<{request.rel_url.with_query(query)}>; rel="next"'
+    return web.json_response(await enrich(r, jobs), headers=headers)
+
+
+async def create_cron(request: web.Request) -> web.Response:
+    r = rt(request)
+    job = jobmod.validate(await read_json(request), max_body_bytes=r.settings.max_job_body_bytes)
+    r.firer.check_target(job.uri)
+    created = await r.store.create_job(job, r.settings.max_jobs)
+    await publish_job(r, "created", created.id, created.version, created.paused, created.name)
+    (body,) = await enrich(r, [created])
+    return web.json_response(body, status=201, headers={"ETag": f'"{created.version}"',
+                                                        "Location": f"/api/crons/{created.id}"})
+
+
+async def get_cron(request: web.Request) -> web.Response:
+    r = rt(request)
+    job = await r.store.get_job(request.match_info["id"])
+    (body,) = await enrich(r, [job])
+    return web.json_response(body, headers={"ETag": f'"{job.version}"'})
+
+
+async def update_cron(request: web.Request) -> web.Response:
+    r = rt(request)
+    job_id = request.match_info["id"]
+    if_version = _if_match(request)
+    payload = await read_json(request)
+    current = await r.store.get_job(job_id)
+    if if_version is not None and if_version != current.version:
+        raise PreconditionFailed("version mismatch: reload and retry", {"currentVersion": current.version})
+    new = jobmod.validate(payload, base=current, max_body_bytes=r.settings.max_job_body_bytes)
+    r.firer.check_target(new.uri)
+    changed = (new.schedule, new.time_zone) != (current.schedule, current.time_zone)
+    updated = await r.store.update_job(job_id, new, if_version=current.version, schedule_changed=changed)
+    await publish_job(r, "updated", updated.id, updated.version, updated.paused, updated.name)
+    (body,) = await enrich(r, [updated])
+    return web.json_response(body, headers={"ETag": f'"{updated.version}"'})
+
+
+async def delete_cron(request: web.Request) -> web.Response:
+    r = rt(request)
+    job_id = request.match_info["id"]
+    version = await r.store.delete_job(job_id, if_version=_if_match(request))
+    await publish_job(r, "deleted", job_id, version)
+    return web.json_response({"id": job_id, "deleted": True})
+
+
+async def pause_cron(request: web.Request) -> web.Response:
+    return await _set_paused(request, True)
+
+
+async def resume_cron(request: web.Request) -> web.Response:
+    return await _set_paused(request, False)
+
+
+async def _set_paused(request: web.Request, paused: bool) -> web.Response:
+    r = rt(request)
+    job = await r.store.set_paused(request.match_info["id"], paused)
+    await publish_job(r, "paused" if paused else "resumed", job.id, job.version, job.paused, job.name)
+    (body,) = await enrich(r, [job])
+    return web.json_response(body)
+
+
+async def run_cron(request: web.Request) -> web.Response:
+    r = rt(request)
+    job = await r.store.get_job(request.match_info["id"])
+    key = f"{r.keys.run_now_prefix}{job.id}:{int(time.time() // 60)}"
+    n = await r.redis.incr(key)
+    if n == 1:
+        await r.redis.expire(key, 120)
+    if n > r.settings.run_now_per_minute:
+        raise TooManyRequests(f"run-now is limited to {r.settings.run_now_per_minute} per job per minute")
+    execution_id = await r.scheduler.run_now(job)
+    if execution_id is None:
+        raise PreconditionFailed("the job changed while starting the run; retry")
+    return web.json_response({"executionId": execution_id, "jobId": job.id}, status=202)
+
+
+async def list_executions(request: web.Request) -> web.Response:
+    r = rt(request)
+    job_id = request.match_info["id"]
+    await r.store.get_job(job_id, include_deleted=True)
+    limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
+    before = _instant_param(request.query["before"], "before") if request.query.get("before") else None
+    rows = await r.store.executions(job_id, limit=limit, before=before)
+    return web.json_response([exec_to_api(e) for e in rows])
+
+
+async def preview_cron(request: web.Request) -> web.Response:
+    r = rt(request)
+    job = await r.store.get_job(request.match_info["id"])
+    count = _int_param(request, "count", 10, 1, MAX_PREVIEW)
+    start = _instant_param(request.query.get("from"), "from")
+    return web.json_response({"schedule": job.schedule, "timeZone": job.time_zone,
+                              "fires": preview(job.schedule, job.time_zone, start, count)})
+
+
+async def preview_schedule(request: web.Request) -> web.Response:
+    payload = await read_json(request)
+    if not isinstance(payload, dict):
+        raise BadRequest("body must be a JSON object")
+    unknown = set(payload) - {"schedule", "timeZone", "count", "from"}
+    if unknown:
+        raise BadRequest("unknown fields", {k[:60]: "unknown field" for k in unknown})
+    sched, zone = payload.get("schedule"), payload.get("timeZone", "UTC")
+    if not isinstance(sched, str):
+        raise BadRequest("invalid input", {"schedule": "is required and must be a string"})
+    if not isinstance(zone, str):
+        raise BadRequest("invalid input", {"timeZone": "must be a string"})
+    count = payload.get("count", 10)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_PREVIEW:
+        raise BadRequest("invalid input", {"count": f"must be an integer between 1 and {MAX_PREVIEW}"})
+    frm = payload.get("from")
+    if frm is not None and not isinstance(frm, str):
+        raise BadRequest("invalid input", {"from": "must be an RFC 3339 string"})
+    start = _instant_param(frm, "from")
+    try:
+        fires = preview(sched, zone, start, count)
+    except ScheduleError as e:
+        key = "timeZone" if "time zone" in str(e) else "schedule"
+        raise BadRequest("invalid input", {key: str(e)}) from None
+    return web.json_response({"schedule": sched, "timeZone": zone, "description": describe(sched), "fires": fires})
+
+
+async def cluster(request: web.Request) -> web.Response:
+    return web.json_response(await cluster_view(rt(request)))
+
+
+async def cluster_view(r: Runtime) -> dict[str, Any]:
+    view = r.membership.view
+    infos = await r.membership.infos()
+    members = []
+    for node_id, score in sorted(view.members.items()):
+        info = infos.get(node_id)
+        members.append({
+            "id": node_id, "url": info.url if info else None, "version": info.version if info else None,
+            "startedAt": rfc3339(datetime.fromtimestamp(info.started_at, UTC)) if info else None,
+            "owned": info.owned if info else None, "heartbeatAgeMs": max(0, view.server_now_ms - score),
+            "self": node_id == r.settings.node_id,
+        })
+    raw = await r.redis.lrange(r.keys.handovers, 0, 49)
+    handovers = []
+    for blob in raw:
+        try:
+            rec = unpack(blob)
+        except ValueError:
+            continue
+        if isinstance(rec, MembershipEvent):
+            handovers.append({"node": rec.node_id, "epoch": rec.epoch, **rec.detail})
+    return {
+        "nodeId": r.settings.node_id, "epoch": view.epoch, "members": members,
+        "ownedHere": len(r.scheduler.owned), "catalogueJobs": len(r.catalogue.jobs),
+        "heartbeatFresh": r.membership.fresh(),
+        "heartbeatAgeMs": None if r.membership.heartbeat_age() is None else int(r.membership.heartbeat_age() * 1000),
+        "memberTtlMs": int(r.settings.member_ttl * 1000), "heartbeatIntervalMs": int(r.settings.heartbeat_interval * 1000),
+        "handoversIn": r.scheduler.handovers_in, "handoversOut": r.scheduler.handovers_out,
+        "recentHandovers": handovers,
+    }
+
+
+async def health(request: web.Request) -> web.Response:
+    r = rt(request)
+    db_ok = await r.store.ping()
+    try:
+        redis_ok = bool(await r.redis.ping())
+    except Exception:
+        redis_ok = False
+    total = None
+    if db_ok:
+        try:
+            total = await r.store.count_jobs()
+        except Exception:
+            total = None
+    ok = db_ok and redis_ok
+    body = {
+        "status": "healthy" if ok else "unhealthy", "instanceId": r.settings.node_id,
+        "redis": "connected" if redis_ok else "disconnected", "database": "connected" if db_ok else "disconnected",
+        "totalCronsDB": total, "activeCronsInstance": len(r.scheduler.owned), "epoch": r.membership.view.epoch,
+        "members": len(r.membership.view.members), "heartbeatFresh": r.membership.fresh(),
+        "version": r.version, "uptimeSeconds": int(time.time() - r.membership.started_at),
+    }
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    resp = web.Response(body=generate_latest(metrics.REGISTRY))
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_spec())
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/crons", list_crons)
+    app.router.add_post("/api/crons", create_cron)
+    app.router.add_post("/api/schedules/preview", preview_schedule)
+    app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}", get_cron)
+    app.router.add_put("/api/crons/{id:[0-9a-f]{1,32}}", update_cron)
+    app.router.add_patch("/api/crons/{id:[0-9a-f]{1,32}}", update_cron)
+    app.router.add_delete("/api/crons/{id:[0-9a-f]{1,32}}", delete_cron)
+    app.router.add_post("/api/crons/{id:[0-9a-f]{1,32}}/run", run_cron)
+    app.router.add_post("/api/crons/{id:[0-9a-f]{1,32}}/pause", pause_cron)
+    app.router.add_post("/api/crons/{id:[0-9a-f]{1,32}}/resume", resume_cron)
+    app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/executions", list_executions)
+    app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/preview", preview_cron)
+    app.router.add_get("/api/cluster", cluster)
+    app.router.add_get("/api/health", health)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/api/openapi.json", openapi)
+

@@ -1,0 +1,135 @@
+"""create_app(): resources and loops in start order, torn down in reverse.
+
+Start: settings → Redis client, MariaDB pool (lazily: the node starts and answers
+503 while MariaDB is down) → bus → catalogue → membership → scheduler loops.
+Stop (SIGTERM): stop claiming → send what was claimed, finish in-flight runs
+(bounded) → release locks → leave the member set → close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+
+import dashboard
+from node import __version__, api
+from node.auth import auth_middleware
+from node.bus import Bus
+from node.catalogue import Catalogue
+from node.errors import error_middleware
+from node.fencing import Locks
+from node.firing import Firer
+from node.keys import Keys
+from node.membership import Membership
+from node.outbound import OutboundPolicy
+from node.runtime import RUNTIME, Runtime
+from node.scheduler import Scheduler
+from node.settings import Settings
+from node.store import Store, StoreUnavailable
+
+log = structlog.get_logger("app")
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    keys = Keys(settings.namespace)
+    redis = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0,
+                              health_check_interval=10)
+    store = Store(settings.database)
+    bus = Bus(redis, keys)
+    catalogue = Catalogue(store, settings.resync_interval)
+    holder: dict[str, Scheduler] = {}
+    membership = Membership(
+        redis=redis, keys=keys, node_id=settings.node_id, url=settings.advertise_url, version=__version__,
+        heartbeat_interval=settings.heartbeat_interval, member_ttl=settings.member_ttl,
+        owned_count=lambda: len(holder["s"].owned) if "s" in holder else 0,
+    )
+    locks = Locks(redis, keys, settings.node_id, settings.member_ttl)
+    firer = Firer(node_id=settings.node_id, signing_secret=settings.signing_secret,
+                  policy=OutboundPolicy(settings.outbound_allow, settings.outbound_deny),
+                  pool_size=settings.http_pool_size)
+    scheduler = Scheduler(
+        node_id=settings.node_id, store=store, catalogue=catalogue, membership=membership, locks=locks,
+        firer=firer, keys=keys, claim_ahead=settings.claim_ahead, history_per_job=settings.history_per_job,
+    )
+    holder["s"] = scheduler
+    bus.handlers.append(catalogue.on_record)
+    bus.handlers.append(lambda rec: membership.kick() if getattr(rec, "kind", "") == "node" and
+                        getattr(rec, "op", "") in ("join", "leave") else None)
+
+    async def resync_after_reconnect() -> None:
+        catalogue.request_full()
+
+    bus.on_reconnect.append(resync_after_reconnect)
+    return Runtime(settings=settings, version=__version__, keys=keys, redis=redis, store=store, bus=bus,
+                   catalogue=catalogue, membership=membership, locks=locks, firer=firer, scheduler=scheduler)
+
+
+async def _supervise(name: str, fn: object) -> None:
+    """Run a loop forever; a crash is logged and the loop restarted after a pause."""
+    while True:
+        try:
+            await fn()  # type: ignore[operator]
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("loop crashed; restarting", loop=name)
+            await asyncio.sleep(1.0)
+
+
+async def resources(app: web.Application) -> AsyncIterator[None]:
+    r = app[RUNTIME]
+    await r.firer.start()
+    try:
+        await r.store.start()
+    except StoreUnavailable as e:
+        log.warning("MariaDB unavailable at start; the API answers 503 until it returns", error=str(e))
+    yield
+    await r.firer.close()
+    await r.store.close()
+    await r.redis.aclose()
+
+
+async def loops(app: web.Application) -> AsyncIterator[None]:
+    r = app[RUNTIME]
+    s = r.scheduler
+    tasks = [
+        asyncio.create_task(_supervise(name, fn), name=name)
+        for name, fn in (
+            ("bus", r.bus.run), ("catalogue", r.catalogue.run), ("membership", r.membership.run),
+            ("reconcile", s.run_reconcile), ("timer", s.run_timer), ("recorder", s.recorder.run),
+            ("publisher", s.publisher.run), ("retention", s.run_retention),
+        )
+    ]
+    log.info("node started", node=r.settings.node_id, url=r.settings.advertise_url, version=r.version)
+    yield
+    log.info("node stopping: finishing claimed and in-flight work", grace_s=r.settings.shutdown_grace)
+    await s.shutdown(r.settings.shutdown_grace)
+    by_name = {t.get_name(): t for t in tasks}
+    by_name["membership"].cancel()
+    await asyncio.gather(by_name["membership"], return_exceptions=True)
+    await r.membership.leave()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if s.tasks:
+        await asyncio.gather(*list(s.tasks), return_exceptions=True)
+    log.info("node stopped", node=r.settings.node_id)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[error_middleware, auth_middleware],
+        handler_args={"max_field_size": 8190, "max_line_size": 8190},
+    )
+    app[RUNTIME] = build_runtime(settings)
+    app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(loops)
+    api.setup(app)
+    dashboard.setup(app)
+    return app

@@ -1,0 +1,100 @@
+"""The small error hierarchy of the API, and the middleware that maps it to HTTP statuses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.exceptions
+import structlog
+from aiohttp import web
+
+from node import metrics
+from node.jobs import ValidationError
+from node.outbound import OutboundDenied
+from node.schedule import ScheduleError
+from node.store import NotFound, StoreUnavailable, TooManyJobs, VersionConflict
+
+log = structlog.get_logger("api")
+
+
+class ApiError(Exception):
+    status = 400
+    headers: dict[str, str] = {}
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="cronring"'}
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
+class PreconditionFailed(ApiError):
+    status = 412
+
+
+class TooManyRequests(ApiError):
+    status = 429
+
+
+def error_response(status: int, message: str, details: Any = None, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message, "details": details}, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        resp = await handler(request)
+    except ApiError as e:
+        resp = error_response(e.status, e.message, e.details, e.headers)
+    except ValidationError as e:
+        resp = error_response(400, "invalid input", e.details)
+    except ScheduleError as e:
+        resp = error_response(400, "invalid schedule", {"schedule": str(e)})
+    except OutboundDenied as e:
+        resp = error_response(400, "invalid input", {"uri": str(e)})
+    except NotFound:
+        resp = error_response(404, "not found")
+    except VersionConflict as e:
+        resp = error_response(412, "version mismatch: reload and retry", {"currentVersion": e.current},
+                              {"ETag": f'"{e.current}"'})
+    except TooManyJobs as e:
+        resp = error_response(409, str(e))
+    except StoreUnavailable:
+        resp = error_response(503, "database unavailable; retry shortly", None, {"Retry-After": "5"})
+    except web.HTTPRequestEntityTooLarge as e:
+        resp = error_response(413, "request body too large", {"limit": e.max_size if hasattr(e, "max_size") else None})
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        resp = error_response(e.status, e.reason, None, {k: v for k, v in e.headers.items() if k in ("Allow", "Location")})
+    except json.JSONDecodeError as e:
+        resp = error_response(400, "body is not valid JSON", {"body": str(e)})
+    except UnicodeDecodeError:
+        resp = error_response(400, "body is not valid UTF-8")
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        resp = error_response(503, "redis unavailable; retry shortly", None, {"Retry-After": "5"})
+    except ConnectionResetError:
+        raise
+    except Exception:
+        log.exception("unhandled error", path=request.path, method=request.method)
+        resp = error_response(500, "internal error")
+    metrics.API_REQUESTS.labels(f"{resp.status // 100}xx").inc()
+    return resp

@@ -1,0 +1,238 @@
+"""One HTTP request for one execution: templates, identity headers, signing, retries.
+
+Knows nothing of claims or ownership: the scheduler hands it a claimed
+execution and gets back an outcome. Retries of one execution are one execution
+and carry the same execution id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import hmac
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from node.jobs import Job, rfc3339
+from node.outbound import OutboundDenied, OutboundPolicy, PolicyResolver
+
+RESPONSE_EXCERPT_BYTES = 4096
+MAX_REDIRECTS = 5
+RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    status_code: int | None
+    error: str | None
+    timed_out: bool
+    retry_after: float | None
+    excerpt: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    state: str  # succeeded | failed | timed_out
+    attempts: int
+    status_code: int | None
+    duration_ms: int
+    lateness_ms: int  # when the first attempt left, relative to the tick
+    error: str | None
+    excerpt: str | None
+    started_at: datetime
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    if "{{" not in template:
+        return template
+    for k, v in values.items():
+        template = template.replace("{{" + k + "}}", v)
+    return template
+
+
+def _render_json(value: Any, values: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return render(value, values)
+    if isinstance(value, list):
+        return [_render_json(v, values) for v in value]
+    if isinstance(value, dict):
+        return {k: _render_json(v, values) for k, v in value.items()}
+    return value
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def backoff_delay(job: Job, attempt: int, retry_after: float | None, rnd: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with jitter (half fixed, half random), at least Retry-After, capped."""
+    base = job.retry_backoff_ms / 1000 * (2 ** (attempt - 1))
+    cap = job.retry_max_backoff_ms / 1000
+    delay = min(cap, base)
+    delay = delay / 2 + delay / 2 * rnd()
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap))
+    return delay
+
+
+class Firer:
+    def __init__(self, *, node_id: str, signing_secret: str, policy: OutboundPolicy, pool_size: int) -> None:
+        self.node_id = node_id
+        self.signing_secret = signing_secret
+        self.policy = policy
+        self.pool_size = pool_size
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.pool_size, limit_per_host=0, resolver=PolicyResolver(self.policy),
+            ttl_dns_cache=10, enable_cleanup_closed=True,
+        )
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def check_target(self, uri: str) -> None:
+        """Refuse a target up front (IP literals and denied names); names are checked again after DNS."""
+        host = urlsplit(uri).hostname or ""
+        self.policy.check_host(host)
+
+    def _request_parts(
+        self, job: Job, *, execution_id: str, scheduled_at: datetime, fence: int, attempt: int
+    ) -> tuple[str, dict[str, str], bytes | None]:
+        values = {
+            "timestamp": rfc3339(datetime.now(UTC)) or "",
+            "scheduledAt": rfc3339(scheduled_at) or "",
+            "jobId": job.id,
+            "executionId": execution_id,
+            "attempt": str(attempt),
+        }
+        uri = render(job.uri, values)
+        headers = {k: render(v, values) for k, v in job.headers.items()}
+        body: bytes | None
+        if job.body is None:
+            body = None
+        elif isinstance(job.body, str):
+            body = render(job.body, values).encode()
+            headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+        else:
+            body = json.dumps(_render_json(job.body, values), separators=(",", ":")).encode()
+            headers.setdefault("Content-Type", "application/json")
+        headers.update({
+            "User-Agent": "cronring",
+            "X-Cron-Job-Id": job.id,
+            "X-Cron-Execution-Id": execution_id,
+            "Idempotency-Key": execution_id,
+            "X-Cron-Scheduled-At": values["scheduledAt"],
+            "X-Cron-Fence": str(fence),
+            "X-Cron-Attempt": str(attempt),
+            "X-Cron-Node": self.node_id,
+        })
+        if self.signing_secret:
+            headers["X-Cron-Signature"] = sign(self.signing_secret, int(time.time()), body or b"")
+        return uri, headers, body
+
+    async def _attempt(self, job: Job, uri: str, headers: dict[str, str], body: bytes | None) -> Attempt:
+        assert self.session is not None
+        timeout = aiohttp.ClientTimeout(total=job.timeout_ms / 1000)
+        method = job.method
+        try:
+            self.check_target(uri)
+            async with asyncio.timeout(job.timeout_ms / 1000):
+                for _hop in range(MAX_REDIRECTS + 1):
+                    async with self.session.request(
+                        method, uri, headers=headers, data=body, timeout=timeout, allow_redirects=False
+                    ) as resp:
+                        if job.follow_redirects and resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                            uri = urljoin(uri, resp.headers["Location"])
+                            if urlsplit(uri).scheme not in ("http", "https"):
+                                return Attempt(status_code=resp.status, error="redirect to a non-http URL refused",
+                                               timed_out=False, retry_after=None, excerpt=None)
+                            self.check_target(uri)
+                            if resp.status == 303:
+                                method, body = "GET", None
+                            continue
+                        raw = await resp.content.read(RESPONSE_EXCERPT_BYTES)
+                        return Attempt(
+                            status_code=resp.status, error=None, timed_out=False,
+                            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                            excerpt=raw.decode("utf-8", errors="replace"),
+                        )
+                return Attempt(status_code=None, error=f"more than {MAX_REDIRECTS} redirects", timed_out=False,
+                               retry_after=None, excerpt=None)
+        except TimeoutError:
+            return Attempt(status_code=None, error=f"timed out after {job.timeout_ms} ms", timed_out=True,
+                           retry_after=None, excerpt=None)
+        except OutboundDenied as e:
+            return Attempt(status_code=None, error=str(e), timed_out=False, retry_after=None, excerpt=None)
+        except aiohttp.ClientError as e:
+            if isinstance(e.__cause__, OutboundDenied):
+                return Attempt(status_code=None, error=str(e.__cause__), timed_out=False, retry_after=None, excerpt=None)
+            return Attempt(status_code=None, error=f"{type(e).__name__}: {e}"[:500], timed_out=False,
+                           retry_after=None, excerpt=None)
+        except (OSError, ValueError) as e:
+            return Attempt(status_code=None, error=f"{type(e).__name__}: {e}"[:500], timed_out=False,
+                           retry_after=None, excerpt=None)
+
+    async def fire(
+        self, job: Job, *, execution_id: str, scheduled_at: datetime, fence: int,
+        may_send: Callable[[], bool] = lambda: True,
+    ) -> Result:
+        started = datetime.now(UTC)
+        t0 = time.perf_counter()
+        lateness_ms = int((started - scheduled_at).total_seconds() * 1000)
+        attempt_no = 0
+        last: Attempt | None = None
+        while True:
+            attempt_no += 1
+            uri, headers, body = self._request_parts(
+                job, execution_id=execution_id, scheduled_at=scheduled_at, fence=fence, attempt=attempt_no
+            )
+            last = await self._attempt(job, uri, headers, body)
+            ok = last.status_code is not None and job.succeeded(last.status_code)
+            denied = last.error is not None and "outbound policy" in last.error
+            retryable = not ok and not denied and (last.status_code is None or last.status_code in RETRY_STATUSES)
+            if ok or not retryable or attempt_no > job.retries:
+                break
+            await asyncio.sleep(backoff_delay(job, attempt_no, last.retry_after))
+            if not may_send():
+                break  # lost our heartbeat meanwhile: a later attempt could be stale
+        duration_ms = int((time.perf_counter() - t0) * 1000)
+        if ok:
+            state = "succeeded"
+        elif last.timed_out:
+            state = "timed_out"
+        else:
+            state = "failed"
+        error = last.error
+        if error is None and not ok:
+            error = f"unexpected status {last.status_code}"
+        return Result(state=state, attempts=attempt_no, status_code=last.status_code, duration_ms=duration_ms,
+                      lateness_ms=lateness_ms, error=error, excerpt=last.excerpt, started_at=started)

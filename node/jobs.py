@@ -1,0 +1,314 @@
+"""The job record and its validation: the API's JSON fields <-> a frozen Job.
+
+Pure: no I/O. Field names on the wire are the seed's (camelCase).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+from node import schedule as sched
+
+
+class MisfirePolicy(StrEnum):
+    SKIP = "skip"
+    FIRE_ONCE = "fire_once"
+    FIRE_ALL = "fire_all"
+
+
+class ConcurrencyPolicy(StrEnum):
+    ALLOW = "allow"
+    FORBID = "forbid"
+
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
+RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+SENSITIVE_HEADER = re.compile(r"authorization|cookie|token|secret|password|api[-_]?key", re.I)
+MAX_HEADERS = 50
+
+
+class ValidationError(ValueError):
+    def __init__(self, details: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in details.items()))
+        self.details = details
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    id: str = ""
+    seq: int = 0
+    name: str = ""
+    schedule: str
+    time_zone: str = "UTC"
+    paused: bool = False
+    uri: str
+    method: str = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+    timeout_ms: int = 10_000
+    retries: int = 0
+    retry_backoff_ms: int = 1_000
+    retry_max_backoff_ms: int = 30_000
+    expect_status: tuple[int, ...] = ()
+    misfire_policy: MisfirePolicy = MisfirePolicy.FIRE_ONCE
+    misfire_grace_seconds: int = 60
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
+    follow_redirects: bool = False
+    version: int = 0
+    fence: int = 0
+    owner: str | None = None
+    active_since: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def spec(self) -> dict[str, Any]:
+        """What is stored in the ``spec`` column (everything not a column of its own)."""
+        return {
+            "uri": self.uri, "method": self.method, "headers": self.headers, "body": self.body,
+            "timeout_ms": self.timeout_ms, "retries": self.retries, "retry_backoff_ms": self.retry_backoff_ms,
+            "retry_max_backoff_ms": self.retry_max_backoff_ms, "expect_status": list(self.expect_status),
+            "misfire_policy": str(self.misfire_policy), "misfire_grace_seconds": self.misfire_grace_seconds,
+            "concurrency_policy": str(self.concurrency_policy), "follow_redirects": self.follow_redirects,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        spec = json.loads(row["spec"])
+        return cls(
+            id=row["id"], seq=int(row.get("seq") or 0), name=row["name"], schedule=row["schedule"],
+            time_zone=row["time_zone"], paused=bool(row["paused"]), uri=spec["uri"], method=spec["method"],
+            headers=spec.get("headers") or {}, body=spec.get("body"), timeout_ms=spec["timeout_ms"],
+            retries=spec["retries"], retry_backoff_ms=spec["retry_backoff_ms"],
+            retry_max_backoff_ms=spec["retry_max_backoff_ms"], expect_status=tuple(spec.get("expect_status") or ()),
+            misfire_policy=MisfirePolicy(spec["misfire_policy"]), misfire_grace_seconds=spec["misfire_grace_seconds"],
+            concurrency_policy=ConcurrencyPolicy(spec["concurrency_policy"]),
+            follow_redirects=bool(spec.get("follow_redirects", False)), version=int(row["version"]),
+            fence=int(row["fence"]), owner=row.get("owner"), active_since=_utc(row.get("active_since")),
+            created_at=_utc(row.get("created_at")), updated_at=_utc(row.get("updated_at")),
+        )
+
+    @property
+    def parsed_schedule(self) -> sched.Schedule:
+        return sched.parse(self.schedule, self.time_zone)
+
+    def succeeded(self, status: int) -> bool:
+        return status in self.expect_status if self.expect_status else 200 <= status < 300
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "uri": self.uri, "httpMethod": self.method,
+            "headers": masked_headers(self.headers), "body": self.body, "schedule": self.schedule,
+            "timeZone": self.time_zone, "paused": self.paused, "timeoutMs": self.timeout_ms,
+            "retries": self.retries, "retryBackoffMs": self.retry_backoff_ms,
+            "retryMaxBackoffMs": self.retry_max_backoff_ms, "expectStatus": list(self.expect_status),
+            "misfirePolicy": str(self.misfire_policy), "misfireGraceSeconds": self.misfire_grace_seconds,
+            "concurrencyPolicy": str(self.concurrency_policy), "followRedirects": self.follow_redirects,
+            "version": self.version, "owner": self.owner, "createdAt": rfc3339(self.created_at),
+            "updatedAt": rfc3339(self.updated_at),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSummary:
+    """What every node keeps in memory for every job: enough to compute ownership."""
+
+    id: str
+    version: int
+    paused: bool
+    deleted: bool
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> JobSummary:
+        return cls(id=row["id"], version=int(row["version"]), paused=bool(row["paused"]),
+                   deleted=row["deleted_at"] is not None)
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    return None if dt is None else dt.replace(tzinfo=UTC)
+
+
+def rfc3339(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def masked_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: ("***" if SENSITIVE_HEADER.search(k) else v) for k, v in headers.items()}
+
+
+# ---- validation -------------------------------------------------------------------
+
+# API field -> Job attribute
+FIELDS = {
+    "name": "name", "schedule": "schedule", "timeZone": "time_zone", "paused": "paused", "uri": "uri",
+    "httpMethod": "method", "headers": "headers", "body": "body", "timeoutMs": "timeout_ms",
+    "retries": "retries", "retryBackoffMs": "retry_backoff_ms", "retryMaxBackoffMs": "retry_max_backoff_ms",
+    "expectStatus": "expect_status", "misfirePolicy": "misfire_policy",
+    "misfireGraceSeconds": "misfire_grace_seconds", "concurrencyPolicy": "concurrency_policy",
+    "followRedirects": "follow_redirects",
+}
+READ_ONLY = {"id", "version", "createdAt", "updatedAt", "nextRunAt", "owner", "running", "lastExecutedAt",
+             "isLocked", "lastExecution", "state"}
+
+
+def _int_field(v: Any, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError("must be an integer")
+    if not lo <= v <= hi:
+        raise ValueError(f"must be between {lo} and {hi}")
+    return v
+
+
+def _str_field(v: Any, max_len: int, *, empty_ok: bool = True) -> str:
+    if not isinstance(v, str):
+        raise ValueError("must be a string")
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    if len(v) > max_len:
+        raise ValueError(f"must be at most {max_len} characters")
+    if not empty_ok and not v.strip():
+        raise ValueError("must not be empty")
+    return v
+
+
+def _check_uri(v: Any) -> str:
+    v = _str_field(v, 2048, empty_ok=False).strip()
+    parts = urlsplit(v)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if any(c in v for c in "\r\n\t "):
+        raise ValueError("must not contain whitespace")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return v
+
+
+def _check_headers(v: Any) -> dict[str, str]:
+    if not isinstance(v, dict):
+        raise ValueError("must be an object of header names to string values")
+    if len(v) > MAX_HEADERS:
+        raise ValueError(f"at most {MAX_HEADERS} headers")
+    out: dict[str, str] = {}
+    for k, val in v.items():
+        if not _HEADER_NAME.match(k):
+            raise ValueError(f"invalid header name {k[:40]!r}")
+        if k.lower() in RESERVED_HEADERS or k.lower().startswith("x-cron-"):
+            raise ValueError(f"header {k!r} is set by cronring and cannot be overridden")
+        if not isinstance(val, str) or any(c in val for c in "\r\n\x00") or len(val) > 8192:
+            raise ValueError(f"header {k!r} must be a single-line string of at most 8192 characters")
+        out[k] = val
+    return out
+
+
+def _check_expect(v: Any) -> tuple[int, ...]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = [v]
+    if not isinstance(v, list) or len(v) > 20:
+        raise ValueError("must be a status code or a list of at most 20 status codes")
+    return tuple(_int_field(x, 100, 599) for x in v)
+
+
+def _check_body(v: Any, max_bytes: int) -> Any:
+    if v is None:
+        return None
+    try:
+        size = len(v.encode()) if isinstance(v, str) else len(json.dumps(v))
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError("must be a JSON value or a string") from None
+    if isinstance(v, str) and "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    if size > max_bytes:
+        raise ValueError(f"is {size} bytes; the limit is {max_bytes}")
+    return v
+
+
+def _check_method(v: Any) -> str:
+    if not isinstance(v, str) or v.upper() not in METHODS:
+        raise ValueError(f"must be one of {', '.join(METHODS)}")
+    return v.upper()
+
+
+def _check_bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("must be true or false")
+    return v
+
+
+def _check_enum(enum: type[StrEnum]) -> Any:
+    def check(v: Any) -> StrEnum:
+        try:
+            return enum(v)
+        except (ValueError, TypeError):
+            raise ValueError(f"must be one of {', '.join(e.value for e in enum)}") from None
+
+    return check
+
+
+def validate(payload: Any, *, base: Job | None = None, max_body_bytes: int = 64 * 1024) -> Job:
+    """Build a Job from an API payload (create when ``base`` is None, partial update otherwise)."""
+    if not isinstance(payload, dict):
+        raise ValidationError({"body": "must be a JSON object"})
+    errors: dict[str, str] = {}
+    checks: dict[str, Any] = {
+        "name": lambda v: _str_field(v, 200),
+        "schedule": lambda v: _str_field(v, sched.MAX_EXPRESSION_LEN, empty_ok=False),
+        "timeZone": lambda v: _str_field(v, 64, empty_ok=False),
+        "paused": _check_bool,
+        "uri": _check_uri,
+        "httpMethod": _check_method,
+        "headers": _check_headers,
+        "body": lambda v: _check_body(v, max_body_bytes),
+        "timeoutMs": lambda v: _int_field(v, 1, 300_000),
+        "retries": lambda v: _int_field(v, 0, 10),
+        "retryBackoffMs": lambda v: _int_field(v, 0, 3_600_000),
+        "retryMaxBackoffMs": lambda v: _int_field(v, 0, 3_600_000),
+        "expectStatus": _check_expect,
+        "misfirePolicy": _check_enum(MisfirePolicy),
+        "misfireGraceSeconds": lambda v: _int_field(v, 0, 7 * 24 * 3600),
+        "concurrencyPolicy": _check_enum(ConcurrencyPolicy),
+        "followRedirects": _check_bool,
+    }
+    values: dict[str, Any] = {}
+    for key, v in payload.items():
+        if not isinstance(key, str):
+            errors[str(key)] = "unknown field"
+            continue
+        if key in READ_ONLY:
+            continue  # echoing a GET back in a PUT is harmless
+        if key not in checks:
+            errors[key[:60]] = "unknown field"
+            continue
+        if v is None and key in ("name", "body", "headers", "expectStatus"):
+            values[FIELDS[key]] = {"name": "", "body": None, "headers": {}, "expectStatus": ()}[key]
+            continue
+        try:
+            values[FIELDS[key]] = checks[key](v)
+        except ValueError as e:
+            errors[key] = str(e)
+    if base is None:
+        for required in ("uri", "schedule"):
+            if required not in payload and required not in errors:
+                errors[required] = "is required"
+    if errors:
+        raise ValidationError(errors)
+    job = replace(base, **values) if base is not None else Job(**values)
+    try:
+        sched.parse(job.schedule, job.time_zone)
+    except sched.ScheduleError as e:
+        key = "timeZone" if "time zone" in str(e) else "schedule"
+        raise ValidationError({key: str(e)}) from None
+    if job.retry_max_backoff_ms < job.retry_backoff_ms:
+        raise ValidationError({"retryMaxBackoffMs": "must be at least retryBackoffMs"})
+    return job

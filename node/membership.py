@@ -1,0 +1,183 @@
+"""Membership: a heartbeat per node by one Lua script on Redis server time.
+
+The script refreshes this node's score in the members sorted set, drops members
+silent for longer than ``member_ttl``, bumps the ring epoch on any change and
+returns the live set. The heartbeat result is the truth; pub/sub join and
+leave messages only make peers look sooner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+import structlog
+
+from node.keys import EVENTS_STREAM_LENGTH, Keys
+from node.messages import MembershipEvent, NodeInfo, unpack
+from node.ring import Ring
+
+log = structlog.get_logger("membership")
+
+HEARTBEAT_LUA = """
+local now_t = redis.call('TIME')
+local now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local me = ARGV[1]
+local changed = 0
+local prev = redis.call('ZSCORE', KEYS[1], me)
+local was_member = 0
+if prev and (now - tonumber(prev)) <= ttl then was_member = 1 end
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl))
+for _, id in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+  changed = 1
+end
+if ARGV[4] == '1' then
+  if redis.call('ZREM', KEYS[1], me) == 1 then changed = 1 end
+  redis.call('HDEL', KEYS[2], me)
+else
+  redis.call('ZADD', KEYS[1], now, me)
+  redis.call('HSET', KEYS[2], me, ARGV[3])
+  if was_member == 0 then changed = 1 end
+end
+if changed == 1 then redis.call('INCR', KEYS[3]) end
+local epoch = tonumber(redis.call('GET', KEYS[3]) or '0')
+return {now, epoch, was_member, dead, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
+"""
+
+
+@dataclass(slots=True)
+class View:
+    """This node's view of the cluster after its last heartbeat."""
+
+    members: dict[str, int] = field(default_factory=dict)  # node_id -> server ms of last heartbeat
+    server_now_ms: int = 0
+    epoch: int = 0
+    ring: Ring = field(default_factory=lambda: Ring(()))
+
+
+class Membership:
+    def __init__(
+        self, *, redis: aioredis.Redis, keys: Keys, node_id: str, url: str, version: str,
+        heartbeat_interval: float, member_ttl: float, owned_count: Callable[[], int],
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.node_id = node_id
+        self.url = url
+        self.version = version
+        self.heartbeat_interval = heartbeat_interval
+        self.member_ttl = member_ttl
+        self.owned_count = owned_count
+        self.started_at = time.time()
+        self.view = View()
+        self.changed = asyncio.Event()  # set when the member set changes
+        self.lapsed = asyncio.Event()  # set when our own heartbeat lapsed: drop everything
+        self._script = redis.register_script(HEARTBEAT_LUA)
+        self._last_ok: float | None = None  # monotonic time a successful heartbeat was *sent*
+        self._kick = asyncio.Event()
+        self.joined_once = False
+
+    # A node may send only while its lease is surely valid in the eyes of peers:
+    # peers expire it member_ttl after the server time of its last heartbeat, which
+    # is later than when we sent it, so measuring from the send is conservative.
+    @property
+    def lapse_after(self) -> float:
+        return self.member_ttl - 0.5 * self.heartbeat_interval
+
+    def fresh(self) -> bool:
+        return self._last_ok is not None and time.monotonic() - self._last_ok < self.lapse_after
+
+    def heartbeat_age(self) -> float | None:
+        return None if self._last_ok is None else time.monotonic() - self._last_ok
+
+    def kick(self) -> None:
+        """Heartbeat now (a peer announced a join or leave)."""
+        self._kick.set()
+
+    async def beat(self, *, leave: bool = False) -> View:
+        sent = time.monotonic()
+        info = NodeInfo(id=self.node_id, url=self.url, version=self.version, started_at=self.started_at,
+                        owned=self.owned_count(), epoch=self.view.epoch).pack()
+        res = await self._script(
+            keys=[self.keys.members, self.keys.member_info, self.keys.epoch],
+            args=[self.node_id, int(self.member_ttl * 1000), info, "1" if leave else "0"],
+        )
+        now_ms, epoch, was_member, dead, flat = res
+        members = {flat[i].decode(): int(float(flat[i + 1])) for i in range(0, len(flat), 2)}
+        if leave:
+            return self.view
+        lapsed_here = self._last_ok is not None and (sent - self._last_ok) >= self.lapse_after
+        if self.joined_once and (not was_member or lapsed_here):
+            # Expired by peers, Redis restarted empty, or we were silent too long:
+            # whatever we owned may be someone else's now.
+            log.warning("own heartbeat lapsed; dropping ownership and rejoining", was_member=bool(was_member))
+            self.lapsed.set()
+        old = self.view
+        self.view = View(members=members, server_now_ms=int(now_ms), epoch=int(epoch),
+                         ring=old.ring if set(old.members) == set(members) else Ring(members))
+        self._last_ok = sent
+        if set(old.members) != set(members) or not self.joined_once:
+            joined = sorted(set(members) - set(old.members))
+            left = sorted(set(old.members) - set(members))
+            log.info("membership changed", epoch=int(epoch), members=sorted(members), joined=joined, left=left,
+                     expired=[d.decode() for d in dead])
+            self.changed.set()
+        if not self.joined_once:
+            self.joined_once = True
+            await self.announce("join")
+        return self.view
+
+    async def announce(self, op: str, **detail: object) -> None:
+        try:
+            payload = MembershipEvent(op=op, node_id=self.node_id, epoch=self.view.epoch, detail=dict(detail)).pack()
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.publish(self.keys.membership_channel, payload)
+            pipe.xadd(self.keys.events_stream, {b"r": payload}, maxlen=EVENTS_STREAM_LENGTH, approximate=True)
+            await pipe.execute()
+        except Exception as e:  # announcements are hints; the heartbeat is the truth
+            log.debug("announce failed", error=str(e))
+
+    async def run(self) -> None:
+        backoff = self.heartbeat_interval
+        while True:
+            try:
+                await self.beat()
+                backoff = self.heartbeat_interval
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("heartbeat failed", error=f"{type(e).__name__}: {e}")
+                backoff = min(self.heartbeat_interval, backoff)
+                if self._last_ok is not None and not self.fresh() and not self.lapsed.is_set():
+                    log.warning("heartbeat lease lapsed while Redis is unreachable; stopping all firing")
+                    self.lapsed.set()
+            self._kick.clear()
+            try:
+                await asyncio.wait_for(self._kick.wait(), timeout=backoff)
+            except TimeoutError:
+                pass
+
+    async def leave(self) -> None:
+        try:
+            await self.beat(leave=True)
+            await self.announce("leave")
+        except Exception as e:
+            log.warning("leave failed; peers will expire us after member_ttl", error=str(e))
+
+    async def infos(self) -> dict[str, NodeInfo]:
+        raw = await self.redis.hgetall(self.keys.member_info)
+        out: dict[str, NodeInfo] = {}
+        for k, v in raw.items():
+            try:
+                rec = unpack(v)
+            except ValueError:
+                continue
+            if isinstance(rec, NodeInfo):
+                out[k.decode()] = rec
+        return out

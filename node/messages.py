@@ -1,0 +1,110 @@
+"""Versioned msgpack records that travel between nodes (pub/sub and Redis values)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Self
+
+import msgpack
+
+SCHEMA_VERSION = 1
+
+
+class MessageError(ValueError):
+    """A payload that is not a record this version understands."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record:
+    kind: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def pack(self) -> bytes:
+        d = self.to_dict()
+        d["v"] = SCHEMA_VERSION
+        d["kind"] = self.kind
+        return msgpack.packb(d, use_bin_type=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeInfo(Record):
+    kind: ClassVar[str] = "node-info"
+    id: str
+    url: str
+    version: str
+    started_at: float
+    owned: int = 0
+    epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobEvent(Record):
+    kind: ClassVar[str] = "job"
+    op: str  # created | updated | deleted | paused | resumed
+    id: str
+    version: int
+    paused: bool = False
+    origin: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionEvent(Record):
+    kind: ClassVar[str] = "execution"
+    id: str
+    job_id: str
+    scheduled_at: str  # RFC 3339 UTC, ms
+    state: str
+    node: str
+    fence: int
+    attempt: int = 0
+    status_code: int | None = None
+    duration_ms: int | None = None
+    lateness_ms: int | None = None
+    error: str | None = None
+    at: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionBatch(Record):
+    kind: ClassVar[str] = "executions"
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MembershipEvent(Record):
+    kind: ClassVar[str] = "node"
+    op: str  # join | leave | lapsed | handover
+    node_id: str
+    epoch: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+_KINDS: dict[str, type[Record]] = {
+    c.kind: c for c in (NodeInfo, JobEvent, ExecutionEvent, ExecutionBatch, MembershipEvent)
+}
+
+
+def unpack(payload: bytes) -> Record:
+    try:
+        d = msgpack.unpackb(payload, raw=False)
+    except Exception as e:  # msgpack raises several error types
+        raise MessageError(f"not msgpack: {e}") from None
+    if not isinstance(d, dict):
+        raise MessageError("not a record")
+    if d.get("v") != SCHEMA_VERSION:
+        raise MessageError(f"unsupported schema version {d.get('v')!r}")
+    cls = _KINDS.get(d.get("kind", ""))
+    if cls is None:
+        raise MessageError(f"unknown kind {d.get('kind')!r}")
+    try:
+        return cls.from_dict(d)
+    except TypeError as e:
+        raise MessageError(str(e)) from None

@@ -1,0 +1,28 @@
+"""Prometheus metrics (prometheus-client). Labels are bounded: no per-job labels."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+FIRES = Counter("cronring_fires_total", "Executions sent, by final state", ["state"], registry=REGISTRY)
+LATENESS = Histogram(
+    "cronring_fire_lateness_seconds", "Delay between the tick and the first attempt leaving the node",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY,
+)
+DURATION = Histogram("cronring_fire_duration_seconds", "Execution duration, all attempts", registry=REGISTRY)
+CLAIMS = Counter("cronring_claims_total", "Claims attempted, by result (won, lost)", ["result"], registry=REGISTRY)
+FENCE_REJECTIONS = Counter("cronring_fence_rejections_total", "Claims lost to a newer fence: job dropped",
+                           registry=REGISTRY)
+HANDOVERS = Counter("cronring_handovers_total", "Jobs taken over or released", ["direction"], registry=REGISTRY)
+MISFIRES = Counter("cronring_misfires_total", "Ticks not run, by reason", ["reason"], registry=REGISTRY)
+ABANDONED = Counter("cronring_abandoned_total", "Claimed executions never sent", registry=REGISTRY)
+HTTP_STATUS = Counter("cronring_target_responses_total", "Target responses by status class", ["class"],
+                      registry=REGISTRY)
+RETRIES = Counter("cronring_retries_total", "Retried attempts", registry=REGISTRY)
+MEMBERS = Gauge("cronring_members", "Live members in this node's view", registry=REGISTRY)
+EPOCH = Gauge("cronring_ring_epoch", "Ring epoch in this node's view", registry=REGISTRY)
+OWNED = Gauge("cronring_owned_jobs", "Jobs this node owns", registry=REGISTRY)
+JOBS = Gauge("cronring_catalogue_jobs", "Jobs in this node's catalogue", registry=REGISTRY)
+API_REQUESTS = Counter("cronring_api_requests_total", "API requests by status class", ["class"], registry=REGISTRY)

@@ -1,0 +1,137 @@
+"""OpenAPI 3.1 description of the public HTTP surface (served at /api/openapi.json)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from node import __version__
+
+_ERR = {"$ref": "#/components/responses/Error"}
+_JOB = {"$ref": "#/components/schemas/Job"}
+
+EXAMPLE_JOB = {
+    "uri": "http://127.0.0.1:3002/webhook",
+    "httpMethod": "POST",
+    "body": {"event": "scheduled_task", "timestamp": "{{timestamp}}"},
+    "schedule": "*/30 * * * * *",
+    "timeZone": "Europe/Lisbon",
+}
+
+
+def _op(summary: str, ok: dict[str, Any], *, body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,
+        errors: tuple[int, ...] = (400, 401, 403, 404, 503)) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {**ok, **{str(e): _ERR for e in errors}}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": body}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{1,32}$"}}
+
+
+def _q(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+@cache
+def spec() -> dict[str, Any]:
+    job_props: dict[str, Any] = {
+        "name": {"type": "string", "maxLength": 200},
+        "uri": {"type": "string", "format": "uri", "maxLength": 2048},
+        "httpMethod": {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "body": {},
+        "schedule": {"type": "string", "maxLength": 200},
+        "timeZone": {"type": "string", "maxLength": 64},
+        "paused": {"type": "boolean"},
+        "timeoutMs": {"type": "integer", "minimum": 1, "maximum": 300000},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 10},
+        "retryBackoffMs": {"type": "integer", "minimum": 0, "maximum": 3600000},
+        "retryMaxBackoffMs": {"type": "integer", "minimum": 0, "maximum": 3600000},
+        "expectStatus": {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}},
+        "misfirePolicy": {"type": "string", "enum": ["skip", "fire_once", "fire_all"]},
+        "misfireGraceSeconds": {"type": "integer", "minimum": 0, "maximum": 604800},
+        "concurrencyPolicy": {"type": "string", "enum": ["allow", "forbid"]},
+        "followRedirects": {"type": "boolean"},
+    }
+    job_in = {"type": "object", "properties": job_props, "required": ["uri", "schedule"], "additionalProperties": False}
+    job_patch = {"type": "object", "properties": job_props, "additionalProperties": False}
+    job_out = {"type": "object", "properties": {
+        **job_props, "id": {"type": "string"}, "version": {"type": "integer"}, "owner": {"type": ["string", "null"]},
+        "nextRunAt": {"type": ["string", "null"]}, "running": {"type": "boolean"},
+        "lastExecutedAt": {"type": ["string", "null"]}, "isLocked": {"type": "boolean"}, "state": {"type": "string"},
+        "createdAt": {"type": "string"}, "updatedAt": {"type": "string"},
+    }}
+    preview_out = {"type": "object", "properties": {"fires": {"type": "array", "items": {"type": "object"}}}}
+    paths: dict[str, Any] = {
+        "/api/crons": {
+            "get": _op("List jobs (paginated: X-Next-Cursor / Link headers)", {"200": _json({"type": "array", "items": _JOB})},
+                       params=[_q("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                               _q("cursor", {"type": "integer", "minimum": 0}), _q("q", {"type": "string", "maxLength": 200}),
+                               _q("state", {"type": "string", "enum": ["all", "active", "paused"]})],
+                       errors=(400, 401, 503)),
+            "post": _op("Create a job", {"201": _json(_JOB, "Created")},
+                        body={"schema": {"$ref": "#/components/schemas/JobInput"}, "example": EXAMPLE_JOB},
+                        errors=(400, 401, 403, 409, 413, 415, 503)),
+        },
+        "/api/crons/{id}": {
+            "get": _op("Get a job with nextRunAt and its last execution", {"200": _json(_JOB)}, params=[_ID]),
+            "put": _op("Update a job (partial allowed; If-Match on version)", {"200": _json(_JOB)},
+                       body={"schema": {"$ref": "#/components/schemas/JobPatch"}, "example": {"paused": False}},
+                       params=[_ID, {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}}],
+                       errors=(400, 401, 403, 404, 412, 413, 415, 503)),
+            "patch": _op("Update a job (same as PUT)", {"200": _json(_JOB)},
+                         body={"schema": {"$ref": "#/components/schemas/JobPatch"}}, params=[_ID],
+                         errors=(400, 401, 403, 404, 412, 413, 415, 503)),
+            "delete": _op("Delete a job", {"200": _json({"type": "object"})}, params=[_ID], errors=(401, 403, 404, 412, 503)),
+        },
+        "/api/crons/{id}/run": {"post": _op("Run now", {"202": _json({"type": "object"}, "Accepted")}, params=[_ID],
+                                            errors=(401, 403, 404, 412, 429, 503))},
+        "/api/crons/{id}/pause": {"post": _op("Pause", {"200": _json(_JOB)}, params=[_ID], errors=(401, 403, 404, 503))},
+        "/api/crons/{id}/resume": {"post": _op("Resume", {"200": _json(_JOB)}, params=[_ID], errors=(401, 403, 404, 503))},
+        "/api/crons/{id}/executions": {"get": _op(
+            "Execution history, newest first", {"200": _json({"type": "array", "items": {"type": "object"}})},
+            params=[_ID, _q("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                    _q("before", {"type": "string", "format": "date-time"})])},
+        "/api/crons/{id}/preview": {"get": _op(
+            "Next fire times with UTC offsets", {"200": _json(preview_out)},
+            params=[_ID, _q("count", {"type": "integer", "minimum": 1, "maximum": 100}),
+                    _q("from", {"type": "string", "format": "date-time"})])},
+        "/api/schedules/preview": {"post": _op(
+            "Preview an unsaved schedule", {"200": _json(preview_out)},
+            body={"schema": {"type": "object", "required": ["schedule"], "additionalProperties": False, "properties": {
+                "schedule": {"type": "string"}, "timeZone": {"type": "string"},
+                "count": {"type": "integer", "minimum": 1, "maximum": 100}, "from": {"type": "string", "format": "date-time"}}},
+                "example": {"schedule": "30 1 * * *", "timeZone": "Europe/Lisbon", "count": 3}},
+            errors=(400, 401, 413, 415))},
+        "/api/crons/status/stream": {"get": {"summary": "Server-sent events: snapshot then job/execution/node deltas",
+                                             "responses": {"200": {"description": "text/event-stream"}}}},
+        "/api/crons/status-stream": {"get": {"summary": "Alias of /api/crons/status/stream",
+                                             "responses": {"200": {"description": "text/event-stream"}}}},
+        "/api/cluster": {"get": _op("Members, epoch, owned counts, recent hand-overs", {"200": _json({"type": "object"})},
+                                    errors=(401, 503))},
+        "/api/health": {"get": {"summary": "Health (503 when Redis or MariaDB is unreachable)",
+                                "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"}, "Unhealthy")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain"}}}},
+        "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "cronring", "version": __version__,
+                 "description": "A distributed cron service: every tick fired once by a cluster of equal nodes."},
+        "paths": paths,
+        "components": {
+            "schemas": {"Job": job_out, "JobInput": job_in, "JobPatch": job_patch},
+            "responses": {"Error": _json({"type": "object", "properties": {"error": {"type": "string"}, "details": {}}},
+                                         "Error")},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}, {}],
+    }

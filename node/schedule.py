@@ -1,0 +1,240 @@
+"""Pure schedule maths: parse and validate, next fire instants, DST rules, missed ticks.
+
+No I/O. Every function takes the clock as an argument.
+
+DST rules (DESIGN.md, "Schedules and time"):
+
+* A *fixed-time* schedule (the hour field names specific hours) is evaluated on
+  the local wall clock. A local time that does not exist (spring forward) fires
+  once, at the first valid instant after the gap; a local time that occurs twice
+  (fall back) fires once, at its first occurrence.
+* An *interval* schedule (hour field ``*`` or ``*/n``) follows real elapsed
+  time: wall-clock times inside a gap do not exist and are not fired, and a
+  repeated hour fires again in real time.
+
+croniter does the calendar field matching on naive local datetimes; this module
+maps those wall-clock times to real instants with the rules above.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+_FIELD_OK = re.compile(r"^[0-9A-Za-z*/,\-?#LW]+$")
+MAX_EXPRESSION_LEN = 200
+
+
+class ScheduleError(ValueError):
+    """A schedule or time zone that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    expression: str  # as the user wrote it
+    zone: ZoneInfo
+    croniter_expr: str  # 5 fields, or 6 with seconds last (croniter's order)
+    has_seconds: bool
+    interval: bool  # hour field is * or */n: follow real elapsed time
+
+    def next_after(self, instant: datetime) -> datetime:
+        """The first fire instant strictly after ``instant`` (aware, UTC)."""
+        return next(self.iter_after(instant))
+
+    def iter_after(self, instant: datetime) -> Iterator[datetime]:
+        """Fire instants strictly after ``instant``, strictly increasing, in UTC."""
+        instant = _as_utc(instant)
+        if self.interval:
+            yield from self._iter_interval(instant)
+        else:
+            yield from self._iter_fixed(instant)
+
+    # Interval schedules: every real instant whose local wall clock matches.
+    def _iter_interval(self, instant: datetime) -> Iterator[datetime]:
+        local = instant.astimezone(self.zone)
+        wall = local.replace(tzinfo=None)
+        # When a fall-back is just ahead, wall times before ``instant``'s own will
+        # come round again in real time: start early enough to walk through them.
+        later = (instant + timedelta(hours=3)).astimezone(self.zone).utcoffset()
+        now_off = local.utcoffset()
+        if later is not None and now_off is not None and later < now_off:
+            wall -= now_off - later + timedelta(seconds=1)
+        it = croniter(self.croniter_expr, wall)
+        while True:
+            wall: datetime = it.get_next(datetime)
+            for fold in (0, 1):
+                aware = wall.replace(tzinfo=self.zone, fold=fold)
+                if not _exists(aware):
+                    break  # a wall time inside a gap: no real instant has it
+                utc = aware.astimezone(UTC)
+                if fold == 1 and utc == wall.replace(tzinfo=self.zone, fold=0).astimezone(UTC):
+                    break  # not ambiguous: fold=1 names the same instant
+                if utc > instant:
+                    yield utc
+
+    # Fixed schedules: wall clock, gap -> end of gap, fold -> first occurrence.
+    def _iter_fixed(self, instant: datetime) -> Iterator[datetime]:
+        # No rewind needed: a wall time before ``instant``'s own is either in the
+        # past or a second occurrence, which fixed schedules never fire.
+        it = croniter(self.croniter_expr, instant.astimezone(self.zone).replace(tzinfo=None))
+        last: datetime | None = None
+        while True:
+            wall: datetime = it.get_next(datetime)
+            aware = wall.replace(tzinfo=self.zone, fold=0)
+            utc = aware.astimezone(UTC) if _exists(aware) else _gap_end(aware)
+            if utc <= instant or (last is not None and utc <= last):
+                continue
+            last = utc
+            yield utc
+
+    def ticks_between(self, after: datetime, until: datetime, cap: int) -> tuple[list[datetime], int]:
+        """Fire instants in ``(after, until]``: the last ``cap`` of them and the total count."""
+        ticks: list[datetime] = []
+        total = 0
+        for t in self.iter_after(after):
+            if t > until:
+                break
+            total += 1
+            ticks.append(t)
+            if len(ticks) > cap:
+                del ticks[0]
+        return ticks, total
+
+
+def _as_utc(instant: datetime) -> datetime:
+    if instant.tzinfo is None:
+        raise ValueError("instants must be timezone-aware")
+    return instant.astimezone(UTC)
+
+
+def _exists(aware: datetime) -> bool:
+    """False for a wall-clock time inside a DST gap."""
+    back = aware.astimezone(UTC).astimezone(aware.tzinfo)
+    return back.replace(tzinfo=None) == aware.replace(tzinfo=None)
+
+
+def _gap_end(aware: datetime) -> datetime:
+    """The first valid instant after the gap that swallowed ``aware``'s wall time."""
+    # fold=1 reads the wall time with the post-transition offset (earlier in UTC),
+    # fold=0 with the pre-transition offset (later in UTC): the transition is between.
+    lo = aware.replace(fold=1).astimezone(UTC)
+    hi = aware.replace(fold=0).astimezone(UTC)
+    if lo > hi:
+        lo, hi = hi, lo
+    post = hi.astimezone(aware.tzinfo).utcoffset()
+    # Binary search for the first second with the post-transition offset.
+    lo_s, hi_s = int(lo.timestamp()), int(hi.timestamp())
+    while lo_s < hi_s:
+        mid = (lo_s + hi_s) // 2
+        if datetime.fromtimestamp(mid, UTC).astimezone(aware.tzinfo).utcoffset() == post:
+            hi_s = mid
+        else:
+            lo_s = mid + 1
+    return datetime.fromtimestamp(lo_s, UTC)
+
+
+@lru_cache(maxsize=1024)
+def load_zone(name: str) -> ZoneInfo:
+    if not isinstance(name, str) or not name or len(name) > 64 or "\x00" in name:
+        raise ScheduleError(f"unknown time zone {name!r}")
+    if name.startswith("/") or ".." in name:
+        raise ScheduleError(f"unknown time zone {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ScheduleError(f"unknown time zone {name!r}: use an IANA name such as 'Europe/Lisbon'") from None
+
+
+@lru_cache(maxsize=4096)
+def parse(expression: str, zone_name: str = "UTC") -> Schedule:
+    """Parse a cron expression: 5 fields, 6 with seconds first, or an @alias."""
+    if not isinstance(expression, str):
+        raise ScheduleError("schedule must be a string")
+    zone = load_zone(zone_name)
+    text = " ".join(expression.split())
+    if not text:
+        raise ScheduleError("schedule is empty")
+    if len(text) > MAX_EXPRESSION_LEN:
+        raise ScheduleError(f"schedule is longer than {MAX_EXPRESSION_LEN} characters")
+    if text.startswith("@"):
+        alias = ALIASES.get(text.lower())
+        if alias is None:
+            raise ScheduleError(f"unknown alias {text!r}; use one of {', '.join(sorted(ALIASES))}")
+        text = alias
+    fields = text.split(" ")
+    if len(fields) not in (5, 6):
+        raise ScheduleError(
+            f"expected 5 fields (minute hour day month weekday) or 6 with seconds first, got {len(fields)}"
+        )
+    for f in fields:
+        if not _FIELD_OK.match(f):
+            raise ScheduleError(f"invalid field {f!r}")
+    has_seconds = len(fields) == 6
+    cron_fields = fields[1:] + fields[:1] if has_seconds else fields
+    cexpr = " ".join(cron_fields)
+    try:
+        ok = croniter.is_valid(cexpr)
+    except Exception:  # croniter raises assorted errors on odd input
+        ok = False
+    if not ok:
+        raise ScheduleError(f"invalid cron expression {expression!r}")
+    hour = cron_fields[1]
+    interval = hour == "*" or hour.startswith("*/")
+    sched = Schedule(expression=expression, zone=zone, croniter_expr=cexpr, has_seconds=has_seconds, interval=interval)
+    try:
+        # An expression can be syntactically valid and still never fire (Feb 30).
+        croniter(cexpr, datetime(2026, 1, 1), max_years_between_matches=10).get_next(datetime)
+    except Exception:
+        raise ScheduleError(f"cron expression {expression!r} never fires") from None
+    return sched
+
+
+def describe(expression: str) -> str:
+    """A short description in words, for the dashboard (common shapes only)."""
+    text = " ".join(expression.split())
+    if text.startswith("@"):
+        return {"@yearly": "yearly", "@annually": "yearly", "@monthly": "monthly", "@weekly": "weekly",
+                "@daily": "daily", "@midnight": "daily", "@hourly": "hourly"}.get(text.lower(), text)
+    f = text.split(" ")
+    sec = None
+    if len(f) == 6:
+        sec, f = f[0], f[1:]
+    if len(f) != 5:
+        return text
+    minute, hour, dom, mon, dow = f
+    rest_any = dom == "*" and mon == "*" and dow == "*"
+    if sec is not None and rest_any and minute == "*" and hour == "*":
+        if sec == "*":
+            return "every second"
+        if sec.startswith("*/"):
+            return f"every {sec[2:]} seconds"
+    if sec in (None, "0") and rest_any and hour == "*":
+        if minute == "*":
+            return "every minute"
+        if minute.startswith("*/"):
+            return f"every {minute[2:]} minutes"
+        if minute.isdigit():
+            return f"hourly at :{int(minute):02d}"
+    if sec in (None, "0") and minute.isdigit() and hour.isdigit():
+        at = f"{int(hour):02d}:{int(minute):02d}"
+        if rest_any:
+            return f"daily at {at}"
+        if dom == "*" and mon == "*" and dow != "*":
+            return f"at {at} on weekdays {dow}"
+    return text

@@ -1,0 +1,214 @@
+"""The one Settings object, built from environment variables and CLI flags at start.
+
+Nothing else in the code base reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from urllib.parse import unquote, urlparse
+
+
+class SettingsError(ValueError):
+    """A malformed setting; the node refuses to start."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseURL:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    ssl: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> DatabaseURL:
+        u = urlparse(url)
+        if u.scheme not in ("mysql", "mariadb", "mysql+aiomysql"):
+            raise SettingsError(f"CRONRING_DATABASE_URL must start with mysql://, got {url!r}")
+        db = u.path.lstrip("/")
+        if not db:
+            raise SettingsError("CRONRING_DATABASE_URL must name a database: mysql://user:pass@host:3306/cronring")
+        try:
+            port = u.port or 3306
+        except ValueError as e:
+            raise SettingsError(f"CRONRING_DATABASE_URL: {e}") from None
+        return cls(
+            host=u.hostname or "127.0.0.1",
+            port=port,
+            user=unquote(u.username or "root"),
+            password=unquote(u.password or ""),
+            database=db,
+            ssl="ssl=true" in (u.query or "").lower(),
+        )
+
+    def redacted(self) -> str:
+        return f"mysql://{self.user}:***@{self.host}:{self.port}/{self.database}"
+
+
+def _float(name: str, value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+    if not v > 0:
+        raise SettingsError(f"{name} must be positive, got {value!r}")
+    return v
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {value!r}") from None
+    if v < 0:
+        raise SettingsError(f"{name} must not be negative, got {value!r}")
+    return v
+
+
+def _bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {value!r}")
+
+
+def _tokens(name: str, value: str) -> dict[str, str]:
+    """``token`` (admin) or ``token:read`` / ``token:admin``, comma-separated."""
+    out: dict[str, str] = {}
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        tok, _, scope = part.partition(":")
+        scope = scope or "admin"
+        if scope not in ("read", "admin"):
+            raise SettingsError(f"{name}: scope must be read or admin, got {scope!r}")
+        if len(tok) < 8:
+            raise SettingsError(f"{name}: tokens must be at least 8 characters")
+        out[tok] = scope
+    return out
+
+
+def _list(_name: str, value: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in value.split(",") if p.strip())
+
+
+# name -> (env var, parser, help). Field defaults live on the dataclass.
+_ENV = {
+    "redis_url": ("CRONRING_REDIS_URL", str, "Redis URL (redis:// or rediss://, password in the URL)"),
+    "database_url": ("CRONRING_DATABASE_URL", str, "MariaDB URL mysql://user:pass@host:port/db"),
+    "node_id": ("CRONRING_NODE_ID", str, "stable node id (default hostname:port)"),
+    "host": ("CRONRING_HOST", str, "address to listen on"),
+    "port": ("CRONRING_PORT", _int, "port to listen on"),
+    "advertise_url": ("CRONRING_ADVERTISE_URL", str, "URL peers and the dashboard use for this node"),
+    "namespace": ("CRONRING_NAMESPACE", str, "prefix of every Redis key and channel"),
+    "api_tokens": ("CRONRING_API_TOKENS", _tokens, "bearer tokens: tok[:read|:admin],..."),
+    "public_health": ("CRONRING_PUBLIC_HEALTH", _bool, "health and metrics readable without a token"),
+    "signing_secret": ("CRONRING_SIGNING_SECRET", str, "HMAC secret for X-Cron-Signature"),
+    "heartbeat_interval": ("CRONRING_HEARTBEAT_INTERVAL", _float, "seconds between heartbeats"),
+    "member_ttl": ("CRONRING_MEMBER_TTL", _float, "seconds after which a silent member is dead"),
+    "resync_interval": ("CRONRING_RESYNC_INTERVAL", _float, "seconds between catalogue re-syncs from MariaDB"),
+    "claim_ahead": ("CRONRING_CLAIM_AHEAD", _float, "seconds before a tick at which it is claimed"),
+    "shutdown_grace": ("CRONRING_SHUTDOWN_GRACE", _float, "seconds in-flight requests get on shutdown"),
+    "history_per_job": ("CRONRING_HISTORY_PER_JOB", _int, "executions kept per job"),
+    "max_jobs": ("CRONRING_MAX_JOBS", _int, "jobs per cluster"),
+    "max_body_bytes": ("CRONRING_MAX_BODY_BYTES", _int, "largest API request body"),
+    "max_job_body_bytes": ("CRONRING_MAX_JOB_BODY_BYTES", _int, "largest job request body"),
+    "run_now_per_minute": ("CRONRING_RUN_NOW_PER_MINUTE", _int, "run-now calls per job per minute"),
+    "http_pool_size": ("CRONRING_HTTP_POOL_SIZE", _int, "outbound connection pool size"),
+    "outbound_allow": ("CRONRING_OUTBOUND_ALLOW", _list, "CIDRs/hosts always allowed as targets"),
+    "outbound_deny": ("CRONRING_OUTBOUND_DENY", _list, "CIDRs/hosts denied as targets (besides link-local)"),
+    "log_level": ("CRONRING_LOG_LEVEL", str, "debug, info, warning, error"),
+    "log_format": ("CRONRING_LOG_FORMAT", str, "json, console or auto"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "mysql://root@127.0.0.1:3306/cronring"
+    node_id: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    advertise_url: str = ""
+    namespace: str = "cronring"
+    api_tokens: dict[str, str] = field(default_factory=dict)
+    public_health: bool = True
+    signing_secret: str = ""
+    heartbeat_interval: float = 1.0
+    member_ttl: float = 3.0
+    resync_interval: float = 10.0
+    claim_ahead: float = 0.5
+    shutdown_grace: float = 10.0
+    history_per_job: int = 200
+    max_jobs: int = 200_000
+    max_body_bytes: int = 256 * 1024
+    max_job_body_bytes: int = 64 * 1024
+    run_now_per_minute: int = 30
+    http_pool_size: int = 512
+    outbound_allow: tuple[str, ...] = ()
+    outbound_deny: tuple[str, ...] = ()
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    @property
+    def database(self) -> DatabaseURL:
+        return DatabaseURL.parse(self.database_url)
+
+    @classmethod
+    def load(cls, argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for name, (var, parser, _help) in _ENV.items():
+            if var in env:
+                values[name] = parser(var, env[var]) if parser is not str else env[var]
+        parser = argparse.ArgumentParser(prog="cronring", description="a cronring node")
+        for name, (var, _p, help_) in _ENV.items():
+            parser.add_argument("--" + name.replace("_", "-"), dest=name, help=f"{help_} (env {var})")
+        args = parser.parse_args(argv or [])
+        for name, (_var, p, _help) in _ENV.items():
+            raw = getattr(args, name)
+            if raw is not None:
+                values[name] = p("--" + name.replace("_", "-"), raw) if p is not str else raw
+        s = cls(**values)  # type: ignore[arg-type]
+        return s.checked()
+
+    def checked(self) -> Settings:
+        self.database  # noqa: B018 - parses, raising SettingsError when malformed
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(f"CRONRING_REDIS_URL must start with redis:// or rediss://, got {self.redis_url!r}")
+        if not self.namespace or any(c in self.namespace for c in " {}*?"):
+            raise SettingsError(f"CRONRING_NAMESPACE must be non-empty without spaces or glob characters: {self.namespace!r}")
+        if self.member_ttl < 2 * self.heartbeat_interval:
+            raise SettingsError("CRONRING_MEMBER_TTL must be at least twice CRONRING_HEARTBEAT_INTERVAL")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise SettingsError(f"CRONRING_LOG_LEVEL must be debug, info, warning or error: {self.log_level!r}")
+        if self.log_format not in ("json", "console", "auto"):
+            raise SettingsError(f"CRONRING_LOG_FORMAT must be json, console or auto: {self.log_format!r}")
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"CRONRING_PORT out of range: {self.port}")
+        changes: dict[str, object] = {}
+        if not self.node_id:
+            changes["node_id"] = f"{socket.gethostname()}:{self.port}"
+        if not self.advertise_url:
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+            changes["advertise_url"] = f"http://{host}:{self.port}"
+        if changes:
+            values = {f.name: getattr(self, f.name) for f in fields(self)}
+            values.update(changes)
+            return Settings(**values)  # type: ignore[arg-type]
+        return self
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(env var, default, meaning) for every setting: the README's configuration table."""
+    d = Settings()
+    return [(var, repr(getattr(d, name)), help_) for name, (var, _p, help_) in _ENV.items()]

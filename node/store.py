@@ -1,0 +1,659 @@
+"""MariaDB: migrations, jobs, fences, claims, executions. All SQL lives here.
+
+The database is the durable truth. Two rules make "never twice" hold:
+
+* a claim inserts the execution row for ``(job_id, scheduled_at)`` only where
+  ``jobs.fence`` still equals the claimer's fence, under a UNIQUE key on
+  ``(job_id, scheduled_at)``; no claim, no request;
+* the fence is bumped here, by ``UPDATE jobs SET fence = fence + 1``, whenever a
+  node takes a job over, so a stale owner's claims stop matching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomysql
+import pymysql
+import structlog
+
+from node.jobs import Job, JobSummary
+from node.settings import DatabaseURL
+
+log = structlog.get_logger("store")
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            """
+            CREATE TABLE IF NOT EXISTS jobs (
+              id VARCHAR(32) NOT NULL PRIMARY KEY,
+              seq BIGINT NOT NULL AUTO_INCREMENT UNIQUE,
+              name VARCHAR(200) NOT NULL DEFAULT '',
+              schedule VARCHAR(200) NOT NULL,
+              time_zone VARCHAR(64) NOT NULL,
+              paused TINYINT(1) NOT NULL DEFAULT 0,
+              spec LONGTEXT NOT NULL,
+              version INT NOT NULL DEFAULT 1,
+              fence BIGINT NOT NULL DEFAULT 0,
+              owner VARCHAR(200) NULL,
+              active_since DATETIME(3) NOT NULL,
+              created_at DATETIME(3) NOT NULL,
+              updated_at DATETIME(3) NOT NULL,
+              deleted_at DATETIME(3) NULL,
+              KEY ix_jobs_updated (updated_at),
+              KEY ix_jobs_live (deleted_at, seq)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS executions (
+              id CHAR(32) NOT NULL PRIMARY KEY,
+              job_id VARCHAR(32) NOT NULL,
+              scheduled_at DATETIME(3) NOT NULL,
+              kind VARCHAR(16) NOT NULL DEFAULT 'tick',
+              state VARCHAR(16) NOT NULL,
+              fence BIGINT NOT NULL,
+              node VARCHAR(200) NOT NULL,
+              attempts INT NOT NULL DEFAULT 0,
+              status_code INT NULL,
+              duration_ms INT NULL,
+              lateness_ms INT NULL,
+              error VARCHAR(1000) NULL,
+              response_excerpt TEXT NULL,
+              missed_count INT NOT NULL DEFAULT 0,
+              missed_from DATETIME(3) NULL,
+              claimed_at DATETIME(3) NOT NULL,
+              started_at DATETIME(3) NULL,
+              finished_at DATETIME(3) NULL,
+              UNIQUE KEY uq_executions_tick (job_id, scheduled_at),
+              KEY ix_executions_open (state, job_id)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+            """,
+        ],
+    ),
+]
+
+OPEN_STATES = ("claimed", "running")
+TERMINAL_STATES = ("succeeded", "failed", "timed_out", "skipped", "missed", "abandoned")
+
+_CONN_ERRORS = (pymysql.err.OperationalError, pymysql.err.InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
+
+
+class StoreUnavailable(Exception):
+    """MariaDB cannot be reached right now; callers answer 503 and retry later."""
+
+
+class NotFound(Exception):
+    pass
+
+
+class VersionConflict(Exception):
+    def __init__(self, current: int) -> None:
+        super().__init__(f"job is at version {current}")
+        self.current = current
+
+
+class TooManyJobs(Exception):
+    pass
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def new_execution_id() -> str:
+    return secrets.token_hex(16)
+
+
+def to_db(dt: datetime) -> datetime:
+    """Aware instant -> naive UTC with millisecond precision (DATETIME(3))."""
+    dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
+
+
+def from_db(dt: datetime | None) -> datetime | None:
+    return None if dt is None else dt.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """An execution row a node wants to insert, fence-checked."""
+
+    id: str
+    job_id: str
+    scheduled_at: datetime
+    fence: int
+    kind: str = "tick"  # tick | catchup | manual | misfire | overlap
+    state: str = "claimed"
+    missed_count: int = 0
+    missed_from: datetime | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """A state change of a claimed execution, written in batches."""
+
+    id: str
+    job_id: str
+    scheduled_at: datetime
+    fence: int
+    state: str
+    node: str
+    attempts: int = 0
+    status_code: int | None = None
+    duration_ms: int | None = None
+    lateness_ms: int | None = None
+    error: str | None = None
+    response_excerpt: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Takeover:
+    job: Job
+    fence: int
+    last_tick: datetime | None
+
+
+def _ph(n: int) -> str:
+    return ",".join(["%s"] * n)
+
+
+class Store:
+    def __init__(self, url: DatabaseURL, *, pool_size: int = 10, connect_timeout: float = 3.0) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        self._pool: aiomysql.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self.available = False
+
+    # ---- connection management -------------------------------------------------
+
+    async def _get_pool(self) -> aiomysql.Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._pool_lock:
+            if self._pool is None:
+                try:
+                    await self._ensure_database()
+                    pool = await aiomysql.create_pool(
+                        host=self.url.host, port=self.url.port, user=self.url.user,
+                        password=self.url.password, db=self.url.database, autocommit=True,
+                        minsize=1, maxsize=self.pool_size, pool_recycle=300,
+                        connect_timeout=self.connect_timeout, charset="utf8mb4",
+                        init_command="SET time_zone='+00:00'",
+                    )
+                    await self._migrate(pool)
+                    self._pool = pool
+                except _CONN_ERRORS as e:
+                    self.available = False
+                    raise StoreUnavailable(f"MariaDB unreachable: {e}") from None
+        return self._pool
+
+    async def _ensure_database(self) -> None:
+        conn = await aiomysql.connect(
+            host=self.url.host, port=self.url.port, user=self.url.user, password=self.url.password,
+            connect_timeout=self.connect_timeout, autocommit=True,
+        )
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(
+                    f"CREATE DATABASE IF NOT EXISTS `{self.url.database}` "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                )
+        except pymysql.err.OperationalError as e:
+            if e.args and e.args[0] in (1044, 1045):  # no privilege: the database must already exist
+                return
+            raise
+        finally:
+            conn.close()
+
+    async def _migrate(self, pool: aiomysql.Pool) -> None:
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute("SELECT GET_LOCK(%s, 60)", (f"cronring-migrate-{self.url.database}",))
+            try:
+                await cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY, applied_at DATETIME(3) NOT NULL)")
+                await cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                (current,) = await cur.fetchone()
+                for version, statements in MIGRATIONS:
+                    if version <= current:
+                        continue
+                    for sql in statements:
+                        await cur.execute(sql)
+                    await cur.execute("INSERT INTO schema_migrations VALUES (%s, NOW(3))", (version,))
+                    log.info("migration applied", version=version)
+            finally:
+                await cur.execute("SELECT RELEASE_LOCK(%s)", (f"cronring-migrate-{self.url.database}",))
+
+    async def start(self) -> None:
+        """Connect and migrate; raises StoreUnavailable when MariaDB is down."""
+        await self._get_pool()
+        self.available = True
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            await self._pool.wait_closed()
+            self._pool = None
+
+    async def _run(self, fn: Any) -> Any:
+        """Run ``fn(cursor)`` on a pooled connection, mapping outages to StoreUnavailable."""
+        pool = await self._get_pool()
+        try:
+            async with pool.acquire() as conn:
+                try:
+                    async with conn.cursor(aiomysql.DictCursor) as cur:
+                        result = await fn(cur)
+                except _CONN_ERRORS:
+                    conn.close()  # a broken connection must not go back to the pool
+                    raise
+        except _CONN_ERRORS as e:
+            self.available = False
+            raise StoreUnavailable(f"MariaDB unavailable: {e}") from None
+        self.available = True
+        return result
+
+    async def _txn(self, fn: Any) -> Any:
+        async def wrapped(cur: aiomysql.Cursor) -> Any:
+            await cur.execute("START TRANSACTION")
+            try:
+                result = await fn(cur)
+            except BaseException:
+                await cur.execute("ROLLBACK")
+                raise
+            await cur.execute("COMMIT")
+            return result
+
+        return await self._run(wrapped)
+
+    async def ping(self) -> bool:
+        try:
+            await self._run(lambda cur: cur.execute("SELECT 1"))
+            return True
+        except StoreUnavailable:
+            return False
+
+    # ---- jobs ---------------------------------------------------------------------
+
+    async def create_job(self, job: Job, max_jobs: int) -> Job:
+        job_id = new_id()
+
+        async def go(cur: aiomysql.Cursor) -> None:
+            await cur.execute("SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL")
+            if (await cur.fetchone())["n"] >= max_jobs:
+                raise TooManyJobs(f"the cluster already has {max_jobs} jobs (CRONRING_MAX_JOBS)")
+            await cur.execute(
+                "INSERT INTO jobs (id, name, schedule, time_zone, paused, spec, version, fence,"
+                " active_since, created_at, updated_at) VALUES (%s,%s,%s,%s,%s,%s,1,0,NOW(3),NOW(3),NOW(3))",
+                (job_id, job.name, job.schedule, job.time_zone, int(job.paused), json.dumps(job.spec())),
+            )
+
+        await self._run(go)
+        return await self.get_job(job_id)
+
+    async def create_jobs_bulk(self, jobs: Sequence[Job]) -> list[str]:
+        """Insert many jobs in one statement (benchmarks, apply)."""
+        ids = [new_id() for _ in jobs]
+        rows = [(i, j.name, j.schedule, j.time_zone, int(j.paused), json.dumps(j.spec())) for i, j in zip(ids, jobs, strict=True)]
+
+        async def go(cur: aiomysql.Cursor) -> None:
+            for k in range(0, len(rows), 1000):
+                chunk = rows[k : k + 1000]
+                sql = (
+                    "INSERT INTO jobs (id, name, schedule, time_zone, paused, spec, version, fence, active_since,"
+                    " created_at, updated_at) VALUES " + ",".join(["(%s,%s,%s,%s,%s,%s,1,0,NOW(3),NOW(3),NOW(3))"] * len(chunk))
+                )
+                await cur.execute(sql, [v for r in chunk for v in r])
+
+        await self._run(go)
+        return ids
+
+    _JOB_COLS = "id, seq, name, schedule, time_zone, paused, spec, version, fence, owner, active_since, created_at, updated_at, deleted_at"
+
+    async def get_job(self, job_id: str, *, include_deleted: bool = False) -> Job:
+        async def go(cur: aiomysql.Cursor) -> dict[str, Any] | None:
+            await cur.execute(f"SELECT {self._JOB_COLS} FROM jobs WHERE id=%s", (job_id,))
+            return await cur.fetchone()
+
+        row = await self._run(go)
+        if row is None or (row["deleted_at"] is not None and not include_deleted):
+            raise NotFound(job_id)
+        return Job.from_row(row)
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        if not job_ids:
+            return []
+        out: list[Job] = []
+        for k in range(0, len(job_ids), 1000):
+            chunk = list(job_ids[k : k + 1000])
+
+            async def go(cur: aiomysql.Cursor, chunk: list[str] = chunk) -> list[dict[str, Any]]:
+                await cur.execute(f"SELECT {self._JOB_COLS} FROM jobs WHERE id IN ({_ph(len(chunk))}) AND deleted_at IS NULL", chunk)
+                return await cur.fetchall()
+
+            out.extend(Job.from_row(r) for r in await self._run(go))
+        return out
+
+    async def list_jobs(self, *, limit: int, cursor: int | None, q: str | None, paused: bool | None) -> list[Job]:
+        where = ["deleted_at IS NULL"]
+        args: list[Any] = []
+        if cursor is not None:
+            where.append("seq > %s")
+            args.append(cursor)
+        if q:
+            like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(name LIKE %s OR id LIKE %s OR schedule LIKE %s OR spec LIKE %s)")
+            args += [like, like, like, like]
+        if paused is not None:
+            where.append("paused = %s")
+            args.append(int(paused))
+        sql = f"SELECT {self._JOB_COLS} FROM jobs WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s"
+        args.append(limit)
+
+        async def go(cur: aiomysql.Cursor) -> list[dict[str, Any]]:
+            await cur.execute(sql, args)
+            return await cur.fetchall()
+
+        return [Job.from_row(r) for r in await self._run(go)]
+
+    async def count_jobs(self) -> int:
+        async def go(cur: aiomysql.Cursor) -> int:
+            await cur.execute("SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL")
+            return int((await cur.fetchone())["n"])
+
+        return await self._run(go)
+
+    async def update_job(self, job_id: str, job: Job, *, if_version: int | None, schedule_changed: bool) -> Job:
+        async def go(cur: aiomysql.Cursor) -> None:
+            sql = (
+                "UPDATE jobs SET name=%s, schedule=%s, time_zone=%s, paused=%s, spec=%s, version=version+1,"
+                " updated_at=NOW(3)" + (", active_since=NOW(3)" if schedule_changed else "") +
+                " WHERE id=%s AND deleted_at IS NULL"
+            )
+            args: list[Any] = [job.name, job.schedule, job.time_zone, int(job.paused), json.dumps(job.spec()), job_id]
+            if if_version is not None:
+                sql += " AND version=%s"
+                args.append(if_version)
+            await cur.execute(sql, args)
+            if cur.rowcount == 0:
+                await cur.execute("SELECT version, deleted_at FROM jobs WHERE id=%s", (job_id,))
+                row = await cur.fetchone()
+                if row is None or row["deleted_at"] is not None:
+                    raise NotFound(job_id)
+                raise VersionConflict(row["version"])
+
+        await self._txn(go)
+        return await self.get_job(job_id)
+
+    async def set_paused(self, job_id: str, paused: bool) -> Job:
+        async def go(cur: aiomysql.Cursor) -> None:
+            await cur.execute(
+                "UPDATE jobs SET paused=%s, version=version+1, updated_at=NOW(3)"
+                + ("" if paused else ", active_since=NOW(3)")
+                + " WHERE id=%s AND deleted_at IS NULL AND paused<>%s",
+                (int(paused), job_id, int(paused)),
+            )
+
+        await self._run(go)
+        return await self.get_job(job_id)
+
+    async def delete_job(self, job_id: str, *, if_version: int | None = None) -> int:
+        async def go(cur: aiomysql.Cursor) -> int:
+            sql = "UPDATE jobs SET deleted_at=NOW(3), updated_at=NOW(3), version=version+1 WHERE id=%s AND deleted_at IS NULL"
+            args: list[Any] = [job_id]
+            if if_version is not None:
+                sql += " AND version=%s"
+                args.append(if_version)
+            await cur.execute(sql, args)
+            if cur.rowcount == 0:
+                await cur.execute("SELECT version, deleted_at FROM jobs WHERE id=%s", (job_id,))
+                row = await cur.fetchone()
+                if row is None or row["deleted_at"] is not None:
+                    raise NotFound(job_id)
+                raise VersionConflict(row["version"])
+            await cur.execute("SELECT version FROM jobs WHERE id=%s", (job_id,))
+            return int((await cur.fetchone())["version"])
+
+        return await self._txn(go)
+
+    async def changed_since(self, watermark: datetime | None) -> tuple[list[JobSummary], datetime | None]:
+        """Job summaries (tombstones included) changed at or after ``watermark``; all live ones when None."""
+
+        async def go(cur: aiomysql.Cursor) -> tuple[list[dict[str, Any]], datetime]:
+            await cur.execute("SELECT NOW(3) AS now")
+            now = (await cur.fetchone())["now"]
+            cols = "id, paused, version, deleted_at"
+            if watermark is None:
+                await cur.execute(f"SELECT {cols} FROM jobs WHERE deleted_at IS NULL")
+            else:
+                await cur.execute(f"SELECT {cols} FROM jobs WHERE updated_at >= %s", (to_db(watermark),))
+            return await cur.fetchall(), now
+
+        rows, now = await self._run(go)
+        return [JobSummary.from_row(r) for r in rows], from_db(now)
+
+    # ---- ownership ------------------------------------------------------------------
+
+    async def take_over(self, job_ids: Sequence[str], node: str) -> list[Takeover]:
+        """Bump the fence of each job to this node, and read what a new owner needs."""
+        if not job_ids:
+            return []
+        out: list[Takeover] = []
+        for k in range(0, len(job_ids), 500):
+            chunk = list(job_ids[k : k + 500])
+
+            async def go(cur: aiomysql.Cursor, chunk: list[str] = chunk) -> list[Takeover]:
+                ph = _ph(len(chunk))
+                await cur.execute(f"UPDATE jobs SET fence=fence+1, owner=%s WHERE id IN ({ph}) AND deleted_at IS NULL", [node, *chunk])
+                await cur.execute(f"SELECT {self._JOB_COLS} FROM jobs WHERE id IN ({ph}) AND deleted_at IS NULL", chunk)
+                rows = await cur.fetchall()
+                await cur.execute(
+                    f"SELECT job_id, MAX(scheduled_at) AS last FROM executions WHERE job_id IN ({ph}) GROUP BY job_id", chunk
+                )
+                last = {r["job_id"]: from_db(r["last"]) for r in await cur.fetchall()}
+                # Rows claimed by a previous owner and never finished: outcome unknown, never re-sent.
+                await cur.execute(
+                    f"UPDATE executions SET state='abandoned', finished_at=NOW(3),"
+                    f" error=CONCAT('owner ', node, ' lost before recording an outcome; not re-sent')"
+                    f" WHERE state IN ('claimed','running') AND job_id IN ({ph}) AND node<>%s",
+                    [*chunk, node],
+                )
+                return [Takeover(job=Job.from_row(r), fence=int(r["fence"]), last_tick=last.get(r["id"])) for r in rows]
+
+            out.extend(await self._txn(go))
+        return out
+
+    async def claim(self, node: str, claims: Sequence[Claim]) -> set[str]:
+        """Insert fence-checked execution rows; returns the ids that were won."""
+        if not claims:
+            return set()
+        won: set[str] = set()
+        for k in range(0, len(claims), 500):
+            chunk = claims[k : k + 500]
+            union = " UNION ALL ".join(
+                ["SELECT %s AS id, %s AS job_id, CAST(%s AS DATETIME(3)) AS scheduled_at, %s AS fence, %s AS kind,"
+                 " %s AS state, %s AS missed_count, CAST(%s AS DATETIME(3)) AS missed_from, %s AS error"] * len(chunk)
+            )
+            args: list[Any] = [node]
+            for c in chunk:
+                args += [c.id, c.job_id, to_db(c.scheduled_at), c.fence, c.kind, c.state, c.missed_count,
+                         to_db(c.missed_from) if c.missed_from else None, c.error]
+            sql = (
+                "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, missed_count, missed_from,"
+                " error, claimed_at, finished_at)"
+                " SELECT c.id, c.job_id, c.scheduled_at, c.kind, c.state, c.fence, %s, c.missed_count, c.missed_from,"
+                " c.error, NOW(3), IF(c.state='claimed', NULL, NOW(3))"
+                f" FROM ({union}) c JOIN jobs j ON j.id = c.job_id AND j.fence = c.fence"
+                " AND j.deleted_at IS NULL AND (j.paused = 0 OR c.kind = 'manual')"
+                " ON DUPLICATE KEY UPDATE executions.id = executions.id"
+            )
+            ids = [c.id for c in chunk]
+
+            async def go(cur: aiomysql.Cursor, sql: str = sql, args: list[Any] = args, ids: list[str] = ids) -> set[str]:
+                await cur.execute(sql, args)
+                await cur.execute(f"SELECT id FROM executions WHERE id IN ({_ph(len(ids))})", ids)
+                return {r["id"] for r in await cur.fetchall()}
+
+            won |= await self._run(go)
+        return won
+
+    async def record(self, outcomes: Iterable[Outcome]) -> None:
+        """Write execution state changes in one multi-row statement."""
+        rows = list(outcomes)
+        if not rows:
+            return
+        for k in range(0, len(rows), 500):
+            chunk = rows[k : k + 500]
+            args: list[Any] = []
+            for o in chunk:
+                args += [o.id, o.job_id, to_db(o.scheduled_at), o.state, o.fence, o.node, o.attempts, o.status_code,
+                         o.duration_ms, o.lateness_ms, (o.error or None) and o.error[:1000], o.response_excerpt,
+                         to_db(o.started_at) if o.started_at else None, to_db(o.finished_at) if o.finished_at else None]
+            sql = (
+                "INSERT INTO executions (id, job_id, scheduled_at, state, fence, node, attempts, status_code, duration_ms,"
+                " lateness_ms, error, response_excerpt, started_at, finished_at, claimed_at) VALUES "
+                + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,NOW(3))"] * len(chunk))
+                + " ON DUPLICATE KEY UPDATE state=VALUES(state), attempts=VALUES(attempts),"
+                " status_code=VALUES(status_code), duration_ms=VALUES(duration_ms), lateness_ms=VALUES(lateness_ms),"
+                " error=VALUES(error), response_excerpt=VALUES(response_excerpt),"
+                " started_at=COALESCE(VALUES(started_at), started_at), finished_at=VALUES(finished_at)"
+            )
+
+            async def go(cur: aiomysql.Cursor, sql: str = sql, args: list[Any] = args) -> None:
+                await cur.execute(sql, args)
+
+            await self._run(go)
+
+    async def abandon(self, execution_ids: Sequence[str], reason: str) -> None:
+        if not execution_ids:
+            return
+
+        async def go(cur: aiomysql.Cursor) -> None:
+            await cur.execute(
+                f"UPDATE executions SET state='abandoned', error=%s, finished_at=NOW(3)"
+                f" WHERE id IN ({_ph(len(execution_ids))}) AND state IN ('claimed','running')",
+                [reason[:1000], *execution_ids],
+            )
+
+        await self._run(go)
+
+    async def extend_overlap(self, execution_id: str, fence: int, scheduled_at: datetime) -> bool:
+        """Fold one more skipped tick into an overlap row (a run of misfires is one row)."""
+
+        async def go(cur: aiomysql.Cursor) -> bool:
+            await cur.execute(
+                "UPDATE executions e JOIN jobs j ON j.id = e.job_id AND j.fence = %s"
+                " SET e.scheduled_at=%s, e.missed_count=e.missed_count+1 WHERE e.id=%s",
+                (fence, to_db(scheduled_at), execution_id),
+            )
+            return cur.rowcount == 1
+
+        try:
+            return await self._run(go)
+        except pymysql.err.IntegrityError:
+            return False
+
+    # ---- executions -------------------------------------------------------------
+
+    _EXEC_COLS = (
+        "id, job_id, scheduled_at, kind, state, fence, node, attempts, status_code, duration_ms, lateness_ms,"
+        " error, response_excerpt, missed_count, missed_from, claimed_at, started_at, finished_at"
+    )
+
+    async def executions(self, job_id: str, *, limit: int, before: datetime | None = None) -> list[dict[str, Any]]:
+        async def go(cur: aiomysql.Cursor) -> list[dict[str, Any]]:
+            if before is None:
+                await cur.execute(
+                    f"SELECT {self._EXEC_COLS} FROM executions WHERE job_id=%s ORDER BY scheduled_at DESC LIMIT %s",
+                    (job_id, limit),
+                )
+            else:
+                await cur.execute(
+                    f"SELECT {self._EXEC_COLS} FROM executions WHERE job_id=%s AND scheduled_at < %s"
+                    " ORDER BY scheduled_at DESC LIMIT %s",
+                    (job_id, to_db(before), limit),
+                )
+            return await cur.fetchall()
+
+        return [_exec_row(r) for r in await self._run(go)]
+
+    async def last_executions(self, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not job_ids:
+            return {}
+
+        async def go(cur: aiomysql.Cursor) -> list[dict[str, Any]]:
+            await cur.execute(
+                f"SELECT {', '.join('e.' + c.strip() for c in self._EXEC_COLS.split(','))} FROM executions e"
+                f" JOIN (SELECT job_id, MAX(scheduled_at) AS m FROM executions WHERE job_id IN ({_ph(len(job_ids))})"
+                "  AND state <> 'missed' GROUP BY job_id) x ON e.job_id = x.job_id AND e.scheduled_at = x.m",
+                list(job_ids),
+            )
+            return await cur.fetchall()
+
+        return {r["job_id"]: _exec_row(r) for r in await self._run(go)}
+
+    async def all_executions(self, job_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Every execution row (for tests and audits)."""
+
+        async def go(cur: aiomysql.Cursor) -> list[dict[str, Any]]:
+            if job_ids:
+                await cur.execute(f"SELECT {self._EXEC_COLS} FROM executions WHERE job_id IN ({_ph(len(job_ids))})", list(job_ids))
+            else:
+                await cur.execute(f"SELECT {self._EXEC_COLS} FROM executions")
+            return await cur.fetchall()
+
+        return [_exec_row(r) for r in await self._run(go)]
+
+    async def apply_retention(self, job_ids: Sequence[str], keep: int) -> int:
+        """Keep the newest ``keep`` finished executions of each job; returns rows deleted."""
+        deleted = 0
+        for job_id in job_ids:
+
+            async def go(cur: aiomysql.Cursor, job_id: str = job_id) -> int:
+                await cur.execute(
+                    "SELECT scheduled_at FROM executions WHERE job_id=%s ORDER BY scheduled_at DESC LIMIT 1 OFFSET %s",
+                    (job_id, keep),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    return 0
+                await cur.execute(
+                    "DELETE FROM executions WHERE job_id=%s AND scheduled_at <= %s AND state NOT IN ('claimed','running')",
+                    (job_id, row["scheduled_at"]),
+                )
+                return cur.rowcount
+
+            deleted += await self._run(go)
+        return deleted
+
+    async def purge_tombstones(self, older_than_days: int = 7) -> int:
+        async def go(cur: aiomysql.Cursor) -> int:
+            await cur.execute(
+                "SELECT id FROM jobs WHERE deleted_at IS NOT NULL AND deleted_at < NOW(3) - INTERVAL %s DAY LIMIT 1000",
+                (older_than_days,),
+            )
+            ids = [r["id"] for r in await cur.fetchall()]
+            if not ids:
+                return 0
+            await cur.execute(f"DELETE FROM executions WHERE job_id IN ({_ph(len(ids))})", ids)
+            await cur.execute(f"DELETE FROM jobs WHERE id IN ({_ph(len(ids))})", ids)
+            return len(ids)
+
+        return await self._run(go)
+
+
+def _exec_row(r: dict[str, Any]) -> dict[str, Any]:
+    out = dict(r)
+    for k in ("scheduled_at", "missed_from", "claimed_at", "started_at", "finished_at"):
+        out[k] = from_db(out.get(k))
+    return out

@@ -1,0 +1,1 @@
+"""A webhook receiver: logs deliveries, verifies signatures and fences, counts duplicates."""
