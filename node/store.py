@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,8 @@ from node.jobs import Job, JobSummary
 from node.settings import DatabaseURL
 
 log = structlog.get_logger("store")
+# "database/table already exists" notes from CREATE ... IF NOT EXISTS are expected.
+warnings.filterwarnings("ignore", category=pymysql.Warning)
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (

@@ -1,0 +1,242 @@
+"""The API of a real node process against real MariaDB/Redis, firing at the real receiver."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.harness import Cluster, wait_for
+
+SEED_PAYLOADS = [
+    {"uri": "http://external-service:8080/webhook", "httpMethod": "POST",
+     "body": {"event": "scheduled_task", "timestamp": "{{timestamp}}", "data": {"type": "backup", "database": "production"}},
+     "schedule": "0 2 * * *", "timeZone": "UTC"},
+    {"uri": "http://monitoring:9090/collect-metrics", "httpMethod": "GET", "schedule": "*/2 * * * *",
+     "timeZone": "America/Sao_Paulo"},
+    {"uri": "http://data-processor:3000/process-batch", "httpMethod": "POST",
+     "body": {"batch_size": 1000, "source": "daily_transactions", "target": "data_warehouse"},
+     "schedule": "0 1 * * *", "timeZone": "America/New_York"},
+]
+
+
+@pytest.fixture(scope="module")
+async def cluster():
+    c = Cluster("api")
+    await c.start_receiver()
+    await c.start_node("api-1", CRONRING_SIGNING_SECRET="topsecret")
+    yield c
+    await c.close()
+
+
+async def test_seed_payloads_work_unchanged(cluster: Cluster) -> None:
+    node = cluster.any_node()
+    for p in SEED_PAYLOADS:
+        status, body, headers = await cluster.request("POST", f"{node.url}/api/crons", json=p)
+        assert status == 201, body
+        assert body["uri"] == p["uri"] and body["schedule"] == p["schedule"] and body["timeZone"] == p["timeZone"]
+        assert body["version"] == 1 and body["nextRunAt"] and headers["ETag"] == '"1"'
+        for f in ("running", "lastExecutedAt", "isLocked", "id", "createdAt", "updatedAt", "owner"):
+            assert f in body
+
+
+async def test_a_job_fires_at_the_right_second_with_identity_headers(cluster: Cluster) -> None:
+    job = await cluster.create_job(uri=f"{cluster.receiver.url}/webhook", httpMethod="POST",
+                                   body={"message": "Hello World!", "timestamp": "{{timestamp}}", "tick": "{{scheduledAt}}"},
+                                   schedule="* * * * * *", timeZone="Europe/Lisbon", name="every second")
+    got = await wait_for(lambda: _deliveries(cluster, job["id"], 2), 10, "two deliveries")
+    d = got[0]
+    sched = datetime.fromisoformat(d["scheduledAt"].replace("Z", "+00:00"))
+    assert sched.microsecond == 0  # on the second
+    assert d["latenessMs"] < 1000
+    assert d["fence"] >= 1 and d["attempt"] == 1 and d["node"] == "api-1" and d["executionId"]
+    # the raw log line has the full request: body templates rendered, signature verified by the receiver
+    status, body, _ = await cluster.request("GET", f"{cluster.receiver.url}/logs/deliveries.log?lines=500")
+    line = next(line for line in body["lines"] if d["executionId"] in line)
+    assert '"tick\\": \\"' in line or d["scheduledAt"] in line
+    await cluster.request("POST", f"{cluster.any_node().url}/api/crons/{job['id']}/pause")
+
+
+async def _deliveries(cluster: Cluster, job_id: str, n: int):
+    items = [d for d in await cluster.deliveries() if d["jobId"] == job_id]
+    return items if len(items) >= n else None
+
+
+async def test_every_30_seconds_six_fields(cluster: Cluster) -> None:
+    node = cluster.any_node()
+    job = await cluster.create_job(schedule="*/30 * * * * *")
+    status, body, _ = await cluster.request("GET", f"{node.url}/api/crons/{job['id']}/preview?count=4")
+    fires = [datetime.fromisoformat(f["utc"].replace("Z", "+00:00")) for f in body["fires"]]
+    assert all((b - a).total_seconds() == 30 for a, b in zip(fires, fires[1:], strict=False))
+    assert all(f.second in (0, 30) for f in fires)
+    await cluster.request("DELETE", f"{node.url}/api/crons/{job['id']}")
+
+
+async def test_lisbon_fall_back_preview(cluster: Cluster) -> None:
+    status, body, _ = await cluster.request("POST", f"{cluster.any_node().url}/api/schedules/preview", json={
+        "schedule": "30 1 * * *", "timeZone": "Europe/Lisbon", "from": "2026-10-24T12:00:00Z", "count": 3})
+    assert status == 200
+    assert [f["local"] for f in body["fires"]] == [
+        "2026-10-25T01:30:00+01:00", "2026-10-26T01:30:00+00:00", "2026-10-27T01:30:00+00:00"]
+    assert body["fires"][0]["offset"] == "+01:00"
+
+
+BAD = [
+    ({"uri": "http://x/", "schedule": "61 * * * *"}, "schedule"),
+    ({"uri": "http://x/", "schedule": "* * * * *", "timeZone": "Nowhere/City"}, "timeZone"),
+    ({"uri": "ftp://x/", "schedule": "* * * * *"}, "uri"),
+    ({"uri": "http://x/", "schedule": "* * * * *", "retries": "many"}, "retries"),
+    ({"uri": "http://x/", "schedule": "* * * * *", "paused": "yes"}, "paused"),
+    ({"uri": "http://x/", "schedule": "* * * * *", "whatever": 1}, "whatever"),
+    ({"uri": "http://x/", "schedule": "* * * * *", "body": "x" * 70_000}, "body"),
+    ({"uri": "http://169.254.169.254/latest/meta-data/", "schedule": "* * * * *"}, "uri"),
+    ({"schedule": 5}, "schedule"),
+]
+
+
+@pytest.mark.parametrize(("payload", "field"), BAD)
+async def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(cluster: Cluster, payload, field) -> None:
+    node = cluster.any_node()
+    before = (await cluster.request("GET", f"{node.url}/api/crons?limit=500"))[1]
+    status, body, _ = await cluster.request("POST", f"{node.url}/api/crons", json=payload)
+    assert status == 400, body
+    assert field in body["details"], body
+    after = (await cluster.request("GET", f"{node.url}/api/crons?limit=500"))[1]
+    assert len(after) == len(before)
+
+
+async def test_metadata_address_refused_with_clear_message(cluster: Cluster) -> None:
+    status, body, _ = await cluster.request("POST", f"{cluster.any_node().url}/api/crons", json={
+        "uri": "http://169.254.169.254/latest/meta-data/", "schedule": "* * * * *"})
+    assert status == 400 and "denied by the outbound policy" in body["details"]["uri"]
+
+
+@pytest.mark.parametrize(("kwargs", "status"), [
+    ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400),
+    ({"data": b"\xff\xfe", "headers": {"Content-Type": "application/json"}}, 400),
+    ({"data": b"[1,2]", "headers": {"Content-Type": "application/json"}}, 400),
+    ({"data": b"uri=x", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 415),
+    ({"data": b"{" + b"\"a\":" * 1 + b"\"" + b"x" * 300_000 + b"\"}", "headers": {"Content-Type": "application/json"}}, 413),
+    ({"data": b"[" * 100_000, "headers": {"Content-Type": "application/json"}}, 400),
+    ({"data": b"", "headers": {"Content-Type": "application/json"}}, 400),
+])
+async def test_malformed_requests(cluster: Cluster, kwargs, status) -> None:
+    got, body, _ = await cluster.request("POST", f"{cluster.any_node().url}/api/crons", **kwargs)
+    assert got == status, body
+    assert "error" in body
+
+
+async def test_crud_versions_if_match_and_404(cluster: Cluster) -> None:
+    url = cluster.any_node().url
+    job = await cluster.create_job(schedule="0 3 * * *", name="crud")
+    jid = job["id"]
+    status, body, _ = await cluster.request("PUT", f"{url}/api/crons/{jid}", json={"name": "renamed"},
+                                            headers={"If-Match": '"1"'})
+    assert status == 200 and body["version"] == 2 and body["name"] == "renamed" and body["schedule"] == "0 3 * * *"
+    status, body, _ = await cluster.request("PUT", f"{url}/api/crons/{jid}", json={"name": "stale"},
+                                            headers={"If-Match": '"1"'})
+    assert status == 412 and body["details"]["currentVersion"] == 2
+    status, body, _ = await cluster.request("PUT", f"{url}/api/crons/{jid}", json={"schedule": "bad"})
+    assert status == 400
+    assert (await cluster.request("GET", f"{url}/api/crons/{jid}"))[1]["name"] == "renamed"
+    status, body, _ = await cluster.request("DELETE", f"{url}/api/crons/{jid}")
+    assert status == 200
+    for method in ("GET", "DELETE"):
+        assert (await cluster.request(method, f"{url}/api/crons/{jid}"))[0] == 404
+    assert (await cluster.request("GET", f"{url}/api/crons/ffffffffffffffff"))[0] == 404
+    assert (await cluster.request("GET", f"{url}/api/crons/not-an-id"))[0] == 404
+
+
+async def test_pagination_and_search(cluster: Cluster) -> None:
+    url = cluster.any_node().url
+    for i in range(7):
+        await cluster.create_job(schedule="0 4 * * *", name=f"page-{i}", paused=True)
+    seen = []
+    cursor = ""
+    while True:
+        status, body, headers = await cluster.request("GET", f"{url}/api/crons?limit=3&q=page-{cursor}")
+        assert status == 200 and len(body) <= 3
+        seen += [j["name"] for j in body]
+        if "X-Next-Cursor" not in headers:
+            break
+        cursor = f"&cursor={headers['X-Next-Cursor']}"
+    assert sorted(seen) == [f"page-{i}" for i in range(7)]
+    status, body, _ = await cluster.request("GET", f"{url}/api/crons?state=paused&q=page-3")
+    assert [j["name"] for j in body] == ["page-3"]
+    assert (await cluster.request("GET", f"{url}/api/crons?limit=0"))[0] == 400
+    assert (await cluster.request("GET", f"{url}/api/crons?cursor=abc"))[0] == 400
+
+
+async def test_run_now_pause_resume_and_history(cluster: Cluster) -> None:
+    url = cluster.any_node().url
+    job = await cluster.create_job(schedule="0 0 1 1 *", name="manual")
+    status, body, _ = await cluster.request("POST", f"{url}/api/crons/{job['id']}/run")
+    assert status == 202
+    eid = body["executionId"]
+    await wait_for(lambda: _deliveries(cluster, job["id"], 1), 10, "the manual run to arrive")
+
+    async def recorded():
+        rows = (await cluster.request("GET", f"{url}/api/crons/{job['id']}/executions"))[1]
+        return rows if rows and rows[0]["state"] == "succeeded" else None
+
+    rows = await wait_for(recorded, 10, "the manual run recorded")
+    assert rows[0]["id"] == eid and rows[0]["kind"] == "manual" and rows[0]["statusCode"] == 200
+    assert rows[0]["responseExcerpt"].startswith('{"success": true')
+    status, body, _ = await cluster.request("POST", f"{url}/api/crons/{job['id']}/pause")
+    assert body["paused"] is True and body["nextRunAt"] is None and body["state"] == "paused"
+    status, body, _ = await cluster.request("POST", f"{url}/api/crons/{job['id']}/resume")
+    assert body["paused"] is False and body["nextRunAt"]
+
+
+async def test_health_cluster_metrics_openapi(cluster: Cluster) -> None:
+    url = cluster.any_node().url
+    status, h, _ = await cluster.request("GET", f"{url}/api/health")
+    assert status == 200 and h["status"] == "healthy" and h["redis"] == "connected" and h["database"] == "connected"
+    assert h["instanceId"] == "api-1" and isinstance(h["totalCronsDB"], int)
+    status, c, _ = await cluster.request("GET", f"{url}/api/cluster")
+    assert c["epoch"] >= 1 and [m["id"] for m in c["members"]] == ["api-1"] and c["members"][0]["self"]
+    status, text, _ = await cluster.request("GET", f"{url}/metrics")
+    assert "cronring_fires_total" in text and "cronring_fire_lateness_seconds_bucket" in text
+    status, spec, _ = await cluster.request("GET", f"{url}/api/openapi.json")
+    assert spec["openapi"].startswith("3.1") and "/api/crons" in spec["paths"]
+
+
+async def test_unknown_route_and_method_are_json(cluster: Cluster) -> None:
+    url = cluster.any_node().url
+    status, body, _ = await cluster.request("GET", f"{url}/api/nope")
+    assert status == 404 and body["error"]
+    status, body, _ = await cluster.request("PATCH", f"{url}/api/crons")
+    assert status == 405 and body["error"]
+
+
+async def test_stream_snapshot_then_events(cluster: Cluster) -> None:
+    url = cluster.any_node().url
+    async with cluster.session().get(f"{url}/api/crons/status/stream") as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        first = await _read_event(resp)
+        assert "instanceId" in first["data"] and first["id"]
+        await cluster.create_job(schedule="0 5 * * *", name="streamed")
+        ev = await _read_until(resp, lambda e: e.get("event") == "job" and "streamed" in e["data"])
+        assert ev["id"]
+
+
+async def _read_event(resp) -> dict:
+    ev: dict = {}
+    while True:
+        line = (await resp.content.readline()).decode().rstrip("\r\n")
+        if not line:
+            if "data" in ev:
+                return ev
+            continue
+        if line.startswith(":"):
+            continue
+        k, _, v = line.partition(":")
+        ev[k] = ev.get(k, "") + v.lstrip(" ") if k == "data" else v.lstrip(" ")
+
+
+async def _read_until(resp, pred, limit: int = 200) -> dict:
+    for _ in range(limit):
+        ev = await _read_event(resp)
+        if pred(ev):
+            return ev
+    raise AssertionError("event not seen")

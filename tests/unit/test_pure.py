@@ -1,0 +1,135 @@
+"""Pure parts besides schedules: the ring, job validation, firing helpers, settings."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from node.firing import backoff_delay, parse_retry_after, render, sign
+from node.jobs import ValidationError, masked_headers, validate
+from node.messages import JobEvent, MessageError, unpack
+from node.outbound import OutboundDenied, OutboundPolicy
+from node.ring import Ring, moved
+from node.settings import Settings, SettingsError
+
+SEED_EXAMPLE = {
+    "uri": "http://external-service:8080/webhook", "httpMethod": "POST",
+    "body": {"event": "scheduled_task", "timestamp": "{{timestamp}}", "data": {"type": "backup"}},
+    "schedule": "0 2 * * *", "timeZone": "UTC",
+}
+
+
+def test_ring_owner_is_stable_and_moves_about_one_nth() -> None:
+    ids = [f"job-{i}" for i in range(20_000)]
+    r3 = Ring(["a:1", "c:3", "b:2"])
+    assert r3.members == ("a:1", "b:2", "c:3")
+    assert {r3.owner(j) for j in ids} == {"a:1", "b:2", "c:3"}
+    assert Ring(["b:2", "a:1", "c:3"]).owner("job-7") == r3.owner("job-7")
+    r4 = Ring(["a:1", "b:2", "c:3", "d:4"])
+    share = len(moved(r3, r4, ids)) / len(ids)
+    assert 0.15 < share < 0.40  # about 1/4 moves to the newcomer
+    # only jobs that move go to the newcomer
+    assert all(r4.owner(j) == "d:4" for j in moved(r3, r4, ids))
+    assert Ring(["x"]).owner("anything") == "x"
+    assert Ring([]).owner("anything") is None
+
+
+def test_seed_example_validates_unchanged() -> None:
+    job = validate(SEED_EXAMPLE)
+    assert job.method == "POST" and job.schedule == "0 2 * * *" and job.body["event"] == "scheduled_task"
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    ({**SEED_EXAMPLE, "schedule": "every day"}, "schedule"),
+    ({**SEED_EXAMPLE, "timeZone": "Europe/Atlantis"}, "timeZone"),
+    ({**SEED_EXAMPLE, "uri": "ftp://x/y"}, "uri"),
+    ({**SEED_EXAMPLE, "uri": "file:///etc/passwd"}, "uri"),
+    ({**SEED_EXAMPLE, "retries": "3"}, "retries"),
+    ({**SEED_EXAMPLE, "retries": True}, "retries"),
+    ({**SEED_EXAMPLE, "timeoutMs": 10**12}, "timeoutMs"),
+    ({**SEED_EXAMPLE, "surprise": 1}, "surprise"),
+    ({**SEED_EXAMPLE, "httpMethod": "BREW"}, "httpMethod"),
+    ({**SEED_EXAMPLE, "headers": {"Bad Header": "x"}}, "headers"),
+    ({**SEED_EXAMPLE, "headers": {"X-Ok": "a\r\nInjected: 1"}}, "headers"),
+    ({**SEED_EXAMPLE, "headers": {"X-Cron-Fence": "99"}}, "headers"),
+    ({**SEED_EXAMPLE, "body": "x" * 70_000}, "body"),
+    ({**SEED_EXAMPLE, "name": "a\x00b"}, "name"),
+    ({**SEED_EXAMPLE, "misfirePolicy": "sometimes"}, "misfirePolicy"),
+    ({"schedule": "* * * * *"}, "uri"),
+])
+def test_validation_names_the_field(payload: dict, field: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        validate(payload)
+    assert field in e.value.details
+
+
+def test_partial_update_keeps_other_fields() -> None:
+    base = validate(SEED_EXAMPLE)
+    new = validate({"paused": True, "version": 3, "id": "ignored"}, base=base)
+    assert new.paused and new.uri == base.uri
+
+
+def test_masked_headers() -> None:
+    assert masked_headers({"Authorization": "Bearer x", "X-Api-Key": "k", "X-Trace": "t"}) == {
+        "Authorization": "***", "X-Api-Key": "***", "X-Trace": "t"}
+
+
+def test_signature_matches_documented_scheme() -> None:
+    header = sign("s3cret", 1700000000, b'{"a":1}')
+    mac = hmac.new(b"s3cret", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
+    assert header == f"t=1700000000,v1={mac}"
+
+
+def test_render_templates() -> None:
+    assert render("x={{jobId}}&a={{attempt}}", {"jobId": "j1", "attempt": "2"}) == "x=j1&a=2"
+
+
+def test_backoff_is_exponential_capped_and_honours_retry_after() -> None:
+    job = validate({**SEED_EXAMPLE, "retries": 5, "retryBackoffMs": 1000, "retryMaxBackoffMs": 5000})
+    assert backoff_delay(job, 1, None, rnd=lambda: 1.0) == 1.0
+    assert backoff_delay(job, 2, None, rnd=lambda: 1.0) == 2.0
+    assert backoff_delay(job, 2, None, rnd=lambda: 0.0) == 1.0  # jitter: half fixed, half random
+    assert backoff_delay(job, 10, None, rnd=lambda: 1.0) == 5.0  # capped
+    assert backoff_delay(job, 1, 3.0, rnd=lambda: 0.0) == 3.0  # Retry-After wins
+    assert backoff_delay(job, 1, 999.0, rnd=lambda: 0.0) == 5.0  # ... within the cap
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert parse_retry_after("soon") is None
+
+
+def test_outbound_policy() -> None:
+    p = OutboundPolicy()
+    for bad in ("169.254.169.254", "fe80::1", "[fe80::1]", "metadata.google.internal", "::ffff:169.254.169.254"):
+        with pytest.raises(OutboundDenied):
+            p.check_host(bad)
+    for ok in ("10.0.0.5", "192.168.1.1", "127.0.0.1", "example.internal"):
+        p.check_host(ok)
+    with pytest.raises(OutboundDenied):
+        OutboundPolicy(deny=["10.0.0.0/8"]).check_host("10.1.2.3")
+    OutboundPolicy(allow=["169.254.169.254/32"]).check_host("169.254.169.254")
+
+
+def test_messages_roundtrip_and_reject_garbage() -> None:
+    ev = JobEvent(op="created", id="abc", version=1)
+    assert unpack(ev.pack()) == ev
+    for junk in (b"", b"\xc1", json.dumps({"v": 1}).encode()):
+        with pytest.raises(MessageError):
+            unpack(junk)
+
+
+def test_settings_fail_clearly() -> None:
+    with pytest.raises(SettingsError, match="CRONRING_MEMBER_TTL"):
+        Settings.load([], {"CRONRING_MEMBER_TTL": "abc"})
+    with pytest.raises(SettingsError, match="mysql://"):
+        Settings.load([], {"CRONRING_DATABASE_URL": "postgres://x/y"})
+    with pytest.raises(SettingsError, match="twice"):
+        Settings.load([], {"CRONRING_MEMBER_TTL": "1", "CRONRING_HEARTBEAT_INTERVAL": "1"})
+    s = Settings.load(["--port", "9999"], {"CRONRING_API_TOKENS": "readtoken1:read,admintoken1"})
+    assert s.port == 9999 and s.node_id.endswith(":9999")
+    assert s.api_tokens == {"readtoken1": "read", "admintoken1": "admin"}
