@@ -373,7 +373,8 @@ class Scheduler:
                     log.exception("claim cycle failed")
                     for o in due:
                         if self.owned.get(o.job.id) is o:
-                            self._push(o, time.time() + 1.0)
+                            self._push(o, time.time() + self.claim_ahead + 1.0)
+            await asyncio.sleep(0)  # never starve the heartbeat, whatever a cycle did
 
     # ------------------------------------------------------------------ claims
 
@@ -434,8 +435,10 @@ class Scheduler:
 
     async def _claim_cycle(self, due: list[Owned], now: float) -> None:
         if not self.membership.fresh():
+            # Our lease is not surely valid: claim nothing; look again shortly (the
+            # reconcile loop drops everything if the lease has really lapsed).
             for o in due:
-                self._push(o, time.time() + 0.5)
+                self._push(o, time.time() + self.claim_ahead + 0.25)
             return
         plans: list[tuple[Owned, list[Claim]]] = []
         for o in due:
@@ -454,7 +457,7 @@ class Scheduler:
         except StoreUnavailable as e:
             log.warning("claims failed: MariaDB unavailable; nothing sent, retrying", jobs=len(plans), error=str(e))
             for o, _ in plans:
-                self._push(o, time.time() + 1.0)
+                self._push(o, time.time() + self.claim_ahead + 1.0)
             return
         metrics.CLAIMS.labels("won").inc(len(won))
         loop = asyncio.get_running_loop()

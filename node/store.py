@@ -464,12 +464,14 @@ class Store:
                     f"SELECT job_id, MAX(scheduled_at) AS last FROM executions WHERE job_id IN ({ph}) GROUP BY job_id", chunk
                 )
                 last = {r["job_id"]: from_db(r["last"]) for r in await cur.fetchall()}
-                # Rows claimed by a previous owner and never finished: outcome unknown, never re-sent.
+                # Rows claimed under an older fence and never finished (their owner died, was cut
+                # off, or lost the reply to its claim): outcome unknown, never re-sent. A run still
+                # in flight somewhere overwrites this with its real outcome when it records it.
                 await cur.execute(
                     f"UPDATE executions SET state='abandoned', finished_at=NOW(3),"
                     f" error=CONCAT('owner ', node, ' lost before recording an outcome; not re-sent')"
-                    f" WHERE state IN ('claimed','running') AND job_id IN ({ph}) AND node<>%s",
-                    [*chunk, node],
+                    f" WHERE state IN ('claimed','running') AND job_id IN ({ph})",
+                    chunk,
                 )
                 return [Takeover(job=Job.from_row(r), fence=int(r["fence"]), last_tick=last.get(r["id"])) for r in rows]
 

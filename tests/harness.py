@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from urllib.parse import urlparse
 
 import aiohttp
 import aiomysql
+import pymysql
 import redis.asyncio as aioredis
 
+warnings.filterwarnings("ignore", category=pymysql.Warning)  # DROP DATABASE IF EXISTS notes
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 REDIS_URL = os.environ.get("CRONRING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
