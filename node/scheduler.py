@@ -59,6 +59,7 @@ class Owned:
     anchor: datetime  # ticks strictly after this are due
     wake: float = 0.0
     inflight: int = 0
+    claiming: int = 0  # claim statements under way: a release waits for them
     pending: dict[str, tuple[asyncio.TimerHandle, Claim]] = field(default_factory=dict)
     releasing: bool = False
     overlap_id: str | None = None
@@ -262,7 +263,7 @@ class Scheduler:
         self._maybe_finish_release(o)
 
     def _maybe_finish_release(self, o: Owned) -> None:
-        if o.releasing and not o.pending and o.inflight == 0 and self.owned.get(o.job.id) is o:
+        if o.releasing and not o.pending and o.inflight == 0 and o.claiming == 0 and self.owned.get(o.job.id) is o:
             del self.owned[o.job.id]
             self._to_release.add(o.job.id)
             self.handovers_out += 1
@@ -452,13 +453,23 @@ class Scheduler:
         all_claims = [c for _, cs in plans for c in cs]
         if not all_claims:
             return
+        for o, _ in plans:
+            o.claiming += 1
         try:
             won = await self.store.claim(self.node_id, all_claims)
         except StoreUnavailable as e:
             log.warning("claims failed: MariaDB unavailable; nothing sent, retrying", jobs=len(plans), error=str(e))
             for o, _ in plans:
+                o.claiming -= 1
                 self._push(o, time.time() + self.claim_ahead + 1.0)
+                self._maybe_finish_release(o)
             return
+        except BaseException:
+            for o, _ in plans:
+                o.claiming -= 1
+            raise
+        for o, _ in plans:
+            o.claiming -= 1
         metrics.CLAIMS.labels("won").inc(len(won))
         loop = asyncio.get_running_loop()
         for o, claims in plans:
@@ -478,6 +489,7 @@ class Scheduler:
                 else:
                     self._publish(o, c, state=c.state, error=c.error)
             self._schedule_next(o)
+            self._maybe_finish_release(o)  # a release that waited for this claim
 
     # ------------------------------------------------------------------ firing
 

@@ -69,7 +69,7 @@ async def verdict(c: Cluster, jobs: list[str], start: datetime, *, all_delivered
     assert not v.unexplained, f"ticks neither delivered nor accounted for: {v.unexplained[:10]} ({v.summary()})"
     assert (await c.get_json(f"{c.receiver.url}/stats"))["total"]["doubleFires"] == 0
     if all_delivered:
-        assert v.delivered == v.ticks, v.summary()
+        assert v.delivered == v.ticks, f"{v.summary()}: {v.policy_rows}"
     return v
 
 

@@ -23,6 +23,7 @@ class Verdict:
     unexplained: list[tuple[str, datetime]] = field(default_factory=list)
     late_ms: list[float] = field(default_factory=list)
     first_arrival_after: dict[str, datetime] = field(default_factory=dict)
+    policy_rows: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"ticks={self.ticks} delivered={self.delivered} by_policy={self.by_policy} "
@@ -55,6 +56,11 @@ async def judge(cluster: Cluster, job_ids: list[str], start: datetime, end: date
             covered[r["job_id"]].append((lo, sa))
         elif r["state"] == "abandoned":
             abandoned.add((r["job_id"], sa))
+        else:
+            continue
+        if start <= sa <= end + timedelta(seconds=1):
+            v.policy_rows.append({k: r[k] for k in ("job_id", "scheduled_at", "state", "node", "fence", "error",
+                                                    "missed_count", "missed_from", "claimed_at")})
     delivered = {(j, ts(t)) for (j, t) in execs}
     for job in job_ids:
         t = start.replace(microsecond=0) + timedelta(seconds=1)
