@@ -564,14 +564,15 @@ class Scheduler:
         task.add_done_callback(self.tasks.discard)
 
     async def run_now(self, job: Job) -> str | None:
-        """Run a job now, from whichever node got the request: a claim under the job's
-        current fence for this instant, then an immediate send."""
+        """Run a job now, from whichever node got the request: a claim for this instant
+        under the job's current fence, then an immediate send."""
         now = datetime.now(UTC)
-        o = Owned(job=job, schedule=job.parsed_schedule, fence=job.fence, anchor=now)
-        claim = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=now, fence=job.fence, kind="manual")
-        won = await self.store.claim(self.node_id, [claim])
-        if claim.id not in won:
+        eid = new_execution_id()
+        fence = await self.store.claim_manual(job.id, self.node_id, eid, now)
+        if fence is None:
             return None
+        o = Owned(job=job, schedule=job.parsed_schedule, fence=fence, anchor=now)
+        claim = Claim(id=eid, job_id=job.id, scheduled_at=now, fence=fence, kind="manual")
         o.inflight += 1
         self._spawn(self._send(o, claim))
         return claim.id

@@ -512,6 +512,22 @@ class Store:
             won |= await self._run(go)
         return won
 
+    async def claim_manual(self, job_id: str, node: str, execution_id: str, at: datetime) -> int | None:
+        """Claim a run-now execution under whatever fence the job has now; returns that fence."""
+
+        async def go(cur: aiomysql.Cursor) -> int | None:
+            await cur.execute(
+                "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, claimed_at)"
+                " SELECT %s, id, %s, 'manual', 'claimed', fence, %s, NOW(3) FROM jobs WHERE id=%s AND deleted_at IS NULL"
+                " ON DUPLICATE KEY UPDATE executions.id = executions.id",
+                (execution_id, to_db(at), node, job_id),
+            )
+            await cur.execute("SELECT fence FROM executions WHERE id=%s", (execution_id,))
+            row = await cur.fetchone()
+            return None if row is None else int(row["fence"])
+
+        return await self._run(go)
+
     async def record(self, outcomes: Iterable[Outcome]) -> None:
         """Write execution state changes in one multi-row statement."""
         rows = list(outcomes)
