@@ -70,7 +70,7 @@ class StreamHub:
                     newest = await self.redis.xrevrange(self.keys.events_stream, count=1)
                     self.last_id = newest[0][0].decode() if newest else "0-0"
                     started = True
-                res = await self.redis.xread({self.keys.events_stream: self.last_id}, block=2000, count=1000)
+                res = await self.redis.xread({self.keys.events_stream: self.last_id}, block=1000, count=1000)
                 for _stream, entries in res or []:
                     for entry_id, fields in entries:
                         self.last_id = entry_id.decode()

@@ -1,13 +1,301 @@
-"""Server-rendered pages (placeholder until the dashboard issue lands)."""
+"""Server-rendered pages (aiohttp-jinja2, autoescaped). Reading and forms work without JavaScript;
+a little plain JavaScript adds live updates from the stream and the schedule preview."""
 
 from __future__ import annotations
 
+import hmac
+import json
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
 from aiohttp import web
 
+from node import actions
+from node.api import cluster_view, enrich, exec_to_api, preview
+from node.auth import COOKIE, scope_of, session_value
+from node.errors import ApiError
+from node.jobs import METHODS, ConcurrencyPolicy, Job, MisfirePolicy, ValidationError
+from node.outbound import OutboundDenied
+from node.runtime import RUNTIME
+from node.schedule import ScheduleError, describe
+from node.store import NotFound, StoreUnavailable, VersionConflict
 
-async def index(request: web.Request) -> web.Response:
-    return web.Response(text="cronring: see /api/crons", content_type="text/plain")
+HERE = Path(__file__).parent
+CSRF_COOKIE = "cronring_csrf"
+PAGE = 50
+
+FIELDS = ["name", "uri", "httpMethod", "headers", "body", "bodyType", "schedule", "timeZone", "paused", "timeoutMs",
+          "retries", "retryBackoffMs", "retryMaxBackoffMs", "expectStatus", "misfirePolicy", "misfireGraceSeconds",
+          "concurrencyPolicy", "followRedirects"]
+INT_FIELDS = ("timeoutMs", "retries", "retryBackoffMs", "retryMaxBackoffMs", "misfireGraceSeconds")
+
+
+def csrf_token(request: web.Request) -> str:
+    tok = request.cookies.get(CSRF_COOKIE)
+    if not tok or len(tok) != 32:
+        tok = request.get("new_csrf") or secrets.token_hex(16)
+        request["new_csrf"] = tok
+    return tok
+
+
+@web.middleware
+async def csrf_cookie_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    resp = await handler(request)
+    tok = request.get("new_csrf")
+    if tok and not resp.prepared:
+        resp.set_cookie(CSRF_COOKIE, tok, httponly=True, samesite="Strict", path="/")
+    return resp
+
+
+async def check_csrf(request: web.Request) -> dict[str, str]:
+    form = await request.post()
+    sent = str(form.get("csrf", ""))
+    have = request.cookies.get(CSRF_COOKIE, "")
+    if not have or not sent or not hmac.compare_digest(sent, have):
+        raise web.HTTPForbidden(text="CSRF check failed: reload the page and try again")
+    return {k: str(v) for k, v in form.items()}
+
+
+def render(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
+    r = request.app[RUNTIME]
+    base = {"csrf": csrf_token(request), "node_id": r.settings.node_id, "path": request.path,
+            "auth": bool(r.settings.api_tokens)}
+    return aiohttp_jinja2.render_template(template, request, {**base, **ctx}, status=status)
+
+
+def ago(value: str | None) -> str:
+    if not value:
+        return "—"
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+async def jobs_page(request: web.Request) -> web.Response:
+    r = request.app[RUNTIME]
+    q = request.query.get("q", "")[:200] or None
+    state = request.query.get("state") or "all"
+    if state not in ("all", "active", "paused"):
+        state = "all"
+    try:
+        cursor = int(request.query.get("cursor", "0")) or None
+    except ValueError:
+        cursor = None
+    try:
+        jobs = await r.store.list_jobs(limit=PAGE + 1, cursor=cursor, q=q,
+                                       paused={"paused": True, "active": False}.get(state))
+        total = await r.store.count_jobs()
+    except StoreUnavailable:
+        return render(request, "error.html", {"message": "The database is unavailable; this page will work again when it returns."}, 503)
+    more = len(jobs) > PAGE
+    jobs = jobs[:PAGE]
+    rows = await enrich(r, jobs)
+    for row in rows:
+        row["describe"] = describe(row["schedule"])
+    return render(request, "jobs.html", {"rows": rows, "q": q or "", "state": state, "total": total,
+                                         "next_cursor": jobs[-1].seq if more and jobs else None,
+                                         "first_page": cursor is None and not q and state == "all"})
+
+
+async def job_row(request: web.Request) -> web.Response:
+    """One table row, for the live jobs page to insert or refresh."""
+    r = request.app[RUNTIME]
+    job = await r.store.get_job(request.match_info["id"])
+    (row,) = await enrich(r, [job])
+    row["describe"] = describe(row["schedule"])
+    return render(request, "_row.html", {"row": row})
+
+
+async def job_page(request: web.Request) -> web.Response:
+    r = request.app[RUNTIME]
+    try:
+        job = await r.store.get_job(request.match_info["id"])
+    except NotFound:
+        return render(request, "error.html", {"message": "No such job (it may have been deleted)."}, 404)
+    (row,) = await enrich(r, [job])
+    row["describe"] = describe(job.schedule)
+    fires = [] if job.paused else preview(job.schedule, job.time_zone, datetime.now(UTC), 10)
+    history = [exec_to_api(e) for e in await r.store.executions(job.id, limit=50)]
+    return render(request, "job.html", {"job": row, "fires": fires, "history": history,
+                                        "body_json": json.dumps(job.body, indent=2) if job.body is not None and not isinstance(job.body, str) else job.body})
+
+
+def form_values(job: Job | None) -> dict[str, Any]:
+    if job is None:
+        return {"httpMethod": "POST", "timeZone": "UTC", "timeoutMs": 10000, "retries": 0, "retryBackoffMs": 1000,
+                "retryMaxBackoffMs": 30000, "misfirePolicy": "fire_once", "misfireGraceSeconds": 60,
+                "concurrencyPolicy": "allow", "bodyType": "json", "headers": "", "body": "", "expectStatus": ""}
+    d = job.to_api()
+    d["headers"] = "\n".join(f"{k}: {v}" for k, v in job.headers.items())
+    d["bodyType"] = "text" if isinstance(job.body, str) else "json"
+    d["body"] = "" if job.body is None else (job.body if isinstance(job.body, str) else json.dumps(job.body, indent=2))
+    d["expectStatus"] = ", ".join(str(s) for s in job.expect_status)
+    return d
+
+
+def payload_from_form(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Form strings -> an API payload, with errors for what cannot even be converted."""
+    errors: dict[str, str] = {}
+    p: dict[str, Any] = {}
+    for k in ("name", "uri", "httpMethod", "schedule", "timeZone", "misfirePolicy", "concurrencyPolicy"):
+        if k in form:
+            p[k] = form[k].strip() if k != "name" else form[k]
+    for k in INT_FIELDS:
+        raw = form.get(k, "").strip()
+        if raw:
+            try:
+                p[k] = int(raw)
+            except ValueError:
+                errors[k] = "must be a whole number"
+    p["paused"] = form.get("paused") == "on"
+    p["followRedirects"] = form.get("followRedirects") == "on"
+    headers: dict[str, str] = {}
+    for line in form.get("headers", "").splitlines():
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            errors["headers"] = f"each line must be 'Name: value' (got {line[:40]!r})"
+            break
+        headers[name.strip()] = value.strip()
+    p["headers"] = headers
+    body = form.get("body", "")
+    if not body.strip():
+        p["body"] = None
+    elif form.get("bodyType", "json") == "json":
+        try:
+            p["body"] = json.loads(body)
+        except ValueError as e:
+            errors["body"] = f"not valid JSON ({e}); choose 'text' to send it as is"
+    else:
+        p["body"] = body
+    raw = form.get("expectStatus", "").strip()
+    if raw:
+        try:
+            p["expectStatus"] = [int(x) for x in raw.replace(" ", "").split(",") if x]
+        except ValueError:
+            errors["expectStatus"] = "a comma-separated list of status codes"
+    else:
+        p["expectStatus"] = []
+    return p, errors
+
+
+async def _form_page(request: web.Request, job: Job | None, values: dict[str, Any], errors: dict[str, str],
+                     status: int = 200) -> web.Response:
+    return render(request, "form.html", {"job": job, "v": values, "errors": errors, "methods": METHODS,
+                                         "misfire": [m.value for m in MisfirePolicy],
+                                         "concurrency": [c.value for c in ConcurrencyPolicy]}, status)
+
+
+async def new_form(request: web.Request) -> web.Response:
+    return await _form_page(request, None, form_values(None), {})
+
+
+async def edit_form(request: web.Request) -> web.Response:
+    job = await request.app[RUNTIME].store.get_job(request.match_info["id"])
+    return await _form_page(request, job, form_values(job), {})
+
+
+async def save_form(request: web.Request) -> web.StreamResponse:
+    r = request.app[RUNTIME]
+    form = await check_csrf(request)
+    job_id = request.match_info.get("id")
+    job = await r.store.get_job(job_id) if job_id else None
+    payload, errors = payload_from_form(form)
+    if not errors:
+        try:
+            if job is None:
+                saved = await actions.create_job(r, payload)
+            else:
+                version = int(form["version"]) if form.get("version", "").isdigit() else None
+                saved = await actions.update_job(r, job.id, payload, version)
+            raise web.HTTPSeeOther(f"/jobs/{saved.id}")
+        except ValidationError as e:
+            errors = e.details
+        except OutboundDenied as e:
+            errors = {"uri": str(e)}
+        except ScheduleError as e:
+            errors = {"schedule": str(e)}
+        except (VersionConflict, ApiError) as e:
+            errors = {"form": str(e) if not isinstance(e, ApiError) else e.message}
+    values = {**form, "paused": form.get("paused") == "on", "followRedirects": form.get("followRedirects") == "on"}
+    return await _form_page(request, job, values, errors, 400)
+
+
+async def job_action(request: web.Request) -> web.StreamResponse:
+    r = request.app[RUNTIME]
+    form = await check_csrf(request)
+    job_id = request.match_info["id"]
+    action = request.match_info["action"]
+    if action == "delete":
+        if form.get("confirm") != "yes":
+            job = await r.store.get_job(job_id)
+            return render(request, "confirm.html", {"job": job})
+        await actions.delete_job(r, job_id, None)
+        raise web.HTTPSeeOther("/")
+    if action == "run":
+        await actions.run_now(r, job_id)
+    elif action in ("pause", "resume"):
+        await actions.set_paused(r, job_id, action == "pause")
+    else:
+        raise web.HTTPNotFound()
+    raise web.HTTPSeeOther(f"/jobs/{job_id}")
+
+
+async def cluster_page(request: web.Request) -> web.Response:
+    return render(request, "cluster.html", {"c": await cluster_view(request.app[RUNTIME])})
+
+
+async def login_page(request: web.Request) -> web.Response:
+    return render(request, "login.html", {"next": _safe_next(request.query.get("next")), "error": None})
+
+
+def _safe_next(value: str | None) -> str:
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    r = request.app[RUNTIME]
+    form = await check_csrf(request)
+    token = form.get("token", "")
+    nxt = _safe_next(form.get("next"))
+    if not r.settings.api_tokens or scope_of(r.settings.api_tokens, token) is None:
+        return render(request, "login.html", {"next": nxt, "error": "That token is not valid."}, 401)
+    resp = web.HTTPSeeOther(nxt)
+    resp.set_cookie(COOKIE, session_value(token), httponly=True, samesite="Strict", path="/", max_age=12 * 3600)
+    raise resp
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    await check_csrf(request)
+    resp = web.HTTPSeeOther("/login")
+    resp.del_cookie(COOKIE, path="/")
+    raise resp
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/", index)
+    env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+                               autoescape=jinja2.select_autoescape(default=True, default_for_string=True))
+    env.filters["when"] = ago
+    app.middlewares.append(csrf_cookie_middleware)
+    app.router.add_get("/", jobs_page)
+    app.router.add_get("/jobs/new", new_form)
+    app.router.add_post("/jobs/new", save_form)
+    app.router.add_get("/jobs/{id:[0-9a-f]{1,32}}", job_page)
+    app.router.add_get("/jobs/{id:[0-9a-f]{1,32}}/row", job_row)
+    app.router.add_get("/jobs/{id:[0-9a-f]{1,32}}/edit", edit_form)
+    app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/edit", save_form)
+    app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/{action:run|pause|resume|delete}", job_action)
+    app.router.add_get("/cluster", cluster_page)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_static("/static", HERE / "static", append_version=True)

@@ -13,11 +13,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from node import jobs as jobmod
-from node import metrics
-from node.errors import BadRequest, PreconditionFailed, TooManyRequests, UnsupportedMediaType
+from node import actions, metrics
+from node.errors import BadRequest, UnsupportedMediaType
 from node.jobs import Job, rfc3339
-from node.messages import JobEvent, MembershipEvent, unpack
+from node.messages import MembershipEvent, unpack
 from node.openapi import spec as openapi_spec
 from node.runtime import RUNTIME, Runtime
 from node.schedule import ScheduleError, describe, parse
@@ -148,15 +147,6 @@ async def enrich(r: Runtime, jobs: list[Job]) -> list[dict[str, Any]]:
     return out
 
 
-async def publish_job(r: Runtime, op: str, job_id: str, version: int, paused: bool = False, name: str = "") -> None:
-    ev = JobEvent(op=op, id=job_id, version=version, paused=paused, origin=r.settings.node_id, name=name)
-    r.catalogue.on_record(ev)  # our own catalogue first: no round trip needed
-    try:
-        await r.bus.publish(r.keys.jobs_channel, ev)
-    except Exception:
-        pass  # peers heal within resync_interval
-
-
 # ---- handlers --------------------------------------------------------------------
 
 async def list_crons(request: web.Request) -> web.Response:
@@ -185,10 +175,7 @@ async def list_crons(request: web.Request) -> web.Response:
 
 async def create_cron(request: web.Request) -> web.Response:
     r = rt(request)
-    job = jobmod.validate(await read_json(request), max_body_bytes=r.settings.max_job_body_bytes)
-    r.firer.check_target(job.uri)
-    created = await r.store.create_job(job, r.settings.max_jobs)
-    await publish_job(r, "created", created.id, created.version, created.paused, created.name)
+    created = await actions.create_job(r, await read_json(request))
     (body,) = await enrich(r, [created])
     return web.json_response(body, status=201, headers={"ETag": f'"{created.version}"',
                                                         "Location": f"/api/crons/{created.id}"})
@@ -203,26 +190,15 @@ async def get_cron(request: web.Request) -> web.Response:
 
 async def update_cron(request: web.Request) -> web.Response:
     r = rt(request)
-    job_id = request.match_info["id"]
     if_version = _if_match(request)
-    payload = await read_json(request)
-    current = await r.store.get_job(job_id)
-    if if_version is not None and if_version != current.version:
-        raise PreconditionFailed("version mismatch: reload and retry", {"currentVersion": current.version})
-    new = jobmod.validate(payload, base=current, max_body_bytes=r.settings.max_job_body_bytes)
-    r.firer.check_target(new.uri)
-    changed = (new.schedule, new.time_zone) != (current.schedule, current.time_zone)
-    updated = await r.store.update_job(job_id, new, if_version=current.version, schedule_changed=changed)
-    await publish_job(r, "updated", updated.id, updated.version, updated.paused, updated.name)
+    updated = await actions.update_job(r, request.match_info["id"], await read_json(request), if_version)
     (body,) = await enrich(r, [updated])
     return web.json_response(body, headers={"ETag": f'"{updated.version}"'})
 
 
 async def delete_cron(request: web.Request) -> web.Response:
-    r = rt(request)
     job_id = request.match_info["id"]
-    version = await r.store.delete_job(job_id, if_version=_if_match(request))
-    await publish_job(r, "deleted", job_id, version)
+    await actions.delete_job(rt(request), job_id, _if_match(request))
     return web.json_response({"id": job_id, "deleted": True})
 
 
@@ -236,25 +212,15 @@ async def resume_cron(request: web.Request) -> web.Response:
 
 async def _set_paused(request: web.Request, paused: bool) -> web.Response:
     r = rt(request)
-    job = await r.store.set_paused(request.match_info["id"], paused)
-    await publish_job(r, "paused" if paused else "resumed", job.id, job.version, job.paused, job.name)
+    job = await actions.set_paused(r, request.match_info["id"], paused)
     (body,) = await enrich(r, [job])
     return web.json_response(body)
 
 
 async def run_cron(request: web.Request) -> web.Response:
-    r = rt(request)
-    job = await r.store.get_job(request.match_info["id"])
-    key = f"{r.keys.run_now_prefix}{job.id}:{int(time.time() // 60)}"
-    n = await r.redis.incr(key)
-    if n == 1:
-        await r.redis.expire(key, 120)
-    if n > r.settings.run_now_per_minute:
-        raise TooManyRequests(f"run-now is limited to {r.settings.run_now_per_minute} per job per minute")
-    execution_id = await r.scheduler.run_now(job)
-    if execution_id is None:
-        raise PreconditionFailed("the job changed while starting the run; retry")
-    return web.json_response({"executionId": execution_id, "jobId": job.id}, status=202)
+    job_id = request.match_info["id"]
+    execution_id = await actions.run_now(rt(request), job_id)
+    return web.json_response({"executionId": execution_id, "jobId": job_id}, status=202)
 
 
 async def list_executions(request: web.Request) -> web.Response:

@@ -301,14 +301,16 @@ def validate(payload: Any, *, base: Job | None = None, max_body_bytes: int = 64 
         for required in ("uri", "schedule"):
             if required not in payload and required not in errors:
                 errors[required] = "is required"
+    expression = values.get("schedule", base.schedule if base else None)
+    zone = values.get("time_zone", base.time_zone if base else "UTC")
+    if expression is not None and "schedule" not in errors and "timeZone" not in errors:
+        try:
+            sched.parse(expression, zone)
+        except sched.ScheduleError as e:
+            errors["timeZone" if "time zone" in str(e) else "schedule"] = str(e)
+    backoff = values.get("retry_backoff_ms", base.retry_backoff_ms if base else 1_000)
+    if values.get("retry_max_backoff_ms", base.retry_max_backoff_ms if base else 30_000) < backoff:
+        errors.setdefault("retryMaxBackoffMs", "must be at least retryBackoffMs")
     if errors:
         raise ValidationError(errors)
-    job = replace(base, **values) if base is not None else Job(**values)
-    try:
-        sched.parse(job.schedule, job.time_zone)
-    except sched.ScheduleError as e:
-        key = "timeZone" if "time zone" in str(e) else "schedule"
-        raise ValidationError({key: str(e)}) from None
-    if job.retry_max_backoff_ms < job.retry_backoff_ms:
-        raise ValidationError({"retryMaxBackoffMs": "must be at least retryBackoffMs"})
-    return job
+    return replace(base, **values) if base is not None else Job(**values)

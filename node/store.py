@@ -616,7 +616,7 @@ class Store:
             await cur.execute(
                 f"SELECT {', '.join('e.' + c.strip() for c in self._EXEC_COLS.split(','))} FROM executions e"
                 f" JOIN (SELECT job_id, MAX(scheduled_at) AS m FROM executions WHERE job_id IN ({_ph(len(job_ids))})"
-                "  AND state <> 'missed' GROUP BY job_id) x ON e.job_id = x.job_id AND e.scheduled_at = x.m",
+                "  AND state NOT IN ('missed', 'claimed') GROUP BY job_id) x ON e.job_id = x.job_id AND e.scheduled_at = x.m",
                 list(job_ids),
             )
             return await cur.fetchall()

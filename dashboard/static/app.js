@@ -1,0 +1,169 @@
+// cronring dashboard: live updates from the cluster-wide stream. Plain JavaScript, no build step.
+// Everything inserted from events uses textContent; row HTML comes from the server (autoescaped).
+(function () {
+  "use strict";
+  var CHIP = { waiting: "Waiting", running: "Running", paused: "Paused", failing: "Failing", unknown: "Unknown" };
+  var STATE_OF = { claimed: "running", running: "running", succeeded: "waiting", failed: "failing", timed_out: "failing" };
+  var live = document.getElementById("live");
+  var es = null;
+
+  function setChip(root, state) {
+    var chip = root.querySelector('[data-role="chip"]');
+    if (!chip) return;
+    chip.className = "chip " + state;
+    chip.textContent = CHIP[state] || "Unknown";
+  }
+
+  function setLastRun(root, ev) {
+    var cell = root.querySelector('[data-role="lastrun"]');
+    if (!cell) return;
+    cell.textContent = "";
+    var code = document.createElement("span");
+    var status = ev.status_code;
+    code.className = "code c" + (status ? Math.floor(status / 100) : 0);
+    code.textContent = status != null ? String(status) : ev.state;
+    var late = document.createElement("span");
+    late.className = "muted";
+    late.textContent = " " + (ev.lateness_ms != null ? ev.lateness_ms : "–") + " ms late";
+    var when = document.createElement("span");
+    when.className = "muted small";
+    when.textContent = (ev.at || "").replace("T", " ").replace(/\.\d+Z$/, " UTC");
+    cell.appendChild(code); cell.appendChild(late); cell.appendChild(document.createElement("br")); cell.appendChild(when);
+    var owner = root.querySelector('[data-role="owner"]');
+    if (owner && ev.node) owner.textContent = ev.node;
+  }
+
+  function onExecution(ev) {
+    var roots = document.querySelectorAll('[data-job="' + CSS.escape(ev.job_id) + '"]');
+    roots.forEach(function (root) {
+      if (root.getAttribute("data-paused") === "true") return;
+      var state = STATE_OF[ev.state];
+      if (state) setChip(root, state);
+      if (ev.state === "succeeded" || ev.state === "failed" || ev.state === "timed_out") setLastRun(root, ev);
+    });
+    var hist = document.getElementById("history");
+    if (hist && hist.getAttribute("data-job") === ev.job_id && ev.state !== "running" && ev.state !== "claimed") {
+      var tr = hist.querySelector('[data-exec="' + CSS.escape(ev.id) + '"]') || document.createElement("tr");
+      tr.setAttribute("data-exec", ev.id);
+      tr.textContent = "";
+      [ev.scheduled_at, "", ev.state, ev.status_code, ev.duration_ms != null ? ev.duration_ms + " ms" : "",
+       ev.lateness_ms != null ? ev.lateness_ms + " ms" : "", ev.attempt, ev.node, ev.fence, ev.error || ""].forEach(function (v) {
+        var td = document.createElement("td"); td.textContent = v == null ? "" : String(v); tr.appendChild(td);
+      });
+      var body = hist.querySelector("tbody");
+      var empty = body.querySelector(".empty"); if (empty) empty.remove();
+      if (!tr.parentNode) body.insertBefore(tr, body.firstChild);
+    }
+  }
+
+  function refreshRow(id, insert) {
+    var table = document.getElementById("jobs");
+    if (!table) return;
+    fetch("/jobs/" + encodeURIComponent(id) + "/row", { credentials: "same-origin" }).then(function (r) {
+      if (!r.ok) return null;
+      return r.text();
+    }).then(function (html) {
+      if (!html) return;
+      var tpl = document.createElement("template");
+      tpl.innerHTML = html.trim();
+      var row = tpl.content.firstElementChild;
+      var old = table.querySelector('tr[data-job="' + CSS.escape(id) + '"]');
+      if (old) old.replaceWith(row);
+      else if (insert) {
+        var body = table.querySelector("tbody");
+        var empty = body.querySelector(".empty"); if (empty) empty.remove();
+        body.insertBefore(row, body.firstChild);
+      }
+    });
+  }
+
+  function onJob(ev) {
+    var table = document.getElementById("jobs");
+    if (ev.op === "deleted") {
+      document.querySelectorAll('tr[data-job="' + CSS.escape(ev.id) + '"]').forEach(function (r) { r.remove(); });
+      return;
+    }
+    if (table) refreshRow(ev.id, ev.op === "created" && table.getAttribute("data-first-page") === "true");
+    logEvent("job " + ev.op + ": " + (ev.name || ev.id) + " (from " + ev.origin + ")");
+  }
+
+  function logEvent(text) {
+    var log = document.getElementById("events");
+    if (!log) return;
+    var first = log.querySelector(".muted"); if (first && log.children.length === 1) first.remove();
+    var li = document.createElement("li");
+    li.textContent = new Date().toISOString().substr(11, 8) + "  " + text;
+    log.insertBefore(li, log.firstChild);
+    while (log.children.length > 200) log.removeChild(log.lastChild);
+  }
+
+  function onNode(ev) {
+    var d = ev.detail || {};
+    if (ev.op === "handover") logEvent(ev.node_id + " hand-over " + d.direction + ": " + d.jobs + " job(s) at epoch " + ev.epoch);
+    else logEvent("node " + ev.node_id + " " + ev.op + " (epoch " + ev.epoch + ")");
+    var epoch = document.getElementById("epoch");
+    if (epoch && ev.epoch) epoch.textContent = String(ev.epoch);
+  }
+
+  function setLive(ok, text) {
+    if (!live) return;
+    live.className = "live " + (ok ? "on" : "off");
+    live.textContent = text;
+    if (!ok) document.querySelectorAll('[data-role="chip"]').forEach(function (c) {
+      if (!c.classList.contains("paused")) { c.className = "chip unknown"; c.textContent = CHIP.unknown; }
+    });
+  }
+
+  function connect() {
+    if (!window.EventSource) return;
+    es = new EventSource("/api/crons/status/stream");
+    es.onopen = function () { setLive(true, "live"); };
+    es.onerror = function () { setLive(false, "live: reconnecting"); };
+    es.addEventListener("executions", function (e) { JSON.parse(e.data).forEach(onExecution); });
+    es.addEventListener("job", function (e) { onJob(JSON.parse(e.data)); });
+    es.addEventListener("node", function (e) { onNode(JSON.parse(e.data)); });
+    es.addEventListener("resync", function () { es.close(); setTimeout(function () { location.reload(); }, 500); });
+  }
+
+  // Delete with confirmation (without JavaScript the server asks on a page of its own).
+  document.querySelectorAll("form[data-confirm]").forEach(function (f) {
+    f.addEventListener("submit", function (e) {
+      if (!window.confirm(f.getAttribute("data-confirm"))) { e.preventDefault(); return; }
+      var c = document.createElement("input"); c.type = "hidden"; c.name = "confirm"; c.value = "yes"; f.appendChild(c);
+    });
+  });
+
+  // Live preview of the next fire times while a schedule is typed.
+  var sched = document.getElementById("schedule"), zone = document.getElementById("timeZone"), pv = document.getElementById("preview");
+  if (sched && pv) {
+    var timer = null;
+    var update = function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () {
+        if (!sched.value.trim()) { pv.textContent = ""; return; }
+        fetch("/api/schedules/preview", {
+          method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ schedule: sched.value, timeZone: (zone && zone.value) || "UTC", count: 5 })
+        }).then(function (r) { return r.json().then(function (b) { return [r.ok, b]; }); }).then(function (res) {
+          pv.textContent = "";
+          if (!res[0]) {
+            var err = document.createElement("span"); err.className = "error";
+            var d = res[1].details || {};
+            err.textContent = d.schedule || d.timeZone || res[1].error;
+            pv.appendChild(err); return;
+          }
+          var head = document.createElement("div"); head.className = "muted";
+          head.textContent = "Next fires (" + res[1].description + "):"; pv.appendChild(head);
+          var ol = document.createElement("ol"); ol.className = "fires";
+          res[1].fires.forEach(function (f) { var li = document.createElement("li"); li.textContent = f.local; ol.appendChild(li); });
+          pv.appendChild(ol);
+        }).catch(function () {});
+      }, 250);
+    };
+    sched.addEventListener("input", update);
+    if (zone) zone.addEventListener("input", update);
+    update();
+  }
+
+  connect();
+})();

@@ -1,0 +1,70 @@
+"""What a user can do to a job, shared by the API and the dashboard's forms.
+
+Each action validates, writes MariaDB, and tells the cluster (a job event on
+Redis; our own catalogue first, so this node needs no round trip).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from node import jobs as jobmod
+from node.errors import PreconditionFailed, TooManyRequests
+from node.jobs import Job
+from node.messages import JobEvent
+from node.runtime import Runtime
+
+
+async def publish_job(r: Runtime, op: str, job_id: str, version: int, paused: bool = False, name: str = "") -> None:
+    ev = JobEvent(op=op, id=job_id, version=version, paused=paused, origin=r.settings.node_id, name=name)
+    r.catalogue.on_record(ev)
+    try:
+        await r.bus.publish(r.keys.jobs_channel, ev)
+    except Exception:
+        pass  # peers heal within resync_interval
+
+
+async def create_job(r: Runtime, payload: Any) -> Job:
+    job = jobmod.validate(payload, max_body_bytes=r.settings.max_job_body_bytes)
+    r.firer.check_target(job.uri)
+    created = await r.store.create_job(job, r.settings.max_jobs)
+    await publish_job(r, "created", created.id, created.version, created.paused, created.name)
+    return created
+
+
+async def update_job(r: Runtime, job_id: str, payload: Any, if_version: int | None) -> Job:
+    current = await r.store.get_job(job_id)
+    if if_version is not None and if_version != current.version:
+        raise PreconditionFailed("version mismatch: reload and retry", {"currentVersion": current.version})
+    new = jobmod.validate(payload, base=current, max_body_bytes=r.settings.max_job_body_bytes)
+    r.firer.check_target(new.uri)
+    changed = (new.schedule, new.time_zone) != (current.schedule, current.time_zone)
+    updated = await r.store.update_job(job_id, new, if_version=current.version, schedule_changed=changed)
+    await publish_job(r, "updated", updated.id, updated.version, updated.paused, updated.name)
+    return updated
+
+
+async def delete_job(r: Runtime, job_id: str, if_version: int | None) -> None:
+    version = await r.store.delete_job(job_id, if_version=if_version)
+    await publish_job(r, "deleted", job_id, version)
+
+
+async def set_paused(r: Runtime, job_id: str, paused: bool) -> Job:
+    job = await r.store.set_paused(job_id, paused)
+    await publish_job(r, "paused" if paused else "resumed", job.id, job.version, job.paused, job.name)
+    return job
+
+
+async def run_now(r: Runtime, job_id: str) -> str:
+    job = await r.store.get_job(job_id)
+    key = f"{r.keys.run_now_prefix}{job.id}:{int(time.time() // 60)}"
+    n = await r.redis.incr(key)
+    if n == 1:
+        await r.redis.expire(key, 120)
+    if n > r.settings.run_now_per_minute:
+        raise TooManyRequests(f"run-now is limited to {r.settings.run_now_per_minute} per job per minute")
+    execution_id = await r.scheduler.run_now(job)
+    if execution_id is None:
+        raise PreconditionFailed("the job was deleted while starting the run")
+    return execution_id

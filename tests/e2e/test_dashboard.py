@@ -1,0 +1,128 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright) against a real 2-node cluster."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from tests.harness import ARTIFACTS, Cluster
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+SHOTS = ARTIFACTS / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+async def cluster():
+    c = Cluster("ui")
+    await c.start_receiver()
+    await c.start_node("ui-a", wait=False)
+    await c.start_node("ui-b", wait=False)
+    for n in c.nodes.values():
+        await c.wait_healthy(n)
+    await c.wait_members({"ui-a", "ui-b"})
+    yield c
+    await c.close()
+
+
+@pytest.fixture(scope="module")
+async def browser():
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+async def test_created_on_a_appears_live_on_b_then_runs_pauses_deletes(cluster: Cluster, browser) -> None:
+    a, b = cluster.nodes["ui-a"], cluster.nodes["ui-b"]
+    page_b = await browser.new_page(viewport={"width": 1400, "height": 800})
+    await page_b.goto(f"{b.url}/")
+    await expect(page_b.locator("#live")).to_have_text("live", timeout=10_000)
+
+    page_a = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    await page_a.goto(f"{a.url}/jobs/new")
+    await page_a.fill("input[name=name]", "ui job")
+    await page_a.fill("input[name=uri]", f"{cluster.receiver.url}/webhook?delay_ms=1500")
+    await page_a.fill("input[name=schedule]", "*/4 * * * * *")
+    await page_a.fill("input[name=timeZone]", "Europe/Lisbon")
+    # the live preview of fire times appears while typing
+    await expect(page_a.locator("#preview ol.fires li")).to_have_count(5, timeout=10_000)
+    await page_a.screenshot(path=str(SHOTS / "form.png"), full_page=True)
+    await page_a.click("button[type=submit]")
+    await expect(page_a).to_have_url(re.compile(r"/jobs/[0-9a-f]+$"))
+    job_id = page_a.url.rsplit("/", 1)[1]
+
+    row = page_b.locator(f'tr[data-job="{job_id}"]')
+    await expect(row).to_be_visible(timeout=10_000)  # appeared on node B's page without reload
+    chip = row.locator('[data-role="chip"]')
+    await expect(chip).to_have_text("Running", timeout=15_000)
+    await expect(chip).to_have_text("Waiting", timeout=10_000)
+    await expect(row.locator('[data-role="lastrun"]')).to_contain_text("200", timeout=5_000)
+    await page_b.screenshot(path=str(SHOTS / "jobs.png"), full_page=True)
+
+    # pause from the job page on node A: node B's row shows Paused
+    await page_a.goto(f"{a.url}/jobs/{job_id}")
+    await page_a.click("button:has-text('Pause')")
+    await expect(page_a.locator('[data-role="chip"]').first).to_have_text("Paused", timeout=10_000)
+    await expect(row.locator('[data-role="chip"]')).to_have_text("Paused", timeout=10_000)
+    await page_a.screenshot(path=str(SHOTS / "job.png"), full_page=True)
+
+    # delete with confirmation
+    page_a.on("dialog", lambda d: d.accept())
+    await page_a.click("button:has-text('Delete')")
+    await expect(page_a).to_have_url(f"{a.url}/")
+    await expect(page_b.locator(f'tr[data-job="{job_id}"]')).to_have_count(0, timeout=10_000)
+    status, _, _ = await cluster.request("GET", f"{a.url}/api/crons/{job_id}")
+    assert status == 404
+
+
+async def test_form_errors_beside_fields_and_xss_renders_as_text(cluster: Cluster, browser) -> None:
+    a = cluster.nodes["ui-a"]
+    page = await browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    await page.goto(f"{a.url}/jobs/new")
+    await page.fill("input[name=name]", "<script>alert(1)</script>")
+    await page.fill("input[name=uri]", "ftp://nope")
+    await page.fill("input[name=schedule]", "61 * * * *")
+    await page.click("button[type=submit]")
+    await expect(page.locator("#err-uri")).to_contain_text("http")
+    await expect(page.locator("#err-schedule")).to_be_visible()
+    await page.fill("input[name=uri]", f"{cluster.receiver.url}/webhook")
+    await page.fill("input[name=schedule]", "0 3 * * *")
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f]+$"))
+    await expect(page.locator("h1")).to_contain_text("<script>alert(1)</script>")
+    await page.goto(f"{a.url}/")
+    await expect(page.locator("table#jobs")).to_contain_text("<script>alert(1)</script>")
+    assert dialogs == []
+
+
+async def test_pages_work_without_javascript(cluster: Cluster, browser) -> None:
+    a = cluster.nodes["ui-a"]
+    ctx = await browser.new_context(java_script_enabled=False)
+    page = await ctx.new_page()
+    await page.goto(f"{a.url}/jobs/new")
+    await page.fill("input[name=name]", "no-js job")
+    await page.fill("input[name=uri]", f"{cluster.receiver.url}/webhook")
+    await page.fill("input[name=schedule]", "@daily")
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f]+$"))
+    await page.click("button:has-text('Delete')")
+    await expect(page.locator("h1")).to_contain_text("Delete no-js job?")
+    await page.click("button:has-text('Yes, delete it')")
+    await expect(page).to_have_url(f"{a.url}/")
+    await page.goto(f"{a.url}/cluster")
+    await expect(page.locator("#members")).to_contain_text("ui-b")
+    await page.screenshot(path=str(SHOTS / "cluster.png"), full_page=True)
+    await ctx.close()
+
+
+async def test_forms_refuse_a_missing_csrf_token(cluster: Cluster) -> None:
+    a = cluster.nodes["ui-a"]
+    status, body, _ = await cluster.request("POST", f"{a.url}/jobs/new", data={"uri": "http://x/", "schedule": "@daily"})
+    assert status == 403
