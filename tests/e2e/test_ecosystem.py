@@ -1,0 +1,99 @@
+"""The CLI with declarative apply, the OpenAPI document against the real routes, and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+
+from node.openapi import EXAMPLE_JOB
+from tests.harness import ROOT, Cluster, wait_for
+
+
+@pytest.fixture(scope="module")
+async def cluster():
+    c = Cluster("eco")
+    await c.start_receiver()
+    await c.start_node("eco-1", wait=False)
+    await c.start_node("eco-2", wait=False)
+    for n in c.nodes.values():
+        await c.wait_healthy(n)
+    await c.wait_members({"eco-1", "eco-2"})
+    yield c
+    await c.close()
+
+
+async def cli(cluster: Cluster, *args: str) -> tuple[int, str]:
+    env = {**os.environ, "CRONRING_URL": cluster.any_node().url}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "node", *args, cwd=ROOT, env=env,
+                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+async def test_apply_is_idempotent_prunes_and_dry_runs(cluster: Cluster, tmp_path) -> None:
+    code, out = await cli(cluster, "jobs", "apply", "-f", "examples/jobs.yaml")
+    assert code == 0 and out.count("create") == 3, out
+    code, out = await cli(cluster, "jobs", "apply", "-f", "examples/jobs.yaml")
+    assert code == 0 and "0 change(s)" in out and out.count("unchanged") == 3, out
+    # the dashboard of the other node shows them
+    page = await cluster.session().get(f"{cluster.nodes['eco-2'].url}/")
+    html = await page.text()
+    assert all(n in html for n in ("automated-backup", "health-monitoring", "data-processing"))
+    smaller = tmp_path / "jobs.yaml"
+    smaller.write_text("jobs:\n  - name: health-monitoring\n    uri: http://monitoring:9090/collect-metrics\n"
+                       "    httpMethod: GET\n    schedule: '*/5 * * * *'\n    timeZone: America/Sao_Paulo\n")
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(smaller), "--prune", "--dry-run")
+    assert code == 0 and "update" in out and out.count("delete") == 2 and "dry run" in out
+    assert len((await cluster.request("GET", f"{cluster.any_node().url}/api/crons"))[1]) == 3
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(smaller), "--prune")
+    jobs = (await cluster.request("GET", f"{cluster.any_node().url}/api/crons"))[1]
+    assert [(j["name"], j["schedule"]) for j in jobs] == [("health-monitoring", "*/5 * * * *")]
+    code, out = await cli(cluster, "jobs", "list")
+    assert "health-monitoring" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("jobs:\n  - name: x\n    uri: ftp://x\n    schedule: '* * * * *'\n")
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(bad))
+    assert code == 1 and "uri" in out
+
+
+async def test_cluster_command_lists_nodes(cluster: Cluster) -> None:
+    code, out = await cli(cluster, "cluster")
+    assert code == 0 and "eco-1" in out and "eco-2" in out and "epoch" in out
+
+
+async def test_openapi_matches_routes_and_examples_work(cluster: Cluster) -> None:
+    url = cluster.any_node().url
+    spec = (await cluster.request("GET", f"{url}/api/openapi.json"))[1]
+    from aiohttp import web
+
+    from node import api
+    app = web.Application()
+    api.setup(app)
+    routes = set()
+    for r in app.router.routes():
+        path = r.resource.canonical.replace("{id:[0-9a-f]{1,32}}", "{id}")
+        if r.method != "HEAD":
+            routes.add((path, r.method.lower()))
+    routes |= {("/api/crons/status/stream", "get"), ("/api/crons/status-stream", "get")}
+    documented = {(p, m) for p, ops in spec["paths"].items() for m in ops}
+    assert routes == documented, (routes ^ documented)
+    status, body, _ = await cluster.request("POST", f"{url}/api/crons", json={**EXAMPLE_JOB, "uri": f"{cluster.receiver.url}/webhook"})
+    assert status == 201, body
+    req = spec["paths"]["/api/schedules/preview"]["post"]["requestBody"]["content"]["application/json"]["example"]
+    assert (await cluster.request("POST", f"{url}/api/schedules/preview", json=req))[0] == 200
+
+
+async def test_metrics_show_fires_and_lateness(cluster: Cluster) -> None:
+    await cluster.create_job(schedule="* * * * * *", name="metered")
+
+    async def fired() -> str | None:
+        texts = [(await cluster.request("GET", f"{n.url}/metrics"))[1] for n in cluster.nodes.values()]
+        return "\n".join(texts) if any('cronring_fires_total{state="succeeded"}' in t for t in texts) else None
+
+    text = await wait_for(fired, 15, "a fire in /metrics")
+    assert "cronring_fire_lateness_seconds_bucket" in text and "cronring_members 2.0" in text
+    assert "cronring_claims_total" in text and "cronring_ring_epoch" in text

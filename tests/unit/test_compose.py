@@ -1,0 +1,65 @@
+"""The compose files agree with the code: services, ports, settings, health checks, no secrets."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from node.settings import _ENV, DatabaseURL
+
+COMPOSE = Path(__file__).resolve().parents[2] / "compose"
+SETTINGS_VARS = {var for var, _p, _h in _ENV.values()}
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((COMPOSE / name).read_text())
+
+
+def test_services_and_health_checks() -> None:
+    c = load("docker-compose.yml")
+    assert set(c["services"]) == {"mariadb", "redis", "node", "receiver", "traefik"}
+    for name, svc in c["services"].items():
+        assert "healthcheck" in svc, f"{name} has no health check"
+    assert c["services"]["mariadb"]["image"].startswith("mariadb:11")
+    assert c["services"]["redis"]["image"].startswith("redis:7")
+    assert c["services"]["traefik"]["image"].startswith("traefik:v3")
+    assert "--requirepass" in c["services"]["redis"]["command"]
+
+
+def test_node_environment_matches_settings_and_ports_agree() -> None:
+    node = load("docker-compose.yml")["services"]["node"]
+    env = node["environment"]
+    assert set(env) <= SETTINGS_VARS, set(env) - SETTINGS_VARS
+    port = env["CRONRING_PORT"]
+    assert node["expose"] == [port]
+    assert node["labels"]["traefik.http.services.cronring.loadbalancer.server.port"] == port
+    assert f":{port}/api/health" in " ".join(node["healthcheck"]["test"])
+    assert "ports" not in node  # scalable: --scale node=5 must not fight over host ports
+    url = re.sub(r"\$\{[A-Z_]+\}", "x", env["CRONRING_DATABASE_URL"])
+    assert DatabaseURL.parse(url).host == "mariadb"
+    assert env["CRONRING_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD}@redis:6379")
+    receiver = load("docker-compose.yml")["services"]["receiver"]
+    rport = receiver["command"][receiver["command"].index("--port") + 1]
+    assert receiver["expose"] == [rport] and f":{rport}/health" in " ".join(receiver["healthcheck"]["test"])
+
+
+def test_no_secrets_in_compose_and_env_example_covers_every_variable() -> None:
+    text = (COMPOSE / "docker-compose.yml").read_text()
+    used = set(re.findall(r"\$\{([A-Z_]+)", text))
+    example = dict(line.split("=", 1) for line in (COMPOSE / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert used <= set(example), used - set(example)
+    for key, value in yaml.safe_load(text)["services"]["mariadb"]["environment"].items():
+        if "PASSWORD" in key:
+            assert value.startswith("${"), f"{key} is written into the compose file"
+
+
+def test_override_and_dockerfile() -> None:
+    o = load("docker-compose.override.yml")
+    assert set(o["services"]) <= set(load("docker-compose.yml")["services"])
+    df = (COMPOSE / "Dockerfile").read_text()
+    assert df.count("\nFROM ") + df.startswith("FROM ") >= 2 or len(re.findall(r"^FROM ", df, re.M)) >= 2
+    assert re.search(r"^USER (?!root)\w+", df, re.M)
+    assert "slim" in df
