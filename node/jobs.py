@@ -103,7 +103,7 @@ class Job:
 
     def to_api(self) -> dict[str, Any]:
         return {
-            "id": self.id, "name": self.name, "uri": self.uri, "httpMethod": self.method,
+            "id": self.id, "name": self.name, "uri": masked_uri(self.uri), "httpMethod": self.method,
             "headers": masked_headers(self.headers), "body": self.body, "schedule": self.schedule,
             "timeZone": self.time_zone, "paused": self.paused, "timeoutMs": self.timeout_ms,
             "retries": self.retries, "retryBackoffMs": self.retry_backoff_ms,
@@ -140,8 +140,30 @@ def rfc3339(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+MASK = "***"
+
+
 def masked_headers(headers: dict[str, str]) -> dict[str, str]:
-    return {k: ("***" if SENSITIVE_HEADER.search(k) else v) for k, v in headers.items()}
+    return {k: (MASK if SENSITIVE_HEADER.search(k) else v) for k, v in headers.items()}
+
+
+def masked_uri(uri: str) -> str:
+    """Hide a password in the URL's userinfo (http://user:***@host/...)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return uri.replace(f":{parts.password}@", f":{MASK}@", 1)
+
+
+def _unmask(job: Job, base: Job | None) -> Job:
+    """A masked value sent back (a GET echoed into a PUT) keeps the stored secret."""
+    if base is None:
+        return job
+    headers = {k: (base.headers.get(k, v) if v == MASK else v) for k, v in job.headers.items()}
+    uri = job.uri
+    if masked_uri(base.uri) == uri:
+        uri = base.uri
+    return replace(job, headers=headers, uri=uri)
 
 
 # ---- validation -------------------------------------------------------------------
@@ -311,6 +333,10 @@ def validate(payload: Any, *, base: Job | None = None, max_body_bytes: int = 64 
     backoff = values.get("retry_backoff_ms", base.retry_backoff_ms if base else 1_000)
     if values.get("retry_max_backoff_ms", base.retry_max_backoff_ms if base else 30_000) < backoff:
         errors.setdefault("retryMaxBackoffMs", "must be at least retryBackoffMs")
+    uri = values.get("uri", base.uri if base else "")
+    headers = values.get("headers", base.headers if base else {})
+    if urlsplit(uri).username is not None and any(k.lower() == "authorization" for k in headers):
+        errors.setdefault("headers", "an Authorization header and credentials in the URL cannot be combined")
     if errors:
         raise ValidationError(errors)
-    return replace(base, **values) if base is not None else Job(**values)
+    return _unmask(replace(base, **values), base) if base is not None else Job(**values)
