@@ -71,7 +71,7 @@ ensure_mariadb() {
     mkdir -p "$dir"
     if [ ! -d "$dir/data/mysql" ]; then
       say "initialising a private MariaDB in .run/mariadb"
-      mariadb-install-db --datadir="$dir/data" --auth-root-authentication-method=normal --skip-test-db \
+      mariadb-install-db --no-defaults --datadir="$dir/data" --auth-root-authentication-method=normal --skip-test-db \
         --user="$(id -un)" >"$dir/install.log" 2>&1 || die "mariadb-install-db failed (see .run/mariadb/install.log)"
     fi
     say "starting a private MariaDB on 127.0.0.1:$port"

@@ -39,6 +39,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
 def db_url(database: str, *, host: str | None = None, port: int | None = None) -> str:
     u = urlparse(DATABASE_URL)
     auth = u.netloc.rsplit("@", 1)[0] + "@" if "@" in u.netloc else ""
@@ -217,6 +223,7 @@ class Cluster:
         self.redis_url = redis_url
         self.db_host: str | None = None
         self.db_port: int | None = None
+        self.db_private = False  # True when db_host/db_port is a private server rather than a proxy
         self.dir = ARTIFACTS / "logs" / self.tag
         self.nodes: dict[str, Node] = {}
         self.receiver: Receiver | None = None
@@ -338,8 +345,10 @@ class Cluster:
             conn.close()
 
     async def db_conn(self) -> aiomysql.Connection:
+        """A direct connection to the cluster's database (through no test proxy)."""
         u = urlparse(DATABASE_URL)
-        return await aiomysql.connect(host=u.hostname, port=u.port or 3306, user=u.username or "root",
+        host, port = (self.db_host, self.db_port) if self.db_private else (u.hostname, u.port or 3306)
+        return await aiomysql.connect(host=host, port=port, user=u.username or "root",
                                       password=u.password or "", db=self.database, autocommit=True)
 
     # -- teardown
