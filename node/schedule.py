@@ -53,40 +53,46 @@ class Schedule:
     has_seconds: bool
     interval: bool  # hour field is * or */n: follow real elapsed time
 
+    every_seconds: int = 0  # "*/n * * * * *" (n divides 60) or "* * * * * *": plain arithmetic, zone-free
+
     def next_after(self, instant: datetime) -> datetime:
         """The first fire instant strictly after ``instant`` (aware, UTC)."""
+        if self.every_seconds:
+            ts = int(instant.timestamp() // self.every_seconds + 1) * self.every_seconds
+            return datetime.fromtimestamp(ts, UTC)
         return next(self.iter_after(instant))
 
     def iter_after(self, instant: datetime) -> Iterator[datetime]:
         """Fire instants strictly after ``instant``, strictly increasing, in UTC."""
         instant = _as_utc(instant)
+        if self.every_seconds:
+            t = self.next_after(instant)
+            step = timedelta(seconds=self.every_seconds)
+            while True:
+                yield t
+                t += step
         if self.interval:
             yield from self._iter_interval(instant)
         else:
             yield from self._iter_fixed(instant)
 
-    # Interval schedules: every real instant whose local wall clock matches.
+    # Interval schedules: every real instant whose local wall clock matches. Time is cut
+    # into segments of constant UTC offset; inside one, wall time and real time move
+    # together, so croniter's wall-clock sequence maps to instants in order.
     def _iter_interval(self, instant: datetime) -> Iterator[datetime]:
-        local = instant.astimezone(self.zone)
-        wall = local.replace(tzinfo=None)
-        # When a fall-back is just ahead, wall times before ``instant``'s own will
-        # come round again in real time: start early enough to walk through them.
-        later = (instant + timedelta(hours=3)).astimezone(self.zone).utcoffset()
-        now_off = local.utcoffset()
-        if later is not None and now_off is not None and later < now_off:
-            wall -= now_off - later + timedelta(seconds=1)
-        it = croniter(self.croniter_expr, wall)
+        lo = instant  # exclusive lower bound
+        tiny = timedelta(microseconds=1)
         while True:
-            wall: datetime = it.get_next(datetime)
-            for fold in (0, 1):
-                aware = wall.replace(tzinfo=self.zone, fold=fold)
-                if not _exists(aware):
-                    break  # a wall time inside a gap: no real instant has it
-                utc = aware.astimezone(UTC)
-                if fold == 1 and utc == wall.replace(tzinfo=self.zone, fold=0).astimezone(UTC):
-                    break  # not ambiguous: fold=1 names the same instant
-                if utc > instant:
-                    yield utc
+            off = (lo + tiny).astimezone(self.zone).utcoffset() or timedelta(0)
+            hi = _next_transition(self.zone, lo, off)
+            it = croniter(self.croniter_expr, (lo + off).replace(tzinfo=None))
+            while True:
+                wall: datetime = it.get_next(datetime)
+                utc = (wall - off).replace(tzinfo=UTC)
+                if utc >= hi:
+                    break
+                yield utc
+            lo = hi - tiny
 
     # Fixed schedules: wall clock, gap -> end of gap, fold -> first occurrence.
     def _iter_fixed(self, instant: datetime) -> Iterator[datetime]:
@@ -121,6 +127,24 @@ def _as_utc(instant: datetime) -> datetime:
     if instant.tzinfo is None:
         raise ValueError("instants must be timezone-aware")
     return instant.astimezone(UTC)
+
+
+SEGMENT = timedelta(days=2)  # DST transitions are months apart: at most one per segment
+
+
+def _next_transition(zone: ZoneInfo, lo: datetime, off: timedelta) -> datetime:
+    """The first instant after ``lo`` whose UTC offset is not ``off``, or ``lo + SEGMENT``."""
+    hi = lo + SEGMENT
+    if hi.astimezone(zone).utcoffset() == off:
+        return hi
+    lo_s, hi_s = int(lo.timestamp()) + 1, int(hi.timestamp())
+    while lo_s < hi_s:
+        mid = (lo_s + hi_s) // 2
+        if datetime.fromtimestamp(mid, UTC).astimezone(zone).utcoffset() != off:
+            hi_s = mid
+        else:
+            lo_s = mid + 1
+    return datetime.fromtimestamp(lo_s, UTC)
 
 
 def _exists(aware: datetime) -> bool:
@@ -196,7 +220,15 @@ def parse(expression: str, zone_name: str = "UTC") -> Schedule:
         raise ScheduleError(f"invalid cron expression {expression!r}")
     hour = cron_fields[1]
     interval = hour == "*" or hour.startswith("*/")
-    sched = Schedule(expression=expression, zone=zone, croniter_expr=cexpr, has_seconds=has_seconds, interval=interval)
+    every = 0
+    if has_seconds and fields[1:] == ["*"] * 5:
+        sec = fields[0]
+        if sec == "*":
+            every = 1
+        elif sec.startswith("*/") and sec[2:].isdigit() and 0 < int(sec[2:]) < 60 and 60 % int(sec[2:]) == 0:
+            every = int(sec[2:])
+    sched = Schedule(expression=expression, zone=zone, croniter_expr=cexpr, has_seconds=has_seconds,
+                     interval=interval, every_seconds=every)
     try:
         # An expression can be syntactically valid and still never fire (Feb 30).
         croniter(cexpr, datetime(2026, 1, 1), max_years_between_matches=10).get_next(datetime)

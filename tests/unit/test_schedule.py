@@ -7,6 +7,7 @@ from itertools import islice
 from zoneinfo import ZoneInfo
 
 import pytest
+from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -96,13 +97,21 @@ def test_describe() -> None:
 ZONES = ["UTC", "Europe/Lisbon", "America/Sao_Paulo", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata",
          "America/Havana", "Pacific/Chatham"]
 EXPRS = ["30 1 * * *", "0 2 * * *", "*/15 * * * *", "0 * * * *", "30 2 * * 0", "0 0 * * *", "45 23 * * *",
-         "*/20 1,2 * * *", "0 */3 * * *"]
+         "*/20 1,2 * * *", "0 */3 * * *", "30 * * * * *", "*/20 */7 * * * *", "15 */2 * * *", "*/7 * * * *"]
 
 
-@settings(max_examples=200, deadline=None)
+# starts near DST transitions, where the bugs live, as well as anywhere
+NEAR_DST = st.sampled_from([datetime(2026, 10, 25, 0, 59, 57, tzinfo=UTC), datetime(2026, 3, 29, 0, 59, 30, tzinfo=UTC),
+                            datetime(2026, 11, 1, 5, 59, 0, tzinfo=UTC), datetime(2018, 11, 4, 2, 59, 59, tzinfo=UTC),
+                            datetime(2026, 4, 5, 2, 45, tzinfo=UTC)])
+ANY_TIME = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2037, 1, 1), timezones=st.just(UTC))
+
+
+@settings(max_examples=300, deadline=None)
 @given(expr=st.sampled_from(EXPRS), zone=st.sampled_from(ZONES),
-       start=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2037, 1, 1), timezones=st.just(UTC)))
-def test_properties(expr: str, zone: str, start: datetime) -> None:
+       start=st.one_of(NEAR_DST, ANY_TIME), jitter=st.integers(min_value=-7200, max_value=7200))
+def test_properties(expr: str, zone: str, start: datetime, jitter: int) -> None:
+    start = start + timedelta(seconds=jitter)
     s = parse(expr, zone)
     times = list(islice(s.iter_after(start), 40))
     # strictly increasing, all after the start
@@ -112,6 +121,16 @@ def test_properties(expr: str, zone: str, start: datetime) -> None:
         # a fixed-time job never fires twice for one local date-time
         locals_ = [t.astimezone(s.zone).replace(tzinfo=None, fold=0) for t in times]
         assert len(set(locals_)) == len(locals_)
+    # interval schedules follow real time: every matching instant in the span is there, in order
+    if s.interval and s.has_seconds:
+        step = datetime.fromtimestamp(int(start.timestamp()) + 1, UTC)
+        brute = []
+        while len(brute) < 10:
+            local = step.astimezone(s.zone)
+            if croniter.match(s.croniter_expr, local.replace(tzinfo=None)):
+                brute.append(step)
+            step += timedelta(seconds=1)
+        assert times[:10] == brute
     # resuming from any fire time continues the same sequence
     k = len(times) // 2
     assert list(islice(s.iter_after(times[k]), 5)) == times[k + 1 : k + 6]
@@ -140,3 +159,14 @@ def test_ticks_between_counts_and_caps() -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     ticks, total = s.ticks_between(t0, t0 + timedelta(seconds=100), cap=10)
     assert total == 100 and len(ticks) == 10 and ticks[-1] == t0 + timedelta(seconds=100)
+
+
+@pytest.mark.parametrize("expr", ["* * * * * *", "*/5 * * * * *", "*/30 * * * * *", "*/7 * * * * *"])
+def test_every_seconds_fast_path_agrees_with_croniter(expr: str) -> None:
+    fast = parse(expr, "Europe/Lisbon")
+    t0 = datetime(2026, 10, 25, 0, 59, 57, 123000, tzinfo=UTC)
+    from dataclasses import replace
+
+    plain = replace(fast, every_seconds=0)
+    assert list(islice(fast.iter_after(t0), 70)) == list(islice(plain.iter_after(t0), 70))
+    assert fast.next_after(t0) == plain.next_after(t0)
