@@ -1,0 +1,415 @@
+"""cronring benchmark: a real 3-node cluster, the receiver, MariaDB and Redis on this machine.
+
+Prints one JSON line per scenario, then a table. Every cluster figure is printed beside
+"the floor": one plain asyncio + aiohttp process sending the same requests to the same
+receiver at the same instants with no coordination at all.
+
+    scripts/bench [--quick] [--only fire,failover,api,scale,stream]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+
+from tests.harness import Cluster, wait_for  # noqa: E402
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        parts = fh.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / CLK
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))], 1)
+
+
+def ts(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def emit(record: dict[str, Any]) -> dict[str, Any]:
+    print(json.dumps(record), flush=True)
+    return record
+
+
+# ---------------------------------------------------------------------------- the floor
+
+async def floor_sender(url: str, rate: int, duration: int) -> dict[str, Any]:
+    """Send `rate` requests at every whole second for `duration` seconds; no coordination at all."""
+    conn = aiohttp.TCPConnector(limit=max(100, rate))
+    async with aiohttp.ClientSession(connector=conn) as s:
+        start = int(time.time()) + 2
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        lateness: list[float] = []
+
+        async def one(i: int, tick: int) -> None:
+            sched = datetime.fromtimestamp(tick, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            lateness.append((time.time() - tick) * 1000)
+            async with s.post(url, json={"i": i}, headers={
+                "X-Cron-Job-Id": f"floor-{i}", "X-Cron-Execution-Id": uuid.uuid4().hex, "X-Cron-Scheduled-At": sched,
+                "X-Cron-Fence": "1", "X-Cron-Attempt": "1"}) as r:
+                await r.read()
+
+        for k in range(duration):
+            tick = start + k
+            await asyncio.sleep(max(0.0, tick - time.time()))
+            await asyncio.gather(*(one(i, tick) for i in range(rate)))
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return {"sent": rate * duration, "cpu_s": round(cpu, 3), "send_late_p99_ms": pct(lateness, 99), "start": start,
+            "end": start + duration}
+
+
+async def run_floor(receiver_url: str, rate: int, duration: int) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "floor", "--url", f"{receiver_url}/hooks/floor", "--rate", str(rate),
+        "--duration", str(duration), stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def receiver_view(deliveries: list[dict[str, Any]], start: int, end: int, prefix: str | None = None) -> dict[str, Any]:
+    by_tick: dict[tuple[str, str], set[str]] = defaultdict(set)
+    late: list[float] = []
+    for d in deliveries:
+        if not d["scheduledAt"] or (prefix and not (d["jobId"] or "").startswith(prefix)):
+            continue
+        t = ts(d["scheduledAt"]).timestamp()
+        if start <= t < end:
+            by_tick[(d["jobId"], d["scheduledAt"])].add(d["executionId"])
+            if d["latenessMs"] is not None:
+                late.append(d["latenessMs"])
+    return {"ticks": len(by_tick), "duplicates": sum(1 for v in by_tick.values() if len(v) > 1),
+            "late_p50_ms": pct(late, 50), "late_p99_ms": pct(late, 99), "late_max_ms": pct(late, 100)}
+
+
+# ---------------------------------------------------------------------------- scenarios
+
+async def start_cluster(name: str, jobs: int, nodes: int = 3, schedule: str = "* * * * * *", **env: str) -> tuple[Cluster, list[str]]:
+    c = Cluster(name, CRONRING_HEARTBEAT_INTERVAL="1", CRONRING_MEMBER_TTL="3", CRONRING_RESYNC_INTERVAL="5",
+                CRONRING_LOG_LEVEL="info", **env)
+    await c.start_receiver()
+    # the jobs exist before the nodes start (through the store, as an import would)
+    await c.start_node(f"{name}-1")
+    ids = await c.create_jobs_bulk(jobs, schedule=schedule) if jobs else []
+    for i in range(2, nodes + 1):
+        await c.start_node(f"{name}-{i}", wait=False)
+    for n in c.nodes.values():
+        await c.wait_healthy(n)
+    await c.wait_members(set(c.nodes))
+    return c, ids
+
+
+async def wait_all_firing(c: Cluster, ids: list[str], timeout: float = 60) -> None:
+    want = set(ids)
+
+    async def ok() -> bool:
+        stats = await c.get_json(f"{c.receiver.url}/stats")
+        return want <= set(stats["jobs"])
+
+    await wait_for(ok, timeout, "every job to fire", interval=0.5)
+
+
+async def scenario_fire(rate: int, duration: int) -> dict[str, Any]:
+    c, ids = await start_cluster(f"fire{rate}", rate)
+    try:
+        await wait_all_firing(c, ids)
+        await asyncio.sleep(2)
+        start = int(time.time()) + 1
+        await asyncio.sleep(start - time.time())
+        cpu0 = {n: cpu_seconds(node.pid) for n, node in c.nodes.items()}
+        await asyncio.sleep(duration)
+        end = start + duration
+        cpu = sum(cpu_seconds(node.pid) - cpu0[n] for n, node in c.nodes.items())
+        rss = max(rss_mb(node.pid) for node in c.nodes.values())
+        await asyncio.sleep(2)
+        view = receiver_view(await c.deliveries(), start, end)
+        rows = await c.executions()
+        send_late = [r["lateness_ms"] for r in rows if r["lateness_ms"] is not None and start <= r["scheduled_at"].replace(tzinfo=UTC).timestamp() < end]
+        expected = rate * duration
+        for node in c.nodes.values():
+            node.kill()
+        floor = await run_floor(c.receiver.url, rate, duration)
+        fview = receiver_view(await c.deliveries(), floor["start"], floor["end"], prefix="floor-")
+        fires = view["ticks"]
+        rec = {
+            "scenario": "fire", "rate": rate, "seconds": duration, "expected": expected, "delivered": fires,
+            "missed": expected - fires, "duplicates": view["duplicates"],
+            "send_late_p50_ms": pct(send_late, 50), "send_late_p99_ms": pct(send_late, 99), "send_late_max_ms": pct(send_late, 100),
+            "recv_late_p50_ms": view["late_p50_ms"], "recv_late_p99_ms": view["late_p99_ms"], "recv_late_max_ms": view["late_max_ms"],
+            "node_cpu_s_per_1000": round(cpu / max(1, fires) * 1000, 3), "rss_mb_max": round(rss, 1),
+            "floor_cpu_s_per_1000": round(floor["cpu_s"] / max(1, floor["sent"]) * 1000, 3),
+            "floor_recv_late_p50_ms": fview["late_p50_ms"], "floor_recv_late_p99_ms": fview["late_p99_ms"],
+            "floor_recv_late_max_ms": fview["late_max_ms"],
+        }
+        rec["cpu_ratio"] = round(rec["node_cpu_s_per_1000"] / rec["floor_cpu_s_per_1000"], 2) if rec["floor_cpu_s_per_1000"] else None
+        rec["late_p99_ratio"] = round(rec["recv_late_p99_ms"] / rec["floor_recv_late_p99_ms"], 2) if rec["floor_recv_late_p99_ms"] else None
+        return emit(rec)
+    finally:
+        await c.close()
+
+
+async def scenario_failover(rate: int) -> dict[str, Any]:
+    c, ids = await start_cluster("failover", rate)
+    try:
+        await wait_all_firing(c, ids)
+        await asyncio.sleep(3)
+        start = time.time()
+        recent = [d for d in await c.deliveries() if ts(d["arrivedAt"]).timestamp() > start - 1.5]
+        owner = {d["jobId"]: d["node"] for d in recent}
+        victim = max(c.nodes, key=lambda n: sum(1 for o in owner.values() if o == n))
+        victim_jobs = {j for j, o in owner.items() if o == victim}
+        killed = time.time()
+        c.nodes[victim].kill()
+
+        async def back() -> bool:
+            seen = {d["jobId"] for d in await c.deliveries()
+                    if d["jobId"] in victim_jobs and d["node"] != victim and ts(d["arrivedAt"]).timestamp() > killed}
+            return seen == victim_jobs
+
+        await wait_for(back, 30, "takeover", interval=0.1)
+        first: dict[str, float] = {}
+        for d in await c.deliveries():
+            t = ts(d["arrivedAt"]).timestamp()
+            if d["jobId"] in victim_jobs and d["node"] != victim and t > killed:
+                first[d["jobId"]] = min(first.get(d["jobId"], t), t)
+        await asyncio.sleep(3)
+        end = int(time.time()) - 1
+        view = receiver_view(await c.deliveries(), int(start), end)
+        rows = await c.executions()
+        missed_rows = sum(r["missed_count"] for r in rows if r["state"] in ("missed", "skipped")
+                          and int(start) <= r["scheduled_at"].replace(tzinfo=UTC).timestamp() < end)
+        abandoned = sum(1 for r in rows if r["state"] == "abandoned")
+        expected = rate * (end - int(start))
+        return emit({"scenario": "failover", "rate": rate, "jobs_moved": len(victim_jobs),
+                     "takeover_p50_s": round(statistics.median(v - killed for v in first.values()), 2),
+                     "takeover_max_s": round(max(v - killed for v in first.values()), 2),
+                     "bound_s": 3 + 1, "expected_ticks": expected, "delivered": view["ticks"],
+                     "by_policy_misfire": missed_rows, "abandoned": abandoned,
+                     "unexplained": expected - view["ticks"] - missed_rows - abandoned, "duplicates": view["duplicates"]})
+    finally:
+        await c.close()
+
+
+async def scenario_api(requests: int) -> list[dict[str, Any]]:
+    c, _ = await start_cluster("api", 0)
+    out = []
+    try:
+        urls = [n.url for n in c.nodes.values()]
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as s:
+            async def run(op: str, targets: list[str], ids: list[str]) -> dict[str, Any]:
+                lat: list[float] = []
+                made: list[str] = []
+                sem = asyncio.Semaphore(32)
+
+                async def one(i: int) -> None:
+                    base = targets[i % len(targets)]
+                    async with sem:
+                        t0 = time.perf_counter()
+                        if op == "create":
+                            async with s.post(f"{base}/api/crons", json={"uri": f"{c.receiver.url}/webhook", "schedule": "0 3 * * *", "name": f"b{i}"}) as r:
+                                made.append((await r.json())["id"])
+                        elif op == "list":
+                            async with s.get(f"{base}/api/crons?limit=50") as r:
+                                await r.read()
+                        elif op == "get":
+                            async with s.get(f"{base}/api/crons/{ids[i % len(ids)]}") as r:
+                                await r.read()
+                        else:
+                            async with s.put(f"{base}/api/crons/{ids[i % len(ids)]}", json={"name": f"u{i}"}) as r:
+                                await r.read()
+                        assert r.status < 400, r.status
+                        lat.append((time.perf_counter() - t0) * 1000)
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(one(i) for i in range(requests)))
+                wall = time.perf_counter() - t0
+                return {"ops_per_s": round(requests / wall), "p99_ms": pct(lat, 99), "made": made}
+
+            ids: list[str] = []
+            for label, targets in (("one node", urls[:1]), ("round-robin x3", urls)):
+                for op in ("create", "list", "get", "update"):
+                    res = await run(op, targets, ids)
+                    ids += res.pop("made")
+                    out.append(emit({"scenario": "api", "target": label, "op": op, **res}))
+    finally:
+        await c.close()
+    return out
+
+
+async def scenario_scale(jobs: int) -> dict[str, Any]:
+    from node.ring import Ring, moved
+
+    c = Cluster("scale", CRONRING_HEARTBEAT_INTERVAL="1", CRONRING_MEMBER_TTL="3", CRONRING_RESYNC_INTERVAL="5")
+    try:
+        await c.start_receiver()
+        seed = await c.start_node("scale-seed")
+        await c.create_jobs_bulk(jobs - 1, schedule="0 0 1 1 *")
+        ticking = (await c.create_job(schedule="* * * * * *"))["id"]
+        seed.kill()
+        await asyncio.sleep(4)  # the seed's membership expires
+        t0 = time.time()
+        node = await c.start_node("scale-1", wait=False)
+
+        async def fired() -> bool:
+            return any(d["jobId"] == ticking and ts(d["arrivedAt"]).timestamp() > t0 for d in await c.deliveries())
+
+        await wait_for(fired, 120, "the first fire after start-up", interval=0.1)
+        first_fire = time.time() - t0
+
+        async def all_owned() -> bool:
+            return (await c.get_json(f"{node.url}/api/cluster"))["ownedHere"] >= jobs
+
+        await wait_for(all_owned, 300, "every job owned", interval=0.5)
+        owned_all = time.time() - t0
+        rss1 = rss_mb(node.pid)
+        t1 = time.time()
+        node2 = await c.start_node("scale-2", wait=False)
+
+        async def split() -> bool:
+            a = (await c.get_json(f"{node.url}/api/cluster"))["ownedHere"]
+            b = (await c.get_json(f"{node2.url}/api/cluster"))["ownedHere"]
+            return a + b == jobs and b > 0
+
+        await wait_for(split, 300, "the join to settle", interval=0.5)
+        join_settle = time.time() - t1
+        rss2 = max(rss_mb(node.pid), rss_mb(node2.pid))
+        ids = [f"job-{i:06d}" for i in range(jobs)]
+        r3, r4 = Ring(["n1", "n2", "n3"]), Ring(["n1", "n2", "n3", "n4"])
+        tr = time.perf_counter()
+        share = len(moved(r3, r4, ids)) / jobs
+        ring_ms = (time.perf_counter() - tr) * 1000
+        return emit({"scenario": "scale", "jobs": jobs, "startup_to_first_fire_s": round(first_fire, 2),
+                     "startup_to_all_owned_s": round(owned_all, 2), "rss_mb_one_node": round(rss1, 1),
+                     "join_settle_s": round(join_settle, 2), "rss_mb_after_join": round(rss2, 1),
+                     "ring_recompute_ms_3to4": round(ring_ms, 1), "share_moved_3to4": round(share, 3)})
+    finally:
+        await c.close()
+
+
+async def scenario_stream(clients: int, rate: int, duration: int) -> dict[str, Any]:
+    c, ids = await start_cluster("stream", rate)
+    try:
+        await wait_all_firing(c, ids)
+        node = c.nodes["stream-1"]
+        delays: list[float] = []
+        received = [0]
+        stop = asyncio.Event()
+
+        async def client(s: aiohttp.ClientSession) -> None:
+            async with s.get(f"{node.url}/api/crons/status/stream") as r:
+                event = ""
+                while not stop.is_set():
+                    line = (await r.content.readline()).decode().rstrip("\n")
+                    if line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:") and event == "executions":
+                        now = time.time()
+                        for ev in json.loads(line[5:]):
+                            if ev["at"]:
+                                delays.append((now - ts(ev["at"]).timestamp()) * 1000)
+                                received[0] += 1
+                    elif not line:
+                        event = ""
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)) as s:
+            tasks = [asyncio.create_task(client(s)) for _ in range(clients)]
+            await asyncio.sleep(3)
+            delays.clear()
+            cpu0 = cpu_seconds(node.pid)
+            await asyncio.sleep(duration)
+            cpu = cpu_seconds(node.pid) - cpu0
+            stop.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return emit({"scenario": "stream", "clients": clients, "rate": rate, "events_received": received[0],
+                     "event_delay_p50_ms": pct(delays, 50), "event_delay_p99_ms": pct(delays, 99),
+                     "node_cpu_s_per_s": round(cpu / duration, 3)})
+    finally:
+        await c.close()
+
+
+def table(results: list[dict[str, Any]]) -> None:
+    print("\n## fire (receiver lateness and CPU beside the floor)")
+    print("| fires/s | delivered | missed | dup | send p99 ms | recv p50/p99/max ms | floor recv p50/p99/max ms | p99 ratio | node CPU-s/1k | floor CPU-s/1k | CPU ratio | RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        if r["scenario"] == "fire":
+            print(f"| {r['rate']} | {r['delivered']}/{r['expected']} | {r['missed']} | {r['duplicates']} | {r['send_late_p99_ms']} | "
+                  f"{r['recv_late_p50_ms']}/{r['recv_late_p99_ms']}/{r['recv_late_max_ms']} | "
+                  f"{r['floor_recv_late_p50_ms']}/{r['floor_recv_late_p99_ms']}/{r['floor_recv_late_max_ms']} | {r['late_p99_ratio']} | "
+                  f"{r['node_cpu_s_per_1000']} | {r['floor_cpu_s_per_1000']} | {r['cpu_ratio']} | {r['rss_mb_max']} |")
+    for r in results:
+        if r["scenario"] != "fire":
+            print("- " + ", ".join(f"{k}={v}" for k, v in r.items()))
+
+
+async def main(args: argparse.Namespace) -> None:
+    only = set(args.only.split(",")) if args.only else {"fire", "failover", "api", "scale", "stream"}
+    seconds = 8 if args.quick else 15
+    print(json.dumps({"machine": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                      "date": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick}), flush=True)
+    results: list[dict[str, Any]] = []
+    if "fire" in only:
+        for rate in ([100, 500] if args.quick else [100, 500, 1000, 2000]):
+            results.append(await scenario_fire(rate, seconds))
+    if "failover" in only:
+        results.append(await scenario_failover(500))
+    if "api" in only:
+        results += await scenario_api(500 if args.quick else 2000)
+    if "scale" in only:
+        results.append(await scenario_scale(10_000 if args.quick else 100_000))
+    if "stream" in only:
+        results.append(await scenario_stream(50 if args.quick else 200, 500, seconds))
+    table(results)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "floor":
+        p = argparse.ArgumentParser()
+        p.add_argument("cmd")
+        p.add_argument("--url", required=True)
+        p.add_argument("--rate", type=int, required=True)
+        p.add_argument("--duration", type=int, required=True)
+        a = p.parse_args()
+        print(json.dumps(asyncio.run(floor_sender(a.url, a.rate, a.duration))))
+        sys.exit(0)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="shorter runs and smaller loads")
+    p.add_argument("--only", help="comma-separated scenarios")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    asyncio.run(main(p.parse_args()))
