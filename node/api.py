@@ -93,13 +93,25 @@ def preview(schedule_text: str, zone: str, start: datetime, count: int) -> list[
     return out
 
 
+_NEXT_RUN: dict[tuple[str, str], datetime] = {}
+
+
 def next_run(job: Job) -> str | None:
+    """The next fire time; shared by every job with the same schedule and zone until it passes."""
     if job.paused:
         return None
-    try:
-        return rfc3339(job.parsed_schedule.next_after(datetime.now(UTC)))
-    except (ScheduleError, StopIteration):
-        return None
+    now = datetime.now(UTC)
+    key = (job.schedule, job.time_zone)
+    nxt = _NEXT_RUN.get(key)
+    if nxt is None or nxt <= now:
+        try:
+            nxt = job.parsed_schedule.next_after(now)
+        except (ScheduleError, StopIteration):
+            return None
+        if len(_NEXT_RUN) > 10_000:
+            _NEXT_RUN.clear()
+        _NEXT_RUN[key] = nxt
+    return rfc3339(nxt)
 
 
 def exec_to_api(e: dict[str, Any] | None) -> dict[str, Any] | None:
