@@ -24,6 +24,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -47,8 +48,17 @@ MISSED_COUNT_CAP = 10_000
 CATCHUP_CAP = 100  # fire_all: at most this many catch-up runs per job at once
 
 
+CHUNK = 2000  # jobs per step of a big ownership change, with a yield to the loop between steps
+
+
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+@lru_cache(maxsize=65536)
+def first_tick(schedule: Schedule, anchor: datetime) -> datetime:
+    """The first tick after an anchor; jobs created together share the answer."""
+    return schedule.next_after(anchor)
 
 
 @dataclass(slots=True, eq=False)
@@ -175,14 +185,19 @@ class Scheduler:
 
     # ------------------------------------------------------------------ ownership
 
-    def _compute_desired(self) -> set[str]:
+    async def _compute_desired(self) -> set[str]:
         ring = self.membership.view.ring
         if self.node_id not in ring.members:
             return set()
         if self._desired_members != ring.members:
-            self._desired = {j for j in self.catalogue.active_ids() if ring.owner(j) == self.node_id}
-            self._desired_members = ring.members
             self.catalogue.changed_ids.clear()
+            ids = self.catalogue.active_ids()
+            desired: set[str] = set()
+            for k in range(0, len(ids), CHUNK):
+                desired.update(j for j in ids[k : k + CHUNK] if ring.owner(j) == self.node_id)
+                await asyncio.sleep(0)  # 100k jobs: never starve the heartbeat
+            self._desired = desired
+            self._desired_members = ring.members
         elif self.catalogue.changed_ids:
             changed, self.catalogue.changed_ids = self.catalogue.changed_ids, set()
             for j in changed:
@@ -199,30 +214,41 @@ class Scheduler:
     async def reconcile(self) -> None:
         if self.stopping or not self.membership.fresh() or not self.catalogue.loaded.is_set():
             return
-        desired = self._compute_desired()
-        for j in [j for j in self.owned if j not in desired]:
-            self._start_release(j, reason="ring changed" if j in self.catalogue.jobs else "job paused or deleted")
+        desired = await self._compute_desired()
+        leaving = [j for j in self.owned if j not in desired]
+        if leaving:
+            log.info("releasing jobs", jobs=len(leaving), sample=leaving[:5], epoch=self.membership.view.epoch)
+            for j in leaving:
+                self._start_release(j)
         want = [j for j in desired if j not in self.owned]
         if not want:
             self.unheld.clear()
             return
-        got = await self.locks.acquire(want)
-        self.unheld = set(want) - set(got)
-        if not got:
-            return
-        takeovers = await self.store.take_over(got, self.node_id)
-        if not self.membership.fresh() or self.stopping:
-            return  # lapsed meanwhile: the fences we took are void anyway
-        await self.locks.set_fences({t.job.id: t.fence for t in takeovers})
-        gone = set(got) - {t.job.id for t in takeovers}
-        if gone:
-            await self.locks.release(list(gone))
-        records = []
-        for t in takeovers:
-            self._own(t)
-            records.append(t.job.id)
-        if records:
-            await self._log_handover("in", records)
+        unheld: set[str] = set()
+        taken: list[str] = []
+        # In chunks, so the first jobs are scheduled while the rest are still being taken over.
+        for k in range(0, len(want), CHUNK):
+            if not self.membership.fresh() or self.stopping:
+                break  # lapsed meanwhile: the fences we took are void anyway
+            chunk = want[k : k + CHUNK]
+            got = await self.locks.acquire(chunk)
+            unheld.update(set(chunk) - set(got))
+            if not got:
+                continue
+            takeovers = await self.store.take_over(got, self.node_id)
+            if not self.membership.fresh() or self.stopping:
+                break
+            await self.locks.set_fences({t.job.id: t.fence for t in takeovers})
+            gone = set(got) - {t.job.id for t in takeovers}
+            if gone:
+                await self.locks.release(list(gone))
+            for t in takeovers:
+                self._own(t)
+                taken.append(t.job.id)
+            await asyncio.sleep(0)
+        self.unheld = unheld
+        if taken:
+            await self._log_handover("in", taken)
 
     def _own(self, t: Takeover) -> None:
         job = t.job
@@ -232,8 +258,9 @@ class Scheduler:
         self.owned[job.id] = o
         self.handovers_in += 1
         metrics.HANDOVERS.labels("in").inc()
-        # Wake at once: ticks missed since the anchor are handled by the misfire policy now.
-        self._push(o, time.time())
+        # Wake for the first tick after the anchor: at once when ticks were missed since
+        # (the misfire policy handles them), else claim_ahead before it is due.
+        self._push(o, max(time.time(), first_tick(o.schedule, anchor).timestamp()))
 
     async def _reload(self, job_id: str) -> None:
         """An owned job changed (edit): load its new definition, keep the fence."""
@@ -254,24 +281,24 @@ class Scheduler:
             o.anchor = job.active_since
         self._push(o, time.time())
 
-    def _start_release(self, job_id: str, reason: str) -> None:
+    def _start_release(self, job_id: str) -> None:
         o = self.owned.get(job_id)
         if o is None or o.releasing:
             return
         o.releasing = True
-        log.info("releasing job", job=job_id, reason=reason, pending=len(o.pending), inflight=o.inflight)
         self._maybe_finish_release(o)
 
     def _maybe_finish_release(self, o: Owned) -> None:
         if o.releasing and not o.pending and o.inflight == 0 and o.claiming == 0 and self.owned.get(o.job.id) is o:
             del self.owned[o.job.id]
-            self._to_release.add(o.job.id)
             self.handovers_out += 1
             metrics.HANDOVERS.labels("out").inc()
-            self._spawn(self._flush_releases())
+            if not self._to_release:
+                self._spawn(self._flush_releases())  # one flush gathers every release of this pass
+            self._to_release.add(o.job.id)
 
     async def _flush_releases(self) -> None:
-        await asyncio.sleep(0)  # gather the releases of one pass into one script call
+        await asyncio.sleep(0)
         ids, self._to_release = list(self._to_release), set()
         if not ids:
             return
@@ -342,8 +369,7 @@ class Scheduler:
     def _schedule_next(self, o: Owned) -> None:
         if o.releasing or self.owned.get(o.job.id) is not o:
             return
-        nxt = o.schedule.next_after(o.anchor)
-        self._push(o, nxt.timestamp())
+        self._push(o, first_tick(o.schedule, o.anchor).timestamp())
 
     async def run_timer(self) -> None:
         while True:
@@ -360,7 +386,7 @@ class Scheduler:
                 continue
             now = time.time()
             due: list[Owned] = []
-            while self.heap and self.heap[0][0] - self.claim_ahead <= now:
+            while self.heap and self.heap[0][0] - self.claim_ahead <= now and len(due) < CHUNK:
                 wake, _, job_id = heapq.heappop(self.heap)
                 o = self.owned.get(job_id)
                 if o is not None and o.wake == wake and not o.releasing:

@@ -452,8 +452,8 @@ class Store:
         if not job_ids:
             return []
         out: list[Takeover] = []
-        for k in range(0, len(job_ids), 500):
-            chunk = list(job_ids[k : k + 500])
+        for k in range(0, len(job_ids), 2000):
+            chunk = list(job_ids[k : k + 2000])
 
             async def go(cur: aiomysql.Cursor, chunk: list[str] = chunk) -> list[Takeover]:
                 ph = _ph(len(chunk))
