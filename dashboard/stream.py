@@ -30,14 +30,18 @@ PING_SECONDS = 15
 SNAPSHOT_JOBS = 200
 
 
+# An event as every client receives it: (stream entry id, SSE event name, JSON data), serialised once.
+Wire = tuple[str, str, str]
+
+
 class Listener:
     __slots__ = ("queue", "overflowed")
 
     def __init__(self, maxsize: int) -> None:
-        self.queue: asyncio.Queue[tuple[str, Record]] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[Wire] = asyncio.Queue(maxsize)
         self.overflowed = False
 
-    def offer(self, item: tuple[str, Record]) -> None:
+    def offer(self, item: Wire) -> None:
         if self.overflowed:
             return
         try:
@@ -75,10 +79,11 @@ class StreamHub:
                     for entry_id, fields in entries:
                         self.last_id = entry_id.decode()
                         rec = _decode(fields)
-                        if rec is None:
+                        if rec is None or not self.listeners:
                             continue
+                        wire = wire_of(self.last_id, rec)
                         for listener in list(self.listeners):
-                            listener.offer((self.last_id, rec))
+                            listener.offer(wire)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -86,7 +91,7 @@ class StreamHub:
                 started = False
                 await asyncio.sleep(1.0)
 
-    async def replay(self, after: str) -> list[tuple[str, Record]] | None:
+    async def replay(self, after: str) -> list[Wire] | None:
         """Entries after ``after``; None when they are no longer all kept (the client must resync)."""
         try:
             first = await self.redis.xrange(self.keys.events_stream, count=1)
@@ -101,7 +106,7 @@ class StreamHub:
         for entry_id, fields in entries:
             rec = _decode(fields)
             if rec is not None:
-                out.append((entry_id.decode(), rec))
+                out.append(wire_of(entry_id.decode(), rec))
         return out
 
 
@@ -120,14 +125,14 @@ def _decode(fields: dict[bytes, bytes]) -> Record | None:
         return None
 
 
-def event_of(rec: Record) -> tuple[str, Any]:
+def wire_of(entry_id: str, rec: Record) -> Wire:
     if isinstance(rec, ExecutionBatch):
-        return "executions", rec.events
+        return entry_id, "executions", json.dumps(rec.events)
     if isinstance(rec, JobEvent):
-        return "job", rec.to_dict()
+        return entry_id, "job", json.dumps(rec.to_dict())
     if isinstance(rec, MembershipEvent):
-        return "node", rec.to_dict()
-    return rec.kind, rec.to_dict()
+        return entry_id, "node", json.dumps(rec.to_dict())
+    return entry_id, rec.kind, json.dumps(rec.to_dict())
 
 
 HUB: web.AppKey[StreamHub] = web.AppKey("stream_hub", StreamHub)
@@ -164,20 +169,18 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
                 await resp.send(json.dumps(await snapshot(request)), id=hub.last_id, retry=RETRY_MS)
             else:
                 await resp.send(json.dumps({"resumed": True, "after": last_event_id}), event="resumed", retry=RETRY_MS)
-                for entry_id, rec in replay:
-                    name, data = event_of(rec)
-                    await resp.send(json.dumps(data), id=entry_id, event=name)
-            seen = {i for i, _ in replay} if replay else set()
+                for entry_id, name, data in replay:
+                    await resp.send(data, id=entry_id, event=name)
+            seen = {w[0] for w in replay} if replay else set()
             while resp.is_connected():
-                entry_id, rec = await listener.queue.get()
+                entry_id, name, data = await listener.queue.get()
                 if listener.overflowed:
                     await resp.send(json.dumps({"reason": "client too slow; reconnect for a fresh snapshot"}),
                                     event="resync")
                     break
                 if entry_id in seen:
                     continue
-                name, data = event_of(rec)
-                await resp.send(json.dumps(data), id=entry_id, event=name)
+                await resp.send(data, id=entry_id, event=name)
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

@@ -91,8 +91,7 @@ class Recorder:
                       execution=outcome.id)
             return
         self.buffer[outcome.id] = outcome  # a later state replaces an earlier one
-        if len(self.buffer) >= 500:
-            self.wake.set()
+        self.wake.set()
 
     async def flush(self) -> None:
         while self.buffer:
@@ -103,24 +102,22 @@ class Recorder:
                     del self.buffer[o.id]
 
     async def run(self) -> None:
-        delay = 0.05
         while True:
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+            await self.wake.wait()  # idle costs nothing
+            await asyncio.sleep(0.05)  # gather a batch
             self.wake.clear()
             try:
                 await self.flush()
-                delay = 0.05
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as e:
                 log.warning("recording outcomes failed; will retry", pending=len(self.buffer), error=str(e))
-                delay = 1.0
+                self.wake.set()
+                await asyncio.sleep(1.0)
             except Exception:
                 log.exception("recording outcomes failed")
-                delay = 1.0
+                self.wake.set()
+                await asyncio.sleep(1.0)
 
 
 class Publisher:
@@ -130,16 +127,18 @@ class Publisher:
         self.redis = membership.redis
         self.keys = keys
         self.events: list[dict[str, Any]] = []
+        self.wake = asyncio.Event()
 
     def put(self, event: ExecutionEvent) -> None:
         if len(self.events) < 50_000:
             self.events.append(event.to_dict())
+            self.wake.set()
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(0.1)
-            if not self.events:
-                continue
+            await self.wake.wait()
+            await asyncio.sleep(0.1)  # one stream entry per ~100 ms
+            self.wake.clear()
             events, self.events = self.events, []
             try:
                 pipe = self.redis.pipeline(transaction=False)

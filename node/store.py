@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import ssl
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -194,7 +195,7 @@ class Store:
                         password=self.url.password, db=self.url.database, autocommit=True,
                         minsize=1, maxsize=self.pool_size, pool_recycle=300,
                         connect_timeout=self.connect_timeout, charset="utf8mb4",
-                        init_command="SET time_zone='+00:00'",
+                        init_command="SET time_zone='+00:00'", ssl=self._ssl(),
                     )
                     await self._migrate(pool)
                     self._pool = pool
@@ -203,10 +204,14 @@ class Store:
                     raise StoreUnavailable(f"MariaDB unreachable: {e}") from None
         return self._pool
 
+    def _ssl(self) -> ssl.SSLContext | None:
+        """TLS to MariaDB when the URL asks for it (mysql://...?ssl=true), verified by the system CAs."""
+        return ssl.create_default_context() if self.url.ssl else None
+
     async def _ensure_database(self) -> None:
         conn = await aiomysql.connect(
             host=self.url.host, port=self.url.port, user=self.url.user, password=self.url.password,
-            connect_timeout=self.connect_timeout, autocommit=True,
+            connect_timeout=self.connect_timeout, autocommit=True, ssl=self._ssl(),
         )
         try:
             async with conn.cursor() as cur:

@@ -63,3 +63,9 @@ def test_override_and_dockerfile() -> None:
     assert df.count("\nFROM ") + df.startswith("FROM ") >= 2 or len(re.findall(r"^FROM ", df, re.M)) >= 2
     assert re.search(r"^USER (?!root)\w+", df, re.M)
     assert "slim" in df
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    readme = (COMPOSE.parent / "README.md").read_text()
+    missing = [v for v in SETTINGS_VARS if f"`{v}`" not in readme]
+    assert not missing, f"README's configuration table misses {missing}"
