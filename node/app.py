@@ -125,7 +125,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[error_middleware, auth_middleware],
-        handler_args={"max_field_size": 8190, "max_line_size": 8190},
+        handler_args={"max_field_size": settings.max_header_bytes, "max_line_size": settings.max_header_bytes,
+                      "max_headers": settings.max_headers},
     )
     app[RUNTIME] = build_runtime(settings)
     app.cleanup_ctx.append(resources)

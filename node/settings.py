@@ -122,6 +122,8 @@ _ENV = {
     "max_jobs": ("CRONRING_MAX_JOBS", _int, "jobs per cluster"),
     "max_body_bytes": ("CRONRING_MAX_BODY_BYTES", _int, "largest API request body"),
     "max_job_body_bytes": ("CRONRING_MAX_JOB_BODY_BYTES", _int, "largest job request body"),
+    "max_headers": ("CRONRING_MAX_HEADERS", _int, "most headers in an API request"),
+    "max_header_bytes": ("CRONRING_MAX_HEADER_BYTES", _int, "largest header line of an API request"),
     "run_now_per_minute": ("CRONRING_RUN_NOW_PER_MINUTE", _int, "run-now calls per job per minute"),
     "http_pool_size": ("CRONRING_HTTP_POOL_SIZE", _int, "outbound connection pool size"),
     "outbound_allow": ("CRONRING_OUTBOUND_ALLOW", _list, "CIDRs/hosts always allowed as targets"),
@@ -152,6 +154,8 @@ class Settings:
     max_jobs: int = 200_000
     max_body_bytes: int = 256 * 1024
     max_job_body_bytes: int = 64 * 1024
+    max_headers: int = 100
+    max_header_bytes: int = 8190
     run_now_per_minute: int = 30
     http_pool_size: int = 512
     outbound_allow: tuple[str, ...] = ()

@@ -240,3 +240,13 @@ async def _read_until(resp, pred, limit: int = 200) -> dict:
         if pred(ev):
             return ev
     raise AssertionError("event not seen")
+
+
+@pytest.mark.slow
+async def test_every_30_seconds_really_fires_every_30_seconds(cluster: Cluster) -> None:
+    job = await cluster.create_job(schedule="*/30 * * * * *", name="thirty")
+    got = await wait_for(lambda: _deliveries(cluster, job["id"], 2), 70, "two deliveries of a */30 job")
+    ticks = sorted(datetime.fromisoformat(d["scheduledAt"].replace("Z", "+00:00")) for d in got[:2])
+    assert (ticks[1] - ticks[0]).total_seconds() == 30 and all(t.second in (0, 30) for t in ticks)
+    assert all(d["latenessMs"] < 1000 for d in got[:2])
+    assert all(d["jobId"] == job["id"] and d["executionId"] and d["fence"] >= 1 for d in got[:2])

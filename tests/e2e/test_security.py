@@ -73,6 +73,8 @@ async def test_limits(cluster: Cluster) -> None:
     assert runs == [202, 202, 429]
     status, _, _ = await cluster.request("GET", f"{url}/api/crons", headers={**h, "X-Big": "x" * 20_000})
     assert 400 <= status < 500
+    status, _, _ = await cluster.request("GET", f"{url}/api/crons", headers={**h, **{f"X-H{i}": "v" for i in range(150)}})
+    assert 400 <= status < 500
     status, body, _ = await cluster.request("POST", f"{url}/api/crons", headers={**h, "Content-Type": "application/json"},
                                             data=b"{" + b" " * (1024 * 1024) + b"}")
     assert status == 413
