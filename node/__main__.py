@@ -11,7 +11,7 @@ from node.settings import Settings, SettingsError
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in ("jobs", "cluster"):
+    if any(a in ("jobs", "cluster") for a in args):  # the client: cronring [--url U] jobs|cluster ...
         from node.cli import main as cli_main
 
         sys.exit(cli_main(args))
