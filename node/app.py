@@ -111,13 +111,14 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
     await s.shutdown(r.settings.shutdown_grace)
     by_name = {t.get_name(): t for t in tasks}
     by_name["membership"].cancel()
-    await asyncio.gather(by_name["membership"], return_exceptions=True)
+    await asyncio.wait([by_name["membership"]], timeout=5)
     await r.membership.leave()
     for t in tasks:
         t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    if s.tasks:
-        await asyncio.gather(*list(s.tasks), return_exceptions=True)
+    # bounded: a stop must never hang on a loop that does not end
+    _done, stuck = await asyncio.wait(tasks + list(s.tasks), timeout=5)
+    if stuck:
+        log.warning("loops still running at stop", loops=sorted(t.get_name() for t in stuck))
     log.info("node stopped", node=r.settings.node_id)
 
 

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from node.aio import wait_event
 from node.jobs import JobSummary
 from node.messages import JobEvent, Record
 from node.store import Store, StoreUnavailable
@@ -99,7 +100,4 @@ class Catalogue:
                 log.exception("re-sync failed")
                 delay = min(self.resync_interval, 1.0)
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, delay)

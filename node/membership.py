@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 import structlog
 
+from node.aio import wait_event
 from node.keys import EVENTS_STREAM_LENGTH, Keys
 from node.messages import MembershipEvent, NodeInfo, unpack
 from node.ring import Ring
@@ -158,10 +159,7 @@ class Membership:
                     log.warning("heartbeat lease lapsed while Redis is unreachable; stopping all firing")
                     self.lapsed.set()
             self._kick.clear()
-            try:
-                await asyncio.wait_for(self._kick.wait(), timeout=backoff)
-            except TimeoutError:
-                pass
+            await wait_event(self._kick, backoff)
 
     async def leave(self) -> None:
         try:

@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 
 from node import metrics
+from node.aio import wait_event
 from node.catalogue import Catalogue
 from node.fencing import Locks
 from node.firing import Firer, Result
@@ -243,7 +244,8 @@ class Scheduler:
                 await self.locks.release(list(gone))
             for t in takeovers:
                 self._own(t)
-                taken.append(t.job.id)
+                if t.fence > 1:  # fence 1 is a new job's first owner, not a hand-over
+                    taken.append(t.job.id)
             await asyncio.sleep(0)
         self.unheld = unheld
         if taken:
@@ -255,8 +257,9 @@ class Scheduler:
         anchor = max(anchors) if anchors else datetime.now(UTC)
         o = Owned(job=job, schedule=job.parsed_schedule, fence=t.fence, anchor=anchor)
         self.owned[job.id] = o
-        self.handovers_in += 1
-        metrics.HANDOVERS.labels("in").inc()
+        if t.fence > 1:
+            self.handovers_in += 1
+            metrics.HANDOVERS.labels("in").inc()
         # Wake for the first tick after the anchor: at once when ticks were missed since
         # (the misfire policy handles them), else claim_ahead before it is due.
         self._push(o, max(time.time(), first_tick(o.schedule, anchor).timestamp()))
@@ -378,10 +381,7 @@ class Scheduler:
                 delay = 1.0
             if delay > 0:
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 1.0))
-                except TimeoutError:
-                    pass
+                await wait_event(self._wake, min(delay, 1.0))
                 continue
             now = time.time()
             due: list[Owned] = []

@@ -11,7 +11,7 @@ PY="${PYTHON:-python3}"
 say() { printf '\033[1m[cronring]\033[0m %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && exec 3>&- 2>/dev/null; }
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }  # the subshell closes the socket as it exits
 
 ensure_venv() {
   local extras="${1:-}"
