@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -32,6 +33,9 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
 RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 SENSITIVE_HEADER = re.compile(r"authorization|cookie|token|secret|password|api[-_]?key", re.I)
 MAX_HEADERS = 50
+
+
+_NO_HEADERS: dict[str, str] = {}  # shared, never mutated (jobs are frozen)
 
 
 class ValidationError(ValueError):
@@ -81,10 +85,12 @@ class Job:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
         spec = json.loads(row["spec"])
+        # Interned strings and one shared empty mapping: 100k owned jobs mostly repeat these.
         return cls(
-            id=row["id"], seq=int(row.get("seq") or 0), name=row["name"], schedule=row["schedule"],
-            time_zone=row["time_zone"], paused=bool(row["paused"]), uri=spec["uri"], method=spec["method"],
-            headers=spec.get("headers") or {}, body=spec.get("body"), timeout_ms=spec["timeout_ms"],
+            id=row["id"], seq=int(row.get("seq") or 0), name=row["name"], schedule=sys.intern(row["schedule"]),
+            time_zone=sys.intern(row["time_zone"]), paused=bool(row["paused"]), uri=sys.intern(spec["uri"]),
+            method=sys.intern(spec["method"]),
+            headers=spec.get("headers") or _NO_HEADERS, body=spec.get("body"), timeout_ms=spec["timeout_ms"],
             retries=spec["retries"], retry_backoff_ms=spec["retry_backoff_ms"],
             retry_max_backoff_ms=spec["retry_max_backoff_ms"], expect_status=tuple(spec.get("expect_status") or ()),
             misfire_policy=MisfirePolicy(spec["misfire_policy"]), misfire_grace_seconds=spec["misfire_grace_seconds"],

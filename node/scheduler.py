@@ -22,7 +22,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -252,8 +252,9 @@ class Scheduler:
             await self._log_handover("in", taken)
 
     def _own(self, t: Takeover) -> None:
-        job = t.job
-        anchors = [a for a in (t.last_tick, job.active_since) if a is not None]
+        # the owner needs neither timestamps nor the stored owner: drop them (memory at 100k jobs)
+        job = replace(t.job, created_at=None, updated_at=None, owner=None)
+        anchors = [a for a in (t.last_tick, t.job.active_since) if a is not None]
         anchor = max(anchors) if anchors else datetime.now(UTC)
         o = Owned(job=job, schedule=job.parsed_schedule, fence=t.fence, anchor=anchor)
         self.owned[job.id] = o
