@@ -254,6 +254,14 @@ class Cluster:
             await self.wait_healthy(node)
         return node
 
+    async def start_nodes(self, *node_ids: str) -> list[Node]:
+        """Start several nodes at once; return when all are healthy and see each other."""
+        nodes = [await self.start_node(n, wait=False) for n in node_ids]
+        for node in nodes:
+            await self.wait_healthy(node)
+        await self.wait_members(set(self.nodes))
+        return nodes
+
     async def restart_node(self, node_id: str, **extra: str) -> Node:
         old = self.nodes[node_id]
         node = Node(node_id, old.port, {**old.env, **extra}, old.log_path)

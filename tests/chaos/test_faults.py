@@ -31,11 +31,7 @@ def now() -> datetime:
 
 async def setup_cluster(make_cluster, n: int, *, name: str, **env: str) -> tuple[Cluster, list[str]]:
     c: Cluster = await make_cluster(name, **env)
-    for i in range(1, n + 1):
-        await c.start_node(f"{name}-{i}", wait=False)
-    for node in c.nodes.values():
-        await c.wait_healthy(node)
-    await c.wait_members(set(c.nodes))
+    await c.start_nodes(*(f"{name}-{i}" for i in range(1, n + 1)))
     jobs = [(await c.create_job(schedule="* * * * * *", name=f"j{i}"))["id"] for i in range(JOBS)]
     await wait_until_all_firing(c, jobs)
     return c, jobs
@@ -60,6 +56,13 @@ def owners(deliveries: list[dict], jobs: list[str]) -> dict[str, str]:
     return {j: n for j, (_, n) in latest.items()}
 
 
+async def busiest(c: Cluster, jobs: list[str]) -> tuple[str, set[str]]:
+    """The node that sent the most jobs' latest ticks, and those jobs."""
+    own = owners(await c.deliveries(), jobs)
+    victim = max(c.nodes, key=lambda n: sum(1 for o in own.values() if o == n))
+    return victim, {j for j, o in own.items() if o == victim}
+
+
 async def verdict(c: Cluster, jobs: list[str], start: datetime, *, all_delivered: bool = False):
     end = now() - timedelta(seconds=2)
     await asyncio.sleep(1.5)  # let outcomes and misfire rows be written
@@ -77,9 +80,7 @@ async def test_kill_9_owner(make_cluster) -> None:
     c, jobs = await setup_cluster(make_cluster, 3, name="kill")
     start = now()
     await asyncio.sleep(2)
-    own = owners(await c.deliveries(), jobs)
-    victim = max(c.nodes, key=lambda n: sum(1 for o in own.values() if o == n))
-    victim_jobs = {j for j, o in own.items() if o == victim}
+    victim, victim_jobs = await busiest(c, jobs)
     killed_at = now()
     c.nodes[victim].kill()
     await wait_for(lambda: _taken_over(c, victim_jobs, killed_at, victim), TAKEOVER_BOUND + 3, "takeover")
@@ -99,9 +100,7 @@ async def test_sigstop_longer_than_ttl_then_sigcont(make_cluster) -> None:
     c, jobs = await setup_cluster(make_cluster, 3, name="pause")
     start = now()
     await asyncio.sleep(1.5)
-    own = owners(await c.deliveries(), jobs)
-    victim = max(c.nodes, key=lambda n: sum(1 for o in own.values() if o == n))
-    victim_jobs = {j for j, o in own.items() if o == victim}
+    victim, victim_jobs = await busiest(c, jobs)
     paused_at = now()
     c.nodes[victim].signal(signal.SIGSTOP)
     await wait_for(lambda: _taken_over(c, victim_jobs, paused_at, victim), TAKEOVER_BOUND + 3, "takeover")

@@ -91,11 +91,7 @@ async def test_redis_down_for_a_while(make_cluster) -> None:
     try:
         await redis.ready()
         c: Cluster = await make_cluster("rdown", redis_url=redis.url)
-        await c.start_node("rdown-1", wait=False)
-        await c.start_node("rdown-2", wait=False)
-        for n in c.nodes.values():
-            await c.wait_healthy(n)
-        await c.wait_members(set(c.nodes))
+        await c.start_nodes("rdown-1", "rdown-2")
         jobs = [(await c.create_job(schedule="* * * * * *"))["id"] for _ in range(JOBS // 2)]
         await wait_until_all_firing(c, jobs)
         start = now()

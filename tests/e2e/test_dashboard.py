@@ -19,11 +19,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 async def cluster():
     c = Cluster("ui")
     await c.start_receiver()
-    await c.start_node("ui-a", wait=False)
-    await c.start_node("ui-b", wait=False)
-    for n in c.nodes.values():
-        await c.wait_healthy(n)
-    await c.wait_members({"ui-a", "ui-b"})
+    await c.start_nodes("ui-a", "ui-b")
     yield c
     await c.close()
 

@@ -17,11 +17,7 @@ from tests.harness import ROOT, Cluster, wait_for
 async def cluster():
     c = Cluster("eco")
     await c.start_receiver()
-    await c.start_node("eco-1", wait=False)
-    await c.start_node("eco-2", wait=False)
-    for n in c.nodes.values():
-        await c.wait_healthy(n)
-    await c.wait_members({"eco-1", "eco-2"})
+    await c.start_nodes("eco-1", "eco-2")
     yield c
     await c.close()
 
