@@ -110,9 +110,9 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
     log.info("node stopping: finishing claimed and in-flight work", grace_s=r.settings.shutdown_grace)
     await s.shutdown(r.settings.shutdown_grace)
     by_name = {t.get_name(): t for t in tasks}
-    by_name["membership"].cancel()
-    await asyncio.wait([by_name["membership"]], timeout=5)
-    await r.membership.leave()
+    r.membership.stop()
+    await asyncio.wait([by_name["membership"]], timeout=2)
+    await r.membership.leave()  # at once: peers take over without waiting for member_ttl
     for t in tasks:
         t.cancel()
     # bounded: a stop must never hang on a loop that does not end

@@ -83,6 +83,7 @@ class Membership:
         self._last_ok: float | None = None  # monotonic time a successful heartbeat was *sent*
         self._kick = asyncio.Event()
         self.joined_once = False
+        self._stopping = False
 
     # A node may send only while its lease is surely valid in the eyes of peers:
     # peers expire it member_ttl after the server time of its last heartbeat, which
@@ -101,7 +102,14 @@ class Membership:
         """Heartbeat now (a peer announced a join or leave)."""
         self._kick.set()
 
+    def stop(self) -> None:
+        """No more heartbeats (a flag, not only a cancellation: a stopping node must never rejoin)."""
+        self._stopping = True
+        self._kick.set()
+
     async def beat(self, *, leave: bool = False) -> View:
+        if self._stopping and not leave:
+            return self.view
         sent = time.monotonic()
         info = NodeInfo(id=self.node_id, url=self.url, version=self.version, started_at=self.started_at,
                         owned=self.owned_count(), epoch=self.view.epoch).pack()
@@ -146,7 +154,7 @@ class Membership:
 
     async def run(self) -> None:
         backoff = self.heartbeat_interval
-        while True:
+        while not self._stopping:
             try:
                 await self.beat()
                 backoff = self.heartbeat_interval
