@@ -660,7 +660,7 @@ class Scheduler:
         for o in self.owned.values():
             o.releasing = True
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(o.pending or o.inflight for o in self.owned.values()):
+        while time.monotonic() < deadline and any(o.pending or o.inflight or o.claiming for o in self.owned.values()):
             await asyncio.sleep(0.05)
         for o in list(self.owned.values()):
             self._abandon_pending(o, "node shut down before send")
