@@ -338,6 +338,27 @@ class Store:
             raise NotFound(job_id)
         return Job.from_row(row)
 
+    async def get_job_and_last(self, job_id: str) -> tuple[Job, dict[str, Any] | None]:
+        """One job and its last execution in one statement (the API's hot read)."""
+        ecols = [c.strip() for c in self._EXEC_COLS.split(",")]
+        sql = (
+            f"SELECT {', '.join('j.' + c.strip() for c in self._JOB_COLS.split(','))},"
+            f" {', '.join(f'e.{c} AS e_{c}' for c in ecols)} FROM jobs j"
+            " LEFT JOIN executions e ON e.id = (SELECT x.id FROM executions x WHERE x.job_id = j.id"
+            "  AND x.state NOT IN ('missed', 'claimed') ORDER BY x.scheduled_at DESC LIMIT 1)"
+            " WHERE j.id = %s AND j.deleted_at IS NULL"
+        )
+
+        async def go(cur: aiomysql.Cursor) -> dict[str, Any] | None:
+            await cur.execute(sql, (job_id,))
+            return await cur.fetchone()
+
+        row = await self._run(go)
+        if row is None:
+            raise NotFound(job_id)
+        last = _exec_row({c: row[f"e_{c}"] for c in ecols}) if row["e_id"] is not None else None
+        return Job.from_row(row), last
+
     async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
         if not job_ids:
             return []
