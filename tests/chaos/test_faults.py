@@ -66,8 +66,14 @@ async def busiest(c: Cluster, jobs: list[str]) -> tuple[str, set[str]]:
 
 async def verdict(c: Cluster, jobs: list[str], start: datetime, *, all_delivered: bool = False):
     end = now() - timedelta(seconds=2)
-    await asyncio.sleep(1.5)  # let outcomes and misfire rows be written
+    # Outcomes and misfire rows are written a moment after the tick: judge until every
+    # tick in the window is accounted for, or 10 s pass (then the asserts below say what is not).
     v = await judge(c, jobs, start, end)
+    deadline = asyncio.get_running_loop().time() + 10
+    while (v.unexplained or (all_delivered and v.delivered != v.ticks)) and \
+            asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.25)
+        v = await judge(c, jobs, start, end)
     print(f"window {start:%H:%M:%S}..{end:%H:%M:%S}", v.summary())
     assert not v.duplicates, f"duplicates: {v.duplicates[:5]}"
     assert not v.unexplained, f"ticks neither delivered nor accounted for: {v.unexplained[:10]} ({v.summary()})"
