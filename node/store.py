@@ -339,15 +339,13 @@ class Store:
         return Job.from_row(row)
 
     async def get_job_and_last(self, job_id: str) -> tuple[Job, dict[str, Any] | None]:
-        """One job and its last execution in one statement (the API's hot read)."""
-        ecols = [c.strip() for c in self._EXEC_COLS.split(",")]
-        sql = (
-            f"SELECT {', '.join('j.' + c.strip() for c in self._JOB_COLS.split(','))},"
-            f" {', '.join(f'e.{c} AS e_{c}' for c in ecols)} FROM jobs j"
-            " LEFT JOIN executions e ON e.id = (SELECT x.id FROM executions x WHERE x.job_id = j.id"
-            "  AND x.state NOT IN ('missed', 'claimed') ORDER BY x.scheduled_at DESC LIMIT 1)"
-            " WHERE j.id = %s AND j.deleted_at IS NULL"
-        )
+        """One job and its last execution in one statement (the API's hot read).
+
+        The two rows come back as two JSON objects built by MariaDB: the pure-Python driver
+        parses a column description per column per result, which for 32 columns was a
+        quarter of the node's CPU on this read.
+        """
+        sql = self._JOB_AND_LAST_SQL
 
         async def go(cur: aiomysql.Cursor) -> dict[str, Any] | None:
             await cur.execute(sql, (job_id,))
@@ -356,8 +354,15 @@ class Store:
         row = await self._run(go)
         if row is None:
             raise NotFound(job_id)
-        last = _exec_row({c: row[f"e_{c}"] for c in ecols}) if row["e_id"] is not None else None
-        return Job.from_row(row), last
+        job = json.loads(row["j"])
+        for k in ("active_since", "created_at", "updated_at", "deleted_at"):
+            job[k] = _json_dt(job[k])
+        last = None
+        if row["e"] is not None:
+            last = json.loads(row["e"])
+            for k in _EXEC_DATETIMES:
+                last[k] = _json_dt(last[k])
+        return Job.from_row(job), last
 
     async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
         if not job_ids:
@@ -616,6 +621,13 @@ class Store:
         "id, job_id, scheduled_at, kind, state, fence, node, attempts, status_code, duration_ms, lateness_ms,"
         " error, response_excerpt, missed_count, missed_from, claimed_at, started_at, finished_at"
     )
+    _JOB_AND_LAST_SQL = (
+        "SELECT JSON_OBJECT(" + ", ".join(f"'{c.strip()}', j.{c.strip()}" for c in _JOB_COLS.split(",")) + ") AS j,"
+        " (SELECT JSON_OBJECT(" + ", ".join(f"'{c.strip()}', x.{c.strip()}" for c in _EXEC_COLS.split(",")) + ")"
+        "  FROM executions x WHERE x.job_id = j.id AND x.state NOT IN ('missed', 'claimed')"
+        "  ORDER BY x.scheduled_at DESC LIMIT 1) AS e"
+        " FROM jobs j WHERE j.id = %s AND j.deleted_at IS NULL"
+    )
 
     async def executions(self, job_id: str, *, limit: int, before: datetime | None = None) -> list[dict[str, Any]]:
         async def go(cur: aiomysql.Cursor) -> list[dict[str, Any]]:
@@ -699,8 +711,16 @@ class Store:
         return await self._run(go)
 
 
+_EXEC_DATETIMES = ("scheduled_at", "missed_from", "claimed_at", "started_at", "finished_at")
+
+
+def _json_dt(v: str | None) -> datetime | None:
+    """A DATETIME as MariaDB's JSON_OBJECT writes it ('2026-11-28 17:00:00.123'), as aware UTC."""
+    return None if v is None else datetime.fromisoformat(v).replace(tzinfo=UTC)
+
+
 def _exec_row(r: dict[str, Any]) -> dict[str, Any]:
     out = dict(r)
-    for k in ("scheduled_at", "missed_from", "claimed_at", "started_at", "finished_at"):
+    for k in _EXEC_DATETIMES:
         out[k] = from_db(out.get(k))
     return out

@@ -126,3 +126,25 @@ async def test_record_batches_outcomes(store: Store) -> None:
     rows = await store.all_executions([job.id])
     assert {r["state"] for r in rows} == {"succeeded"} and {r["status_code"] for r in rows} == {200}
     assert await store.apply_retention([job.id], 10) == 40
+
+
+async def test_get_job_and_last_agrees_with_the_column_reads(store: Store) -> None:
+    """The API's one-statement read (two JSON objects) gives what the plain column reads give."""
+    job = await store.create_job(validate({
+        "uri": "http://127.0.0.1:9/", "schedule": "* * * * * *", "name": 'n\x01"é😀</script>',
+        "headers": {"X-A": "b\\c"}, "body": {"k": [1, "\n"]}}), 100)
+    got, last = await store.get_job_and_last(job.id)
+    assert got == await store.get_job(job.id) and last is None
+    (t,) = await store.take_over([job.id], "node-a")
+    t0 = datetime(2026, 3, 29, 1, 0, 0, 123000, tzinfo=UTC)
+    claims = [Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0 + timedelta(seconds=i), fence=t.fence)
+              for i in range(3)]
+    assert len(await store.claim("node-a", claims)) == 3
+    await store.record([Outcome(id=claims[1].id, job_id=job.id, scheduled_at=claims[1].scheduled_at, fence=t.fence,
+                                state="failed", node="node-a", attempts=2, status_code=500, duration_ms=12,
+                                lateness_ms=3, error="bad\x00 \"x\"", response_excerpt="<b>\u2028</b>",
+                                started_at=t0, finished_at=t0 + timedelta(seconds=2))])
+    got, last = await store.get_job_and_last(job.id)
+    assert got == await store.get_job(job.id)
+    assert last == (await store.last_executions([job.id]))[job.id]
+    assert last["id"] == claims[1].id and last["error"] == "bad\x00 \"x\"" and last["started_at"] == t0
