@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -49,6 +50,11 @@ class Result:
     error: str | None
     excerpt: str | None
     started_at: datetime
+
+
+@lru_cache(maxsize=4096)
+def _hostname(uri: str) -> str:
+    return urlsplit(uri).hostname or ""
 
 
 def render(template: str, values: dict[str, str]) -> str:
@@ -113,7 +119,9 @@ class Firer:
             limit=self.pool_size, limit_per_host=0, resolver=PolicyResolver(self.policy),
             ttl_dns_cache=10, enable_cleanup_closed=True,
         )
-        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
+        # No aiohttp timeout: each attempt runs under one asyncio.timeout of the job's timeoutMs.
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False,
+                                             timeout=aiohttp.ClientTimeout(total=None))
 
     async def close(self) -> None:
         if self.session is not None:
@@ -121,8 +129,7 @@ class Firer:
 
     def check_target(self, uri: str) -> None:
         """Refuse a target up front (IP literals and denied names); names are checked again after DNS."""
-        host = urlsplit(uri).hostname or ""
-        self.policy.check_host(host)
+        self.policy.check_host(_hostname(uri))
 
     def _request_parts(
         self, job: Job, *, execution_id: str, scheduled_at: datetime, fence: int, attempt: int
@@ -161,14 +168,13 @@ class Firer:
 
     async def _attempt(self, job: Job, uri: str, headers: dict[str, str], body: bytes | None) -> Attempt:
         assert self.session is not None
-        timeout = aiohttp.ClientTimeout(total=job.timeout_ms / 1000)
         method = job.method
         try:
             self.check_target(uri)
             async with asyncio.timeout(job.timeout_ms / 1000):
                 for _hop in range(MAX_REDIRECTS + 1):
                     async with self.session.request(
-                        method, uri, headers=headers, data=body, timeout=timeout, allow_redirects=False
+                        method, uri, headers=headers, data=body, allow_redirects=False
                     ) as resp:
                         if job.follow_redirects and resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                             uri = urljoin(uri, resp.headers["Location"])

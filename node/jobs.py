@@ -143,7 +143,9 @@ def _utc(dt: datetime | None) -> datetime | None:
 def rfc3339(dt: datetime | None) -> str | None:
     if dt is None:
         return None
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    if dt.tzinfo is not UTC:
+        dt = dt.astimezone(UTC)
+    return dt.isoformat(timespec="milliseconds")[:23] + "Z"  # isoformat is C; strftime is not
 
 
 MASK = "***"

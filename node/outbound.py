@@ -38,6 +38,7 @@ class OutboundPolicy:
         deny_nets, deny_hosts = self._split(deny)
         self.deny_nets = [ipaddress.ip_network(n) for n in DEFAULT_DENY] + deny_nets
         self.deny_hosts = set(DEFAULT_DENY_HOSTS) | deny_hosts
+        self._passed: set[str] = set()  # hosts already checked (the policy never changes)
 
     @staticmethod
     def _split(items: Iterable[str]) -> tuple[list[Any], set[str]]:
@@ -51,6 +52,8 @@ class OutboundPolicy:
         return nets, hosts
 
     def check_host(self, host: str) -> None:
+        if host in self._passed:
+            return
         h = host.lower().rstrip(".").strip("[]")
         if h in self.allow_hosts:
             return
@@ -59,8 +62,11 @@ class OutboundPolicy:
         try:
             ip = ipaddress.ip_address(h)
         except ValueError:
-            return  # a name: checked again after resolution
-        self.check_ip(ip)
+            ip = None  # a name: checked again after resolution
+        if ip is not None:
+            self.check_ip(ip)
+        if len(self._passed) < 10_000:
+            self._passed.add(host)
 
     def check_ip(self, ip: Any) -> None:
         if isinstance(ip, str):

@@ -37,7 +37,7 @@ from node.firing import Firer, Result
 from node.jobs import ConcurrencyPolicy, Job, MisfirePolicy, rfc3339
 from node.keys import EVENTS_STREAM_LENGTH, HANDOVER_LOG_LENGTH, Keys
 from node.membership import Membership
-from node.messages import ExecutionBatch, ExecutionEvent, MembershipEvent
+from node.messages import ExecutionBatch, MembershipEvent, execution_event
 from node.schedule import Schedule
 from node.store import Claim, Outcome, Store, StoreUnavailable, Takeover, new_execution_id
 
@@ -127,12 +127,15 @@ class Publisher:
     def __init__(self, membership: Membership, keys: Keys) -> None:
         self.redis = membership.redis
         self.keys = keys
-        self.events: list[dict[str, Any]] = []
+        # by execution id: a later state of one execution within a batch replaces the earlier
+        # one (a quick request's "running" never leaves the node, its outcome does)
+        self.events: dict[str, dict[str, Any]] = {}
         self.wake = asyncio.Event()
 
-    def put(self, event: ExecutionEvent) -> None:
-        if len(self.events) < 50_000:
-            self.events.append(event.to_dict())
+    def put(self, event: dict[str, Any]) -> None:
+        """An ExecutionEvent as its dict (messages.execution_event)."""
+        if len(self.events) < 50_000 or event["id"] in self.events:
+            self.events[event["id"]] = event
             self.wake.set()
 
     async def run(self) -> None:
@@ -140,7 +143,7 @@ class Publisher:
             await self.wake.wait()
             await asyncio.sleep(0.1)  # one stream entry per ~100 ms
             self.wake.clear()
-            events, self.events = self.events, []
+            events, self.events = list(self.events.values()), {}
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 for k in range(0, len(events), 1000):
@@ -547,11 +550,11 @@ class Scheduler:
         self._maybe_finish_release(o)
 
     def _record_result(self, o: Owned, claim: Claim, r: Result) -> None:
-        metrics.FIRES.labels(r.state).inc()
+        metrics.fires(r.state).inc()
         metrics.LATENESS.observe(max(0.0, r.lateness_ms / 1000))
         metrics.DURATION.observe(r.duration_ms / 1000)
         if r.status_code is not None:
-            metrics.HTTP_STATUS.labels(f"{r.status_code // 100}xx").inc()
+            metrics.status_class(r.status_code).inc()
         if r.attempts > 1:
             metrics.RETRIES.inc(r.attempts - 1)
         self._record(o, claim, state=r.state, attempts=r.attempts, status_code=r.status_code,
@@ -578,10 +581,9 @@ class Scheduler:
 
     def _publish(self, o: Owned, claim: Claim, *, state: str, attempts: int = 0, status_code: int | None = None,
                  duration_ms: int | None = None, lateness_ms: int | None = None, error: str | None = None) -> None:
-        self.publisher.put(ExecutionEvent(
-            id=claim.id, job_id=claim.job_id, scheduled_at=rfc3339(claim.scheduled_at) or "", state=state,
-            node=self.node_id, fence=o.fence, attempt=attempts, status_code=status_code, duration_ms=duration_ms,
-            lateness_ms=lateness_ms, error=error, at=rfc3339(datetime.now(UTC)) or "",
+        self.publisher.put(execution_event(
+            claim.id, claim.job_id, rfc3339(claim.scheduled_at) or "", state, self.node_id, o.fence, attempts,
+            status_code, duration_ms, lateness_ms, error, rfc3339(datetime.now(UTC)) or "",
         ))
 
     def _spawn(self, coro: Any) -> None:

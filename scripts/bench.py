@@ -394,7 +394,8 @@ async def main(args: argparse.Namespace) -> None:
                       "date": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick}), flush=True)
     results: list[dict[str, Any]] = []
     if "fire" in only:
-        for rate in ([100, 500] if args.quick else [100, 500, 1000, 2000]):
+        rates = [int(r) for r in args.rates.split(",")] if args.rates else [100, 500] if args.quick else [100, 500, 1000, 2000]
+        for rate in rates:
             results.append(await scenario_fire(rate, seconds))
     if "failover" in only:
         results.append(await scenario_failover(500))
@@ -420,5 +421,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="shorter runs and smaller loads")
     p.add_argument("--only", help="comma-separated scenarios")
+    p.add_argument("--rates", help="comma-separated fire rates (default 100,500,1000,2000)")
     signal.signal(signal.SIGINT, signal.default_int_handler)
     asyncio.run(main(p.parse_args()))

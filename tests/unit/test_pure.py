@@ -9,8 +9,16 @@ import json
 import pytest
 
 from node.firing import backoff_delay, parse_retry_after, render, sign
-from node.jobs import ValidationError, masked_headers, validate
-from node.messages import JobEvent, MessageError, unpack
+from node.jobs import ValidationError, masked_headers, rfc3339, validate
+from node.messages import (
+    ExecutionBatch,
+    ExecutionEvent,
+    JobEvent,
+    MembershipEvent,
+    MessageError,
+    execution_event,
+    unpack,
+)
 from node.outbound import OutboundDenied, OutboundPolicy
 from node.ring import Ring, moved
 from node.settings import Settings, SettingsError
@@ -121,6 +129,29 @@ def test_messages_roundtrip_and_reject_garbage() -> None:
     for junk in (b"", b"\xc1", json.dumps({"v": 1}).encode()):
         with pytest.raises(MessageError):
             unpack(junk)
+    m = MembershipEvent(op="handover", node_id="n1", epoch=3, detail={"jobs": ["a", "b"]})
+    assert unpack(m.pack()) == m
+
+
+def test_execution_event_dict_is_the_dataclass() -> None:
+    """The scheduler builds execution events as dicts; they must be ExecutionEvent's fields exactly."""
+    d = execution_event("e1", "j1", "2026-03-29T01:00:00.000Z", "succeeded", "n1", 7, 1, 200, 12, 3, None, "x")
+    ev = ExecutionEvent(**d)
+    assert ev.to_dict() == d
+    batch = unpack(ExecutionBatch(events=[d, d]).pack())
+    assert isinstance(batch, ExecutionBatch) and [ExecutionEvent.from_dict(e) for e in batch.events] == [ev, ev]
+
+
+def test_rfc3339_is_utc_milliseconds() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    t = datetime(2026, 3, 29, 1, 0, 0, 123999, tzinfo=UTC)
+    assert rfc3339(t) == "2026-03-29T01:00:00.123Z"
+    assert rfc3339(t.astimezone(ZoneInfo("Europe/Lisbon"))) == "2026-03-29T01:00:00.123Z"
+    assert rfc3339(t.astimezone(timezone(timedelta(hours=-3)))) == "2026-03-29T01:00:00.123Z"
+    assert rfc3339(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00.000Z"
+    assert rfc3339(None) is None
 
 
 def test_settings_fail_clearly() -> None:
