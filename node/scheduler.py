@@ -78,15 +78,46 @@ class Owned:
 
 
 class Recorder:
-    """Writes execution state changes in batches; keeps them while MariaDB is away."""
+    """Writes execution state changes in batches; keeps them while MariaDB is away.
 
-    def __init__(self, store: Store, *, max_buffer: int = 200_000) -> None:
+    A "running" row is held back for ``running_after`` seconds and written only if the run
+    is still going then: most requests finish sooner, and their one outcome row replaces it.
+    (The claimed row is already open, so a node that dies meanwhile leaves the same
+    evidence: the takeover marks it abandoned either way.)
+    """
+
+    def __init__(self, store: Store, *, max_buffer: int = 200_000, running_after: float = 1.0) -> None:
         self.store = store
         self.buffer: dict[str, Outcome] = {}
+        self.running: dict[str, tuple[float, Outcome]] = {}  # held back, in the order they started
+        self.running_after = running_after
+        self._timer: asyncio.TimerHandle | None = None
         self.max_buffer = max_buffer
         self.wake = asyncio.Event()
 
     def put(self, outcome: Outcome) -> None:
+        if outcome.state == "running":
+            self.running[outcome.id] = (time.monotonic() + self.running_after, outcome)
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(self.running_after, self._promote)
+            return
+        self.running.pop(outcome.id, None)
+        self._buffer(outcome)
+
+    def _promote(self, everything: bool = False) -> None:
+        """Move held-back running rows that are due (or all of them) into the write buffer."""
+        self._timer = None
+        now = time.monotonic()
+        while self.running:
+            oid, (due, outcome) = next(iter(self.running.items()))
+            if due > now and not everything:
+                self._timer = asyncio.get_running_loop().call_later(due - now, self._promote)
+                break
+            del self.running[oid]
+            if oid not in self.buffer:
+                self._buffer(outcome)
+
+    def _buffer(self, outcome: Outcome) -> None:
         if len(self.buffer) >= self.max_buffer and outcome.id not in self.buffer:
             log.error("outcome buffer full; dropping an outcome (row stays open, later marked abandoned)",
                       execution=outcome.id)
@@ -94,7 +125,11 @@ class Recorder:
         self.buffer[outcome.id] = outcome  # a later state replaces an earlier one
         self.wake.set()
 
-    async def flush(self) -> None:
+    async def flush(self, *, everything: bool = False) -> None:
+        if everything:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._promote(everything=True)
         while self.buffer:
             batch = list(self.buffer.values())[:2000]
             await self.store.record(batch)
@@ -669,7 +704,7 @@ class Scheduler:
         ids = list(self.owned)
         self.owned.clear()
         try:
-            await self.recorder.flush()
+            await self.recorder.flush(everything=True)
         except Exception as e:
             log.warning("final outcome flush failed", error=str(e))
         if ids:

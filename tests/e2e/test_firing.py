@@ -73,3 +73,26 @@ async def test_target_behind_denied_name_is_refused_at_send(cluster: Cluster) ->
     status, body, _ = await cluster.request("POST", f"{cluster.any_node().url}/api/crons", json={
         "uri": "http://metadata.google.internal/computeMetadata/v1/", "schedule": "* * * * *"})
     assert status == 400 and "outbound policy" in body["details"]["uri"]
+
+
+async def test_a_slow_run_shows_as_running_then_its_outcome(cluster: Cluster) -> None:
+    """A "running" row is held back for a second; a run still going after that is visible as running."""
+    job = await cluster.create_job(uri=f"{cluster.receiver.url}/webhook?delay_ms=3000", schedule="0 0 1 1 *",
+                                   paused=True, timeoutMs=10_000)
+    url = cluster.any_node().url
+    status, body, _ = await cluster.request("POST", f"{url}/api/crons/{job['id']}/run")
+    assert status == 202, body
+
+    async def shown_running():
+        got = (await cluster.request("GET", f"{url}/api/crons/{job['id']}"))[1]
+        return got if got["running"] and got["lastExecution"]["state"] == "running" else None
+
+    got = await wait_for(shown_running, 10, "the slow run to show as running")
+    assert got["lastExecution"]["id"] == body["executionId"]
+
+    async def finished():
+        got = (await cluster.request("GET", f"{url}/api/crons/{job['id']}"))[1]
+        return got if got["lastExecution"]["state"] == "succeeded" else None
+
+    got = await wait_for(finished, 15, "the slow run to finish")
+    assert not got["running"] and got["lastExecution"]["durationMs"] >= 3000
