@@ -536,7 +536,10 @@ class Store:
             ids = [c.id for c in chunk]
 
             async def go(cur: aiomysql.Cursor, sql: str = sql, args: list[Any] = args, ids: list[str] = ids) -> set[str]:
-                await cur.execute(sql, args)
+                # A duplicate tick is left unchanged, so it counts 0 affected rows: when every
+                # row was inserted, every claim is won without reading them back.
+                if await cur.execute(sql, args) == len(ids):
+                    return set(ids)
                 await cur.execute(f"SELECT id FROM executions WHERE id IN ({_ph(len(ids))})", ids)
                 return {r["id"] for r in await cur.fetchall()}
 

@@ -182,6 +182,20 @@ async def scenario_fire(rate: int, duration: int) -> dict[str, Any]:
         await c.close()
 
 
+async def scenario_idle(duration: int) -> dict[str, Any]:
+    """Three nodes with nothing to fire: the fixed cost per second (heartbeats, stream reader, re-syncs)."""
+    c, _ = await start_cluster("idle", 0)
+    try:
+        await asyncio.sleep(3)
+        cpu0 = {n: cpu_seconds(node.pid) for n, node in c.nodes.items()}
+        await asyncio.sleep(duration)
+        cpu = sum(cpu_seconds(node.pid) - cpu0[n] for n, node in c.nodes.items())
+        return emit({"scenario": "idle", "nodes": len(c.nodes), "seconds": duration,
+                     "cpu_s_per_s_all_nodes": round(cpu / duration, 4)})
+    finally:
+        await c.close()
+
+
 async def scenario_failover(rate: int) -> dict[str, Any]:
     c, ids = await start_cluster("failover", rate)
     try:
@@ -374,14 +388,15 @@ async def scenario_stream(clients: int, rate: int, duration: int) -> dict[str, A
 
 def table(results: list[dict[str, Any]]) -> None:
     print("\n## fire (receiver lateness and CPU beside the floor)")
-    print("| fires/s | delivered | missed | dup | send p99 ms | recv p50/p99/max ms | floor recv p50/p99/max ms | p99 ratio | node CPU-s/1k | floor CPU-s/1k | CPU ratio | RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| fires/s | delivered | missed | dup | send p99 ms | recv p50/p99/max ms | floor recv p50/p99/max ms | p99 ratio | node CPU-s/1k | beyond idle | floor CPU-s/1k | CPU ratio | RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if r["scenario"] == "fire":
             print(f"| {r['rate']} | {r['delivered']}/{r['expected']} | {r['missed']} | {r['duplicates']} | {r['send_late_p99_ms']} | "
                   f"{r['recv_late_p50_ms']}/{r['recv_late_p99_ms']}/{r['recv_late_max_ms']} | "
                   f"{r['floor_recv_late_p50_ms']}/{r['floor_recv_late_p99_ms']}/{r['floor_recv_late_max_ms']} | {r['late_p99_ratio']} | "
-                  f"{r['node_cpu_s_per_1000']} | {r['floor_cpu_s_per_1000']} | {r['cpu_ratio']} | {r['rss_mb_max']} |")
+                  f"{r['node_cpu_s_per_1000']} | {r.get('node_cpu_s_per_1000_beyond_idle')} | {r['floor_cpu_s_per_1000']} | "
+                  f"{r['cpu_ratio']} | {r['rss_mb_max']} |")
     for r in results:
         if r["scenario"] != "fire":
             print("- " + ", ".join(f"{k}={v}" for k, v in r.items()))
@@ -395,8 +410,14 @@ async def main(args: argparse.Namespace) -> None:
     results: list[dict[str, Any]] = []
     if "fire" in only:
         rates = [int(r) for r in args.rates.split(",")] if args.rates else [100, 500] if args.quick else [100, 500, 1000, 2000]
+        idle = await scenario_idle(seconds)
+        results.append(idle)
         for rate in rates:
-            results.append(await scenario_fire(rate, seconds))
+            rec = await scenario_fire(rate, seconds)
+            # the same figure with the idle cluster's fixed cost per second taken out, for reading only
+            rec["node_cpu_s_per_1000_beyond_idle"] = round(
+                rec["node_cpu_s_per_1000"] - idle["cpu_s_per_s_all_nodes"] * 1000 / rate, 3)
+            results.append(rec)
     if "failover" in only:
         results.append(await scenario_failover(500))
     if "api" in only:
