@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,10 @@ from node import actions
 from node.api import cluster_view, enrich, exec_to_api, preview
 from node.auth import COOKIE, scope_of, session_value
 from node.errors import ApiError
-from node.jobs import METHODS, ConcurrencyPolicy, Job, MisfirePolicy, ValidationError
+from node.jobs import METHODS, ConcurrencyPolicy, Job, MisfirePolicy, ValidationError, rfc3339
 from node.outbound import OutboundDenied
 from node.runtime import RUNTIME
-from node.schedule import ScheduleError, describe
+from node.schedule import ScheduleError, describe, parse
 from node.store import NotFound, StoreUnavailable, VersionConflict
 
 HERE = Path(__file__).parent
@@ -77,6 +77,37 @@ def ago(value: str | None) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+UPCOMING_MAX = 30
+UPCOMING_WINDOW = timedelta(minutes=10)
+_UPCOMING: dict[tuple[str, str], list[datetime]] = {}
+
+
+def upcoming(row: dict[str, Any]) -> str:
+    """A row's next fire times for its live "Next run" cell: those in the next ten minutes (at
+    most 30), and always at least the next one; the page advances through them each second and
+    asks for the row again when they run out. Shared by rows with the same schedule and zone."""
+    if row.get("paused"):
+        return ""
+    now = datetime.now(UTC)
+    key = (row["schedule"], row["timeZone"])
+    times = _UPCOMING.get(key)
+    if times is None or times[0] <= now:
+        times = []
+        try:
+            for t in parse(*key).iter_after(now):
+                if len(times) >= UPCOMING_MAX or (times and t > now + UPCOMING_WINDOW):
+                    break
+                times.append(t)
+        except (ScheduleError, StopIteration):
+            pass
+        if not times:
+            return ""
+        if len(_UPCOMING) > 10_000:
+            _UPCOMING.clear()
+        _UPCOMING[key] = times
+    return " ".join(rfc3339(t) or "" for t in times if t > now)
+
+
 async def jobs_page(request: web.Request) -> web.Response:
     r = request.app[RUNTIME]
     q = request.query.get("q", "")[:200] or None
@@ -98,6 +129,7 @@ async def jobs_page(request: web.Request) -> web.Response:
     rows = await enrich(r, jobs)
     for row in rows:
         row["describe"] = describe(row["schedule"])
+        row["upcoming"] = upcoming(row)
     return render(request, "jobs.html", {"rows": rows, "q": q or "", "state": state, "total": total,
                                          "next_cursor": jobs[-1].seq if more and jobs else None,
                                          "first_page": cursor is None and not q and state == "all"})
@@ -109,6 +141,7 @@ async def job_row(request: web.Request) -> web.Response:
     job = await r.store.get_job(request.match_info["id"])
     (row,) = await enrich(r, [job])
     row["describe"] = describe(row["schedule"])
+    row["upcoming"] = upcoming(row)
     return render(request, "_row.html", {"row": row})
 
 

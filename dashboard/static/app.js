@@ -77,6 +77,31 @@
     });
   }
 
+  // "Next run" cells carry their next fire times (data-upcoming): advance through them each
+  // second; when they run out, ask for the row again (at most 5 rows a second, each at most
+  // every 10 s), so a page of every-second jobs stays right without a request per tick.
+  var askedAt = {};
+  function advanceNextRuns() {
+    var now = Date.now(), budget = 5;
+    document.querySelectorAll('[data-role="nextrun"][data-upcoming]').forEach(function (cell) {
+      var times = cell.getAttribute("data-upcoming").split(" ").filter(Boolean);
+      var i = 0;
+      while (i < times.length && Date.parse(times[i]) <= now) i++;
+      if (i > 0) {
+        times = times.slice(i);
+        cell.setAttribute("data-upcoming", times.join(" "));
+        if (times.length) cell.textContent = times[0].replace("T", " ").replace(/\.\d+Z$/, " UTC");
+      }
+      if (times.length) return;
+      var row = cell.closest("tr[data-job]");
+      var id = row && row.getAttribute("data-job");
+      if (!id || budget <= 0 || now - (askedAt[id] || 0) < 10000) return;
+      budget--; askedAt[id] = now;
+      refreshRow(id, false);
+    });
+  }
+  if (document.getElementById("jobs")) setInterval(advanceNextRuns, 1000);
+
   function onJob(ev) {
     var table = document.getElementById("jobs");
     if (ev.op === "deleted") {

@@ -122,3 +122,23 @@ async def test_forms_refuse_a_missing_csrf_token(cluster: Cluster) -> None:
     a = cluster.nodes["ui-a"]
     status, body, _ = await cluster.request("POST", f"{a.url}/jobs/new", data={"uri": "http://x/", "schedule": "@daily"})
     assert status == 403
+
+
+async def test_next_run_cell_stays_current_without_reload(cluster: Cluster, browser) -> None:
+    """The "Next run" cell advances through the fire times its row carries, then asks for the row again."""
+    b = cluster.nodes["ui-b"]
+    job = await cluster.create_job(schedule="*/2 * * * * *", name="next-run")
+    page = await browser.new_page(viewport={"width": 1400, "height": 800})
+    await page.goto(f"{b.url}/?q=next-run")
+    cell = page.locator(f'tr[data-job="{job["id"]}"] [data-role="nextrun"]')
+    first = await cell.text_content()
+    upcoming = (await cell.get_attribute("data-upcoming") or "").split()
+    assert len(upcoming) == 30 and first and upcoming[0].startswith(first[:10])
+    await expect(cell).not_to_have_text(first, timeout=5_000)  # advanced by the page itself
+    # fire times exhausted: the page fetches the row again and gets fresh ones
+    await page.evaluate("""id => { const c = document.querySelector(`tr[data-job="${id}"] [data-role="nextrun"]`);
+                                   c.setAttribute("data-upcoming", "2000-01-01T00:00:00.000Z"); c.textContent = "stale"; }""",
+                        job["id"])
+    await expect(cell).not_to_have_text("stale", timeout=5_000)
+    assert len((await cell.get_attribute("data-upcoming") or "").split()) >= 25
+    await page.close()
