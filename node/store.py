@@ -354,15 +354,7 @@ class Store:
         row = await self._run(go)
         if row is None:
             raise NotFound(job_id)
-        job = json.loads(row["j"])
-        for k in ("active_since", "created_at", "updated_at", "deleted_at"):
-            job[k] = _json_dt(job[k])
-        last = None
-        if row["e"] is not None:
-            last = json.loads(row["e"])
-            for k in _EXEC_DATETIMES:
-                last[k] = _json_dt(last[k])
-        return Job.from_row(job), last
+        return _job_from_json(row["j"]), (_exec_from_json(row["e"]) if row["e"] is not None else None)
 
     async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
         if not job_ids:
@@ -391,14 +383,14 @@ class Store:
         if paused is not None:
             where.append("paused = %s")
             args.append(int(paused))
-        sql = f"SELECT {self._JOB_COLS} FROM jobs WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s"
+        sql = f"SELECT {self._JOB_JSON} AS j FROM jobs j WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s"
         args.append(limit)
 
         async def go(cur: aiomysql.Cursor) -> list[dict[str, Any]]:
             await cur.execute(sql, args)
             return await cur.fetchall()
 
-        return [Job.from_row(r) for r in await self._run(go)]
+        return [_job_from_json(r["j"]) for r in await self._run(go)]
 
     async def count_jobs(self) -> int:
         async def go(cur: aiomysql.Cursor) -> int:
@@ -624,9 +616,13 @@ class Store:
         "id, job_id, scheduled_at, kind, state, fence, node, attempts, status_code, duration_ms, lateness_ms,"
         " error, response_excerpt, missed_count, missed_from, claimed_at, started_at, finished_at"
     )
+    # Rows as one JSON object each, built by MariaDB: the pure-Python driver parses a column
+    # description per column per result and converts every value in Python; json.loads is C.
+    _JOB_JSON = "JSON_OBJECT(" + ", ".join(f"'{c.strip()}', j.{c.strip()}" for c in _JOB_COLS.split(",")) + ")"
+    _EXEC_JSON = "JSON_OBJECT(" + ", ".join(f"'{c.strip()}', x.{c.strip()}" for c in _EXEC_COLS.split(",")) + ")"
     _JOB_AND_LAST_SQL = (
-        "SELECT JSON_OBJECT(" + ", ".join(f"'{c.strip()}', j.{c.strip()}" for c in _JOB_COLS.split(",")) + ") AS j,"
-        " (SELECT JSON_OBJECT(" + ", ".join(f"'{c.strip()}', x.{c.strip()}" for c in _EXEC_COLS.split(",")) + ")"
+        f"SELECT {_JOB_JSON} AS j,"
+        f" (SELECT {_EXEC_JSON}"
         "  FROM executions x WHERE x.job_id = j.id AND x.state NOT IN ('missed', 'claimed')"
         "  ORDER BY x.scheduled_at DESC LIMIT 1) AS e"
         " FROM jobs j WHERE j.id = %s AND j.deleted_at IS NULL"
@@ -655,14 +651,18 @@ class Store:
 
         async def go(cur: aiomysql.Cursor) -> list[dict[str, Any]]:
             await cur.execute(
-                f"SELECT {', '.join('e.' + c.strip() for c in self._EXEC_COLS.split(','))} FROM executions e"
+                f"SELECT {self._EXEC_JSON} AS e FROM executions x"
                 f" JOIN (SELECT job_id, MAX(scheduled_at) AS m FROM executions WHERE job_id IN ({_ph(len(job_ids))})"
-                "  AND state NOT IN ('missed', 'claimed') GROUP BY job_id) x ON e.job_id = x.job_id AND e.scheduled_at = x.m",
+                "  AND state NOT IN ('missed', 'claimed') GROUP BY job_id) l ON x.job_id = l.job_id AND x.scheduled_at = l.m",
                 list(job_ids),
             )
             return await cur.fetchall()
 
-        return {r["job_id"]: _exec_row(r) for r in await self._run(go)}
+        out: dict[str, dict[str, Any]] = {}
+        for r in await self._run(go):
+            e = _exec_from_json(r["e"])
+            out[e["job_id"]] = e
+        return out
 
     async def all_executions(self, job_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Every execution row (for tests and audits)."""
@@ -715,6 +715,22 @@ class Store:
 
 
 _EXEC_DATETIMES = ("scheduled_at", "missed_from", "claimed_at", "started_at", "finished_at")
+
+
+def _job_from_json(doc: str) -> Job:
+    """A job row read as a JSON object (``_JOB_JSON``)."""
+    job = json.loads(doc)
+    for k in ("active_since", "created_at", "updated_at", "deleted_at"):
+        job[k] = _json_dt(job[k])
+    return Job.from_row(job)
+
+
+def _exec_from_json(doc: str) -> dict[str, Any]:
+    """An execution row read as a JSON object (``_EXEC_JSON``), datetimes aware UTC."""
+    row = json.loads(doc)
+    for k in _EXEC_DATETIMES:
+        row[k] = _json_dt(row[k])
+    return row
 
 
 def _json_dt(v: str | None) -> datetime | None:
