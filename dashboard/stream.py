@@ -78,8 +78,10 @@ class StreamHub:
                 for _stream, entries in res or []:
                     for entry_id, fields in entries:
                         self.last_id = entry_id.decode()
+                        if not self.listeners:
+                            continue  # nobody watching this node: keep the position, skip the decoding
                         rec = _decode(fields)
-                        if rec is None or not self.listeners:
+                        if rec is None:
                             continue
                         wire = wire_of(self.last_id, rec)
                         for listener in list(self.listeners):
