@@ -164,8 +164,8 @@ def form_values(job: Job | None) -> dict[str, Any]:
         return {"httpMethod": "POST", "timeZone": "UTC", "timeoutMs": 10000, "retries": 0, "retryBackoffMs": 1000,
                 "retryMaxBackoffMs": 30000, "misfirePolicy": "fire_once", "misfireGraceSeconds": 60,
                 "concurrencyPolicy": "allow", "bodyType": "json", "headers": "", "body": "", "expectStatus": ""}
-    d = job.to_api()
-    d["headers"] = "\n".join(f"{k}: {v}" for k, v in job.headers.items())
+    d = job.to_api()  # secrets masked: a reader may open the form; a masked value sent back keeps the secret
+    d["headers"] = "\n".join(f"{k}: {v}" for k, v in d["headers"].items())
     d["bodyType"] = "text" if isinstance(job.body, str) else "json"
     d["body"] = "" if job.body is None else (job.body if isinstance(job.body, str) else json.dumps(job.body, indent=2))
     d["expectStatus"] = ", ".join(str(s) for s in job.expect_status)

@@ -155,12 +155,19 @@ def masked_headers(headers: dict[str, str]) -> dict[str, str]:
     return {k: (MASK if SENSITIVE_HEADER.search(k) else v) for k, v in headers.items()}
 
 
+_SENSITIVE_PARAM = re.compile(r"([?&;](?:[^=&;#]*(?:token|secret|password|passwd|signature|sig|api[-_]?key|"
+                              r"access[-_]?key|auth)[^=&;#]*)=)([^&;#]*)", re.I)
+
+
 def masked_uri(uri: str) -> str:
-    """Hide a password in the URL's userinfo (http://user:***@host/...)."""
+    """Hide a password in the URL's userinfo (http://user:***@host/...) and the values of query
+    parameters named like credentials (?api_key=***)."""
     parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    return uri.replace(f":{parts.password}@", f":{MASK}@", 1)
+    if parts.password is not None:
+        uri = uri.replace(f":{parts.password}@", f":{MASK}@", 1)
+    if parts.query:
+        uri = _SENSITIVE_PARAM.sub(lambda m: m.group(1) + (MASK if m.group(2) else ""), uri)
+    return uri
 
 
 def _unmask(job: Job, base: Job | None) -> Job:

@@ -13,7 +13,7 @@ import pytest
 
 from node.jobs import validate
 from node.settings import DatabaseURL
-from node.store import Claim, Outcome, Store, new_execution_id
+from node.store import MIGRATIONS, Claim, Outcome, Store, new_execution_id
 from tests.harness import DATABASE_URL, db_url
 
 
@@ -37,7 +37,7 @@ async def test_migrations_run_once_with_many_nodes_starting(store: Store) -> Non
     for o in others:
         await o.close()
     rows = await store._run(lambda cur: _fetch(cur, "SELECT version FROM schema_migrations"))
-    assert [r["version"] for r in rows] == [1]
+    assert [r["version"] for r in rows] == [v for v, _ in MIGRATIONS]
 
 
 async def _fetch(cur, sql):

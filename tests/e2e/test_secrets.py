@@ -1,0 +1,147 @@
+"""No route shows a job's secrets to anyone, and search is no oracle for them (security issue, High 1-2).
+
+A job carries secrets in four places: a token header, an X-Api-Key header, the password in
+its target's userinfo and a credential-named query parameter. Every API route from the OpenAPI
+document and every dashboard page is read as a reader and as an admin, and each response is searched
+for the bytes of those secrets and of the signing secret. The stream and the node's log are searched too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import aiohttp
+import pytest
+
+from tests.harness import Cluster, wait_for
+
+ADMIN = "admin-token-abcdef123"
+READER = "read-token-abcdef1234"
+SIGNING = "signing-secret-Zq81xV"
+AUTH_SECRET = "Bearer s3cr3t-AuthValue-77"
+KEY_SECRET = "k3y-Qw9PzL2m"
+URI_PASSWORD = "pa55-Ur1xKq"
+QUERY_SECRET = "qtok-Mv7Rk2"
+SECRETS = (AUTH_SECRET.split()[1], KEY_SECRET, URI_PASSWORD, QUERY_SECRET, SIGNING)
+
+
+def auth(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}"}
+
+
+@pytest.fixture(scope="module")
+async def cluster():
+    c = Cluster("secrets")
+    await c.start_receiver()
+    await c.start_node("secrets-1", CRONRING_API_TOKENS=f"{ADMIN}:admin,{READER}:read",
+                       CRONRING_SIGNING_SECRET=SIGNING)
+    yield c
+    await c.close()
+
+
+@pytest.fixture(scope="module")
+async def secret_job(cluster: Cluster) -> dict:
+    port = cluster.receiver.url.rsplit(":", 1)[1]
+    uri = f"http://svc:{URI_PASSWORD}@127.0.0.1:{port}/webhook?api_key={QUERY_SECRET}&plain=visible"
+    status, body, _ = await cluster.request(
+        "POST", f"{cluster.any_node().url}/api/crons", headers=auth(ADMIN),
+        json={"name": "nightly-report", "uri": uri, "schedule": "* * * * * *",
+              "headers": {"X-Service-Token": AUTH_SECRET, "X-Api-Key": KEY_SECRET, "X-Plain": "visible-value"}},
+    )
+    assert status == 201, body
+    return body
+
+
+def leaks(text: str) -> list[str]:
+    return [s for s in SECRETS if s in text]
+
+
+async def _get(s: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> tuple[int, str]:
+    async with s.get(url, headers=headers, allow_redirects=False) as r:
+        return r.status, await r.text()
+
+
+async def test_no_route_shows_a_secret(cluster: Cluster, secret_job: dict) -> None:
+    url = cluster.any_node().url
+    jid = secret_job["id"]
+    await wait_for(lambda: _fired(cluster, url, jid), 20, "the job to fire once")
+    doc = await cluster.get_json(f"{url}/api/openapi.json", headers=auth(READER))
+    streams = {"/api/crons/status/stream", "/api/crons/status-stream"}
+    paths = [p.replace("{id}", jid) for p, ops in doc["paths"].items() if "get" in ops and p not in streams]
+    assert "/api/crons/{id}" in doc["paths"] and len(paths) >= 8
+    pages = ["/", f"/?q={jid}", f"/jobs/{jid}", f"/jobs/{jid}/edit", f"/jobs/{jid}/row", "/jobs/new", "/cluster"]
+    async with aiohttp.ClientSession() as s:
+        for token in (READER, ADMIN):
+            for path in paths + pages:
+                status, text = await _get(s, url + path, auth(token))
+                assert status < 500, (path, status)
+                assert not leaks(text), (token == ADMIN and "admin" or "reader", path, leaks(text))
+        # the stream: snapshot and live events
+        async with s.get(f"{url}/api/crons/status/stream", headers=auth(READER)) as r:
+            seen = b""
+            async with asyncio.timeout(5):
+                while b"execution" not in seen:
+                    seen += await r.content.readany()
+            assert not leaks(seen.decode(errors="replace"))
+    log = cluster.nodes["secrets-1"].log()
+    assert not leaks(log)
+
+
+async def _fired(cluster: Cluster, url: str, jid: str) -> bool:
+    _, body, _ = await cluster.request("GET", f"{url}/api/crons/{jid}/executions", headers=auth(READER))
+    return any(e["state"] == "succeeded" for e in body)
+
+
+async def test_edit_form_masks_and_saving_it_keeps_the_secrets(cluster: Cluster, secret_job: dict) -> None:
+    url = cluster.any_node().url
+    jid = secret_job["id"]
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        status, html = await _get(s, f"{url}/jobs/{jid}/edit", auth(READER))
+        assert status == 200 and not leaks(html)
+        assert "X-Service-Token: ***" in html and "X-Plain: visible-value" in html and "svc:***@" in html
+        # an admin saves the form as shown (masked values): the stored secrets stay
+        async with s.get(f"{url}/login") as r:
+            csrf = (await r.text()).split('name="csrf" value="')[1].split('"')[0]
+        async with s.post(f"{url}/login", data={"csrf": csrf, "token": ADMIN, "next": "/"}, allow_redirects=False) as r:
+            assert r.status == 303
+        async with s.get(f"{url}/jobs/{jid}/edit") as r:
+            html = await r.text()
+        fields = dict(re.findall(r'<input name="(\w+)"[^>]*value="([^"]*)"', html))
+        fields["headers"] = html.split('name="headers"')[1].split(">", 1)[1].split("</textarea>")[0]
+        form = {"csrf": csrf, "version": str(secret_job["version"]), "name": "renamed",
+                "uri": fields["uri"].replace("&amp;", "&"), "schedule": fields["schedule"],
+                "timeZone": "UTC", "httpMethod": "POST", "headers": fields["headers"], "body": "",
+                "misfirePolicy": "fire_once", "concurrencyPolicy": "allow"}
+        async with s.post(f"{url}/jobs/{jid}/edit", data=form, allow_redirects=False) as r:
+            assert r.status == 303, await r.text()
+    conn = await cluster.db_conn()
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT name, spec FROM jobs WHERE id=%s", (jid,))
+            name, spec = await cur.fetchone()
+    finally:
+        conn.close()
+    assert name == "renamed"
+    for secret in (AUTH_SECRET, KEY_SECRET, URI_PASSWORD, QUERY_SECRET):
+        assert secret in spec, secret
+
+
+@pytest.mark.parametrize("token", [READER, ADMIN])
+async def test_search_is_no_oracle_for_secrets(cluster: Cluster, secret_job: dict, token: str) -> None:
+    url = cluster.any_node().url
+
+    async def found(q: str) -> bool:
+        status, body, _ = await cluster.request("GET", f"{url}/api/crons", params={"q": q}, headers=auth(token))
+        assert status == 200
+        page_status, html = await _get(cluster.session(), f"{url}/?q={q}", auth(token))
+        assert page_status == 200
+        return any(j["id"] == secret_job["id"] for j in body)
+
+    # names, ids, schedules, hosts and paths are searchable ...
+    assert await found("nightly") or await found("renamed")
+    assert await found(secret_job["id"][:6])
+    assert await found("127.0.0.1") and await found("/webhook")
+    # ... secret values, and their first characters, are not
+    for secret in (KEY_SECRET, URI_PASSWORD, QUERY_SECRET, "s3cr3t", "Bearer", "k3y", "svc:", "api_key"):
+        assert not await found(secret), secret
