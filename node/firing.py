@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from yarl import URL
 
 from node.jobs import Job, rfc3339
 from node.outbound import OutboundDenied, OutboundPolicy, PolicyResolver
@@ -50,11 +49,6 @@ class Result:
     error: str | None
     excerpt: str | None
     started_at: datetime
-
-
-@lru_cache(maxsize=4096)
-def _hostname(uri: str) -> str:
-    return urlsplit(uri).hostname or ""
 
 
 def render(template: str, values: dict[str, str]) -> str:
@@ -127,9 +121,14 @@ class Firer:
         if self.session is not None:
             await self.session.close()
 
-    def check_target(self, uri: str) -> None:
-        """Refuse a target up front (IP literals and denied names); names are checked again after DNS."""
-        self.policy.check_host(_hostname(uri))
+    def check_target(self, uri: str | URL) -> URL:
+        """Refuse a target up front, as the HTTP client will see it; return the yarl URL to request.
+
+        The host is checked in yarl's IDNA/UTS-46 form (what aiohttp connects to, so fullwidth
+        digits or ideographic dots cannot hide an address), and the caller requests the very
+        URL object that was checked. Names are checked again, address by address, after DNS.
+        """
+        return self.policy.check_url(uri)
 
     def _request_parts(
         self, job: Job, *, execution_id: str, scheduled_at: datetime, fence: int, attempt: int
@@ -170,18 +169,18 @@ class Firer:
         assert self.session is not None
         method = job.method
         try:
-            self.check_target(uri)
+            url = self.check_target(uri)  # parsed once: the URL requested is the URL checked
             async with asyncio.timeout(job.timeout_ms / 1000):
                 for _hop in range(MAX_REDIRECTS + 1):
                     async with self.session.request(
-                        method, uri, headers=headers, data=body, allow_redirects=False
+                        method, url, headers=headers, data=body, allow_redirects=False
                     ) as resp:
                         if job.follow_redirects and resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                            uri = urljoin(uri, resp.headers["Location"])
-                            if urlsplit(uri).scheme not in ("http", "https"):
+                            url = self.policy.join_redirect(url, resp.headers["Location"])
+                            if url.scheme not in ("http", "https"):
                                 return Attempt(status_code=resp.status, error="redirect to a non-http URL refused",
                                                timed_out=False, retry_after=None, excerpt=None)
-                            self.check_target(uri)
+                            url = self.check_target(url)
                             if resp.status == 303:
                                 method, body = "GET", None
                             continue
