@@ -1,0 +1,376 @@
+"""The tick ledger: why did, or didn't, each scheduled instant of a job run?
+
+``account(segments, rows, start=, end=, now=, settle=)`` is pure (no I/O, no clock). It lists every scheduled
+instant of one job in the window ``[start, end)``, under the definition in force at that instant, in increasing
+order and each exactly once, with a ``Fate``, the execution that accounts for it and a short detail for an operator.
+The API serves it (``GET /api/crons/{id}/ticks``); each owner audits its jobs' last completed minute with it and
+counts the fates (``unaccounted`` is a bug).
+
+Segments (the job's definition history: consecutive, ordered, not overlapping):
+  * A segment's instants are its schedule's instants ``t`` with ``segment.start < t <= segment.end`` (``end=None``:
+    still in force). The start is exclusive, like ``Schedule.iter_after``: an instant exactly at an edit belongs to
+    the definition in force up to and including it, the one being replaced.
+  * ``schedule=None``: the job did not exist then (before creation, after deletion): no instants.
+  * ``paused``: its instants are listed with fate ``paused`` (not due), unless a row accounts for them.
+
+Rows (the job's execution rows overlapping the window) become fates in one place, the tables below:
+  * ``KIND_COVERS``: which instants a row of a kind accounts for. ``tick``/``catchup`` rows: the one instant at their
+    ``scheduled_at`` (a run). ``misfire``/``overlap`` rows: every instant in ``[missed_from, scheduled_at]`` (a run of
+    consecutive ticks not run is one row; the scheduler folds repeated overlaps into one row too). ``manual`` (run
+    now), ``backfill`` and unknown kinds: no scheduled instant, ever.
+  * ``ROW_FATES``: (cover, state) -> fate; a pair not in the table is ``unaccounted``, with the state in the detail.
+  * ``REASON_FATES``: a range row's reason refines its fate (misfire rows are written ``missed`` whatever the policy;
+    "skipped by misfire policy" makes them ``skipped``).
+For one instant the first that applies wins: a one-instant row at exactly that instant (what happened beats what
+should have happened, e.g. a tick claimed ahead just before a pause), a range row covering it, the segment's pause,
+then ``pending`` when the instant is later than ``now - settle`` (not due yet, or due but not claimed yet) and
+``unaccounted`` otherwise.
+
+A ``tick``/``catchup`` row in the window at an instant of no definition (claimed ahead, then the schedule was edited)
+is listed too, in order, with its own fate and a detail saying so: what ran is never hidden.
+
+Bounded work: instants are enumerated from ``max(segment.start, start)``, never from a segment's beginning, and at
+most ``limit + 1`` entries are produced (the extra one only tells ``truncated`` and ``next_from``), so a huge window or
+a long gap costs at most ``limit`` schedule steps. One-instant rows are matched by a merge with the (increasing)
+instants and range rows by bisection: O((instants + rows) log rows).
+
+Later fates (``excluded`` by calendars, ``trimmed`` by retention) are new ``Fate`` members and new table rows.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from node.jobs import rfc3339
+from node.schedule import Schedule
+
+DEFAULT_LIMIT = 10_000
+ERROR_CHARS = 200  # a row's error quoted in a detail is cut to this many characters
+_TINY = timedelta(microseconds=1)
+
+Row = Mapping[str, Any]
+
+
+class Fate(StrEnum):
+    DELIVERED = "delivered"  # sent and succeeded
+    FAILED = "failed"  # sent, and failed or timed out after its retries
+    MISSED = "missed"  # due, not run: past the misfire grace, coalesced into one catch-up run, over the catch-up cap
+    SKIPPED = "skipped"  # not run by choice: misfirePolicy skip, concurrencyPolicy forbid
+    ABANDONED = "abandoned"  # claimed, never sent (the claimer lost its lease; at-most-once delivery)
+    PAUSED = "paused"  # the job was paused: not due
+    RUNNING = "running"  # claimed or in flight
+    PENDING = "pending"  # no row, and none expected yet (later than now - settle)
+    UNACCOUNTED = "unaccounted"  # no row, and one was expected: a bug
+
+
+class Cover(StrEnum):
+    """Which scheduled instants one execution row accounts for."""
+
+    ONE = "one"  # the instant at its scheduled_at (a run)
+    RANGE = "range"  # every instant in [missed_from, scheduled_at] (not run)
+    NONE = "none"  # none: not a scheduled instant
+
+
+KIND_COVERS: dict[str, Cover] = {
+    "tick": Cover.ONE,
+    "catchup": Cover.ONE,
+    "misfire": Cover.RANGE,
+    "overlap": Cover.RANGE,
+    "manual": Cover.NONE,
+    "backfill": Cover.NONE,
+}  # a kind not listed covers nothing
+
+ROW_FATES: dict[tuple[Cover, str], Fate] = {
+    (Cover.ONE, "succeeded"): Fate.DELIVERED,
+    (Cover.ONE, "failed"): Fate.FAILED,
+    (Cover.ONE, "timed_out"): Fate.FAILED,
+    (Cover.ONE, "abandoned"): Fate.ABANDONED,
+    (Cover.ONE, "claimed"): Fate.RUNNING,
+    (Cover.ONE, "running"): Fate.RUNNING,
+    (Cover.ONE, "skipped"): Fate.SKIPPED,
+    (Cover.ONE, "missed"): Fate.MISSED,
+    (Cover.RANGE, "skipped"): Fate.SKIPPED,
+    (Cover.RANGE, "missed"): Fate.MISSED,
+}  # a pair not listed: Fate.UNACCOUNTED
+
+REASON_FATES: tuple[tuple[str, Fate], ...] = (
+    ("skipped by misfire policy", Fate.SKIPPED),
+)  # (reason prefix, fate) for range rows, first match wins
+
+
+def kind_cover(row: Row) -> Cover:
+    return KIND_COVERS.get(str(row.get("kind") or "tick"), Cover.NONE)
+
+
+def row_fate(row: Row) -> Fate:
+    """The fate of the instants a row accounts for (``unaccounted`` for a state the tables do not know)."""
+    cover = kind_cover(row)
+    fate = ROW_FATES.get((cover, str(row.get("state"))), Fate.UNACCOUNTED)
+    if cover is Cover.RANGE and fate is not Fate.UNACCOUNTED:
+        reason = str(row.get("error") or "")
+        fate = next((f for prefix, f in REASON_FATES if reason.startswith(prefix)), fate)
+    return fate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Segment:
+    """One definition of a job, in force for instants in ``(start, end]``."""
+
+    start: datetime
+    end: datetime | None  # None: still in force
+    schedule: Schedule | None  # None: the job did not exist (before creation, after deletion)
+    paused: bool = False
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TickEntry:
+    scheduled_at: datetime
+    fate: Fate
+    execution_id: str | None = None
+    redelivered: bool = False
+    detail: str = ""
+
+    def to_api(self) -> dict[str, Any]:
+        return {"scheduledAt": rfc3339(self.scheduled_at), "fate": str(self.fate), "executionId": self.execution_id,
+                "redelivered": self.redelivered, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ledger:
+    ticks: list[TickEntry]
+    truncated: bool  # more entries follow in the window
+    counts: dict[str, int]  # by fate, every fate present (0 when none)
+    next_from: datetime | None = None  # when truncated: the first entry not listed (ask again from here)
+
+    def to_api(self) -> dict[str, Any]:
+        return {"ticks": [t.to_api() for t in self.ticks], "truncated": self.truncated,
+                "nextFrom": rfc3339(self.next_from), "counts": self.counts}
+
+
+def account(segments: Sequence[Segment], rows: Iterable[Row], *, start: datetime, end: datetime, now: datetime,
+            settle: timedelta, limit: int = DEFAULT_LIMIT) -> Ledger:
+    """Every scheduled instant in ``[start, end)`` with its fate; at most ``limit`` of them (see the module doc)."""
+    ticks: list[TickEntry] = []
+    next_from: datetime | None = None
+    for entry in _Accountant(segments, rows, start=start, end=end, now=now, settle=settle).entries():
+        if len(ticks) >= limit:
+            next_from = entry.scheduled_at
+            break
+        ticks.append(entry)
+    counts = dict.fromkeys(map(str, Fate), 0)
+    for entry in ticks:
+        counts[str(entry.fate)] += 1
+    return Ledger(ticks=ticks, truncated=next_from is not None, counts=counts, next_from=next_from)
+
+
+def instants(segments: Sequence[Segment], start: datetime, end: datetime) -> Iterator[tuple[datetime, Segment]]:
+    """The scheduled instants in ``[start, end)`` with the segment in force at each, strictly increasing."""
+    floor = start - _TINY  # instants are strictly after the floor: >= start, and never one twice
+    for seg in segments:
+        if seg.schedule is None or seg.start >= end or (seg.end is not None and seg.end < start):
+            continue
+        for t in seg.schedule.iter_after(max(seg.start, floor)):
+            if t >= end or (seg.end is not None and t > seg.end):
+                break
+            yield t, seg
+            floor = t
+
+
+class _Accountant:
+    """The rows of one job, indexed, and the entries they make for the window."""
+
+    def __init__(self, segments: Sequence[Segment], rows: Iterable[Row], *, start: datetime, end: datetime,
+                 now: datetime, settle: timedelta) -> None:
+        self.segments, self.start, self.end, self.now, self.cut = segments, start, end, now, now - settle
+        ones: list[tuple[datetime, int, Row]] = []
+        spans: list[tuple[datetime, datetime, int, Row]] = []
+        self.others: dict[datetime, Row] = {}  # rows that cover no instant, for the unaccounted hint
+        for i, row in enumerate(rows):
+            at = row.get("scheduled_at")
+            if not isinstance(at, datetime):
+                continue
+            cover = kind_cover(row)
+            if cover is Cover.ONE:
+                if start <= at < end:
+                    ones.append((at, i, row))
+            elif cover is Cover.RANGE:
+                first = row.get("missed_from")
+                first = first if isinstance(first, datetime) and first <= at else at
+                spans.append((first, at, i, row))
+            else:
+                self.others.setdefault(at, row)
+        ones.sort(key=lambda x: (x[0], x[1]))
+        spans.sort(key=lambda x: (x[0], x[2]))
+        self.ones = [(at, row) for at, _, row in ones]
+        self.firsts = [s[0] for s in spans]
+        self.lasts = [s[1] for s in spans]
+        self.spans = [s[3] for s in spans]
+        self.reach: list[datetime] = []  # reach[i]: the latest instant any of spans[:i + 1] covers
+        for last in self.lasts:
+            self.reach.append(max(last, self.reach[-1]) if self.reach else last)
+        self.starts = [s.start for s in segments]
+        self.explained: dict[int, tuple[Fate, str]] = {}  # by id(row): a range row's 100 instants share one detail
+
+    def entries(self) -> Iterator[TickEntry]:
+        ones, j = self.ones, 0
+        for t, seg in instants(self.segments, self.start, self.end):
+            while j < len(ones) and ones[j][0] < t:
+                yield self._stray(*ones[j])
+                j += 1
+            row = None
+            while j < len(ones) and ones[j][0] == t:  # two rows for one instant cannot pass the UNIQUE key: first wins
+                row = row or ones[j][1]
+                j += 1
+            if row is not None:
+                yield self._from_row(t, row, "; claimed before the pause" if seg.paused else "")
+            elif (span := self._span(t)) is not None:
+                yield self._from_row(t, span)
+            elif seg.paused:
+                yield TickEntry(scheduled_at=t, fate=Fate.PAUSED, detail=f"paused (version {seg.version})")
+            elif t > self.cut:
+                yield TickEntry(scheduled_at=t, fate=Fate.PENDING,
+                                detail="not due yet" if t > self.now else "due, not claimed yet")
+            else:
+                yield TickEntry(scheduled_at=t, fate=Fate.UNACCOUNTED, detail=self._no_row(t))
+        for at, row in ones[j:]:
+            yield self._stray(at, row)
+
+    def _span(self, t: datetime) -> Row | None:
+        """The range row covering ``t`` (ranges do not overlap; if they did, any covering one)."""
+        i = bisect_right(self.firsts, t) - 1
+        while i >= 0 and self.reach[i] >= t:
+            if self.lasts[i] >= t:
+                return self.spans[i]
+            i -= 1
+        return None
+
+    def _from_row(self, t: datetime, row: Row, note: str = "") -> TickEntry:
+        explained = self.explained.get(id(row))
+        if explained is None:
+            explained = self.explained[id(row)] = _explain(row)
+        fate, detail = explained
+        return TickEntry(scheduled_at=t, fate=fate, execution_id=_id(row), redelivered=bool(row.get("redelivered")),
+                         detail=detail + note)
+
+    def _stray(self, at: datetime, row: Row) -> TickEntry:
+        """A run row at an instant of no definition: listed, and said so."""
+        i = bisect_left(self.starts, at) - 1  # the segment with start < at
+        seg = self.segments[i] if i >= 0 else None
+        if seg is not None and seg.schedule is not None and (seg.end is None or at <= seg.end):
+            note = f"; not an instant of version {seg.version}'s schedule (claimed under an earlier definition)"
+        else:
+            note = "; the job had no schedule then"
+        return self._from_row(at, row, note)
+
+    def _no_row(self, t: datetime) -> str:
+        other = self.others.get(t)
+        if other is not None:
+            return (f"no tick row; a {other.get('kind')} row ({_id(other)}) holds this instant:"
+                    " a bug, please report")
+        return "no execution row: a bug, please report"
+
+
+def _id(row: Row) -> str | None:
+    eid = row.get("id")
+    return None if eid is None else str(eid)
+
+
+def _explain(row: Row) -> tuple[Fate, str]:
+    fate = row_fate(row)
+    return fate, _DETAILS.get(fate, _named(fate))(row)
+
+
+def _clip(text: object) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= ERROR_CHARS else s[:ERROR_CHARS - 1] + "…"
+
+
+def _notes(row: Row, *, attempts: bool = True) -> str:
+    notes = []
+    n = int(row.get("attempts") or 0)
+    if attempts and n:
+        notes.append(f"{n} attempt{'' if n == 1 else 's'}")
+    if row.get("kind") == "catchup":
+        notes.append("catch-up run")
+    if row.get("redelivered"):
+        notes.append("redelivered")
+    return f" ({', '.join(notes)})" if notes else ""
+
+
+def _delivered(row: Row) -> str:
+    status = row.get("status_code")
+    n = int(row.get("attempts") or 0)
+    head = f"HTTP {status}" if status is not None else "delivered"
+    if n:
+        head += f" after {n} attempt{'' if n == 1 else 's'}"
+    return head + _notes(row, attempts=False)
+
+
+def _failed(row: Row) -> str:
+    error = row.get("error")
+    if not error:
+        status = row.get("status_code")
+        error = f"HTTP {status}" if status is not None else "timed out" if row.get("state") == "timed_out" else "?"
+    return f"failed: {_clip(error)}" + _notes(row)
+
+
+def _abandoned(row: Row) -> str:
+    return f"abandoned: {_clip(row.get('error') or 'claimed, never sent')}" + _notes(row)
+
+
+def _running(row: Row) -> str:
+    node = row.get("node")
+    if row.get("state") == "claimed":
+        head = f"claimed by {node}" if node else "claimed, not sent yet"
+        return head + _notes(row, attempts=False)
+    n = int(row.get("attempts") or 0)
+    head = f"running on {node}" if node else "running"
+    return head + (f", attempt {n}" if n else "") + _notes(row, attempts=False)
+
+
+def _not_run(fate: Fate) -> Callable[[Row], str]:
+    def detail(row: Row) -> str:
+        reason = _clip(row.get("error") or "not run")
+        text = reason if reason.startswith(str(fate)) else f"{fate}: {reason}"
+        count = int(row.get("missed_count") or 0)
+        first = row.get("missed_from")
+        if count > 1 and isinstance(first, datetime):
+            span = f"{count} ticks from {_clock(first, row['scheduled_at'])}"
+            text += f"; {span}" if text.endswith(")") else f" ({span})"
+        return text
+
+    return detail
+
+
+def _named(fate: Fate) -> Callable[[Row], str]:
+    return lambda row: str(fate) + _notes(row)
+
+
+def _unknown(row: Row) -> str:
+    return f"execution row in unknown state {row.get('state')!r} (kind {row.get('kind')!r}): a bug, please report"
+
+
+def _clock(t: datetime, ref: datetime) -> str:
+    """``t`` as a time of day when it is on ``ref``'s UTC date, else in full."""
+    t, ref = t.astimezone(UTC), ref.astimezone(UTC)
+    if t.date() != ref.date():
+        return rfc3339(t) or ""
+    ms = f".{t.microsecond // 1000:03d}" if t.microsecond else ""
+    return f"{t:%H:%M:%S}{ms}Z"
+
+
+_DETAILS: dict[Fate, Callable[[Row], str]] = {
+    Fate.DELIVERED: _delivered,
+    Fate.FAILED: _failed,
+    Fate.ABANDONED: _abandoned,
+    Fate.RUNNING: _running,
+    Fate.SKIPPED: _not_run(Fate.SKIPPED),
+    Fate.MISSED: _not_run(Fate.MISSED),
+    Fate.UNACCOUNTED: _unknown,
+}  # details of the fates a row gives; paused, pending and unaccounted without a row are written in entries()
