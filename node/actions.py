@@ -64,7 +64,4 @@ async def run_now(r: Runtime, job_id: str) -> str:
         await r.redis.expire(key, 120)
     if n > r.settings.run_now_per_minute:
         raise TooManyRequests(f"run-now is limited to {r.settings.run_now_per_minute} per job per minute")
-    execution_id = await r.scheduler.run_now(job)
-    if execution_id is None:
-        raise PreconditionFailed("the job was deleted while starting the run")
-    return execution_id
+    return await r.scheduler.run_now(job)

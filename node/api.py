@@ -310,11 +310,14 @@ async def cluster_view(r: Runtime) -> dict[str, Any]:
             handovers.append({"node": rec.node_id, "epoch": rec.epoch, **rec.detail})
     return {
         "nodeId": r.settings.node_id, "epoch": view.epoch, "members": members,
-        "ownedHere": len(r.scheduler.owned), "catalogueJobs": len(r.catalogue.jobs),
+        "ownedHere": len(r.scheduler.owned), "catalogueJobs": r.catalogue.live_count(),
         "heartbeatFresh": r.membership.fresh(),
         "heartbeatAgeMs": None if r.membership.heartbeat_age() is None else int(r.membership.heartbeat_age() * 1000),
         "memberTtlMs": int(r.settings.member_ttl * 1000), "heartbeatIntervalMs": int(r.settings.heartbeat_interval * 1000),
-        "handoversIn": r.scheduler.handovers_in, "handoversOut": r.scheduler.handovers_out,
+        "handoversIn": r.scheduler.ownership.handovers_in, "handoversOut": r.scheduler.ownership.handovers_out,
+        "locksHeld": len(r.scheduler.ownership.held),
+        # jobs the ring gives this node whose lock another node has kept for longer than member_ttl
+        "stuckJobs": [{"jobId": j, "lockHolder": h} for j, h in list(r.scheduler.ownership.stuck.items())[:100]],
         "recentHandovers": handovers,
     }
 

@@ -54,6 +54,7 @@ def build_runtime(settings: Settings) -> Runtime:
     scheduler = Scheduler(
         node_id=settings.node_id, store=store, catalogue=catalogue, membership=membership, locks=locks,
         firer=firer, keys=keys, claim_ahead=settings.claim_ahead, history_per_job=settings.history_per_job,
+        member_ttl=settings.member_ttl,
     )
     holder["s"] = scheduler
     bus.handlers.append(catalogue.on_record)
@@ -101,8 +102,8 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(_supervise(name, fn), name=name)
         for name, fn in (
             ("bus", r.bus.run), ("catalogue", r.catalogue.run), ("membership", r.membership.run),
-            ("reconcile", s.run_reconcile), ("timer", s.run_timer), ("recorder", s.recorder.run),
-            ("publisher", s.publisher.run), ("retention", s.run_retention),
+            ("reconcile", s.run_reconcile), ("timer", s.run_timer), ("recorder", s.outcomes.recorder.run),
+            ("publisher", s.outcomes.publisher.run), ("retention", s.run_retention),
         )
     ]
     log.info("node started", node=r.settings.node_id, url=r.settings.advertise_url, version=r.version)

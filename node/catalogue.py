@@ -7,6 +7,7 @@ Pub/sub is lossy; the re-sync from MariaDB heals a missed event within
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta
 
 import structlog
@@ -23,33 +24,52 @@ WATERMARK_OVERLAP = timedelta(seconds=5)
 FULL_SYNC_EVERY = 30  # incremental re-syncs between full ones
 
 
+TOMBSTONE_KEEP = 600.0  # seconds a deleted job's summary is kept, so a late event cannot revive it
+
+
 class Catalogue:
+    """Job summaries by id, merged by version: an older summary never replaces a newer one,
+    and a deleted job stays as a tombstone for a while, so neither a late event nor a full
+    re-sync that read the table before an edit or delete can undo it."""
+
     def __init__(self, store: Store, resync_interval: float) -> None:
         self.store = store
         self.resync_interval = resync_interval
-        self.jobs: dict[str, JobSummary] = {}
+        self.jobs: dict[str, JobSummary] = {}  # tombstones included (deleted=True)
+        self.tombstoned: dict[str, float] = {}  # id -> monotonic time it became a tombstone
         self.watermark: datetime | None = None
         self.changed_ids: set[str] = set()
         self.changed = asyncio.Event()
         self.loaded = asyncio.Event()
         self.full_pending = False
         self._wake = asyncio.Event()
+        self._touched: set[str] | None = None  # ids applied while a full re-sync's read was under way
 
     def active_ids(self) -> list[str]:
         return [j.id for j in self.jobs.values() if not j.paused and not j.deleted]
+
+    def live_count(self) -> int:
+        return len(self.jobs) - len(self.tombstoned)
 
     def apply(self, s: JobSummary) -> None:
         cur = self.jobs.get(s.id)
         if cur is not None and cur.version >= s.version:
             return
+        if s.deleted and cur is None:
+            return
+        self.jobs[s.id] = s
         if s.deleted:
-            if cur is None:
-                return
-            del self.jobs[s.id]
-        else:
-            self.jobs[s.id] = s
+            self.tombstoned[s.id] = time.monotonic()
+        if self._touched is not None:
+            self._touched.add(s.id)
         self.changed_ids.add(s.id)
         self.changed.set()
+
+    def _purge_tombstones(self) -> None:
+        old = time.monotonic() - TOMBSTONE_KEEP
+        for i in [i for i, t in self.tombstoned.items() if t < old]:
+            del self.tombstoned[i]
+            self.jobs.pop(i, None)
 
     def on_record(self, record: Record) -> None:
         if isinstance(record, JobEvent):
@@ -57,17 +77,25 @@ class Catalogue:
                                   deleted=record.op == "deleted"))
 
     async def full_sync(self) -> None:
-        summaries, now = await self.store.changed_since(None)
-        fresh = {s.id: s for s in summaries}
-        gone = set(self.jobs) - set(fresh)
-        changed = {i for i, s in fresh.items() if self.jobs.get(i) != s} | gone
-        self.jobs = fresh
+        """Merge every live job by version; a job missing from the table (deleted, its tombstone
+        purged) becomes a tombstone here unless an event about it arrived during the read."""
+        self._touched = set()
+        try:
+            summaries, now = await self.store.changed_since(None)
+            touched = self._touched
+        finally:
+            self._touched = None
+        fresh: set[str] = set()
+        for s in summaries:
+            fresh.add(s.id)
+            self.apply(s)
+        for i in [i for i, s in self.jobs.items() if not s.deleted and i not in fresh and i not in touched]:
+            cur = self.jobs[i]
+            self.apply(JobSummary(id=i, version=cur.version + 1, paused=cur.paused, deleted=True))
+        self._purge_tombstones()
         self.watermark = now - WATERMARK_OVERLAP if now else None
-        if changed:
-            self.changed_ids |= changed
-            self.changed.set()
         self.loaded.set()
-        log.info("catalogue loaded", jobs=len(fresh))
+        log.info("catalogue loaded", jobs=self.live_count())
 
     async def incremental(self) -> None:
         summaries, now = await self.store.changed_since(self.watermark)

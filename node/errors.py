@@ -12,9 +12,10 @@ from aiohttp import web
 
 from node import metrics
 from node.jobs import ValidationError
+from node.membership import LeaseNotFresh
 from node.outbound import OutboundDenied
 from node.schedule import ScheduleError
-from node.store import NotFound, StoreUnavailable, TooManyJobs, VersionConflict
+from node.store import NotFound, RunInFlight, StoreUnavailable, TooManyJobs, VersionConflict
 
 log = structlog.get_logger("api")
 
@@ -75,8 +76,10 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     except VersionConflict as e:
         resp = error_response(412, "version mismatch: reload and retry", {"currentVersion": e.current},
                               {"ETag": f'"{e.current}"'})
-    except TooManyJobs as e:
+    except (TooManyJobs, RunInFlight) as e:
         resp = error_response(409, str(e))
+    except LeaseNotFresh as e:
+        resp = error_response(503, str(e), None, {"Retry-After": "1"})
     except StoreUnavailable:
         resp = error_response(503, "database unavailable; retry shortly", None, {"Retry-After": "5"})
     except web.HTTPRequestEntityTooLarge as e:

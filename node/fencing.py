@@ -96,3 +96,25 @@ class Locks:
             return {}
         vals = await self.redis.mget([self.keys.lock(j) for j in job_ids])
         return {j: (v.decode().rsplit(":", 1)[0] if v else None) for j, v in zip(job_ids, vals, strict=True)}
+
+    async def held_by_me(self) -> list[str]:
+        """Every job whose lock names this node (a scan: at start and after a lapse only). A process
+        restarted under the same node id finds the locks its predecessor kept."""
+        prefix = self.keys.lock_prefix
+        found: list[str] = []
+        batch: list[bytes] = []
+
+        async def check(keys: list[bytes]) -> None:
+            vals = await self.redis.mget(keys)
+            for k, v in zip(keys, vals, strict=True):
+                if v is not None and v.decode().rsplit(":", 1)[0] == self.node_id:
+                    found.append(k.decode()[len(prefix):])
+
+        async for key in self.redis.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= BATCH:
+                await check(batch)
+                batch = []
+        if batch:
+            await check(batch)
+        return found

@@ -52,6 +52,10 @@ return {now, epoch, was_member, dead, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITH
 """
 
 
+class LeaseNotFresh(Exception):
+    """This node may not send now (its heartbeat lease is not surely valid)."""
+
+
 @dataclass(slots=True)
 class View:
     """This node's view of the cluster after its last heartbeat."""
@@ -93,7 +97,15 @@ class Membership:
         return self.member_ttl - 0.5 * self.heartbeat_interval
 
     def fresh(self) -> bool:
-        return self._last_ok is not None and time.monotonic() - self._last_ok < self.lapse_after
+        """May this node send now? Not once a lapse was detected (until the scheduler has dropped
+        everything and cleared it), not once heartbeats stopped or the node left."""
+        return self.lease_left() > 0
+
+    def lease_left(self) -> float:
+        """Seconds the lease surely lasts (0 when it cannot be trusted): a bound for connecting."""
+        if self._last_ok is None or self._stopping or self.lapsed.is_set():
+            return 0.0
+        return max(0.0, self.lapse_after - (time.monotonic() - self._last_ok))
 
     def heartbeat_age(self) -> float | None:
         return None if self._last_ok is None else time.monotonic() - self._last_ok

@@ -18,7 +18,8 @@ CLAIMS = Counter("cronring_claims_total", "Claims attempted, by result (won, los
 FENCE_REJECTIONS = Counter("cronring_fence_rejections_total", "Claims lost to a newer fence: job dropped",
                            registry=REGISTRY)
 HANDOVERS = Counter("cronring_handovers_total", "Jobs taken over or released", ["direction"], registry=REGISTRY)
-MISFIRES = Counter("cronring_misfires_total", "Ticks not run, by reason", ["reason"], registry=REGISTRY)
+MISFIRES = Counter("cronring_misfires_total", "Ticks not run, by reason (missed, skipped, overlap)", ["reason"],
+                   registry=REGISTRY)
 ABANDONED = Counter("cronring_abandoned_total", "Claimed executions never sent", registry=REGISTRY)
 HTTP_STATUS = Counter("cronring_target_responses_total", "Target responses by status class", ["class"],
                       registry=REGISTRY)
@@ -27,6 +28,10 @@ MEMBERS = Gauge("cronring_members", "Live members in this node's view", registry
 EPOCH = Gauge("cronring_ring_epoch", "Ring epoch in this node's view", registry=REGISTRY)
 OWNED = Gauge("cronring_owned_jobs", "Jobs this node owns", registry=REGISTRY)
 JOBS = Gauge("cronring_catalogue_jobs", "Jobs in this node's catalogue", registry=REGISTRY)
+LOCK_RELEASE_FAILURES = Counter("cronring_lock_release_failures_total",
+                                "Lock releases that failed (retried until the lock is gone)", registry=REGISTRY)
+STUCK = Gauge("cronring_jobs_stuck", "Jobs the ring gives this node whose lock another node has kept "
+              "for longer than member_ttl", registry=REGISTRY)
 API_REQUESTS = Counter("cronring_api_requests_total", "API requests by status class", ["class"], registry=REGISTRY)
 
 
@@ -39,3 +44,8 @@ def fires(state: str) -> Counter:
 @cache
 def status_class(status: int) -> Counter:
     return HTTP_STATUS.labels(f"{status // 100}xx")
+
+
+@cache
+def misfires(reason: str) -> Counter:
+    return MISFIRES.labels(reason)

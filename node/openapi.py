@@ -93,7 +93,7 @@ def spec() -> dict[str, Any]:
             "delete": _op("Delete a job", {"200": _json({"type": "object"})}, params=[_ID], errors=(401, 403, 404, 412, 503)),
         },
         "/api/crons/{id}/run": {"post": _op("Run now", {"202": _json({"type": "object"}, "Accepted")}, params=[_ID],
-                                            errors=(401, 403, 404, 412, 429, 503))},
+                                            errors=(401, 403, 404, 409, 429, 503))},
         "/api/crons/{id}/pause": {"post": _op("Pause", {"200": _json(_JOB)}, params=[_ID], errors=(401, 403, 404, 503))},
         "/api/crons/{id}/resume": {"post": _op("Resume", {"200": _json(_JOB)}, params=[_ID], errors=(401, 403, 404, 503))},
         "/api/crons/{id}/executions": {"get": _op(

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from itertools import takewhile
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -58,9 +59,22 @@ class Schedule:
     def next_after(self, instant: datetime) -> datetime:
         """The first fire instant strictly after ``instant`` (aware, UTC)."""
         if self.every_seconds:
-            ts = int(instant.timestamp() // self.every_seconds + 1) * self.every_seconds
-            return datetime.fromtimestamp(ts, UTC)
+            step = timedelta(seconds=self.every_seconds)
+            return EPOCH + (_as_utc(instant) - EPOCH) // step * step + step
         return next(self.iter_after(instant))
+
+    def count_between(self, after: datetime, until: datetime) -> int:
+        """How many fire instants lie in ``(after, until]``.
+
+        O(1) for ``every_seconds`` schedules (exact integer arithmetic on microseconds); other schedules are
+        enumerated, so their callers keep the span small (see node/planning.py).
+        """
+        if until <= after:
+            return 0
+        if self.every_seconds:
+            step = timedelta(seconds=self.every_seconds)
+            return (_as_utc(until) - EPOCH) // step - (_as_utc(after) - EPOCH) // step
+        return sum(1 for _ in takewhile(lambda t: t <= until, self.iter_after(after)))
 
     def iter_after(self, instant: datetime) -> Iterator[datetime]:
         """Fire instants strictly after ``instant``, strictly increasing, in UTC."""
@@ -109,18 +123,8 @@ class Schedule:
             last = utc
             yield utc
 
-    def ticks_between(self, after: datetime, until: datetime, cap: int) -> tuple[list[datetime], int]:
-        """Fire instants in ``(after, until]``: the last ``cap`` of them and the total count."""
-        ticks: list[datetime] = []
-        total = 0
-        for t in self.iter_after(after):
-            if t > until:
-                break
-            total += 1
-            ticks.append(t)
-            if len(ticks) > cap:
-                del ticks[0]
-        return ticks, total
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _as_utc(instant: datetime) -> datetime:

@@ -18,7 +18,7 @@ import ssl
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiomysql
@@ -100,6 +100,7 @@ MIGRATIONS.append((
 ))
 
 OPEN_STATES = ("claimed", "running")
+UNSCHEDULED_KINDS = "('manual', 'backfill')"  # executions that are not an instant of the schedule
 TERMINAL_STATES = ("succeeded", "failed", "timed_out", "skipped", "missed", "abandoned")
 
 _CONN_ERRORS = (pymysql.err.OperationalError, pymysql.err.InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
@@ -121,6 +122,10 @@ class VersionConflict(Exception):
 
 class TooManyJobs(Exception):
     pass
+
+
+class RunInFlight(Exception):
+    """A run-now refused by the job's concurrency policy."""
 
 
 def new_id() -> str:
@@ -498,8 +503,12 @@ class Store:
                 await cur.execute(f"UPDATE jobs SET fence=fence+1, owner=%s WHERE id IN ({ph}) AND deleted_at IS NULL", [node, *chunk])
                 await cur.execute(f"SELECT {self._JOB_COLS} FROM jobs WHERE id IN ({ph}) AND deleted_at IS NULL", chunk)
                 rows = await cur.fetchall()
+                # The takeover anchor: the last *scheduled* tick claimed. A run-now or a backfill is
+                # not a tick of the schedule and never moves it (else the ticks between the last
+                # scheduled one and the manual run would vanish without a row).
                 await cur.execute(
-                    f"SELECT job_id, MAX(scheduled_at) AS last FROM executions WHERE job_id IN ({ph}) GROUP BY job_id", chunk
+                    f"SELECT job_id, MAX(scheduled_at) AS last FROM executions WHERE job_id IN ({ph})"
+                    f" AND kind NOT IN {UNSCHEDULED_KINDS} GROUP BY job_id", chunk
                 )
                 last = {r["job_id"]: from_db(r["last"]) for r in await cur.fetchall()}
                 # Rows claimed under an older fence and never finished (their owner died, was cut
@@ -518,9 +527,16 @@ class Store:
 
     async def claim(self, node: str, claims: Sequence[Claim]) -> set[str]:
         """Insert fence-checked execution rows; returns the ids that were won."""
+        return (await self.claim_ticks(node, claims))[0]
+
+    async def claim_ticks(self, node: str, claims: Sequence[Claim]) -> tuple[set[str], set[str]]:
+        """Insert fence-checked execution rows. Returns the ids won, and the ids whose tick already
+        had a row of another execution (the tick is accounted for: not a fence problem). A claim in
+        neither set was refused: the fence moved on, or the job was paused or deleted."""
         if not claims:
-            return set()
+            return set(), set()
         won: set[str] = set()
+        taken: set[str] = set()
         for k in range(0, len(claims), 500):
             chunk = claims[k : k + 500]
             union = " UNION ALL ".join(
@@ -540,34 +556,70 @@ class Store:
                 " AND j.deleted_at IS NULL AND (j.paused = 0 OR c.kind = 'manual')"
                 " ON DUPLICATE KEY UPDATE executions.id = executions.id"
             )
-            ids = [c.id for c in chunk]
-
-            async def go(cur: aiomysql.Cursor, sql: str = sql, args: list[Any] = args, ids: list[str] = ids) -> set[str]:
+            async def go(cur: aiomysql.Cursor, sql: str = sql, args: list[Any] = args,
+                         chunk: Sequence[Claim] = chunk) -> tuple[set[str], set[str]]:
                 # A duplicate tick is left unchanged, so it counts 0 affected rows: when every
                 # row was inserted, every claim is won without reading them back.
-                if await cur.execute(sql, args) == len(ids):
-                    return set(ids)
-                await cur.execute(f"SELECT id FROM executions WHERE id IN ({_ph(len(ids))})", ids)
-                return {r["id"] for r in await cur.fetchall()}
+                if await cur.execute(sql, args) == len(chunk):
+                    return {c.id for c in chunk}, set()
+                keys = [(c.job_id, to_db(c.scheduled_at)) for c in chunk]
+                await cur.execute(
+                    f"SELECT id, job_id, scheduled_at FROM executions WHERE (job_id, scheduled_at) IN"
+                    f" ({','.join(['(%s,%s)'] * len(keys))})", [v for k in keys for v in k],
+                )
+                rows = {(r["job_id"], r["scheduled_at"]): r["id"] for r in await cur.fetchall()}
+                got, dup = set(), set()
+                for c, k in zip(chunk, keys, strict=True):
+                    holder = rows.get(k)
+                    if holder == c.id:
+                        got.add(c.id)
+                    elif holder is not None:
+                        dup.add(c.id)
+                return got, dup
 
-            won |= await self._run(go)
-        return won
+            g, d = await self._run(go)
+            won |= g
+            taken |= d
+        return won, taken
 
-    async def claim_manual(self, job_id: str, node: str, execution_id: str, at: datetime) -> int | None:
-        """Claim a run-now execution under whatever fence the job has now; returns that fence."""
+    async def claim_manual(self, job_id: str, node: str, execution_id: str, at: datetime, *,
+                           forbid_overlap: bool = False) -> int:
+        """Claim a run-now execution under whatever fence the job has now; returns that fence.
+        Raises NotFound when the job is gone, RunInFlight when ``forbid_overlap`` and a run of the
+        job is open. Its instant never equals a tick (ticks are whole seconds) nor another run-now."""
+        at = to_db(at)
+        if at.microsecond == 0:
+            at = at.replace(microsecond=1000)
+        guard = (" AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.job_id = jobs.id"
+                 " AND e.state IN ('claimed','running'))") if forbid_overlap else ""
 
         async def go(cur: aiomysql.Cursor) -> int | None:
-            await cur.execute(
-                "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, claimed_at)"
-                " SELECT %s, id, %s, 'manual', 'claimed', fence, %s, NOW(3) FROM jobs WHERE id=%s AND deleted_at IS NULL"
-                " ON DUPLICATE KEY UPDATE executions.id = executions.id",
-                (execution_id, to_db(at), node, job_id),
-            )
-            await cur.execute("SELECT fence FROM executions WHERE id=%s", (execution_id,))
-            row = await cur.fetchone()
-            return None if row is None else int(row["fence"])
+            for k in range(5):  # another run-now at the same millisecond: the next one
+                when = at + timedelta(milliseconds=k)
+                n = await cur.execute(
+                    "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, claimed_at)"
+                    " SELECT %s, id, %s, 'manual', 'claimed', fence, %s, NOW(3) FROM jobs"
+                    " WHERE id=%s AND deleted_at IS NULL" + guard +
+                    " ON DUPLICATE KEY UPDATE executions.id = executions.id",
+                    (execution_id, when, node, job_id),
+                )
+                if n == 1:
+                    await cur.execute("SELECT fence FROM executions WHERE id=%s", (execution_id,))
+                    return int((await cur.fetchone())["fence"])
+                await cur.execute("SELECT 1 FROM jobs WHERE id=%s AND deleted_at IS NULL", (job_id,))
+                if await cur.fetchone() is None:
+                    raise NotFound(job_id)
+                if forbid_overlap:
+                    await cur.execute("SELECT 1 FROM executions WHERE job_id=%s AND state IN ('claimed','running')"
+                                      " LIMIT 1", (job_id,))
+                    if await cur.fetchone() is not None:
+                        raise RunInFlight("a run of this job is still in flight (concurrencyPolicy forbid)")
+            return None
 
-        return await self._run(go)
+        fence = await self._run(go)
+        if fence is None:
+            raise StoreUnavailable("could not find a free instant for the run; retry")
+        return fence
 
     async def record(self, outcomes: Iterable[Outcome]) -> None:
         """Write execution state changes in one multi-row statement."""
@@ -704,9 +756,17 @@ class Store:
                 row = await cur.fetchone()
                 if row is None:
                     return 0
+                # never the row that anchors a takeover (the last scheduled tick), whatever
+                # number of manual runs came after it
                 await cur.execute(
-                    "DELETE FROM executions WHERE job_id=%s AND scheduled_at <= %s AND state NOT IN ('claimed','running')",
-                    (job_id, row["scheduled_at"]),
+                    f"SELECT MAX(scheduled_at) AS a FROM executions WHERE job_id=%s AND kind NOT IN {UNSCHEDULED_KINDS}",
+                    (job_id,),
+                )
+                anchor = (await cur.fetchone())["a"]
+                await cur.execute(
+                    "DELETE FROM executions WHERE job_id=%s AND scheduled_at <= %s AND state NOT IN ('claimed','running')"
+                    " AND scheduled_at <> %s",
+                    (job_id, row["scheduled_at"], anchor or datetime(1970, 1, 1)),
                 )
                 return cur.rowcount
 

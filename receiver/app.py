@@ -159,7 +159,7 @@ class Witness:
             "status": status, "body": body[:BODY_LOG_BYTES].decode("utf-8", errors="replace"),
         }
         self.deliveries.append({k: record[k] for k in ("jobId", "executionId", "scheduledAt", "fence", "attempt",
-                                                       "node", "latenessMs", "outcome", "arrivedAt")})
+                                                       "node", "latenessMs", "outcome", "arrivedAt", "path")})
         self._lines.append(json.dumps(record) + "\n")
         if len(self._lines) >= 500:
             self.flush()

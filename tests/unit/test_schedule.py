@@ -154,13 +154,6 @@ def test_zone_parser_never_crashes(text: str) -> None:
         pass
 
 
-def test_ticks_between_counts_and_caps() -> None:
-    s = parse("* * * * * *", "UTC")
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    ticks, total = s.ticks_between(t0, t0 + timedelta(seconds=100), cap=10)
-    assert total == 100 and len(ticks) == 10 and ticks[-1] == t0 + timedelta(seconds=100)
-
-
 @pytest.mark.parametrize("expr", ["* * * * * *", "*/5 * * * * *", "*/30 * * * * *", "*/7 * * * * *"])
 def test_every_seconds_fast_path_agrees_with_croniter(expr: str) -> None:
     fast = parse(expr, "Europe/Lisbon")

@@ -1,0 +1,187 @@
+"""What happened to an execution: its state changes written to MariaDB in batches, and the
+same changes told to the cluster on the events stream.
+
+The scheduler decides *that* something happened (claimed, running, succeeded, abandoned...);
+this module records and publishes it, so ``scheduler.py`` tells only the tick story.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from node import metrics
+from node.firing import Result
+from node.jobs import rfc3339
+from node.keys import EVENTS_STREAM_LENGTH, Keys
+from node.membership import Membership
+from node.messages import ExecutionBatch, execution_event
+from node.store import Claim, Outcome, Store, StoreUnavailable
+
+log = structlog.get_logger("outcomes")
+
+
+class Recorder:
+    """Writes execution state changes in batches; keeps them while MariaDB is away.
+
+    A "running" row is held back for ``running_after`` seconds and written only if the run
+    is still going then: most requests finish sooner, and their one outcome row replaces it.
+    (The claimed row is already open, so a node that dies meanwhile leaves the same
+    evidence: the takeover marks it abandoned either way.)
+    """
+
+    def __init__(self, store: Store, *, max_buffer: int = 200_000, running_after: float = 1.0) -> None:
+        self.store = store
+        self.buffer: dict[str, Outcome] = {}
+        self.running: dict[str, tuple[float, Outcome]] = {}  # held back, in the order they started
+        self.running_after = running_after
+        self._timer: asyncio.TimerHandle | None = None
+        self.max_buffer = max_buffer
+        self.wake = asyncio.Event()
+
+    def put(self, outcome: Outcome) -> None:
+        if outcome.state == "running":
+            self.running[outcome.id] = (time.monotonic() + self.running_after, outcome)
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(self.running_after, self._promote)
+            return
+        self.running.pop(outcome.id, None)
+        self._buffer(outcome)
+
+    def _promote(self, everything: bool = False) -> None:
+        """Move held-back running rows that are due (or all of them) into the write buffer."""
+        self._timer = None
+        now = time.monotonic()
+        while self.running:
+            oid, (due, outcome) = next(iter(self.running.items()))
+            if due > now and not everything:
+                self._timer = asyncio.get_running_loop().call_later(due - now, self._promote)
+                break
+            del self.running[oid]
+            if oid not in self.buffer:
+                self._buffer(outcome)
+
+    def _buffer(self, outcome: Outcome) -> None:
+        if len(self.buffer) >= self.max_buffer and outcome.id not in self.buffer:
+            log.error("outcome buffer full; dropping an outcome (row stays open, later marked abandoned)",
+                      execution=outcome.id)
+            return
+        self.buffer[outcome.id] = outcome  # a later state replaces an earlier one
+        self.wake.set()
+
+    async def flush(self, *, everything: bool = False) -> None:
+        if everything:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._promote(everything=True)
+        while self.buffer:
+            batch = list(self.buffer.values())[:2000]
+            await self.store.record(batch)
+            for o in batch:
+                if self.buffer.get(o.id) is o:
+                    del self.buffer[o.id]
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()  # idle costs nothing
+            await asyncio.sleep(0.05)  # gather a batch
+            self.wake.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except StoreUnavailable as e:
+                log.warning("recording outcomes failed; will retry", pending=len(self.buffer), error=str(e))
+                self.wake.set()
+                await asyncio.sleep(1.0)
+            except Exception:
+                log.exception("recording outcomes failed")
+                self.wake.set()
+                await asyncio.sleep(1.0)
+
+
+class Publisher:
+    """Appends execution events to the events stream in small batches (one entry per ~100 ms)."""
+
+    def __init__(self, membership: Membership, keys: Keys) -> None:
+        self.redis = membership.redis
+        self.keys = keys
+        # by execution id: a later state of one execution within a batch replaces the earlier
+        # one (a quick request's "running" never leaves the node, its outcome does)
+        self.events: dict[str, dict[str, Any]] = {}
+        self.wake = asyncio.Event()
+
+    def put(self, event: dict[str, Any]) -> None:
+        """An ExecutionEvent as its dict (messages.execution_event)."""
+        if len(self.events) < 50_000 or event["id"] in self.events:
+            self.events[event["id"]] = event
+            self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            await asyncio.sleep(0.1)  # one stream entry per ~100 ms
+            self.wake.clear()
+            events, self.events = list(self.events.values()), {}
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for k in range(0, len(events), 1000):
+                    pipe.xadd(self.keys.events_stream, {b"r": ExecutionBatch(events=events[k : k + 1000]).pack()},
+                              maxlen=EVENTS_STREAM_LENGTH, approximate=True)
+                await pipe.execute()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("publishing executions failed", error=str(e), dropped=len(events))
+
+
+class Outcomes:
+    """Record and publish execution state changes (one call for both)."""
+
+    def __init__(self, store: Store, membership: Membership, keys: Keys, node_id: str) -> None:
+        self.node_id = node_id
+        self.recorder = Recorder(store)
+        self.publisher = Publisher(membership, keys)
+
+    def result(self, claim: Claim, r: Result) -> None:
+        """A finished run: metrics, the outcome row and event, one summary log line."""
+        metrics.fires(r.state).inc()
+        metrics.LATENESS.observe(max(0.0, r.lateness_ms / 1000))
+        metrics.DURATION.observe(r.duration_ms / 1000)
+        if r.status_code is not None:
+            metrics.status_class(r.status_code).inc()
+        if r.attempts > 1:
+            metrics.RETRIES.inc(r.attempts - 1)
+        self.record(claim, state=r.state, attempts=r.attempts, status_code=r.status_code,
+                    duration_ms=r.duration_ms, lateness_ms=r.lateness_ms, error=r.error,
+                    excerpt=r.excerpt, started_at=r.started_at, finished_at=datetime.now(UTC))
+        log.info("execution", job=claim.job_id, tick=rfc3339(claim.scheduled_at), execution=claim.id,
+                 fence=claim.fence, kind=claim.kind, state=r.state, status=r.status_code, attempts=r.attempts,
+                 duration_ms=r.duration_ms, lateness_ms=r.lateness_ms, error=r.error)
+
+    def record(self, claim: Claim, *, state: str, attempts: int = 0, status_code: int | None = None,
+               duration_ms: int | None = None, lateness_ms: int | None = None, error: str | None = None,
+               excerpt: str | None = None, started_at: datetime | None = None,
+               finished_at: datetime | None = None) -> None:
+        if finished_at is None and state not in ("running", "claimed"):
+            finished_at = datetime.now(UTC)
+        self.recorder.put(Outcome(
+            id=claim.id, job_id=claim.job_id, scheduled_at=claim.scheduled_at, fence=claim.fence, state=state,
+            node=self.node_id, attempts=attempts, status_code=status_code, duration_ms=duration_ms,
+            lateness_ms=lateness_ms, error=error, response_excerpt=excerpt, started_at=started_at,
+            finished_at=finished_at,
+        ))
+        self.publish(claim, state=state, attempts=attempts, status_code=status_code, duration_ms=duration_ms,
+                     lateness_ms=lateness_ms, error=error)
+
+    def publish(self, claim: Claim, *, state: str, attempts: int = 0, status_code: int | None = None,
+                duration_ms: int | None = None, lateness_ms: int | None = None, error: str | None = None) -> None:
+        """Tell the cluster only (rows written by the claim itself: misfires, overlaps)."""
+        self.publisher.put(execution_event(
+            claim.id, claim.job_id, rfc3339(claim.scheduled_at) or "", state, self.node_id, claim.fence, attempts,
+            status_code, duration_ms, lateness_ms, error, rfc3339(datetime.now(UTC)) or "",
+        ))

@@ -1,0 +1,393 @@
+"""Which jobs this node owns, and the locks it holds: an explicit state machine per job.
+
+A job moves through these states on this node::
+
+    UNOWNED ──ring says me──▶ ACQUIRING ──lock got──▶ TAKING_OVER ──fence bumped──▶ OWNED
+       ▲                          │ held by a live peer                                │ ring moved,
+       │                          ▼ (retried every pass; reported when stuck)          │ paused, deleted
+       └──────── lock deleted ◀── RELEASING ◀── claims sent, runs finished ◀──────────┘
+
+Two facts are kept apart, because they drift apart under failures: the jobs this node *owns*
+(it claims their ticks) and the locks it *holds* in Redis. Every pass reconciles them: a lock
+held for a job not owned (a release that failed, a takeover that found the job deleted, a drop
+after a lapse) is released, with retry, until Redis confirms it gone. Nothing is ever released
+"quietly": a lock a live node keeps by mistake is a job nobody can fire.
+
+Edits reach the owner: each pass compares the owned definition's version with the catalogue's
+and reloads what is stale (ordered by version, retried when MariaDB is away), whatever else
+changed in the same pass.
+
+I/O goes through small Protocols (``LockService``, ``OwnershipStore``, ``Lease``) so the state
+machine runs against in-memory fakes in a hypothesis stateful test as well as against Redis and
+MariaDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+import structlog
+
+from node import metrics
+from node.jobs import Job, JobSummary
+from node.ring import Ring
+from node.schedule import Schedule
+from node.store import Claim, StoreUnavailable, Takeover
+
+log = structlog.get_logger("ownership")
+
+CHUNK = 2000  # jobs per step of a big ownership change, with a yield to the loop between steps
+
+
+class JobState(StrEnum):
+    UNOWNED = "unowned"
+    ACQUIRING = "acquiring"  # asking Redis for the lock
+    TAKING_OVER = "taking_over"  # lock held; bumping the fence in MariaDB
+    OWNED = "owned"  # claiming and sending its ticks
+    RELEASING = "releasing"  # no longer ours: finishing what was claimed, then deleting the lock
+
+
+class LockService(Protocol):
+    async def acquire(self, job_ids: Sequence[str]) -> list[str]: ...
+    async def set_fences(self, fences: dict[str, int]) -> None: ...
+    async def release(self, job_ids: Sequence[str]) -> int: ...
+    async def holders(self, job_ids: Sequence[str]) -> dict[str, str | None]: ...
+    async def held_by_me(self) -> list[str]: ...
+
+
+class OwnershipStore(Protocol):
+    async def take_over(self, job_ids: Sequence[str], node: str) -> list[Takeover]: ...
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]: ...
+
+
+class Lease(Protocol):
+    """This node's membership: the ring it sees and whether its heartbeat lease is valid."""
+
+    @property
+    def ring(self) -> Ring: ...
+    @property
+    def epoch(self) -> int: ...
+    def fresh(self) -> bool: ...
+
+
+class JobIndex(Protocol):
+    """The catalogue: job summaries by id (tombstones included) and the ids changed since last asked."""
+
+    jobs: dict[str, JobSummary]
+    changed_ids: set[str]
+
+    def active_ids(self) -> list[str]: ...
+
+
+@dataclass(slots=True, eq=False)
+class Owned:
+    job: Job
+    schedule: Schedule
+    fence: int
+    anchor: datetime  # ticks strictly after this are due; the last scheduled tick claimed
+    wake: float = 0.0
+    inflight: int = 0
+    claiming: int = 0  # claim statements under way: a release waits for them
+    pending: dict[str, tuple[asyncio.TimerHandle, Claim]] = field(default_factory=dict)
+    releasing: bool = False
+    reloading: bool = False
+    generation: int = 0  # bumped by a reload: a plan made before it does not move the anchor
+    overlap_id: str | None = None
+    claims_since_retention: int = 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending) or self.inflight > 0 or self.claiming > 0
+
+
+class Hooks(Protocol):
+    """What the scheduler does when ownership changes (timers, abandoning unsent claims)."""
+
+    def took(self, o: Owned) -> None: ...
+    def reloaded(self, o: Owned) -> None: ...
+    def abandon_pending(self, o: Owned, reason: str) -> None: ...
+    def handover(self, direction: str, job_ids: list[str]) -> None: ...
+
+
+class Ownership:
+    def __init__(self, *, node_id: str, store: OwnershipStore, locks: LockService, lease: Lease,
+                 catalogue: JobIndex, hooks: Hooks, member_ttl: float,
+                 spawn: Callable[[Any], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.locks = locks
+        self.lease = lease
+        self.catalogue = catalogue
+        self.hooks = hooks
+        self.member_ttl = member_ttl
+        self.spawn = spawn
+        self.clock = clock
+        self.owned: dict[str, Owned] = {}
+        self.held: set[str] = set()  # locks this node holds in Redis, as far as it knows
+        self._inventory = True  # learn from Redis which locks name us (at start, after a lapse)
+        self._acquiring: set[str] = set()
+        self._taking_over: set[str] = set()
+        self.unheld_since: dict[str, float] = {}  # desired, lock held by another node, since when
+        self.stuck: dict[str, str | None] = {}  # desired and unheld for > member_ttl: job -> lock holder
+        self._desired: set[str] = set()
+        self._desired_members: tuple[str, ...] | None = None
+        self.stopping = False
+        self.handovers_in = 0
+        self.handovers_out = 0
+        self.wake = asyncio.Event()  # set when another pass is needed soon (a release to retry, a job freed)
+
+    # ------------------------------------------------------------------ state
+
+    def state(self, job_id: str) -> JobState:
+        o = self.owned.get(job_id)
+        if o is not None:
+            return JobState.RELEASING if o.releasing else JobState.OWNED
+        if job_id in self._taking_over:
+            return JobState.TAKING_OVER
+        if job_id in self._acquiring:
+            return JobState.ACQUIRING
+        if job_id in self.held:
+            return JobState.RELEASING
+        return JobState.UNOWNED
+
+    def stray_locks(self) -> set[str]:
+        """Locks held for jobs not owned and not being acquired: to release."""
+        return self.held - self.owned.keys() - self._acquiring - self._taking_over
+
+    @property
+    def needs_pass(self) -> bool:
+        return bool(self.unheld_since) or bool(self.stray_locks())
+
+    # ------------------------------------------------------------------ one pass
+
+    async def reconcile(self) -> None:
+        """One pass: release strays, compute what the ring gives us, release what it took, take the rest."""
+        if self._inventory and self.lease.fresh():
+            self.held.update(await self.locks.held_by_me())
+            self._inventory = False
+        await self._release_strays()
+        if self.stopping or not self.lease.fresh():
+            return
+        desired = await self._compute_desired()
+        self._reload_stale()
+        leaving = [j for j in self.owned if j not in desired]
+        if leaving:
+            log.info("releasing jobs", jobs=len(leaving), sample=leaving[:5], epoch=self.lease.epoch)
+            for j in leaving:
+                self.start_release(j)
+        want = [j for j in desired if j not in self.owned]
+        now = self.clock()
+        for j in [j for j in self.unheld_since if j not in desired or j in self.owned]:
+            del self.unheld_since[j]
+        if want:
+            await self._acquire(want, now)
+        await self._release_strays()  # what this pass let go of (jobs with nothing in flight)
+        await self._report_stuck(now)
+
+    async def _compute_desired(self) -> set[str]:
+        ring = self.lease.ring
+        if self.node_id not in ring.members:
+            self._desired_members = None
+            self._desired = set()
+            return self._desired
+        if self._desired_members != ring.members:
+            self.catalogue.changed_ids.clear()  # every job is looked at below
+            ids = self.catalogue.active_ids()
+            desired: set[str] = set()
+            for k in range(0, len(ids), CHUNK):
+                desired.update(j for j in ids[k : k + CHUNK] if ring.owner(j) == self.node_id)
+                await asyncio.sleep(0)  # 100k jobs: never starve the heartbeat
+            self._desired = desired
+            self._desired_members = ring.members
+        elif self.catalogue.changed_ids:
+            changed, self.catalogue.changed_ids = self.catalogue.changed_ids, set()
+            for j in changed:
+                s = self.catalogue.jobs.get(j)
+                if s is not None and not s.paused and not s.deleted and ring.owner(j) == self.node_id:
+                    self._desired.add(j)
+                else:
+                    self._desired.discard(j)
+        return self._desired
+
+    def _reload_stale(self) -> None:
+        """Every owned job whose catalogue version is newer than the definition it fires: reload."""
+        jobs = self.catalogue.jobs
+        for o in self.owned.values():
+            s = jobs.get(o.job.id)
+            if s is not None and s.version > o.job.version and not o.reloading and not o.releasing:
+                o.reloading = True
+                self.spawn(self._reload(o))
+
+    async def _acquire(self, want: list[str], now: float) -> None:
+        taken: list[str] = []
+        # In chunks, so the first jobs are scheduled while the rest are still being taken over.
+        for k in range(0, len(want), CHUNK):
+            if not self.lease.fresh() or self.stopping:
+                break  # lapsed meanwhile: the fences we took are void anyway
+            chunk = want[k : k + CHUNK]
+            self._acquiring.update(chunk)
+            try:
+                got = await self.locks.acquire(chunk)
+            except BaseException:
+                # The script may have run and its reply been lost: count the whole chunk as
+                # possibly held until a release confirms otherwise (the stray pass cleans up).
+                self.held.update(chunk)
+                raise
+            finally:
+                self._acquiring.difference_update(chunk)
+            self.held.update(got)
+            for j in set(chunk) - set(got):
+                self.unheld_since.setdefault(j, now)
+            for j in got:
+                self.unheld_since.pop(j, None)
+            if not got:
+                continue
+            self._taking_over.update(got)
+            try:
+                takeovers = await self.store.take_over(got, self.node_id)
+                if not self.lease.fresh() or self.stopping:
+                    break  # the stray pass releases what we got
+                await self.locks.set_fences({t.job.id: t.fence for t in takeovers})
+            finally:
+                self._taking_over.difference_update(got)
+            for t in takeovers:
+                self._own(t)
+                if t.fence > 1:  # fence 1 is a new job's first owner, not a hand-over
+                    taken.append(t.job.id)
+            # jobs deleted meanwhile are not in takeovers: their locks are strays now
+            await asyncio.sleep(0)
+        if taken:
+            self.hooks.handover("in", taken)
+
+    def _own(self, t: Takeover) -> None:
+        # the owner needs neither timestamps nor the stored owner: drop them (memory at 100k jobs)
+        job = replace(t.job, created_at=None, updated_at=None, owner=None)
+        anchors = [a for a in (t.last_tick, t.job.active_since) if a is not None]
+        anchor = max(anchors) if anchors else datetime.now(UTC)
+        o = Owned(job=job, schedule=job.parsed_schedule, fence=t.fence, anchor=anchor)
+        self.owned[job.id] = o
+        if t.fence > 1:
+            self.handovers_in += 1
+            metrics.HANDOVERS.labels("in").inc()
+        self.hooks.took(o)
+
+    async def _reload(self, o: Owned) -> None:
+        """An owned job changed (edit): load its new definition, keep the fence. A failed read
+        leaves ``reloading`` false, so the next pass tries again."""
+        try:
+            jobs = await self.store.get_jobs([o.job.id])
+        except StoreUnavailable:
+            self.wake.set()
+            return
+        finally:
+            o.reloading = False
+        if self.owned.get(o.job.id) is not o:
+            return
+        if not jobs:
+            return  # deleted: the catalogue's tombstone releases it
+        job = jobs[0]
+        if job.version <= o.job.version:
+            return  # an older read than what we have (reloads are ordered by version)
+        if job.fence != o.fence:
+            self.drop(o, "fence moved on while reloading")
+            return
+        schedule_changed = job.active_since != o.job.active_since
+        o.job = replace(job, created_at=None, updated_at=None, owner=None)
+        o.schedule = job.parsed_schedule
+        o.generation += 1
+        if schedule_changed and job.active_since is not None:
+            # The new definition is in force from the edit on: its instants after the edit are
+            # planned (late ones by misfire policy); instants already claimed are kept as claimed.
+            o.anchor = job.active_since
+        self.hooks.reloaded(o)
+        s = self.catalogue.jobs.get(o.job.id)
+        if s is not None and s.version > o.job.version:
+            self.wake.set()  # edited again meanwhile
+
+    # ------------------------------------------------------------------ leaving
+
+    def start_release(self, job_id: str) -> None:
+        o = self.owned.get(job_id)
+        if o is None or o.releasing:
+            return
+        o.releasing = True
+        self.maybe_finish_release(o)
+
+    def maybe_finish_release(self, o: Owned) -> None:
+        """A releasing job whose claims are sent and runs finished stops being owned; its lock is
+        then a stray, released by the next pass (at once: the pass is woken)."""
+        if o.releasing and not o.busy and self.owned.get(o.job.id) is o:
+            del self.owned[o.job.id]
+            self.handovers_out += 1
+            metrics.HANDOVERS.labels("out").inc()
+            self.hooks.handover("out", [o.job.id])
+            self.wake.set()
+
+    def drop(self, o: Owned, reason: str) -> None:
+        """Stop owning a job at once (fence lost): never send what it had claimed."""
+        if self.owned.get(o.job.id) is not o:
+            return
+        del self.owned[o.job.id]
+        self.hooks.abandon_pending(o, reason)
+        metrics.FENCE_REJECTIONS.inc()
+        log.warning("dropped job", job=o.job.id, fence=o.fence, reason=reason)
+        self.wake.set()
+
+    def drop_all(self, reason: str) -> None:
+        """Our heartbeat lapsed: whatever we owned may be someone else's. Send nothing more; the
+        locks become strays (compare-and-delete: a lock a peer has taken meanwhile is left alone)."""
+        n = len(self.owned)
+        for o in list(self.owned.values()):
+            self.hooks.abandon_pending(o, reason)
+        self.owned.clear()
+        self.unheld_since.clear()
+        self.stuck.clear()
+        self._desired_members = None
+        self._inventory = True
+        log.warning("dropped all ownership", jobs=n, reason=reason)
+        self.wake.set()
+
+    async def _release_strays(self) -> None:
+        stray = list(self.stray_locks())
+        if not stray:
+            return
+        try:
+            await self.locks.release(stray)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            metrics.LOCK_RELEASE_FAILURES.inc()
+            log.warning("lock release failed; retrying", locks=len(stray), error=f"{type(e).__name__}: {e}")
+            self.wake.set()
+            return
+        self.held.difference_update(stray)
+
+    async def release_all(self) -> None:
+        """Shutdown: every lock we hold, owned or stray."""
+        self.owned.clear()
+        await self._release_strays()
+
+    # ------------------------------------------------------------------ reporting
+
+    async def _report_stuck(self, now: float) -> None:
+        """Jobs the ring gives us whose lock another node has kept for longer than member_ttl."""
+        late = [j for j, since in self.unheld_since.items() if now - since > self.member_ttl]
+        new = [j for j in late if j not in self.stuck]
+        for j in [j for j in self.stuck if j not in self.unheld_since]:
+            del self.stuck[j]
+        if new:
+            try:
+                holders = await self.locks.holders(new[:100])
+            except Exception:
+                holders = {}
+            for j in new:
+                self.stuck[j] = holders.get(j)
+            log.error("jobs desired but not acquired for longer than member_ttl", jobs=len(late),
+                      sample={j: self.stuck[j] for j in new[:5]}, epoch=self.lease.epoch)
+        metrics.STUCK.set(len(self.stuck))

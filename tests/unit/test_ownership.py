@@ -1,0 +1,445 @@
+"""Ownership as a state machine, against in-memory fakes of Redis locks, MariaDB fences and membership.
+
+A hypothesis stateful test drives several nodes through random interleavings of joins, graceful leaves,
+lapses, lock/release/takeover failures, edits, pauses, deletes and passes, and checks after every step:
+
+* at most one node with a fresh lease owns a job (the lock rule makes a second owner impossible);
+* after a pass that met no failure, the node holds no lock for a job it does not own;
+* once faults stop, a few passes settle every active job on its ring owner (nothing stuck, no lock kept
+  by a node that no longer wants it — the "Redis stall during a scale-up" bug);
+* the definition an owner fires is the catalogue's latest (an edit in the same pass as a ring change
+  reaches the owner).
+
+The fakes are the Protocols of ``node/ownership.py``; the real Redis/MariaDB implementations are
+exercised by the integration and fault suites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from node.jobs import Job, JobSummary
+from node.ownership import JobState, Owned, Ownership
+from node.ring import Ring
+from node.store import StoreUnavailable, Takeover
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Fault(Exception):
+    pass
+
+
+class World:
+    """Shared state: Redis locks and members, MariaDB jobs and fences."""
+
+    def __init__(self) -> None:
+        self.members: set[str] = set()
+        self.locks: dict[str, str] = {}
+        self.jobs: dict[str, Job] = {}
+        self.deleted: set[str] = set()
+        self.fail: dict[tuple[str, str], int] = {}  # (node, op) -> failures to inject
+
+    def maybe_fail(self, node: str, op: str, *, after: bool = False) -> None:
+        n = self.fail.get((node, op), 0)
+        if n:
+            self.fail[(node, op)] = n - 1
+            raise (StoreUnavailable if op in ("take_over", "get_jobs") else Fault)(f"{op} failed")
+
+
+class FakeLocks:
+    def __init__(self, world: World, node: str) -> None:
+        self.w, self.node = world, node
+
+    async def acquire(self, job_ids: Sequence[str]) -> list[str]:
+        got = []
+        for j in job_ids:
+            holder = self.w.locks.get(j)
+            if holder is None or holder == self.node or holder not in self.w.members:
+                self.w.locks[j] = self.node
+                got.append(j)
+        # a reply lost after the script ran: the locks are taken, the caller sees an error
+        self.w.maybe_fail(self.node, "acquire")
+        return got
+
+    async def set_fences(self, fences: dict[str, int]) -> None:
+        self.w.maybe_fail(self.node, "set_fences")
+
+    async def release(self, job_ids: Sequence[str]) -> int:
+        self.w.maybe_fail(self.node, "release")
+        n = 0
+        for j in job_ids:
+            if self.w.locks.get(j) == self.node:
+                del self.w.locks[j]
+                n += 1
+        return n
+
+    async def holders(self, job_ids: Sequence[str]) -> dict[str, str | None]:
+        return {j: self.w.locks.get(j) for j in job_ids}
+
+    async def held_by_me(self) -> list[str]:
+        self.w.maybe_fail(self.node, "scan")
+        return [j for j, h in self.w.locks.items() if h == self.node]
+
+
+class FakeStore:
+    def __init__(self, world: World, node: str) -> None:
+        self.w, self.node = world, node
+
+    async def take_over(self, job_ids: Sequence[str], node: str) -> list[Takeover]:
+        self.w.maybe_fail(self.node, "take_over")
+        out = []
+        for j in job_ids:
+            if j in self.w.jobs and j not in self.w.deleted:
+                job = self.w.jobs[j]
+                job = Job(**{**_fields(job), "fence": job.fence + 1, "owner": node})
+                self.w.jobs[j] = job
+                out.append(Takeover(job=job, fence=job.fence, last_tick=None))
+        return out
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        self.w.maybe_fail(self.node, "get_jobs")
+        return [self.w.jobs[j] for j in job_ids if j in self.w.jobs and j not in self.w.deleted]
+
+
+def _fields(job: Job) -> dict[str, Any]:
+    return {f: getattr(job, f) for f in job.__dataclass_fields__}
+
+
+class FakeLease:
+    def __init__(self, world: World, node: str) -> None:
+        self.w, self.node = world, node
+        self.is_fresh = True
+
+    @property
+    def ring(self) -> Ring:
+        return Ring(self.w.members)
+
+    @property
+    def epoch(self) -> int:
+        return len(self.w.members)
+
+    def fresh(self) -> bool:
+        return self.is_fresh and self.node in self.w.members
+
+
+class FakeCatalogue:
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobSummary] = {}
+        self.changed_ids: set[str] = set()
+
+    def active_ids(self) -> list[str]:
+        return [j.id for j in self.jobs.values() if not j.paused and not j.deleted]
+
+    def apply(self, s: JobSummary) -> None:
+        cur = self.jobs.get(s.id)
+        if cur is None or cur.version < s.version:
+            self.jobs[s.id] = s
+            self.changed_ids.add(s.id)
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self.abandoned: list[str] = []
+
+    def took(self, o: Owned) -> None:
+        pass
+
+    def reloaded(self, o: Owned) -> None:
+        pass
+
+    def abandon_pending(self, o: Owned, reason: str) -> None:
+        self.abandoned.append(o.job.id)
+
+    def handover(self, direction: str, job_ids: list[str]) -> None:
+        pass
+
+
+class Node:
+    def __init__(self, world: World, name: str) -> None:
+        self.name = name
+        self.catalogue = FakeCatalogue()
+        self.lease = FakeLease(world, name)
+        self.tasks: list[Any] = []
+        self.own = Ownership(node_id=name, store=FakeStore(world, name), locks=FakeLocks(world, name),
+                             lease=self.lease, catalogue=self.catalogue, hooks=Hooks(), member_ttl=3.0,
+                             spawn=lambda coro: self.tasks.append(coro), clock=lambda: 0.0)
+
+    async def settle_tasks(self) -> None:
+        while self.tasks:
+            tasks, self.tasks = self.tasks, []
+            for t in tasks:
+                await t
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+class OwnershipMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = World()
+        self.nodes: dict[str, Node] = {}
+        self.n_nodes = 0
+        self.n_jobs = 0
+
+    def _publish(self, job: Job, *, deleted: bool = False) -> None:
+        s = JobSummary(id=job.id, version=job.version, paused=job.paused, deleted=deleted)
+        for n in self.nodes.values():
+            n.catalogue.apply(s)
+
+    @initialize(n=st.integers(1, 3), jobs=st.integers(1, 8))
+    def setup(self, n: int, jobs: int) -> None:
+        for _ in range(n):
+            self.join()
+        for _ in range(jobs):
+            self.create()
+
+    @rule()
+    def create(self) -> None:
+        self.n_jobs += 1
+        job = Job(id=f"job{self.n_jobs:03d}", schedule="* * * * *", uri="http://x/", version=1,
+                  active_since=T0)
+        self.w.jobs[job.id] = job
+        self._publish(job)
+
+    @precondition(lambda self: len(self.nodes) < 5)
+    @rule()
+    def join(self) -> None:
+        self.n_nodes += 1
+        node = Node(self.w, f"n{self.n_nodes}")
+        for j in self.w.jobs.values():
+            node.catalogue.apply(JobSummary(id=j.id, version=j.version, paused=j.paused,
+                                            deleted=j.id in self.w.deleted))
+        self.nodes[node.name] = node
+        self.w.members.add(node.name)
+
+    def _pick(self, data: Any, pool: list[str]) -> str:
+        return data.draw(st.sampled_from(sorted(pool)))
+
+    @precondition(lambda self: len(self.nodes) > 1)
+    @rule(data=st.data())
+    def leave_gracefully(self, data: Any) -> None:
+        node = self.nodes.pop(self._pick(data, list(self.nodes)))
+        node.own.stopping = True
+        try:
+            run(node.own.release_all())
+        except Fault:
+            pass  # the lock stays; the node is gone from the member set, so peers may take it
+        self.w.members.discard(node.name)
+
+    @precondition(lambda self: len(self.nodes) > 0)
+    @rule(data=st.data())
+    def lapse(self, data: Any) -> None:
+        """Paused or cut off past member_ttl: peers expire it; it drops everything and rejoins."""
+        node = self.nodes[self._pick(data, list(self.nodes))]
+        node.lease.is_fresh = False
+        self.w.members.discard(node.name)
+
+    @precondition(lambda self: any(not n.lease.is_fresh for n in self.nodes.values()))
+    @rule(data=st.data())
+    def rejoin_after_lapse(self, data: Any) -> None:
+        node = self.nodes[self._pick(data, [k for k, n in self.nodes.items() if not n.lease.is_fresh])]
+        node.own.drop_all("own heartbeat lapsed")
+        node.lease.is_fresh = True
+        self.w.members.add(node.name)
+
+    @precondition(lambda self: len(self.nodes) > 0)
+    @rule(data=st.data(), op=st.sampled_from(["acquire", "release", "take_over", "get_jobs", "set_fences", "scan"]),
+          times=st.integers(1, 3))
+    def inject_failure(self, data: Any, op: str, times: int) -> None:
+        self.w.fail[(self._pick(data, list(self.nodes)), op)] = times
+
+    def _live_jobs(self) -> list[str]:
+        return [j for j in self.w.jobs if j not in self.w.deleted]
+
+    @precondition(lambda self: any(j not in self.w.deleted for j in self.w.jobs))
+    @rule(data=st.data(), what=st.sampled_from(["edit", "pause", "resume", "delete"]))
+    def user_action(self, data: Any, what: str) -> None:
+        j = self._pick(data, self._live_jobs())
+        job = self.w.jobs[j]
+        fields = _fields(job)
+        fields["version"] = job.version + 1
+        if what == "edit":
+            fields["uri"] = f"http://x/v{job.version + 1}"
+        elif what in ("pause", "resume"):
+            fields["paused"] = what == "pause"
+        job = Job(**fields)
+        self.w.jobs[j] = job
+        if what == "delete":
+            self.w.deleted.add(j)
+        self._publish(job, deleted=what == "delete")
+
+    @precondition(lambda self: len(self.nodes) > 0)
+    @rule(data=st.data())
+    def reconcile_pass(self, data: Any) -> None:
+        node = self.nodes[self._pick(data, list(self.nodes))]
+        failures_before = sum(self.w.fail.values())
+
+        async def one_pass() -> None:
+            try:
+                await node.own.reconcile()
+            except (Fault, StoreUnavailable):
+                return  # the real loop logs it and runs another pass
+            await node.settle_tasks()
+
+        run(one_pass())
+        if sum(self.w.fail.values()) == failures_before and node.lease.fresh():
+            # a pass that met no failure leaves no stray lock behind
+            assert not node.own.stray_locks(), (node.name, node.own.stray_locks())
+
+    @invariant()
+    def at_most_one_fresh_owner(self) -> None:
+        for j in self.w.jobs:
+            owners = [n.name for n in self.nodes.values() if n.lease.fresh() and j in n.own.owned]
+            assert len(owners) <= 1, (j, owners)
+
+    @invariant()
+    def an_owner_holds_the_lock(self) -> None:
+        for n in self.nodes.values():
+            if n.lease.fresh():
+                for j in n.own.owned:
+                    assert self.w.locks.get(j) == n.name, (j, n.name, self.w.locks.get(j))
+
+    def teardown(self) -> None:
+        """Faults stop; every node heals; a few passes settle every active job on its ring owner."""
+        self.w.fail.clear()
+        for n in self.nodes.values():
+            if not n.lease.is_fresh:
+                n.own.drop_all("own heartbeat lapsed")
+                n.lease.is_fresh = True
+                self.w.members.add(n.name)
+        if not self.nodes:
+            return
+
+        async def passes() -> None:
+            for _ in range(4):
+                for n in self.nodes.values():
+                    for o in list(n.own.owned.values()):
+                        n.own.maybe_finish_release(o)  # in-flight work is done by now
+                    await n.own.reconcile()
+                    await n.settle_tasks()
+
+        run(passes())
+        ring = Ring(self.w.members)
+        for j, job in self.w.jobs.items():
+            holders = [n.name for n in self.nodes.values() if j in n.own.owned]
+            if j in self.w.deleted or job.paused:
+                assert not holders, (j, holders)
+                # a lock left by a node that is gone is harmless (anyone may take it); a live one is not
+                assert self.w.locks.get(j) not in self.w.members, (j, self.w.locks.get(j))
+            else:
+                assert holders == [ring.owner(j)], (j, holders, ring.owner(j))
+                owned = self.nodes[holders[0]].own.owned[j]
+                assert owned.job.version == job.version, (j, owned.job.version, job.version)
+                assert self.nodes[holders[0]].own.state(j) is JobState.OWNED
+        for n in self.nodes.values():
+            assert not n.own.stray_locks() and not n.own.stuck
+
+
+TestOwnership = OwnershipMachine.TestCase
+TestOwnership.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
+
+
+# ---- deterministic cases ----------------------------------------------------------------------
+
+
+def _world(*names: str, jobs: int = 6) -> tuple[World, dict[str, Node]]:
+    w = World()
+    nodes = {}
+    for name in names:
+        nodes[name] = Node(w, name)
+        w.members.add(name)
+    for i in range(jobs):
+        job = Job(id=f"job{i:03d}", schedule="* * * * *", uri="http://x/", version=1, active_since=T0)
+        w.jobs[job.id] = job
+        for n in nodes.values():
+            n.catalogue.apply(JobSummary(id=job.id, version=1, paused=False, deleted=False))
+    return w, nodes
+
+
+async def _pass(*nodes: Node) -> None:
+    for n in nodes:
+        await n.own.reconcile()
+        await n.settle_tasks()
+
+
+async def test_an_edit_in_the_same_pass_as_a_ring_change_reaches_the_owner() -> None:
+    w, nodes = _world("a", "b", jobs=12)
+    await _pass(*nodes.values())
+    a = nodes["a"]
+    kept = next(j for j in a.own.owned if Ring(["a", "b", "c"]).owner(j) == "a")
+    # in one pass: the ring changes (c joins) and the job is edited
+    w.members.add("c")
+    w.jobs[kept] = Job(**{**_fields(w.jobs[kept]), "uri": "http://x/v2", "version": 2})
+    a.catalogue.apply(JobSummary(id=kept, version=2, paused=False, deleted=False))
+    await _pass(a)
+    assert a.own.owned[kept].job.uri == "http://x/v2"
+
+
+async def test_a_failed_release_is_retried_until_the_lock_is_gone() -> None:
+    w, nodes = _world("a", jobs=8)
+    a = nodes["a"]
+    await _pass(a)
+    assert len(a.own.owned) == 8
+    w.members.add("b")
+    b = Node(w, "b")
+    for j in w.jobs:
+        b.catalogue.apply(JobSummary(id=j, version=1, paused=False, deleted=False))
+    w.fail[("a", "release")] = 2  # Redis stalls while a hands jobs to b
+    for _ in range(4):
+        await _pass(a, b)
+    ring = Ring(["a", "b"])
+    assert {j for j in w.jobs if ring.owner(j) == "b"} == set(b.own.owned)
+    assert not a.own.stray_locks()
+
+
+async def test_a_reload_that_fails_is_retried() -> None:
+    w, nodes = _world("a", jobs=1)
+    a = nodes["a"]
+    await _pass(a)
+    w.jobs["job000"] = Job(**{**_fields(w.jobs["job000"]), "uri": "http://x/v2", "version": 2})
+    a.catalogue.apply(JobSummary(id="job000", version=2, paused=False, deleted=False))
+    w.fail[("a", "get_jobs")] = 1
+    await _pass(a)
+    assert a.own.owned["job000"].job.version == 1
+    await _pass(a)
+    assert a.own.owned["job000"].job.version == 2
+
+
+async def test_a_job_kept_by_a_live_peer_is_reported_with_its_holder() -> None:
+    w, nodes = _world("a", "b", jobs=4)
+    a, b = nodes["a"], nodes["b"]
+    clock = [0.0]
+    b.own.clock = lambda: clock[0]
+    want = next(j for j in w.jobs if Ring(["a", "b"]).owner(j) == "b")
+    w.locks[want] = "a"  # a predecessor of a (same node id, killed) kept it: a live holder, b may not take it
+    await _pass(b)
+    clock[0] = 10.0
+    await _pass(b)
+    assert b.own.stuck == {want: "a"}
+    # a's next pass releases it (a stray: a does not own it), and b takes it
+    await _pass(a)
+    clock[0] = 11.0
+    await _pass(b)
+    assert want in b.own.owned and not b.own.stuck
+
+
+def test_states_are_explicit() -> None:
+    w, nodes = _world("a", jobs=1)
+    a = nodes["a"]
+    assert a.own.state("job000") is JobState.UNOWNED
+    run(_pass(a))
+    assert a.own.state("job000") is JobState.OWNED
+    a.own.start_release("job000")  # nothing in flight: no longer owned, the lock held until the next pass
+    assert "job000" not in a.own.owned and a.own.state("job000") is JobState.RELEASING
+    run(_pass(a))  # the stray lock is released, and the ring (still a alone) gives the job back
+    assert a.own.state("job000") is JobState.OWNED
