@@ -16,6 +16,7 @@ from aiohttp import web
 
 from node import actions
 from node.api import cluster_view, enrich, exec_to_api, preview
+from node.audit import job_ledger, settle_for
 from node.auth import COOKIE, scope_of, session_value
 from node.errors import ApiError
 from node.jobs import METHODS, ConcurrencyPolicy, Job, MisfirePolicy, ValidationError, rfc3339
@@ -27,6 +28,8 @@ from node.store import NotFound, StoreUnavailable, VersionConflict
 HERE = Path(__file__).parent
 CSRF_COOKIE = "cronring_csrf"
 PAGE = 50
+STRIP_SPAN = timedelta(minutes=10)  # the job page's tick strip: the last ten minutes ...
+STRIP_MAX = 600  # ... at most this many instants (the newest)
 
 FIELDS = ["name", "uri", "httpMethod", "headers", "body", "bodyType", "schedule", "timeZone", "paused", "timeoutMs",
           "retries", "retryBackoffMs", "retryMaxBackoffMs", "expectStatus", "misfirePolicy", "misfireGraceSeconds",
@@ -155,7 +158,12 @@ async def job_page(request: web.Request) -> web.Response:
     row["describe"] = describe(job.schedule)
     fires = [] if job.paused else preview(job.schedule, job.time_zone, datetime.now(UTC), 10)
     history = [exec_to_api(e) for e in await r.store.executions(job.id, limit=50)]
-    return render(request, "job.html", {"job": row, "fires": fires, "history": history,
+    now = datetime.now(UTC)
+    st = r.settings
+    ledger = await job_ledger(r.store, job.id, now - STRIP_SPAN, now,
+                              settle=settle_for(st.member_ttl, st.heartbeat_interval, st.claim_ahead), limit=STRIP_MAX)
+    return render(request, "job.html", {"job": row, "fires": fires, "history": history, "ledger": ledger,
+                                        "strip_seconds": int(STRIP_SPAN.total_seconds()), "strip_max": STRIP_MAX,
                                         "body_json": json.dumps(job.body, indent=2) if job.body is not None and not isinstance(job.body, str) else job.body})
 
 

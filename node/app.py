@@ -17,6 +17,7 @@ from aiohttp import web
 
 import dashboard
 from node import __version__, api
+from node.audit import Auditor
 from node.auth import auth_middleware
 from node.bus import Bus
 from node.catalogue import Catalogue
@@ -66,7 +67,8 @@ def build_runtime(settings: Settings) -> Runtime:
 
     bus.on_reconnect.append(resync_after_reconnect)
     return Runtime(settings=settings, version=__version__, keys=keys, redis=redis, store=store, bus=bus,
-                   catalogue=catalogue, membership=membership, locks=locks, firer=firer, scheduler=scheduler)
+                   catalogue=catalogue, membership=membership, locks=locks, firer=firer, scheduler=scheduler,
+                   auditor=Auditor(store, lambda: scheduler.owned))
 
 
 async def _supervise(name: str, fn: object) -> None:
@@ -103,7 +105,7 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
         for name, fn in (
             ("bus", r.bus.run), ("catalogue", r.catalogue.run), ("membership", r.membership.run),
             ("reconcile", s.run_reconcile), ("timer", s.run_timer), ("recorder", s.outcomes.recorder.run),
-            ("publisher", s.outcomes.publisher.run), ("retention", s.run_retention),
+            ("publisher", s.outcomes.publisher.run), ("retention", s.run_retention), ("audit", r.auditor.run),
         )
     ]
     log.info("node started", node=r.settings.node_id, url=r.settings.advertise_url, version=r.version)

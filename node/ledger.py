@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -66,6 +66,7 @@ class Fate(StrEnum):
     RUNNING = "running"  # claimed or in flight
     PENDING = "pending"  # no row, and none expected yet (later than now - settle)
     UNACCOUNTED = "unaccounted"  # no row, and one was expected: a bug
+    TRIMMED = "trimmed"  # older than the job's oldest execution row: its history was deleted by retention
 
 
 class Cover(StrEnum):
@@ -154,14 +155,19 @@ class Ledger:
 
 
 def account(segments: Sequence[Segment], rows: Iterable[Row], *, start: datetime, end: datetime, now: datetime,
-            settle: timedelta, limit: int = DEFAULT_LIMIT) -> Ledger:
-    """Every scheduled instant in ``[start, end)`` with its fate; at most ``limit`` of them (see the module doc)."""
+            settle: timedelta, limit: int = DEFAULT_LIMIT, kept_from: datetime | None = None) -> Ledger:
+    """Every scheduled instant in ``[start, end)`` with its fate; at most ``limit`` of them (see the module doc).
+    ``kept_from``: the job's oldest execution row; an instant before it without a row was trimmed, not lost."""
     ticks: list[TickEntry] = []
     next_from: datetime | None = None
     for entry in _Accountant(segments, rows, start=start, end=end, now=now, settle=settle).entries():
         if len(ticks) >= limit:
             next_from = entry.scheduled_at
             break
+        if entry.fate is Fate.UNACCOUNTED and kept_from is not None and entry.scheduled_at < kept_from \
+                and entry.execution_id is None:
+            entry = replace(entry, fate=Fate.TRIMMED,
+                            detail="older than the oldest execution kept (CRONRING_HISTORY_PER_JOB)")
         ticks.append(entry)
     counts = dict.fromkeys(map(str, Fate), 0)
     for entry in ticks:

@@ -32,6 +32,11 @@ LOCK_RELEASE_FAILURES = Counter("cronring_lock_release_failures_total",
                                 "Lock releases that failed (retried until the lock is gone)", registry=REGISTRY)
 STUCK = Gauge("cronring_jobs_stuck", "Jobs the ring gives this node whose lock another node has kept "
               "for longer than member_ttl", registry=REGISTRY)
+TICKS = Counter("cronring_ticks_total", "Scheduled instants of owned jobs audited a minute later, by fate",
+                ["fate"], registry=REGISTRY)
+TICKS_UNACCOUNTED = Counter("cronring_ticks_unaccounted_total",
+                            "Audited instants that were due, not paused, and have no execution row (a bug)",
+                            registry=REGISTRY)
 API_REQUESTS = Counter("cronring_api_requests_total", "API requests by status class", ["class"], registry=REGISTRY)
 
 
@@ -49,3 +54,8 @@ def status_class(status: int) -> Counter:
 @cache
 def misfires(reason: str) -> Counter:
     return MISFIRES.labels(reason)
+
+
+@cache
+def ticks(fate: str) -> Counter:
+    return TICKS.labels(fate)

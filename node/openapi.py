@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from node import __version__
+from node.ledger import Fate
 
 _ERR = {"$ref": "#/components/responses/Error"}
 _JOB = {"$ref": "#/components/schemas/Job"}
@@ -61,6 +62,16 @@ def spec() -> dict[str, Any]:
         "concurrencyPolicy": {"type": "string", "enum": ["allow", "forbid"]},
         "followRedirects": {"type": "boolean"},
     }
+    tick = {"type": "object", "required": ["scheduledAt", "fate", "executionId", "redelivered", "detail"],
+            "properties": {"scheduledAt": {"type": "string", "format": "date-time"},
+                           "fate": {"type": "string", "enum": [str(f) for f in Fate]},
+                           "executionId": {"type": ["string", "null"]}, "redelivered": {"type": "boolean"},
+                           "detail": {"type": "string"}}}
+    ticks_out = {"type": "object", "required": ["jobId", "from", "to", "ticks", "truncated", "counts"], "properties": {
+        "jobId": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"},
+        "ticks": {"type": "array", "items": tick}, "truncated": {"type": "boolean"},
+        "nextFrom": {"type": ["string", "null"]},
+        "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}}
     job_in = {"type": "object", "properties": job_props, "required": ["uri", "schedule"], "additionalProperties": False}
     job_patch = {"type": "object", "properties": job_props, "additionalProperties": False}
     job_out = {"type": "object", "properties": {
@@ -100,6 +111,12 @@ def spec() -> dict[str, Any]:
             "Execution history, newest first", {"200": _json({"type": "array", "items": {"type": "object"}})},
             params=[_ID, _q("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
                     _q("before", {"type": "string", "format": "date-time"})])},
+        "/api/crons/{id}/ticks": {"get": _op(
+            "Tick ledger: every scheduled instant in [from, to) under the definition in force then, with its fate",
+            {"200": _json(ticks_out)},
+            params=[_ID, _q("from", {"type": "string", "format": "date-time"}),
+                    _q("to", {"type": "string", "format": "date-time"}),
+                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000})])},
         "/api/crons/{id}/preview": {"get": _op(
             "Next fire times with UTC offsets", {"200": _json(preview_out)},
             params=[_ID, _q("count", {"type": "integer", "minimum": 1, "maximum": 100}),

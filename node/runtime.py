@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from node.audit import Auditor
 from node.bus import Bus
 from node.catalogue import Catalogue
 from node.fencing import Locks
@@ -31,6 +32,7 @@ class Runtime:
     locks: Locks
     firer: Firer
     scheduler: Scheduler
+    auditor: Auditor
 
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)

@@ -99,6 +99,39 @@ MIGRATIONS.append((
     ],
 ))
 
+# Every definition a job has had, from the instant it took force: the tick ledger lists each
+# scheduled instant under the definition in force then (an edit, a pause, a delete start a row).
+MIGRATIONS.append((
+    3,
+    [
+        """
+        CREATE TABLE IF NOT EXISTS job_history (
+          job_id VARCHAR(32) NOT NULL,
+          version INT NOT NULL,
+          valid_from DATETIME(3) NOT NULL,
+          schedule VARCHAR(200) NOT NULL,
+          time_zone VARCHAR(64) NOT NULL,
+          paused TINYINT(1) NOT NULL,
+          deleted TINYINT(1) NOT NULL,
+          PRIMARY KEY (job_id, version)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+        """,
+        """
+        INSERT IGNORE INTO job_history (job_id, version, valid_from, schedule, time_zone, paused, deleted)
+        SELECT id, version, created_at, schedule, time_zone, paused, 0 FROM jobs WHERE deleted_at IS NULL
+        """,
+        # at_least_once: an execution re-sent by a new owner after its first owner was lost
+        "ALTER TABLE executions ADD COLUMN IF NOT EXISTS redelivered TINYINT(1) NOT NULL DEFAULT 0",
+    ],
+))
+
+# Run in the transaction of every change to a job (its new version as a history row).
+_HISTORY_SQL = (
+    "INSERT IGNORE INTO job_history (job_id, version, valid_from, schedule, time_zone, paused, deleted)"
+    " SELECT id, version, COALESCE(deleted_at, updated_at), schedule, time_zone, paused, deleted_at IS NOT NULL"
+    " FROM jobs WHERE id IN ({})"
+)
+
 OPEN_STATES = ("claimed", "running")
 UNSCHEDULED_KINDS = "('manual', 'backfill')"  # executions that are not an instant of the schedule
 TERMINAL_STATES = ("succeeded", "failed", "timed_out", "skipped", "missed", "abandoned")
@@ -325,8 +358,9 @@ class Store:
                 " active_since, created_at, updated_at) VALUES (%s,%s,%s,%s,%s,%s,1,0,NOW(3),NOW(3),NOW(3))",
                 (job_id, job.name, job.schedule, job.time_zone, int(job.paused), json.dumps(job.spec())),
             )
+            await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
 
-        await self._run(go)
+        await self._txn(go)
         return await self.get_job(job_id)
 
     async def create_jobs_bulk(self, jobs: Sequence[Job]) -> list[str]:
@@ -342,8 +376,9 @@ class Store:
                     " created_at, updated_at) VALUES " + ",".join(["(%s,%s,%s,%s,%s,%s,1,0,NOW(3),NOW(3),NOW(3))"] * len(chunk))
                 )
                 await cur.execute(sql, [v for r in chunk for v in r])
+                await cur.execute(_HISTORY_SQL.format(_ph(len(chunk))), [r[0] for r in chunk])
 
-        await self._run(go)
+        await self._txn(go)
         return ids
 
     _JOB_COLS = "id, seq, name, schedule, time_zone, paused, spec, version, fence, owner, active_since, created_at, updated_at, deleted_at"
@@ -437,6 +472,7 @@ class Store:
                 if row is None or row["deleted_at"] is not None:
                     raise NotFound(job_id)
                 raise VersionConflict(row["version"])
+            await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
 
         await self._txn(go)
         return await self.get_job(job_id)
@@ -449,8 +485,10 @@ class Store:
                 + " WHERE id=%s AND deleted_at IS NULL AND paused<>%s",
                 (int(paused), job_id, int(paused)),
             )
+            if cur.rowcount:
+                await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
 
-        await self._run(go)
+        await self._txn(go)
         return await self.get_job(job_id)
 
     async def delete_job(self, job_id: str, *, if_version: int | None = None) -> int:
@@ -467,6 +505,7 @@ class Store:
                 if row is None or row["deleted_at"] is not None:
                     raise NotFound(job_id)
                 raise VersionConflict(row["version"])
+            await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
             await cur.execute("SELECT version FROM jobs WHERE id=%s", (job_id,))
             return int((await cur.fetchone())["version"])
 
@@ -765,13 +804,57 @@ class Store:
                 anchor = (await cur.fetchone())["a"]
                 await cur.execute(
                     "DELETE FROM executions WHERE job_id=%s AND scheduled_at <= %s AND state NOT IN ('claimed','running')"
-                    " AND scheduled_at <> %s",
+                    " AND scheduled_at <> %s AND scheduled_at < NOW(3) - INTERVAL 3 MINUTE",  # the audit reads them
                     (job_id, row["scheduled_at"], anchor or datetime(1970, 1, 1)),
                 )
                 return cur.rowcount
 
             deleted += await self._run(go)
         return deleted
+
+    # ---- the tick ledger ---------------------------------------------------------------
+
+    _LEDGER_COLS = ("id, job_id, scheduled_at, kind, state, missed_from, missed_count, error, attempts, node,"
+                    " status_code, redelivered")
+
+    async def ledger_inputs(self, job_ids: Sequence[str], start: datetime, end: datetime
+                            ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]],
+                                       dict[str, datetime | None]]:
+        """For each job: its definition history up to ``end``, the execution rows that account for
+        instants in ``[start, end)``, and its oldest execution row (older history was trimmed)."""
+        history: dict[str, list[dict[str, Any]]] = {j: [] for j in job_ids}
+        rows: dict[str, list[dict[str, Any]]] = {j: [] for j in job_ids}
+        oldest: dict[str, datetime | None] = {}
+        for k in range(0, len(job_ids), 500):
+            chunk = list(job_ids[k : k + 500])
+            ph = _ph(len(chunk))
+
+            async def go(cur: aiomysql.Cursor, chunk: list[str] = chunk, ph: str = ph) -> None:
+                await cur.execute(
+                    f"SELECT job_id, version, valid_from, schedule, time_zone, paused, deleted FROM job_history"
+                    f" WHERE job_id IN ({ph}) AND valid_from < %s ORDER BY job_id, version", [*chunk, to_db(end)],
+                )
+                for r in await cur.fetchall():
+                    r["valid_from"] = from_db(r["valid_from"])
+                    history[r["job_id"]].append(r)
+                # a range row's scheduled_at is its last instant: rows ending in or after the window
+                # and starting before its end
+                await cur.execute(
+                    f"SELECT {self._LEDGER_COLS} FROM executions WHERE job_id IN ({ph}) AND scheduled_at >= %s"
+                    f" AND COALESCE(missed_from, scheduled_at) < %s", [*chunk, to_db(start), to_db(end)],
+                )
+                for r in await cur.fetchall():
+                    r["scheduled_at"] = from_db(r["scheduled_at"])
+                    r["missed_from"] = from_db(r["missed_from"])
+                    r["redelivered"] = bool(r["redelivered"])
+                    rows[r["job_id"]].append(r)
+                await cur.execute(f"SELECT job_id, MIN(scheduled_at) AS m FROM executions WHERE job_id IN ({ph})"
+                                  f" GROUP BY job_id", chunk)
+                for r in await cur.fetchall():
+                    oldest[r["job_id"]] = from_db(r["m"])
+
+            await self._run(go)
+        return history, rows, oldest
 
     async def purge_tombstones(self, older_than_days: int = 7) -> int:
         async def go(cur: aiomysql.Cursor) -> int:
@@ -783,6 +866,7 @@ class Store:
             if not ids:
                 return 0
             await cur.execute(f"DELETE FROM executions WHERE job_id IN ({_ph(len(ids))})", ids)
+            await cur.execute(f"DELETE FROM job_history WHERE job_id IN ({_ph(len(ids))})", ids)
             await cur.execute(f"DELETE FROM jobs WHERE id IN ({_ph(len(ids))})", ids)
             return len(ids)
 

@@ -190,5 +190,41 @@
     update();
   }
 
+  // The tick strip on a job page: refetched every 5 s from the ledger (no stream event carries fates).
+  var strip = document.getElementById("ticks");
+  function renderTicks(data) {
+    strip.textContent = "";
+    data.ticks.forEach(function (t) {
+      var s = document.createElement("span");
+      s.className = "tick " + t.fate;
+      s.setAttribute("role", "listitem");
+      s.dataset.at = t.scheduledAt;
+      s.title = t.scheduledAt + " · " + t.fate + (t.redelivered ? " (redelivered)" : "") + ": " + t.detail;
+      strip.appendChild(s);
+    });
+    var legend = document.getElementById("ticks-legend");
+    if (legend) {
+      legend.textContent = "";
+      Object.keys(data.counts).forEach(function (fate) {
+        if (!data.counts[fate]) return;
+        var dot = document.createElement("span");
+        dot.className = "tick " + fate;
+        legend.appendChild(dot);
+        legend.appendChild(document.createTextNode(" " + fate + " " + data.counts[fate] + " "));
+      });
+    }
+  }
+  function refreshTicks() {
+    var now = new Date();
+    var from = new Date(now.getTime() - Number(strip.dataset.span) * 1000);
+    fetch("/api/crons/" + encodeURIComponent(strip.dataset.job) + "/ticks?limit=" + strip.dataset.max +
+          "&from=" + encodeURIComponent(from.toISOString()) + "&to=" + encodeURIComponent(now.toISOString()),
+          { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) { if (data) renderTicks(data); })
+      .catch(function () {});
+  }
+  if (strip) setInterval(function () { if (!document.hidden) refreshTicks(); }, 5000);
+
   connect();
 })();

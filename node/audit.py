@@ -1,0 +1,115 @@
+"""The tick ledger served and audited: a job's definition history and execution rows, read from
+MariaDB, given to the pure ``node.ledger.account``.
+
+* ``job_ledger`` answers ``GET /api/crons/{id}/ticks``: why did or didn't it run?
+* ``Auditor`` runs on every node: a few seconds after each minute it accounts for the last
+  completed minute of every job it owns (and has planned past that minute), counts the fates in
+  ``cronring_ticks_total{fate}``, and logs each ``unaccounted`` instant as an error: an instant
+  that was due, is not paused, and has no row. That is a bug in cronring, never a policy outcome,
+  so ``cronring_ticks_unaccounted_total`` (and ``/api/health``'s ``unaccountedTicks``) should stay 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import structlog
+
+from node import metrics
+from node.jobs import rfc3339
+from node.ledger import Fate, Ledger, Segment, account
+from node.ownership import Owned
+from node.schedule import Schedule, ScheduleError, parse
+from node.store import Store, StoreUnavailable
+
+log = structlog.get_logger("audit")
+
+AUDIT_DELAY = 5.0  # seconds after a minute ends before it is audited (outcomes are written in batches)
+AUDIT_CHUNK = 500
+
+
+@lru_cache(maxsize=4096)
+def _schedule(expression: str, zone: str) -> Schedule | None:
+    try:
+        return parse(expression, zone)
+    except ScheduleError:
+        return None
+
+
+def segments(history: Sequence[Mapping[str, Any]]) -> list[Segment]:
+    """History rows (ordered by version) -> consecutive definitions, each in force until the next."""
+    out: list[Segment] = []
+    for i, h in enumerate(history):
+        end = history[i + 1]["valid_from"] if i + 1 < len(history) else None
+        schedule = None if h["deleted"] else _schedule(h["schedule"], h["time_zone"])
+        out.append(Segment(start=h["valid_from"], end=end, schedule=schedule, paused=bool(h["paused"]),
+                           version=int(h["version"])))
+    return out
+
+
+def settle_for(member_ttl: float, heartbeat_interval: float, claim_ahead: float) -> timedelta:
+    """How long an instant may stay without a row before it is a bug: a takeover, a claim batch,
+    an outcome write."""
+    return timedelta(seconds=member_ttl + heartbeat_interval + claim_ahead + 2)
+
+
+async def job_ledger(store: Store, job_id: str, start: datetime, end: datetime, *, settle: timedelta,
+                     limit: int) -> Ledger:
+    history, rows, oldest = await store.ledger_inputs([job_id], start, end)
+    return account(segments(history[job_id]), rows[job_id], start=start, end=end, now=datetime.now(UTC),
+                   settle=settle, limit=limit, kept_from=oldest.get(job_id))
+
+
+class Auditor:
+    def __init__(self, store: Store, owned: Callable[[], Mapping[str, Owned]], *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.owned = owned
+        self.clock = clock
+        self.unaccounted = 0  # since this node started
+        self.last_minute: datetime | None = None
+
+    async def audit(self, minute_end: datetime) -> dict[str, int]:
+        """Account for ``[minute_end - 60 s, minute_end)`` of every owned job planned past it."""
+        start = minute_end - timedelta(minutes=1)
+        ids = [j for j, o in list(self.owned().items()) if o.anchor >= minute_end and not o.releasing]
+        totals = dict.fromkeys(map(str, Fate), 0)
+        now = datetime.now(UTC)
+        for k in range(0, len(ids), AUDIT_CHUNK):
+            chunk = ids[k : k + AUDIT_CHUNK]
+            history, rows, oldest = await self.store.ledger_inputs(chunk, start, minute_end)
+            for j in chunk:
+                ledger = account(segments(history[j]), rows[j], start=start, end=minute_end, now=now,
+                                 settle=timedelta(0), kept_from=oldest.get(j))
+                for fate, n in ledger.counts.items():
+                    totals[fate] += n
+                for t in ledger.ticks:
+                    if t.fate is Fate.UNACCOUNTED:
+                        log.error("unaccounted tick: due, not paused, and no execution row", job=j,
+                                  tick=rfc3339(t.scheduled_at), detail=t.detail)
+            await asyncio.sleep(0)
+        for fate, n in totals.items():
+            if n:
+                metrics.ticks(fate).inc(n)
+        if totals[str(Fate.UNACCOUNTED)]:
+            self.unaccounted += totals[str(Fate.UNACCOUNTED)]
+            metrics.TICKS_UNACCOUNTED.inc(totals[str(Fate.UNACCOUNTED)])
+        self.last_minute = minute_end
+        return totals
+
+    async def run(self) -> None:
+        while True:
+            now = self.clock()
+            minute_end = (now - AUDIT_DELAY) // 60 * 60 + 60  # the next minute end to audit
+            await asyncio.sleep(max(0.0, minute_end + AUDIT_DELAY - now))
+            try:
+                await self.audit(datetime.fromtimestamp(minute_end, UTC))
+            except asyncio.CancelledError:
+                raise
+            except StoreUnavailable as e:
+                log.warning("tick audit skipped: MariaDB unavailable", error=str(e))

@@ -1,0 +1,118 @@
+"""The tick ledger through real nodes: the API, bad input, metrics and health, and the job page's strip
+in a real browser."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from tests.e2e.test_dashboard import CHROMIUM_ARGS, SHOTS
+from tests.harness import Cluster, wait_for
+
+
+@pytest.fixture(scope="module")
+async def cluster():
+    c = Cluster("ticks")
+    await c.start_receiver()
+    await c.start_nodes("ticks-a", "ticks-b")
+    yield c
+    await c.close()
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+async def ticks(c: Cluster, job_id: str, start: datetime, end: datetime) -> dict:
+    status, body, _ = await c.request("GET", f"{c.any_node().url}/api/crons/{job_id}/ticks",
+                                      params={"from": iso(start), "to": iso(end)})
+    assert status == 200, body
+    return body
+
+
+async def test_every_instant_has_a_fate_through_runs_pause_resume_and_edit(cluster: Cluster) -> None:
+    created = datetime.now(UTC)
+    job = await cluster.create_job(schedule="* * * * * *")
+    jid = job["id"]
+
+    async def delivered(n: int) -> bool:
+        body = await ticks(cluster, jid, created, datetime.now(UTC))
+        return body["counts"]["delivered"] >= n
+
+    await wait_for(lambda: delivered(3), 15, "three delivered ticks")
+    url = cluster.any_node().url
+    assert (await cluster.request("POST", f"{url}/api/crons/{jid}/pause"))[0] == 200
+    paused_at = datetime.now(UTC)
+    assert (await cluster.request("POST", f"{url}/api/crons/{jid}/run"))[0] == 202  # a run-now is no instant
+    await wait_for(lambda: _ticks_after(cluster, jid, created, paused_at + timedelta(seconds=2), "paused"), 10,
+                   "paused instants")
+    assert (await cluster.request("POST", f"{url}/api/crons/{jid}/resume"))[0] == 200
+    status, _, _ = await cluster.request("PUT", f"{url}/api/crons/{jid}", json={"schedule": "*/2 * * * * *"})
+    assert status == 200
+    edited_at = datetime.now(UTC)
+    await wait_for(lambda: _ticks_after(cluster, jid, created, edited_at + timedelta(seconds=3), "delivered"), 15,
+                   "delivered ticks under the edited schedule")
+    body = await ticks(cluster, jid, created, datetime.now(UTC))
+    fates = [t["fate"] for t in body["ticks"]]
+    assert "unaccounted" not in fates and {"delivered", "paused"} <= set(fates), body["counts"]
+    after_edit = [t for t in body["ticks"] if t["scheduledAt"] > iso(edited_at + timedelta(seconds=1))]
+    assert after_edit and all(int(t["scheduledAt"][17:19]) % 2 == 0 for t in after_edit)  # */2 from the edit on
+    by_exec = [t for t in body["ticks"] if t["fate"] == "delivered"]
+    assert all(t["executionId"] and "HTTP 200" in t["detail"] for t in by_exec)
+    # instants not due yet are pending; the window is [from, to)
+    future = await ticks(cluster, jid, datetime.now(UTC) + timedelta(minutes=1), datetime.now(UTC) + timedelta(minutes=2))
+    assert {t["fate"] for t in future["ticks"]} == {"pending"} and len(future["ticks"]) == 30
+
+
+async def _ticks_after(c: Cluster, jid: str, start: datetime, after: datetime, fate: str) -> bool:
+    body = await ticks(c, jid, start, datetime.now(UTC))
+    return any(t["fate"] == fate and t["scheduledAt"] > iso(after) for t in body["ticks"])
+
+
+async def test_bad_ticks_queries_are_400s_and_404s(cluster: Cluster) -> None:
+    job = await cluster.create_job(schedule="@hourly")
+    url = f"{cluster.any_node().url}/api/crons/{job['id']}/ticks"
+    for params in ({"from": "yesterday"}, {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+                   {"to": "9999-12-31T23:59:59Z"}, {"from": "0001-01-01T00:00:00Z"}, {"limit": "0"},
+                   {"limit": "10001"}, {"from": "2026-01-01T00:00:00"}):
+        status, body, _ = await cluster.request("GET", url, params=params)
+        assert status == 400, (params, status, body)
+    status, _, _ = await cluster.request("GET", f"{cluster.any_node().url}/api/crons/abcdef/ticks")
+    assert status == 404
+    # a year of an hourly job: bounded, in order, with nextFrom to go on
+    status, body, _ = await cluster.request("GET", url, params={"from": "2027-01-01T00:00:00Z",
+                                                                "to": "2028-06-01T00:00:00Z", "limit": "5000"})
+    assert status == 200 and body["truncated"] and len(body["ticks"]) == 5000 and body["nextFrom"]
+
+
+async def test_health_and_metrics_carry_the_audit(cluster: Cluster) -> None:
+    for node in cluster.nodes.values():
+        health = await cluster.get_json(f"{node.url}/api/health")
+        assert health["unaccountedTicks"] == 0
+        async with cluster.session().get(f"{node.url}/metrics") as r:
+            text = await r.text()
+        assert "cronring_ticks_unaccounted_total 0.0" in text and "cronring_jobs_stuck" in text
+
+
+@pytest.mark.browser
+async def test_the_job_page_shows_the_strip_and_keeps_it_current(cluster: Cluster) -> None:
+    job = await cluster.create_job(schedule="* * * * * *", name="strip")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            await page.goto(f"{cluster.nodes['ticks-b'].url}/jobs/{job['id']}")
+            strip = page.locator("#ticks .tick.delivered")
+            await expect(strip.first).to_be_visible(timeout=15_000)
+            first = await strip.count()
+            # the strip refreshes itself (every 5 s): more delivered instants without a reload
+            await expect(page.locator("#ticks .tick.delivered").nth(first + 2)).to_be_attached(timeout=15_000)
+            title = await page.locator("#ticks .tick.delivered").first.get_attribute("title")
+            assert title and "delivered" in title and "HTTP 200" in title
+            await expect(page.locator("#ticks-legend")).to_contain_text("delivered")
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SHOTS / "ticks.png"), full_page=True)
+        finally:
+            await browser.close()
