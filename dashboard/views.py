@@ -19,7 +19,7 @@ from node.api import cluster_view, enrich, exec_to_api, preview
 from node.audit import job_ledger, settle_for
 from node.auth import COOKIE, scope_of, session_value
 from node.errors import ApiError
-from node.jobs import METHODS, ConcurrencyPolicy, Job, MisfirePolicy, ValidationError, rfc3339
+from node.jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError, rfc3339
 from node.outbound import OutboundDenied
 from node.runtime import RUNTIME
 from node.schedule import ScheduleError, describe, parse
@@ -33,7 +33,7 @@ STRIP_MAX = 600  # ... at most this many instants (the newest)
 
 FIELDS = ["name", "uri", "httpMethod", "headers", "body", "bodyType", "schedule", "timeZone", "paused", "timeoutMs",
           "retries", "retryBackoffMs", "retryMaxBackoffMs", "expectStatus", "misfirePolicy", "misfireGraceSeconds",
-          "concurrencyPolicy", "followRedirects"]
+          "concurrencyPolicy", "followRedirects", "delivery"]
 INT_FIELDS = ("timeoutMs", "retries", "retryBackoffMs", "retryMaxBackoffMs", "misfireGraceSeconds")
 
 
@@ -171,7 +171,8 @@ def form_values(job: Job | None) -> dict[str, Any]:
     if job is None:
         return {"httpMethod": "POST", "timeZone": "UTC", "timeoutMs": 10000, "retries": 0, "retryBackoffMs": 1000,
                 "retryMaxBackoffMs": 30000, "misfirePolicy": "fire_once", "misfireGraceSeconds": 60,
-                "concurrencyPolicy": "allow", "bodyType": "json", "headers": "", "body": "", "expectStatus": ""}
+                "concurrencyPolicy": "allow", "delivery": "at_most_once", "bodyType": "json", "headers": "", "body": "",
+                "expectStatus": ""}
     d = job.to_api()  # secrets masked: a reader may open the form; a masked value sent back keeps the secret
     d["headers"] = "\n".join(f"{k}: {v}" for k, v in d["headers"].items())
     d["bodyType"] = "text" if isinstance(job.body, str) else "json"
@@ -184,7 +185,7 @@ def payload_from_form(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, s
     """Form strings -> an API payload, with errors for what cannot even be converted."""
     errors: dict[str, str] = {}
     p: dict[str, Any] = {}
-    for k in ("name", "uri", "httpMethod", "schedule", "timeZone", "misfirePolicy", "concurrencyPolicy"):
+    for k in ("name", "uri", "httpMethod", "schedule", "timeZone", "misfirePolicy", "concurrencyPolicy", "delivery"):
         if k in form:
             p[k] = form[k].strip() if k != "name" else form[k]
     for k in INT_FIELDS:
@@ -231,7 +232,8 @@ async def _form_page(request: web.Request, job: Job | None, values: dict[str, An
                      status: int = 200) -> web.Response:
     return render(request, "form.html", {"job": job, "v": values, "errors": errors, "methods": METHODS,
                                          "misfire": [m.value for m in MisfirePolicy],
-                                         "concurrency": [c.value for c in ConcurrencyPolicy]}, status)
+                                         "concurrency": [c.value for c in ConcurrencyPolicy],
+                                         "deliveries": [d.value for d in Delivery]}, status)
 
 
 async def new_form(request: web.Request) -> web.Response:

@@ -127,6 +127,7 @@ def exec_to_api(e: dict[str, Any] | None) -> dict[str, Any] | None:
         "error": e["error"], "responseExcerpt": e["response_excerpt"], "missedCount": e["missed_count"],
         "missedFrom": rfc3339(e["missed_from"]), "claimedAt": rfc3339(e["claimed_at"]),
         "startedAt": rfc3339(e["started_at"]), "finishedAt": rfc3339(e["finished_at"]),
+        "redelivered": bool(e.get("redelivered")),
     }
 
 

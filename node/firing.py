@@ -208,12 +208,15 @@ class Firer:
 
     async def fire(
         self, job: Job, *, execution_id: str, scheduled_at: datetime, fence: int,
-        may_send: Callable[[], bool] = lambda: True,
+        may_send: Callable[[], bool] = lambda: True, attempts_before: int = 0,
     ) -> Result:
+        """Send one execution (with its retries). ``attempts_before``: attempts an earlier owner made
+        of this same execution (a redelivery continues the count in ``X-Cron-Attempt``)."""
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         lateness_ms = int((started - scheduled_at).total_seconds() * 1000)
-        attempt_no = 0
+        attempt_no = attempts_before
+        retries_left = job.retries + 1
         last: Attempt | None = None
         while True:
             attempt_no += 1
@@ -224,7 +227,8 @@ class Firer:
             ok = last.status_code is not None and job.succeeded(last.status_code)
             denied = last.error is not None and "outbound policy" in last.error
             retryable = not ok and not denied and (last.status_code is None or last.status_code in RETRY_STATUSES)
-            if ok or not retryable or attempt_no > job.retries:
+            retries_left -= 1
+            if ok or not retryable or retries_left <= 0:
                 break
             await asyncio.sleep(backoff_delay(job, attempt_no, last.retry_after))
             if not may_send():

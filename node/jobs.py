@@ -28,6 +28,11 @@ class ConcurrencyPolicy(StrEnum):
     FORBID = "forbid"
 
 
+class Delivery(StrEnum):
+    AT_MOST_ONCE = "at_most_once"  # a tick whose claimer died before an outcome is abandoned, never re-sent
+    AT_LEAST_ONCE = "at_least_once"  # ... is re-sent by the next owner as the same execution (within the grace)
+
+
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
 RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
@@ -65,6 +70,7 @@ class Job:
     misfire_grace_seconds: int = 60
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
     follow_redirects: bool = False
+    delivery: Delivery = Delivery.AT_MOST_ONCE
     version: int = 0
     fence: int = 0
     owner: str | None = None
@@ -80,6 +86,7 @@ class Job:
             "retry_max_backoff_ms": self.retry_max_backoff_ms, "expect_status": list(self.expect_status),
             "misfire_policy": str(self.misfire_policy), "misfire_grace_seconds": self.misfire_grace_seconds,
             "concurrency_policy": str(self.concurrency_policy), "follow_redirects": self.follow_redirects,
+            "delivery": str(self.delivery),
         }
 
     @classmethod
@@ -95,7 +102,8 @@ class Job:
             retry_max_backoff_ms=spec["retry_max_backoff_ms"], expect_status=tuple(spec.get("expect_status") or ()),
             misfire_policy=MisfirePolicy(spec["misfire_policy"]), misfire_grace_seconds=spec["misfire_grace_seconds"],
             concurrency_policy=ConcurrencyPolicy(spec["concurrency_policy"]),
-            follow_redirects=bool(spec.get("follow_redirects", False)), version=int(row["version"]),
+            follow_redirects=bool(spec.get("follow_redirects", False)),
+            delivery=Delivery(spec.get("delivery", "at_most_once")), version=int(row["version"]),
             fence=int(row["fence"]), owner=row.get("owner"), active_since=_utc(row.get("active_since")),
             created_at=_utc(row.get("created_at")), updated_at=_utc(row.get("updated_at")),
         )
@@ -116,7 +124,7 @@ class Job:
             "retryMaxBackoffMs": self.retry_max_backoff_ms, "expectStatus": list(self.expect_status),
             "misfirePolicy": str(self.misfire_policy), "misfireGraceSeconds": self.misfire_grace_seconds,
             "concurrencyPolicy": str(self.concurrency_policy), "followRedirects": self.follow_redirects,
-            "version": self.version, "owner": self.owner, "createdAt": rfc3339(self.created_at),
+            "delivery": str(self.delivery), "version": self.version, "owner": self.owner, "createdAt": rfc3339(self.created_at),
             "updatedAt": rfc3339(self.updated_at),
         }
 
@@ -190,7 +198,7 @@ FIELDS = {
     "retries": "retries", "retryBackoffMs": "retry_backoff_ms", "retryMaxBackoffMs": "retry_max_backoff_ms",
     "expectStatus": "expect_status", "misfirePolicy": "misfire_policy",
     "misfireGraceSeconds": "misfire_grace_seconds", "concurrencyPolicy": "concurrency_policy",
-    "followRedirects": "follow_redirects",
+    "followRedirects": "follow_redirects", "delivery": "delivery",
 }
 READ_ONLY = {"id", "version", "createdAt", "updatedAt", "nextRunAt", "owner", "running", "lastExecutedAt",
              "isLocked", "lastExecution", "state"}
@@ -316,6 +324,7 @@ def validate(payload: Any, *, base: Job | None = None, max_body_bytes: int = 64 
         "misfireGraceSeconds": lambda v: _int_field(v, 0, 7 * 24 * 3600),
         "concurrencyPolicy": _check_enum(ConcurrencyPolicy),
         "followRedirects": _check_bool,
+        "delivery": _check_enum(Delivery),
     }
     values: dict[str, Any] = {}
     for key, v in payload.items():

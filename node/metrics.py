@@ -20,6 +20,8 @@ FENCE_REJECTIONS = Counter("cronring_fence_rejections_total", "Claims lost to a 
 HANDOVERS = Counter("cronring_handovers_total", "Jobs taken over or released", ["direction"], registry=REGISTRY)
 MISFIRES = Counter("cronring_misfires_total", "Ticks not run, by reason (missed, skipped, overlap)", ["reason"],
                    registry=REGISTRY)
+REDELIVERIES = Counter("cronring_redeliveries_total",
+                       "at_least_once executions re-sent by a new owner after their claimer was lost", registry=REGISTRY)
 ABANDONED = Counter("cronring_abandoned_total", "Claimed executions never sent", registry=REGISTRY)
 HTTP_STATUS = Counter("cronring_target_responses_total", "Target responses by status class", ["class"],
                       registry=REGISTRY)

@@ -61,6 +61,10 @@ def spec() -> dict[str, Any]:
         "misfireGraceSeconds": {"type": "integer", "minimum": 0, "maximum": 604800},
         "concurrencyPolicy": {"type": "string", "enum": ["allow", "forbid"]},
         "followRedirects": {"type": "boolean"},
+        "delivery": {"type": "string", "enum": ["at_most_once", "at_least_once"],
+                     "description": "at_least_once: a tick whose claimer died before recording an outcome is re-sent "
+                                    "by the next owner as the same execution (same X-Cron-Execution-Id and "
+                                    "Idempotency-Key) within misfireGraceSeconds"},
     }
     tick = {"type": "object", "required": ["scheduledAt", "fate", "executionId", "redelivered", "detail"],
             "properties": {"scheduledAt": {"type": "string", "format": "date-time"},

@@ -38,7 +38,7 @@ from node import metrics
 from node.jobs import Job, JobSummary
 from node.ring import Ring
 from node.schedule import Schedule
-from node.store import Claim, StoreUnavailable, Takeover
+from node.store import Claim, Redelivery, StoreUnavailable, Takeover
 
 log = structlog.get_logger("ownership")
 
@@ -109,7 +109,7 @@ class Owned:
 class Hooks(Protocol):
     """What the scheduler does when ownership changes (timers, abandoning unsent claims)."""
 
-    def took(self, o: Owned) -> None: ...
+    def took(self, o: Owned, redeliver: tuple[Redelivery, ...] = ()) -> None: ...
     def reloaded(self, o: Owned) -> None: ...
     def abandon_pending(self, o: Owned, reason: str) -> None: ...
     def handover(self, direction: str, job_ids: list[str]) -> None: ...
@@ -275,7 +275,7 @@ class Ownership:
         if t.fence > 1:
             self.handovers_in += 1
             metrics.HANDOVERS.labels("in").inc()
-        self.hooks.took(o)
+        self.hooks.took(o, t.redeliver)
 
     async def _reload(self, o: Owned) -> None:
         """An owned job changed (edit): load its new definition, keep the fence. A failed read

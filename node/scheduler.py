@@ -33,7 +33,7 @@ from node.aio import wait_event
 from node.catalogue import Catalogue
 from node.fencing import Locks
 from node.firing import Firer, Result
-from node.jobs import ConcurrencyPolicy, Job, rfc3339
+from node.jobs import ConcurrencyPolicy, Delivery, Job, rfc3339
 from node.keys import EVENTS_STREAM_LENGTH, HANDOVER_LOG_LENGTH, Keys
 from node.membership import LeaseNotFresh, Membership
 from node.messages import MembershipEvent
@@ -41,7 +41,7 @@ from node.outcomes import Outcomes
 from node.ownership import CHUNK, Owned, Ownership
 from node.ring import Ring
 from node.schedule import Schedule
-from node.store import Claim, Store, StoreUnavailable, new_execution_id
+from node.store import Claim, Redelivery, Store, StoreUnavailable, new_execution_id
 
 log = structlog.get_logger("scheduler")
 
@@ -91,10 +91,18 @@ class Scheduler:
 
     # ------------------------------------------------------------------ ownership hooks
 
-    def took(self, o: Owned) -> None:
+    def took(self, o: Owned, redeliver: tuple[Redelivery, ...] = ()) -> None:
         # Wake for the first tick after the anchor: at once when ticks were missed since
         # (the misfire policy handles them), else claim_ahead before it is due.
         self._push(o, max(time.time(), first_tick(o.schedule, o.anchor).timestamp()))
+        loop = asyncio.get_running_loop()
+        for r in redeliver:  # at_least_once: executions a lost owner claimed, sent again now
+            claim = Claim(id=r.id, job_id=o.job.id, scheduled_at=r.scheduled_at, fence=o.fence, kind=r.kind,
+                          attempts=r.attempts)
+            log.info("redelivering", job=o.job.id, execution=r.id, tick=rfc3339(r.scheduled_at), fence=o.fence)
+            metrics.REDELIVERIES.inc()
+            delay = max(0.0, r.scheduled_at.timestamp() - time.time())  # a tick claimed ahead waits for its instant
+            o.pending[claim.id] = (loop.call_later(delay, self._send_due, o, claim), claim)
 
     def reloaded(self, o: Owned) -> None:
         self._push(o, time.time())
@@ -102,9 +110,18 @@ class Scheduler:
     def abandon_pending(self, o: Owned, reason: str) -> None:
         for handle, claim in list(o.pending.values()):
             handle.cancel()
-            self.outcomes.record(claim, state="abandoned", error=reason)
-            metrics.ABANDONED.inc()
+            self._not_sent(o, claim, reason)
         o.pending.clear()
+
+    def _not_sent(self, o: Owned, claim: Claim, reason: str) -> None:
+        """A claimed execution this node will not send. at_most_once: abandoned, never re-sent.
+        at_least_once: left open; the job's next owner (maybe this node again) re-sends it."""
+        if o.job.delivery is Delivery.AT_LEAST_ONCE:
+            log.info("claimed execution left for the next owner (at_least_once)", job=o.job.id,
+                     execution=claim.id, tick=rfc3339(claim.scheduled_at), reason=reason)
+            return
+        self.outcomes.record(claim, state="abandoned", error=reason)
+        metrics.ABANDONED.inc()
 
     def handover(self, direction: str, job_ids: list[str]) -> None:
         """Gathered per loop iteration: one log entry for a pass's hand-overs in each direction."""
@@ -264,8 +281,7 @@ class Scheduler:
     def _send_due(self, o: Owned, claim: Claim) -> None:
         o.pending.pop(claim.id, None)
         if not self.membership.fresh():
-            self.outcomes.record(claim, state="abandoned", error="heartbeat lease lapsed before send; not sent")
-            metrics.ABANDONED.inc()
+            self._not_sent(o, claim, "heartbeat lease lapsed before send; not sent")
             self.ownership.maybe_finish_release(o)
             return
         o.inflight += 1
@@ -274,11 +290,12 @@ class Scheduler:
     async def _send(self, o: Owned, claim: Claim) -> None:
         job = o.job
         started = datetime.now(UTC)
-        self.outcomes.record(claim, state="running", started_at=started)
+        self.outcomes.record(claim, state="running", attempts=claim.attempts + 1, started_at=started)
         result: Result | None = None
         try:
             result = await self.firer.fire(job, execution_id=claim.id, scheduled_at=claim.scheduled_at,
-                                           fence=o.fence, may_send=self.membership.fresh)
+                                           fence=o.fence, may_send=self.membership.fresh,
+                                           attempts_before=claim.attempts)
         except Exception as e:
             log.exception("firing failed", job=job.id)
             self.outcomes.record(claim, state="failed", error=f"internal error: {type(e).__name__}", started_at=started)

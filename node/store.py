@@ -192,6 +192,7 @@ class Claim:
     missed_count: int = 0
     missed_from: datetime | None = None
     error: str | None = None
+    attempts: int = 0  # attempts already made of this execution (a redelivery continues the count)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,10 +216,34 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Redelivery:
+    """An execution of an at_least_once job whose claimer was lost before an outcome: the new owner
+    sends it again as the same execution, its attempts continuing."""
+
+    id: str
+    scheduled_at: datetime
+    kind: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Takeover:
     job: Job
     fence: int
     last_tick: datetime | None
+    redeliver: tuple[Redelivery, ...] = ()
+
+
+# An outcome overwrites the row, except a redelivered row, which only its current owner (fence) writes:
+# the lost first owner, if it comes back, must not overwrite the redelivery's outcome.
+_RECORD_UPDATE = ", ".join(
+    f"{col}=IF(redelivered = 1 AND fence <> VALUES(fence), {col}, {new})" for col, new in (
+        ("state", "VALUES(state)"), ("attempts", "VALUES(attempts)"), ("status_code", "VALUES(status_code)"),
+        ("duration_ms", "VALUES(duration_ms)"), ("lateness_ms", "VALUES(lateness_ms)"), ("error", "VALUES(error)"),
+        ("response_excerpt", "VALUES(response_excerpt)"), ("started_at", "COALESCE(VALUES(started_at), started_at)"),
+        ("finished_at", "VALUES(finished_at)"),
+    )
+)
 
 
 def _ph(n: int) -> str:
@@ -550,16 +575,40 @@ class Store:
                     f" AND kind NOT IN {UNSCHEDULED_KINDS} GROUP BY job_id", chunk
                 )
                 last = {r["job_id"]: from_db(r["last"]) for r in await cur.fetchall()}
-                # Rows claimed under an older fence and never finished (their owner died, was cut
-                # off, or lost the reply to its claim): outcome unknown, never re-sent. A run still
-                # in flight somewhere overwrites this with its real outcome when it records it.
+                # at_least_once: rows claimed under an older fence and never finished, still within
+                # the job's misfire grace, become this owner's, to be sent again as the same execution.
                 await cur.execute(
-                    f"UPDATE executions SET state='abandoned', finished_at=NOW(3),"
-                    f" error=CONCAT('owner ', node, ' lost before recording an outcome; not re-sent')"
-                    f" WHERE state IN ('claimed','running') AND job_id IN ({ph})",
+                    f"UPDATE executions e JOIN jobs j ON j.id = e.job_id"
+                    f" SET e.fence = j.fence, e.node = %s, e.redelivered = 1, e.state = 'claimed'"
+                    f" WHERE e.job_id IN ({ph}) AND e.state IN ('claimed','running') AND e.fence < j.fence"
+                    f" AND JSON_VALUE(j.spec, '$.delivery') = 'at_least_once'"
+                    f" AND e.scheduled_at >= NOW(3) - INTERVAL JSON_VALUE(j.spec, '$.misfire_grace_seconds') SECOND",
+                    [node, *chunk],
+                )
+                redeliver: dict[str, list[Redelivery]] = {}
+                if cur.rowcount:
+                    await cur.execute(
+                        f"SELECT e.id, e.job_id, e.scheduled_at, e.kind, e.attempts FROM executions e"
+                        f" JOIN jobs j ON j.id = e.job_id AND e.fence = j.fence"
+                        f" WHERE e.job_id IN ({ph}) AND e.state = 'claimed' AND e.redelivered = 1"
+                        f" ORDER BY e.scheduled_at", chunk,
+                    )
+                    for r in await cur.fetchall():
+                        redeliver.setdefault(r["job_id"], []).append(Redelivery(
+                            id=r["id"], scheduled_at=from_db(r["scheduled_at"]), kind=r["kind"],
+                            attempts=int(r["attempts"])))
+                # The other rows claimed under an older fence and never finished (their owner died,
+                # was cut off, or lost the reply to its claim): outcome unknown, never re-sent. A run
+                # still in flight somewhere overwrites this with its real outcome when it records it.
+                await cur.execute(
+                    f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.state='abandoned',"
+                    f" e.finished_at=NOW(3), e.error=CONCAT('owner ', e.node, ' lost before recording an outcome;"
+                    f" not re-sent')"
+                    f" WHERE e.state IN ('claimed','running') AND e.job_id IN ({ph}) AND e.fence < j.fence",
                     chunk,
                 )
-                return [Takeover(job=Job.from_row(r), fence=int(r["fence"]), last_tick=last.get(r["id"])) for r in rows]
+                return [Takeover(job=Job.from_row(r), fence=int(r["fence"]), last_tick=last.get(r["id"]),
+                                 redeliver=tuple(redeliver.get(r["id"], ()))) for r in rows]
 
             out.extend(await self._txn(go))
         return out
@@ -676,10 +725,7 @@ class Store:
                 "INSERT INTO executions (id, job_id, scheduled_at, state, fence, node, attempts, status_code, duration_ms,"
                 " lateness_ms, error, response_excerpt, started_at, finished_at, claimed_at) VALUES "
                 + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,NOW(3))"] * len(chunk))
-                + " ON DUPLICATE KEY UPDATE state=VALUES(state), attempts=VALUES(attempts),"
-                " status_code=VALUES(status_code), duration_ms=VALUES(duration_ms), lateness_ms=VALUES(lateness_ms),"
-                " error=VALUES(error), response_excerpt=VALUES(response_excerpt),"
-                " started_at=COALESCE(VALUES(started_at), started_at), finished_at=VALUES(finished_at)"
+                + " ON DUPLICATE KEY UPDATE " + _RECORD_UPDATE
             )
 
             async def go(cur: aiomysql.Cursor, sql: str = sql, args: list[Any] = args) -> None:
@@ -720,7 +766,7 @@ class Store:
 
     _EXEC_COLS = (
         "id, job_id, scheduled_at, kind, state, fence, node, attempts, status_code, duration_ms, lateness_ms,"
-        " error, response_excerpt, missed_count, missed_from, claimed_at, started_at, finished_at"
+        " error, response_excerpt, missed_count, missed_from, claimed_at, started_at, finished_at, redelivered"
     )
     # Rows as one JSON object each, built by MariaDB: the pure-Python driver parses a column
     # description per column per result and converts every value in Python; json.loads is C.

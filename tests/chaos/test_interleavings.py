@@ -130,3 +130,27 @@ async def test_edits_across_a_ring_change_reach_the_owner(make_cluster) -> None:
     stale = [d for d in await c.deliveries() if d["path"] == "/hooks/v1" and _ts(d["arrivedAt"]) > late]
     assert not stale, f"{len(stale)} requests to the superseded URI more than 3 s after the edit: {stale[:3]}"
     await verdict(c, jobs, edited_at)
+
+
+async def test_kill_9_with_at_least_once_jobs_delivers_every_tick(make_cluster) -> None:
+    """The owner dies between claim and outcome: its claimed ticks are re-sent by the new owner as the
+    same executions, so the receiver sees every tick, duplicates only as redeliveries of one id."""
+    c: Cluster = await make_cluster("alo")
+    await c.start_nodes("alo-1", "alo-2", "alo-3")
+    jobs = [(await c.create_job(schedule="* * * * * *", misfirePolicy="fire_all", misfireGraceSeconds=120,
+                                delivery="at_least_once", uri=f"{c.receiver.url}/webhook?delay_ms=300"))["id"]
+            for _ in range(12)]
+    await wait_until_all_firing(c, jobs)
+    start = now()
+    await asyncio.sleep(1.5)
+    victim, victim_jobs = await busiest(c, jobs)
+    killed_at = now()
+    c.nodes[victim].kill()  # with 300 ms targets, some of its runs are in flight
+    await wait_for(lambda: _taken_over(c, victim_jobs, killed_at, victim), TAKEOVER_BOUND + 3, "takeover")
+    await wait_until_all_firing(c, jobs, since=now() + timedelta(seconds=5))  # the window reaches past it
+    v = await verdict(c, jobs, start, all_delivered=True)
+    rows = [r for r in await c.executions() if r["job_id"] in victim_jobs]
+    assert not [r for r in rows if r["state"] == "abandoned"], "an at_least_once tick was abandoned"
+    redelivered = [r for r in rows if r["redelivered"]]
+    assert redelivered and all(r["state"] == "succeeded" for r in redelivered), redelivered[:3]
+    print(f"at_least_once kill -9: {len(redelivered)} executions redelivered, {v.summary()}")

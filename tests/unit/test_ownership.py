@@ -149,7 +149,7 @@ class Hooks:
     def __init__(self) -> None:
         self.abandoned: list[str] = []
 
-    def took(self, o: Owned) -> None:
+    def took(self, o: Owned, redeliver: tuple = ()) -> None:
         pass
 
     def reloaded(self, o: Owned) -> None:
