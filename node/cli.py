@@ -16,6 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -161,6 +162,11 @@ def main(argv: list[str]) -> int:
     ls.add_argument("--json", action="store_true")
     for name in ("get", "delete", "run", "pause", "resume"):
         jobs.add_parser(name).add_argument("id")
+    tk = jobs.add_parser("ticks", help="why did or didn't it run: every scheduled instant and its fate")
+    tk.add_argument("id")
+    tk.add_argument("--from", dest="start", help="RFC 3339 (default: an hour before --to)")
+    tk.add_argument("--to", dest="end", help="RFC 3339 (default: now)")
+    tk.add_argument("--json", action="store_true")
     cr = jobs.add_parser("create")
     cr.add_argument("json", help="the job as JSON, or @file.json")
     ap = jobs.add_parser("apply")
@@ -187,6 +193,17 @@ def main(argv: list[str]) -> int:
                 _print_jobs(found)
         elif args.cmd == "get":
             print(json.dumps(c.call("GET", f"/api/crons/{args.id}"), indent=2))
+        elif args.cmd == "ticks":
+            query = "&".join(f"{k}={quote(v)}" for k, v in (("from", args.start), ("to", args.end)) if v)
+            led = c.call("GET", f"/api/crons/{args.id}/ticks" + (f"?{query}" if query else ""))
+            if args.json:
+                print(json.dumps(led, indent=2))
+            else:
+                for t in led["ticks"]:
+                    print(f"{t['scheduledAt']}  {t['fate']:<11} {t['detail']}")
+                print("  ".join(f"{k} {v}" for k, v in led["counts"].items() if v) or "no scheduled instants")
+                if led["truncated"]:
+                    print(f"(more: --from {led['nextFrom']})")
         elif args.cmd == "create":
             raw = args.json
             if raw.startswith("@"):

@@ -35,6 +35,11 @@ async def test_apply_is_idempotent_prunes_and_dry_runs(cluster: Cluster, tmp_pat
     assert code == 0 and out.count("create") == 3, out
     code, out = await cli(cluster, "jobs", "apply", "-f", "examples/jobs.yaml")
     assert code == 0 and "0 change(s)" in out and out.count("unchanged") == 3, out
+    jobs = (await cluster.request("GET", f"{cluster.any_node().url}/api/crons"))[1]
+    assert {j["name"]: j["delivery"] for j in jobs}["automated-backup"] == "at_least_once"
+    code, out = await cli(cluster, "jobs", "ticks", next(j["id"] for j in jobs if j["name"] == "health-monitoring"),
+                          "--from", "2030-01-01T00:00:00Z", "--to", "2030-01-01T00:10:00Z")
+    assert code == 0 and out.count("not due yet") == 5 and "pending 5" in out, out  # */2 min: 5 in 10 min
     # the dashboard of the other node shows them
     page = await cluster.session().get(f"{cluster.nodes['eco-2'].url}/")
     html = await page.text()
