@@ -37,11 +37,23 @@ class Attempt:
     timed_out: bool
     retry_after: float | None
     excerpt: str | None
+    not_sent: bool = False  # the lease lapsed before the request could leave
+
+
+class LeaseLapsed(Exception):
+    """Raised from a connection hook: the node's lease lapsed while it waited for or opened a connection."""
+
+
+async def _check_lease(session: aiohttp.ClientSession, ctx: Any, params: Any) -> None:
+    """Once a connection is obtained (new, reused or after queueing), ask again whether this node may send."""
+    may_send = ctx.trace_request_ctx
+    if may_send is not None and not may_send():
+        raise LeaseLapsed("heartbeat lease lapsed while connecting; not sent")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Result:
-    state: str  # succeeded | failed | timed_out
+    state: str  # succeeded | failed | timed_out | abandoned (the lease lapsed before anything was sent)
     attempts: int
     status_code: int | None
     duration_ms: int
@@ -113,9 +125,14 @@ class Firer:
             limit=self.pool_size, limit_per_host=0, resolver=PolicyResolver(self.policy),
             ttl_dns_cache=10, enable_cleanup_closed=True,
         )
-        # No aiohttp timeout: each attempt runs under one asyncio.timeout of the job's timeoutMs.
+        # No aiohttp timeout: each attempt runs under one asyncio.timeout of the job's timeoutMs (and
+        # its connect phase under the lease time left).
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(_check_lease)
+        trace.on_connection_reuseconn.append(_check_lease)
+        trace.on_connection_queued_end.append(_check_lease)
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False,
-                                             timeout=aiohttp.ClientTimeout(total=None))
+                                             timeout=aiohttp.ClientTimeout(total=None), trace_configs=[trace])
 
     async def close(self) -> None:
         if self.session is not None:
@@ -165,15 +182,23 @@ class Firer:
             headers["X-Cron-Signature"] = sign(self.signing_secret, int(time.time()), body or b"")
         return uri, headers, body
 
-    async def _attempt(self, job: Job, uri: str, headers: dict[str, str], body: bytes | None) -> Attempt:
+    async def _attempt(self, job: Job, uri: str, headers: dict[str, str], body: bytes | None, *,
+                       may_send: Callable[[], bool], lease_left: Callable[[], float] | None) -> Attempt:
         assert self.session is not None
         method = job.method
+        left = lease_left() if lease_left is not None else None
+        if left is not None and left <= 0:
+            return Attempt(status_code=None, error="heartbeat lease lapsed before send; not sent", timed_out=False,
+                           retry_after=None, excerpt=None, not_sent=True)
+        # waiting for a pooled connection and connecting must end while the lease surely holds
+        timeout = aiohttp.ClientTimeout(total=None, connect=left) if left is not None else None
         try:
             url = self.check_target(uri)  # parsed once: the URL requested is the URL checked
             async with asyncio.timeout(job.timeout_ms / 1000):
                 for _hop in range(MAX_REDIRECTS + 1):
                     async with self.session.request(
-                        method, url, headers=headers, data=body, allow_redirects=False
+                        method, url, headers=headers, data=body, allow_redirects=False, timeout=timeout,
+                        trace_request_ctx=may_send,
                     ) as resp:
                         if job.follow_redirects and resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                             url = self.policy.join_redirect(url, resp.headers["Location"])
@@ -192,7 +217,13 @@ class Firer:
                         )
                 return Attempt(status_code=None, error=f"more than {MAX_REDIRECTS} redirects", timed_out=False,
                                retry_after=None, excerpt=None)
+        except LeaseLapsed as e:
+            return Attempt(status_code=None, error=str(e), timed_out=False, retry_after=None, excerpt=None,
+                           not_sent=True)
         except TimeoutError:
+            if not may_send():
+                return Attempt(status_code=None, error="heartbeat lease lapsed while connecting; not sent",
+                               timed_out=False, retry_after=None, excerpt=None, not_sent=True)
             return Attempt(status_code=None, error=f"timed out after {job.timeout_ms} ms", timed_out=True,
                            retry_after=None, excerpt=None)
         except OutboundDenied as e:
@@ -208,7 +239,8 @@ class Firer:
 
     async def fire(
         self, job: Job, *, execution_id: str, scheduled_at: datetime, fence: int,
-        may_send: Callable[[], bool] = lambda: True, attempts_before: int = 0,
+        may_send: Callable[[], bool] = lambda: True, lease_left: Callable[[], float] | None = None,
+        attempts_before: int = 0,
     ) -> Result:
         """Send one execution (with its retries). ``attempts_before``: attempts an earlier owner made
         of this same execution (a redelivery continues the count in ``X-Cron-Attempt``)."""
@@ -218,12 +250,16 @@ class Firer:
         attempt_no = attempts_before
         retries_left = job.retries + 1
         last: Attempt | None = None
+        ok = False
         while True:
             attempt_no += 1
             uri, headers, body = self._request_parts(
                 job, execution_id=execution_id, scheduled_at=scheduled_at, fence=fence, attempt=attempt_no
             )
-            last = await self._attempt(job, uri, headers, body)
+            last = await self._attempt(job, uri, headers, body, may_send=may_send, lease_left=lease_left)
+            if last.not_sent:
+                attempt_no -= 1  # nothing left this node
+                break
             ok = last.status_code is not None and job.succeeded(last.status_code)
             denied = last.error is not None and "outbound policy" in last.error
             retryable = not ok and not denied and (last.status_code is None or last.status_code in RETRY_STATUSES)
@@ -236,6 +272,8 @@ class Firer:
         duration_ms = int((time.perf_counter() - t0) * 1000)
         if ok:
             state = "succeeded"
+        elif last.not_sent and attempt_no == attempts_before:
+            state = "abandoned"
         elif last.timed_out:
             state = "timed_out"
         else:

@@ -295,13 +295,15 @@ class Scheduler:
         try:
             result = await self.firer.fire(job, execution_id=claim.id, scheduled_at=claim.scheduled_at,
                                            fence=o.fence, may_send=self.membership.fresh,
-                                           attempts_before=claim.attempts)
+                                           lease_left=self.membership.lease_left, attempts_before=claim.attempts)
         except Exception as e:
             log.exception("firing failed", job=job.id)
             self.outcomes.record(claim, state="failed", error=f"internal error: {type(e).__name__}", started_at=started)
         finally:
             o.inflight -= 1
-        if result is not None:
+        if result is not None and result.state == "abandoned":
+            self._not_sent(o, claim, result.error or "not sent")
+        elif result is not None:
             self.outcomes.result(claim, result)
         self.ownership.maybe_finish_release(o)
 

@@ -1,0 +1,83 @@
+"""The lease is checked where it matters: before an attempt, once a connection is obtained (new, reused
+or after waiting for the pool), and connecting is bounded by the lease time left. A real in-process
+HTTP server counts what arrives."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from node.firing import Firer
+from node.jobs import Job
+from node.outbound import OutboundPolicy
+
+
+class Target:
+    def __init__(self) -> None:
+        self.attempts: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.attempts.append(request.headers.get("X-Cron-Attempt", ""))
+        return web.Response(status=int(request.query.get("status", "200")))
+
+    async def __aenter__(self) -> Target:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+async def _fire(target: Target, *, may_send, lease_left, attempts_before: int = 0, query: str = "", retries: int = 0):
+    firer = Firer(node_id="n", signing_secret="", policy=OutboundPolicy(), pool_size=4)
+    await firer.start()
+    try:
+        job = Job(id="j", schedule="* * * * * *", uri=f"http://127.0.0.1:{target.port}/x{query}", retries=retries,
+                  retry_backoff_ms=0, retry_max_backoff_ms=0)
+        return await firer.fire(job, execution_id="e1", scheduled_at=datetime.now(UTC), fence=3, may_send=may_send,
+                                lease_left=lease_left, attempts_before=attempts_before)
+    finally:
+        await firer.close()
+
+
+async def test_no_lease_left_nothing_is_sent() -> None:
+    async with Target() as t:
+        r = await _fire(t, may_send=lambda: False, lease_left=lambda: 0.0)
+    assert r.state == "abandoned" and t.attempts == [] and "lease" in (r.error or "")
+
+
+async def test_a_lease_lost_while_connecting_sends_nothing() -> None:
+    # time was left when the attempt began; asked again once the connection is obtained, the lease is gone
+    async with Target() as t:
+        r = await _fire(t, may_send=lambda: False, lease_left=lambda: 1.5)
+    assert r.state == "abandoned" and t.attempts == [], (r, t.attempts)
+
+
+async def test_a_fresh_lease_sends_and_a_redelivery_continues_the_attempt_count() -> None:
+    async with Target() as t:
+        r = await _fire(t, may_send=lambda: True, lease_left=lambda: 1.5, attempts_before=2)
+    assert r.state == "succeeded" and r.attempts == 3 and t.attempts == ["3"]
+
+
+async def test_retries_stop_when_the_lease_lapses_between_attempts() -> None:
+    state = {"fresh": True}
+
+    async with Target() as t:
+        def may_send() -> bool:
+            if len(t.attempts) >= 1:
+                state["fresh"] = False
+            return state["fresh"]
+
+        r = await _fire(t, may_send=may_send, lease_left=lambda: 1.5 if state["fresh"] else 0.0, query="?status=503",
+                        retries=3)
+    assert t.attempts == ["1"] and r.state == "failed" and r.attempts == 1
