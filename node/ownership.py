@@ -28,7 +28,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from node.store import Claim, Redelivery, StoreUnavailable, Takeover
 
 log = structlog.get_logger("ownership")
 
+EDIT_REPLAN = timedelta(minutes=5)  # a takeover re-plans from an edit this recent (see _own)
 CHUNK = 2000  # jobs per step of a big ownership change, with a yield to the loop between steps
 
 
@@ -268,8 +269,15 @@ class Ownership:
     def _own(self, t: Takeover) -> None:
         # the owner needs neither timestamps nor the stored owner: drop them (memory at 100k jobs)
         job = replace(t.job, created_at=None, updated_at=None, owner=None)
-        anchors = [a for a in (t.last_tick, t.job.active_since) if a is not None]
-        anchor = max(anchors) if anchors else datetime.now(UTC)
+        last, since = t.last_tick, t.job.active_since
+        if last is not None and since is not None and since < last <= since + EDIT_REPLAN:
+            # The schedule changed shortly before the last tick claimed: that tick (and any
+            # before it) may be the old definition's. Plan the new definition from the edit;
+            # instants that already have a row come back as "taken", not as a lost fence.
+            anchor = since
+        else:
+            anchors = [a for a in (last, since) if a is not None]
+            anchor = max(anchors) if anchors else datetime.now(UTC)
         o = Owned(job=job, schedule=job.parsed_schedule, fence=t.fence, anchor=anchor)
         self.owned[job.id] = o
         if t.fence > 1:

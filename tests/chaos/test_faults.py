@@ -80,7 +80,24 @@ async def verdict(c: Cluster, jobs: list[str], start: datetime, *, all_delivered
     assert (await c.get_json(f"{c.receiver.url}/stats"))["total"]["doubleFires"] == 0
     if all_delivered:
         assert v.delivered == v.ticks, f"{v.summary()}: {v.policy_rows}"
+    await no_unaccounted_ticks(c, jobs, start, end)
     return v
+
+
+async def no_unaccounted_ticks(c: Cluster, jobs: list[str], start: datetime, end: datetime) -> None:
+    """The cluster's own account agrees: the tick ledger of every job has no `unaccounted` instant in
+    the window, and no live node's minute audit has counted one."""
+    node = c.any_node()
+    for j in jobs:
+        status, body, _ = await c.request("GET", f"{node.url}/api/crons/{j}/ticks", params={
+            "from": start.isoformat(), "to": end.isoformat()})
+        assert status == 200, body
+        bad = [t for t in body["ticks"] if t["fate"] == "unaccounted"]
+        assert not bad, f"job {j}: unaccounted instants {bad[:5]} ({body['counts']})"
+    for n in c.nodes.values():
+        if n.alive():
+            health = (await c.request("GET", f"{n.url}/api/health"))[1]
+            assert health["unaccountedTicks"] == 0, (n.name, health)
 
 
 async def test_kill_9_owner(make_cluster) -> None:
