@@ -9,6 +9,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp_jinja2
 import jinja2
@@ -17,7 +18,7 @@ from aiohttp import web
 from node import actions
 from node.api import cluster_view, enrich, exec_to_api, preview
 from node.audit import job_ledger, settle_for
-from node.auth import COOKIE, scope_of, session_value
+from node.auth import COOKIE, csrf_for_session, scope_of, session_value
 from node.errors import ApiError
 from node.jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError, rfc3339
 from node.outbound import OutboundDenied
@@ -38,6 +39,11 @@ INT_FIELDS = ("timeoutMs", "retries", "retryBackoffMs", "retryMaxBackoffMs", "mi
 
 
 def csrf_token(request: web.Request) -> str:
+    """Bound to the login session when there is one (derived from its HttpOnly cookie, so a token a
+    sibling site planted cannot match); else a random per-browser cookie (no tokens configured)."""
+    session = request.cookies.get(COOKIE)
+    if session and request.app[RUNTIME].settings.api_tokens:
+        return csrf_for_session(session)
     tok = request.cookies.get(CSRF_COOKIE)
     if not tok or len(tok) != 32:
         tok = request.get("new_csrf") or secrets.token_hex(16)
@@ -57,7 +63,11 @@ async def csrf_cookie_middleware(request: web.Request, handler: Any) -> web.Stre
 async def check_csrf(request: web.Request) -> dict[str, str]:
     form = await request.post()
     sent = str(form.get("csrf", ""))
-    have = request.cookies.get(CSRF_COOKIE, "")
+    session = request.cookies.get(COOKIE)
+    if session and request.app[RUNTIME].settings.api_tokens and request.path != "/login":
+        have = csrf_for_session(session)
+    else:
+        have = request.cookies.get(CSRF_COOKIE, "")
     if not have or not sent or not hmac.compare_digest(sent, have):
         raise web.HTTPForbidden(text="CSRF check failed: reload the page and try again")
     return {k: str(v) for k, v in form.items()}
@@ -300,7 +310,14 @@ async def login_page(request: web.Request) -> web.Response:
 
 
 def _safe_next(value: str | None) -> str:
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """A path on this node, checked as a browser will read it: browsers drop tabs and newlines from
+    URLs and treat a backslash as a slash, so "/\t/evil.example" is "//evil.example"."""
+    if not value or any(c in value for c in "\t\r\n\\") or any(ord(c) < 0x20 or ord(c) == 0x7f for c in value):
+        return "/"
+    if not value.startswith("/") or value.startswith("//"):
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
         return "/"
     return value
 

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from node.jobs import Job, rfc3339
+from node.jobs import SENSITIVE_HEADER, Job, rfc3339
 from node.outbound import OutboundDenied, OutboundPolicy, PolicyResolver
 
 RESPONSE_EXCERPT_BYTES = 4096
@@ -38,6 +38,26 @@ class Attempt:
     retry_after: float | None
     excerpt: str | None
     not_sent: bool = False  # the lease lapsed before the request could leave
+
+
+# Never carried to another origin by a followed redirect (as browsers and curl do): credentials and
+# every header named like one.
+_CREDENTIAL_HEADERS = {"authorization", "proxy-authorization", "cookie"}
+_BODY_HEADERS = {"content-type", "content-length", "content-encoding", "transfer-encoding"}
+
+
+def redirected(status: int, method: str, body: bytes | None, headers: dict[str, str], *,
+               same_origin: bool) -> tuple[str, bytes | None, dict[str, str]]:
+    """The next hop's request (RFC 9110 15.4): 303 becomes GET (HEAD stays HEAD), so do 301 and 302
+    after a POST, all without a body; 307 and 308 keep method and body. Credentials stay with the
+    target's origin."""
+    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+        method, body = "GET", None
+        headers = {k: v for k, v in headers.items() if k.lower() not in _BODY_HEADERS}
+    if not same_origin:
+        headers = {k: v for k, v in headers.items()
+                   if k.lower() not in _CREDENTIAL_HEADERS and not SENSITIVE_HEADER.search(k)}
+    return method, body, headers
 
 
 class LeaseLapsed(Exception):
@@ -201,13 +221,14 @@ class Firer:
                         trace_request_ctx=may_send,
                     ) as resp:
                         if job.follow_redirects and resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                            url = self.policy.join_redirect(url, resp.headers["Location"])
-                            if url.scheme not in ("http", "https"):
+                            nxt = self.policy.join_redirect(url, resp.headers["Location"])
+                            if nxt.scheme not in ("http", "https"):
                                 return Attempt(status_code=resp.status, error="redirect to a non-http URL refused",
                                                timed_out=False, retry_after=None, excerpt=None)
-                            url = self.check_target(url)
-                            if resp.status == 303:
-                                method, body = "GET", None
+                            nxt = self.check_target(nxt)
+                            method, body, headers = redirected(resp.status, method, body, headers,
+                                                               same_origin=nxt.origin() == url.origin())
+                            url = nxt
                             continue
                         raw = await resp.content.read(RESPONSE_EXCERPT_BYTES)
                         return Attempt(

@@ -1,6 +1,10 @@
 // cronring dashboard: live updates from the cluster-wide stream. Plain JavaScript, no build step.
 // Everything inserted from events uses textContent; row HTML comes from the server (autoescaped).
 (function () {
+  function csrfToken() {
+    var m = document.querySelector('meta[name="csrf-token"]');
+    return m ? m.content : "";
+  }
   "use strict";
   var CHIP = { waiting: "Waiting", running: "Running", paused: "Paused", failing: "Failing", unknown: "Unknown" };
   var STATE_OF = { claimed: "running", running: "running", succeeded: "waiting", failed: "failing", timed_out: "failing" };
@@ -167,7 +171,8 @@
       timer = setTimeout(function () {
         if (!sched.value.trim()) { pv.textContent = ""; return; }
         fetch("/api/schedules/preview", {
-          method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+          method: "POST", credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
           body: JSON.stringify({ schedule: sched.value, timeZone: (zone && zone.value) || "UTC", count: 5 })
         }).then(function (r) { return r.json().then(function (b) { return [r.ok, b]; }); }).then(function (res) {
           pv.textContent = "";
