@@ -3,6 +3,7 @@ a little plain JavaScript adds live updates from the stream and the schedule pre
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import secrets
@@ -16,9 +17,9 @@ import jinja2
 from aiohttp import web
 
 from node import actions
-from node.api import cluster_view, enrich, exec_to_api, preview
+from node.api import BODY_READ_SECONDS, cluster_view, enrich, exec_to_api, preview
 from node.audit import job_ledger, settle_for
-from node.auth import COOKIE, csrf_for_session, scope_of, session_value
+from node.auth import COOKIE, SESSION_SECONDS, THROTTLE, client_address, csrf_for_session, scope_of, session_value
 from node.errors import ApiError
 from node.jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError, rfc3339
 from node.outbound import OutboundDenied
@@ -36,6 +37,11 @@ FIELDS = ["name", "uri", "httpMethod", "headers", "body", "bodyType", "schedule"
           "retries", "retryBackoffMs", "retryMaxBackoffMs", "expectStatus", "misfirePolicy", "misfireGraceSeconds",
           "concurrencyPolicy", "followRedirects", "delivery"]
 INT_FIELDS = ("timeoutMs", "retries", "retryBackoffMs", "retryMaxBackoffMs", "misfireGraceSeconds")
+
+
+def is_https(request: web.Request) -> bool:
+    """Behind Traefik the node speaks http; the proxy says what the browser used."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
 
 
 def csrf_token(request: web.Request) -> str:
@@ -56,12 +62,16 @@ async def csrf_cookie_middleware(request: web.Request, handler: Any) -> web.Stre
     resp = await handler(request)
     tok = request.get("new_csrf")
     if tok and not resp.prepared:
-        resp.set_cookie(CSRF_COOKIE, tok, httponly=True, samesite="Strict", path="/")
+        resp.set_cookie(CSRF_COOKIE, tok, httponly=True, samesite="Strict", path="/", secure=is_https(request))
     return resp
 
 
 async def check_csrf(request: web.Request) -> dict[str, str]:
-    form = await request.post()
+    try:
+        async with asyncio.timeout(BODY_READ_SECONDS):
+            form = await request.post()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text="the form did not arrive in time") from None
     sent = str(form.get("csrf", ""))
     session = request.cookies.get(COOKIE)
     if session and request.app[RUNTIME].settings.api_tokens and request.path != "/login":
@@ -327,10 +337,16 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await check_csrf(request)
     token = form.get("token", "")
     nxt = _safe_next(form.get("next"))
+    addr = client_address(request)
+    wait = THROTTLE.retry_after(addr)
+    if wait:
+        return render(request, "login.html", {"next": nxt, "error": f"Too many failed attempts: wait {wait} s."}, 429)
     if not r.settings.api_tokens or scope_of(r.settings.api_tokens, token) is None:
+        THROTTLE.failed(addr)
         return render(request, "login.html", {"next": nxt, "error": "That token is not valid."}, 401)
     resp = web.HTTPSeeOther(nxt)
-    resp.set_cookie(COOKIE, session_value(token), httponly=True, samesite="Strict", path="/", max_age=12 * 3600)
+    resp.set_cookie(COOKIE, session_value(token), httponly=True, samesite="Strict", path="/", max_age=SESSION_SECONDS,
+                    secure=is_https(request))
     raise resp
 
 

@@ -5,6 +5,7 @@ Seed-compatible paths and field names; errors are mapped in ``errors.py``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from node import actions, metrics
 from node.audit import job_ledger, settle_for
-from node.errors import BadRequest, UnsupportedMediaType
+from node.errors import BadRequest, RequestTimeout, UnsupportedMediaType
 from node.jobs import Job, rfc3339
 from node.messages import MembershipEvent, unpack
 from node.openapi import spec as openapi_spec
@@ -31,6 +32,7 @@ def rt(request: web.Request) -> Runtime:
 
 
 JSON_TYPES = ("application/json", "application/merge-patch+json")
+BODY_READ_SECONDS = 10
 
 
 async def read_json(request: web.Request) -> Any:
@@ -38,7 +40,11 @@ async def read_json(request: web.Request) -> Any:
     # parsed, not matched: "text/plain; x=+json" is text (a page may send that cross-site without a preflight)
     if request.can_read_body and request.content_type not in JSON_TYPES:
         raise UnsupportedMediaType("send JSON with Content-Type: application/json", {"contentType": ctype[:100] or None})
-    raw = await request.read()
+    try:
+        async with asyncio.timeout(BODY_READ_SECONDS):  # a client trickling its body holds nothing for long
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {BODY_READ_SECONDS} s") from None
     if not raw:
         raise BadRequest("request body is empty; send a JSON object")
     text = raw.decode("utf-8")
@@ -46,6 +52,10 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise BadRequest("JSON nested too deeply") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise BadRequest("body has a value that cannot be read", {"body": str(e)[:200]}) from None
 
 
 def _reject_constant(name: str) -> Any:

@@ -4,18 +4,61 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
+import structlog
 from aiohttp import web
 
+from node import metrics
 from node.errors import Forbidden, Unauthorized, error_response
 from node.runtime import RUNTIME
+
+log = structlog.get_logger("auth")
 
 COOKIE = "cronring_session"
 CSRF_HEADER = "X-CSRF-Token"
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 READ_POSTS = ("/api/schedules/preview",)  # POSTs that only read: readers may send them
 OPEN_PATHS = ("/login", "/static/")
+
+
+class Throttle:
+    """Failed authentications per client address, in a sliding window: past ``limit`` the address
+    gets 429 until the window has passed (per node; an attacker spreading over nodes meets each
+    node's limit)."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0, max_addresses: int = 10_000) -> None:
+        self.limit, self.window, self.max_addresses = limit, window, max_addresses
+        self.failures: dict[str, deque[float]] = {}
+
+    def retry_after(self, addr: str) -> int:
+        q = self.failures.get(addr)
+        if not q:
+            return 0
+        now = time.monotonic()
+        while q and q[0] < now - self.window:
+            q.popleft()
+        if len(q) < self.limit:
+            return 0
+        return max(1, int(q[0] + self.window - now) + 1)
+
+    def failed(self, addr: str) -> None:
+        if addr not in self.failures and len(self.failures) >= self.max_addresses:
+            self.failures.pop(next(iter(self.failures)))
+        self.failures.setdefault(addr, deque(maxlen=self.limit * 2)).append(time.monotonic())
+        metrics.AUTH_FAILURES.inc()
+        if len(self.failures[addr]) == self.limit:
+            log.warning("authentication failures: throttling the address", address=addr, failures=self.limit,
+                        window_s=self.window)
+
+
+THROTTLE = Throttle()
+
+
+def client_address(request: web.Request) -> str:
+    return request.remote or "unknown"
 
 
 def scope_of(tokens: dict[str, str], presented: str) -> str | None:
@@ -26,9 +69,19 @@ def scope_of(tokens: dict[str, str], presented: str) -> str | None:
     return found
 
 
-def session_value(token: str) -> str:
-    """The cookie holds a digest of the token, never the token itself."""
-    return hashlib.sha256(b"cronring-session:" + token.encode()).hexdigest()
+SESSION_SECONDS = 12 * 3600
+
+
+def _session_mac(token: str, issued: int) -> str:
+    key = hashlib.sha256(b"cronring-session:" + token.encode()).digest()
+    return hmac.new(key, str(issued).encode(), hashlib.sha256).hexdigest()
+
+
+def session_value(token: str, issued: int | None = None) -> str:
+    """``<issued>.<mac>``: never the token, and it expires on the server too (every node checks the
+    issue time, so a stolen cookie is worth 12 hours, not for ever). Rotating a token ends its sessions."""
+    issued = int(time.time()) if issued is None else issued
+    return f"{issued}.{_session_mac(token, issued)}"
 
 
 def csrf_for_session(session: str) -> str:
@@ -38,9 +91,12 @@ def csrf_for_session(session: str) -> str:
 
 
 def scope_of_cookie(tokens: dict[str, str], cookie: str) -> str | None:
+    issued_s, _, mac = cookie.partition(".")
+    if not issued_s.isdigit() or len(issued_s) > 12 or not 0 <= time.time() - int(issued_s) < SESSION_SECONDS:
+        return None
     found = None
     for tok, scope in tokens.items():
-        if hmac.compare_digest(session_value(tok).encode(), cookie.encode()):
+        if hmac.compare_digest(_session_mac(tok, int(issued_s)).encode(), mac.encode()):
             found = scope
     return found
 
@@ -57,8 +113,14 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
     scope = None
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
+        addr = client_address(request)
+        wait = THROTTLE.retry_after(addr)
+        if wait:
+            return error_response(429, "too many failed authentications from this address; retry later", None,
+                                  {"Retry-After": str(wait)})
         scope = scope_of(tokens, header[7:].strip())
         if scope is None:
+            THROTTLE.failed(addr)
             raise Unauthorized("invalid API token")
     elif COOKIE in request.cookies:
         scope = scope_of_cookie(tokens, request.cookies[COOKIE])

@@ -47,6 +47,10 @@ class UnsupportedMediaType(ApiError):
     status = 415
 
 
+class RequestTimeout(ApiError):
+    status = 408
+
+
 class PreconditionFailed(ApiError):
     status = 412
 

@@ -178,10 +178,48 @@ def masked_uri(uri: str) -> str:
     return uri
 
 
+def secret_values(job: Job) -> list[str]:
+    """The job's own secrets, to be masked wherever a target echoes them (excerpts, errors)."""
+    found: list[str] = []
+    for k, v in job.headers.items():
+        if SENSITIVE_HEADER.search(k) and v:
+            found.append(v)
+            scheme, _, token = v.partition(" ")  # "Bearer abc": the token alone too
+            if token and scheme.isalpha():
+                found.append(token)
+    parts = urlsplit(job.uri)
+    if parts.password:
+        found.append(parts.password)
+    found += [m.group(2) for m in _SENSITIVE_PARAM.finditer(job.uri) if m.group(2)]
+    return sorted({v for v in found if len(v) >= 4}, key=len, reverse=True)
+
+
+def redact(text: str | None, secrets: list[str]) -> str | None:
+    if not text or not secrets:
+        return text
+    for v in secrets:
+        text = text.replace(v, MASK)
+    return text
+
+
+def _origin(uri: str) -> tuple[str, str, int | None]:
+    p = urlsplit(uri)
+    try:
+        port = p.port
+    except ValueError:
+        port = None
+    return p.scheme.lower(), (p.hostname or "").lower(), port or {"http": 80, "https": 443}.get(p.scheme.lower())
+
+
 def _unmask(job: Job, base: Job | None) -> Job:
-    """A masked value sent back (a GET echoed into a PUT) keeps the stored secret."""
+    """A masked value sent back (a GET echoed into a PUT) keeps the stored secret, as long as the
+    target's origin is the same: a secret nobody re-entered is never sent to a new origin."""
     if base is None:
         return job
+    kept = [k for k, v in job.headers.items() if v == MASK and k in base.headers]
+    if kept and _origin(job.uri) != _origin(base.uri):
+        raise ValidationError({"headers": f"the target's origin changed: enter {', '.join(kept)} again "
+                                          "(a stored secret is never sent to a new origin)"})
     headers = {k: (base.headers.get(k, v) if v == MASK else v) for k, v in job.headers.items()}
     uri = job.uri
     if masked_uri(base.uri) == uri:
@@ -212,11 +250,26 @@ def _int_field(v: Any, lo: int, hi: int) -> int:
     return v
 
 
+def _encodable(v: str) -> bool:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _str_field(v: Any, max_len: int, *, empty_ok: bool = True) -> str:
     if not isinstance(v, str):
         raise ValueError("must be a string")
     if "\x00" in v:
         raise ValueError("must not contain NUL characters")
+    if _CONTROL.search(v):
+        raise ValueError("must not contain control characters")
+    if not _encodable(v):
+        raise ValueError("must be valid Unicode (a lone surrogate is not)")
     if len(v) > max_len:
         raise ValueError(f"must be at most {max_len} characters")
     if not empty_ok and not v.strip():
@@ -247,11 +300,11 @@ def _check_headers(v: Any) -> dict[str, str]:
         raise ValueError(f"at most {MAX_HEADERS} headers")
     out: dict[str, str] = {}
     for k, val in v.items():
-        if not _HEADER_NAME.match(k):
+        if not isinstance(k, str) or not _HEADER_NAME.fullmatch(k):
             raise ValueError(f"invalid header name {k[:40]!r}")
         if k.lower() in RESERVED_HEADERS or k.lower().startswith("x-cron-"):
             raise ValueError(f"header {k!r} is set by cronring and cannot be overridden")
-        if not isinstance(val, str) or any(c in val for c in "\r\n\x00") or len(val) > 8192:
+        if not isinstance(val, str) or any(c in val for c in "\r\n\x00") or len(val) > 8192 or not _encodable(val):
             raise ValueError(f"header {k!r} must be a single-line string of at most 8192 characters")
         out[k] = val
     return out
@@ -274,6 +327,8 @@ def _check_body(v: Any, max_bytes: int) -> Any:
         raise ValueError("must be a JSON value or a string") from None
     if isinstance(v, str) and "\x00" in v:
         raise ValueError("must not contain NUL characters")
+    if isinstance(v, str) and not _encodable(v):
+        raise ValueError("must be valid Unicode (a lone surrogate is not)")
     if size > max_bytes:
         raise ValueError(f"is {size} bytes; the limit is {max_bytes}")
     return v

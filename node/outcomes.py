@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ import structlog
 
 from node import metrics
 from node.firing import Result
-from node.jobs import rfc3339
+from node.jobs import redact, rfc3339
 from node.keys import EVENTS_STREAM_LENGTH, Keys
 from node.membership import Membership
 from node.messages import ExecutionBatch, execution_event
@@ -147,8 +148,11 @@ class Outcomes:
         self.recorder = Recorder(store)
         self.publisher = Publisher(membership, keys)
 
-    def result(self, claim: Claim, r: Result) -> None:
-        """A finished run: metrics, the outcome row and event, one summary log line."""
+    def result(self, claim: Claim, r: Result, secrets: list[str] | None = None) -> None:
+        """A finished run: metrics, the outcome row and event, one summary log line. ``secrets``: the
+        job's own secret values, masked in what the target echoed (excerpt, error)."""
+        if secrets and (r.excerpt or r.error):
+            r = replace(r, excerpt=redact(r.excerpt, secrets), error=redact(r.error, secrets))
         metrics.fires(r.state).inc()
         metrics.LATENESS.observe(max(0.0, r.lateness_ms / 1000))
         metrics.DURATION.observe(r.duration_ms / 1000)

@@ -374,18 +374,34 @@ class Store:
     async def create_job(self, job: Job, max_jobs: int) -> Job:
         job_id = new_id()
 
-        async def go(cur: aiomysql.Cursor) -> None:
-            await cur.execute("SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL")
-            if (await cur.fetchone())["n"] >= max_jobs:
-                raise TooManyJobs(f"the cluster already has {max_jobs} jobs (CRONRING_MAX_JOBS)")
-            await cur.execute(
-                "INSERT INTO jobs (id, name, schedule, time_zone, paused, spec, version, fence,"
-                " active_since, created_at, updated_at) VALUES (%s,%s,%s,%s,%s,%s,1,0,NOW(3),NOW(3),NOW(3))",
-                (job_id, job.name, job.schedule, job.time_zone, int(job.paused), json.dumps(job.spec())),
-            )
-            await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
+        lock = f"cronring-create-{self.url.database}"
 
-        await self._txn(go)
+        async def go(cur: aiomysql.Cursor) -> None:
+            # The cap is checked and the row inserted under one named lock (every node, every
+            # create): 40 concurrent creates can no longer pass the count together.
+            await cur.execute("SELECT GET_LOCK(%s, 10) AS ok", (lock,))
+            if not (await cur.fetchone())["ok"]:
+                raise StoreUnavailable("another create held the job-count lock for 10 s")
+            try:
+                await cur.execute("START TRANSACTION")
+                try:
+                    await cur.execute("SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL")
+                    if (await cur.fetchone())["n"] >= max_jobs:
+                        raise TooManyJobs(f"the cluster already has {max_jobs} jobs (CRONRING_MAX_JOBS)")
+                    await cur.execute(
+                        "INSERT INTO jobs (id, name, schedule, time_zone, paused, spec, version, fence,"
+                        " active_since, created_at, updated_at) VALUES (%s,%s,%s,%s,%s,%s,1,0,NOW(3),NOW(3),NOW(3))",
+                        (job_id, job.name, job.schedule, job.time_zone, int(job.paused), json.dumps(job.spec())),
+                    )
+                    await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
+                except BaseException:
+                    await cur.execute("ROLLBACK")
+                    raise
+                await cur.execute("COMMIT")
+            finally:
+                await cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
+
+        await self._run(go)
         return await self.get_job(job_id)
 
     async def create_jobs_bulk(self, jobs: Sequence[Job]) -> list[str]:

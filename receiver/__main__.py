@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log-file", default=os.environ.get("RECEIVER_LOG_FILE", "logs/cron-notifications.log"))
     p.add_argument("--signing-secret", default=os.environ.get("RECEIVER_SIGNING_SECRET", ""),
                    help="one secret, or two separated by a comma during rotation")
+    p.add_argument("--token", default=os.environ.get("RECEIVER_TOKEN", ""),
+                   help="required by POST /reset (without it, /reset is allowed from this machine only)")
     args = p.parse_args(argv)
     from receiver.app import create_app
 
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         pass
     secrets = tuple(s for s in args.signing_secret.split(",") if s)
     print(f"receiver listening on http://{args.host}:{args.port}/webhook, logging to {args.log_file}", file=sys.stderr)
-    web.run_app(create_app(log_file=args.log_file, secrets=secrets), host=args.host, port=args.port, print=None,
+    web.run_app(create_app(log_file=args.log_file, secrets=secrets, token=args.token), host=args.host, port=args.port, print=None,
                 access_log=None)
 
 

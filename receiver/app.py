@@ -243,6 +243,17 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
+    """Forget everything: only with ``Authorization: Bearer $RECEIVER_TOKEN``, or from this machine
+    when no token is set."""
+    token = request.app[RESET_TOKEN]
+    if token:
+        sent = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(sent.encode(), token.encode()):
+            raise web.HTTPUnauthorized(text=json.dumps({"error": "reset needs the receiver's token"}),
+                                       content_type="application/json")
+    elif request.remote not in ("127.0.0.1", "::1"):
+        raise web.HTTPForbidden(text=json.dumps({"error": "reset is only allowed from this machine without a token"}),
+                                content_type="application/json")
     request.app[WITNESS].reset()
     return web.json_response({"reset": True})
 
@@ -250,8 +261,8 @@ async def reset(request: web.Request) -> web.Response:
 async def logs_index(request: web.Request) -> web.Response:
     w = request.app[WITNESS]
     w.flush()
-    files = sorted(p.name for p in w.log_dir.iterdir() if p.is_file() and p.suffix == ".log")
-    return web.json_response({"files": files})
+    # its own log only: never another program's file in the same directory
+    return web.json_response({"files": [w.log_path.name]})
 
 
 async def read_log(request: web.Request) -> web.Response:
@@ -259,10 +270,10 @@ async def read_log(request: web.Request) -> web.Response:
     w.flush()
     name = request.match_info["name"]
     lines = _qnum(request, "lines", int, 1, 10_000) or 100
-    if "/" in name or "\\" in name or name.startswith(".") or "\x00" in name or not name.endswith(".log"):
+    if name != w.log_path.name:
         raise web.HTTPNotFound(text=json.dumps({"error": "no such log"}), content_type="application/json")
-    path = (w.log_dir / name).resolve()
-    if path.parent != w.log_dir or not path.is_file():
+    path = w.log_path
+    if path.is_symlink() or not path.is_file():
         raise web.HTTPNotFound(text=json.dumps({"error": "no such log"}), content_type="application/json")
     with open(path, "rb") as fh:  # noqa: ASYNC230 - a small local file
         fh.seek(0, os.SEEK_END)
@@ -286,9 +297,13 @@ async def _flusher(app: web.Application) -> Any:
     w.close()
 
 
-def create_app(*, log_file: str, secrets: tuple[str, ...] = ()) -> web.Application:
+RESET_TOKEN: web.AppKey[str] = web.AppKey("reset_token", str)
+
+
+def create_app(*, log_file: str, secrets: tuple[str, ...] = (), token: str = "") -> web.Application:
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app[WITNESS] = Witness(log_file, secrets)
+    app[RESET_TOKEN] = token
     app.router.add_route("*", "/webhook", hook)
     app.router.add_route("*", "/hooks/{name}", hook)
     app.router.add_get("/stats", stats)

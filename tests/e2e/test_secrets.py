@@ -107,6 +107,7 @@ async def test_edit_form_masks_and_saving_it_keeps_the_secrets(cluster: Cluster,
             assert r.status == 303
         async with s.get(f"{url}/jobs/{jid}/edit") as r:
             html = await r.text()
+        csrf = html.split('name="csrf" value="')[1].split('"')[0]  # bound to the login session
         fields = dict(re.findall(r'<input name="(\w+)"[^>]*value="([^"]*)"', html))
         fields["headers"] = html.split('name="headers"')[1].split(">", 1)[1].split("</textarea>")[0]
         form = {"csrf": csrf, "version": str(secret_job["version"]), "name": "renamed",
