@@ -86,6 +86,14 @@ async def test_no_route_shows_a_secret(cluster: Cluster, secret_job: dict) -> No
             assert not leaks(seen.decode(errors="replace"))
     log = cluster.nodes["secrets-1"].log()
     assert not leaks(log)
+    # the CLI's outputs, as a reader and as an admin
+    from tests.e2e.test_ecosystem import cli
+
+    for token in (READER, ADMIN):
+        for args in (("jobs", "get", jid), ("jobs", "list", "--json"), ("jobs", "list"), ("jobs", "ticks", jid),
+                     ("cluster",)):
+            code, out = await cli(cluster, "--token", token, *args)
+            assert code == 0 and not leaks(out), (args, leaks(out))
 
 
 async def _fired(cluster: Cluster, url: str, jid: str) -> bool:
