@@ -116,6 +116,7 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
     r.membership.stop()
     await asyncio.wait([by_name["membership"]], timeout=2)
     await r.membership.leave()  # at once: peers take over without waiting for member_ttl
+    await s.drain(r.settings.shutdown_grace)  # runs in flight finish and record their outcomes
     for t in tasks:
         t.cancel()
     # bounded: a stop must never hang on a loop that does not end

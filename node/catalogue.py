@@ -53,8 +53,8 @@ class Catalogue:
 
     def apply(self, s: JobSummary) -> None:
         cur = self.jobs.get(s.id)
-        if cur is not None and cur.version >= s.version:
-            return
+        if cur is not None and (cur.version >= s.version or cur.deleted):
+            return  # job ids are never reused: a tombstone is final
         if s.deleted and cur is None:
             return
         self.jobs[s.id] = s

@@ -34,11 +34,11 @@ from typing import Any, Protocol
 
 import structlog
 
-from node import metrics
-from node.jobs import Job, JobSummary
+from node import metrics, planning
+from node.jobs import Job, JobSummary, MisfirePolicy
 from node.ring import Ring
 from node.schedule import Schedule
-from node.store import Claim, Redelivery, StoreUnavailable, Takeover
+from node.store import Claim, Redelivery, StoreUnavailable, Takeover, new_execution_id
 
 log = structlog.get_logger("ownership")
 
@@ -96,6 +96,8 @@ class Owned:
     inflight: int = 0
     claiming: int = 0  # claim statements under way: a release waits for them
     pending: dict[str, tuple[asyncio.TimerHandle, Claim]] = field(default_factory=dict)
+    unconfirmed: list[Claim] = field(default_factory=list)  # claimed by a statement that failed: maybe inserted
+    extra: list[Claim] = field(default_factory=list)  # rows to claim with the next plan (missed before an edit)
     releasing: bool = False
     reloading: bool = False
     generation: int = 0  # bumped by a reload: a plan made before it does not move the anchor
@@ -104,7 +106,25 @@ class Owned:
 
     @property
     def busy(self) -> bool:
+        # (unconfirmed claims do not hold a release: if they were inserted, they are open rows under
+        # our fence, which the next owner's takeover abandons or redelivers)
         return bool(self.pending) or self.inflight > 0 or self.claiming > 0
+
+
+def missed_until(schedule: Schedule, o: Owned, until: datetime) -> list[Claim]:
+    """Missed-range rows for ``schedule``'s instants in (o.anchor, until] (bounded: planned in slices)."""
+    out: list[Claim] = []
+    anchor = o.anchor
+    for _ in range(1000):
+        p = planning.plan(schedule, anchor, until + timedelta(days=1), until, policy=MisfirePolicy.SKIP,
+                          grace=timedelta(0), busy=False, forbid=False)
+        out += [Claim(id=new_execution_id(), job_id=o.job.id, scheduled_at=m.last, fence=o.fence, kind="misfire",
+                      state="missed", missed_count=m.count, missed_from=m.first,
+                      error="due before an edit took force, not claimed in time") for m in p.missed]
+        anchor = p.anchor
+        if p.complete:
+            break
+    return out
 
 
 class Hooks(Protocol):
@@ -182,6 +202,13 @@ class Ownership:
             log.info("releasing jobs", jobs=len(leaving), sample=leaving[:5], epoch=self.lease.epoch)
             for j in leaving:
                 self.start_release(j)
+        for o in list(self.owned.values()):
+            if o.releasing and o.job.id in desired:
+                # the ring gave it back before its release finished: keep it (lock and fence are ours)
+                o.releasing = False
+                self.hooks.reloaded(o)
+            elif o.releasing:
+                self.maybe_finish_release(o)  # safety net: a release nothing else will finish
         want = [j for j in desired if j not in self.owned]
         now = self.clock()
         for j in [j for j in self.unheld_since if j not in desired or j in self.owned]:
@@ -258,7 +285,11 @@ class Ownership:
             finally:
                 self._taking_over.difference_update(got)
             for t in takeovers:
-                self._own(t)
+                try:
+                    self._own(t)
+                except Exception:  # one bad definition (e.g. a zone gone from tzdata) never blocks the rest
+                    log.exception("could not take a job over", job=t.job.id)
+                    continue
                 if t.fence > 1:  # fence 1 is a new job's first owner, not a hand-over
                     taken.append(t.job.id)
             # jobs deleted meanwhile are not in takeovers: their locks are strays now
@@ -306,13 +337,19 @@ class Ownership:
             self.drop(o, "fence moved on while reloading")
             return
         schedule_changed = job.active_since != o.job.active_since
+        old_schedule, old_paused = o.schedule, o.job.paused
         o.job = replace(job, created_at=None, updated_at=None, owner=None)
         o.schedule = job.parsed_schedule
-        o.generation += 1
         if schedule_changed and job.active_since is not None:
+            if job.active_since > o.anchor and not old_paused:
+                # The edit took force after the last instant claimed (MariaDB was away, or the
+                # owner was catching up): the old definition's instants up to the edit were due
+                # and not run. They are recorded as missed, never skipped silently.
+                o.extra.extend(missed_until(old_schedule, o, job.active_since))
             # The new definition is in force from the edit on: its instants after the edit are
             # planned (late ones by misfire policy); instants already claimed are kept as claimed.
             o.anchor = job.active_since
+            o.generation += 1
         self.hooks.reloaded(o)
         s = self.catalogue.jobs.get(o.job.id)
         if s is not None and s.version > o.job.version:

@@ -22,6 +22,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -46,6 +47,7 @@ from node.store import Claim, Redelivery, Store, StoreUnavailable, new_execution
 log = structlog.get_logger("scheduler")
 
 PLAN_BUDGET = 1000  # schedule instants enumerated per plan (~20 ms); a longer gap is planned in slices
+PLAN_SLICE = 0.05  # seconds of planning per claim cycle before the rest waits for the next cycle
 
 
 def _utc(ts: float) -> datetime:
@@ -221,60 +223,125 @@ class Scheduler:
             for o in due:
                 self._push(o, time.time() + self.claim_ahead + 0.25)
             return
+        due = [o for o in due if not o.job.paused]
+        if any(o.unconfirmed for o in due):
+            if not await self._settle_unconfirmed([o for o in due if o.unconfirmed]):
+                for o in due:
+                    self._push(o, time.time() + self.claim_ahead + 1.0)
+                return
         plans: list[tuple[Owned, list[Claim], planning.Plan, int]] = []
-        for o in due:
-            if o.job.paused:
+        t0 = time.monotonic()
+        for k, o in enumerate(due):
+            if time.monotonic() - t0 > PLAN_SLICE:
+                # Planning is bounded per job, not per cycle: never hold the loop (and the heartbeat)
+                # for long; the rest of the due jobs go in the next cycle, at once.
+                for rest in due[k:]:
+                    self._push(rest, time.time())
+                break
+            if self.owned.get(o.job.id) is not o or o.releasing:
                 continue
-            claims, p = self._plan(o, now)
+            try:
+                claims, p = self._plan(o, time.time())
+                if o.extra:
+                    claims, o.extra = o.extra + claims, []
+            except Exception:
+                log.exception("planning failed; retrying the job later", job=o.job.id, schedule=o.job.schedule)
+                self._push(o, time.time() + 5.0)
+                continue
             if claims:
+                o.claiming += 1  # before any await: a release waits for this claim
                 plans.append((o, claims, p, o.generation))
             else:
                 self._schedule_next(o)
+            if k % 50 == 49:
+                await asyncio.sleep(0)
         all_claims = [c for _, cs, _, _ in plans for c in cs]
         if not all_claims:
             return
-        for o, _, _, _ in plans:
-            o.claiming += 1
+        won: set[str] = set()
+        taken: set[str] = set()
         try:
             won, taken = await self.store.claim_ticks(self.node_id, all_claims)
         except StoreUnavailable as e:
+            # Some chunks may have been inserted (or the reply lost): the claims are remembered and
+            # looked up by id before anything else is planned for these jobs.
             log.warning("claims failed: MariaDB unavailable; nothing sent, retrying", jobs=len(plans), error=str(e))
-            for o, _, _, _ in plans:
-                o.claiming -= 1
+            for o, claims, _, _ in plans:
+                o.unconfirmed.extend(claims)
                 self._push(o, time.time() + self.claim_ahead + 1.0)
-                self.ownership.maybe_finish_release(o)
             return
-        except BaseException:
+        except Exception:
+            log.exception("claim statement failed; retrying")
+            for o, claims, _, _ in plans:
+                o.unconfirmed.extend(claims)
+                self._push(o, time.time() + self.claim_ahead + 1.0)
+            return
+        finally:
             for o, _, _, _ in plans:
                 o.claiming -= 1
-            raise
-        for o, _, _, _ in plans:
-            o.claiming -= 1
+                self.ownership.maybe_finish_release(o)  # a release that waited for this claim
         metrics.CLAIMS.labels("won").inc(len(won))
-        loop = asyncio.get_running_loop()
         for o, claims, p, gen in plans:
             if self.owned.get(o.job.id) is not o:
+                # dropped while claiming: what was won will not be sent by us
+                for c in claims:
+                    if c.id in won and c.state == "claimed":
+                        self._not_sent(o, c, "ownership lost while claiming; not sent")
                 continue
             lost = [c for c in claims if c.id not in won and c.id not in taken]
             if lost:
                 metrics.CLAIMS.labels("lost").inc(len(lost))
+                for c in claims:
+                    if c.id in won and c.state == "claimed":
+                        self._not_sent(o, c, "claim batch partly refused (fence moved on); not sent")
                 self.ownership.drop(o, f"claim refused: fence {o.fence} is stale, or the job was paused or deleted")
                 continue
             if o.generation == gen:  # (a reload meanwhile moved the anchor to the edit: keep that)
                 o.anchor = max(o.anchor, p.anchor)  # every instant up to it has its row now
-            for c in claims:
-                o.claims_since_retention += 1
-                if c.id in taken:
-                    # The tick already has an execution (claimed before an edit moved the anchor
-                    # back, or by a run that reached the same instant): it is accounted for.
-                    metrics.CLAIMS.labels("taken").inc()
-                elif c.state == "claimed":
-                    delay = max(0.0, c.scheduled_at.timestamp() - time.time())
-                    o.pending[c.id] = (loop.call_later(delay, self._send_due, o, c), c)
-                else:
-                    self.outcomes.publish(c, state=c.state, error=c.error)
+            self._accept(o, [c for c in claims if c.id in won], taken=[c for c in claims if c.id in taken])
             self._schedule_next(o)
-            self.ownership.maybe_finish_release(o)  # a release that waited for this claim
+            self.ownership.maybe_finish_release(o)
+
+    def _accept(self, o: Owned, won: list[Claim], *, taken: Sequence[Claim] = ()) -> None:
+        """Claims that are ours: runs wait for their instant, misfire and overlap rows are told."""
+        loop = asyncio.get_running_loop()
+        if taken:
+            # These ticks already have an execution (claimed before an edit moved the anchor back,
+            # or by a run that reached the same instant): they are accounted for.
+            metrics.CLAIMS.labels("taken").inc(len(taken))
+        for c in won:
+            o.claims_since_retention += 1
+            if c.state == "claimed":
+                delay = max(0.0, c.scheduled_at.timestamp() - time.time())
+                o.pending[c.id] = (loop.call_later(delay, self._send_due, o, c), c)
+            else:
+                self.outcomes.publish(c, state=c.state, error=c.error)
+
+    async def _settle_unconfirmed(self, jobs: list[Owned]) -> bool:
+        """Claims whose statement failed may have been inserted: look them up by id. Rows that exist
+        are ours (our fence): runs already late are not sent (abandoned, or left for redelivery with
+        at_least_once) unless still on time; the rest were never inserted and are planned again."""
+        ids = [c.id for o in jobs for c in o.unconfirmed]
+        try:
+            exist = await self.store.existing_ids(ids)
+        except StoreUnavailable:
+            return False
+        late_line = time.time() - 1.0
+        for o in jobs:
+            claims, o.unconfirmed = o.unconfirmed, []
+            if self.owned.get(o.job.id) is not o:
+                continue
+            mine = [c for c in claims if c.id in exist]
+            # rows recorded before an edit's anchor are not planned again: queue the ones not inserted
+            o.extra += [c for c in claims if c.id not in exist and c.kind == "misfire" and c.scheduled_at <= o.anchor]
+            on_time = [c for c in mine if c.state != "claimed" or c.scheduled_at.timestamp() >= late_line]
+            for c in mine:
+                if c not in on_time:
+                    self._not_sent(o, c, "claimed while MariaDB was failing; too late when confirmed, not sent")
+            self._accept(o, on_time)
+            if mine:
+                o.anchor = max(o.anchor, max(c.scheduled_at for c in mine))
+        return True
 
     # ------------------------------------------------------------------ firing
 
@@ -315,8 +382,8 @@ class Scheduler:
     async def run_now(self, job: Job) -> str:
         """Run a job now, from whichever node got the request: a claim for this instant
         under the job's current fence, then an immediate send."""
-        if not self.membership.fresh():
-            raise LeaseNotFresh("this node's heartbeat lease is not fresh; retry, or ask another node")
+        if self.stopping or not self.membership.fresh():
+            raise LeaseNotFresh("this node is stopping or its heartbeat lease is not fresh; ask another node")
         now = datetime.now(UTC)
         eid = new_execution_id()
         fence = await self.store.claim_manual(job.id, self.node_id, eid, now,
@@ -380,20 +447,27 @@ class Scheduler:
                 log.warning("retention failed", error=str(e))
 
     async def shutdown(self, grace: float) -> None:
-        """Stop claiming; send what was claimed; let in-flight runs finish; release every lock."""
+        """Stop claiming; send what was claimed (at most claim_ahead away); release every lock, so
+        peers take over at once. Runs in flight go on after the node has left (``drain``): one slow
+        target must not hold every job's hand-over. (at_least_once jobs wait for their runs here,
+        within ``grace``: released first, a run in flight would be redelivered.)"""
         self.ownership.stopping = True
         for o in self.owned.values():
             o.releasing = True
+
+        def waiting(o: Owned) -> bool:
+            return bool(o.pending or o.claiming or (o.inflight and o.job.delivery is Delivery.AT_LEAST_ONCE))
+
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(o.pending or o.inflight or o.claiming for o in self.owned.values()):
+        while time.monotonic() < deadline and any(waiting(o) for o in self.owned.values()):
             await asyncio.sleep(0.05)
         for o in list(self.owned.values()):
             self.abandon_pending(o, "node shut down before send")
         n = len(self.ownership.held)
         try:
-            await self.outcomes.recorder.flush(everything=True)
+            await self.outcomes.recorder.flush(everything=True)  # before the takeover reads the rows
         except Exception as e:
-            log.warning("final outcome flush failed", error=str(e))
+            log.warning("outcome flush before release failed", error=str(e))
         for _ in range(3):
             try:
                 await self.ownership.release_all()
@@ -401,7 +475,18 @@ class Scheduler:
                 log.warning("lock release on shutdown failed", error=str(e))
             if not self.ownership.held:
                 break
-        log.info("scheduler stopped", released=n - len(self.ownership.held))
+        log.info("scheduler stopped claiming and released its locks", released=n - len(self.ownership.held),
+                 in_flight=sum(1 for t in self.tasks if not t.done()))
+
+    async def drain(self, grace: float) -> None:
+        """After leaving: let runs in flight finish (within ``grace``) and write their outcomes."""
+        sends = [t for t in self.tasks if not t.done()]
+        if sends:
+            await asyncio.wait(sends, timeout=grace)
+        try:
+            await self.outcomes.recorder.flush(everything=True)
+        except Exception as e:
+            log.warning("final outcome flush failed", error=str(e))
 
 
 class _Lease:

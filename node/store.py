@@ -668,23 +668,40 @@ class Store:
                     return {c.id for c in chunk}, set()
                 keys = [(c.job_id, to_db(c.scheduled_at)) for c in chunk]
                 await cur.execute(
-                    f"SELECT id, job_id, scheduled_at FROM executions WHERE (job_id, scheduled_at) IN"
-                    f" ({','.join(['(%s,%s)'] * len(keys))})", [v for k in keys for v in k],
+                    f"SELECT e.id, e.job_id, e.scheduled_at, j.fence AS job_fence,"
+                    f" (j.deleted_at IS NULL AND j.paused = 0) AS live FROM executions e JOIN jobs j ON j.id = e.job_id"
+                    f" WHERE (e.job_id, e.scheduled_at) IN ({','.join(['(%s,%s)'] * len(keys))})",
+                    [v for k in keys for v in k],
                 )
-                rows = {(r["job_id"], r["scheduled_at"]): r["id"] for r in await cur.fetchall()}
+                rows = {(r["job_id"], r["scheduled_at"]): r for r in await cur.fetchall()}
                 got, dup = set(), set()
                 for c, k in zip(chunk, keys, strict=True):
-                    holder = rows.get(k)
-                    if holder == c.id:
+                    row = rows.get(k)
+                    if row is None:
+                        continue
+                    if row["id"] == c.id:
                         got.add(c.id)
-                    elif holder is not None:
-                        dup.add(c.id)
+                    elif row["job_fence"] == c.fence and row["live"]:
+                        dup.add(c.id)  # our fence still holds: the tick simply has its row already
                 return got, dup
 
             g, d = await self._run(go)
             won |= g
             taken |= d
         return won, taken
+
+    async def existing_ids(self, execution_ids: Sequence[str]) -> set[str]:
+        """Which of these executions have a row (claims whose statement failed may have been inserted)."""
+        found: set[str] = set()
+        for k in range(0, len(execution_ids), 1000):
+            chunk = list(execution_ids[k : k + 1000])
+
+            async def go(cur: aiomysql.Cursor, chunk: list[str] = chunk) -> None:
+                await cur.execute(f"SELECT id FROM executions WHERE id IN ({_ph(len(chunk))})", chunk)
+                found.update(r["id"] for r in await cur.fetchall())
+
+            await self._run(go)
+        return found
 
     async def claim_manual(self, job_id: str, node: str, execution_id: str, at: datetime, *,
                            forbid_overlap: bool = False) -> int:

@@ -150,3 +150,17 @@ async def test_json_reads_agree_with_the_column_reads(store: Store) -> None:
     assert last == by_columns == (await store.last_executions([job.id]))[job.id]
     assert last["id"] == claims[1].id and last["error"] == "bad\x00 \"x\"" and last["started_at"] == t0
     assert await store.list_jobs(limit=10, cursor=None, q="script", paused=None) == [got]
+
+
+async def test_a_tick_with_a_row_is_taken_only_under_the_current_fence(store: Store) -> None:
+    job = await store.create_job(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
+    (a,) = await store.take_over([job.id], "node-a")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    first = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0, fence=a.fence)
+    assert await store.claim_ticks("node-a", [first]) == ({first.id}, set())
+    again = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0, fence=a.fence)
+    assert await store.claim_ticks("node-a", [again]) == (set(), {again.id})  # accounted for: not a fence loss
+    (b,) = await store.take_over([job.id], "node-b")
+    stale = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0, fence=a.fence)
+    assert await store.claim_ticks("node-a", [stale]) == (set(), set())  # refused: the fence moved on
+    assert await store.existing_ids([first.id, stale.id]) == {first.id}

@@ -443,3 +443,27 @@ def test_states_are_explicit() -> None:
     assert "job000" not in a.own.owned and a.own.state("job000") is JobState.RELEASING
     run(_pass(a))  # the stray lock is released, and the ring (still a alone) gives the job back
     assert a.own.state("job000") is JobState.OWNED
+
+
+async def test_a_release_is_cancelled_when_the_ring_gives_the_job_back() -> None:
+    w, nodes = _world("a", jobs=6)
+    a = nodes["a"]
+    await _pass(a)
+    moving = next(j for j in a.own.owned if Ring(["a", "b"]).owner(j) == "b")
+    a.own.owned[moving].inflight = 1  # a run in flight: the release waits for it
+    w.members.add("b")
+    await _pass(a)
+    assert a.own.state(moving) is JobState.RELEASING
+    w.members.discard("b")  # b is gone again before the run ended
+    await _pass(a)
+    assert a.own.state(moving) is JobState.OWNED and w.locks[moving] == "a"
+
+
+def test_a_tombstone_is_final() -> None:
+    from node.catalogue import Catalogue
+
+    c = Catalogue(store=None, resync_interval=1.0)  # type: ignore[arg-type]
+    c.apply(JobSummary(id="j", version=3, paused=False, deleted=False))
+    c.apply(JobSummary(id="j", version=4, paused=False, deleted=True))
+    c.apply(JobSummary(id="j", version=9, paused=False, deleted=False))  # a late or forged event
+    assert c.jobs["j"].deleted and "j" not in c.active_ids()
