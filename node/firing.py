@@ -15,6 +15,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -64,11 +65,22 @@ class LeaseLapsed(Exception):
     """Raised from a connection hook: the node's lease lapsed while it waited for or opened a connection."""
 
 
-async def _check_lease(session: aiohttp.ClientSession, ctx: Any, params: Any) -> None:
-    """Once a connection is obtained (new, reused or after queueing), ask again whether this node may send."""
-    may_send = ctx.trace_request_ctx
-    if may_send is not None and not may_send():
-        raise LeaseLapsed("heartbeat lease lapsed while connecting; not sent")
+# The lease check of the request being made in this task (set by _attempt, read by the connector).
+_MAY_SEND: ContextVar[Callable[[], bool] | None] = ContextVar("cronring_may_send", default=None)
+
+
+class LeasedConnector(aiohttp.TCPConnector):
+    """Once a connection is obtained (new, reused or after waiting for the pool), asks again whether
+    this node may send; if not, gives the connection back and sends nothing. (A connector override
+    costs nothing per request; aiohttp's trace hooks cost ~5% CPU at 500 fires/s.)"""
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        conn = await super().connect(req, traces, timeout)
+        may_send = _MAY_SEND.get()
+        if may_send is not None and not may_send():
+            conn.release()
+            raise LeaseLapsed("heartbeat lease lapsed while connecting; not sent")
+        return conn
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,18 +153,14 @@ class Firer:
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
+        connector = LeasedConnector(
             limit=self.pool_size, limit_per_host=0, resolver=PolicyResolver(self.policy),
             ttl_dns_cache=10, enable_cleanup_closed=True,
         )
         # No aiohttp timeout: each attempt runs under one asyncio.timeout of the job's timeoutMs (and
         # its connect phase under the lease time left).
-        trace = aiohttp.TraceConfig()
-        trace.on_connection_create_end.append(_check_lease)
-        trace.on_connection_reuseconn.append(_check_lease)
-        trace.on_connection_queued_end.append(_check_lease)
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False,
-                                             timeout=aiohttp.ClientTimeout(total=None), trace_configs=[trace])
+                                             timeout=aiohttp.ClientTimeout(total=None))
 
     async def close(self) -> None:
         if self.session is not None:
@@ -212,13 +220,13 @@ class Firer:
                            retry_after=None, excerpt=None, not_sent=True)
         # waiting for a pooled connection and connecting must end while the lease surely holds
         timeout = aiohttp.ClientTimeout(total=None, connect=left) if left is not None else None
+        _MAY_SEND.set(may_send)
         try:
             url = self.check_target(uri)  # parsed once: the URL requested is the URL checked
             async with asyncio.timeout(job.timeout_ms / 1000):
                 for _hop in range(MAX_REDIRECTS + 1):
                     async with self.session.request(
                         method, url, headers=headers, data=body, allow_redirects=False, timeout=timeout,
-                        trace_request_ctx=may_send,
                     ) as resp:
                         if job.follow_redirects and resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                             nxt = self.policy.join_redirect(url, resp.headers["Location"])

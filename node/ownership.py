@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import structlog
 
 from node import metrics, planning
-from node.jobs import Job, JobSummary, MisfirePolicy
+from node.jobs import Job, JobSummary, MisfirePolicy, secret_values
 from node.ring import Ring
 from node.schedule import Schedule
 from node.store import Claim, Redelivery, StoreUnavailable, Takeover, new_execution_id
@@ -98,6 +98,13 @@ class Owned:
     pending: dict[str, tuple[asyncio.TimerHandle, Claim]] = field(default_factory=dict)
     unconfirmed: list[Claim] = field(default_factory=list)  # claimed by a statement that failed: maybe inserted
     extra: list[Claim] = field(default_factory=list)  # rows to claim with the next plan (missed before an edit)
+    _secrets: list[str] | None = None  # the job's own secret values (masked in what targets echo)
+
+    @property
+    def secrets(self) -> list[str]:
+        if self._secrets is None:
+            self._secrets = secret_values(self.job)
+        return self._secrets
     releasing: bool = False
     reloading: bool = False
     generation: int = 0  # bumped by a reload: a plan made before it does not move the anchor
@@ -340,6 +347,7 @@ class Ownership:
         old_schedule, old_paused = o.schedule, o.job.paused
         o.job = replace(job, created_at=None, updated_at=None, owner=None)
         o.schedule = job.parsed_schedule
+        o._secrets = None
         if schedule_changed and job.active_since is not None:
             if job.active_since > o.anchor and not old_paused:
                 # The edit took force after the last instant claimed (MariaDB was away, or the

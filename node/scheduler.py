@@ -34,7 +34,7 @@ from node.aio import wait_event
 from node.catalogue import Catalogue
 from node.fencing import Locks
 from node.firing import Firer, Result
-from node.jobs import ConcurrencyPolicy, Delivery, Job, rfc3339, secret_values
+from node.jobs import ConcurrencyPolicy, Delivery, Job, rfc3339
 from node.keys import EVENTS_STREAM_LENGTH, HANDOVER_LOG_LENGTH, Keys
 from node.membership import LeaseNotFresh, Membership
 from node.messages import MembershipEvent
@@ -371,7 +371,7 @@ class Scheduler:
         if result is not None and result.state == "abandoned":
             self._not_sent(o, claim, result.error or "not sent")
         elif result is not None:
-            self.outcomes.result(claim, result, secret_values(job))
+            self.outcomes.result(claim, result, o.secrets)
         self.ownership.maybe_finish_release(o)
 
     def _spawn(self, coro: Any) -> None:

@@ -893,7 +893,8 @@ class Store:
 
     # ---- the tick ledger ---------------------------------------------------------------
 
-    _LEDGER_COLS = ("id, job_id, scheduled_at, kind, state, missed_from, missed_count, error, attempts, node,"
+    _LEDGER_JSON = ("id, DATE_FORMAT(scheduled_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%f'), kind, state,"
+                    " DATE_FORMAT(missed_from, '%%Y-%%m-%%dT%%H:%%i:%%s.%%f'), missed_count, error, attempts, node,"
                     " status_code, redelivered")
 
     async def ledger_inputs(self, job_ids: Sequence[str], start: datetime, end: datetime
@@ -916,17 +917,23 @@ class Store:
                 for r in await cur.fetchall():
                     r["valid_from"] = from_db(r["valid_from"])
                     history[r["job_id"]].append(r)
-                # a range row's scheduled_at is its last instant: rows ending in or after the window
-                # and starting before its end
+                # A range row's scheduled_at is its last instant: rows ending in or after the window and
+                # starting before its end. One JSON array per job, built by MariaDB (the audit reads a
+                # minute of every owned job: the pure-Python driver's per-column conversions cost 5x).
+                await cur.execute("SET SESSION group_concat_max_len = 1073741824")
                 await cur.execute(
-                    f"SELECT {self._LEDGER_COLS} FROM executions WHERE job_id IN ({ph}) AND scheduled_at >= %s"
-                    f" AND COALESCE(missed_from, scheduled_at) < %s", [*chunk, to_db(start), to_db(end)],
+                    f"SELECT job_id, JSON_ARRAYAGG(JSON_ARRAY({self._LEDGER_JSON})) AS r FROM executions"
+                    f" WHERE job_id IN ({ph}) AND scheduled_at >= %s AND COALESCE(missed_from, scheduled_at) < %s"
+                    f" GROUP BY job_id", [*chunk, to_db(start), to_db(end)],
                 )
-                for r in await cur.fetchall():
-                    r["scheduled_at"] = from_db(r["scheduled_at"])
-                    r["missed_from"] = from_db(r["missed_from"])
-                    r["redelivered"] = bool(r["redelivered"])
-                    rows[r["job_id"]].append(r)
+                for g in await cur.fetchall():
+                    out = rows[g["job_id"]]
+                    for v in json.loads(g["r"]):
+                        out.append({
+                            "id": v[0], "job_id": g["job_id"], "scheduled_at": _ledger_dt(v[1]), "kind": v[2],
+                            "state": v[3], "missed_from": _ledger_dt(v[4]), "missed_count": v[5], "error": v[6],
+                            "attempts": v[7], "node": v[8], "status_code": v[9], "redelivered": bool(v[10]),
+                        })
                 await cur.execute(f"SELECT job_id, MIN(scheduled_at) AS m FROM executions WHERE job_id IN ({ph})"
                                   f" GROUP BY job_id", chunk)
                 for r in await cur.fetchall():
@@ -969,6 +976,10 @@ def _exec_from_json(doc: str) -> dict[str, Any]:
     for k in _EXEC_DATETIMES:
         row[k] = _json_dt(row[k])
     return row
+
+
+def _ledger_dt(v: str | None) -> datetime | None:
+    return None if v is None else datetime.fromisoformat(v).replace(tzinfo=UTC)
 
 
 def _json_dt(v: str | None) -> datetime | None:
