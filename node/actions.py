@@ -9,11 +9,17 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import structlog
+
 from node import jobs as jobmod
 from node.errors import PreconditionFailed, TooManyRequests
 from node.jobs import Job
+from node.ledger import missed_in_gap
 from node.messages import JobEvent
 from node.runtime import Runtime
+from node.store import StoreUnavailable
+
+log = structlog.get_logger("actions")
 
 
 async def publish_job(r: Runtime, op: str, job_id: str, version: int, paused: bool = False, name: str = "") -> None:
@@ -48,6 +54,23 @@ async def update_job(r: Runtime, job_id: str, payload: Any, if_version: int | No
 async def delete_job(r: Runtime, job_id: str, if_version: int | None) -> None:
     version = await r.store.delete_job(job_id, if_version=if_version)
     await publish_job(r, "deleted", job_id, version)
+    await _record_gap_before_delete(r, job_id)
+
+
+async def _record_gap_before_delete(r: Runtime, job_id: str) -> None:
+    """Instants due before the delete that nobody claimed (the owner was lost moments before): a
+    deleted job has no owner to plan them, so the node that deleted it records them as missed."""
+    try:
+        last = await r.store.last_scheduled_tick(job_id)
+        history = (await r.store.job_history([job_id]))[job_id]
+        if not history or not history[-1]["deleted"]:
+            return
+        start = last or history[0]["valid_from"]
+        ranges = missed_in_gap(history, start, history[-1]["valid_from"])
+        await r.store.record_missed(job_id, r.settings.node_id, ranges,
+                                    "due before the job was deleted, while no node could claim it; not run")
+    except StoreUnavailable as e:
+        log.warning("could not record the missed ticks of a deleted job", job=job_id, error=str(e))
 
 
 async def set_paused(r: Runtime, job_id: str, paused: bool) -> Job:

@@ -40,6 +40,7 @@ def build_runtime(settings: Settings) -> Runtime:
     redis = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0,
                               health_check_interval=10)
     store = Store(settings.database)
+    store.keep_per_job = settings.history_per_job
     bus = Bus(redis, keys)
     catalogue = Catalogue(store, settings.resync_interval)
     holder: dict[str, Scheduler] = {}

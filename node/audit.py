@@ -13,43 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from typing import Any
 
 import structlog
 
 from node import metrics
 from node.jobs import rfc3339
-from node.ledger import Fate, Ledger, Segment, account
+from node.ledger import Fate, Ledger, account, segments
 from node.ownership import Owned
-from node.schedule import Schedule, ScheduleError, parse
 from node.store import Store, StoreUnavailable
 
 log = structlog.get_logger("audit")
 
 AUDIT_DELAY = 5.0  # seconds after a minute ends before it is audited (outcomes are written in batches)
 AUDIT_CHUNK = 500
-
-
-@lru_cache(maxsize=4096)
-def _schedule(expression: str, zone: str) -> Schedule | None:
-    try:
-        return parse(expression, zone)
-    except ScheduleError:
-        return None
-
-
-def segments(history: Sequence[Mapping[str, Any]]) -> list[Segment]:
-    """History rows (ordered by version) -> consecutive definitions, each in force until the next."""
-    out: list[Segment] = []
-    for i, h in enumerate(history):
-        end = history[i + 1]["valid_from"] if i + 1 < len(history) else None
-        schedule = None if h["deleted"] else _schedule(h["schedule"], h["time_zone"])
-        out.append(Segment(start=h["valid_from"], end=end, schedule=schedule, paused=bool(h["paused"]),
-                           version=int(h["version"])))
-    return out
 
 
 def settle_for(member_ttl: float, heartbeat_interval: float, claim_ahead: float) -> timedelta:

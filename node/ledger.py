@@ -44,10 +44,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from node.jobs import rfc3339
-from node.schedule import Schedule
+from node.schedule import Schedule, ScheduleError, parse
 
 DEFAULT_LIMIT = 10_000
 ERROR_CHARS = 200  # a row's error quoted in a detail is cut to this many characters
@@ -380,3 +381,51 @@ _DETAILS: dict[Fate, Callable[[Row], str]] = {
     Fate.MISSED: _not_run(Fate.MISSED),
     Fate.UNACCOUNTED: _unknown,
 }  # details of the fates a row gives; paused, pending and unaccounted without a row are written in entries()
+
+
+# ---- definitions from the job's history ------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _schedule(expression: str, zone: str) -> Schedule | None:
+    try:
+        return parse(expression, zone)
+    except ScheduleError:
+        return None
+
+
+def segments(history: Sequence[Mapping[str, Any]]) -> list[Segment]:
+    """History rows (ordered by version) -> consecutive definitions, each in force until the next."""
+    out: list[Segment] = []
+    for i, h in enumerate(history):
+        end = history[i + 1]["valid_from"] if i + 1 < len(history) else None
+        schedule = None if h["deleted"] else _schedule(h["schedule"], h["time_zone"])
+        out.append(Segment(start=h["valid_from"], end=end, schedule=schedule, paused=bool(h["paused"]),
+                           version=int(h["version"])))
+    return out
+
+
+def missed_in_gap(history: Sequence[Mapping[str, Any]], start: datetime, end: datetime) -> list[Any]:
+    """The instants in (start, end] that were due under the definitions then in force (not paused, not
+    deleted) — for a gap nobody could claim: the owner was lost and the job was then paused, edited
+    or deleted before a successor planned it. Returned as planning.MissedRange (bounded slices)."""
+    from node import planning
+    from node.jobs import MisfirePolicy
+
+    out: list[Any] = []
+    for seg in segments(history):
+        if seg.schedule is None or seg.paused:
+            continue
+        lo = max(seg.start, start)
+        hi = min(seg.end, end) if seg.end is not None else end
+        anchor = lo
+        for _ in range(1000):
+            if anchor >= hi:
+                break
+            p = planning.plan(seg.schedule, anchor, hi + timedelta(days=1), hi, policy=MisfirePolicy.SKIP,
+                              grace=timedelta(0), busy=False, forbid=False)
+            out += p.missed
+            if p.complete or p.anchor <= anchor:
+                break
+            anchor = p.anchor
+    return out

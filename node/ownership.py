@@ -36,6 +36,7 @@ import structlog
 
 from node import metrics, planning
 from node.jobs import Job, JobSummary, MisfirePolicy, secret_values
+from node.ledger import missed_in_gap
 from node.ring import Ring
 from node.schedule import Schedule
 from node.store import Claim, Redelivery, StoreUnavailable, Takeover, new_execution_id
@@ -65,6 +66,7 @@ class LockService(Protocol):
 class OwnershipStore(Protocol):
     async def take_over(self, job_ids: Sequence[str], node: str) -> list[Takeover]: ...
     async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]: ...
+    async def job_history(self, job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]: ...
 
 
 class Lease(Protocol):
@@ -118,6 +120,15 @@ class Owned:
         return bool(self.pending) or self.inflight > 0 or self.claiming > 0
 
 
+def _has_gap(t: Takeover) -> bool:
+    """The definition in force took force after the last tick claimed (a resume or an edit), or the
+    job never had a tick claimed since it was created."""
+    since = t.job.active_since
+    if since is None:
+        return False
+    return t.last_tick is None or t.last_tick < since
+
+
 def missed_until(schedule: Schedule, o: Owned, until: datetime) -> list[Claim]:
     """Missed-range rows for ``schedule``'s instants in (o.anchor, until] (bounded: planned in slices)."""
     out: list[Claim] = []
@@ -159,6 +170,7 @@ class Ownership:
         self.owned: dict[str, Owned] = {}
         self.held: set[str] = set()  # locks this node holds in Redis, as far as it knows
         self._inventory = True  # learn from Redis which locks name us (at start, after a lapse)
+        self._release_warned = -1e9
         self._acquiring: set[str] = set()
         self._taking_over: set[str] = set()
         self.unheld_since: dict[str, float] = {}  # desired, lock held by another node, since when
@@ -299,10 +311,34 @@ class Ownership:
                     continue
                 if t.fence > 1:  # fence 1 is a new job's first owner, not a hand-over
                     taken.append(t.job.id)
+            await self._fill_gaps([t for t in takeovers if t.job.id in self.owned and _has_gap(t)])
             # jobs deleted meanwhile are not in takeovers: their locks are strays now
             await asyncio.sleep(0)
         if taken:
             self.hooks.handover("in", taken)
+
+    async def _fill_gaps(self, gaps: list[Takeover]) -> None:
+        """Instants due after the last tick claimed and before the definition now in force took
+        force (the owner was lost, then the job was paused, edited or resumed before a successor
+        planned it) get missed rows under the definitions of their time: never skipped silently."""
+        if not gaps:
+            return
+        try:
+            history = await self.store.job_history([t.job.id for t in gaps])
+        except StoreUnavailable as e:
+            log.warning("could not read job history to record a gap's missed ticks", jobs=len(gaps), error=str(e))
+            return
+        for t in gaps:
+            o = self.owned.get(t.job.id)
+            rows = history.get(t.job.id) or []
+            if o is None or not rows or t.job.active_since is None:
+                continue
+            start = t.last_tick or rows[0]["valid_from"]
+            o.extra += [Claim(id=new_execution_id(), job_id=o.job.id, scheduled_at=m.last, fence=o.fence,
+                              kind="misfire", state="missed", missed_count=m.count, missed_from=m.first,
+                              error="due while its owner was lost, before the job was changed; not run")
+                        for m in missed_in_gap(rows, start, t.job.active_since)]
+            await asyncio.sleep(0)
 
     def _own(self, t: Takeover) -> None:
         # the owner needs neither timestamps nor the stored owner: drop them (memory at 100k jobs)
@@ -416,7 +452,10 @@ class Ownership:
             raise
         except Exception as e:
             metrics.LOCK_RELEASE_FAILURES.inc()
-            log.warning("lock release failed; retrying", locks=len(stray), error=f"{type(e).__name__}: {e}")
+            now = self.clock()
+            if now - self._release_warned > 5.0:  # a Redis outage must not flood the log
+                self._release_warned = now
+                log.warning("lock release failed; retrying", locks=len(stray), error=f"{type(e).__name__}: {e}")
             self.wake.set()
             return
         self.held.difference_update(stray)

@@ -397,7 +397,9 @@ class Scheduler:
     # ------------------------------------------------------------------ loops
 
     async def run_reconcile(self) -> None:
+        failures = 0
         while True:
+            failed = False
             try:
                 if self.membership.lapsed.is_set():
                     self.heap.clear()
@@ -412,9 +414,16 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as e:
+                failed = True
                 log.warning("reconcile: MariaDB unavailable", error=str(e))
             except Exception as e:
+                failed = True
                 log.warning("reconcile failed", error=f"{type(e).__name__}: {e}")
+            # A pass that failed, or that left a stray lock it could not release (Redis away), is
+            # retried with a growing pause (0.05 s up to 2 s): never a hot loop of failing calls.
+            failures = failures + 1 if (failed or self.ownership.stray_locks()) else 0
+            if failures:
+                await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
             waits = [self.membership.changed.wait(), self.catalogue.changed.wait(), self.ownership.wake.wait(),
                      self.membership.lapsed.wait()]
             timeout = 0.2 if self.ownership.needs_pass else 2.0

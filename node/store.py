@@ -258,6 +258,7 @@ class Store:
         self._pool: aiomysql.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self.available = False
+        self.keep_per_job = 200  # executions kept per job by retention (settings.history_per_job)
 
     # ---- connection management -------------------------------------------------
 
@@ -547,6 +548,12 @@ class Store:
                     raise NotFound(job_id)
                 raise VersionConflict(row["version"])
             await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
+            # rows claimed by an owner lost before it recorded an outcome: nobody will take this job
+            # over now (a run still in flight overwrites this with its real outcome)
+            await cur.execute(
+                "UPDATE executions SET state='abandoned', finished_at=NOW(3),"
+                " error=CONCAT('job deleted before ', node, ' recorded an outcome')"
+                " WHERE job_id=%s AND state IN ('claimed','running')", (job_id,))
             await cur.execute("SELECT version FROM jobs WHERE id=%s", (job_id,))
             return int((await cur.fetchone())["version"])
 
@@ -893,6 +900,48 @@ class Store:
 
     # ---- the tick ledger ---------------------------------------------------------------
 
+    async def job_history(self, job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every definition of these jobs, ordered by version."""
+        out: dict[str, list[dict[str, Any]]] = {j: [] for j in job_ids}
+        for k in range(0, len(job_ids), 500):
+            chunk = list(job_ids[k : k + 500])
+
+            async def go(cur: aiomysql.Cursor, chunk: list[str] = chunk) -> None:
+                await cur.execute(
+                    f"SELECT job_id, version, valid_from, schedule, time_zone, paused, deleted FROM job_history"
+                    f" WHERE job_id IN ({_ph(len(chunk))}) ORDER BY job_id, version", chunk)
+                for r in await cur.fetchall():
+                    r["valid_from"] = from_db(r["valid_from"])
+                    out[r["job_id"]].append(r)
+
+            await self._run(go)
+        return out
+
+    async def last_scheduled_tick(self, job_id: str) -> datetime | None:
+        async def go(cur: aiomysql.Cursor) -> datetime | None:
+            await cur.execute(f"SELECT MAX(scheduled_at) AS m FROM executions WHERE job_id=%s"
+                              f" AND kind NOT IN {UNSCHEDULED_KINDS}", (job_id,))
+            return from_db((await cur.fetchone())["m"])
+
+        return await self._run(go)
+
+    async def record_missed(self, job_id: str, node: str, ranges: Sequence[Any], reason: str) -> None:
+        """Missed-range rows written without a fence (a gap of a job nobody owns any more, e.g. deleted):
+        a range whose last instant already has a row is left alone."""
+        if not ranges:
+            return
+        rows = [(new_execution_id(), job_id, to_db(m.last), node, int(m.count), to_db(m.first), reason) for m in ranges]
+
+        async def go(cur: aiomysql.Cursor) -> None:
+            await cur.execute(
+                "INSERT IGNORE INTO executions (id, job_id, scheduled_at, kind, state, fence, node, missed_count,"
+                " missed_from, error, claimed_at, finished_at) VALUES "
+                + ",".join(["(%s,%s,%s,'misfire','missed',0,%s,%s,%s,%s,NOW(3),NOW(3))"] * len(rows)),
+                [v for r in rows for v in r],
+            )
+
+        await self._run(go)
+
     _LEDGER_JSON = ("id, DATE_FORMAT(scheduled_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%f'), kind, state,"
                     " DATE_FORMAT(missed_from, '%%Y-%%m-%%dT%%H:%%i:%%s.%%f'), missed_count, error, attempts, node,"
                     " status_code, redelivered")
@@ -934,10 +983,13 @@ class Store:
                             "state": v[3], "missed_from": _ledger_dt(v[4]), "missed_count": v[5], "error": v[6],
                             "attempts": v[7], "node": v[8], "status_code": v[9], "redelivered": bool(v[10]),
                         })
-                await cur.execute(f"SELECT job_id, MIN(scheduled_at) AS m FROM executions WHERE job_id IN ({ph})"
-                                  f" GROUP BY job_id", chunk)
+                # Only a job that has reached the retention limit can have lost rows to it: for the
+                # others an instant without a row is a loss, never "trimmed".
+                await cur.execute(f"SELECT job_id, MIN(scheduled_at) AS m, COUNT(*) AS n FROM executions"
+                                  f" WHERE job_id IN ({ph}) GROUP BY job_id", chunk)
                 for r in await cur.fetchall():
-                    oldest[r["job_id"]] = from_db(r["m"])
+                    if int(r["n"]) >= self.keep_per_job:
+                        oldest[r["job_id"]] = from_db(r["m"])
 
             await self._run(go)
         return history, rows, oldest

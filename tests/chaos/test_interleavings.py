@@ -154,3 +154,44 @@ async def test_kill_9_with_at_least_once_jobs_delivers_every_tick(make_cluster) 
     redelivered = [r for r in rows if r["redelivered"]]
     assert redelivered and all(r["state"] == "succeeded" for r in redelivered), redelivered[:3]
     print(f"at_least_once kill -9: {len(redelivered)} executions redelivered, {v.summary()}")
+
+
+@pytest.mark.parametrize("action", ["pause", "delete", "edit"])
+async def test_a_change_right_after_an_owner_dies_leaves_no_tick_without_a_fate(make_cluster, action: str) -> None:
+    """The owner is killed; before a survivor takes the job over, it is paused (then resumed), deleted,
+    or its schedule edited: the instants due in between get missed rows, never nothing (the nemesis
+    found these)."""
+    c: Cluster = await make_cluster(f"gap{action}")
+    await c.start_nodes(f"gap{action}-1", f"gap{action}-2")
+    jobs = [(await c.create_job(schedule="* * * * * *", misfirePolicy="fire_all", misfireGraceSeconds=120))["id"]
+            for _ in range(4)]
+    await wait_until_all_firing(c, jobs)
+    start = now()
+    await asyncio.sleep(1.2)
+    victim, victim_jobs = await busiest(c, jobs)
+    c.nodes[victim].kill()
+    await asyncio.sleep(1.3)  # the survivor has not taken over yet (member_ttl 2 s)
+    url = c.any_node().url
+    for j in victim_jobs:
+        if action == "pause":
+            assert (await c.request("POST", f"{url}/api/crons/{j}/pause"))[0] == 200
+        elif action == "delete":
+            assert (await c.request("DELETE", f"{url}/api/crons/{j}"))[0] == 200
+        else:
+            assert (await c.request("PUT", f"{url}/api/crons/{j}", json={"schedule": "*/2 * * * * *"}))[0] == 200
+    changed_at = now()
+    if action == "pause":
+        await asyncio.sleep(2)
+        for j in victim_jobs:
+            assert (await c.request("POST", f"{url}/api/crons/{j}/resume"))[0] == 200
+    live = [j for j in jobs if action != "delete" or j not in victim_jobs]
+    await wait_until_all_firing(c, live, since=now() + timedelta(seconds=3))
+    end = now() - timedelta(seconds=2)
+    for j in victim_jobs:
+        _, body, _ = await c.request("GET", f"{url}/api/crons/{j}/ticks",
+                                     params={"from": start.isoformat(), "to": min(end, changed_at).isoformat()})
+        bad = [t for t in body["ticks"] if t["fate"] in ("unaccounted", "running")]
+        assert not bad, (action, j, bad, body["counts"])
+    from tests.chaos.test_faults import no_unaccounted_ticks
+
+    await no_unaccounted_ticks(c, live, start, end)
