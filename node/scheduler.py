@@ -258,28 +258,26 @@ class Scheduler:
         all_claims = [c for _, cs, _, _ in plans for c in cs]
         if not all_claims:
             return
-        won: set[str] = set()
-        taken: set[str] = set()
         try:
             won, taken = await self.store.claim_ticks(self.node_id, all_claims)
-        except StoreUnavailable as e:
+        except BaseException as e:
             # Some chunks may have been inserted (or the reply lost): the claims are remembered and
             # looked up by id before anything else is planned for these jobs.
-            log.warning("claims failed: MariaDB unavailable; nothing sent, retrying", jobs=len(plans), error=str(e))
+            if isinstance(e, StoreUnavailable):
+                log.warning("claims failed: MariaDB unavailable; nothing sent, retrying", jobs=len(plans),
+                            error=str(e))
+            elif isinstance(e, Exception):
+                log.exception("claim statement failed; retrying")
             for o, claims, _, _ in plans:
-                o.unconfirmed.extend(claims)
-                self._push(o, time.time() + self.claim_ahead + 1.0)
-            return
-        except Exception:
-            log.exception("claim statement failed; retrying")
-            for o, claims, _, _ in plans:
-                o.unconfirmed.extend(claims)
-                self._push(o, time.time() + self.claim_ahead + 1.0)
-            return
-        finally:
-            for o, _, _, _ in plans:
                 o.claiming -= 1
+                o.unconfirmed.extend(claims)
+                self._push(o, time.time() + self.claim_ahead + 1.0)
                 self.ownership.maybe_finish_release(o)  # a release that waited for this claim
+            if not isinstance(e, Exception):
+                raise
+            return
+        for o, _, _, _ in plans:
+            o.claiming -= 1  # (a release waiting for this claim finishes below, once its runs are pending)
         metrics.CLAIMS.labels("won").inc(len(won))
         for o, claims, p, gen in plans:
             if self.owned.get(o.job.id) is not o:
