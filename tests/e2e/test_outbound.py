@@ -12,46 +12,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
 from yarl import URL
 
 from tests.harness import Cluster, wait_for
+from tests.local_server import CountingServer
 
 STANDIN = "127.0.0.2"
 
 
-class Counter:
-    """A tiny aiohttp server counting the requests it gets; `/r?to=...` answers 302 to `to`."""
-
-    def __init__(self, host: str) -> None:
-        self.host = host
-        self.hits: list[str] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.hits.append(str(request.rel_url))
-        if request.path == "/r":
-            return web.Response(status=302, headers={"Location": request.query["to"]})
-        return web.Response(text="ok")
-
-    async def start(self) -> Counter:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, self.host, 0).start()
-        self.port = self.runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-
-
 @pytest.fixture
-async def servers() -> AsyncIterator[tuple[Counter, Counter]]:
-    standin, redirector = await Counter(STANDIN).start(), await Counter("127.0.0.1").start()
+async def servers() -> AsyncIterator[tuple[CountingServer, CountingServer]]:
+    standin, redirector = await CountingServer(STANDIN).start(), await CountingServer("127.0.0.1").start()
     yield standin, redirector
     await standin.close()
     await redirector.close()
@@ -80,7 +51,7 @@ def spellings(port: int) -> dict[str, str]:
 
 
 async def test_no_spelling_of_a_denied_address_reaches_it(
-    make_cluster: Callable[..., Awaitable[Cluster]], servers: tuple[Counter, Counter]
+    make_cluster: Callable[..., Awaitable[Cluster]], servers: tuple[CountingServer, CountingServer]
 ) -> None:
     standin, redirector = servers
     c = await make_cluster("outb", receiver=False, CRONRING_OUTBOUND_DENY=f"{STANDIN}/32")

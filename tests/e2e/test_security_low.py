@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from tests.harness import Cluster, wait_for
+from tests.local_server import LocalServer
 
 ADMIN = "admin-token-low-123456"
 READER = "read-token-low-1234567"
@@ -57,13 +58,8 @@ async def test_what_a_target_echoes_is_masked(cluster: Cluster) -> None:
         return web.Response(status=500, text=f"you sent {request.headers.get('X-Api-Key')} and "
                                              f"{request.headers.get('Authorization')}")
 
-    app = web.Application()
-    app.router.add_route("*", "/", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    try:
+    async with LocalServer(echo) as srv:
+        port = srv.port
         status, job = await _create(cluster, uri=f"http://127.0.0.1:{port}/", schedule="* * * * * *", paused=False,
                                     headers={"X-Api-Key": "echo-secret-77", "Authorization": "Bearer tok-echo-88"})
         assert status == 201
@@ -77,8 +73,6 @@ async def test_what_a_target_echoes_is_masked(cluster: Cluster) -> None:
         assert "you sent *** and ***" in row["responseExcerpt"], row
         assert "echo-secret-77" not in str(row) and "tok-echo-88" not in str(row)
         await cluster.request("POST", f"{cluster.any_node().url}/api/crons/{job['id']}/pause", headers=H)
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("raw", [

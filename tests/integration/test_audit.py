@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime, timedelta
-
-import aiomysql
-import pytest
 
 from node import metrics
 from node.audit import Auditor, job_ledger
 from node.jobs import validate
 from node.ownership import Owned
-from node.settings import DatabaseURL
 from node.store import Claim, Outcome, Store, new_execution_id
-from tests.harness import DATABASE_URL, db_url
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store():
-    name = f"cronring_it_{secrets.token_hex(4)}"
-    s = Store(DatabaseURL.parse(db_url(name)))
-    await s.start()
-    yield s
-    await s.close()
-    u = DatabaseURL.parse(DATABASE_URL)
-    conn = await aiomysql.connect(host=u.host, port=u.port, user=u.user, password=u.password, autocommit=True)
-    async with conn.cursor() as cur:
-        await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    conn.close()
 
 
 async def _backdate(store: Store, job_id: str, valid_from: datetime) -> None:

@@ -4,31 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import aiomysql
-import pytest
-
 from node.jobs import validate
-from node.settings import DatabaseURL
 from node.store import MIGRATIONS, Claim, Outcome, Store, new_execution_id
-from tests.harness import DATABASE_URL, db_url
-
-
-@pytest.fixture
-async def store():
-    name = f"cronring_it_{secrets.token_hex(4)}"
-    s = Store(DatabaseURL.parse(db_url(name)), pool_size=20)
-    await s.start()
-    yield s
-    await s.close()
-    u = DatabaseURL.parse(DATABASE_URL)
-    conn = await aiomysql.connect(host=u.host, port=u.port, user=u.user, password=u.password, autocommit=True)
-    async with conn.cursor() as cur:
-        await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    conn.close()
 
 
 async def test_migrations_run_once_with_many_nodes_starting(store: Store) -> None:

@@ -11,31 +11,17 @@ from aiohttp import web
 from node.firing import Firer
 from node.jobs import Job
 from node.outbound import OutboundPolicy
+from tests.local_server import LocalServer
 
 
-class Target:
+class Target(LocalServer):
     def __init__(self) -> None:
+        super().__init__(self._handle)
         self.attempts: list[str] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.attempts.append(request.headers.get("X-Cron-Attempt", ""))
         return web.Response(status=int(request.query.get("status", "200")))
-
-    async def __aenter__(self) -> Target:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
 
 
 async def _fire(target: Target, *, may_send, lease_left, attempts_before: int = 0, query: str = "", retries: int = 0):

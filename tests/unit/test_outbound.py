@@ -18,7 +18,6 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from yarl import URL
@@ -26,6 +25,7 @@ from yarl import URL
 from node.firing import Firer
 from node.jobs import Job
 from node.outbound import DEFAULT_DENY, OutboundDenied, OutboundPolicy, PolicyResolver, embedded_ipv4
+from tests.local_server import CountingServer
 
 STANDIN = "127.0.0.2"
 ALLOWED = "127.0.0.1"
@@ -48,40 +48,10 @@ SAMPLES = _samples()
 # ---- servers and the firer -------------------------------------------------------------------------
 
 
-class Server:
-    """A loopback aiohttp server counting requests; `/r?to=...` answers 302 to `to`."""
-
-    def __init__(self, host: str) -> None:
-        self.host = host
-        self.hits: list[str] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.hits.append(str(request.rel_url))
-        if request.path == "/r":
-            return web.Response(status=302, headers={"Location": request.query["to"]})
-        return web.Response(text="ok")
-
-    async def start(self) -> Server:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-
-
 class Harness:
     """A Firer whose session records (and, for the default ranges, refuses) every connect."""
 
-    def __init__(self, standin: Server, allowed: Server) -> None:
+    def __init__(self, standin: CountingServer, allowed: CountingServer) -> None:
         self.standin = standin
         self.allowed = allowed
         self.policy = OutboundPolicy(deny=[f"{STANDIN}/32"])
@@ -121,8 +91,8 @@ class Harness:
 
 @pytest.fixture(scope="module")
 async def harness() -> AsyncIterator[Harness]:
-    standin = await Server(STANDIN).start()
-    allowed = await Server(ALLOWED).start()
+    standin = await CountingServer(STANDIN).start()
+    allowed = await CountingServer(ALLOWED).start()
     h = await Harness(standin, allowed).start()
     yield h
     await h.firer.close()

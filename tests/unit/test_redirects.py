@@ -11,15 +11,15 @@ from aiohttp import web
 from node.firing import Firer, redirected
 from node.jobs import Job
 from node.outbound import OutboundPolicy
+from tests.local_server import LocalServer
 
 SECRET_HEADERS = {"Authorization": "Bearer s3cret", "X-Api-Key": "k3y", "Cookie": "sid=1", "X-Plain": "ok"}
 
 
-class Origin:
+class Origin(LocalServer):
     def __init__(self) -> None:
+        super().__init__(self._handle)
         self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
         self.redirect_to = ""
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -27,19 +27,6 @@ class Origin:
         if request.path.startswith("/r"):
             return web.Response(status=int(request.path[2:]), headers={"Location": self.redirect_to})
         return web.Response(text="ok")
-
-    async def __aenter__(self) -> Origin:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.port = self.runner.addresses[0][1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
 
 
 async def _fire(uri: str) -> None:
