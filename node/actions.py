@@ -45,37 +45,48 @@ async def update_job(r: Runtime, job_id: str, payload: Any, if_version: int | No
         raise PreconditionFailed("version mismatch: reload and retry", {"currentVersion": current.version})
     new = jobmod.validate(payload, base=current, max_body_bytes=r.settings.max_job_body_bytes)
     r.firer.check_target(new.uri)
-    changed = (new.schedule, new.time_zone) != (current.schedule, current.time_zone)
+    # A new schedule or zone, or a resume, takes force now: instants before it are not the new
+    # definition's (a resume through PUT used to catch up the paused period, as set_paused never did).
+    changed = (new.schedule, new.time_zone) != (current.schedule, current.time_zone) or (
+        current.paused and not new.paused)
     updated = await r.store.update_job(job_id, new, if_version=current.version, schedule_changed=changed)
     await publish_job(r, "updated", updated.id, updated.version, updated.paused, updated.name)
+    if updated.paused and not current.paused:
+        await _record_gap(r, job_id)
     return updated
 
 
 async def delete_job(r: Runtime, job_id: str, if_version: int | None) -> None:
     version = await r.store.delete_job(job_id, if_version=if_version)
     await publish_job(r, "deleted", job_id, version)
-    await _record_gap_before_delete(r, job_id)
+    await _record_gap(r, job_id)
 
 
-async def _record_gap_before_delete(r: Runtime, job_id: str) -> None:
-    """Instants due before the delete that nobody claimed (the owner was lost moments before): a
-    deleted job has no owner to plan them, so the node that deleted it records them as missed."""
+async def _record_gap(r: Runtime, job_id: str) -> None:
+    """Instants due before a pause or a delete that nobody claimed (the owner was lost, or its lease
+    lapsed, moments before): no owner will plan them now, so the node that paused or deleted the job
+    records them as missed. (Claims after the change are refused, and one committed before it is
+    seen here: the change's row lock orders them.)"""
     try:
         last = await r.store.last_scheduled_tick(job_id)
         history = (await r.store.job_history([job_id]))[job_id]
-        if not history or not history[-1]["deleted"]:
+        if not history or not (history[-1]["deleted"] or history[-1]["paused"]):
             return
         start = last or history[0]["valid_from"]
         ranges = missed_in_gap(history, start, history[-1]["valid_from"])
+        what = "deleted" if history[-1]["deleted"] else "paused"
         await r.store.record_missed(job_id, r.settings.node_id, ranges,
-                                    "due before the job was deleted, while no node could claim it; not run")
+                                    f"due before the job was {what}, while no node could claim it; not run")
     except StoreUnavailable as e:
-        log.warning("could not record the missed ticks of a deleted job", job=job_id, error=str(e))
+        log.warning("could not record the missed ticks before a pause or delete", job=job_id, error=str(e))
 
 
 async def set_paused(r: Runtime, job_id: str, paused: bool) -> Job:
+    before = await r.store.get_job(job_id)
     job = await r.store.set_paused(job_id, paused)
     await publish_job(r, "paused" if paused else "resumed", job.id, job.version, job.paused, job.name)
+    if paused and not before.paused:
+        await _record_gap(r, job_id)
     return job
 
 

@@ -116,3 +116,22 @@ async def test_the_job_page_shows_the_strip_and_keeps_it_current(cluster: Cluste
             await page.screenshot(path=str(SHOTS / "ticks.png"), full_page=True)
         finally:
             await browser.close()
+
+
+async def test_a_resume_through_put_does_not_catch_up_the_paused_period(cluster: Cluster) -> None:
+    """Found by the 30-minute soak: a resume sent as PUT {"paused": false} left the anchor before the
+    pause, and fire_all caught up every paused instant."""
+    job = await cluster.create_job(schedule="* * * * * *", misfirePolicy="fire_all", misfireGraceSeconds=120)
+    url = f"{cluster.any_node().url}/api/crons/{job['id']}"
+    await wait_for(lambda: _ticks_after(cluster, job["id"], datetime.now(UTC) - timedelta(minutes=1),
+                                        datetime.now(UTC) - timedelta(minutes=1), "delivered"), 15, "a delivery")
+    assert (await cluster.request("PUT", url, json={"paused": True}))[0] == 200
+    paused_at = datetime.now(UTC)
+    await wait_for(lambda: _ticks_after(cluster, job["id"], paused_at, paused_at + timedelta(seconds=3), "paused"),
+                   10, "paused instants")
+    assert (await cluster.request("PUT", url, json={"paused": False}))[0] == 200
+    resumed_at = datetime.now(UTC)
+    await wait_for(lambda: _ticks_after(cluster, job["id"], resumed_at, resumed_at + timedelta(seconds=2),
+                                        "delivered"), 15, "deliveries after the resume")
+    body = await ticks(cluster, job["id"], paused_at + timedelta(seconds=1), resumed_at - timedelta(seconds=1))
+    assert body["ticks"] and {t["fate"] for t in body["ticks"]} == {"paused"}, body["counts"]
