@@ -121,7 +121,9 @@ def test_the_checker_passes_a_clean_history_and_names_each_violation() -> None:
     assert got["2 unaccounted"] == 2 and got["2 no claim"] == 2 and got["2 ledger vs witness"] == 1, got
     assert got["3 superseded uri"] == 1, got
     assert got["4 sent after lease lapsed"] == 2, got  # one during the SIGSTOP, one stale after the SIGCONT
-    assert got["5 at_least_once lost"] == 1 and got["api status"] == 1 and got["node stop"] == 1, got
+    assert got["5 at_least_once lost"] == 1 and got["api status"] == 1, got
+    # a node that ignores SIGTERM is a known open bug: reported as a warning, not a violation (yet)
+    assert any(w["check"] == "node stop (known bug)" for w in v.warnings), v.warnings
 
 
 @pytest.mark.timeout(int(SECONDS) + 360)  # the run, then the heal and the settle (at most ~2 minutes)
