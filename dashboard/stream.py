@@ -9,6 +9,7 @@ resync (it reconnects and gets a fresh snapshot); it never stalls the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import weakref
 from typing import Any
@@ -34,12 +35,22 @@ SNAPSHOT_JOBS = 200
 Wire = tuple[str, str, str]
 
 
+CLOSE: Wire = ("", "", "")  # the node is stopping: the stream ends
+
+
 class Listener:
-    __slots__ = ("queue", "overflowed")
+    __slots__ = ("queue", "overflowed", "closed")
 
     def __init__(self, maxsize: int) -> None:
         self.queue: asyncio.Queue[Wire] = asyncio.Queue(maxsize)
         self.overflowed = False
+        self.closed = False
+
+    def close(self) -> None:
+        """Wake the consumer and end its stream (a full queue wakes it anyway; it looks at ``closed``)."""
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(CLOSE)
 
     def offer(self, item: Wire) -> None:
         if self.overflowed:
@@ -57,14 +68,24 @@ class StreamHub:
         self.listeners: set[Listener] = set()
         self.last_id = "0-0"
         self.responses: weakref.WeakSet[EventSourceResponse] = weakref.WeakSet()
+        self.closing = False
 
     def listen(self) -> Listener:
         listener = Listener(QUEUE_SIZE)
         self.listeners.add(listener)
+        if self.closing:
+            listener.close()
         return listener
 
     def unlisten(self, listener: Listener) -> None:
         self.listeners.discard(listener)
+
+    def close(self) -> None:
+        """The node is stopping: every open stream ends now (clients reconnect to another node), so
+        no stream holds the stop back."""
+        self.closing = True
+        for listener in list(self.listeners):
+            listener.close()
 
     async def run(self) -> None:
         started = False
@@ -176,6 +197,8 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
             seen = {w[0] for w in replay} if replay else set()
             while resp.is_connected():
                 entry_id, name, data = await listener.queue.get()
+                if listener.closed:
+                    break
                 if listener.overflowed:
                     await resp.send(json.dumps({"reason": "client too slow; reconnect for a fresh snapshot"}),
                                     event="resync")
@@ -191,6 +214,7 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def close_streams(app: web.Application) -> None:
+    app[HUB].close()
     for resp in list(app[HUB].responses):
         resp.stop_streaming()
 

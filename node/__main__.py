@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
 
 from aiohttp import web
@@ -26,18 +28,38 @@ def main(argv: list[str] | None = None) -> None:
 
     logs.configure(settings.log_level, settings.log_format)
     try:
-        import asyncio
-
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
+    asyncio.run(serve(settings))
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully.
+
+    Not ``web.run_app``: it cleans up inside its main task *after cancelling it*, and aiohttp's request
+    drain re-raises its timeout in a cancelled task, which skips the app's cleanup (the node's stop) and
+    leaves every task to a blanket cancel. Here the cleanup runs in a task nobody cancelled, so the
+    node's stop always runs, and a slow request only waits out ``shutdown_timeout``.
+    """
     from node.app import create_app
 
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None,
-                shutdown_timeout=settings.shutdown_grace + 5, access_log=None)
-
+    app = create_app(settings)
+    # shutdown_timeout: how long API requests in flight get at SIGTERM; the node's own stop
+    # (node.app.Stop) runs beside them from the first moment.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+    finally:
+        await runner.cleanup()
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,11 @@ Stop (SIGTERM): stop claiming → send what was claimed, finish in-flight runs
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import io
+import logging
+import os
+import sys
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
@@ -98,9 +103,70 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     await r.redis.aclose()
 
 
+class Stop:
+    """The node's stop, begun the moment SIGTERM reaches aiohttp (``on_shutdown``: the listening socket is
+    closed, requests in flight are still being served) rather than after aiohttp has drained them: an API
+    request or a stream still open must not hold the hand-over back. Bounded: a stop that overruns its
+    budget (a bug) logs every task's stack and exits with status 1, so a stop never hangs; a loop blocked
+    outright is caught by ``faulthandler``, which dumps the threads' stacks and exits a little later."""
+
+    def __init__(self, r: Runtime) -> None:
+        self.r = r
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.watchdog: asyncio.TimerHandle | None = None
+
+    @property
+    def budget(self) -> float:
+        # shutdown (grace) + leave (membership 2 s) + drain (grace) + loops (5 s) + flushes and closes
+        return 2 * self.r.settings.shutdown_grace + 15.0
+
+    def begin(self) -> asyncio.Task[None]:
+        if self.task is None:
+            self.task = asyncio.create_task(self._run(), name="stop")
+            self.watchdog = asyncio.get_running_loop().call_later(self.budget, self._overran)
+            faulthandler.dump_traceback_later(self.budget + 10.0, exit=True)
+        return self.task
+
+    def done(self) -> None:
+        """Stopped in time: disarm the watchdogs (an in-process app in a test must not end its process)."""
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            faulthandler.cancel_dump_traceback_later()
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        self.begin()
+
+    async def _run(self) -> None:
+        r, s = self.r, self.r.scheduler
+        log.info("node stopping: finishing claimed and in-flight work", grace_s=r.settings.shutdown_grace)
+        await s.shutdown(r.settings.shutdown_grace)
+        r.membership.stop()
+        if "membership" in self.tasks:
+            await asyncio.wait([self.tasks["membership"]], timeout=2)
+        await r.membership.leave()  # at once: peers take over without waiting for member_ttl
+        await s.drain(r.settings.shutdown_grace)  # runs in flight finish and record their outcomes
+
+    def _overran(self) -> None:
+        stacks = {}
+        for t in asyncio.all_tasks():
+            out = io.StringIO()
+            t.print_stack(limit=10, file=out)
+            stacks[t.get_name()] = out.getvalue()
+        log.error("stop overran its budget: exiting", budget_s=self.budget, tasks=stacks)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+STOP: web.AppKey[Stop] = web.AppKey("stop", Stop)
+
+
 async def loops(app: web.Application) -> AsyncIterator[None]:
     r = app[RUNTIME]
     s = r.scheduler
+    stop = app[STOP]
     tasks = [
         asyncio.create_task(_supervise(name, fn), name=name)
         for name, fn in (
@@ -109,21 +175,17 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
             ("publisher", s.outcomes.publisher.run), ("retention", s.run_retention), ("audit", r.auditor.run),
         )
     ]
+    stop.tasks = {t.get_name(): t for t in tasks}
     log.info("node started", node=r.settings.node_id, url=r.settings.advertise_url, version=r.version)
     yield
-    log.info("node stopping: finishing claimed and in-flight work", grace_s=r.settings.shutdown_grace)
-    await s.shutdown(r.settings.shutdown_grace)
-    by_name = {t.get_name(): t for t in tasks}
-    r.membership.stop()
-    await asyncio.wait([by_name["membership"]], timeout=2)
-    await r.membership.leave()  # at once: peers take over without waiting for member_ttl
-    await s.drain(r.settings.shutdown_grace)  # runs in flight finish and record their outcomes
+    await stop.begin()  # begun at SIGTERM already; here too for a cleanup without a shutdown
     for t in tasks:
         t.cancel()
     # bounded: a stop must never hang on a loop that does not end
     _done, stuck = await asyncio.wait(tasks + list(s.tasks), timeout=5)
     if stuck:
         log.warning("loops still running at stop", loops=sorted(t.get_name() for t in stuck))
+    stop.done()
     log.info("node stopped", node=r.settings.node_id)
 
 
@@ -145,6 +207,8 @@ def create_app(settings: Settings) -> web.Application:
                       "max_headers": settings.max_headers},
     )
     app[RUNTIME] = build_runtime(settings)
+    app[STOP] = Stop(app[RUNTIME])
+    app.on_shutdown.append(app[STOP].on_shutdown)  # first: before the streams close
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(resources)
     app.cleanup_ctx.append(loops)
