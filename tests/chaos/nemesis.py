@@ -55,7 +55,9 @@ import argparse
 import asyncio
 import json
 import random
+import shutil
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -99,6 +101,7 @@ FAULT_WEIGHTS = {"kill": 1.0, "stop": 1.0, "term": 0.7, "join": 0.6, "leave": 0.
 OP_WEIGHTS = {"create": 1.5, "edit_uri": 3.0, "edit_schedule": 1.5, "edit_zone": 1.0, "pause": 1.0,
               "resume": 1.5, "delete": 1.0, "run_now": 2.0, "apply": 0.7}
 FAULT_SHARE = 0.25
+STEP_GAP = (0.2, 0.9)  # seconds between actions: ~110 a minute, ~80 of them API operations
 HEALS = ("restart", "cont", "db_restore")  # steps that end a fault (planned, not drawn)
 
 
@@ -157,7 +160,7 @@ class _Model:
 
 
 def plan(seed: int, seconds: float, *, nodes: int = START_NODES) -> list[Step]:
-    """The nemesis's schedule for ``seconds``: an action every 0.3-1.5 s, about a quarter of them faults,
+    """The nemesis's schedule for ``seconds``: an action every 0.2-0.9 s, about a quarter of them faults,
     each fault's end planned with it. Pure: the same arguments give the same steps."""
     rng = random.Random(seed)
     m = _Model(nodes={f"{NODE_PREFIX}-{i}": "up" for i in range(1, nodes + 1)}, next_node=nodes + 1)
@@ -175,7 +178,7 @@ def plan(seed: int, seconds: float, *, nodes: int = START_NODES) -> list[Step]:
             step = _draw_op(m, rng, t)
         if step is not None:
             steps.append(step)
-        t += rng.uniform(0.3, 1.5)
+        t += rng.uniform(*STEP_GAP)
     steps.sort(key=lambda s: s.at)  # stable: heals keep their place among actions drawn at once
     return steps
 
@@ -507,6 +510,7 @@ class Nemesis:
             try:
                 rc = await node.terminate(timeout=TERM_TIMEOUT)
             except AssertionError:  # it did not stop: a finding; kill it so no stray process keeps running
+                _dump_stacks(node)
                 node.kill()
                 self.record("fault", step.kind, t=t, node=n, hung=f"still running {TERM_TIMEOUT:.0f} s after SIGTERM "
                             f"(pid {node.pid}); killed")
@@ -1297,6 +1301,19 @@ async def run(seed: int, seconds: float, *, progress: Callable[[str], None] = pr
         await proxy.close()
         await _end_proxy_tasks()
         redis.kill()
+
+
+def _dump_stacks(node: Node) -> None:
+    """Where a node that will not stop is: its Python stacks (py-spy, when installed) into its log's folder."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        return
+    try:
+        out = subprocess.run([spy, "dump", "--locals", "--pid", str(node.pid)], capture_output=True, text=True,
+                             timeout=20)
+        node.log_path.with_suffix(".stacks.txt").write_text(out.stdout + out.stderr)
+    except (OSError, subprocess.SubprocessError):
+        pass
 
 
 async def _end_proxy_tasks() -> None:
