@@ -98,9 +98,12 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     except StoreUnavailable as e:
         log.warning("MariaDB unavailable at start; the API answers 503 until it returns", error=str(e))
     yield
-    await r.firer.close()
-    await r.store.close()
-    await r.redis.aclose()
+    for name, close in (("outbound HTTP", r.firer.close), ("MariaDB", r.store.close), ("Redis", r.redis.aclose)):
+        try:
+            await asyncio.wait_for(close(), 5)
+        except (TimeoutError, OSError, aioredis.RedisError) as e:
+            log.warning("closing a client failed; exiting anyway", client=name, error=f"{type(e).__name__}: {e}")
+    app[STOP].done()  # the last step of the stop: the watchdogs stand down
 
 
 class Stop:
@@ -118,8 +121,8 @@ class Stop:
 
     @property
     def budget(self) -> float:
-        # shutdown (grace) + leave (membership 2 s) + drain (grace) + loops (5 s) + flushes and closes
-        return 2 * self.r.settings.shutdown_grace + 15.0
+        # shutdown (grace) + leave (2 s) + drain (grace) + loops (5 s) + closes (3 x 5 s) + flushes
+        return 2 * self.r.settings.shutdown_grace + 25.0
 
     def begin(self) -> asyncio.Task[None]:
         if self.task is None:
@@ -185,7 +188,6 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
     _done, stuck = await asyncio.wait(tasks + list(s.tasks), timeout=5)
     if stuck:
         log.warning("loops still running at stop", loops=sorted(t.get_name() for t in stuck))
-    stop.done()
     log.info("node stopped", node=r.settings.node_id)
 
 

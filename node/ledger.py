@@ -409,23 +409,12 @@ def missed_in_gap(history: Sequence[Mapping[str, Any]], start: datetime, end: da
     """The instants in (start, end] that were due under the definitions then in force (not paused, not
     deleted) — for a gap nobody could claim: the owner was lost and the job was then paused, edited
     or deleted before a successor planned it. Returned as planning.MissedRange (bounded slices)."""
-    from node import planning
-    from node.jobs import MisfirePolicy
+    from node.planning import missed_between
 
     out: list[Any] = []
     for seg in segments(history):
         if seg.schedule is None or seg.paused:
             continue
-        lo = max(seg.start, start)
         hi = min(seg.end, end) if seg.end is not None else end
-        anchor = lo
-        for _ in range(1000):
-            if anchor >= hi:
-                break
-            p = planning.plan(seg.schedule, anchor, hi + timedelta(days=1), hi, policy=MisfirePolicy.SKIP,
-                              grace=timedelta(0), busy=False, forbid=False)
-            out += p.missed
-            if p.complete or p.anchor <= anchor:
-                break
-            anchor = p.anchor
+        out += missed_between(seg.schedule, max(seg.start, start), hi)
     return out

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import structlog
 
 from node import metrics, planning
-from node.jobs import Job, JobSummary, MisfirePolicy, secret_values
+from node.jobs import Job, JobSummary, secret_values
 from node.ledger import missed_in_gap
 from node.ring import Ring
 from node.schedule import Schedule
@@ -110,7 +110,6 @@ class Owned:
     releasing: bool = False
     reloading: bool = False
     generation: int = 0  # bumped by a reload: a plan made before it does not move the anchor
-    overlap_id: str | None = None
     claims_since_retention: int = 0
 
     @property
@@ -130,19 +129,11 @@ def _has_gap(t: Takeover) -> bool:
 
 
 def missed_until(schedule: Schedule, o: Owned, until: datetime) -> list[Claim]:
-    """Missed-range rows for ``schedule``'s instants in (o.anchor, until] (bounded: planned in slices)."""
-    out: list[Claim] = []
-    anchor = o.anchor
-    for _ in range(1000):
-        p = planning.plan(schedule, anchor, until + timedelta(days=1), until, policy=MisfirePolicy.SKIP,
-                          grace=timedelta(0), busy=False, forbid=False)
-        out += [Claim(id=new_execution_id(), job_id=o.job.id, scheduled_at=m.last, fence=o.fence, kind="misfire",
-                      state="missed", missed_count=m.count, missed_from=m.first,
-                      error="due before an edit took force, not claimed in time") for m in p.missed]
-        anchor = p.anchor
-        if p.complete:
-            break
-    return out
+    """Missed-range rows for ``schedule``'s instants in (o.anchor, until]."""
+    return [Claim(id=new_execution_id(), job_id=o.job.id, scheduled_at=m.last, fence=o.fence, kind="misfire",
+                  state="missed", missed_count=m.count, missed_from=m.first,
+                  error="due before an edit took force, not claimed in time")
+            for m in planning.missed_between(schedule, o.anchor, until)]
 
 
 class Hooks(Protocol):
@@ -303,44 +294,53 @@ class Ownership:
                 await self.locks.set_fences({t.job.id: t.fence for t in takeovers})
             finally:
                 self._taking_over.difference_update(got)
+            # Gaps first: a gap's missed rows must go out in the job's first claim batch, before any
+            # later tick is claimed (a successor reads the last tick claimed: once a later one has a
+            # row, a gap left only in memory would be lost with this node).
+            gaps = await self._gaps([t for t in takeovers if _has_gap(t)])
             for t in takeovers:
+                if t.job.id not in gaps and _has_gap(t):
+                    continue  # its gap could not be read: not owned now; the stray pass frees the lock
                 try:
-                    self._own(t)
+                    self._own(t, gaps.get(t.job.id, []))
                 except Exception:  # one bad definition (e.g. a zone gone from tzdata) never blocks the rest
                     log.exception("could not take a job over", job=t.job.id)
                     continue
                 if t.fence > 1:  # fence 1 is a new job's first owner, not a hand-over
                     taken.append(t.job.id)
-            await self._fill_gaps([t for t in takeovers if t.job.id in self.owned and _has_gap(t)])
             # jobs deleted meanwhile are not in takeovers: their locks are strays now
             await asyncio.sleep(0)
         if taken:
             self.hooks.handover("in", taken)
 
-    async def _fill_gaps(self, gaps: list[Takeover]) -> None:
+    async def _gaps(self, gaps: list[Takeover]) -> dict[str, list[Claim]]:
         """Instants due after the last tick claimed and before the definition now in force took
         force (the owner was lost, then the job was paused, edited or resumed before a successor
-        planned it) get missed rows under the definitions of their time: never skipped silently."""
+        planned it): missed rows under the definitions of their time, never skipped silently. By job;
+        a job missing from the answer could not be read (MariaDB away) and must not be owned yet."""
         if not gaps:
-            return
+            return {}
         try:
             history = await self.store.job_history([t.job.id for t in gaps])
         except StoreUnavailable as e:
-            log.warning("could not read job history to record a gap's missed ticks", jobs=len(gaps), error=str(e))
-            return
+            log.warning("could not read job history to record a gap's missed ticks; taking over later",
+                        jobs=len(gaps), error=str(e))
+            return {}
+        out: dict[str, list[Claim]] = {}
         for t in gaps:
-            o = self.owned.get(t.job.id)
             rows = history.get(t.job.id) or []
-            if o is None or not rows or t.job.active_since is None:
+            if not rows or t.job.active_since is None:
+                out[t.job.id] = []
                 continue
             start = t.last_tick or rows[0]["valid_from"]
-            o.extra += [Claim(id=new_execution_id(), job_id=o.job.id, scheduled_at=m.last, fence=o.fence,
-                              kind="misfire", state="missed", missed_count=m.count, missed_from=m.first,
-                              error="due while its owner was lost, before the job was changed; not run")
-                        for m in missed_in_gap(rows, start, t.job.active_since)]
+            out[t.job.id] = [Claim(id=new_execution_id(), job_id=t.job.id, scheduled_at=m.last, fence=t.fence,
+                                   kind="misfire", state="missed", missed_count=m.count, missed_from=m.first,
+                                   error="due while its owner was lost, before the job was changed; not run")
+                             for m in missed_in_gap(rows, start, t.job.active_since)]
             await asyncio.sleep(0)
+        return out
 
-    def _own(self, t: Takeover) -> None:
+    def _own(self, t: Takeover, gap: list[Claim]) -> None:
         # the owner needs neither timestamps nor the stored owner: drop them (memory at 100k jobs)
         job = replace(t.job, created_at=None, updated_at=None, owner=None)
         last, since = t.last_tick, t.job.active_since
@@ -352,7 +352,7 @@ class Ownership:
         else:
             anchors = [a for a in (last, since) if a is not None]
             anchor = max(anchors) if anchors else datetime.now(UTC)
-        o = Owned(job=job, schedule=job.parsed_schedule, fence=t.fence, anchor=anchor)
+        o = Owned(job=job, schedule=job.parsed_schedule, fence=t.fence, anchor=anchor, extra=gap)
         self.owned[job.id] = o
         if t.fence > 1:
             self.handovers_in += 1

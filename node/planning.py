@@ -169,3 +169,20 @@ def _reason(policy: MisfirePolicy, grace: timedelta, catchup_cap: int, *, past: 
         parts.append("coalesced into one catch-up run" if policy is MisfirePolicy.FIRE_ONCE
                      else f"over the catch-up cap ({catchup_cap} runs)")
     return "; ".join(parts)
+
+
+def missed_between(schedule: Schedule, start: datetime, end: datetime) -> list[MissedRange]:
+    """Every instant of ``schedule`` in ``(start, end]`` as missed ranges (for instants nobody could
+    claim: an owner lost before an edit, a pause or a delete). Bounded: planned in slices."""
+    out: list[MissedRange] = []
+    anchor = start
+    for _ in range(1000):
+        if anchor >= end:
+            break
+        p = plan(schedule, anchor, end + timedelta(days=1), end, policy=MisfirePolicy.SKIP, grace=timedelta(0),
+                 busy=False, forbid=False)
+        out += p.missed
+        if p.complete or p.anchor <= anchor:
+            break
+        anchor = p.anchor
+    return out

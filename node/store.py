@@ -327,11 +327,17 @@ class Store:
         await self._get_pool()
         self.available = True
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 3.0) -> None:
+        """Close the pool; connections still in use after ``timeout`` are closed under their users (a
+        query hung on a dead MariaDB must not hold the node's exit: aiomysql waits for them forever)."""
         if self._pool is not None:
-            self._pool.close()
-            await self._pool.wait_closed()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            pool.close()
+            try:
+                await asyncio.wait_for(pool.wait_closed(), timeout)
+            except TimeoutError:
+                log.warning("MariaDB connections still in use at close; closing them", in_use=pool.size - pool.freesize)
+                pool.terminate()
 
     async def _run(self, fn: Any) -> Any:
         """Run ``fn(cursor)`` on a pooled connection, mapping outages to StoreUnavailable."""

@@ -85,7 +85,7 @@ LEASE_TOLERANCE = 0.3  # a request already on the wire when the lease lapsed may
 EDIT_GRACE = 3.0  # an edit reaches the owner within this long after the API replied
 SETTLE_DEADLINE = 75.0  # after the heal: how long the ledger may take to account for every instant
 OP_TIMEOUT = 8.0  # one API call
-TERM_TIMEOUT = 30.0  # a SIGTERMed node exits within shutdown_grace (5 s) plus its bounded stop (5 s); 30 s is a hang
+TERM_TIMEOUT = 50.0  # a SIGTERMed node exits within its stop's budget (2 x grace + 25 s, then it exits 1); 50 s is a hang
 START_NODES = 3
 MAX_NODES = 5
 MAX_JOBS = 28  # live jobs (regular slots + apply-managed), under the brief's 30
@@ -1181,12 +1181,7 @@ def _check_api(v: Verdict, history: list[dict]) -> None:
                   job=h.get("job"))
     for h in history:
         if h["type"] == "fault" and h.get("hung"):
-            # A known open bug, not one of the guarantee's checks: a node that was SIGSTOPped and
-            # SIGCONTed earlier sometimes does not start its shutdown on SIGTERM (seen twice in 40
-            # minutes of soak; the nemesis kills it after 30 s). Reported loudly, counted as a warning
-            # until it is fixed, so the guarantee's checks gate CI alone.
-            v.warn("node stop (known bug)", f"{h['node']} {h['hung']} ({h['kind']} at {h['time']})", at=h["time"],
-                   node=h["node"])
+            v.add("node stop", f"{h['node']} {h['hung']} ({h['kind']} at {h['time']})", at=h["time"], node=h["node"])
         elif h["type"] == "fault" and h.get("returncode") not in (None, 0):
             v.add("node stop", f"{h['node']} exited with {h['returncode']} after SIGTERM ({h['kind']} at {h['time']})",
                   at=h["time"], node=h["node"])

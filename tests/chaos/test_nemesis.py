@@ -114,7 +114,7 @@ def test_the_checker_passes_a_clean_history_and_names_each_violation() -> None:
                                        "job": "j1", "status": 500, "reply": t0 + 30.1, "want": {"paused": True},
                                        "error": "internal error"},
                                       {"t": t0 + 31, "time": iso(t0 + 31), "type": "fault", "kind": "term", "node": "n2",
-                                       "hung": "still running 30 s after SIGTERM (pid 1); killed"}]
+                                       "hung": "still running 50 s after SIGTERM (pid 1); killed"}]
     v = check(bad)
     got = Counter(x["check"] for x in v.violations)
     assert got["1 duplicate"] == 1, v.violations
@@ -122,8 +122,7 @@ def test_the_checker_passes_a_clean_history_and_names_each_violation() -> None:
     assert got["3 superseded uri"] == 1, got
     assert got["4 sent after lease lapsed"] == 2, got  # one during the SIGSTOP, one stale after the SIGCONT
     assert got["5 at_least_once lost"] == 1 and got["api status"] == 1, got
-    # a node that ignores SIGTERM is a known open bug: reported as a warning, not a violation (yet)
-    assert any(w["check"] == "node stop (known bug)" for w in v.warnings), v.warnings
+    assert got["node stop"] == 1, got  # a node that does not stop on SIGTERM
 
 
 @pytest.mark.timeout(int(SECONDS) + 360)  # the run, then the heal and the settle (at most ~2 minutes)

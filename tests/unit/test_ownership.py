@@ -470,3 +470,42 @@ def test_a_tombstone_is_final() -> None:
     c.apply(JobSummary(id="j", version=4, paused=False, deleted=True))
     c.apply(JobSummary(id="j", version=9, paused=False, deleted=False))  # a late or forged event
     assert c.jobs["j"].deleted and "j" not in c.active_ids()
+
+
+async def test_a_takeovers_gap_rows_are_there_before_its_first_claim() -> None:
+    """Owner lost at T0+10 s, job edited at T0+20 s, successor takes over: the old definition's
+    instants in between are the Owned's first rows when the timer first sees it (found by the nemesis:
+    the gap was read after the job was owned, a later tick was claimed meanwhile, the node died, and
+    the next successor saw no gap). A history that cannot be read leaves the job unowned this pass."""
+    w, nodes = _world("a", jobs=1)
+    a = nodes["a"]
+    edit = T0.replace(second=20)
+    w.jobs["job000"] = Job(**{**_fields(w.jobs["job000"]), "schedule": "* * * * * *", "active_since": edit})
+    history = [{"valid_from": T0, "schedule": "*/2 * * * * *", "time_zone": "UTC", "paused": 0, "deleted": 0,
+                "version": 1},
+               {"valid_from": edit, "schedule": "* * * * * *", "time_zone": "UTC", "paused": 0, "deleted": 0,
+                "version": 2}]
+    store = a.own.store
+    reads = {"fail": 1}
+
+    async def take_over(job_ids: Sequence[str], node: str) -> list[Takeover]:
+        return [Takeover(job=w.jobs[j], fence=2, last_tick=T0.replace(second=10)) for j in job_ids]
+
+    async def job_history(job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        if reads["fail"]:
+            reads["fail"] -= 1
+            raise StoreUnavailable("history read failed")
+        return {j: history for j in job_ids}
+
+    store.take_over, store.job_history = take_over, job_history  # type: ignore[method-assign]
+    seen: list[list[Any]] = []
+    a.own.hooks.took = lambda o, redeliver=(): seen.append(list(o.extra))  # type: ignore[method-assign]
+    await _pass(a)
+    assert "job000" not in a.own.owned and not seen  # the gap could not be read: not owned yet
+    for _ in range(3):
+        await _pass(a)
+    assert "job000" in a.own.owned
+    (gap,) = seen[0]
+    # */2 instants in (T0+10, T0+20]: 12, 14, 16, 18, 20
+    assert (gap.kind, gap.state, gap.missed_count) == ("misfire", "missed", 5)
+    assert (gap.missed_from, gap.scheduled_at) == (T0.replace(second=12), edit)
