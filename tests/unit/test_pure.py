@@ -9,7 +9,7 @@ import json
 import pytest
 
 from node.firing import backoff_delay, parse_retry_after, render, sign
-from node.jobs import ValidationError, masked_headers, rfc3339, validate
+from node.jobs import ValidationError, masked_headers, now_iso, rfc3339, tick_iso, validate
 from node.messages import (
     ExecutionBatch,
     ExecutionEvent,
@@ -152,6 +152,18 @@ def test_rfc3339_is_utc_milliseconds() -> None:
     assert rfc3339(t.astimezone(timezone(timedelta(hours=-3)))) == "2026-03-29T01:00:00.123Z"
     assert rfc3339(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00.000Z"
     assert rfc3339(None) is None
+
+
+def test_the_cached_spellings_match_rfc3339() -> None:
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    t = datetime(2026, 7, 1, 1, 0, 0, 123456, tzinfo=ZoneInfo("Europe/Lisbon"))
+    assert tick_iso(t) == rfc3339(t) == "2026-07-01T00:00:00.123Z"
+    before = datetime.now(UTC) - timedelta(milliseconds=1)
+    now = datetime.fromisoformat(now_iso().replace("Z", "+00:00"))
+    assert before <= now + timedelta(milliseconds=1) and now <= datetime.now(UTC)
+
 
 
 def test_settings_fail_clearly() -> None:
