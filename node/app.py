@@ -22,6 +22,7 @@ from aiohttp import web
 
 import dashboard
 from node import __version__, api
+from node.aio import raise_if_cancelling
 from node.audit import Auditor
 from node.auth import auth_middleware
 from node.bus import Bus
@@ -86,6 +87,7 @@ async def _supervise(name: str, fn: object) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
+            raise_if_cancelling()
             log.exception("loop crashed; restarting", loop=name)
             await asyncio.sleep(1.0)
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from node import metrics
+from node.aio import raise_if_cancelling
 from node.jobs import rfc3339
 from node.ledger import Fate, Ledger, account, segments
 from node.ownership import Owned
@@ -90,4 +91,5 @@ class Auditor:
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as e:
+                raise_if_cancelling()
                 log.warning("tick audit skipped: MariaDB unavailable", error=str(e))

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 import structlog
 
+from node.aio import raise_if_cancelling
 from node.keys import EVENTS_STREAM_LENGTH, Keys
 from node.messages import MessageError, Record, unpack
 
@@ -67,6 +68,7 @@ class Bus:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                raise_if_cancelling()
                 self.connected.clear()
                 log.warning("pub/sub connection lost", error=f"{type(e).__name__}: {e}")
                 await asyncio.sleep(backoff)

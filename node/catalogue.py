@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from node.aio import wait_event
+from node.aio import raise_if_cancelling, wait_event
 from node.jobs import JobSummary
 from node.messages import JobEvent, Record
 from node.store import Store, StoreUnavailable
@@ -122,9 +122,11 @@ class Catalogue:
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as e:
+                raise_if_cancelling()
                 log.warning("re-sync failed", error=str(e))
                 delay = min(self.resync_interval, 1.0)
             except Exception:
+                raise_if_cancelling()
                 log.exception("re-sync failed")
                 delay = min(self.resync_interval, 1.0)
             self._wake.clear()

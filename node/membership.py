@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 import structlog
 
-from node.aio import wait_event
+from node.aio import raise_if_cancelling, wait_event
 from node.keys import EVENTS_STREAM_LENGTH, Keys
 from node.messages import MembershipEvent, NodeInfo, unpack
 from node.ring import Ring
@@ -173,6 +173,7 @@ class Membership:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                raise_if_cancelling()
                 log.warning("heartbeat failed", error=f"{type(e).__name__}: {e}")
                 backoff = min(self.heartbeat_interval, backoff)
                 if self._last_ok is not None and not self.fresh() and not self.lapsed.is_set():

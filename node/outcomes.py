@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from node import metrics
+from node.aio import raise_if_cancelling
 from node.firing import Result
 from node.jobs import now_iso, redact, tick_iso
 from node.keys import EVENTS_STREAM_LENGTH, Keys
@@ -97,10 +98,12 @@ class Recorder:
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as e:
+                raise_if_cancelling()
                 log.warning("recording outcomes failed; will retry", pending=len(self.buffer), error=str(e))
                 self.wake.set()
                 await asyncio.sleep(1.0)
             except Exception:
+                raise_if_cancelling()
                 log.exception("recording outcomes failed")
                 self.wake.set()
                 await asyncio.sleep(1.0)
@@ -138,6 +141,7 @@ class Publisher:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                raise_if_cancelling()
                 log.debug("publishing executions failed", error=str(e), dropped=len(events))
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from node import metrics, planning
-from node.aio import wait_event
+from node.aio import raise_if_cancelling, wait_event
 from node.catalogue import Catalogue
 from node.fencing import Locks
 from node.firing import Firer, Result
@@ -184,6 +184,7 @@ class Scheduler:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    raise_if_cancelling()
                     log.exception("claim cycle failed")
                     for o in due:
                         if self.owned.get(o.job.id) is o:
@@ -412,9 +413,11 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as e:
+                raise_if_cancelling()
                 failed = True
                 log.warning("reconcile: MariaDB unavailable", error=str(e))
             except Exception as e:
+                raise_if_cancelling()
                 failed = True
                 log.warning("reconcile failed", error=f"{type(e).__name__}: {e}")
             # A pass that failed, or that left a stray lock it could not release (Redis away), is
@@ -451,6 +454,7 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                raise_if_cancelling()
                 log.warning("retention failed", error=str(e))
 
     async def shutdown(self, grace: float) -> None:
