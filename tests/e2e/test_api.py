@@ -193,6 +193,11 @@ async def test_health_cluster_metrics_openapi(cluster: Cluster) -> None:
     status, h, _ = await cluster.request("GET", f"{url}/api/health")
     assert status == 200 and h["status"] == "healthy" and h["redis"] == "connected" and h["database"] == "connected"
     assert h["instanceId"] == "api-1" and isinstance(h["totalCronsDB"], int)
+    status, live, _ = await cluster.request("GET", f"{url}/livez")
+    assert status == 200 and live["status"] == "live" and live["instanceId"] == "api-1"
+    status, ready, _ = await cluster.request("GET", f"{url}/readyz")
+    assert status == 200 and ready == {"status": "ready", "instanceId": "api-1", "checks": {
+        "redis": True, "database": True, "membership": True, "running": True}}
     status, c, _ = await cluster.request("GET", f"{url}/api/cluster")
     assert c["epoch"] >= 1 and [m["id"] for m in c["members"]] == ["api-1"] and c["members"][0]["self"]
     status, text, _ = await cluster.request("GET", f"{url}/metrics")

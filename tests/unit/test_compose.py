@@ -35,7 +35,14 @@ def test_node_environment_matches_settings_and_ports_agree() -> None:
     port = env["CRONRING_PORT"]
     assert node["expose"] == [port]
     assert node["labels"]["traefik.http.services.cronring.loadbalancer.server.port"] == port
-    assert f":{port}/api/health" in " ".join(node["healthcheck"]["test"])
+    # readiness (Redis, MariaDB, a fresh lease, not stopping), open without a token: the health check,
+    # Traefik's and the image's all use it
+    assert f":{port}/readyz" in " ".join(node["healthcheck"]["test"])
+    assert node["labels"]["traefik.http.services.cronring.loadbalancer.healthcheck.path"] == "/readyz"
+    assert f":{port}/readyz" in (COMPOSE / "Dockerfile").read_text()
+    from node.auth import PROBES
+
+    assert "/readyz" in PROBES
     assert "ports" not in node  # scalable: --scale node=5 must not fight over host ports
     url = re.sub(r"\$\{[A-Z_]+\}", "x", env["CRONRING_DATABASE_URL"])
     assert DatabaseURL.parse(url).host == "mariadb"
