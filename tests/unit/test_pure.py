@@ -176,3 +176,40 @@ def test_settings_fail_clearly() -> None:
     s = Settings.load(["--port", "9999"], {"CRONRING_API_TOKENS": "readtoken1:read,admintoken1"})
     assert s.port == 9999 and s.node_id.endswith(":9999")
     assert s.api_tokens == {"readtoken1": "read", "admintoken1": "admin"}
+
+
+def test_the_redis_client_retries_once_and_quickly() -> None:
+    """redis-py 8 retries a failed command 10 times with up to 1 s backoff by default: with 2 s socket
+    timeouts one command could outlast the lease many times over. The node's client retries once."""
+    from node.app import build_runtime
+    from node.settings import Settings
+
+    r = build_runtime(Settings.load([], {}))
+    retry = r.redis.get_retry()
+    assert retry is not None and retry._retries == 1
+    assert retry._backoff.compute(1) <= 0.2
+
+
+def test_library_log_records_are_json_lines_too(capsys) -> None:
+    """aiohttp's, asyncio's and the drivers' stdlib records come out as the node's own JSON lines."""
+    import json
+    import logging
+
+    import structlog
+
+    from node import logs
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.configure("info", "json")
+        logging.getLogger("aiohttp.server").warning("Error handling request %s", "x")
+        structlog.get_logger("node").warning("own line", a=1)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        structlog.reset_defaults()
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert lines[0]["event"] == "Error handling request x" and lines[0]["logger"] == "aiohttp.server"
+    assert lines[0]["level"] == "warning" and lines[0]["timestamp"].endswith("Z")
+    assert lines[1]["event"] == "own line" and lines[1]["a"] == 1
