@@ -184,9 +184,9 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     resp: web.StreamResponse = web.Response(status=204)
     try:
-        async with sse_response(request, headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}) as resp:
+        async with sse_response(request, headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"},
+                                ping_interval=PING_SECONDS) as resp:
             hub.responses.add(resp)
-            resp.ping_interval = PING_SECONDS
             replay = await hub.replay(last_event_id) if last_event_id else None
             if replay is None:
                 await resp.send(json.dumps(await snapshot(request)), id=hub.last_id, retry=RETRY_MS)
@@ -208,6 +208,10 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
                 await resp.send(data, id=entry_id, event=name)
     except (ConnectionResetError, asyncio.CancelledError):
         pass
+    except TimeoutError:
+        # aiohttp-sse 3: a client that stopped reading outlasted the send timeout; the library has
+        # aborted its connection. Not a server error: it reconnects (and gets a fresh snapshot).
+        log.info("stream client stopped reading; disconnected")
     finally:
         hub.unlisten(listener)
     return resp
