@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
+from node import metrics
 from node.keys import Keys
 from node.messages import ExecutionBatch, JobEvent, MembershipEvent, MessageError, Record, unpack
 from node.runtime import RUNTIME
@@ -225,6 +226,8 @@ async def close_streams(app: web.Application) -> None:
 
 def setup(app: web.Application) -> None:
     app[HUB] = StreamHub(app[RUNTIME].redis, app[RUNTIME].keys)
+    hub = app[HUB]
+    metrics.STREAM_CLIENTS.set_function(lambda: len(hub.listeners))
     app.router.add_get("/api/crons/status/stream", status_stream)
     app.router.add_get("/api/crons/status-stream", status_stream)
     app.on_shutdown.append(close_streams)
