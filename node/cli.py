@@ -4,7 +4,8 @@ Talks to ``--url`` (env CRONRING_URL, default http://127.0.0.1:8081) with ``--to
 (env CRONRING_TOKEN). ``jobs apply -f jobs.yaml`` makes the cluster match a file:
 jobs are matched by ``name`` (unique in the file); missing ones are created,
 differing ones updated, equal ones left alone; ``--prune`` deletes named jobs the
-file no longer has; ``--dry-run`` only prints the plan.
+file no longer has; ``--dry-run`` only prints the plan, ``--diff`` a field diff; ``--exit-code``
+exits 2 when there are changes. Secrets are compared and printed masked, as the API shows them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from urllib.parse import quote
 
 import yaml
 
-from node.jobs import FIELDS
+from node.jobs import FIELDS, masked_headers, masked_uri
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 
@@ -77,8 +78,25 @@ def _editable(job: dict[str, Any]) -> dict[str, Any]:
     return {k: job[k] for k in FIELDS if k in job}
 
 
-def plan_apply(current: list[dict[str, Any]], wanted: list[dict[str, Any]], prune: bool) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """[(action, existing, desired)] with action create|update|unchanged|delete."""
+def _shown(field: str, value: Any) -> Any:
+    """A field as the API shows it: secret header values and a target's credentials masked. The file
+    is compared in this form (the API never returns secrets), and plans and diffs print it."""
+    if field == "headers" and isinstance(value, dict):
+        return masked_headers({str(k): str(v) for k, v in value.items()})
+    if field == "uri" and isinstance(value, str):
+        return masked_uri(value)
+    return value
+
+
+def has_secrets(want: dict[str, Any]) -> bool:
+    return any(_shown(k, want[k]) != want[k] for k in ("headers", "uri") if k in want)
+
+
+def plan_apply(current: list[dict[str, Any]], wanted: list[dict[str, Any]], prune: bool, *,
+               rotate_secrets: bool = False) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """[(action, existing, desired)] with action create|update|unchanged|delete. Secrets are compared
+    in the API's masked form: a changed secret value is not seen unless ``rotate_secrets`` (then every
+    job whose file entry carries secrets sends them again)."""
     names = [w.get("name") for w in wanted]
     if any(not n for n in names):
         raise CliError("every job in the file needs a name (apply matches jobs by name)")
@@ -99,7 +117,12 @@ def plan_apply(current: list[dict[str, Any]], wanted: list[dict[str, Any]], prun
             plan.append(("create", {}, w))
             continue
         cur = _editable(have)
-        diff = {k: v for k, v in w.items() if cur.get(k) != v}
+        diff = {k: v for k, v in w.items() if cur.get(k) != _shown(k, v)}
+        if rotate_secrets and has_secrets(w):
+            diff.update({k: w[k] for k in ("headers", "uri") if k in w})
+        if diff.keys() & {"headers", "uri"}:
+            # the target and its secrets travel together (a new origin needs its secrets again)
+            diff.update({k: w[k] for k in ("headers", "uri") if k in w})
         plan.append(("update" if diff else "unchanged", have, diff))
     if prune:
         keep = set(names)
@@ -122,17 +145,29 @@ def load_file(path: str) -> list[dict[str, Any]]:
 
 
 def cmd_apply(c: Client, args: argparse.Namespace) -> int:
-    plan = plan_apply(c.all_jobs(), load_file(args.file), args.prune)
+    plan = plan_apply(c.all_jobs(), load_file(args.file), args.prune, rotate_secrets=args.rotate_secrets)
+    write = not (args.dry_run or args.diff)
     changes = 0
     for action, have, want in plan:
         name = want.get("name") or have.get("name")
         if action == "unchanged":
-            print(f"  unchanged  {name}")
+            if not args.diff:
+                print(f"  unchanged  {name}")
             continue
         changes += 1
-        detail = "" if action == "delete" else " " + json.dumps(want, sort_keys=True)
-        print(f"  {action:<9}  {name}{detail if action == 'update' else ''}")
-        if args.dry_run:
+        shown = {k: _shown(k, v) for k, v in want.items()}
+        if args.diff:
+            print(f"{action} {name}")
+            before = _editable(have)
+            for k in sorted(shown) if action != "delete" else []:
+                if action == "update":
+                    print(f"  {k}: {json.dumps(before.get(k), sort_keys=True)} -> {json.dumps(shown[k], sort_keys=True)}")
+                else:
+                    print(f"  {k}: {json.dumps(shown[k], sort_keys=True)}")
+        else:
+            detail = " " + json.dumps(shown, sort_keys=True) if action == "update" else ""
+            print(f"  {action:<9}  {name}{detail}")
+        if not write:
             continue
         if action == "create":
             c.call("POST", "/api/crons", want)
@@ -140,8 +175,8 @@ def cmd_apply(c: Client, args: argparse.Namespace) -> int:
             c.call("PUT", f"/api/crons/{have['id']}", want)
         elif action == "delete":
             c.call("DELETE", f"/api/crons/{have['id']}")
-    print(f"{changes} change(s){' (dry run: nothing changed)' if args.dry_run else ''}")
-    return 0
+    print(f"{changes} change(s){'' if write else ' (dry run: nothing changed)'}")
+    return 2 if args.exit_code and changes else 0
 
 
 def _print_jobs(jobs: list[dict[str, Any]]) -> None:
@@ -172,7 +207,11 @@ def main(argv: list[str]) -> int:
     ap = jobs.add_parser("apply")
     ap.add_argument("-f", "--file", required=True)
     ap.add_argument("--prune", action="store_true")
-    ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    ap.add_argument("--diff", action="store_true", help="print a field-by-field diff (secrets masked), change nothing")
+    ap.add_argument("--exit-code", action="store_true", help="exit 2 when there are changes (drift checks in CI)")
+    ap.add_argument("--rotate-secrets", action="store_true",
+                    help="send the file's secrets again (secret values cannot be compared: the API masks them)")
     sub.add_parser("cluster")
     args = p.parse_args(argv)
     c = Client(args.url, args.token)

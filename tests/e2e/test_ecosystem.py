@@ -61,6 +61,55 @@ async def test_apply_is_idempotent_prunes_and_dry_runs(cluster: Cluster, tmp_pat
     assert code == 1 and "uri" in out
 
 
+async def test_apply_with_secrets_converges_and_never_prints_them(cluster: Cluster, tmp_path) -> None:
+    """The API masks secrets, so apply compares the file in the masked form: a job with an
+    Authorization header and a password in its URI reaches "0 change(s)" on the second run (it was
+    re-sent on every run), and no plan, diff or dry run prints the secrets (they landed in CI logs)."""
+    token, password = "Bearer apply-secret-7f3a9c", "pw-apply-5d2e8b"
+    recv = cluster.receiver.url.replace("http://", f"http://ops:{password}@")
+    spec = tmp_path / "secret.yaml"
+
+    def write(schedule: str) -> None:
+        spec.write_text(f"jobs:\n  - name: secret-header\n    uri: {recv}/webhook\n    schedule: '{schedule}'\n"
+                        f"    headers:\n      Authorization: {token}\n      X-Team: ops\n")
+
+    write("0 3 * * *")
+    outputs = []
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec))
+    outputs.append(out)
+    assert code == 0 and "create" in out, out
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec))
+    outputs.append(out)
+    assert code == 0 and "0 change(s)" in out, out
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec), "--diff", "--exit-code")
+    outputs.append(out)
+    assert code == 0 and "0 change(s)" in out, out
+    write("0 4 * * *")  # drift: the CI check says so, with a readable diff, and changes nothing
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec), "--diff", "--exit-code")
+    outputs.append(out)
+    assert code == 2 and 'schedule: "0 3 * * *" -> "0 4 * * *"' in out, out
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec), "--dry-run")
+    outputs.append(out)
+    assert "update" in out and "dry run" in out, out
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec))
+    outputs.append(out)
+    assert code == 0 and "1 change(s)" in out, out
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec), "--rotate-secrets")
+    outputs.append(out)
+    assert code == 0 and "1 change(s)" in out, out
+    for out in outputs:
+        assert token.split()[1] not in out and password not in out, out
+    # the secrets were kept through every update: the target still receives them
+    jid = next(j["id"] for j in (await cluster.request("GET", f"{cluster.any_node().url}/api/crons"))[1]
+               if j["name"] == "secret-header")
+    status, body, _ = await cluster.request("GET", f"{cluster.any_node().url}/api/crons/{jid}")
+    assert body["headers"]["Authorization"] == "***" and ":***@" in body["uri"], body
+    async with await cluster.db_conn() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT spec FROM jobs WHERE id=%s", (jid,))
+        (stored,) = await cur.fetchone()
+    assert token in stored and password in stored
+
+
 async def test_cluster_command_lists_nodes(cluster: Cluster) -> None:
     code, out = await cli(cluster, "cluster")
     assert code == 0 and "eco-1" in out and "eco-2" in out and "epoch" in out

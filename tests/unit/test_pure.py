@@ -213,3 +213,20 @@ def test_library_log_records_are_json_lines_too(capsys) -> None:
     assert lines[0]["event"] == "Error handling request x" and lines[0]["logger"] == "aiohttp.server"
     assert lines[0]["level"] == "warning" and lines[0]["timestamp"].endswith("Z")
     assert lines[1]["event"] == "own line" and lines[1]["a"] == 1
+
+
+def test_apply_compares_and_shows_secrets_masked() -> None:
+    from node.cli import _shown, plan_apply
+
+    have = {"id": "a", "name": "s", "uri": "http://ops:***@h/x?api_key=***", "schedule": "0 3 * * *",
+            "headers": {"Authorization": "***", "X-Team": "ops"}}
+    want = {"name": "s", "uri": "http://ops:pw@h/x?api_key=k1", "schedule": "0 3 * * *",
+            "headers": {"Authorization": "Bearer t", "X-Team": "ops"}}
+    assert plan_apply([have], [want], False) == [("unchanged", have, {})]
+    assert plan_apply([have], [want], False, rotate_secrets=True)[0][2] == {"uri": want["uri"],
+                                                                            "headers": want["headers"]}
+    (action, _, diff), = plan_apply([have], [{**want, "uri": "http://ops:pw@h2/x?api_key=k1"}], False)
+    # a new target travels with its secrets (a new origin needs them again), and is shown masked
+    assert action == "update" and diff["headers"] == want["headers"]
+    assert _shown("uri", diff["uri"]) == "http://ops:***@h2/x?api_key=***"
+    assert _shown("headers", diff["headers"]) == {"Authorization": "***", "X-Team": "ops"}
