@@ -22,8 +22,8 @@ async def cluster():
     await c.close()
 
 
-async def cli(cluster: Cluster, *args: str) -> tuple[int, str]:
-    env = {**os.environ, "CRONRING_URL": cluster.any_node().url}
+async def cli(cluster: Cluster, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    env = {**os.environ, "CRONRING_URL": cluster.any_node().url, **(env or {})}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "node", *args, cwd=ROOT, env=env,
                                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out, _ = await proc.communicate()
@@ -97,6 +97,19 @@ async def test_apply_with_secrets_converges_and_never_prints_them(cluster: Clust
     code, out = await cli(cluster, "jobs", "apply", "-f", str(spec), "--rotate-secrets")
     outputs.append(out)
     assert code == 0 and "1 change(s)" in out, out
+    # export: the apply format, secrets as placeholders; applied back with them set, nothing changes
+    exported = tmp_path / "exported.yaml"
+    code, out = await cli(cluster, "jobs", "export", "-f", str(exported))
+    outputs.append(out + exported.read_text())
+    assert code == 0 and "CRONRING_SECRET_SECRET_HEADER_AUTHORIZATION" in exported.read_text(), out
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(exported), "--diff", "--exit-code",
+                          env={"CRONRING_SECRET_SECRET_HEADER_AUTHORIZATION": token,
+                               "CRONRING_SECRET_SECRET_HEADER_URI": password})
+    outputs.append(out)
+    assert code == 0 and "0 change(s)" in out, out
+    code, out = await cli(cluster, "jobs", "list", "-o", "yaml")
+    outputs.append(out)
+    assert code == 0 and "name: secret-header" in out, out
     for out in outputs:
         assert token.split()[1] not in out and password not in out, out
     # the secrets were kept through every update: the target still receives them

@@ -230,3 +230,27 @@ def test_apply_compares_and_shows_secrets_masked() -> None:
     assert action == "update" and diff["headers"] == want["headers"]
     assert _shown("uri", diff["uri"]) == "http://ops:***@h2/x?api_key=***"
     assert _shown("headers", diff["headers"]) == {"Authorization": "***", "X-Team": "ops"}
+
+
+def test_export_writes_secrets_as_placeholders_that_apply_expands(tmp_path) -> None:
+    import pytest
+    import yaml
+
+    from node.cli import CliError, export_jobs, load_file, plan_apply
+
+    listed = [{"id": "a", "name": "billing sync", "uri": "http://ops:***@h/x", "schedule": "0 3 * * *",
+               "timeZone": "UTC", "headers": {"Authorization": "***", "X-Team": "ops"}, "paused": False},
+              {"id": "b", "name": "", "uri": "http://h/", "schedule": "@daily"}]  # unnamed: not exported
+    doc, needed = export_jobs(listed)
+    assert needed == ["CRONRING_SECRET_BILLING_SYNC_AUTHORIZATION", "CRONRING_SECRET_BILLING_SYNC_URI"]
+    (job,) = doc["jobs"]
+    assert job["headers"]["Authorization"] == "${CRONRING_SECRET_BILLING_SYNC_AUTHORIZATION}"
+    assert job["uri"] == "http://ops:${CRONRING_SECRET_BILLING_SYNC_URI}@h/x" and "id" not in job
+    f = tmp_path / "jobs.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    env = {"CRONRING_SECRET_BILLING_SYNC_AUTHORIZATION": "Bearer t", "CRONRING_SECRET_BILLING_SYNC_URI": "pw"}
+    (loaded,) = load_file(str(f), env)
+    assert loaded["headers"]["Authorization"] == "Bearer t" and loaded["uri"] == "http://ops:pw@h/x"
+    assert plan_apply(listed, [loaded], False)[0][0] == "unchanged"  # a round trip changes nothing
+    with pytest.raises(CliError, match="CRONRING_SECRET_BILLING_SYNC_URI"):
+        load_file(str(f), {"CRONRING_SECRET_BILLING_SYNC_AUTHORIZATION": "x"})  # never an empty secret
