@@ -19,7 +19,10 @@ def load(name: str) -> dict:
 
 def test_services_and_health_checks() -> None:
     c = load("docker-compose.yml")
-    assert set(c["services"]) == {"mariadb", "redis", "node", "traefik"}  # the demo receiver is dev-only
+    # the demo receiver is dev-only; the monitoring kit is a profile, off unless asked for
+    assert set(c["services"]) == {"mariadb", "redis", "node", "traefik", "prometheus", "grafana"}
+    assert {n for n, svc in c["services"].items() if "profiles" in svc} == {"prometheus", "grafana"}
+    assert all(c["services"][n]["profiles"] == ["monitoring"] for n in ("prometheus", "grafana"))
     for name, svc in c["services"].items():
         assert "healthcheck" in svc, f"{name} has no health check"
     assert c["services"]["mariadb"]["image"].startswith("mariadb:11")
