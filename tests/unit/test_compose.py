@@ -47,6 +47,8 @@ def test_node_environment_matches_settings_and_ports_agree() -> None:
 
     assert "/readyz" in PROBES
     assert "ports" not in node  # scalable: --scale node=5 must not fight over host ports
+    # Docker's SIGKILL comes after the node's own bounded stop (node.app.Stop.budget, default grace 10 s)
+    assert int(node["stop_grace_period"].rstrip("s")) > 2 * 10.0 + 25
     url = re.sub(r"\$\{[A-Z_]+\}", "x", env["CRONRING_DATABASE_URL"])
     assert DatabaseURL.parse(url).host == "mariadb"
     assert env["CRONRING_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD}@redis:6379")
