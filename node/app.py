@@ -23,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 import dashboard
-from node import __version__, api
+from node import __version__, api, apidocs
 from node.audit import Auditor
 from node.auth import auth_middleware
 from node.bus import Bus
@@ -221,5 +221,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(resources)
     app.cleanup_ctx.append(loops)
     api.setup(app)
+    apidocs.setup(app)  # Swagger UI over /api/openapi.json (an HTML page: not in the document itself)
     dashboard.setup(app)
     return app
