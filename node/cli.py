@@ -15,14 +15,13 @@ import json
 import os
 import re
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import yaml
 
+from node.client import ApiError, Client
 from node.jobs import FIELDS, MASK, masked_headers, masked_uri
 
 DEFAULT_URL = "http://127.0.0.1:8081"
@@ -30,52 +29,6 @@ DEFAULT_URL = "http://127.0.0.1:8081"
 
 class CliError(Exception):
     pass
-
-
-class Client:
-    def __init__(self, url: str, token: str | None) -> None:
-        self.url = url.rstrip("/")
-        self.token = token
-        if not self.url.startswith(("http://", "https://")):  # urlopen would also read file: and ftp: URLs
-            raise CliError(f"--url must be an http(s) URL, got {url!r}")
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310 (http(s) only)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 (http(s) only: see __init__)
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            try:
-                err = json.loads(e.read() or b"{}")
-            except ValueError:
-                err = {}
-            detail = err.get("details")
-            raise CliError(f"{method} {path}: {e.code} {err.get('error', e.reason)}" + (f" {json.dumps(detail)}" if detail else "")) from None
-        except urllib.error.URLError as e:
-            raise CliError(f"cannot reach {self.url}: {e.reason}") from None
-        return json.loads(raw) if raw else None
-
-    def all_jobs(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        cursor = ""
-        while True:
-            req = urllib.request.Request(f"{self.url}/api/crons?limit=500{cursor}")  # noqa: S310 (http(s) only)
-            if self.token:
-                req.add_header("Authorization", f"Bearer {self.token}")
-            try:
-                with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 (http(s) only: see __init__)
-                    out += json.loads(resp.read())
-                    nxt = resp.headers.get("X-Next-Cursor")
-            except urllib.error.URLError as e:
-                raise CliError(f"cannot list jobs: {e}") from None
-            if not nxt:
-                return out
-            cursor = f"&cursor={nxt}"
 
 
 def _editable(job: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +144,7 @@ def export_jobs(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
 
 
 def cmd_apply(c: Client, args: argparse.Namespace) -> int:
-    plan = plan_apply(c.all_jobs(), load_file(args.file), args.prune, rotate_secrets=args.rotate_secrets)
+    plan = plan_apply(c.list_jobs(), load_file(args.file), args.prune, rotate_secrets=args.rotate_secrets)
     write = not (args.dry_run or args.diff)
     changes = 0
     for action, have, want in plan:
@@ -326,11 +279,11 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     fmt = "json" if getattr(args, "json", False) else getattr(args, "output", "table")
     try:
-        c = Client(args.url, args.token)
+        c = Client(args.url, args.token)  # node.client: the same client a program would use
         if args.group == "cluster":
             _emit(c.call("GET", "/api/cluster"), fmt, _print_cluster)
         elif args.cmd == "list":
-            found = c.all_jobs()
+            found = c.list_jobs()
             if args.query:
                 found = [j for j in found if args.query.lower() in json.dumps(j).lower()]
             _emit(found, fmt, _print_jobs)
@@ -356,7 +309,7 @@ def main(argv: list[str]) -> int:
             j = c.call("POST", f"/api/crons/{args.id}/{args.cmd}")
             print(f"{j['id']} {'paused' if j['paused'] else 'active'}")
         elif args.cmd == "export":
-            doc, needed = export_jobs(c.all_jobs())
+            doc, needed = export_jobs(c.list_jobs())
             text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
             if needed:
                 text = "# secrets: set " + ", ".join(needed) + " before apply\n" + text
@@ -368,7 +321,7 @@ def main(argv: list[str]) -> int:
                 print(text, end="")
         elif args.cmd == "apply":
             return cmd_apply(c, args)
-    except CliError as e:
+    except (CliError, ApiError) as e:
         print(f"cronring: {e}", file=sys.stderr)
         return 1
     return 0

@@ -160,3 +160,32 @@ async def test_metrics_show_fires_and_lateness(cluster: Cluster) -> None:
     text = await wait_for(fired, 15, "a fire in /metrics")
     assert "cronring_fire_lateness_seconds_bucket" in text and "cronring_members 2.0" in text
     assert "cronring_claims_total" in text and "cronring_ring_epoch" in text
+
+
+async def test_the_client_library_sync_and_async(cluster: Cluster) -> None:
+    """node.client against a real node: the same calls on Client and AsyncClient, errors as exceptions."""
+    from node.client import AsyncClient, BadRequest, Client, NotFound
+
+    url = cluster.any_node().url
+    spec = {"name": "client-lib", "uri": f"{cluster.receiver.url}/webhook", "schedule": "0 5 * * *"}
+    sync = Client(url)
+    job = await asyncio.to_thread(sync.create_job, spec)
+    assert job["name"] == "client-lib" and job["paused"] is False
+    assert (await asyncio.to_thread(sync.pause, job["id"]))["paused"] is True
+    assert (await asyncio.to_thread(sync.update_job, job["id"], {"schedule": "0 6 * * *"}))["schedule"] == "0 6 * * *"
+    assert any(j["id"] == job["id"] for j in await asyncio.to_thread(sync.list_jobs, "client-lib"))
+    with pytest.raises(BadRequest) as bad:
+        await asyncio.to_thread(sync.create_job, {**spec, "schedule": "not cron"})
+    assert bad.value.status == 400 and "schedule" in bad.value.details
+    async with AsyncClient(url) as c:
+        got = await c.get_job(job["id"])
+        assert got["schedule"] == "0 6 * * *" and got["paused"] is True
+        assert (await c.resume(job["id"]))["paused"] is False
+        ledger = await c.ticks(job["id"], "2030-01-01T00:00:00Z", "2030-01-03T00:00:00Z")
+        assert ledger["counts"]["pending"] == 2  # 06:00 on each of two days
+        assert (await c.cluster())["members"]
+        await c.delete_job(job["id"])
+        with pytest.raises(NotFound):
+            await c.get_job(job["id"])
+    with pytest.raises(NotFound):
+        await asyncio.to_thread(sync.get_job, job["id"])

@@ -254,3 +254,13 @@ def test_export_writes_secrets_as_placeholders_that_apply_expands(tmp_path) -> N
     assert plan_apply(listed, [loaded], False)[0][0] == "unchanged"  # a round trip changes nothing
     with pytest.raises(CliError, match="CRONRING_SECRET_BILLING_SYNC_URI"):
         load_file(str(f), {"CRONRING_SECRET_BILLING_SYNC_AUTHORIZATION": "x"})  # never an empty secret
+
+
+def test_client_errors_by_status() -> None:
+    from node.client import ApiError, BadRequest, Conflict, NotFound, Unavailable, error_for
+
+    e = error_for(400, b'{"error": "invalid input", "details": {"uri": "bad"}}')
+    assert isinstance(e, BadRequest) and e.status == 400 and e.details == {"uri": "bad"} and "invalid input" in str(e)
+    assert isinstance(error_for(404, b""), NotFound) and isinstance(error_for(412, b"{}"), Conflict)
+    assert isinstance(error_for(503, b"<html>"), Unavailable)  # a proxy's page, not JSON
+    assert type(error_for(502, b"[]")) is ApiError
