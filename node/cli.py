@@ -101,17 +101,21 @@ def load_file(path: str, env: Mapping[str, str] | None = None) -> list[dict[str,
     return [_expand(j, env if env is not None else os.environ, f"{path}: job {j.get('name')!r}") for j in jobs]
 
 
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _expand(value: Any, env: Mapping[str, str], where: str) -> Any:
     """``${VAR}`` in any string of the file is the environment's VAR (secrets stay out of the file:
-    ``export`` writes them as placeholders). An unset variable is an error, never an empty secret."""
+    ``export`` writes them as placeholders). An unset variable is an error, never an empty secret;
+    ``$${VAR}`` is the text ``${VAR}`` itself."""
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
-            if m.group(1) not in env:
-                raise CliError(f"{where}: ${{{m.group(1)}}} is not set in the environment")
-            return env[m.group(1)]
+            escaped, name = m.group(1), m.group(2)
+            if escaped:
+                return "${" + name + "}"
+            if name not in env:
+                raise CliError(f"{where}: ${{{name}}} is not set in the environment")
+            return env[name]
 
         return _PLACEHOLDER.sub(sub, value)
     if isinstance(value, list):

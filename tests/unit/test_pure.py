@@ -252,6 +252,9 @@ def test_export_writes_secrets_as_placeholders_that_apply_expands(tmp_path) -> N
     (loaded,) = load_file(str(f), env)
     assert loaded["headers"]["Authorization"] == "Bearer t" and loaded["uri"] == "http://ops:pw@h/x"
     assert plan_apply(listed, [loaded], False)[0][0] == "unchanged"  # a round trip changes nothing
+    f2 = tmp_path / "literal.yaml"
+    f2.write_text("jobs:\n  - name: j\n    body: 'cost: $${AMOUNT}'\n")
+    assert load_file(str(f2), {})[0]["body"] == "cost: ${AMOUNT}"  # $${X} is the text ${X}
     with pytest.raises(CliError, match="CRONRING_SECRET_BILLING_SYNC_URI"):
         load_file(str(f), {"CRONRING_SECRET_BILLING_SYNC_AUTHORIZATION": "x"})  # never an empty secret
 
