@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
+from node import metrics
 from node.aio import raise_if_cancelling
 from node.keys import Keys
 from node.messages import ExecutionBatch, JobEvent, MembershipEvent, MessageError, Record, unpack
@@ -186,9 +187,9 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     resp: web.StreamResponse = web.Response(status=204)
     try:
-        async with sse_response(request, headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}) as resp:
+        async with sse_response(request, headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"},
+                                ping_interval=PING_SECONDS) as resp:
             hub.responses.add(resp)
-            resp.ping_interval = PING_SECONDS
             replay = await hub.replay(last_event_id) if last_event_id else None
             if replay is None:
                 await resp.send(json.dumps(await snapshot(request)), id=hub.last_id, retry=RETRY_MS)
@@ -210,6 +211,10 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
                 await resp.send(data, id=entry_id, event=name)
     except (ConnectionResetError, asyncio.CancelledError):
         pass
+    except TimeoutError:
+        # aiohttp-sse 3: a client that stopped reading outlasted the send timeout; the library has
+        # aborted its connection. Not a server error: it reconnects (and gets a fresh snapshot).
+        log.info("stream client stopped reading; disconnected")
     finally:
         hub.unlisten(listener)
     return resp
@@ -223,6 +228,8 @@ async def close_streams(app: web.Application) -> None:
 
 def setup(app: web.Application) -> None:
     app[HUB] = StreamHub(app[RUNTIME].redis, app[RUNTIME].keys)
+    hub = app[HUB]
+    metrics.STREAM_CLIENTS.set_function(lambda: len(hub.listeners))
     app.router.add_get("/api/crons/status/stream", status_stream)
     app.router.add_get("/api/crons/status-stream", status_stream)
     app.on_shutdown.append(close_streams)

@@ -17,7 +17,12 @@ def main(argv: list[str] | None = None) -> None:
         from node.cli import main as cli_main
 
         sys.exit(cli_main(args))
-    if args and args[0] == "serve":
+    if args in (["-h"], ["--help"], ["help"]):  # the commands; `cronring node --help` lists the settings
+        from node.cli import parser
+
+        parser().print_help()
+        sys.exit(0)
+    if args and args[0] in ("node", "serve"):  # `cronring node`; no command at all starts a node too
         args = args[1:]
     try:
         settings = Settings.load(args)

@@ -6,6 +6,7 @@ Redis; our own catalogue first, so this node needs no round trip).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from typing import Any
 
@@ -25,10 +26,8 @@ log = structlog.get_logger("actions")
 async def publish_job(r: Runtime, op: str, job_id: str, version: int, paused: bool = False, name: str = "") -> None:
     ev = JobEvent(op=op, id=job_id, version=version, paused=paused, origin=r.settings.node_id, name=name)
     r.catalogue.on_record(ev)
-    try:
+    with contextlib.suppress(Exception):  # peers heal within resync_interval
         await r.bus.publish(r.keys.jobs_channel, ev)
-    except Exception:
-        pass  # peers heal within resync_interval
 
 
 async def create_job(r: Runtime, payload: Any) -> Job:

@@ -385,6 +385,31 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ok else 503)
 
 
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: the process and its event loop answer. Nothing else is asked (a dependency outage
+    must not get a node restarted: it recovers by itself)."""
+    r = rt(request)
+    return web.json_response({"status": "live", "instanceId": r.settings.node_id,
+                              "uptimeSeconds": int(time.time() - r.membership.started_at)})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the node can serve and fire: Redis and MariaDB answer, its membership lease is
+    fresh, and it is not stopping. 503 with the failing checks otherwise (a load balancer sends
+    it nothing meanwhile)."""
+    r = rt(request)
+    try:
+        async with asyncio.timeout(2):
+            redis_ok = bool(await r.redis.ping())
+    except Exception:
+        redis_ok = False
+    checks = {"redis": redis_ok, "database": await r.store.ping(), "membership": r.membership.fresh(),
+              "running": not r.scheduler.stopping}
+    ok = all(checks.values())
+    return web.json_response({"status": "ready" if ok else "not ready", "instanceId": r.settings.node_id,
+                              "checks": checks}, status=200 if ok else 503)
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
     resp = web.Response(body=generate_latest(metrics.REGISTRY))
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
@@ -411,6 +436,8 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/ticks", job_ticks)
     app.router.add_get("/api/cluster", cluster)
     app.router.add_get("/api/health", health)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/api/openapi.json", openapi)
 

@@ -19,9 +19,11 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 import dashboard
-from node import __version__, api
+from node import __version__, api, apidocs
 from node.aio import raise_if_cancelling
 from node.audit import Auditor
 from node.auth import auth_middleware
@@ -39,12 +41,16 @@ from node.settings import Settings
 from node.store import Store, StoreUnavailable
 
 log = structlog.get_logger("app")
+REDIS_RETRY = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)
 
 
 def build_runtime(settings: Settings) -> Runtime:
     keys = Keys(settings.namespace)
+    # One quick retry (a pooled connection found dead after a Redis restart), not redis-py 8's default
+    # of 10 with up to 1 s backoff each: with 2 s socket timeouts that stretched one command over half
+    # a minute of outage, far past the lease; the heartbeat loop owns retrying across an outage.
     redis = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0,
-                              health_check_interval=10)
+                              health_check_interval=10, retry=REDIS_RETRY)
     store = Store(settings.database)
     store.keep_per_job = settings.history_per_job
     bus = Bus(redis, keys)
@@ -217,5 +223,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(resources)
     app.cleanup_ctx.append(loops)
     api.setup(app)
+    apidocs.setup(app)  # Swagger UI over /api/openapi.json (an HTML page: not in the document itself)
     dashboard.setup(app)
     return app

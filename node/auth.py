@@ -22,6 +22,7 @@ CSRF_HEADER = "X-CSRF-Token"
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 READ_POSTS = ("/api/schedules/preview",)  # POSTs that only read: readers may send them
 OPEN_PATHS = ("/login", "/static/")
+PROBES = ("/livez", "/readyz")  # no job data: open to kubelets and load balancers without a token
 
 
 class Throttle:
@@ -106,7 +107,7 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
     settings = request.app[RUNTIME].settings
     tokens = settings.api_tokens
     path = request.path
-    if not tokens or path.startswith(OPEN_PATHS):
+    if not tokens or path.startswith(OPEN_PATHS) or path in PROBES:
         return await handler(request)
     if settings.public_health and path in ("/api/health", "/metrics"):
         return await handler(request)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -74,7 +75,5 @@ class Bus:
                 await asyncio.sleep(backoff)
                 backoff = min(2.0, backoff * 2)
             finally:
-                try:
+                with contextlib.suppress(Exception):  # a broken connection may fail to close: it is gone anyway
                     await pubsub.aclose()
-                except Exception:
-                    pass

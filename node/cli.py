@@ -4,7 +4,8 @@ Talks to ``--url`` (env CRONRING_URL, default http://127.0.0.1:8081) with ``--to
 (env CRONRING_TOKEN). ``jobs apply -f jobs.yaml`` makes the cluster match a file:
 jobs are matched by ``name`` (unique in the file); missing ones are created,
 differing ones updated, equal ones left alone; ``--prune`` deletes named jobs the
-file no longer has; ``--dry-run`` only prints the plan.
+file no longer has; ``--dry-run`` only prints the plan, ``--diff`` a field diff; ``--exit-code``
+exits 2 when there are changes. Secrets are compared and printed masked, as the API shows them.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
-import urllib.error
-import urllib.request
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import yaml
 
-from node.jobs import FIELDS
+from node.client import ApiError, Client
+from node.jobs import FIELDS, MASK, masked_headers, masked_uri
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 
@@ -29,56 +31,29 @@ class CliError(Exception):
     pass
 
 
-class Client:
-    def __init__(self, url: str, token: str | None) -> None:
-        self.url = url.rstrip("/")
-        self.token = token
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=15) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            try:
-                err = json.loads(e.read() or b"{}")
-            except ValueError:
-                err = {}
-            detail = err.get("details")
-            raise CliError(f"{method} {path}: {e.code} {err.get('error', e.reason)}" + (f" {json.dumps(detail)}" if detail else "")) from None
-        except urllib.error.URLError as e:
-            raise CliError(f"cannot reach {self.url}: {e.reason}") from None
-        return json.loads(raw) if raw else None
-
-    def all_jobs(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        cursor = ""
-        while True:
-            req = urllib.request.Request(f"{self.url}/api/crons?limit=500{cursor}")
-            if self.token:
-                req.add_header("Authorization", f"Bearer {self.token}")
-            try:
-                with urllib.request.urlopen(req, timeout=30) as resp:
-                    out += json.loads(resp.read())
-                    nxt = resp.headers.get("X-Next-Cursor")
-            except urllib.error.URLError as e:
-                raise CliError(f"cannot list jobs: {e}") from None
-            if not nxt:
-                return out
-            cursor = f"&cursor={nxt}"
-
-
 def _editable(job: dict[str, Any]) -> dict[str, Any]:
     return {k: job[k] for k in FIELDS if k in job}
 
 
-def plan_apply(current: list[dict[str, Any]], wanted: list[dict[str, Any]], prune: bool) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """[(action, existing, desired)] with action create|update|unchanged|delete."""
+def _shown(field: str, value: Any) -> Any:
+    """A field as the API shows it: secret header values and a target's credentials masked. The file
+    is compared in this form (the API never returns secrets), and plans and diffs print it."""
+    if field == "headers" and isinstance(value, dict):
+        return masked_headers({str(k): str(v) for k, v in value.items()})
+    if field == "uri" and isinstance(value, str):
+        return masked_uri(value)
+    return value
+
+
+def has_secrets(want: dict[str, Any]) -> bool:
+    return any(_shown(k, want[k]) != want[k] for k in ("headers", "uri") if k in want)
+
+
+def plan_apply(current: list[dict[str, Any]], wanted: list[dict[str, Any]], prune: bool, *,
+               rotate_secrets: bool = False) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """[(action, existing, desired)] with action create|update|unchanged|delete. Secrets are compared
+    in the API's masked form: a changed secret value is not seen unless ``rotate_secrets`` (then every
+    job whose file entry carries secrets sends them again)."""
     names = [w.get("name") for w in wanted]
     if any(not n for n in names):
         raise CliError("every job in the file needs a name (apply matches jobs by name)")
@@ -99,7 +74,12 @@ def plan_apply(current: list[dict[str, Any]], wanted: list[dict[str, Any]], prun
             plan.append(("create", {}, w))
             continue
         cur = _editable(have)
-        diff = {k: v for k, v in w.items() if cur.get(k) != v}
+        diff = {k: v for k, v in w.items() if cur.get(k) != _shown(k, v)}
+        if rotate_secrets and has_secrets(w):
+            diff.update({k: w[k] for k in ("headers", "uri") if k in w})
+        if diff.keys() & {"headers", "uri"}:
+            # the target and its secrets travel together (a new origin needs its secrets again)
+            diff.update({k: w[k] for k in ("headers", "uri") if k in w})
         plan.append(("update" if diff else "unchanged", have, diff))
     if prune:
         keep = set(names)
@@ -107,7 +87,7 @@ def plan_apply(current: list[dict[str, Any]], wanted: list[dict[str, Any]], prun
     return plan
 
 
-def load_file(path: str) -> list[dict[str, Any]]:
+def load_file(path: str, env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     try:
         with open(path, encoding="utf-8") as fh:
             doc = yaml.safe_load(fh)
@@ -118,21 +98,79 @@ def load_file(path: str) -> list[dict[str, Any]]:
     jobs = doc.get("jobs") if isinstance(doc, dict) else doc
     if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
         raise CliError(f"{path}: expected a list of jobs (or a mapping with a 'jobs' list)")
-    return jobs
+    return [_expand(j, env if env is not None else os.environ, f"{path}: job {j.get('name')!r}") for j in jobs]
+
+
+_PLACEHOLDER = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(value: Any, env: Mapping[str, str], where: str) -> Any:
+    """``${VAR}`` in any string of the file is the environment's VAR (secrets stay out of the file:
+    ``export`` writes them as placeholders). An unset variable is an error, never an empty secret;
+    ``$${VAR}`` is the text ``${VAR}`` itself."""
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            escaped, name = m.group(1), m.group(2)
+            if escaped:
+                return "${" + name + "}"
+            if name not in env:
+                raise CliError(f"{where}: ${{{name}}} is not set in the environment")
+            return env[name]
+
+        return _PLACEHOLDER.sub(sub, value)
+    if isinstance(value, list):
+        return [_expand(v, env, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, env, where) for k, v in value.items()}
+    return value
+
+
+def export_jobs(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """The apply file of the named jobs, and the environment variables it needs: every masked secret
+    becomes a ``${CRONRING_SECRET_<JOB>_<FIELD>}`` placeholder for ``apply`` to expand."""
+    out, needed = [], []
+
+    def var(job: str, what: str) -> str:
+        name = "CRONRING_SECRET_" + re.sub(r"[^A-Za-z0-9]+", "_", f"{job}_{what}").strip("_").upper()
+        needed.append(name)
+        return "${" + name + "}"
+
+    for j in sorted((j for j in jobs if j.get("name")), key=lambda j: j["name"]):
+        e = _editable(j)
+        if isinstance(e.get("headers"), dict):
+            e["headers"] = {k: (var(j["name"], k) if v == MASK else v) for k, v in e["headers"].items()}
+        if isinstance(e.get("uri"), str) and MASK in e["uri"]:
+            e["uri"] = e["uri"].replace(MASK, var(j["name"], "uri"), 1)
+            while MASK in e["uri"]:
+                e["uri"] = e["uri"].replace(MASK, var(j["name"], f"uri_{len(needed)}"), 1)
+        out.append(e)
+    return {"jobs": out}, needed
 
 
 def cmd_apply(c: Client, args: argparse.Namespace) -> int:
-    plan = plan_apply(c.all_jobs(), load_file(args.file), args.prune)
+    plan = plan_apply(c.list_jobs(), load_file(args.file), args.prune, rotate_secrets=args.rotate_secrets)
+    write = not (args.dry_run or args.diff)
     changes = 0
     for action, have, want in plan:
         name = want.get("name") or have.get("name")
         if action == "unchanged":
-            print(f"  unchanged  {name}")
+            if not args.diff:
+                print(f"  unchanged  {name}")
             continue
         changes += 1
-        detail = "" if action == "delete" else " " + json.dumps(want, sort_keys=True)
-        print(f"  {action:<9}  {name}{detail if action == 'update' else ''}")
-        if args.dry_run:
+        shown = {k: _shown(k, v) for k, v in want.items()}
+        if args.diff:
+            print(f"{action} {name}")
+            before = _editable(have)
+            for k in sorted(shown) if action != "delete" else []:
+                if action == "update":
+                    print(f"  {k}: {json.dumps(before.get(k), sort_keys=True)} -> {json.dumps(shown[k], sort_keys=True)}")
+                else:
+                    print(f"  {k}: {json.dumps(shown[k], sort_keys=True)}")
+        else:
+            detail = " " + json.dumps(shown, sort_keys=True) if action == "update" else ""
+            print(f"  {action:<9}  {name}{detail}")
+        if not write:
             continue
         if action == "create":
             c.call("POST", "/api/crons", want)
@@ -140,8 +178,18 @@ def cmd_apply(c: Client, args: argparse.Namespace) -> int:
             c.call("PUT", f"/api/crons/{have['id']}", want)
         elif action == "delete":
             c.call("DELETE", f"/api/crons/{have['id']}")
-    print(f"{changes} change(s){' (dry run: nothing changed)' if args.dry_run else ''}")
-    return 0
+    print(f"{changes} change(s){'' if write else ' (dry run: nothing changed)'}")
+    return 2 if args.exit_code and changes else 0
+
+
+def _emit(data: Any, fmt: str, table: Any = None) -> None:
+    """-o json | yaml | table (table: the command's own lines; json when it has none)."""
+    if fmt == "yaml":
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
+    elif fmt == "json" or table is None:
+        print(json.dumps(data, indent=2))
+    else:
+        table(data)
 
 
 def _print_jobs(jobs: list[dict[str, Any]]) -> None:
@@ -151,69 +199,111 @@ def _print_jobs(jobs: list[dict[str, Any]]) -> None:
               f"{j.get('state', ''):<8} {(j.get('owner') or '-')[:16]:<16} {j.get('nextRunAt') or '-'}")
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cronring", description="cronring command-line client")
+def _print_ticks(led: dict[str, Any]) -> None:
+    for t in led["ticks"]:
+        print(f"{t['scheduledAt']}  {t['fate']:<11} {t['detail']}")
+    print("  ".join(f"{k} {v}" for k, v in led["counts"].items() if v) or "no scheduled instants")
+    if led["truncated"]:
+        print(f"(more: --from {led['nextFrom']})")
+
+
+def _print_cluster(view: dict[str, Any]) -> None:
+    print(f"epoch {view['epoch']} · {len(view['members'])} member(s) · asked {view['nodeId']}")
+    for m in view["members"]:
+        print(f"  {m['id']:<24} {m.get('url') or '':<28} owned {m.get('owned')!s:<6} heartbeat {m['heartbeatAgeMs']} ms ago")
+
+
+def _print_history(rows: list[dict[str, Any]]) -> None:
+    for e in rows:
+        print(f"{e.get('scheduledAt')}  {e.get('state', ''):<10} {e.get('kind', ''):<8} {e.get('statusCode') or '-'!s:<4} "
+              f"{e.get('node') or '-':<16} {e.get('error') or ''}")
+
+
+def _print_preview(p: dict[str, Any]) -> None:
+    print(f"{p.get('schedule')} ({p.get('timeZone')})")
+    for f in p.get("fires", []):
+        print(f"  {f['utc']}  {f['local']}")
+
+
+def _body(raw: str) -> Any:
+    if raw.startswith("@"):
+        try:
+            with open(raw[1:], encoding="utf-8") as fh:
+                raw = fh.read()
+        except OSError as e:
+            raise CliError(f"cannot read {raw[1:]}: {e}") from None
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise CliError(f"not valid JSON: {e}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cronring", description="cronring: run a node, or talk to any node's API")
     p.add_argument("--url", default=os.environ.get("CRONRING_URL", DEFAULT_URL), help="any node (env CRONRING_URL)")
     p.add_argument("--token", default=os.environ.get("CRONRING_TOKEN"), help="API token (env CRONRING_TOKEN)")
-    sub = p.add_subparsers(dest="group", required=True)
-    jobs = sub.add_parser("jobs").add_subparsers(dest="cmd", required=True)
-    ls = jobs.add_parser("list")
-    ls.add_argument("-q", "--query")
-    ls.add_argument("--json", action="store_true")
-    for name in ("get", "delete", "run", "pause", "resume"):
-        jobs.add_parser(name).add_argument("id")
-    tk = jobs.add_parser("ticks", help="why did or didn't it run: every scheduled instant and its fate")
+    sub = p.add_subparsers(dest="group", required=True, metavar="{node,jobs,cluster}")
+    sub.add_parser("node", help="start a node (settings from CRONRING_* variables or --flags; same as python -m node)",
+                   add_help=False)
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    jobs = sub.add_parser("jobs", help="list, inspect, change and apply jobs").add_subparsers(dest="cmd", required=True)
+    ls = jobs.add_parser("list", parents=[out], help="every job")
+    ls.add_argument("-q", "--query", help="only jobs whose fields contain this text")
+    ls.add_argument("--json", action="store_true", help="same as -o json")
+    for name, what in (("get", "one job"), ("history", "its recent executions"), ("preview", "its next fire times")):
+        jobs.add_parser(name, parents=[out], help=what).add_argument("id")
+    for name, what in (("delete", "delete a job"), ("run", "run now"), ("pause", "pause"), ("resume", "resume")):
+        jobs.add_parser(name, help=what).add_argument("id")
+    tk = jobs.add_parser("ticks", parents=[out], help="why did or didn't it run: every scheduled instant and its fate")
     tk.add_argument("id")
     tk.add_argument("--from", dest="start", help="RFC 3339 (default: an hour before --to)")
     tk.add_argument("--to", dest="end", help="RFC 3339 (default: now)")
-    tk.add_argument("--json", action="store_true")
-    cr = jobs.add_parser("create")
+    tk.add_argument("--json", action="store_true", help="same as -o json")
+    cr = jobs.add_parser("create", help="create a job from JSON")
     cr.add_argument("json", help="the job as JSON, or @file.json")
-    ap = jobs.add_parser("apply")
+    up = jobs.add_parser("update", help="change some fields of a job (JSON)")
+    up.add_argument("id")
+    up.add_argument("json", help="the fields as JSON, or @file.json")
+    ex = jobs.add_parser("export", help="the named jobs as an apply file; secrets as ${ENV} placeholders")
+    ex.add_argument("-f", "--file", help="write here (default: standard output)")
+    ap = jobs.add_parser("apply", help="make the cluster match a file (jobs matched by name)")
     ap.add_argument("-f", "--file", required=True)
-    ap.add_argument("--prune", action="store_true")
-    ap.add_argument("--dry-run", action="store_true")
-    sub.add_parser("cluster")
-    args = p.parse_args(argv)
-    c = Client(args.url, args.token)
+    ap.add_argument("--prune", action="store_true", help="delete named jobs the file no longer has")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    ap.add_argument("--diff", action="store_true", help="print a field-by-field diff (secrets masked), change nothing")
+    ap.add_argument("--exit-code", action="store_true", help="exit 2 when there are changes (drift checks in CI)")
+    ap.add_argument("--rotate-secrets", action="store_true",
+                    help="send the file's secrets again (secret values cannot be compared: the API masks them)")
+    sub.add_parser("cluster", parents=[out], help="members, epoch, owned jobs")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    fmt = "json" if getattr(args, "json", False) else getattr(args, "output", "table")
     try:
+        c = Client(args.url, args.token)  # node.client: the same client a program would use
         if args.group == "cluster":
-            view = c.call("GET", "/api/cluster")
-            print(f"epoch {view['epoch']} · {len(view['members'])} member(s) · asked {view['nodeId']}")
-            for m in view["members"]:
-                print(f"  {m['id']:<24} {m.get('url') or '':<28} owned {m.get('owned')!s:<6} heartbeat {m['heartbeatAgeMs']} ms ago")
-            return 0
-        if args.cmd == "list":
-            found = c.all_jobs()
+            _emit(c.call("GET", "/api/cluster"), fmt, _print_cluster)
+        elif args.cmd == "list":
+            found = c.list_jobs()
             if args.query:
                 found = [j for j in found if args.query.lower() in json.dumps(j).lower()]
-            if args.json:
-                print(json.dumps(found, indent=2))
-            else:
-                _print_jobs(found)
+            _emit(found, fmt, _print_jobs)
         elif args.cmd == "get":
-            print(json.dumps(c.call("GET", f"/api/crons/{args.id}"), indent=2))
+            _emit(c.call("GET", f"/api/crons/{args.id}"), fmt)
+        elif args.cmd == "history":
+            _emit(c.call("GET", f"/api/crons/{args.id}/executions"), fmt, _print_history)
+        elif args.cmd == "preview":
+            _emit(c.call("GET", f"/api/crons/{args.id}/preview"), fmt, _print_preview)
         elif args.cmd == "ticks":
             query = "&".join(f"{k}={quote(v)}" for k, v in (("from", args.start), ("to", args.end)) if v)
-            led = c.call("GET", f"/api/crons/{args.id}/ticks" + (f"?{query}" if query else ""))
-            if args.json:
-                print(json.dumps(led, indent=2))
-            else:
-                for t in led["ticks"]:
-                    print(f"{t['scheduledAt']}  {t['fate']:<11} {t['detail']}")
-                print("  ".join(f"{k} {v}" for k, v in led["counts"].items() if v) or "no scheduled instants")
-                if led["truncated"]:
-                    print(f"(more: --from {led['nextFrom']})")
+            _emit(c.call("GET", f"/api/crons/{args.id}/ticks" + (f"?{query}" if query else "")), fmt, _print_ticks)
         elif args.cmd == "create":
-            raw = args.json
-            if raw.startswith("@"):
-                with open(raw[1:], encoding="utf-8") as fh:
-                    raw = fh.read()
-            try:
-                body = json.loads(raw)
-            except ValueError as e:
-                raise CliError(f"not valid JSON: {e}") from None
-            print(json.dumps(c.call("POST", "/api/crons", body), indent=2))
+            print(json.dumps(c.call("POST", "/api/crons", _body(args.json)), indent=2))
+        elif args.cmd == "update":
+            print(json.dumps(c.call("PATCH", f"/api/crons/{args.id}", _body(args.json)), indent=2))
         elif args.cmd == "delete":
             c.call("DELETE", f"/api/crons/{args.id}")
             print(f"deleted {args.id}")
@@ -222,9 +312,20 @@ def main(argv: list[str]) -> int:
         elif args.cmd in ("pause", "resume"):
             j = c.call("POST", f"/api/crons/{args.id}/{args.cmd}")
             print(f"{j['id']} {'paused' if j['paused'] else 'active'}")
+        elif args.cmd == "export":
+            doc, needed = export_jobs(c.list_jobs())
+            text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+            if needed:
+                text = "# secrets: set " + ", ".join(needed) + " before apply\n" + text
+            if args.file:
+                with open(args.file, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+                print(f"{len(doc['jobs'])} job(s) written to {args.file}" + (f"; set {len(needed)} secret(s)" if needed else ""))
+            else:
+                print(text, end="")
         elif args.cmd == "apply":
             return cmd_apply(c, args)
-    except CliError as e:
+    except (CliError, ApiError) as e:
         print(f"cronring: {e}", file=sys.stderr)
         return 1
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -59,12 +60,16 @@ class TooManyRequests(ApiError):
     status = 429
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def error_response(status: int, message: str, details: Any = None, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message, "details": details}, status=status, headers=headers)
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    t0 = time.perf_counter()
     try:
         resp = await handler(request)
     except ApiError as e:
@@ -104,4 +109,10 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         log.exception("unhandled error", path=request.path, method=request.method)
         resp = error_response(500, "internal error")
     metrics.API_REQUESTS.labels(f"{resp.status // 100}xx").inc()
+    # bounded labels: route templates (never paths), known methods
+    resource = getattr(request.match_info.route, "resource", None)
+    route = resource.canonical if resource is not None else "unmatched"
+    if not route.startswith("/api/crons/status"):  # streams last for hours: a gauge counts them instead
+        method = request.method if request.method in _METHODS else "other"
+        metrics.api_latency(route, method).observe(time.perf_counter() - t0)
     return resp

@@ -240,7 +240,8 @@ class Firer:
 
     async def _attempt(self, job: Job, uri: str, headers: dict[str, str], body: bytes | None, *,
                        may_send: Callable[[], bool], lease_left: Callable[[], float] | None) -> Attempt:
-        assert self.session is not None
+        if self.session is None:
+            raise RuntimeError("Firer.start() was not called")
         method = job.method
         left = lease_left() if lease_left is not None else None
         if left is not None and left <= 0:

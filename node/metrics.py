@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import platform
 from functools import cache
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+)
+
+from node import __version__
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# the process (CPU, memory, open files, start time), the garbage collector and the interpreter
+for _collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+    REGISTRY.register(_collector)
+BUILD = Info("cronring_build", "The running cronring", registry=REGISTRY)
+BUILD.info({"version": __version__, "python": platform.python_version()})
 
 FIRES = Counter("cronring_fires_total", "Executions sent, by final state", ["state"], registry=REGISTRY)
 LATENESS = Histogram(
@@ -41,6 +58,10 @@ TICKS_UNACCOUNTED = Counter("cronring_ticks_unaccounted_total",
                             registry=REGISTRY)
 AUTH_FAILURES = Counter("cronring_auth_failures_total", "Wrong API tokens and failed logins", registry=REGISTRY)
 API_REQUESTS = Counter("cronring_api_requests_total", "API requests by status class", ["class"], registry=REGISTRY)
+API_LATENCY = Histogram("cronring_api_request_duration_seconds", "API and page requests by route (streams excluded)",
+                        ["route", "method"], registry=REGISTRY,
+                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+STREAM_CLIENTS = Gauge("cronring_stream_clients", "Live-stream (SSE) clients connected to this node", registry=REGISTRY)
 
 
 @cache
@@ -62,3 +83,8 @@ def misfires(reason: str) -> Counter:
 @cache
 def ticks(fate: str) -> Counter:
     return TICKS.labels(fate)
+
+
+@cache
+def api_latency(route: str, method: str) -> Histogram:
+    return API_LATENCY.labels(route, method)

@@ -140,6 +140,12 @@ def spec() -> dict[str, Any]:
                                     errors=(401, 503))},
         "/api/health": {"get": {"summary": "Health (503 when Redis or MariaDB is unreachable)",
                                 "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"}, "Unhealthy")}}},
+        "/livez": {"get": {"summary": "Liveness: the process and its event loop answer (no token needed)",
+                           "responses": {"200": _json({"type": "object"})}}},
+        "/readyz": {"get": {"summary": "Readiness: Redis, MariaDB, a fresh membership lease, not stopping "
+                                       "(no token needed; 503 lists the failing checks)",
+                            "responses": {"200": _json({"type": "object"}),
+                                          "503": _json({"type": "object"}, "Not ready")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain"}}}},
         "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
     }

@@ -26,6 +26,7 @@ from functools import lru_cache
 from itertools import takewhile
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cron_descriptor import ExpressionDescriptor, Options
 from croniter import croniter
 
 ALIASES = {
@@ -241,36 +242,20 @@ def parse(expression: str, zone_name: str = "UTC") -> Schedule:
     return sched
 
 
+_ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+            "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+
+
+@lru_cache(maxsize=4096)
 def describe(expression: str) -> str:
-    """A short description in words, for the dashboard (common shapes only)."""
+    """The schedule in words, for the dashboard and the preview API (cron-descriptor, 24-hour clock):
+    ``*/15 9-17 * * 1-5`` is "Every 15 minutes, between 09:00 and 17:59, Monday through Friday".
+    The expression itself when it cannot be described."""
     text = " ".join(expression.split())
-    if text.startswith("@"):
-        return {"@yearly": "yearly", "@annually": "yearly", "@monthly": "monthly", "@weekly": "weekly",
-                "@daily": "daily", "@midnight": "daily", "@hourly": "hourly"}.get(text.lower(), text)
-    f = text.split(" ")
-    sec = None
-    if len(f) == 6:
-        sec, f = f[0], f[1:]
-    if len(f) != 5:
+    options = Options()
+    options.use_24hour_time_format = True
+    options.verbose = False
+    try:
+        return str(ExpressionDescriptor(_ALIASES.get(text.lower(), text), options).get_description())
+    except Exception:  # cron-descriptor raises its own error types for what it cannot read
         return text
-    minute, hour, dom, mon, dow = f
-    rest_any = dom == "*" and mon == "*" and dow == "*"
-    if sec is not None and rest_any and minute == "*" and hour == "*":
-        if sec == "*":
-            return "every second"
-        if sec.startswith("*/"):
-            return f"every {sec[2:]} seconds"
-    if sec in (None, "0") and rest_any and hour == "*":
-        if minute == "*":
-            return "every minute"
-        if minute.startswith("*/"):
-            return f"every {minute[2:]} minutes"
-        if minute.isdigit():
-            return f"hourly at :{int(minute):02d}"
-    if sec in (None, "0") and minute.isdigit() and hour.isdigit():
-        at = f"{int(hour):02d}:{int(minute):02d}"
-        if rest_any:
-            return f"daily at {at}"
-        if dom == "*" and mon == "*" and dow != "*":
-            return f"at {at} on weekdays {dow}"
-    return text

@@ -203,7 +203,7 @@ class Settings:
         if not self.node_id:
             changes["node_id"] = f"{socket.gethostname()}:{self.port}"
         if not self.advertise_url:
-            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104 (a comparison)
             changes["advertise_url"] = f"http://{host}:{self.port}"
         if changes:
             values = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -217,7 +217,7 @@ async def hook(request: web.Request) -> web.Response:
     if delay_ms:
         await asyncio.sleep(delay_ms / 1000)
     if status == 200:
-        if fail_rate and random.random() < fail_rate:
+        if fail_rate and random.random() < fail_rate:  # noqa: S311 (a test double's failure rate, not a secret)
             status = 503
             payload["success"] = False
         if forced:

@@ -7,9 +7,21 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN_DIR="$ROOT/.run"
 mkdir -p "$RUN_DIR"
 PY="${PYTHON:-python3}"
+STARTED=()  # pid files of the private servers this run started
 
 say() { printf '\033[1m[cronring]\033[0m %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+# step "what" cmd...: say what is done, run it quietly into a log; on failure show its last lines.
+step() {
+  local what="$1"; shift
+  local log="$RUN_DIR/last-step.log"
+  say "$what"
+  if ! "$@" >"$log" 2>&1; then
+    say "failed: $*"
+    tail -n 25 "$log" | sed 's/^/    /' >&2
+    return 1
+  fi
+}
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }  # the subshell closes the socket as it exits
 
@@ -22,10 +34,12 @@ ensure_venv() {
     "$PY" -m venv "$ROOT/.venv" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
   fi
   local stamp="$ROOT/.venv/.cronring-installed$extras"
-  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-    say "installing cronring${extras} into .venv"
+  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/constraints.txt" -nt "$stamp" ]; then
     "$ROOT/.venv/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-    "$ROOT/.venv/bin/pip" install -q -e "$ROOT$extras" || die "pip install failed"
+    local n
+    n=$(grep -c '^[A-Za-z]' "$ROOT/constraints.txt" 2>/dev/null || echo "?")
+    step "installing cronring${extras} into .venv (the tested versions: constraints.txt, $n packages)" \
+      "$ROOT/.venv/bin/pip" install -e "$ROOT$extras" -c "$ROOT/constraints.txt" || die "pip install failed"
     touch "$stamp"
   fi
   export PATH="$ROOT/.venv/bin:$PATH"
@@ -33,9 +47,10 @@ ensure_venv() {
 
 apt_install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    say "installing $* with apt-get"
-    if [ ! -f "$RUN_DIR/.apt-updated" ]; then apt-get update -qq >/dev/null 2>&1 && touch "$RUN_DIR/.apt-updated"; fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 || return 1
+    if [ ! -f "$RUN_DIR/.apt-updated" ]; then
+      step "updating Debian's package lists" apt-get update -qq && touch "$RUN_DIR/.apt-updated"
+    fi
+    step "installing $* from Debian's packages" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" || return 1
     return 0
   fi
   return 1
@@ -55,6 +70,7 @@ ensure_redis() {
       --dir "$RUN_DIR/redis" --pidfile "$RUN_DIR/redis/redis.pid" --logfile "$RUN_DIR/redis/redis.log" >/dev/null
     for _ in $(seq 50); do port_open 127.0.0.1 $port && break; sleep 0.1; done
     port_open 127.0.0.1 $port || die "private redis-server did not start (see .run/redis/redis.log)"
+    STARTED+=("$RUN_DIR/redis/redis.pid")  # scripts/run stops what it started
   fi
   export CRONRING_REDIS_URL="redis://127.0.0.1:$port/0"
 }
@@ -80,6 +96,7 @@ ensure_mariadb() {
       --skip-log-bin --innodb-buffer-pool-size=256M >"$dir/mysqld.log" 2>&1 &
     for _ in $(seq 100); do port_open 127.0.0.1 $port && break; sleep 0.2; done
     port_open 127.0.0.1 $port || die "private MariaDB did not start (see .run/mariadb/mysqld.log)"
+    STARTED+=("$dir/mysqld.pid")
   fi
   export CRONRING_DATABASE_URL="mysql://root@127.0.0.1:$port/cronring"
 }

@@ -65,6 +65,9 @@ async def test_mariadb_stopped_then_started(make_cluster, tmp_path) -> None:
         assert status == 503
         h = (await c.request("GET", f"{node.url}/api/health"))
         assert h[0] == 503 and h[1]["database"] == "disconnected"
+        status, ready, _ = await c.request("GET", f"{node.url}/readyz")
+        assert status == 503 and ready["checks"]["database"] is False, ready
+        assert (await c.request("GET", f"{node.url}/livez"))[0] == 200  # alive: it recovers by itself
         await asyncio.sleep(3)
         sent = [d for d in await c.deliveries() if ts(d["arrivedAt"]) > stopped + timedelta(seconds=1)]
         assert not sent, f"requests without a claim while MariaDB was down: {sent[:3]}"
@@ -103,6 +106,8 @@ async def test_redis_down_for_a_while(make_cluster) -> None:
         assert not late, f"a node kept firing after its lease lapsed: {late[:3]}"
         h = await c.request("GET", f"{c.any_node().url}/api/health")
         assert h[0] == 503 and h[1]["redis"] == "disconnected"
+        status, ready, _ = await c.request("GET", f"{c.any_node().url}/readyz")
+        assert status == 503 and ready["checks"]["redis"] is False and ready["checks"]["membership"] is False, ready
         redis = RedisServer(port, c0.dir).start()
         await redis.ready()
         back = now()

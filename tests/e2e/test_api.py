@@ -193,10 +193,23 @@ async def test_health_cluster_metrics_openapi(cluster: Cluster) -> None:
     status, h, _ = await cluster.request("GET", f"{url}/api/health")
     assert status == 200 and h["status"] == "healthy" and h["redis"] == "connected" and h["database"] == "connected"
     assert h["instanceId"] == "api-1" and isinstance(h["totalCronsDB"], int)
+    status, live, _ = await cluster.request("GET", f"{url}/livez")
+    assert status == 200 and live["status"] == "live" and live["instanceId"] == "api-1"
+    status, ready, _ = await cluster.request("GET", f"{url}/readyz")
+    assert status == 200 and ready == {"status": "ready", "instanceId": "api-1", "checks": {
+        "redis": True, "database": True, "membership": True, "running": True}}
     status, c, _ = await cluster.request("GET", f"{url}/api/cluster")
     assert c["epoch"] >= 1 and [m["id"] for m in c["members"]] == ["api-1"] and c["members"][0]["self"]
     status, text, _ = await cluster.request("GET", f"{url}/metrics")
     assert "cronring_fires_total" in text and "cronring_fire_lateness_seconds_bucket" in text
+    # the monitoring kit: build, process and GC collectors, API latency by route, stream clients
+    assert 'cronring_build_info{python="' in text and "process_resident_memory_bytes" in text
+    assert "python_gc_objects_collected_total" in text and "cronring_stream_clients" in text
+    assert any(x.startswith("cronring_api_request_duration_seconds_count") and 'route="/api/health"' in x
+               and 'method="GET"' in x for x in text.splitlines()), [x for x in text.splitlines() if "_count" in x]
+    await cluster.request("GET", f"{url}/no/such/path/{'x' * 40}")
+    status, text, _ = await cluster.request("GET", f"{url}/metrics")
+    assert 'route="unmatched"' in text and "/no/such/path" not in text  # paths never become labels
     status, spec, _ = await cluster.request("GET", f"{url}/api/openapi.json")
     assert spec["openapi"].startswith("3.1") and "/api/crons" in spec["paths"]
 

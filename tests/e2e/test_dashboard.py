@@ -142,3 +142,21 @@ async def test_next_run_cell_stays_current_without_reload(cluster: Cluster, brow
     await expect(cell).not_to_have_text("stale", timeout=5_000)
     assert len((await cell.get_attribute("data-upcoming") or "").split()) >= 25
     await page.close()
+
+
+async def test_swagger_ui_renders_the_api_from_the_node_itself(cluster: Cluster, browser) -> None:
+    """/api/docs: Swagger UI's files come from the node (no CDN), under the page's CSP, and it reads
+    /api/openapi.json."""
+    page = await browser.new_page()
+    outside: list[str] = []
+    problems: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(cluster.nodes["ui-a"].url) else None)
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    await page.goto(f"{cluster.nodes['ui-a'].url}/api/docs")
+    await expect(page.locator(".swagger-ui .info .title")).to_contain_text("cronring", timeout=15_000)
+    await expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    assert await page.locator(".opblock").count() >= 15
+    assert not outside, outside  # nothing fetched from anywhere but the node
+    assert not [p for p in problems if "Content Security Policy" in p], problems
+    await page.screenshot(path=str(SHOTS / "api-docs.png"))
+    await page.close()

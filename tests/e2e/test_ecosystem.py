@@ -22,8 +22,8 @@ async def cluster():
     await c.close()
 
 
-async def cli(cluster: Cluster, *args: str) -> tuple[int, str]:
-    env = {**os.environ, "CRONRING_URL": cluster.any_node().url}
+async def cli(cluster: Cluster, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    env = {**os.environ, "CRONRING_URL": cluster.any_node().url, **(env or {})}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "node", *args, cwd=ROOT, env=env,
                                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out, _ = await proc.communicate()
@@ -39,7 +39,7 @@ async def test_apply_is_idempotent_prunes_and_dry_runs(cluster: Cluster, tmp_pat
     assert {j["name"]: j["delivery"] for j in jobs}["automated-backup"] == "at_least_once"
     code, out = await cli(cluster, "jobs", "ticks", next(j["id"] for j in jobs if j["name"] == "health-monitoring"),
                           "--from", "2030-01-01T00:00:00Z", "--to", "2030-01-01T00:10:00Z")
-    assert code == 0 and out.count("not due yet") == 5 and "pending 5" in out, out  # */2 min: 5 in 10 min
+    assert code == 0 and out.count("not due yet") == 10 and "pending 10" in out, out  # every minute: 10 in 10 min
     # the dashboard of the other node shows them
     page = await cluster.session().get(f"{cluster.nodes['eco-2'].url}/")
     html = await page.text()
@@ -59,6 +59,68 @@ async def test_apply_is_idempotent_prunes_and_dry_runs(cluster: Cluster, tmp_pat
     bad.write_text("jobs:\n  - name: x\n    uri: ftp://x\n    schedule: '* * * * *'\n")
     code, out = await cli(cluster, "jobs", "apply", "-f", str(bad))
     assert code == 1 and "uri" in out
+
+
+async def test_apply_with_secrets_converges_and_never_prints_them(cluster: Cluster, tmp_path) -> None:
+    """The API masks secrets, so apply compares the file in the masked form: a job with an
+    Authorization header and a password in its URI reaches "0 change(s)" on the second run (it was
+    re-sent on every run), and no plan, diff or dry run prints the secrets (they landed in CI logs)."""
+    token, password = "Bearer apply-secret-7f3a9c", "pw-apply-5d2e8b"
+    recv = cluster.receiver.url.replace("http://", f"http://ops:{password}@")
+    spec = tmp_path / "secret.yaml"
+
+    def write(schedule: str) -> None:
+        spec.write_text(f"jobs:\n  - name: secret-header\n    uri: {recv}/webhook\n    schedule: '{schedule}'\n"
+                        f"    headers:\n      Authorization: {token}\n      X-Team: ops\n")
+
+    write("0 3 * * *")
+    outputs = []
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec))
+    outputs.append(out)
+    assert code == 0 and "create" in out, out
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec))
+    outputs.append(out)
+    assert code == 0 and "0 change(s)" in out, out
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec), "--diff", "--exit-code")
+    outputs.append(out)
+    assert code == 0 and "0 change(s)" in out, out
+    write("0 4 * * *")  # drift: the CI check says so, with a readable diff, and changes nothing
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec), "--diff", "--exit-code")
+    outputs.append(out)
+    assert code == 2 and 'schedule: "0 3 * * *" -> "0 4 * * *"' in out, out
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec), "--dry-run")
+    outputs.append(out)
+    assert "update" in out and "dry run" in out, out
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec))
+    outputs.append(out)
+    assert code == 0 and "1 change(s)" in out, out
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(spec), "--rotate-secrets")
+    outputs.append(out)
+    assert code == 0 and "1 change(s)" in out, out
+    # export: the apply format, secrets as placeholders; applied back with them set, nothing changes
+    exported = tmp_path / "exported.yaml"
+    code, out = await cli(cluster, "jobs", "export", "-f", str(exported))
+    outputs.append(out + exported.read_text())
+    assert code == 0 and "CRONRING_SECRET_SECRET_HEADER_AUTHORIZATION" in exported.read_text(), out
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(exported), "--diff", "--exit-code",
+                          env={"CRONRING_SECRET_SECRET_HEADER_AUTHORIZATION": token,
+                               "CRONRING_SECRET_SECRET_HEADER_URI": password})
+    outputs.append(out)
+    assert code == 0 and "0 change(s)" in out, out
+    code, out = await cli(cluster, "jobs", "list", "-o", "yaml")
+    outputs.append(out)
+    assert code == 0 and "name: secret-header" in out, out
+    for out in outputs:
+        assert token.split()[1] not in out and password not in out, out
+    # the secrets were kept through every update: the target still receives them
+    jid = next(j["id"] for j in (await cluster.request("GET", f"{cluster.any_node().url}/api/crons"))[1]
+               if j["name"] == "secret-header")
+    status, body, _ = await cluster.request("GET", f"{cluster.any_node().url}/api/crons/{jid}")
+    assert body["headers"]["Authorization"] == "***" and ":***@" in body["uri"], body
+    async with await cluster.db_conn() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT spec FROM jobs WHERE id=%s", (jid,))
+        (stored,) = await cur.fetchone()
+    assert token in stored and password in stored
 
 
 async def test_cluster_command_lists_nodes(cluster: Cluster) -> None:
@@ -98,3 +160,32 @@ async def test_metrics_show_fires_and_lateness(cluster: Cluster) -> None:
     text = await wait_for(fired, 15, "a fire in /metrics")
     assert "cronring_fire_lateness_seconds_bucket" in text and "cronring_members 2.0" in text
     assert "cronring_claims_total" in text and "cronring_ring_epoch" in text
+
+
+async def test_the_client_library_sync_and_async(cluster: Cluster) -> None:
+    """node.client against a real node: the same calls on Client and AsyncClient, errors as exceptions."""
+    from node.client import AsyncClient, BadRequest, Client, NotFound
+
+    url = cluster.any_node().url
+    spec = {"name": "client-lib", "uri": f"{cluster.receiver.url}/webhook", "schedule": "0 5 * * *"}
+    sync = Client(url)
+    job = await asyncio.to_thread(sync.create_job, spec)
+    assert job["name"] == "client-lib" and job["paused"] is False
+    assert (await asyncio.to_thread(sync.pause, job["id"]))["paused"] is True
+    assert (await asyncio.to_thread(sync.update_job, job["id"], {"schedule": "0 6 * * *"}))["schedule"] == "0 6 * * *"
+    assert any(j["id"] == job["id"] for j in await asyncio.to_thread(sync.list_jobs, "client-lib"))
+    with pytest.raises(BadRequest) as bad:
+        await asyncio.to_thread(sync.create_job, {**spec, "schedule": "not cron"})
+    assert bad.value.status == 400 and "schedule" in bad.value.details
+    async with AsyncClient(url) as c:
+        got = await c.get_job(job["id"])
+        assert got["schedule"] == "0 6 * * *" and got["paused"] is True
+        assert (await c.resume(job["id"]))["paused"] is False
+        ledger = await c.ticks(job["id"], "2030-01-01T00:00:00Z", "2030-01-03T00:00:00Z")
+        assert ledger["counts"]["pending"] == 2  # 06:00 on each of two days
+        assert (await c.cluster())["members"]
+        await c.delete_job(job["id"])
+        with pytest.raises(NotFound):
+            await c.get_job(job["id"])
+    with pytest.raises(NotFound):
+        await asyncio.to_thread(sync.get_job, job["id"])

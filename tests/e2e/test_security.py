@@ -36,6 +36,9 @@ async def test_tokens_and_scopes(cluster: Cluster) -> None:
     # probes stay open
     assert (await cluster.request("GET", f"{url}/api/health"))[0] == 200
     assert (await cluster.request("GET", f"{url}/metrics"))[0] == 200
+    for probe in ("/livez", "/readyz"):  # open whatever CRONRING_PUBLIC_HEALTH says: kubelets send no token
+        status, body, _ = await cluster.request("GET", f"{url}{probe}")
+        assert status == 200 and body["status"] in ("live", "ready"), (probe, body)
     # pages send a browser to the login page
     async with cluster.session().get(f"{url}/", allow_redirects=False) as r:
         assert r.status == 302 and r.headers["Location"].startswith("/login")

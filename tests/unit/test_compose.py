@@ -19,7 +19,10 @@ def load(name: str) -> dict:
 
 def test_services_and_health_checks() -> None:
     c = load("docker-compose.yml")
-    assert set(c["services"]) == {"mariadb", "redis", "node", "traefik"}  # the demo receiver is dev-only
+    # the demo receiver is dev-only; the monitoring kit is a profile, off unless asked for
+    assert set(c["services"]) == {"mariadb", "redis", "node", "traefik", "prometheus", "grafana"}
+    assert {n for n, svc in c["services"].items() if "profiles" in svc} == {"prometheus", "grafana"}
+    assert all(c["services"][n]["profiles"] == ["monitoring"] for n in ("prometheus", "grafana"))
     for name, svc in c["services"].items():
         assert "healthcheck" in svc, f"{name} has no health check"
     assert c["services"]["mariadb"]["image"].startswith("mariadb:11")
@@ -35,8 +38,17 @@ def test_node_environment_matches_settings_and_ports_agree() -> None:
     port = env["CRONRING_PORT"]
     assert node["expose"] == [port]
     assert node["labels"]["traefik.http.services.cronring.loadbalancer.server.port"] == port
-    assert f":{port}/api/health" in " ".join(node["healthcheck"]["test"])
+    # readiness (Redis, MariaDB, a fresh lease, not stopping), open without a token: the health check,
+    # Traefik's and the image's all use it
+    assert f":{port}/readyz" in " ".join(node["healthcheck"]["test"])
+    assert node["labels"]["traefik.http.services.cronring.loadbalancer.healthcheck.path"] == "/readyz"
+    assert f":{port}/readyz" in (COMPOSE / "Dockerfile").read_text()
+    from node.auth import PROBES
+
+    assert "/readyz" in PROBES
     assert "ports" not in node  # scalable: --scale node=5 must not fight over host ports
+    # Docker's SIGKILL comes after the node's own bounded stop (node.app.Stop.budget, default grace 10 s)
+    assert int(node["stop_grace_period"].rstrip("s")) > 2 * 10.0 + 25
     url = re.sub(r"\$\{[A-Z_]+\}", "x", env["CRONRING_DATABASE_URL"])
     assert DatabaseURL.parse(url).host == "mariadb"
     assert env["CRONRING_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD}@redis:6379")

@@ -205,3 +205,94 @@ async def test_a_loop_stops_even_when_its_cancellation_comes_out_as_a_timeout() 
         done, _ = await asyncio.wait([task], timeout=3)
         assert done, "the loop did not stop when cancelled"
         assert task.cancelled()
+
+
+def test_the_redis_client_retries_once_and_quickly() -> None:
+    """redis-py 8 retries a failed command 10 times with up to 1 s backoff by default: with 2 s socket
+    timeouts one command could outlast the lease many times over. The node's client retries once."""
+    from node.app import build_runtime
+    from node.settings import Settings
+
+    r = build_runtime(Settings.load([], {}))
+    retry = r.redis.get_retry()
+    assert retry is not None and retry._retries == 1
+    assert retry._backoff.compute(1) <= 0.2
+
+
+def test_library_log_records_are_json_lines_too(capsys) -> None:
+    """aiohttp's, asyncio's and the drivers' stdlib records come out as the node's own JSON lines."""
+    import json
+    import logging
+
+    import structlog
+
+    from node import logs
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.configure("info", "json")
+        logging.getLogger("aiohttp.server").warning("Error handling request %s", "x")
+        structlog.get_logger("node").warning("own line", a=1)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        structlog.reset_defaults()
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert lines[0]["event"] == "Error handling request x" and lines[0]["logger"] == "aiohttp.server"
+    assert lines[0]["level"] == "warning" and lines[0]["timestamp"].endswith("Z")
+    assert lines[1]["event"] == "own line" and lines[1]["a"] == 1
+
+
+def test_apply_compares_and_shows_secrets_masked() -> None:
+    from node.cli import _shown, plan_apply
+
+    have = {"id": "a", "name": "s", "uri": "http://ops:***@h/x?api_key=***", "schedule": "0 3 * * *",
+            "headers": {"Authorization": "***", "X-Team": "ops"}}
+    want = {"name": "s", "uri": "http://ops:pw@h/x?api_key=k1", "schedule": "0 3 * * *",
+            "headers": {"Authorization": "Bearer t", "X-Team": "ops"}}
+    assert plan_apply([have], [want], False) == [("unchanged", have, {})]
+    assert plan_apply([have], [want], False, rotate_secrets=True)[0][2] == {"uri": want["uri"],
+                                                                            "headers": want["headers"]}
+    (action, _, diff), = plan_apply([have], [{**want, "uri": "http://ops:pw@h2/x?api_key=k1"}], False)
+    # a new target travels with its secrets (a new origin needs them again), and is shown masked
+    assert action == "update" and diff["headers"] == want["headers"]
+    assert _shown("uri", diff["uri"]) == "http://ops:***@h2/x?api_key=***"
+    assert _shown("headers", diff["headers"]) == {"Authorization": "***", "X-Team": "ops"}
+
+
+def test_export_writes_secrets_as_placeholders_that_apply_expands(tmp_path) -> None:
+    import pytest
+    import yaml
+
+    from node.cli import CliError, export_jobs, load_file, plan_apply
+
+    listed = [{"id": "a", "name": "billing sync", "uri": "http://ops:***@h/x", "schedule": "0 3 * * *",
+               "timeZone": "UTC", "headers": {"Authorization": "***", "X-Team": "ops"}, "paused": False},
+              {"id": "b", "name": "", "uri": "http://h/", "schedule": "@daily"}]  # unnamed: not exported
+    doc, needed = export_jobs(listed)
+    assert needed == ["CRONRING_SECRET_BILLING_SYNC_AUTHORIZATION", "CRONRING_SECRET_BILLING_SYNC_URI"]
+    (job,) = doc["jobs"]
+    assert job["headers"]["Authorization"] == "${CRONRING_SECRET_BILLING_SYNC_AUTHORIZATION}"
+    assert job["uri"] == "http://ops:${CRONRING_SECRET_BILLING_SYNC_URI}@h/x" and "id" not in job
+    f = tmp_path / "jobs.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    env = {"CRONRING_SECRET_BILLING_SYNC_AUTHORIZATION": "Bearer t", "CRONRING_SECRET_BILLING_SYNC_URI": "pw"}
+    (loaded,) = load_file(str(f), env)
+    assert loaded["headers"]["Authorization"] == "Bearer t" and loaded["uri"] == "http://ops:pw@h/x"
+    assert plan_apply(listed, [loaded], False)[0][0] == "unchanged"  # a round trip changes nothing
+    f2 = tmp_path / "literal.yaml"
+    f2.write_text("jobs:\n  - name: j\n    body: 'cost: $${AMOUNT}'\n")
+    assert load_file(str(f2), {})[0]["body"] == "cost: ${AMOUNT}"  # $${X} is the text ${X}
+    with pytest.raises(CliError, match="CRONRING_SECRET_BILLING_SYNC_URI"):
+        load_file(str(f), {"CRONRING_SECRET_BILLING_SYNC_AUTHORIZATION": "x"})  # never an empty secret
+
+
+def test_client_errors_by_status() -> None:
+    from node.client import ApiError, BadRequest, Conflict, NotFound, Unavailable, error_for
+
+    e = error_for(400, b'{"error": "invalid input", "details": {"uri": "bad"}}')
+    assert isinstance(e, BadRequest) and e.status == 400 and e.details == {"uri": "bad"} and "invalid input" in str(e)
+    assert isinstance(error_for(404, b""), NotFound) and isinstance(error_for(412, b"{}"), Conflict)
+    assert isinstance(error_for(503, b"<html>"), Unavailable)  # a proxy's page, not JSON
+    assert type(error_for(502, b"[]")) is ApiError

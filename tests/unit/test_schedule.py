@@ -89,9 +89,14 @@ def test_invalid(expr: str, zone: str, fragment: str) -> None:
 
 
 def test_describe() -> None:
-    assert describe("*/30 * * * * *") == "every 30 seconds"
-    assert describe("30 1 * * *") == "daily at 01:30"
-    assert describe("*/5 * * * *") == "every 5 minutes"
+    assert describe("*/30 * * * * *") == "Every 30 seconds"
+    assert describe("30 1 * * *") == "At 01:30"
+    assert describe("*/5 * * * *") == "Every 5 minutes"
+    # common shapes the hand-written describer left as the raw expression
+    assert describe("*/15 9-17 * * 1-5") == "Every 15 minutes, between 09:00 and 17:59, Monday through Friday"
+    assert describe("0 9 * * 1") == "At 09:00, only on Monday"
+    assert describe("@daily") == "At 00:00"
+    assert describe("not a cron") == "not a cron"  # undescribable: the expression itself
 
 
 ZONES = ["UTC", "Europe/Lisbon", "America/Sao_Paulo", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata",

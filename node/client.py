@@ -1,0 +1,275 @@
+"""A client for any cronring node's API: ``Client`` (blocking, standard library only) and ``AsyncClient``
+(aiohttp), the same methods on both. Errors come back as exceptions by status (``NotFound``,
+``Conflict``, ``Unavailable``…, all ``ApiError`` with ``status``, ``message`` and ``details``). The CLI
+is built on ``Client``.
+
+    from node.client import Client
+    c = Client("http://127.0.0.1:8081", token="…")
+    job = c.create_job({"uri": "https://example.com/hook", "schedule": "*/5 * * * *", "name": "poll"})
+    c.pause(job["id"])
+    for tick in c.ticks(job["id"])["ticks"]:
+        print(tick["scheduledAt"], tick["fate"])
+
+    async with AsyncClient("http://127.0.0.1:8081") as c:
+        jobs = await c.list_jobs()
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any, TypedDict
+from urllib.parse import quote, urlencode
+
+import aiohttp
+
+
+class Job(TypedDict, total=False):
+    """A job as the API shows it (secret header values and credentials in the target masked)."""
+
+    id: str
+    name: str
+    uri: str
+    httpMethod: str
+    headers: dict[str, str]
+    body: Any
+    schedule: str
+    timeZone: str
+    paused: bool
+    delivery: str
+    misfirePolicy: str
+    misfireGraceSeconds: int
+    concurrencyPolicy: str
+    version: int
+    state: str
+    owner: str | None
+    nextRunAt: str | None
+
+
+class ApiError(Exception):
+    """The API answered with an error (``status`` 0: the node could not be reached)."""
+
+    def __init__(self, status: int, message: str, details: Any = None) -> None:
+        super().__init__(f"{status} {message}" + (f" {json.dumps(details)}" if details else "") if status else message)
+        self.status, self.message, self.details = status, message, details
+
+
+class BadRequest(ApiError):  # 400, 415, 422: the input was refused, nothing changed
+    pass
+
+
+class Unauthorized(ApiError):  # 401: no or a wrong token
+    pass
+
+
+class Forbidden(ApiError):  # 403: a read token tried to write
+    pass
+
+
+class NotFound(ApiError):  # 404
+    pass
+
+
+class Conflict(ApiError):  # 409, 412: a run in flight, the job cap, a stale version
+    pass
+
+
+class TooManyRequests(ApiError):  # 429: run-now limit, throttled authentication
+    pass
+
+
+class Unavailable(ApiError):  # 503 or unreachable: Redis, MariaDB or the node's lease; retry
+    pass
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound,
+                                         409: Conflict, 412: Conflict, 415: BadRequest, 422: BadRequest,
+                                         429: TooManyRequests, 503: Unavailable}
+
+
+def error_for(status: int, body: bytes) -> ApiError:
+    try:
+        err = json.loads(body or b"{}")
+    except ValueError:
+        err = {}
+    if not isinstance(err, dict):
+        err = {}
+    return _BY_STATUS.get(status, ApiError)(status, str(err.get("error") or f"HTTP {status}"), err.get("details"))
+
+
+def _check_url(url: str) -> str:
+    url = url.rstrip("/")
+    if not url.startswith(("http://", "https://")):  # urlopen would also read file: and ftp: URLs
+        raise BadRequest(0, f"the node's URL must be http(s), got {url!r}")
+    return url
+
+
+def _ticks_path(job_id: str, start: str | None, end: str | None) -> str:
+    query = urlencode({k: v for k, v in (("from", start), ("to", end)) if v})
+    return f"/api/crons/{quote(job_id)}/ticks" + (f"?{query}" if query else "")
+
+
+class Client:
+    """Blocking client (urllib): scripts, the CLI, anything without an event loop."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 15.0) -> None:
+        self.url, self.token, self.timeout = _check_url(url), token, timeout
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        return self._call(method, path, body)[0]
+
+    def _call(self, method: str, path: str, body: Any = None) -> tuple[Any, dict[str, str]]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310 (http(s) only)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 (http(s) only)
+                raw, headers = resp.read(), dict(resp.headers)
+        except urllib.error.HTTPError as e:
+            raise error_for(e.code, e.read()) from None
+        except (urllib.error.URLError, OSError) as e:
+            raise Unavailable(0, f"cannot reach {self.url}: {getattr(e, 'reason', e)}") from None
+        return (json.loads(raw) if raw else None), headers
+
+    def list_jobs(self, q: str | None = None) -> list[Job]:
+        """Every job (all pages)."""
+        out: list[Job] = []
+        cursor = None
+        while True:
+            params = {"limit": "500", **({"q": q} if q else {}), **({"cursor": cursor} if cursor else {})}
+            page, headers = self._call("GET", "/api/crons?" + urlencode(params))
+            out += page
+            cursor = headers.get("X-Next-Cursor")
+            if not cursor:
+                return out
+
+    def get_job(self, job_id: str) -> Job:
+        return self.call("GET", f"/api/crons/{quote(job_id)}")
+
+    def create_job(self, spec: dict[str, Any]) -> Job:
+        return self.call("POST", "/api/crons", spec)
+
+    def update_job(self, job_id: str, fields: dict[str, Any]) -> Job:
+        """Change some fields (PATCH); what is left out stays as it is, secrets included."""
+        return self.call("PATCH", f"/api/crons/{quote(job_id)}", fields)
+
+    def replace_job(self, job_id: str, spec: dict[str, Any]) -> Job:
+        return self.call("PUT", f"/api/crons/{quote(job_id)}", spec)
+
+    def delete_job(self, job_id: str) -> None:
+        self.call("DELETE", f"/api/crons/{quote(job_id)}")
+
+    def run(self, job_id: str) -> dict[str, Any]:
+        return self.call("POST", f"/api/crons/{quote(job_id)}/run")
+
+    def pause(self, job_id: str) -> Job:
+        return self.call("POST", f"/api/crons/{quote(job_id)}/pause")
+
+    def resume(self, job_id: str) -> Job:
+        return self.call("POST", f"/api/crons/{quote(job_id)}/resume")
+
+    def executions(self, job_id: str) -> list[dict[str, Any]]:
+        return self.call("GET", f"/api/crons/{quote(job_id)}/executions")
+
+    def preview(self, job_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/api/crons/{quote(job_id)}/preview")
+
+    def ticks(self, job_id: str, start: str | None = None, end: str | None = None) -> dict[str, Any]:
+        """The tick ledger of ``[start, end)`` (RFC 3339; default the last hour)."""
+        return self.call("GET", _ticks_path(job_id, start, end))
+
+    def cluster(self) -> dict[str, Any]:
+        return self.call("GET", "/api/cluster")
+
+    def health(self) -> dict[str, Any]:
+        return self.call("GET", "/api/health")
+
+
+class AsyncClient:
+    """The same API for asyncio code (aiohttp). Use as ``async with AsyncClient(url) as c``."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 15.0) -> None:
+        self.url, self.token = _check_url(url), token
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        return (await self._call(method, path, body))[0]
+
+    async def _call(self, method: str, path: str, body: Any = None) -> tuple[Any, dict[str, str]]:
+        if self._session is None:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._session = aiohttp.ClientSession(timeout=self.timeout, headers=headers)
+        try:
+            async with self._session.request(method, self.url + path, json=body) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise error_for(resp.status, raw)
+                return (json.loads(raw) if raw else None), dict(resp.headers)
+        except (aiohttp.ClientConnectionError, TimeoutError) as e:
+            raise Unavailable(0, f"cannot reach {self.url}: {e}") from None
+
+    async def list_jobs(self, q: str | None = None) -> list[Job]:
+        out: list[Job] = []
+        cursor = None
+        while True:
+            params = {"limit": "500", **({"q": q} if q else {}), **({"cursor": cursor} if cursor else {})}
+            page, headers = await self._call("GET", "/api/crons?" + urlencode(params))
+            out += page
+            cursor = headers.get("X-Next-Cursor")
+            if not cursor:
+                return out
+
+    async def get_job(self, job_id: str) -> Job:
+        return await self.call("GET", f"/api/crons/{quote(job_id)}")
+
+    async def create_job(self, spec: dict[str, Any]) -> Job:
+        return await self.call("POST", "/api/crons", spec)
+
+    async def update_job(self, job_id: str, fields: dict[str, Any]) -> Job:
+        return await self.call("PATCH", f"/api/crons/{quote(job_id)}", fields)
+
+    async def replace_job(self, job_id: str, spec: dict[str, Any]) -> Job:
+        return await self.call("PUT", f"/api/crons/{quote(job_id)}", spec)
+
+    async def delete_job(self, job_id: str) -> None:
+        await self.call("DELETE", f"/api/crons/{quote(job_id)}")
+
+    async def run(self, job_id: str) -> dict[str, Any]:
+        return await self.call("POST", f"/api/crons/{quote(job_id)}/run")
+
+    async def pause(self, job_id: str) -> Job:
+        return await self.call("POST", f"/api/crons/{quote(job_id)}/pause")
+
+    async def resume(self, job_id: str) -> Job:
+        return await self.call("POST", f"/api/crons/{quote(job_id)}/resume")
+
+    async def executions(self, job_id: str) -> list[dict[str, Any]]:
+        return await self.call("GET", f"/api/crons/{quote(job_id)}/executions")
+
+    async def preview(self, job_id: str) -> dict[str, Any]:
+        return await self.call("GET", f"/api/crons/{quote(job_id)}/preview")
+
+    async def ticks(self, job_id: str, start: str | None = None, end: str | None = None) -> dict[str, Any]:
+        return await self.call("GET", _ticks_path(job_id, start, end))
+
+    async def cluster(self) -> dict[str, Any]:
+        return await self.call("GET", "/api/cluster")
+
+    async def health(self) -> dict[str, Any]:
+        return await self.call("GET", "/api/health")
