@@ -139,10 +139,10 @@ def export_jobs(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
         e = _editable(j)
         if isinstance(e.get("headers"), dict):
             e["headers"] = {k: (var(j["name"], k) if v == MASK else v) for k, v in e["headers"].items()}
-        if isinstance(e.get("uri"), str) and MASK in e["uri"]:
-            e["uri"] = e["uri"].replace(MASK, var(j["name"], "uri"), 1)
-            while MASK in e["uri"]:
-                e["uri"] = e["uri"].replace(MASK, var(j["name"], f"uri_{len(needed)}"), 1)
+        k = 0
+        while isinstance(e.get("uri"), str) and MASK in e["uri"]:  # the password, then credential-named values
+            k += 1
+            e["uri"] = e["uri"].replace(MASK, var(j["name"], "uri" if k == 1 else f"uri_{k}"), 1)
         out.append(e)
     return {"jobs": out}, needed
 

@@ -69,15 +69,16 @@ async def test_apply_with_secrets_converges_and_never_prints_them(cluster: Clust
     recv = cluster.receiver.url.replace("http://", f"http://ops:{password}@")
     spec = tmp_path / "secret.yaml"
 
-    def write(schedule: str) -> None:
-        spec.write_text(f"jobs:\n  - name: secret-header\n    uri: {recv}/webhook\n    schedule: '{schedule}'\n"
-                        f"    headers:\n      Authorization: {token}\n      X-Team: ops\n")
+    def write(schedule: str) -> None:  # one job with an Authorization header, one with a password in its URI
+        spec.write_text(f"jobs:\n  - name: secret-header\n    uri: {cluster.receiver.url}/webhook\n"
+                        f"    schedule: '{schedule}'\n    headers:\n      Authorization: {token}\n      X-Team: ops\n"
+                        f"  - name: secret-uri\n    uri: {recv}/webhook?api_key={password}\n    schedule: '0 3 * * *'\n")
 
     write("0 3 * * *")
     outputs = []
     code, out = await cli(cluster, "jobs", "apply", "-f", str(spec))
     outputs.append(out)
-    assert code == 0 and "create" in out, out
+    assert code == 0 and out.count("create") == 2, out
     code, out = await cli(cluster, "jobs", "apply", "-f", str(spec))
     outputs.append(out)
     assert code == 0 and "0 change(s)" in out, out
@@ -96,7 +97,7 @@ async def test_apply_with_secrets_converges_and_never_prints_them(cluster: Clust
     assert code == 0 and "1 change(s)" in out, out
     code, out = await cli(cluster, "jobs", "apply", "-f", str(spec), "--rotate-secrets")
     outputs.append(out)
-    assert code == 0 and "1 change(s)" in out, out
+    assert code == 0 and "2 change(s)" in out, out
     # export: the apply format, secrets as placeholders; applied back with them set, nothing changes
     exported = tmp_path / "exported.yaml"
     code, out = await cli(cluster, "jobs", "export", "-f", str(exported))
@@ -104,7 +105,7 @@ async def test_apply_with_secrets_converges_and_never_prints_them(cluster: Clust
     assert code == 0 and "CRONRING_SECRET_SECRET_HEADER_AUTHORIZATION" in exported.read_text(), out
     code, out = await cli(cluster, "jobs", "apply", "-f", str(exported), "--diff", "--exit-code",
                           env={"CRONRING_SECRET_SECRET_HEADER_AUTHORIZATION": token,
-                               "CRONRING_SECRET_SECRET_HEADER_URI": password})
+                               "CRONRING_SECRET_SECRET_URI_URI": password, "CRONRING_SECRET_SECRET_URI_URI_2": password})
     outputs.append(out)
     assert code == 0 and "0 change(s)" in out, out
     code, out = await cli(cluster, "jobs", "list", "-o", "yaml")
@@ -113,13 +114,19 @@ async def test_apply_with_secrets_converges_and_never_prints_them(cluster: Clust
     for out in outputs:
         assert token.split()[1] not in out and password not in out, out
     # the secrets were kept through every update: the target still receives them
-    jid = next(j["id"] for j in (await cluster.request("GET", f"{cluster.any_node().url}/api/crons"))[1]
-               if j["name"] == "secret-header")
-    status, body, _ = await cluster.request("GET", f"{cluster.any_node().url}/api/crons/{jid}")
-    assert body["headers"]["Authorization"] == "***" and ":***@" in body["uri"], body
-    async with await cluster.db_conn() as conn, conn.cursor() as cur:
-        await cur.execute("SELECT spec FROM jobs WHERE id=%s", (jid,))
-        (stored,) = await cur.fetchone()
+    ids = {j["name"]: j["id"] for j in (await cluster.request("GET", f"{cluster.any_node().url}/api/crons"))[1]}
+    body = (await cluster.request("GET", f"{cluster.any_node().url}/api/crons/{ids['secret-header']}"))[1]
+    assert body["headers"]["Authorization"] == "***", body
+    body = (await cluster.request("GET", f"{cluster.any_node().url}/api/crons/{ids['secret-uri']}"))[1]
+    assert ":***@" in body["uri"] and "api_key=***" in body["uri"], body
+    conn = await cluster.db_conn()
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT GROUP_CONCAT(spec) FROM jobs WHERE id IN (%s, %s)",
+                              (ids["secret-header"], ids["secret-uri"]))
+            (stored,) = await cur.fetchone()
+    finally:
+        conn.close()
     assert token in stored and password in stored
 
 
