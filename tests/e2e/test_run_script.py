@@ -4,6 +4,7 @@ Ctrl-C stops everything it started, gracefully, with status 0."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 
@@ -22,9 +23,13 @@ async def test_run_waits_for_ready_nodes_and_ctrl_c_stops_everything() -> None:
     env.update({"CRONRING_REDIS_URL": c.redis_url, "CRONRING_DATABASE_URL": c.env_for("x", 1)["CRONRING_DATABASE_URL"],
                 "CRONRING_NAMESPACE": c.namespace, "RECEIVER_PORT": str(receiver),
                 "PATH": f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}"})
+    # Ctrl-C as a terminal sends it: SIGINT at its default disposition (a test runner started in the
+    # background inherits SIGINT ignored, and bash cannot trap a signal ignored on entry), in its own
+    # process group so nothing it started can outlive a failure.
     proc = await asyncio.create_subprocess_exec("bash", str(ROOT / "scripts" / "run"), "--nodes", "2", "--base-port",
                                                 str(base), cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
+                                                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     out = b""
     try:
         async def running() -> bool:
@@ -54,8 +59,9 @@ async def test_run_waits_for_ready_nodes_and_ctrl_c_stops_everything() -> None:
                 _r, w = await asyncio.open_connection("127.0.0.1", port)
                 w.close()
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # on a failure: the script and every node it started
         if proc.returncode is None:
-            proc.kill()
             await proc.wait()
         await c.close()
 
