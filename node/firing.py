@@ -289,7 +289,8 @@ class Firer:
             if not may_send():
                 return Attempt(status_code=None, error="heartbeat lease lapsed while connecting; not sent",
                                timed_out=False, retry_after=None, excerpt=None, not_sent=True)
-            if leased is not None and not leased.connected:  # the lease's end came first, while connecting
+            if leased is not None and not leased.connected and leased.timeout.when() < deadline:
+                # the lease's end (not the job's timeout) came first, while connecting
                 return Attempt(status_code=None, error="connecting took longer than the heartbeat lease surely lasts",
                                timed_out=False, retry_after=None, excerpt=None)
             return Attempt(status_code=None, error=f"timed out after {job.timeout_ms} ms", timed_out=True,
