@@ -33,10 +33,34 @@ REDIS_URL = os.environ.get("CRONRING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
 DATABASE_URL = os.environ.get("CRONRING_TEST_DATABASE_URL", "mysql://root@127.0.0.1:3306/cronring")
 
 
-def free_port() -> int:
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(count: int = 1) -> int:
+    """The first of `count` consecutive free ports, chosen *below* the kernel's ephemeral range: a port
+    the kernel handed out (bind to 0) is free now, but any outgoing connection may take it (or its
+    neighbour, for `--base-port N` that uses N+1…) before the process that is meant to listen on it
+    starts; ports below the range are only ever taken by someone binding them on purpose."""
+    high = _ephemeral_low() - count
+    rng = secrets.SystemRandom()
+    for _ in range(200):
+        first = rng.randrange(10000, high)
+        if all(_bindable(first + i) for i in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports below {high}")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow]
 
 async def test_run_waits_for_ready_nodes_and_ctrl_c_stops_everything() -> None:
     c = Cluster("runscript")  # its own database and namespace; the script's nodes use them
-    base, receiver = free_port(), free_port()
+    base, receiver = free_port(2), free_port()  # --nodes 2 listen on base and base+1
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRONRING_")}
     env.update({"CRONRING_REDIS_URL": c.redis_url, "CRONRING_DATABASE_URL": c.env_for("x", 1)["CRONRING_DATABASE_URL"],
                 "CRONRING_NAMESPACE": c.namespace, "RECEIVER_PORT": str(receiver),
