@@ -6,7 +6,7 @@ from aiohttp import web
 
 
 def setup(app: web.Application) -> None:
-    from dashboard import stream, views
+    from . import stream, views
 
     stream.setup(app)
     views.setup(app)

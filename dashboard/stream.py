@@ -19,11 +19,11 @@ import structlog
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from node import metrics
-from node.aio import raise_if_cancelling
-from node.keys import Keys
-from node.messages import ExecutionBatch, JobEvent, MembershipEvent, MessageError, Record, unpack
-from node.runtime import RUNTIME
+from .. import metrics
+from ..aio import raise_if_cancelling
+from ..keys import Keys
+from ..messages import ExecutionBatch, JobEvent, MembershipEvent, MessageError, Record, unpack
+from ..runtime import RUNTIME
 
 log = structlog.get_logger("stream")
 
@@ -165,7 +165,7 @@ HUB: web.AppKey[StreamHub] = web.AppKey("stream_hub", StreamHub)
 
 
 async def snapshot(request: web.Request) -> dict[str, Any]:
-    from node.api import enrich  # the same job view as the API
+    from ..api import enrich  # the same job view as the API
 
     r = request.app[RUNTIME]
     crons: list[dict[str, Any]] = []

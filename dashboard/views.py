@@ -16,16 +16,16 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from node import actions
-from node.api import BODY_READ_SECONDS, cluster_view, enrich, exec_to_api, preview
-from node.audit import job_ledger, settle_for
-from node.auth import COOKIE, SESSION_SECONDS, THROTTLE, client_address, csrf_for_session, scope_of, session_value
-from node.errors import ApiError
-from node.jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError, rfc3339
-from node.outbound import OutboundDenied
-from node.runtime import RUNTIME
-from node.schedule import ScheduleError, describe, parse
-from node.store import NotFound, StoreUnavailable, VersionConflict
+from .. import actions
+from ..api import BODY_READ_SECONDS, cluster_view, enrich, exec_to_api, preview
+from ..audit import job_ledger, settle_for
+from ..auth import COOKIE, SESSION_SECONDS, THROTTLE, client_address, csrf_for_session, scope_of, session_value
+from ..errors import ApiError
+from ..jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError, rfc3339
+from ..outbound import OutboundDenied
+from ..runtime import RUNTIME
+from ..schedule import ScheduleError, describe, parse
+from ..store import NotFound, StoreUnavailable, VersionConflict
 
 HERE = Path(__file__).parent
 CSRF_COOKIE = "cronring_csrf"

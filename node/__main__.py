@@ -8,17 +8,17 @@ import sys
 
 from aiohttp import web
 
-from node.settings import Settings, SettingsError
+from .settings import Settings, SettingsError
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if any(a in ("jobs", "cluster") for a in args):  # the client: cronring [--url U] jobs|cluster ...
-        from node.cli import main as cli_main
+        from .cli import main as cli_main
 
         sys.exit(cli_main(args))
     if args in (["-h"], ["--help"], ["help"]):  # the commands; `cronring node --help` lists the settings
-        from node.cli import parser
+        from .cli import parser
 
         parser().print_help()
         sys.exit(0)
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as e:
         print(f"cronring: configuration error: {e}", file=sys.stderr)
         sys.exit(2)
-    from node import logs
+    from . import logs
 
     logs.configure(settings.log_level, settings.log_format)
     try:
@@ -49,7 +49,7 @@ async def serve(settings: Settings) -> None:
     leaves every task to a blanket cancel. Here the cleanup runs in a task nobody cancelled, so the
     node's stop always runs, and a slow request only waits out ``shutdown_timeout``.
     """
-    from node.app import create_app
+    from .app import create_app
 
     app = create_app(settings)
     # shutdown_timeout: how long API requests in flight get at SIGTERM; the node's own stop

@@ -12,13 +12,13 @@ from typing import Any
 
 import structlog
 
-from node import jobs as jobmod
-from node.errors import PreconditionFailed, TooManyRequests
-from node.jobs import Job
-from node.ledger import missed_in_gap
-from node.messages import JobEvent
-from node.runtime import Runtime
-from node.store import StoreUnavailable
+from . import jobs as jobmod
+from .errors import PreconditionFailed, TooManyRequests
+from .jobs import Job
+from .ledger import missed_in_gap
+from .messages import JobEvent
+from .runtime import Runtime
+from .store import StoreUnavailable
 
 log = structlog.get_logger("actions")
 

@@ -14,14 +14,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from node import actions, metrics
-from node.audit import job_ledger, settle_for
-from node.errors import BadRequest, RequestTimeout, UnsupportedMediaType
-from node.jobs import Job, rfc3339
-from node.messages import MembershipEvent, unpack
-from node.openapi import spec as openapi_spec
-from node.runtime import RUNTIME, Runtime
-from node.schedule import ScheduleError, describe, parse
+from . import actions, metrics
+from .audit import job_ledger, settle_for
+from .errors import BadRequest, RequestTimeout, UnsupportedMediaType
+from .jobs import Job, rfc3339
+from .messages import MembershipEvent, unpack
+from .openapi import spec as openapi_spec
+from .runtime import RUNTIME, Runtime
+from .schedule import ScheduleError, describe, parse
 
 MAX_PAGE = 500
 MAX_PREVIEW = 100

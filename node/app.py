@@ -22,23 +22,22 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-import dashboard
-from node import __version__, api, apidocs
-from node.aio import raise_if_cancelling
-from node.audit import Auditor
-from node.auth import auth_middleware
-from node.bus import Bus
-from node.catalogue import Catalogue
-from node.errors import error_middleware
-from node.fencing import Locks
-from node.firing import Firer
-from node.keys import Keys
-from node.membership import Membership
-from node.outbound import OutboundPolicy
-from node.runtime import RUNTIME, Runtime
-from node.scheduler import Scheduler
-from node.settings import Settings
-from node.store import Store, StoreUnavailable
+from . import __version__, api, apidocs, dashboard
+from .aio import raise_if_cancelling
+from .audit import Auditor
+from .auth import auth_middleware
+from .bus import Bus
+from .catalogue import Catalogue
+from .errors import error_middleware
+from .fencing import Locks
+from .firing import Firer
+from .keys import Keys
+from .membership import Membership
+from .outbound import OutboundPolicy
+from .runtime import RUNTIME, Runtime
+from .scheduler import Scheduler
+from .settings import Settings
+from .store import Store, StoreUnavailable
 
 log = structlog.get_logger("app")
 REDIS_RETRY = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)

@@ -18,12 +18,12 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from node import metrics
-from node.aio import raise_if_cancelling
-from node.jobs import rfc3339
-from node.ledger import Fate, Ledger, account, segments
-from node.ownership import Owned
-from node.store import Store, StoreUnavailable
+from . import metrics
+from .aio import raise_if_cancelling
+from .jobs import rfc3339
+from .ledger import Fate, Ledger, account, segments
+from .ownership import Owned
+from .store import Store, StoreUnavailable
 
 log = structlog.get_logger("audit")
 

@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from node import metrics
-from node.errors import Forbidden, Unauthorized, error_response
-from node.runtime import RUNTIME
+from . import metrics
+from .errors import Forbidden, Unauthorized, error_response
+from .runtime import RUNTIME
 
 log = structlog.get_logger("auth")
 

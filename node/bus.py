@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 import structlog
 
-from node.aio import raise_if_cancelling
-from node.keys import EVENTS_STREAM_LENGTH, Keys
-from node.messages import MessageError, Record, unpack
+from .aio import raise_if_cancelling
+from .keys import EVENTS_STREAM_LENGTH, Keys
+from .messages import MessageError, Record, unpack
 
 log = structlog.get_logger("bus")
 

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from node.aio import raise_if_cancelling, wait_event
-from node.jobs import JobSummary
-from node.messages import JobEvent, Record
-from node.store import Store, StoreUnavailable
+from .aio import raise_if_cancelling, wait_event
+from .jobs import JobSummary
+from .messages import JobEvent, Record
+from .store import Store, StoreUnavailable
 
 log = structlog.get_logger("catalogue")
 

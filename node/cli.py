@@ -21,8 +21,8 @@ from urllib.parse import quote
 
 import yaml
 
-from node.client import ApiError, Client
-from node.jobs import FIELDS, MASK, masked_headers, masked_uri
+from .client import ApiError, Client
+from .jobs import FIELDS, MASK, masked_headers, masked_uri
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 

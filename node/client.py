@@ -3,7 +3,7 @@
 ``Conflict``, ``Unavailable``…, all ``ApiError`` with ``status``, ``message`` and ``details``). The CLI
 is built on ``Client``.
 
-    from node.client import Client
+    from .client import Client
     c = Client("http://127.0.0.1:8081", token="…")
     job = c.create_job({"uri": "https://example.com/hook", "schedule": "*/5 * * * *", "name": "poll"})
     c.pause(job["id"])

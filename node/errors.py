@@ -11,12 +11,12 @@ import redis.exceptions
 import structlog
 from aiohttp import web
 
-from node import metrics
-from node.jobs import ValidationError
-from node.membership import LeaseNotFresh
-from node.outbound import OutboundDenied
-from node.schedule import ScheduleError
-from node.store import NotFound, RunInFlight, StoreUnavailable, TooManyJobs, VersionConflict
+from . import metrics
+from .jobs import ValidationError
+from .membership import LeaseNotFresh
+from .outbound import OutboundDenied
+from .schedule import ScheduleError
+from .store import NotFound, RunInFlight, StoreUnavailable, TooManyJobs, VersionConflict
 
 log = structlog.get_logger("api")
 

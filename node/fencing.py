@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from node.keys import Keys
+from .keys import Keys
 
 ACQUIRE_LUA = """
 local now_t = redis.call('TIME')

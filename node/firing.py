@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from node.jobs import SENSITIVE_HEADER, Job, now_iso, tick_iso
-from node.outbound import OutboundDenied, OutboundPolicy, PolicyResolver
+from .jobs import SENSITIVE_HEADER, Job, now_iso, tick_iso
+from .outbound import OutboundDenied, OutboundPolicy, PolicyResolver
 
 RESPONSE_EXCERPT_BYTES = 4096
 MAX_REDIRECTS = 5

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from node import schedule as sched
+from . import schedule as sched
 
 
 class MisfirePolicy(StrEnum):

@@ -47,8 +47,8 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from node.jobs import rfc3339
-from node.schedule import Schedule, ScheduleError, parse
+from .jobs import rfc3339
+from .schedule import Schedule, ScheduleError, parse
 
 DEFAULT_LIMIT = 10_000
 ERROR_CHARS = 200  # a row's error quoted in a detail is cut to this many characters
@@ -409,7 +409,7 @@ def missed_in_gap(history: Sequence[Mapping[str, Any]], start: datetime, end: da
     """The instants in (start, end] that were due under the definitions then in force (not paused, not
     deleted) — for a gap nobody could claim: the owner was lost and the job was then paused, edited
     or deleted before a successor planned it. Returned as planning.MissedRange (bounded slices)."""
-    from node.planning import missed_between
+    from .planning import missed_between
 
     out: list[Any] = []
     for seg in segments(history):

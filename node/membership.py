@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 import structlog
 
-from node.aio import raise_if_cancelling, wait_event
-from node.keys import EVENTS_STREAM_LENGTH, Keys
-from node.messages import MembershipEvent, NodeInfo, unpack
-from node.ring import Ring
+from .aio import raise_if_cancelling, wait_event
+from .keys import EVENTS_STREAM_LENGTH, Keys
+from .messages import MembershipEvent, NodeInfo, unpack
+from .ring import Ring
 
 log = structlog.get_logger("membership")
 

@@ -16,7 +16,7 @@ from prometheus_client import (
     Info,
 )
 
-from node import __version__
+from . import __version__
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 # the process (CPU, memory, open files, start time), the garbage collector and the interpreter

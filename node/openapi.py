@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from node import __version__
-from node.ledger import Fate
+from . import __version__
+from .ledger import Fate
 
 _ERR = {"$ref": "#/components/responses/Error"}
 _JOB = {"$ref": "#/components/schemas/Job"}

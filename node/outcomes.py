@@ -16,14 +16,14 @@ from typing import Any
 
 import structlog
 
-from node import metrics
-from node.aio import raise_if_cancelling
-from node.firing import Result
-from node.jobs import now_iso, redact, tick_iso
-from node.keys import EVENTS_STREAM_LENGTH, Keys
-from node.membership import Membership
-from node.messages import ExecutionBatch, execution_event
-from node.store import Claim, Outcome, Store, StoreUnavailable
+from . import metrics
+from .aio import raise_if_cancelling
+from .firing import Result
+from .jobs import now_iso, redact, tick_iso
+from .keys import EVENTS_STREAM_LENGTH, Keys
+from .membership import Membership
+from .messages import ExecutionBatch, execution_event
+from .store import Claim, Outcome, Store, StoreUnavailable
 
 log = structlog.get_logger("outcomes")
 

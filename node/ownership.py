@@ -34,12 +34,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from node import metrics, planning
-from node.jobs import Job, JobSummary, secret_values
-from node.ledger import missed_in_gap
-from node.ring import Ring
-from node.schedule import Schedule
-from node.store import Claim, Redelivery, StoreUnavailable, Takeover, new_execution_id
+from . import metrics, planning
+from .jobs import Job, JobSummary, secret_values
+from .ledger import missed_in_gap
+from .ring import Ring
+from .schedule import Schedule
+from .store import Claim, Redelivery, StoreUnavailable, Takeover, new_execution_id
 
 log = structlog.get_logger("ownership")
 

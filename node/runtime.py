@@ -7,16 +7,16 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from node.audit import Auditor
-from node.bus import Bus
-from node.catalogue import Catalogue
-from node.fencing import Locks
-from node.firing import Firer
-from node.keys import Keys
-from node.membership import Membership
-from node.scheduler import Scheduler
-from node.settings import Settings
-from node.store import Store
+from .audit import Auditor
+from .bus import Bus
+from .catalogue import Catalogue
+from .fencing import Locks
+from .firing import Firer
+from .keys import Keys
+from .membership import Membership
+from .scheduler import Scheduler
+from .settings import Settings
+from .store import Store
 
 
 @dataclass(slots=True)

@@ -29,20 +29,20 @@ from typing import Any
 
 import structlog
 
-from node import metrics, planning
-from node.aio import raise_if_cancelling, wait_event
-from node.catalogue import Catalogue
-from node.fencing import Locks
-from node.firing import Firer, Result
-from node.jobs import ConcurrencyPolicy, Delivery, Job, rfc3339
-from node.keys import EVENTS_STREAM_LENGTH, HANDOVER_LOG_LENGTH, Keys
-from node.membership import LeaseNotFresh, Membership
-from node.messages import MembershipEvent
-from node.outcomes import Outcomes
-from node.ownership import CHUNK, Owned, Ownership
-from node.ring import Ring
-from node.schedule import Schedule
-from node.store import Claim, Redelivery, Store, StoreUnavailable, new_execution_id
+from . import metrics, planning
+from .aio import raise_if_cancelling, wait_event
+from .catalogue import Catalogue
+from .fencing import Locks
+from .firing import Firer, Result
+from .jobs import ConcurrencyPolicy, Delivery, Job, rfc3339
+from .keys import EVENTS_STREAM_LENGTH, HANDOVER_LOG_LENGTH, Keys
+from .membership import LeaseNotFresh, Membership
+from .messages import MembershipEvent
+from .outcomes import Outcomes
+from .ownership import CHUNK, Owned, Ownership
+from .ring import Ring
+from .schedule import Schedule
+from .store import Claim, Redelivery, Store, StoreUnavailable, new_execution_id
 
 log = structlog.get_logger("scheduler")
 

@@ -25,8 +25,8 @@ import aiomysql
 import pymysql
 import structlog
 
-from node.jobs import Job, JobSummary
-from node.settings import DatabaseURL
+from .jobs import Job, JobSummary
+from .settings import DatabaseURL
 
 log = structlog.get_logger("store")
 # "database/table already exists" notes from CREATE ... IF NOT EXISTS are expected.

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--token", default=os.environ.get("RECEIVER_TOKEN", ""),
                    help="required by POST /reset (without it, /reset is allowed from this machine only)")
     args = p.parse_args(argv)
-    from receiver.app import create_app
+    from .app import create_app
 
     try:
         import asyncio

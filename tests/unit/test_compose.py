@@ -71,6 +71,12 @@ def test_no_secrets_in_compose_and_env_example_covers_every_variable() -> None:
 def test_override_and_dockerfile() -> None:
     o = load("docker-compose.override.yml")
     assert set(o["services"]) - set(load("docker-compose.yml")["services"]) == {"receiver"}
+    node = o["services"]["node"]  # the checkout's layout, mounted and run as a checkout runs it
+    assert node["command"] == ["python", "-m", "node"] and node["working_dir"] == "/src"
+    for volume in node["volumes"]:
+        source, target, _ = volume.split(":")
+        assert (COMPOSE / source).resolve().parent == COMPOSE.parent and target == f"/src/{Path(source).name}", volume
+    assert {Path(v.split(":")[0]).name for v in node["volumes"]} == {"node", "dashboard", "receiver"}
     df = (COMPOSE / "Dockerfile").read_text()
     assert df.count("\nFROM ") + df.startswith("FROM ") >= 2 or len(re.findall(r"^FROM ", df, re.M)) >= 2
     assert re.search(r"^USER (?!root)\w+", df, re.M)

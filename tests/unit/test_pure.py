@@ -184,7 +184,8 @@ async def test_a_loop_stops_even_when_its_cancellation_comes_out_as_a_timeout() 
     node's stop waited on it (7 stops overran in a 30-minute soak). Loops now stop when asked to."""
     import asyncio
 
-    from dashboard.stream import StreamHub
+    from node.dashboard.stream import StreamHub
+
     from node.app import _supervise
     from node.keys import Keys
 
