@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -340,7 +340,7 @@ async def cluster_view(r: Runtime) -> dict[str, Any]:
     handovers = []
     for blob in raw:
         try:
-            rec = unpack(blob)
+            rec = unpack(cast(bytes, blob))
         except ValueError:
             continue
         if isinstance(rec, MembershipEvent):
@@ -349,7 +349,7 @@ async def cluster_view(r: Runtime) -> dict[str, Any]:
         "nodeId": r.settings.node_id, "epoch": view.epoch, "members": members,
         "ownedHere": len(r.scheduler.owned), "catalogueJobs": r.catalogue.live_count(),
         "heartbeatFresh": r.membership.fresh(),
-        "heartbeatAgeMs": None if r.membership.heartbeat_age() is None else int(r.membership.heartbeat_age() * 1000),
+        "heartbeatAgeMs": None if (age := r.membership.heartbeat_age()) is None else int(age * 1000),
         "memberTtlMs": int(r.settings.member_ttl * 1000), "heartbeatIntervalMs": int(r.settings.heartbeat_interval * 1000),
         "handoversIn": r.scheduler.ownership.handovers_in, "handoversOut": r.scheduler.ownership.handovers_out,
         "locksHeld": len(r.scheduler.ownership.held),

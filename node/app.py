@@ -22,7 +22,7 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from . import __version__, api, apidocs, dashboard
+from . import __version__, api, apidocs, dashboard  # type: ignore[attr-defined]  # dashboard: node/__init__
 from .aio import raise_if_cancelling
 from .audit import Auditor
 from .auth import auth_middleware

@@ -76,4 +76,4 @@ class Bus:
                 backoff = min(2.0, backoff * 2)
             finally:
                 with contextlib.suppress(Exception):  # a broken connection may fail to close: it is gone anyway
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py

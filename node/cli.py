@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import yaml
@@ -54,7 +54,7 @@ def plan_apply(current: list[dict[str, Any]], wanted: list[dict[str, Any]], prun
     """[(action, existing, desired)] with action create|update|unchanged|delete. Secrets are compared
     in the API's masked form: a changed secret value is not seen unless ``rotate_secrets`` (then every
     job whose file entry carries secrets sends them again)."""
-    names = [w.get("name") for w in wanted]
+    names = [str(w.get("name") or "") for w in wanted]
     if any(not n for n in names):
         raise CliError("every job in the file needs a name (apply matches jobs by name)")
     dupes = {n for n in names if names.count(n) > 1}
@@ -148,7 +148,7 @@ def export_jobs(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
 
 
 def cmd_apply(c: Client, args: argparse.Namespace) -> int:
-    plan = plan_apply(c.list_jobs(), load_file(args.file), args.prune, rotate_secrets=args.rotate_secrets)
+    plan = plan_apply(cast(list[dict[str, Any]], c.list_jobs()), load_file(args.file), args.prune, rotate_secrets=args.rotate_secrets)
     write = not (args.dry_run or args.diff)
     changes = 0
     for action, have, want in plan:
@@ -313,7 +313,7 @@ def main(argv: list[str]) -> int:
             j = c.call("POST", f"/api/crons/{args.id}/{args.cmd}")
             print(f"{j['id']} {'paused' if j['paused'] else 'active'}")
         elif args.cmd == "export":
-            doc, needed = export_jobs(c.list_jobs())
+            doc, needed = export_jobs(cast(list[dict[str, Any]], c.list_jobs()))
             text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
             if needed:
                 text = "# secrets: set " + ", ".join(needed) + " before apply\n" + text

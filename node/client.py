@@ -3,7 +3,7 @@
 ``Conflict``, ``Unavailable``…, all ``ApiError`` with ``status``, ``message`` and ``details``). The CLI
 is built on ``Client``.
 
-    from .client import Client
+    from cronring.client import Client
     c = Client("http://127.0.0.1:8081", token="…")
     job = c.create_job({"uri": "https://example.com/hook", "schedule": "*/5 * * * *", "name": "poll"})
     c.pause(job["id"])
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -148,45 +148,45 @@ class Client:
                 return out
 
     def get_job(self, job_id: str) -> Job:
-        return self.call("GET", f"/api/crons/{quote(job_id)}")
+        return cast("Job", self.call("GET", f"/api/crons/{quote(job_id)}"))
 
     def create_job(self, spec: dict[str, Any]) -> Job:
-        return self.call("POST", "/api/crons", spec)
+        return cast("Job", self.call("POST", "/api/crons", spec))
 
     def update_job(self, job_id: str, fields: dict[str, Any]) -> Job:
         """Change some fields (PATCH); what is left out stays as it is, secrets included."""
-        return self.call("PATCH", f"/api/crons/{quote(job_id)}", fields)
+        return cast("Job", self.call("PATCH", f"/api/crons/{quote(job_id)}", fields))
 
     def replace_job(self, job_id: str, spec: dict[str, Any]) -> Job:
-        return self.call("PUT", f"/api/crons/{quote(job_id)}", spec)
+        return cast("Job", self.call("PUT", f"/api/crons/{quote(job_id)}", spec))
 
     def delete_job(self, job_id: str) -> None:
         self.call("DELETE", f"/api/crons/{quote(job_id)}")
 
     def run(self, job_id: str) -> dict[str, Any]:
-        return self.call("POST", f"/api/crons/{quote(job_id)}/run")
+        return cast("dict[str, Any]", self.call("POST", f"/api/crons/{quote(job_id)}/run"))
 
     def pause(self, job_id: str) -> Job:
-        return self.call("POST", f"/api/crons/{quote(job_id)}/pause")
+        return cast("Job", self.call("POST", f"/api/crons/{quote(job_id)}/pause"))
 
     def resume(self, job_id: str) -> Job:
-        return self.call("POST", f"/api/crons/{quote(job_id)}/resume")
+        return cast("Job", self.call("POST", f"/api/crons/{quote(job_id)}/resume"))
 
     def executions(self, job_id: str) -> list[dict[str, Any]]:
-        return self.call("GET", f"/api/crons/{quote(job_id)}/executions")
+        return cast("list[dict[str, Any]]", self.call("GET", f"/api/crons/{quote(job_id)}/executions"))
 
     def preview(self, job_id: str) -> dict[str, Any]:
-        return self.call("GET", f"/api/crons/{quote(job_id)}/preview")
+        return cast("dict[str, Any]", self.call("GET", f"/api/crons/{quote(job_id)}/preview"))
 
     def ticks(self, job_id: str, start: str | None = None, end: str | None = None) -> dict[str, Any]:
         """The tick ledger of ``[start, end)`` (RFC 3339; default the last hour)."""
-        return self.call("GET", _ticks_path(job_id, start, end))
+        return cast("dict[str, Any]", self.call("GET", _ticks_path(job_id, start, end)))
 
     def cluster(self) -> dict[str, Any]:
-        return self.call("GET", "/api/cluster")
+        return cast("dict[str, Any]", self.call("GET", "/api/cluster"))
 
     def health(self) -> dict[str, Any]:
-        return self.call("GET", "/api/health")
+        return cast("dict[str, Any]", self.call("GET", "/api/health"))
 
 
 class AsyncClient:
@@ -236,40 +236,40 @@ class AsyncClient:
                 return out
 
     async def get_job(self, job_id: str) -> Job:
-        return await self.call("GET", f"/api/crons/{quote(job_id)}")
+        return cast("Job", await self.call("GET", f"/api/crons/{quote(job_id)}"))
 
     async def create_job(self, spec: dict[str, Any]) -> Job:
-        return await self.call("POST", "/api/crons", spec)
+        return cast("Job", await self.call("POST", "/api/crons", spec))
 
     async def update_job(self, job_id: str, fields: dict[str, Any]) -> Job:
-        return await self.call("PATCH", f"/api/crons/{quote(job_id)}", fields)
+        return cast("Job", await self.call("PATCH", f"/api/crons/{quote(job_id)}", fields))
 
     async def replace_job(self, job_id: str, spec: dict[str, Any]) -> Job:
-        return await self.call("PUT", f"/api/crons/{quote(job_id)}", spec)
+        return cast("Job", await self.call("PUT", f"/api/crons/{quote(job_id)}", spec))
 
     async def delete_job(self, job_id: str) -> None:
         await self.call("DELETE", f"/api/crons/{quote(job_id)}")
 
     async def run(self, job_id: str) -> dict[str, Any]:
-        return await self.call("POST", f"/api/crons/{quote(job_id)}/run")
+        return cast("dict[str, Any]", await self.call("POST", f"/api/crons/{quote(job_id)}/run"))
 
     async def pause(self, job_id: str) -> Job:
-        return await self.call("POST", f"/api/crons/{quote(job_id)}/pause")
+        return cast("Job", await self.call("POST", f"/api/crons/{quote(job_id)}/pause"))
 
     async def resume(self, job_id: str) -> Job:
-        return await self.call("POST", f"/api/crons/{quote(job_id)}/resume")
+        return cast("Job", await self.call("POST", f"/api/crons/{quote(job_id)}/resume"))
 
     async def executions(self, job_id: str) -> list[dict[str, Any]]:
-        return await self.call("GET", f"/api/crons/{quote(job_id)}/executions")
+        return cast("list[dict[str, Any]]", await self.call("GET", f"/api/crons/{quote(job_id)}/executions"))
 
     async def preview(self, job_id: str) -> dict[str, Any]:
-        return await self.call("GET", f"/api/crons/{quote(job_id)}/preview")
+        return cast("dict[str, Any]", await self.call("GET", f"/api/crons/{quote(job_id)}/preview"))
 
     async def ticks(self, job_id: str, start: str | None = None, end: str | None = None) -> dict[str, Any]:
-        return await self.call("GET", _ticks_path(job_id, start, end))
+        return cast("dict[str, Any]", await self.call("GET", _ticks_path(job_id, start, end)))
 
     async def cluster(self) -> dict[str, Any]:
-        return await self.call("GET", "/api/cluster")
+        return cast("dict[str, Any]", await self.call("GET", "/api/cluster"))
 
     async def health(self) -> dict[str, Any]:
-        return await self.call("GET", "/api/health")
+        return cast("dict[str, Any]", await self.call("GET", "/api/health"))

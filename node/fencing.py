@@ -8,6 +8,7 @@ all its locks, so locks carry no TTL of their own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -94,7 +95,7 @@ class Locks:
     async def holders(self, job_ids: Sequence[str]) -> dict[str, str | None]:
         if not job_ids:
             return {}
-        vals = await self.redis.mget([self.keys.lock(j) for j in job_ids])
+        vals = cast(list[bytes | None], await self.redis.mget([self.keys.lock(j) for j in job_ids]))
         return {j: (v.decode().rsplit(":", 1)[0] if v else None) for j, v in zip(job_ids, vals, strict=True)}
 
     async def held_by_me(self) -> list[str]:
@@ -105,7 +106,7 @@ class Locks:
         batch: list[bytes] = []
 
         async def check(keys: list[bytes]) -> None:
-            vals = await self.redis.mget(keys)
+            vals = cast(list[bytes | None], await self.redis.mget(keys))
             for k, v in zip(keys, vals, strict=True):
                 if v is not None and v.decode().rsplit(":", 1)[0] == self.node_id:
                     found.append(k.decode()[len(prefix):])

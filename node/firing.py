@@ -151,7 +151,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 def backoff_delay(job: Job, attempt: int, retry_after: float | None, rnd: Callable[[], float] = random.random) -> float:
     """Exponential backoff with jitter (half fixed, half random), at least Retry-After, capped."""
-    base = job.retry_backoff_ms / 1000 * (2 ** (attempt - 1))
+    base: float = job.retry_backoff_ms / 1000 * (2 ** (attempt - 1))
     cap = job.retry_max_backoff_ms / 1000
     delay = min(cap, base)
     delay = delay / 2 + delay / 2 * rnd()
@@ -289,7 +289,8 @@ class Firer:
             if not may_send():
                 return Attempt(status_code=None, error="heartbeat lease lapsed while connecting; not sent",
                                timed_out=False, retry_after=None, excerpt=None, not_sent=True)
-            if leased is not None and not leased.connected and leased.timeout.when() < deadline:
+            lease_end = None if leased is None or leased.connected else leased.timeout.when()
+            if lease_end is not None and lease_end < deadline:
                 # the lease's end (not the job's timeout) came first, while connecting
                 return Attempt(status_code=None, error="connecting took longer than the heartbeat lease surely lasts",
                                timed_out=False, retry_after=None, excerpt=None)

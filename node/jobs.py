@@ -299,19 +299,19 @@ def _str_field(v: Any, max_len: int, *, empty_ok: bool = True) -> str:
 
 
 def _check_uri(v: Any) -> str:
-    v = _str_field(v, 2048, empty_ok=False).strip()
-    parts = urlsplit(v)
+    uri: str = _str_field(v, 2048, empty_ok=False).strip()
+    parts = urlsplit(uri)
     if parts.scheme.lower() not in ("http", "https"):
         raise ValueError("must be an http:// or https:// URL")
     if not parts.hostname:
         raise ValueError("must name a host")
-    if any(c in v for c in "\r\n\t "):
+    if any(c in uri for c in "\r\n\t "):
         raise ValueError("must not contain whitespace")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise ValueError("has an invalid port") from None
-    return v
+    return uri
 
 
 def _check_headers(v: Any) -> dict[str, str]:

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis.asyncio as aioredis
 import structlog
@@ -194,9 +195,9 @@ class Membership:
         out: dict[str, NodeInfo] = {}
         for k, v in raw.items():
             try:
-                rec = unpack(v)
+                rec = unpack(cast(bytes, v))
             except ValueError:
                 continue
             if isinstance(rec, NodeInfo):
-                out[k.decode()] = rec
+                out[cast(bytes, k).decode()] = rec
         return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from functools import cache
 from typing import Any, ClassVar, Self
 
 import msgpack
@@ -27,7 +26,8 @@ class Record:
         d = self.to_dict()
         d["v"] = SCHEMA_VERSION
         d["kind"] = self.kind
-        return msgpack.packb(d, use_bin_type=True)
+        packed: bytes = msgpack.packb(d, use_bin_type=True)
+        return packed
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:
@@ -35,9 +35,15 @@ class Record:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-@cache
-def _names(cls: type) -> frozenset[str] | tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    """A record class's field names, computed once per class."""
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,7 +20,8 @@ class Ring:
     def owner(self, job_id: str) -> str | None:
         if self._ring is None:
             return self._single
-        return self._ring.get_node(job_id)
+        owner: str | None = self._ring.get_node(job_id)
+        return owner
 
     def owned_by(self, node_id: str, job_ids: Iterable[str]) -> set[str]:
         return {j for j in job_ids if self.owner(j) == node_id}

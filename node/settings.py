@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from urllib.parse import unquote, urlparse
 
@@ -101,18 +101,22 @@ def _list(_name: str, value: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
+def _str(_name: str, value: str) -> str:
+    return value
+
+
 # name -> (env var, parser, help). Field defaults live on the dataclass.
-_ENV = {
-    "redis_url": ("CRONRING_REDIS_URL", str, "Redis URL (redis:// or rediss://, password in the URL)"),
-    "database_url": ("CRONRING_DATABASE_URL", str, "MariaDB URL mysql://user:pass@host:port/db"),
-    "node_id": ("CRONRING_NODE_ID", str, "stable node id (default hostname:port)"),
-    "host": ("CRONRING_HOST", str, "address to listen on"),
+_ENV: dict[str, tuple[str, Callable[[str, str], object], str]] = {
+    "redis_url": ("CRONRING_REDIS_URL", _str, "Redis URL (redis:// or rediss://, password in the URL)"),
+    "database_url": ("CRONRING_DATABASE_URL", _str, "MariaDB URL mysql://user:pass@host:port/db"),
+    "node_id": ("CRONRING_NODE_ID", _str, "stable node id (default hostname:port)"),
+    "host": ("CRONRING_HOST", _str, "address to listen on"),
     "port": ("CRONRING_PORT", _int, "port to listen on"),
-    "advertise_url": ("CRONRING_ADVERTISE_URL", str, "URL peers and the dashboard use for this node"),
-    "namespace": ("CRONRING_NAMESPACE", str, "prefix of every Redis key and channel"),
+    "advertise_url": ("CRONRING_ADVERTISE_URL", _str, "URL peers and the dashboard use for this node"),
+    "namespace": ("CRONRING_NAMESPACE", _str, "prefix of every Redis key and channel"),
     "api_tokens": ("CRONRING_API_TOKENS", _tokens, "bearer tokens: tok[:read|:admin],..."),
     "public_health": ("CRONRING_PUBLIC_HEALTH", _bool, "health and metrics readable without a token"),
-    "signing_secret": ("CRONRING_SIGNING_SECRET", str, "HMAC secret for X-Cron-Signature"),
+    "signing_secret": ("CRONRING_SIGNING_SECRET", _str, "HMAC secret for X-Cron-Signature"),
     "heartbeat_interval": ("CRONRING_HEARTBEAT_INTERVAL", _float, "seconds between heartbeats"),
     "member_ttl": ("CRONRING_MEMBER_TTL", _float, "seconds after which a silent member is dead"),
     "resync_interval": ("CRONRING_RESYNC_INTERVAL", _float, "seconds between catalogue re-syncs from MariaDB"),
@@ -128,8 +132,8 @@ _ENV = {
     "http_pool_size": ("CRONRING_HTTP_POOL_SIZE", _int, "outbound connection pool size"),
     "outbound_allow": ("CRONRING_OUTBOUND_ALLOW", _list, "CIDRs/hosts always allowed as targets"),
     "outbound_deny": ("CRONRING_OUTBOUND_DENY", _list, "CIDRs/hosts denied as targets (besides link-local)"),
-    "log_level": ("CRONRING_LOG_LEVEL", str, "debug, info, warning, error"),
-    "log_format": ("CRONRING_LOG_FORMAT", str, "json, console or auto"),
+    "log_level": ("CRONRING_LOG_LEVEL", _str, "debug, info, warning, error"),
+    "log_format": ("CRONRING_LOG_FORMAT", _str, "json, console or auto"),
 }
 
 
@@ -171,18 +175,18 @@ class Settings:
     def load(cls, argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
-        for name, (var, parser, _help) in _ENV.items():
+        for name, (var, convert, _help) in _ENV.items():
             if var in env:
-                values[name] = parser(var, env[var]) if parser is not str else env[var]
-        parser = argparse.ArgumentParser(prog="cronring", description="a cronring node")
+                values[name] = convert(var, env[var])
+        cli = argparse.ArgumentParser(prog="cronring", description="a cronring node")
         for name, (var, _p, help_) in _ENV.items():
-            parser.add_argument("--" + name.replace("_", "-"), dest=name, help=f"{help_} (env {var})")
-        args = parser.parse_args(argv or [])
+            cli.add_argument("--" + name.replace("_", "-"), dest=name, help=f"{help_} (env {var})")
+        args = cli.parse_args(argv or [])
         for name, (_var, p, _help) in _ENV.items():
             raw = getattr(args, name)
             if raw is not None:
-                values[name] = p("--" + name.replace("_", "-"), raw) if p is not str else raw
-        s = cls(**values)  # type: ignore[arg-type]
+                values[name] = p("--" + name.replace("_", "-"), raw)
+        s = cls(**values)  # type: ignore[arg-type]  # each value converted by its field's parser
         return s.checked()
 
     def checked(self) -> Settings:
@@ -208,7 +212,7 @@ class Settings:
         if changes:
             values = {f.name: getattr(self, f.name) for f in fields(self)}
             values.update(changes)
-            return Settings(**values)  # type: ignore[arg-type]
+            return Settings(**values)
         return self
 
 

@@ -16,10 +16,10 @@ import json
 import secrets
 import ssl
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomysql
 import pymysql
@@ -29,6 +29,7 @@ from .jobs import Job, JobSummary
 from .settings import DatabaseURL
 
 log = structlog.get_logger("store")
+T = TypeVar("T")
 # "database/table already exists" notes from CREATE ... IF NOT EXISTS are expected.
 warnings.filterwarnings("ignore", category=pymysql.Warning)
 
@@ -339,7 +340,7 @@ class Store:
                 log.warning("MariaDB connections still in use at close; closing them", in_use=pool.size - pool.freesize)
                 pool.terminate()
 
-    async def _run(self, fn: Any) -> Any:
+    async def _run(self, fn: Callable[[aiomysql.Cursor], Awaitable[T]]) -> T:
         """Run ``fn(cursor)`` on a pooled connection, mapping outages to StoreUnavailable."""
         pool = await self._get_pool()
         try:
@@ -356,8 +357,8 @@ class Store:
         self.available = True
         return result
 
-    async def _txn(self, fn: Any) -> Any:
-        async def wrapped(cur: aiomysql.Cursor) -> Any:
+    async def _txn(self, fn: Callable[[aiomysql.Cursor], Awaitable[T]]) -> T:
+        async def wrapped(cur: aiomysql.Cursor) -> T:
             await cur.execute("START TRANSACTION")
             try:
                 result = await fn(cur)
@@ -434,7 +435,8 @@ class Store:
     async def get_job(self, job_id: str, *, include_deleted: bool = False) -> Job:
         async def go(cur: aiomysql.Cursor) -> dict[str, Any] | None:
             await cur.execute(f"SELECT {self._JOB_COLS} FROM jobs WHERE id=%s", (job_id,))
-            return await cur.fetchone()
+            row: dict[str, Any] | None = await cur.fetchone()
+            return row
 
         row = await self._run(go)
         if row is None or (row["deleted_at"] is not None and not include_deleted):
@@ -452,7 +454,8 @@ class Store:
 
         async def go(cur: aiomysql.Cursor) -> dict[str, Any] | None:
             await cur.execute(sql, (job_id,))
-            return await cur.fetchone()
+            row: dict[str, Any] | None = await cur.fetchone()
+            return row
 
         row = await self._run(go)
         if row is None:
@@ -468,7 +471,8 @@ class Store:
 
             async def go(cur: aiomysql.Cursor, chunk: list[str] = chunk) -> list[dict[str, Any]]:
                 await cur.execute(f"SELECT {self._JOB_COLS} FROM jobs WHERE id IN ({_ph(len(chunk))}) AND deleted_at IS NULL", chunk)
-                return await cur.fetchall()
+                rows: list[dict[str, Any]] = await cur.fetchall()
+                return rows
 
             out.extend(Job.from_row(r) for r in await self._run(go))
         return out
@@ -491,7 +495,8 @@ class Store:
 
         async def go(cur: aiomysql.Cursor) -> list[dict[str, Any]]:
             await cur.execute(sql, args)
-            return await cur.fetchall()
+            rows: list[dict[str, Any]] = await cur.fetchall()
+            return rows
 
         return [_job_from_json(r["j"]) for r in await self._run(go)]
 
@@ -576,7 +581,8 @@ class Store:
                 await cur.execute(f"SELECT {cols} FROM jobs WHERE deleted_at IS NULL")
             else:
                 await cur.execute(f"SELECT {cols} FROM jobs WHERE updated_at >= %s", (to_db(watermark),))
-            return await cur.fetchall(), now
+            rows: list[dict[str, Any]] = await cur.fetchall()
+            return rows, now
 
         rows, now = await self._run(go)
         return [JobSummary.from_row(r) for r in rows], from_db(now)
@@ -624,7 +630,7 @@ class Store:
                     )
                     for r in await cur.fetchall():
                         redeliver.setdefault(r["job_id"], []).append(Redelivery(
-                            id=r["id"], scheduled_at=from_db(r["scheduled_at"]), kind=r["kind"],
+                            id=r["id"], scheduled_at=r["scheduled_at"].replace(tzinfo=UTC), kind=r["kind"],
                             attempts=int(r["attempts"])))
                 # The other rows claimed under an older fence and never finished (their owner died,
                 # was cut off, or lost the reply to its claim): outcome unknown, never re-sent. A run
@@ -801,7 +807,7 @@ class Store:
                 " SET e.scheduled_at=%s, e.missed_count=e.missed_count+1 WHERE e.id=%s",
                 (fence, to_db(scheduled_at), execution_id),
             )
-            return cur.rowcount == 1
+            return bool(cur.rowcount == 1)
 
         try:
             return await self._run(go)
@@ -839,7 +845,8 @@ class Store:
                     " ORDER BY scheduled_at DESC LIMIT %s",
                     (job_id, to_db(before), limit),
                 )
-            return await cur.fetchall()
+            rows: list[dict[str, Any]] = await cur.fetchall()
+            return rows
 
         return [_exec_row(r) for r in await self._run(go)]
 
@@ -854,7 +861,8 @@ class Store:
                 "  AND state NOT IN ('missed', 'claimed') GROUP BY job_id) l ON x.job_id = l.job_id AND x.scheduled_at = l.m",
                 list(job_ids),
             )
-            return await cur.fetchall()
+            rows: list[dict[str, Any]] = await cur.fetchall()
+            return rows
 
         out: dict[str, dict[str, Any]] = {}
         for r in await self._run(go):
@@ -870,7 +878,8 @@ class Store:
                 await cur.execute(f"SELECT {self._EXEC_COLS} FROM executions WHERE job_id IN ({_ph(len(job_ids))})", list(job_ids))
             else:
                 await cur.execute(f"SELECT {self._EXEC_COLS} FROM executions")
-            return await cur.fetchall()
+            rows: list[dict[str, Any]] = await cur.fetchall()
+            return rows
 
         return [_exec_row(r) for r in await self._run(go)]
 
@@ -899,7 +908,7 @@ class Store:
                     " AND scheduled_at <> %s AND scheduled_at < NOW(3) - INTERVAL 3 MINUTE",  # the audit reads them
                     (job_id, row["scheduled_at"], anchor or datetime(1970, 1, 1)),
                 )
-                return cur.rowcount
+                return int(cur.rowcount)
 
             deleted += await self._run(go)
         return deleted
@@ -1030,7 +1039,7 @@ def _job_from_json(doc: str) -> Job:
 
 def _exec_from_json(doc: str) -> dict[str, Any]:
     """An execution row read as a JSON object (``_EXEC_JSON``), datetimes aware UTC."""
-    row = json.loads(doc)
+    row: dict[str, Any] = json.loads(doc)
     for k in _EXEC_DATETIMES:
         row[k] = _json_dt(row[k])
     return row

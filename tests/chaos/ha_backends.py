@@ -53,8 +53,9 @@ async def _redis_cmd(port: int, *args: Any) -> Any:
         await r.aclose()
 
 
-def _pairs(flat: list[Any]) -> dict[str, Any]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+def _pairs(reply: dict[str, Any] | list[Any]) -> dict[str, Any]:
+    """A Sentinel state reply as a dict (redis-py may or may not have parsed the flat list already)."""
+    return dict(reply) if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
 
 
 class RedisHA:
