@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from .. import metrics
+from .. import fastjson, metrics
 from ..aio import raise_if_cancelling
 from ..keys import Keys
 from ..messages import ExecutionBatch, JobEvent, MembershipEvent, MessageError, Record, unpack
@@ -153,12 +153,12 @@ def _decode(fields: dict[bytes, bytes]) -> Record | None:
 
 def wire_of(entry_id: str, rec: Record) -> Wire:
     if isinstance(rec, ExecutionBatch):
-        return entry_id, "executions", json.dumps(rec.events)
+        return entry_id, "executions", fastjson.dumps(rec.events)
     if isinstance(rec, JobEvent):
-        return entry_id, "job", json.dumps(rec.to_dict())
+        return entry_id, "job", fastjson.dumps(rec.to_dict())
     if isinstance(rec, MembershipEvent):
-        return entry_id, "node", json.dumps(rec.to_dict())
-    return entry_id, rec.kind, json.dumps(rec.to_dict())
+        return entry_id, "node", fastjson.dumps(rec.to_dict())
+    return entry_id, rec.kind, fastjson.dumps(rec.to_dict())
 
 
 HUB: web.AppKey[StreamHub] = web.AppKey("stream_hub", StreamHub)
@@ -192,7 +192,7 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
             hub.responses.add(resp)
             replay = await hub.replay(last_event_id) if last_event_id else None
             if replay is None:
-                await resp.send(json.dumps(await snapshot(request)), id=hub.last_id, retry=RETRY_MS)
+                await resp.send(fastjson.dumps(await snapshot(request)), id=hub.last_id, retry=RETRY_MS)
             else:
                 await resp.send(json.dumps({"resumed": True, "after": last_event_id}), event="resumed", retry=RETRY_MS)
                 for entry_id, name, data in replay:

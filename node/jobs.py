@@ -10,6 +10,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -250,15 +251,6 @@ def _unmask(job: Job, base: Job | None) -> Job:
 
 # ---- validation -------------------------------------------------------------------
 
-# API field -> Job attribute
-FIELDS = {
-    "name": "name", "schedule": "schedule", "timeZone": "time_zone", "paused": "paused", "uri": "uri",
-    "httpMethod": "method", "headers": "headers", "body": "body", "timeoutMs": "timeout_ms",
-    "retries": "retries", "retryBackoffMs": "retry_backoff_ms", "retryMaxBackoffMs": "retry_max_backoff_ms",
-    "expectStatus": "expect_status", "misfirePolicy": "misfire_policy",
-    "misfireGraceSeconds": "misfire_grace_seconds", "concurrencyPolicy": "concurrency_policy",
-    "followRedirects": "follow_redirects", "delivery": "delivery",
-}
 READ_ONLY = {"id", "version", "createdAt", "updatedAt", "nextRunAt", "owner", "running", "lastExecutedAt",
              "isLocked", "lastExecution", "state"}
 
@@ -377,31 +369,105 @@ def _check_enum(enum: type[StrEnum]) -> Any:
     return check
 
 
+# ---- the job's fields: one definition each, for validation and for the OpenAPI schema ------------
+
+_NOT_NULL: Any = object()
+_CONTROL_CLASS = "[\\u0000-\\u0008\\u000b-\\u001f\\u007f]"  # _CONTROL as a JSON Schema (ECMA-262) class
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One job field on the wire: its ``Job`` attribute, the check ``validate`` runs, and the JSON Schema
+    the OpenAPI document publishes for it (``JobInput``/``JobPatch``). The constructors below build the
+    check and the schema from the same bounds, so what is published is what is enforced; a test feeds
+    both the same values and compares (tests/unit/test_openapi_drift.py). Where a rule cannot be said in
+    JSON Schema (a parsable schedule, a reserved header, the body's size) the schema is the weaker one:
+    whatever it refuses, the check refuses too."""
+
+    api: str
+    attr: str
+    check: Callable[[Any, int], Any]  # (value, max_body_bytes) -> the attribute's value; ValueError if bad
+    schema: dict[str, Any]
+    null: Any = _NOT_NULL  # what JSON null sets the field to, when null is allowed
+    required: bool = False
+    exact: bool = True  # the schema says everything the check enforces (the drift test checks equivalence)
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _integer(api: str, attr: str, lo: int, hi: int, description: str = "") -> FieldSpec:
+    schema: dict[str, Any] = {"type": "integer", "minimum": lo, "maximum": hi}
+    return FieldSpec(api, attr, lambda v, _m: _int_field(v, lo, hi), {**schema, **({"description": description} if description else {})})
+
+
+def _boolean(api: str, attr: str) -> FieldSpec:
+    return FieldSpec(api, attr, lambda v, _m: _check_bool(v), {"type": "boolean"})
+
+
+def _enum(api: str, attr: str, enum: type[StrEnum], description: str = "") -> FieldSpec:
+    check = _check_enum(enum)
+    schema: dict[str, Any] = {"type": "string", "enum": [e.value for e in enum]}
+    return FieldSpec(api, attr, lambda v, _m: check(v), {**schema, **({"description": description} if description else {})})
+
+
+def _string(api: str, attr: str, max_len: int, *, empty_ok: bool = True, null: Any = _NOT_NULL, required: bool = False,
+            exact: bool = True, **extra: Any) -> FieldSpec:
+    schema: dict[str, Any] = {"type": "string", "maxLength": max_len, "not": {"pattern": _CONTROL_CLASS}}
+    if not empty_ok:
+        schema["pattern"] = "\\S"  # something besides spaces
+    schema.update(extra)
+    return FieldSpec(api, attr, lambda v, _m: _str_field(v, max_len, empty_ok=empty_ok),
+                     _nullable(schema) if null is not _NOT_NULL else schema, null, required, exact)
+
+
+_STATUS = {"type": "integer", "minimum": 100, "maximum": 599}
+JOB_FIELDS: dict[str, FieldSpec] = {f.api: f for f in (
+    _string("name", "name", 200, null=""),
+    FieldSpec("uri", "uri", lambda v, _m: _check_uri(v),
+              {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^\\s*[hH][tT][tT][pP][sS]?://[^/?#\\s]"},
+              required=True, exact=False),  # also: a valid port, no whitespace inside, not credentials + Authorization
+    FieldSpec("httpMethod", "method", lambda v, _m: _check_method(v),
+              {"type": "string", "description": f"one of {', '.join(METHODS)}, in any case (stored upper-case)",
+               "pattern": "^(" + "|".join("".join(f"[{c}{c.lower()}]" for c in m) for m in METHODS) + ")$"}),
+    FieldSpec("headers", "headers", lambda v, _m: _check_headers(v), _nullable({
+        "type": "object", "maxProperties": MAX_HEADERS,
+        "propertyNames": {"pattern": _HEADER_NAME.pattern.replace("\\Z", "$")},
+        "additionalProperties": {"type": "string", "maxLength": 8192, "not": {"pattern": "[\\r\\n\\u0000]"}},
+        "description": "not Host, Content-Length, Transfer-Encoding, Connection nor X-Cron-*: cronring sets them; "
+                       "values of secret-looking names (Authorization, Cookie, *token*, *secret*, *password*, "
+                       "*api-key*) are stored and shown masked"}), {}, exact=False),
+    FieldSpec("body", "body", _check_body, {"description": "a JSON value, or a string sent as it is; at most "
+                                                          "CRONRING_MAX_JOB_BODY_BYTES (64 KiB by default)"},
+              None, exact=False),
+    _string("schedule", "schedule", sched.MAX_EXPRESSION_LEN, empty_ok=False, required=True, exact=False,
+            description="5-field cron, 6-field with seconds, or @hourly/@daily/@weekly/@monthly/@yearly"),
+    _string("timeZone", "time_zone", 64, empty_ok=False, exact=False, description="an IANA time zone; default UTC"),
+    _boolean("paused", "paused"),
+    _integer("timeoutMs", "timeout_ms", 1, 300_000),
+    _integer("retries", "retries", 0, 10),
+    _integer("retryBackoffMs", "retry_backoff_ms", 0, 3_600_000, "at most retryMaxBackoffMs (default 1000)"),
+    _integer("retryMaxBackoffMs", "retry_max_backoff_ms", 0, 3_600_000, "at least retryBackoffMs (default 30000)"),
+    FieldSpec("expectStatus", "expect_status", lambda v, _m: _check_expect(v), _nullable({"anyOf": [
+        _STATUS, {"type": "array", "maxItems": 20, "items": _STATUS}]}), ()),
+    _enum("misfirePolicy", "misfire_policy", MisfirePolicy),
+    _integer("misfireGraceSeconds", "misfire_grace_seconds", 0, 7 * 24 * 3600),
+    _enum("concurrencyPolicy", "concurrency_policy", ConcurrencyPolicy),
+    _boolean("followRedirects", "follow_redirects"),
+    _enum("delivery", "delivery", Delivery,
+          "at_least_once: a tick whose claimer died before recording an outcome is re-sent by the next owner as "
+          "the same execution (same X-Cron-Execution-Id and Idempotency-Key) within misfireGraceSeconds"),
+)}
+FIELDS = {api: f.attr for api, f in JOB_FIELDS.items()}  # API field -> Job attribute
+REQUIRED_FIELDS = tuple(api for api, f in JOB_FIELDS.items() if f.required)
+
+
 def validate(payload: Any, *, base: Job | None = None, max_body_bytes: int = 64 * 1024) -> Job:
     """Build a Job from an API payload (create when ``base`` is None, partial update otherwise)."""
     if not isinstance(payload, dict):
         raise ValidationError({"body": "must be a JSON object"})
     errors: dict[str, str] = {}
-    checks: dict[str, Any] = {
-        "name": lambda v: _str_field(v, 200),
-        "schedule": lambda v: _str_field(v, sched.MAX_EXPRESSION_LEN, empty_ok=False),
-        "timeZone": lambda v: _str_field(v, 64, empty_ok=False),
-        "paused": _check_bool,
-        "uri": _check_uri,
-        "httpMethod": _check_method,
-        "headers": _check_headers,
-        "body": lambda v: _check_body(v, max_body_bytes),
-        "timeoutMs": lambda v: _int_field(v, 1, 300_000),
-        "retries": lambda v: _int_field(v, 0, 10),
-        "retryBackoffMs": lambda v: _int_field(v, 0, 3_600_000),
-        "retryMaxBackoffMs": lambda v: _int_field(v, 0, 3_600_000),
-        "expectStatus": _check_expect,
-        "misfirePolicy": _check_enum(MisfirePolicy),
-        "misfireGraceSeconds": lambda v: _int_field(v, 0, 7 * 24 * 3600),
-        "concurrencyPolicy": _check_enum(ConcurrencyPolicy),
-        "followRedirects": _check_bool,
-        "delivery": _check_enum(Delivery),
-    }
     values: dict[str, Any] = {}
     for key, v in payload.items():
         if not isinstance(key, str):
@@ -409,18 +475,19 @@ def validate(payload: Any, *, base: Job | None = None, max_body_bytes: int = 64 
             continue
         if key in READ_ONLY:
             continue  # echoing a GET back in a PUT is harmless
-        if key not in checks:
+        spec = JOB_FIELDS.get(key)
+        if spec is None:
             errors[key[:60]] = "unknown field"
             continue
-        if v is None and key in ("name", "body", "headers", "expectStatus"):
-            values[FIELDS[key]] = {"name": "", "body": None, "headers": {}, "expectStatus": ()}[key]
+        if v is None and spec.null is not _NOT_NULL:
+            values[spec.attr] = spec.null
             continue
         try:
-            values[FIELDS[key]] = checks[key](v)
+            values[spec.attr] = spec.check(v, max_body_bytes)
         except ValueError as e:
             errors[key] = str(e)
     if base is None:
-        for required in ("uri", "schedule"):
+        for required in REQUIRED_FIELDS:
             if required not in payload and required not in errors:
                 errors[required] = "is required"
     expression = values.get("schedule", base.schedule if base else None)

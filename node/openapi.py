@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from . import __version__
+from .jobs import JOB_FIELDS, READ_ONLY, REQUIRED_FIELDS
 from .ledger import Fate
 
 _ERR = {"$ref": "#/components/responses/Error"}
@@ -43,29 +44,8 @@ def _q(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 @cache
 def spec() -> dict[str, Any]:
-    job_props: dict[str, Any] = {
-        "name": {"type": "string", "maxLength": 200},
-        "uri": {"type": "string", "format": "uri", "maxLength": 2048},
-        "httpMethod": {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]},
-        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-        "body": {},
-        "schedule": {"type": "string", "maxLength": 200},
-        "timeZone": {"type": "string", "maxLength": 64},
-        "paused": {"type": "boolean"},
-        "timeoutMs": {"type": "integer", "minimum": 1, "maximum": 300000},
-        "retries": {"type": "integer", "minimum": 0, "maximum": 10},
-        "retryBackoffMs": {"type": "integer", "minimum": 0, "maximum": 3600000},
-        "retryMaxBackoffMs": {"type": "integer", "minimum": 0, "maximum": 3600000},
-        "expectStatus": {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}},
-        "misfirePolicy": {"type": "string", "enum": ["skip", "fire_once", "fire_all"]},
-        "misfireGraceSeconds": {"type": "integer", "minimum": 0, "maximum": 604800},
-        "concurrencyPolicy": {"type": "string", "enum": ["allow", "forbid"]},
-        "followRedirects": {"type": "boolean"},
-        "delivery": {"type": "string", "enum": ["at_most_once", "at_least_once"],
-                     "description": "at_least_once: a tick whose claimer died before recording an outcome is re-sent "
-                                    "by the next owner as the same execution (same X-Cron-Execution-Id and "
-                                    "Idempotency-Key) within misfireGraceSeconds"},
-    }
+    # generated from the definitions validation runs (node/jobs.py JOB_FIELDS): they cannot drift
+    job_props: dict[str, Any] = {api: f.schema for api, f in JOB_FIELDS.items()}
     tick = {"type": "object", "required": ["scheduledAt", "fate", "executionId", "redelivered", "detail"],
             "properties": {"scheduledAt": {"type": "string", "format": "date-time"},
                            "fate": {"type": "string", "enum": [str(f) for f in Fate]},
@@ -76,8 +56,10 @@ def spec() -> dict[str, Any]:
         "ticks": {"type": "array", "items": tick}, "truncated": {"type": "boolean"},
         "nextFrom": {"type": ["string", "null"]},
         "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}}
-    job_in = {"type": "object", "properties": job_props, "required": ["uri", "schedule"], "additionalProperties": False}
-    job_patch = {"type": "object", "properties": job_props, "additionalProperties": False}
+    echoed = {name: {"readOnly": True, "description": "ignored: a job read back may be sent again"} for name in READ_ONLY}
+    job_in = {"type": "object", "properties": {**job_props, **echoed}, "required": list(REQUIRED_FIELDS),
+              "additionalProperties": False}
+    job_patch = {"type": "object", "properties": {**job_props, **echoed}, "additionalProperties": False}
     job_out = {"type": "object", "properties": {
         **job_props, "id": {"type": "string"}, "version": {"type": "integer"}, "owner": {"type": ["string", "null"]},
         "nextRunAt": {"type": ["string", "null"]}, "running": {"type": "boolean"},

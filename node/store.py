@@ -25,6 +25,7 @@ import aiomysql
 import pymysql
 import structlog
 
+from . import fastjson
 from .jobs import Job, JobSummary
 from .settings import DatabaseURL
 
@@ -992,7 +993,7 @@ class Store:
                 )
                 for g in await cur.fetchall():
                     out = rows[g["job_id"]]
-                    for v in json.loads(g["r"]):
+                    for v in fastjson.loads(g["r"]):
                         out.append({
                             "id": v[0], "job_id": g["job_id"], "scheduled_at": _ledger_dt(v[1]), "kind": v[2],
                             "state": v[3], "missed_from": _ledger_dt(v[4]), "missed_count": v[5], "error": v[6],
@@ -1039,7 +1040,7 @@ def _job_from_json(doc: str) -> Job:
 
 def _exec_from_json(doc: str) -> dict[str, Any]:
     """An execution row read as a JSON object (``_EXEC_JSON``), datetimes aware UTC."""
-    row: dict[str, Any] = json.loads(doc)
+    row: dict[str, Any] = fastjson.loads(doc)
     for k in _EXEC_DATETIMES:
         row[k] = _json_dt(row[k])
     return row

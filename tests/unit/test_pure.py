@@ -297,3 +297,14 @@ def test_client_errors_by_status() -> None:
     assert isinstance(error_for(404, b""), NotFound) and isinstance(error_for(412, b"{}"), Conflict)
     assert isinstance(error_for(503, b"<html>"), Unavailable)  # a proxy's page, not JSON
     assert type(error_for(502, b"[]")) is ApiError
+
+
+def test_fastjson_is_compact_json_and_takes_what_orjson_refuses() -> None:
+    import json
+
+    from node import fastjson
+
+    doc = {"a": [1, 2.5, None, True], "é": "ü", "n": 2**70}  # 2**70: orjson refuses integers beyond 64 bits
+    assert json.loads(fastjson.dumps(doc)) == doc
+    assert fastjson.dumps({"a": 1}) == '{"a":1}'
+    assert fastjson.loads(b'{"x": [1, "y"]}') == {"x": [1, "y"]}
