@@ -22,7 +22,7 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from . import __version__, api, apidocs, dashboard  # type: ignore[attr-defined]  # dashboard: node/__init__
+from . import __version__, api, apidocs, dashboard, redisconn  # type: ignore[attr-defined]  # dashboard: node/__init__
 from .aio import raise_if_cancelling
 from .audit import Auditor
 from .auth import auth_middleware
@@ -48,7 +48,7 @@ def build_runtime(settings: Settings) -> Runtime:
     # One quick retry (a pooled connection found dead after a Redis restart), not redis-py 8's default
     # of 10 with up to 1 s backoff each: with 2 s socket timeouts that stretched one command over half
     # a minute of outage, far past the lease; the heartbeat loop owns retrying across an outage.
-    redis = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0,
+    redis = redisconn.connect(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0,
                               health_check_interval=10, retry=REDIS_RETRY)
     store = Store(settings.database)
     store.keep_per_job = settings.history_per_job
@@ -105,7 +105,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     except StoreUnavailable as e:
         log.warning("MariaDB unavailable at start; the API answers 503 until it returns", error=str(e))
     yield
-    for name, close in (("outbound HTTP", r.firer.close), ("MariaDB", r.store.close), ("Redis", r.redis.aclose)):
+    for name, close in (("outbound HTTP", r.firer.close), ("MariaDB", r.store.close), ("Redis", lambda: redisconn.close(r.redis))):
         try:
             await asyncio.wait_for(close(), 5)
         except (TimeoutError, OSError, aioredis.RedisError) as e:

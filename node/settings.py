@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from urllib.parse import unquote, urlparse
 
+from .redisconn import RedisURLError, check_url
+
 
 class SettingsError(ValueError):
     """A malformed setting; the node refuses to start."""
@@ -19,12 +21,16 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class DatabaseURL:
+    """``mysql://user:pass@host[:port][,host2[:port]…]/database[?ssl=true]``. With several hosts the
+    store uses the one that is writable (``@@read_only = 0``) and moves when that changes."""
+
     host: str
     port: int
     user: str
     password: str
     database: str
     ssl: bool = False
+    hosts: tuple[tuple[str, int], ...] = ()  # every host in the URL, in order; (host, port) first
 
     @classmethod
     def parse(cls, url: str) -> DatabaseURL:
@@ -34,21 +40,36 @@ class DatabaseURL:
         db = u.path.lstrip("/")
         if not db:
             raise SettingsError("CRONRING_DATABASE_URL must name a database: mysql://user:pass@host:3306/cronring")
-        try:
-            port = u.port or 3306
-        except ValueError as e:
-            raise SettingsError(f"CRONRING_DATABASE_URL: {e}") from None
+        userinfo, _, hostlist = u.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        hosts = tuple(_host_port(h) for h in hostlist.split(",")) if hostlist else (("127.0.0.1", 3306),)
+        if len(set(hosts)) != len(hosts):
+            raise SettingsError("CRONRING_DATABASE_URL names a host twice")
         return cls(
-            host=u.hostname or "127.0.0.1",
-            port=port,
-            user=unquote(u.username or "root"),
-            password=unquote(u.password or ""),
+            host=hosts[0][0],
+            port=hosts[0][1],
+            user=unquote(user or "root"),
+            password=unquote(password),
             database=db,
             ssl="ssl=true" in (u.query or "").lower(),
+            hosts=hosts,
         )
 
     def redacted(self) -> str:
-        return f"mysql://{self.user}:***@{self.host}:{self.port}/{self.database}"
+        where = ",".join(f"{h}:{p}" for h, p in self.hosts or ((self.host, self.port),))
+        return f"mysql://{self.user}:***@{where}/{self.database}"
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` (default port 3306)."""
+    try:
+        parts = urlparse(f"//{text}")
+        port = parts.port or 3306
+    except ValueError as e:
+        raise SettingsError(f"CRONRING_DATABASE_URL: bad host {text!r}: {e}") from None
+    if not parts.hostname:
+        raise SettingsError(f"CRONRING_DATABASE_URL: empty host in {text!r}")
+    return parts.hostname, port
 
 
 def _float(name: str, value: str) -> float:
@@ -107,7 +128,7 @@ def _str(_name: str, value: str) -> str:
 
 # name -> (env var, parser, help). Field defaults live on the dataclass.
 _ENV: dict[str, tuple[str, Callable[[str, str], object], str]] = {
-    "redis_url": ("CRONRING_REDIS_URL", _str, "Redis URL (redis:// or rediss://, password in the URL)"),
+    "redis_url": ("CRONRING_REDIS_URL", _str, "Redis URL: redis://, rediss://, or Sentinel: redis+sentinel://h1:26379,h2:26379/<service>/<db>"),
     "database_url": ("CRONRING_DATABASE_URL", _str, "MariaDB URL mysql://user:pass@host:port/db"),
     "node_id": ("CRONRING_NODE_ID", _str, "stable node id (default hostname:port)"),
     "host": ("CRONRING_HOST", _str, "address to listen on"),
@@ -191,8 +212,10 @@ class Settings:
 
     def checked(self) -> Settings:
         self.database  # noqa: B018 - parses, raising SettingsError when malformed
-        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError(f"CRONRING_REDIS_URL must start with redis:// or rediss://, got {self.redis_url!r}")
+        try:
+            check_url(self.redis_url)
+        except RedisURLError as e:
+            raise SettingsError(f"CRONRING_REDIS_URL {e}") from None
         if not self.namespace or any(c in self.namespace for c in " {}*?"):
             raise SettingsError(f"CRONRING_NAMESPACE must be non-empty without spaces or glob characters: {self.namespace!r}")
         if self.member_ttl < 2 * self.heartbeat_interval:

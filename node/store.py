@@ -139,6 +139,16 @@ UNSCHEDULED_KINDS = "('manual', 'backfill')"  # executions that are not an insta
 TERMINAL_STATES = ("succeeded", "failed", "timed_out", "skipped", "missed", "abandoned")
 
 _CONN_ERRORS = (pymysql.err.OperationalError, pymysql.err.InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
+# The server went away, or it is not the primary any more: with several hosts, find the writable one.
+_READ_ONLY_CODES = {1290, 1836}  # --read-only is on; "running in read-only mode"
+_GONE_CODES = {2003, 2006, 2013, 2055}  # can't connect; server has gone away; lost connection (x2)
+FAILOVER_WAIT = 15.0  # seconds an operation waits for a writable host to appear before it is refused
+
+
+def _moves_primary(e: BaseException) -> bool:
+    if isinstance(e, pymysql.err.OperationalError):
+        return bool(e.args) and e.args[0] in _READ_ONLY_CODES | _GONE_CODES
+    return isinstance(e, pymysql.err.InterfaceError | ConnectionError | OSError | asyncio.TimeoutError)
 
 
 class StoreUnavailable(Exception):
@@ -260,6 +270,8 @@ class Store:
         self._pool: aiomysql.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self.available = False
+        self.primary: tuple[str, int] = (url.host, url.port)  # the host the pool talks to
+        self.switches = 0  # primary changes seen (cronring_database_failovers_total)
         self.keep_per_job = 200  # executions kept per job by retention (settings.history_per_job)
 
     # ---- connection management -------------------------------------------------
@@ -270,16 +282,20 @@ class Store:
         async with self._pool_lock:
             if self._pool is None:
                 try:
-                    await self._ensure_database()
+                    host, port = await self._find_primary()
+                    await self._ensure_database(host, port)
                     pool = await aiomysql.create_pool(
-                        host=self.url.host, port=self.url.port, user=self.url.user,
+                        host=host, port=port, user=self.url.user,
                         password=self.url.password, db=self.url.database, autocommit=True,
                         minsize=1, maxsize=self.pool_size, pool_recycle=300,
                         connect_timeout=self.connect_timeout, charset="utf8mb4",
                         init_command="SET time_zone='+00:00'", ssl=self._ssl(),
                     )
                     await self._migrate(pool)
-                    self._pool = pool
+                    if (host, port) != self.primary:
+                        self.switches += 1
+                        log.warning("MariaDB primary changed", primary=f"{host}:{port}", was=self.primary_name)
+                    self.primary, self._pool = (host, port), pool
                 except _CONN_ERRORS as e:
                     self.available = False
                     raise StoreUnavailable(f"MariaDB unreachable: {e}") from None
@@ -289,9 +305,69 @@ class Store:
         """TLS to MariaDB when the URL asks for it (mysql://...?ssl=true), verified by the system CAs."""
         return ssl.create_default_context() if self.url.ssl else None
 
-    async def _ensure_database(self) -> None:
+    @property
+    def multi_host(self) -> bool:
+        return len(self.url.hosts) > 1
+
+    @property
+    def primary_name(self) -> str:
+        return f"{self.primary[0]}:{self.primary[1]}"
+
+    async def _find_primary(self) -> tuple[str, int]:
+        """The host to use: the only one, or the first (current one first) that answers writable."""
+        if not self.multi_host:
+            return self.url.host, self.url.port
+        order = [self.primary, *(h for h in self.url.hosts if h != self.primary)]
+        problems = []
+        for host, port in order:
+            try:
+                conn = await aiomysql.connect(host=host, port=port, user=self.url.user, password=self.url.password,
+                                              connect_timeout=self.connect_timeout, ssl=self._ssl())
+            except _CONN_ERRORS as e:
+                problems.append(f"{host}:{port} unreachable ({e})")
+                continue
+            try:
+                async with conn.cursor() as cur:
+                    await asyncio.wait_for(cur.execute("SELECT @@read_only"), self.connect_timeout)
+                    (read_only,) = await cur.fetchone()
+            except _CONN_ERRORS as e:
+                problems.append(f"{host}:{port} failed ({e})")
+                continue
+            finally:
+                conn.close()
+            if not read_only:
+                return host, port
+            problems.append(f"{host}:{port} read-only")
+        raise pymysql.err.OperationalError(2003, "no writable MariaDB host: " + "; ".join(problems))
+
+    async def _drop(self, pool: Any, error: BaseException) -> None:  # an aiomysql.Pool, or None
+        """Stop using ``pool`` (once, whoever sees its host fail first); the next operation finds the primary."""
+        async with self._pool_lock:
+            current: Any = self._pool
+            if pool is None or current is not pool:
+                return
+            self._pool = None
+            log.warning("MariaDB primary lost; looking for the writable host", primary=self.primary_name,
+                        error=f"{type(error).__name__}: {error}")
+            pool.terminate()  # its connections are dead or read-only
+
+    async def _lost_primary(self, pool: aiomysql.Pool, error: BaseException) -> None:
+        """``pool``'s host failed or turned read-only: drop it (once, whoever sees it first), then wait —
+        bounded — until a writable host is found. Raises StoreUnavailable when none appears."""
+        await self._drop(pool, error)
+        deadline = asyncio.get_running_loop().time() + FAILOVER_WAIT
+        while True:
+            try:
+                await self._get_pool()
+                return
+            except StoreUnavailable:
+                if asyncio.get_running_loop().time() + 0.5 > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def _ensure_database(self, host: str, port: int) -> None:
         conn = await aiomysql.connect(
-            host=self.url.host, port=self.url.port, user=self.url.user, password=self.url.password,
+            host=host, port=port, user=self.url.user, password=self.url.password,
             connect_timeout=self.connect_timeout, autocommit=True, ssl=self._ssl(),
         )
         try:
@@ -342,21 +418,31 @@ class Store:
                 pool.terminate()
 
     async def _run(self, fn: Callable[[aiomysql.Cursor], Awaitable[T]]) -> T:
-        """Run ``fn(cursor)`` on a pooled connection, mapping outages to StoreUnavailable."""
-        pool = await self._get_pool()
-        try:
-            async with pool.acquire() as conn:
-                try:
-                    async with conn.cursor(aiomysql.DictCursor) as cur:
-                        result = await fn(cur)
-                except _CONN_ERRORS:
-                    conn.close()  # a broken connection must not go back to the pool
-                    raise
-        except _CONN_ERRORS as e:
-            self.available = False
-            raise StoreUnavailable(f"MariaDB unavailable: {e}") from None
-        self.available = True
-        return result
+        """Run ``fn(cursor)`` on a pooled connection, mapping outages to StoreUnavailable.
+
+        With several hosts, a statement that fails because its host went away or turned read-only is
+        run again, once, on the new primary (found within FAILOVER_WAIT): a claim, a fence bump or an
+        outcome is never assumed done or lost. Every write is safe to repeat — a claim that did
+        commit is found as ours (same execution id), outcomes and fence bumps are idempotent."""
+        for attempt in (1, 2):
+            pool = await self._get_pool()
+            try:
+                async with pool.acquire() as conn:
+                    try:
+                        async with conn.cursor(aiomysql.DictCursor) as cur:
+                            result = await fn(cur)
+                    except _CONN_ERRORS:
+                        conn.close()  # a broken connection must not go back to the pool
+                        raise
+            except _CONN_ERRORS as e:
+                self.available = False
+                if attempt == 2 or not self.multi_host or not _moves_primary(e):
+                    raise StoreUnavailable(f"MariaDB unavailable: {e}") from None
+                await self._lost_primary(pool, e)
+                continue
+            self.available = True
+            return result
+        raise AssertionError("unreachable")
 
     async def _txn(self, fn: Callable[[aiomysql.Cursor], Awaitable[T]]) -> T:
         async def wrapped(cur: aiomysql.Cursor) -> T:
@@ -372,8 +458,16 @@ class Store:
         return await self._run(wrapped)
 
     async def ping(self) -> bool:
+        """Reachable (and, with several hosts, still the writable one: a primary turned read-only by a
+        switch-over is dropped here even before a write fails on it)."""
+        async def go(cur: aiomysql.Cursor) -> bool:
+            await cur.execute("SELECT @@read_only AS ro")
+            row = await cur.fetchone()
+            return bool(row and row["ro"])
+
         try:
-            await self._run(lambda cur: cur.execute("SELECT 1"))
+            if await self._run(go) and self.multi_host:
+                await self._drop(self._pool, pymysql.err.OperationalError(1290, "primary turned read-only"))
             return True
         except StoreUnavailable:
             return False
