@@ -248,6 +248,7 @@ class Cluster:
         self.db_host: str | None = None
         self.db_port: int | None = None
         self.db_private = False  # True when db_host/db_port is a private server rather than a proxy
+        self.database_url: str | None = None  # the nodes' CRONRING_DATABASE_URL, when not one host (HA tests)
         self.dir = ARTIFACTS / "logs" / self.tag
         self.nodes: dict[str, Node] = {}
         self.receiver: Receiver | None = None
@@ -263,7 +264,7 @@ class Cluster:
         env.update(self.node_env)
         env.update({
             "CRONRING_REDIS_URL": self.redis_url,
-            "CRONRING_DATABASE_URL": db_url(self.database, host=self.db_host, port=self.db_port),
+            "CRONRING_DATABASE_URL": self.database_url or db_url(self.database, host=self.db_host, port=self.db_port),
             "CRONRING_NAMESPACE": self.namespace, "CRONRING_NODE_ID": node_id, "CRONRING_PORT": str(port),
         })
         env.update(extra)
@@ -401,12 +402,15 @@ class Cluster:
             conn.close()
         except Exception:
             pass
-        r = aioredis.from_url(self.redis_url)
+        from node import redisconn
+
+        r = redisconn.connect(self.redis_url, socket_timeout=2, socket_connect_timeout=2)  # Sentinel URLs too
         try:
-            keys = [k async for k in r.scan_iter(match=f"{self.namespace}:*", count=1000)]
-            for i in range(0, len(keys), 500):
-                await r.delete(*keys[i : i + 500])
+            async with asyncio.timeout(20):
+                keys = [k async for k in r.scan_iter(match=f"{self.namespace}:*", count=1000)]
+                for i in range(0, len(keys), 500):
+                    await r.delete(*keys[i : i + 500])
         except Exception:
             pass
         finally:
-            await r.aclose()
+            await redisconn.close(r)

@@ -273,7 +273,7 @@ class MariaDBServer(Proc):
         return [
             "--no-defaults", "--user=root", f"--datadir={self.datadir}", f"--port={self.port}", f"--bind-address={HOST}",
             f"--socket={self.rundir}/{self.name}.sock", f"--pid-file={self.rundir}/{self.name}.pid",
-            "--skip-name-resolve", "--performance-schema=OFF", *SMALL,
+            "--skip-name-resolve", "--performance-schema=OFF", *SMALL, f"--tmpdir={_tmpdir(self.datadir)}",
             f"--server-id={self.server_id}", "--log-bin=mariadb-bin", "--relay-log=relay-bin", "--binlog-format=ROW",
             "--gtid-strict-mode=1", "--log-slave-updates", "--skip-slave-start",
             # Semi-sync is built into MariaDB >= 10.3 (no plugin). The master side is enabled on the
@@ -323,6 +323,12 @@ class MariaDBServer(Proc):
         await wait_for(answers, timeout, f"{self.name} ({self.port}) to answer", interval=0.1)
 
 
+def _tmpdir(datadir: Path) -> Path:
+    path = datadir.parent / f"tmp-{datadir.name}"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 SMALL = ["--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M", "--innodb-log-buffer-size=4M",
          "--key-buffer-size=1M", "--max-connections=200"]
 
@@ -332,6 +338,8 @@ async def _install_db(datadir: Path, log: Path) -> None:
     p = await asyncio.create_subprocess_exec(
         exe, "--no-defaults", "--user=root", f"--datadir={datadir}", "--auth-root-authentication-method=normal",
         "--skip-test-db", "--skip-name-resolve", *SMALL[:2],
+        # its own temporary directory: two installs (or a server) sharing /tmp collide on temp table names
+        f"--tmpdir={_tmpdir(datadir)}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await p.communicate()
     await asyncio.to_thread(log.write_bytes, out)
