@@ -20,9 +20,11 @@ def load(name: str) -> dict:
 def test_services_and_health_checks() -> None:
     c = load("docker-compose.yml")
     # the demo receiver is dev-only; the monitoring kit is a profile, off unless asked for
-    assert set(c["services"]) == {"mariadb", "redis", "node", "traefik", "prometheus", "grafana"}
-    assert {n for n, svc in c["services"].items() if "profiles" in svc} == {"prometheus", "grafana"}
+    ha = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3", "mariadb-replica"}
+    assert set(c["services"]) == {"mariadb", "redis", "node", "traefik", "prometheus", "grafana"} | ha
+    assert {n for n, svc in c["services"].items() if "profiles" in svc} == {"prometheus", "grafana"} | ha
     assert all(c["services"][n]["profiles"] == ["monitoring"] for n in ("prometheus", "grafana"))
+    assert all(c["services"][n]["profiles"] == ["ha"] for n in ha)
     for name, svc in c["services"].items():
         assert "healthcheck" in svc, f"{name} has no health check"
     assert c["services"]["mariadb"]["image"].startswith("mariadb:11")
@@ -49,9 +51,11 @@ def test_node_environment_matches_settings_and_ports_agree() -> None:
     assert "ports" not in node  # scalable: --scale node=5 must not fight over host ports
     # Docker's SIGKILL comes after the node's own bounded stop (node.app.Stop.budget, default grace 10 s)
     assert int(node["stop_grace_period"].rstrip("s")) > 2 * 10.0 + 25
-    url = re.sub(r"\$\{[A-Z_]+\}", "x", env["CRONRING_DATABASE_URL"])
+    # each URL is the .env's when set (the ha profile), else the single-server default
+    assert env["CRONRING_DATABASE_URL"].startswith("${CRONRING_DATABASE_URL:-mysql://")
+    url = re.sub(r"\$\{[A-Z_]+\}", "x", env["CRONRING_DATABASE_URL"].removeprefix("${CRONRING_DATABASE_URL:-")[:-1])
     assert DatabaseURL.parse(url).host == "mariadb"
-    assert env["CRONRING_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD}@redis:6379")
+    assert env["CRONRING_REDIS_URL"] == "${CRONRING_REDIS_URL:-redis://:${REDIS_PASSWORD}@redis:6379/0}"
     receiver = load("docker-compose.override.yml")["services"]["receiver"]
     rport = receiver["command"][receiver["command"].index("--port") + 1]
     assert receiver["expose"] == [rport] and f":{rport}/health" in " ".join(receiver["healthcheck"]["test"])
@@ -59,10 +63,13 @@ def test_node_environment_matches_settings_and_ports_agree() -> None:
 
 def test_no_secrets_in_compose_and_env_example_covers_every_variable() -> None:
     text = (COMPOSE / "docker-compose.yml").read_text()
-    used = set(re.findall(r"\$\{([A-Z_]+)", text))
-    example = dict(line.split("=", 1) for line in (COMPOSE / ".env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
-    assert used <= set(example), used - set(example)
+    required = set(re.findall(r"\$\{([A-Z_]+)(?![A-Z_]|:-)", text))  # ${X} and ${X:?…}: no default
+    optional = set(re.findall(r"\$\{([A-Z_]+):-", text))
+    lines = (COMPOSE / ".env.example").read_text().splitlines()
+    example = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    commented = {line[2:].split("=", 1)[0] for line in lines if line.startswith("# ") and "=" in line}
+    assert required <= set(example), required - set(example)
+    assert optional - {"MARIADB_REPLICATION_PASSWORD"} <= set(example) | commented, optional - set(example) - commented
     for key, value in yaml.safe_load(text)["services"]["mariadb"]["environment"].items():
         if "PASSWORD" in key:
             assert value.startswith("${"), f"{key} is written into the compose file"
@@ -87,3 +94,30 @@ def test_readme_configuration_table_lists_every_setting() -> None:
     readme = (COMPOSE.parent / "README.md").read_text()
     missing = [v for v in SETTINGS_VARS if f"`{v}`" not in readme]
     assert not missing, f"README's configuration table misses {missing}"
+
+
+def test_ha_profile_topology() -> None:
+    """Three Sentinels with a quorum of two watch the Redis primary the nodes default to; the MariaDB
+    replica replicates the primary semi-synchronously (AFTER_SYNC); the ha lines of .env.example are
+    URLs the node accepts, naming exactly those services."""
+    from node.redisconn import SentinelURL
+
+    services = load("docker-compose.yml")["services"]
+    for i in (1, 2, 3):
+        script = services[f"sentinel-{i}"]["command"][2]
+        assert "sentinel monitor cronring redis 6379 2" in script and "auth-pass cronring $$REDIS_PASSWORD" in script
+        assert services[f"sentinel-{i}"]["hostname"] == f"sentinel-{i}"
+    assert services["redis-replica"]["command"][1:3] == ["--replicaof", "redis"]
+    primary, replica = services["mariadb"], services["mariadb-replica"]
+    assert "--rpl-semi-sync-master-wait-point=AFTER_SYNC" in primary["command"]
+    assert "--rpl-semi-sync-master-enabled=${MARIADB_SEMI_SYNC:-OFF}" in primary["command"]
+    assert "--rpl-semi-sync-slave-enabled=ON" in replica["command"] and "--read-only=ON" in replica["command"]
+    assert replica["environment"]["MARIADB_MASTER_HOST"] == "mariadb"
+    lines = {k: v for k, _, v in (line[2:].partition("=") for line in (COMPOSE / ".env.example").read_text().splitlines()
+                                   if line.startswith("# ") and "=" in line)}
+    assert lines["MARIADB_SEMI_SYNC"] == "ON"
+    s = SentinelURL.parse(lines["CRONRING_REDIS_URL"].replace("${REDIS_PASSWORD}", "x"))
+    assert {h for h, _ in s.sentinels} == {"sentinel-1", "sentinel-2", "sentinel-3"} and s.service == "cronring"
+    assert all(p == 26379 for _, p in s.sentinels)
+    db = DatabaseURL.parse(lines["CRONRING_DATABASE_URL"].replace("${MARIADB_PASSWORD}", "x"))
+    assert db.hosts == (("mariadb", 3306), ("mariadb-replica", 3306))
