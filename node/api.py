@@ -20,6 +20,7 @@ from .errors import BadRequest, RequestTimeout, UnsupportedMediaType
 from .jobs import Job, rfc3339
 from .messages import MembershipEvent, unpack
 from .openapi import spec as openapi_spec
+from .redisconn import SentinelURL
 from .runtime import RUNTIME, Runtime
 from .schedule import ScheduleError, describe, parse
 
@@ -356,6 +357,21 @@ async def cluster_view(r: Runtime) -> dict[str, Any]:
         # jobs the ring gives this node whose lock another node has kept for longer than member_ttl
         "stuckJobs": [{"jobId": j, "lockHolder": h} for j, h in list(r.scheduler.ownership.stuck.items())[:100]],
         "recentHandovers": handovers,
+        "backends": backends_view(r),
+    }
+
+
+def backends_view(r: Runtime) -> dict[str, Any]:
+    """Where this node's Redis and MariaDB are: with Sentinel, the service it follows; with several
+    MariaDB hosts, the one it writes to now and how often that changed (never a password)."""
+    url = r.settings.database
+    sentinel = r.settings.redis_url.partition("://")[0].endswith("+sentinel")
+    return {
+        "redis": {"mode": "sentinel" if sentinel else "single",
+                  **({"service": SentinelURL.parse(r.settings.redis_url).service} if sentinel else {})},
+        "database": {"mode": "primary-switch" if r.store.multi_host else "single",
+                     "hosts": [f"{h}:{p}" for h, p in url.hosts], "primary": r.store.primary_name,
+                     "switches": r.store.switches},
     }
 
 

@@ -61,6 +61,8 @@ API_REQUESTS = Counter("cronring_api_requests_total", "API requests by status cl
 API_LATENCY = Histogram("cronring_api_request_duration_seconds", "API and page requests by route (streams excluded)",
                         ["route", "method"], registry=REGISTRY,
                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+DATABASE_SWITCHES = Counter("cronring_database_primary_switches_total",
+                            "Times this node moved to another MariaDB host (the writable one)", registry=REGISTRY)
 STREAM_CLIENTS = Gauge("cronring_stream_clients", "Live-stream (SSE) clients connected to this node", registry=REGISTRY)
 
 

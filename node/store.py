@@ -25,7 +25,7 @@ import aiomysql
 import pymysql
 import structlog
 
-from . import fastjson
+from . import fastjson, metrics
 from .jobs import Job, JobSummary
 from .settings import DatabaseURL
 
@@ -294,6 +294,7 @@ class Store:
                     await self._migrate(pool)
                     if (host, port) != self.primary:
                         self.switches += 1
+                        metrics.DATABASE_SWITCHES.inc()
                         log.warning("MariaDB primary changed", primary=f"{host}:{port}", was=self.primary_name)
                     self.primary, self._pool = (host, port), pool
                 except _CONN_ERRORS as e:
