@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import unquote, urlparse
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
@@ -62,7 +62,8 @@ class SentinelURL:
             db = int(path[1]) if len(path) == 2 else 0
         except ValueError:
             raise RedisURLError(f"the database must be a number, got {path[1]!r}") from None
-        query = {k: v[-1] for k, v in parse_qs(u.query).items()}
+        # not parse_qs: it reads "+" as a space, and a password may hold one
+        query = {unquote(k): unquote(v) for k, _, v in (p.partition("=") for p in u.query.split("&") if p)}
         unknown = set(query) - {"ssl", "sentinel_password", "sentinel_username"}
         if unknown:
             raise RedisURLError(f"unknown Sentinel URL options {sorted(unknown)} (ssl, sentinel_password, sentinel_username)")
@@ -101,7 +102,9 @@ def connect(url: str, **options: Any) -> aioredis.Redis:
 
 async def close(client: aioredis.Redis) -> None:
     """Close the client's connections, and its Sentinel connections if it has them."""
-    await client.aclose()
     sentinel: Sentinel | None = getattr(client, "_cronring_sentinel", None)
-    for s in sentinel.sentinels if sentinel is not None else ():
-        await s.aclose()
+    try:
+        await client.aclose()
+    finally:
+        for s in sentinel.sentinels if sentinel is not None else ():
+            await s.aclose()

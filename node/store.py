@@ -12,6 +12,7 @@ The database is the durable truth. Two rules make "never twice" hold:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import secrets
 import ssl
@@ -143,6 +144,15 @@ _CONN_ERRORS = (pymysql.err.OperationalError, pymysql.err.InterfaceError, Connec
 _READ_ONLY_CODES = {1290, 1836}  # --read-only is on; "running in read-only mode"
 _GONE_CODES = {2003, 2006, 2013, 2055}  # can't connect; server has gone away; lost connection (x2)
 FAILOVER_WAIT = 15.0  # seconds an operation waits for a writable host to appear before it is refused
+STATEMENT_TIMEOUT = 30.0  # with several hosts: a statement (or transaction) longer than this means a lost host
+VERIFY_EVERY = 5.0  # with several hosts: seconds between checks that the host in use is still writable
+_RETRYING: contextvars.ContextVar[bool] = contextvars.ContextVar("store_retrying", default=False)
+
+
+def retrying() -> bool:
+    """True while a statement runs again after its first run failed on a lost or demoted primary: the
+    first run may have committed, so a write that is not idempotent looks for its own result first."""
+    return _RETRYING.get()
 
 
 def _moves_primary(e: BaseException) -> bool:
@@ -269,9 +279,13 @@ class Store:
         self.connect_timeout = connect_timeout
         self._pool: aiomysql.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        self._closed = False
+        self._closing: set[asyncio.Task[None]] = set()  # dropped pools finishing their statements
+        self._scan_failed_at = 0.0  # monotonic time of the last search that found no writable host
+        self._verified_at = 0.0  # when the pool's host last answered @@read_only = 0 (several hosts)
         self.available = False
-        self.primary: tuple[str, int] = (url.host, url.port)  # the host the pool talks to
-        self.switches = 0  # primary changes seen (cronring_database_failovers_total)
+        self.primary: tuple[str, int] | None = None  # the host the pool talks to, once connected
+        self.switches = 0  # moves to another host (cronring_database_primary_switches_total)
         self.keep_per_job = 200  # executions kept per job by retention (settings.history_per_job)
 
     # ---- connection management -------------------------------------------------
@@ -280,69 +294,78 @@ class Store:
         if self._pool is not None:
             return self._pool
         async with self._pool_lock:
+            if self._closed:
+                raise StoreUnavailable("the store is closed (the node is stopping)")
             if self._pool is None:
                 try:
                     host, port = await self._find_primary()
                     await self._ensure_database(host, port)
-                    pool = await aiomysql.create_pool(
+                    pool = await asyncio.wait_for(aiomysql.create_pool(
                         host=host, port=port, user=self.url.user,
                         password=self.url.password, db=self.url.database, autocommit=True,
                         minsize=1, maxsize=self.pool_size, pool_recycle=300,
                         connect_timeout=self.connect_timeout, charset="utf8mb4",
                         init_command="SET time_zone='+00:00'", ssl=self._ssl(),
-                    )
+                    ), 2 * self.connect_timeout)  # connect_timeout bounds the TCP connect only
                     await self._migrate(pool)
-                    if (host, port) != self.primary:
+                    if self.primary is not None and (host, port) != self.primary:
                         self.switches += 1
                         metrics.DATABASE_SWITCHES.inc()
                         log.warning("MariaDB primary changed", primary=f"{host}:{port}", was=self.primary_name)
                     self.primary, self._pool = (host, port), pool
+                    self._verified_at = asyncio.get_running_loop().time()
                 except _CONN_ERRORS as e:
+                    self._scan_failed_at = asyncio.get_running_loop().time()
                     self.available = False
                     raise StoreUnavailable(f"MariaDB unreachable: {e}") from None
         return self._pool
-
-    def _ssl(self) -> ssl.SSLContext | None:
-        """TLS to MariaDB when the URL asks for it (mysql://...?ssl=true), verified by the system CAs."""
-        return ssl.create_default_context() if self.url.ssl else None
 
     @property
     def multi_host(self) -> bool:
         return len(self.url.hosts) > 1
 
     @property
-    def primary_name(self) -> str:
-        return f"{self.primary[0]}:{self.primary[1]}"
+    def primary_name(self) -> str | None:
+        return None if self.primary is None else f"{self.primary[0]}:{self.primary[1]}"
+
+    async def _read_only(self, host: str, port: int) -> bool:
+        """Whether ``host`` is read-only; raises a connection error when it does not answer in time
+        (every step bounded: aiomysql's connect_timeout covers only the TCP connect, not a frozen
+        server's greeting)."""
+        conn = await asyncio.wait_for(aiomysql.connect(
+            host=host, port=port, user=self.url.user, password=self.url.password,
+            connect_timeout=self.connect_timeout, ssl=self._ssl()), 2 * self.connect_timeout)
+        try:
+            async with conn.cursor() as cur:
+                await asyncio.wait_for(cur.execute("SELECT @@read_only"), self.connect_timeout)
+                (read_only,) = await cur.fetchone()
+            return bool(read_only)
+        finally:
+            conn.close()
 
     async def _find_primary(self) -> tuple[str, int]:
-        """The host to use: the only one, or the first (current one first) that answers writable."""
+        """The host to use: the only one, or the one writable host. Every host is asked: two writable
+        hosts (an old primary back after a promotion, say) would give two fence sequences, so the
+        store refuses to choose until an operator makes one of them read-only."""
         if not self.multi_host:
             return self.url.host, self.url.port
-        order = [self.primary, *(h for h in self.url.hosts if h != self.primary)]
-        problems = []
-        for host, port in order:
-            try:
-                conn = await aiomysql.connect(host=host, port=port, user=self.url.user, password=self.url.password,
-                                              connect_timeout=self.connect_timeout, ssl=self._ssl())
-            except _CONN_ERRORS as e:
-                problems.append(f"{host}:{port} unreachable ({e})")
-                continue
-            try:
-                async with conn.cursor() as cur:
-                    await asyncio.wait_for(cur.execute("SELECT @@read_only"), self.connect_timeout)
-                    (read_only,) = await cur.fetchone()
-            except _CONN_ERRORS as e:
-                problems.append(f"{host}:{port} failed ({e})")
-                continue
-            finally:
-                conn.close()
-            if not read_only:
-                return host, port
-            problems.append(f"{host}:{port} read-only")
+        answers = await asyncio.gather(*(self._read_only(h, p) for h, p in self.url.hosts), return_exceptions=True)
+        writable = [h for h, ro in zip(self.url.hosts, answers, strict=True) if ro is False]
+        if len(writable) == 1:
+            return writable[0]
+        if len(writable) > 1:
+            names = ", ".join(f"{h}:{p}" for h, p in writable)
+            log.error("more than one MariaDB host is writable; refusing to choose", hosts=names)
+            raise pymysql.err.OperationalError(2003, f"more than one writable MariaDB host ({names}): make all "
+                                                     "but the primary read-only")
+        problems = [f"{h}:{p} " + ("read-only" if ro is True else f"unreachable ({ro!r})")
+                    for (h, p), ro in zip(self.url.hosts, answers, strict=True)]
         raise pymysql.err.OperationalError(2003, "no writable MariaDB host: " + "; ".join(problems))
 
-    async def _drop(self, pool: Any, error: BaseException) -> None:  # an aiomysql.Pool, or None
-        """Stop using ``pool`` (once, whoever sees its host fail first); the next operation finds the primary."""
+    async def _drop(self, pool: Any, error: BaseException) -> None:
+        """Stop using ``pool`` (once, whoever sees its host fail first); the next operation finds the
+        primary. Statements still running on it finish or fail by themselves; its connections are
+        closed as they come back (and cut after a few seconds)."""
         async with self._pool_lock:
             current: Any = self._pool
             if pool is None or current is not pool:
@@ -350,27 +373,44 @@ class Store:
             self._pool = None
             log.warning("MariaDB primary lost; looking for the writable host", primary=self.primary_name,
                         error=f"{type(error).__name__}: {error}")
-            pool.terminate()  # its connections are dead or read-only
+            task = asyncio.create_task(self._close_pool(pool, 5.0))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _lost_primary(self, pool: aiomysql.Pool, error: BaseException) -> None:
-        """``pool``'s host failed or turned read-only: drop it (once, whoever sees it first), then wait —
-        bounded — until a writable host is found. Raises StoreUnavailable when none appears."""
-        await self._drop(pool, error)
-        deadline = asyncio.get_running_loop().time() + FAILOVER_WAIT
-        while True:
+        """A statement on ``pool`` failed in a way that may mean its host is gone or demoted. A lost
+        connection on a host that still answers writable is just a lost connection: keep the pool.
+        Otherwise drop it and wait — at most FAILOVER_WAIT — for a writable host. Raises
+        StoreUnavailable when none appears."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FAILOVER_WAIT
+        if self.primary is not None and not (isinstance(error, pymysql.err.OperationalError)
+                                             and error.args and error.args[0] in _READ_ONLY_CODES):
             try:
-                await self._get_pool()
-                return
-            except StoreUnavailable:
-                if asyncio.get_running_loop().time() + 0.5 > deadline:
-                    raise
-                await asyncio.sleep(0.5)
+                if not await self._read_only(*self.primary):
+                    return
+            except _CONN_ERRORS:
+                pass
+        await self._drop(pool, error)
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    if loop.time() - self._scan_failed_at < 0.5:  # one search at a time is enough
+                        await asyncio.sleep(0.5)
+                        continue
+                    try:
+                        await self._get_pool()
+                        return
+                    except StoreUnavailable:
+                        await asyncio.sleep(0.5)
+        except TimeoutError:
+            raise StoreUnavailable(f"no writable MariaDB host within {FAILOVER_WAIT:g} s") from None
 
     async def _ensure_database(self, host: str, port: int) -> None:
-        conn = await aiomysql.connect(
+        conn = await asyncio.wait_for(aiomysql.connect(
             host=host, port=port, user=self.url.user, password=self.url.password,
             connect_timeout=self.connect_timeout, autocommit=True, ssl=self._ssl(),
-        )
+        ), 2 * self.connect_timeout)
         try:
             async with conn.cursor() as cur:
                 await cur.execute(
@@ -383,6 +423,10 @@ class Store:
             raise
         finally:
             conn.close()
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        """TLS to MariaDB when the URL asks for it (mysql://...?ssl=true), verified by the system CAs."""
+        return ssl.create_default_context() if self.url.ssl else None
 
     async def _migrate(self, pool: aiomysql.Pool) -> None:
         async with pool.acquire() as conn, conn.cursor() as cur:
@@ -409,29 +453,48 @@ class Store:
     async def close(self, timeout: float = 3.0) -> None:
         """Close the pool; connections still in use after ``timeout`` are closed under their users (a
         query hung on a dead MariaDB must not hold the node's exit: aiomysql waits for them forever)."""
-        if self._pool is not None:
+        async with self._pool_lock:
+            self._closed = True
             pool, self._pool = self._pool, None
-            pool.close()
-            try:
-                await asyncio.wait_for(pool.wait_closed(), timeout)
-            except TimeoutError:
-                log.warning("MariaDB connections still in use at close; closing them", in_use=pool.size - pool.freesize)
-                pool.terminate()
+        if pool is not None:
+            await self._close_pool(pool, timeout)
+        for task in list(self._closing):
+            await task
 
-    async def _run(self, fn: Callable[[aiomysql.Cursor], Awaitable[T]]) -> T:
+    @staticmethod
+    async def _close_pool(pool: aiomysql.Pool, timeout: float) -> None:
+        pool.close()
+        try:
+            await asyncio.wait_for(pool.wait_closed(), timeout)
+        except TimeoutError:
+            log.warning("MariaDB connections still in use at close; closing them", in_use=pool.size - pool.freesize)
+            pool.terminate()
+
+    async def _run(self, fn: Callable[[aiomysql.Cursor], Awaitable[T]], *, failover: bool = True) -> T:
         """Run ``fn(cursor)`` on a pooled connection, mapping outages to StoreUnavailable.
 
         With several hosts, a statement that fails because its host went away or turned read-only is
         run again, once, on the new primary (found within FAILOVER_WAIT): a claim, a fence bump or an
-        outcome is never assumed done or lost. Every write is safe to repeat — a claim that did
-        commit is found as ours (same execution id), outcomes and fence bumps are idempotent."""
+        outcome is never assumed done or lost. The second run knows it is one (``retrying()``): a
+        write whose first run may have committed checks for its own result first (a claim or a job
+        found by its id, an edit or a delete already in place), so none is done twice. Each
+        statement is bounded by STATEMENT_TIMEOUT there (a primary cut off without a reset would
+        otherwise hold it for the kernel's retransmission time), and the host is asked again
+        whether it is writable at most every VERIFY_EVERY seconds. ``failover=False`` (health
+        probes): drop a failed host but do not wait for the next one."""
         for attempt in (1, 2):
             pool = await self._get_pool()
+            token = _RETRYING.set(attempt == 2 or _RETRYING.get())  # (or the caller re-runs: tests)
             try:
                 async with pool.acquire() as conn:
                     try:
                         async with conn.cursor(aiomysql.DictCursor) as cur:
-                            result = await fn(cur)
+                            if self.multi_host:
+                                async with asyncio.timeout(STATEMENT_TIMEOUT):
+                                    await self._verify(cur)
+                                    result = await fn(cur)
+                            else:
+                                result = await fn(cur)
                     except _CONN_ERRORS:
                         conn.close()  # a broken connection must not go back to the pool
                         raise
@@ -439,11 +502,29 @@ class Store:
                 self.available = False
                 if attempt == 2 or not self.multi_host or not _moves_primary(e):
                     raise StoreUnavailable(f"MariaDB unavailable: {e}") from None
+                if not failover:
+                    await self._drop(pool, e)
+                    raise StoreUnavailable(f"MariaDB unavailable: {e}") from None
                 await self._lost_primary(pool, e)
                 continue
+            finally:
+                _RETRYING.reset(token)
             self.available = True
             return result
         raise AssertionError("unreachable")
+
+    async def _verify(self, cur: aiomysql.Cursor, *, now: bool = False) -> None:
+        """With several hosts: is the pool's host still the writable one? (Asked at most every
+        VERIFY_EVERY seconds, or ``now``.) A switch-over that only made it read-only is noticed here
+        even before a write fails on it — a user with SUPER or READ_ONLY ADMIN could still write."""
+        t = asyncio.get_running_loop().time()
+        if not now and t - self._verified_at < VERIFY_EVERY:
+            return
+        await cur.execute("SELECT @@read_only AS ro")
+        row = await cur.fetchone()
+        if row and row["ro"]:
+            raise pymysql.err.OperationalError(1290, f"{self.primary_name} turned read-only")
+        self._verified_at = t
 
     async def _txn(self, fn: Callable[[aiomysql.Cursor], Awaitable[T]]) -> T:
         async def wrapped(cur: aiomysql.Cursor) -> T:
@@ -460,15 +541,14 @@ class Store:
 
     async def ping(self) -> bool:
         """Reachable (and, with several hosts, still the writable one: a primary turned read-only by a
-        switch-over is dropped here even before a write fails on it)."""
-        async def go(cur: aiomysql.Cursor) -> bool:
-            await cur.execute("SELECT @@read_only AS ro")
-            row = await cur.fetchone()
-            return bool(row and row["ro"])
+        switch-over is dropped here, and the probe says not ready, without waiting for the next)."""
+        async def go(cur: aiomysql.Cursor) -> None:
+            await cur.execute("SELECT 1")
+            if self.multi_host:
+                await self._verify(cur, now=True)
 
         try:
-            if await self._run(go) and self.multi_host:
-                await self._drop(self._pool, pymysql.err.OperationalError(1290, "primary turned read-only"))
+            await self._run(go, failover=False)
             return True
         except StoreUnavailable:
             return False
@@ -481,6 +561,10 @@ class Store:
         lock = f"cronring-create-{self.url.database}"
 
         async def go(cur: aiomysql.Cursor) -> None:
+            if retrying():  # the first run may have committed: the id is ours alone
+                await cur.execute("SELECT 1 FROM jobs WHERE id=%s", (job_id,))
+                if await cur.fetchone() is not None:
+                    return
             # The cap is checked and the row inserted under one named lock (every node, every
             # create): 40 concurrent creates can no longer pass the count together.
             await cur.execute("SELECT GET_LOCK(%s, 10) AS ok", (lock,))
@@ -514,6 +598,10 @@ class Store:
         rows = [(i, j.name, j.schedule, j.time_zone, int(j.paused), json.dumps(j.spec())) for i, j in zip(ids, jobs, strict=True)]
 
         async def go(cur: aiomysql.Cursor) -> None:
+            if retrying():  # one transaction: the first id there means all of them are
+                await cur.execute("SELECT 1 FROM jobs WHERE id=%s", (ids[0],))
+                if await cur.fetchone() is not None:
+                    return
             for k in range(0, len(rows), 1000):
                 chunk = rows[k : k + 1000]
                 sql = (
@@ -614,6 +702,15 @@ class Store:
             if if_version is not None:
                 sql += " AND version=%s"
                 args.append(if_version)
+            if retrying():  # the first run may have committed: this very edit already in place is done
+                await cur.execute("SELECT version, spec, name, schedule, time_zone, paused FROM jobs"
+                                  " WHERE id=%s AND deleted_at IS NULL", (job_id,))
+                row = await cur.fetchone()
+                if row is not None and json.loads(row["spec"]) == json.loads(json.dumps(job.spec())) and \
+                        (row["name"], row["schedule"], row["time_zone"], bool(row["paused"])) == \
+                        (job.name, job.schedule, job.time_zone, job.paused) and \
+                        (if_version is None or row["version"] == if_version + 1):
+                    return
             await cur.execute(sql, args)
             if cur.rowcount == 0:
                 await cur.execute("SELECT version, deleted_at FROM jobs WHERE id=%s", (job_id,))
@@ -651,6 +748,9 @@ class Store:
             if cur.rowcount == 0:
                 await cur.execute("SELECT version, deleted_at FROM jobs WHERE id=%s", (job_id,))
                 row = await cur.fetchone()
+                if row is not None and row["deleted_at"] is not None and retrying() and \
+                        (if_version is None or row["version"] == if_version + 1):
+                    return int(row["version"])  # the first run committed this delete
                 if row is None or row["deleted_at"] is not None:
                     raise NotFound(job_id)
                 raise VersionConflict(row["version"])
@@ -830,6 +930,11 @@ class Store:
                  " AND e.state IN ('claimed','running'))") if forbid_overlap else ""
 
         async def go(cur: aiomysql.Cursor) -> int | None:
+            if retrying():  # the first run may have committed: our execution id is our claim
+                await cur.execute("SELECT fence FROM executions WHERE id=%s", (execution_id,))
+                mine = await cur.fetchone()
+                if mine is not None:
+                    return int(mine["fence"])
             for k in range(5):  # another run-now at the same millisecond: the next one
                 when = at + timedelta(milliseconds=k)
                 n = await cur.execute(
@@ -1070,6 +1175,9 @@ class Store:
             ph = _ph(len(chunk))
 
             async def go(cur: aiomysql.Cursor, chunk: list[str] = chunk, ph: str = ph) -> None:
+                for j in chunk:  # from scratch: a second run (after a lost primary) must not add twice
+                    history[j], rows[j] = [], []
+                    oldest.pop(j, None)
                 await cur.execute(
                     f"SELECT job_id, version, valid_from, schedule, time_zone, paused, deleted FROM job_history"
                     f" WHERE job_id IN ({ph}) AND valid_from < %s ORDER BY job_id, version", [*chunk, to_db(end)],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -191,3 +192,52 @@ async def test_redis_failover_during_scale_up(make_cluster, backends) -> None:
     await wait_for(new_node_fires, 20, "the node that joined during the failover to fire its share")
     print(f"Redis failover during a scale-up ({old} -> {new}): nothing fired for {quiet:.1f} s; {v.summary()}; "
           f"users saw {statuses}")
+
+
+async def test_store_follows_a_switchover_refuses_two_primaries_and_bounds_a_frozen_host(backends) -> None:
+    """The store alone against the MariaDB pair: a planned switch-over (the primary made read-only,
+    the replica promoted) is noticed by the next probe and followed; two writable hosts are refused
+    (two fence sequences would follow); a frozen host (SIGSTOP: it accepts connections, never greets)
+    costs a bounded wait, not a hang."""
+    from node.jobs import validate
+    from node.settings import DatabaseURL
+    from node.store import Store, StoreUnavailable
+
+    _, mariadb = backends
+    old = mariadb.primary
+    url = DatabaseURL.parse(mariadb.url("cronring_ha_store"))
+    store = Store(url, connect_timeout=1.0)
+    spec = validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * *"})
+    try:
+        await store.start()
+        assert store.primary_name == f"127.0.0.1:{old.port}" and store.switches == 0
+        first = await store.create_job(spec, 100)
+        await old.query("SET GLOBAL read_only=ON")
+        assert not await store.ping()  # noticed at once: not ready (a probe does not wait for a promotion)
+        new = await mariadb.promote_replica()
+        second = await store.create_job(spec, 100)
+        assert store.primary_name == f"127.0.0.1:{new}" and store.switches == 1
+        assert {j.id for j in await store.list_jobs(limit=10, cursor=None, q=None, paused=None)} == {first.id, second.id}
+        assert await store.ping()
+
+        await old.query("SET GLOBAL read_only=OFF")  # an operator's mistake: two primaries
+        other = Store(url, connect_timeout=1.0)
+        with pytest.raises(StoreUnavailable, match="more than one writable"):
+            await other.start()
+        await other.close()
+        await old.query("SET GLOBAL read_only=ON")
+
+        mariadb.primary.signal(signal.SIGSTOP)  # the primary freezes: nothing is writable
+        try:
+            frozen = Store(url, connect_timeout=1.0)
+            t0 = asyncio.get_running_loop().time()
+            with pytest.raises(StoreUnavailable, match="no writable"):
+                await frozen.start()
+            took = asyncio.get_running_loop().time() - t0
+            await frozen.close()
+            print(f"a frozen primary cost {took:.1f} s to give up on (connect timeout 1 s)")
+            assert took < 10
+        finally:
+            mariadb.primary.signal(signal.SIGCONT)
+    finally:
+        await store.close()

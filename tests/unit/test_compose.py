@@ -31,6 +31,7 @@ def test_services_and_health_checks() -> None:
     assert c["services"]["redis"]["image"].startswith("redis:7")
     assert c["services"]["traefik"]["image"].startswith("traefik:v3")
     assert "--requirepass" in c["services"]["redis"]["command"]
+    assert "--masterauth" in c["services"]["redis"]["command"]  # it can rejoin as a replica after a failover
 
 
 def test_node_environment_matches_settings_and_ports_agree() -> None:

@@ -21,6 +21,7 @@ def test_sentinel_url_forms() -> None:
     t = SentinelURL.parse("rediss+sentinel://user:p%40ss@h1/mymaster")
     assert t.sentinels == (("h1", 26379),) and t.db == 0 and t.ssl and (t.username, t.password) == ("user", "p@ss")
     assert SentinelURL.parse("redis+sentinel://h1/s?ssl=true").ssl
+    assert SentinelURL.parse("redis+sentinel://h1/s?sentinel_password=a+b%2Bc").sentinel_password == "a+b+c"
 
 
 @pytest.mark.parametrize("url", ["redis+sentinel://h1:26379", "redis+sentinel://h1/s/x", "redis+sentinel://h1/s/0/1",
