@@ -19,6 +19,7 @@ import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import pytest
 
 from tests.chaos.ha_backends import MariaDBHA, RedisHA
@@ -121,18 +122,43 @@ async def firing_again(c: Cluster, jobs: list[str], after: datetime) -> None:
     await wait_until_all_firing(c, jobs, since=after)
 
 
+async def live_events(c: Cluster, url: str, seen: list[datetime]) -> None:
+    """A dashboard's live stream on one node, reconnecting as a browser does: when each
+    `executions` event arrived."""
+    while True:
+        try:
+            async with c.session().get(f"{url}/api/crons/status/stream",
+                                       timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as r:
+                async for line in r.content:
+                    if line.startswith(b"event: executions"):
+                        seen.append(now())
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        await asyncio.sleep(0.5)
+
+
 async def test_redis_primary_killed_sentinels_promote(make_cluster, backends) -> None:
     redis, _ = backends
     c, jobs = await ha_cluster(make_cluster, backends, "harkill", 3)
     start = now()
-    async with users(c) as statuses:
-        await asyncio.sleep(2)
-        killed_at = now()
-        old = await redis.kill_primary()
-        new = await redis.wait_failover(old)
-        promoted = (now() - killed_at).total_seconds()
-        await firing_again(c, jobs, now())
-        await asyncio.sleep(2)
+    events: list[datetime] = []
+    stream = asyncio.create_task(live_events(c, c.any_node().url, events))
+    try:
+        async with users(c) as statuses:
+            await asyncio.sleep(2)
+            killed_at = now()
+            old = await redis.kill_primary()
+            new = await redis.wait_failover(old)
+            promoted = (now() - killed_at).total_seconds()
+            await firing_again(c, jobs, now())
+            recovered = now()
+            # the events-stream reader followed the failover too: the open dashboard goes on updating
+            await wait_for(lambda: any(t > recovered for t in events), 20, "the live stream to carry executions again")
+            await asyncio.sleep(2)
+    finally:
+        stream.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stream
     await c.wait_members(set(c.nodes), timeout=20)
     await asyncio.sleep(2)
     v = await verdict(c, jobs, start)
