@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlparse
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
+from . import netloc
+
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
 
@@ -43,18 +45,11 @@ class SentinelURL:
         u = urlparse(url)
         if u.scheme not in SENTINEL_SCHEMES:
             raise RedisURLError(f"not a Sentinel URL: {u.scheme}://")
-        userinfo, _, hostlist = u.netloc.rpartition("@")
-        user, _, password = userinfo.partition(":")
-        sentinels = []
-        for text in hostlist.split(","):
-            try:
-                part = urlparse(f"//{text}")
-                port = part.port or 26379
-            except ValueError as e:
-                raise RedisURLError(f"bad Sentinel address {text!r}: {e}") from None
-            if not part.hostname:
-                raise RedisURLError("a Sentinel URL needs at least one host:port")
-            sentinels.append((part.hostname, port))
+        user, password, texts = netloc.split(u.netloc)
+        try:
+            sentinels = [netloc.host_port(t, 26379) for t in texts]
+        except ValueError as e:
+            raise RedisURLError(f"a Sentinel URL needs host:port for each Sentinel: {e}") from None
         path = [p for p in u.path.split("/") if p]
         if not path or len(path) > 2:
             raise RedisURLError("a Sentinel URL names the service: redis+sentinel://h1:26379,h2:26379/<service>/<db>")
@@ -69,7 +64,7 @@ class SentinelURL:
             raise RedisURLError(f"unknown Sentinel URL options {sorted(unknown)} (ssl, sentinel_password, sentinel_username)")
         return cls(
             sentinels=tuple(sentinels), service=unquote(path[0]), db=db,
-            username=unquote(user) or None, password=unquote(password) or None,
+            username=user or None, password=password or None,
             sentinel_username=query.get("sentinel_username") or None,
             sentinel_password=query.get("sentinel_password") or None,
             ssl=u.scheme == "rediss+sentinel" or query.get("ssl", "").lower() in ("1", "true", "yes"),

@@ -10,8 +10,9 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
+from . import netloc
 from .redisconn import RedisURLError, check_url
 
 
@@ -40,16 +41,18 @@ class DatabaseURL:
         db = u.path.lstrip("/")
         if not db:
             raise SettingsError("CRONRING_DATABASE_URL must name a database: mysql://user:pass@host:3306/cronring")
-        userinfo, _, hostlist = u.netloc.rpartition("@")
-        user, _, password = userinfo.partition(":")
-        hosts = tuple(_host_port(h) for h in hostlist.split(",")) if hostlist else (("127.0.0.1", 3306),)
+        user, password, texts = netloc.split(u.netloc)
+        try:
+            hosts = tuple(netloc.host_port(t, 3306) for t in texts) if any(texts) else (("127.0.0.1", 3306),)
+        except ValueError as e:
+            raise SettingsError(f"CRONRING_DATABASE_URL: {e}") from None
         if len(set(hosts)) != len(hosts):
             raise SettingsError("CRONRING_DATABASE_URL names a host twice")
         return cls(
             host=hosts[0][0],
             port=hosts[0][1],
-            user=unquote(user or "root"),
-            password=unquote(password),
+            user=user or "root",
+            password=password,
             database=db,
             ssl="ssl=true" in (u.query or "").lower(),
             hosts=hosts,
@@ -58,18 +61,6 @@ class DatabaseURL:
     def redacted(self) -> str:
         where = ",".join(f"{h}:{p}" for h, p in self.hosts or ((self.host, self.port),))
         return f"mysql://{self.user}:***@{where}/{self.database}"
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` (default port 3306)."""
-    try:
-        parts = urlparse(f"//{text}")
-        port = parts.port or 3306
-    except ValueError as e:
-        raise SettingsError(f"CRONRING_DATABASE_URL: bad host {text!r}: {e}") from None
-    if not parts.hostname:
-        raise SettingsError(f"CRONRING_DATABASE_URL: empty host in {text!r}")
-    return parts.hostname, port
 
 
 def _float(name: str, value: str) -> float:

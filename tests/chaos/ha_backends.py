@@ -58,7 +58,28 @@ def _pairs(reply: dict[str, Any] | list[Any]) -> dict[str, Any]:
     return dict(reply) if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
 
 
-class RedisHA:
+class _Backend:
+    """``async with``: started on entry, every process stopped on exit (or when the start fails)."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+
+class RedisHA(_Backend):
     """A private Redis primary + replica watched by three Sentinels; no persistence.
 
     `sentinel_url()` is the `redis+sentinel://…` URL for the service; `kill_primary()` SIGKILLs whichever
@@ -78,16 +99,6 @@ class RedisHA:
         self.start_seconds: float | None = None
 
     # -- lifecycle
-    async def __aenter__(self) -> Self:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        await self.stop()
 
     def _server(self, port: int, replicaof: int | None = None) -> Proc:
         assert self.dir is not None
@@ -347,7 +358,7 @@ async def _install_db(datadir: Path, log: Path) -> None:
         raise AssertionError(f"mariadb-install-db {datadir} failed ({p.returncode}):\n{out.decode(errors='replace')[-3000:]}")
 
 
-class MariaDBHA:
+class MariaDBHA(_Backend):
     """A private MariaDB primary + one semi-synchronous GTID replica (read_only), root without a password.
 
     `primary`/`replica` are the current roles: promote_replica() swaps them (the old primary, dead,
@@ -362,16 +373,6 @@ class MariaDBHA:
         self.start_seconds: float | None = None
         self.install_seconds: float | None = None
 
-    async def __aenter__(self) -> Self:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        await self.stop()
 
     async def start(self, timeout: float = 60) -> None:
         t0 = time.monotonic()

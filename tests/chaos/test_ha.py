@@ -24,7 +24,7 @@ import pytest
 
 from tests.chaos.ha_backends import MariaDBHA, RedisHA
 from tests.chaos.test_faults import verdict, wait_until_all_firing
-from tests.chaos.witness import ts
+from tests.chaos.witness import Verdict, ts
 from tests.harness import ARTIFACTS, Cluster, wait_for
 
 pytestmark = [pytest.mark.ha, pytest.mark.slow]  # not `chaos`: CI repeats that group; this runs once per run
@@ -122,6 +122,12 @@ async def firing_again(c: Cluster, jobs: list[str], after: datetime) -> None:
     await wait_until_all_firing(c, jobs, since=after)
 
 
+async def judged(c: Cluster, jobs: list[str], start: datetime, fault_at: datetime) -> tuple[Verdict, float]:
+    """Once the last outcomes are written: the fault suite's verdict, and the seconds nothing fired."""
+    await asyncio.sleep(2)
+    return await verdict(c, jobs, start), await quiet_seconds(c, jobs, fault_at)
+
+
 async def live_events(c: Cluster, url: str, seen: list[datetime]) -> None:
     """A dashboard's live stream on one node, reconnecting as a browser does: when each
     `executions` event arrived."""
@@ -160,9 +166,7 @@ async def test_redis_primary_killed_sentinels_promote(make_cluster, backends) ->
         with contextlib.suppress(asyncio.CancelledError):
             await stream
     await c.wait_members(set(c.nodes), timeout=20)
-    await asyncio.sleep(2)
-    v = await verdict(c, jobs, start)
-    quiet = await quiet_seconds(c, jobs, killed_at)
+    v, quiet = await judged(c, jobs, start, killed_at)
     print(f"Redis primary killed ({old} -> {new}): Sentinels promoted in {promoted:.1f} s; nothing fired for "
           f"{quiet:.1f} s; {v.summary()}; users saw {statuses}")
 
@@ -181,9 +185,7 @@ async def test_mariadb_primary_killed_replica_promoted(make_cluster, backends) -
         point_witness_at_primary(c, mariadb)
         await firing_again(c, jobs, now())
         await asyncio.sleep(2)
-    await asyncio.sleep(2)
-    v = await verdict(c, jobs, start)
-    quiet = await quiet_seconds(c, jobs, killed_at)
+    v, quiet = await judged(c, jobs, start, killed_at)
     for n in c.nodes.values():  # every node moved to the new primary, says so, and shows it
         assert "MariaDB primary changed" in n.log(), n.name
         db = (await c.get_json(f"{n.url}/api/cluster"))["backends"]["database"]
@@ -208,9 +210,7 @@ async def test_redis_failover_during_scale_up(make_cluster, backends) -> None:
         await c.wait_members(set(c.nodes), timeout=30)
         await firing_again(c, jobs, now())
         await asyncio.sleep(2)
-    await asyncio.sleep(2)
-    v = await verdict(c, jobs, start)
-    quiet = await quiet_seconds(c, jobs, killed_at)
+    v, quiet = await judged(c, jobs, start, killed_at)
 
     async def new_node_fires() -> bool:
         return any(d["node"] == "hascale-3" and ts(d["arrivedAt"]) > killed_at for d in await c.deliveries())
