@@ -211,6 +211,13 @@ def _print_cluster(view: dict[str, Any]) -> None:
     print(f"epoch {view['epoch']} · {len(view['members'])} member(s) · asked {view['nodeId']}")
     for m in view["members"]:
         print(f"  {m['id']:<24} {m.get('url') or '':<28} owned {m.get('owned')!s:<6} heartbeat {m['heartbeatAgeMs']} ms ago")
+    b = view.get("backends")
+    if b:  # where the asked node's Redis and MariaDB are (an older node does not say)
+        redis, db = b["redis"], b["database"]
+        print("Redis: " + (f"through Sentinel, service {redis.get('service')}" if redis["mode"] == "sentinel" else "one server"))
+        print("MariaDB: " + (f"one server ({', '.join(db['hosts'])})" if db["mode"] == "single" else
+                             f"writes to {db['primary'] or 'no host yet'} of {', '.join(db['hosts'])}; "
+                             f"moved {db['switches']} time(s)"))
 
 
 def _print_history(rows: list[dict[str, Any]]) -> None:
@@ -275,7 +282,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--exit-code", action="store_true", help="exit 2 when there are changes (drift checks in CI)")
     ap.add_argument("--rotate-secrets", action="store_true",
                     help="send the file's secrets again (secret values cannot be compared: the API masks them)")
-    sub.add_parser("cluster", parents=[out], help="members, epoch, owned jobs")
+    sub.add_parser("cluster", parents=[out], help="members, epoch, owned jobs, where Redis and MariaDB are")
     return p
 
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import random
 import signal
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -25,7 +26,7 @@ import pytest
 from tests.chaos.ha_backends import MariaDBHA, RedisHA
 from tests.chaos.test_faults import verdict, wait_until_all_firing
 from tests.chaos.witness import Verdict, ts
-from tests.harness import ARTIFACTS, Cluster, wait_for
+from tests.harness import ARTIFACTS, ROOT, Cluster, wait_for
 
 pytestmark = [pytest.mark.ha, pytest.mark.slow]  # not `chaos`: CI repeats that group; this runs once per run
 
@@ -191,6 +192,10 @@ async def test_mariadb_primary_killed_replica_promoted(make_cluster, backends) -
         db = (await c.get_json(f"{n.url}/api/cluster"))["backends"]["database"]
         assert db["primary"] == f"127.0.0.1:{new}" and db["switches"] >= 1 and db["mode"] == "primary-switch", db
         assert "cronring_database_primary_switches_total 1.0" in await (await c.session().get(f"{n.url}/metrics")).text()
+    shown = await asyncio.create_subprocess_exec(sys.executable, "-m", "node", "--url", c.any_node().url, "cluster",
+                                                 cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+    out = (await shown.communicate())[0].decode()
+    assert "Redis: through Sentinel, service cronring" in out and f"writes to 127.0.0.1:{new}" in out, out
     print(f"MariaDB primary killed ({old} -> {new}, promoted after {promoted:.1f} s): nothing fired for "
           f"{quiet:.1f} s; {v.summary()}; users saw {statuses}")
 

@@ -133,6 +133,7 @@ async def test_apply_with_secrets_converges_and_never_prints_them(cluster: Clust
 async def test_cluster_command_lists_nodes(cluster: Cluster) -> None:
     code, out = await cli(cluster, "cluster")
     assert code == 0 and "eco-1" in out and "eco-2" in out and "epoch" in out
+    assert "Redis: one server" in out and "MariaDB: one server (127.0.0.1:" in out, out
 
 
 async def test_openapi_matches_routes_and_examples_work(cluster: Cluster) -> None:
