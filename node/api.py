@@ -20,7 +20,7 @@ from .errors import BadRequest, RequestTimeout, UnsupportedMediaType
 from .jobs import Job, rfc3339
 from .messages import MembershipEvent, unpack
 from .openapi import spec as openapi_spec
-from .redisconn import SentinelURL
+from .redisconn import SentinelURL, is_sentinel
 from .runtime import RUNTIME, Runtime
 from .schedule import ScheduleError, describe, parse
 
@@ -365,7 +365,7 @@ def backends_view(r: Runtime) -> dict[str, Any]:
     """Where this node's Redis and MariaDB are: with Sentinel, the service it follows; with several
     MariaDB hosts, the one it writes to now and how often that changed (never a password)."""
     url = r.settings.database
-    sentinel = r.settings.redis_url.partition("://")[0].endswith("+sentinel")
+    sentinel = is_sentinel(r.settings.redis_url)
     return {
         "redis": {"mode": "sentinel" if sentinel else "single",
                   **({"service": SentinelURL.parse(r.settings.redis_url).service} if sentinel else {})},

@@ -397,9 +397,13 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+def _described(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {**schema, "description": description} if description else schema
+
+
 def _integer(api: str, attr: str, lo: int, hi: int, description: str = "") -> FieldSpec:
     schema: dict[str, Any] = {"type": "integer", "minimum": lo, "maximum": hi}
-    return FieldSpec(api, attr, lambda v, _m: _int_field(v, lo, hi), {**schema, **({"description": description} if description else {})})
+    return FieldSpec(api, attr, lambda v, _m: _int_field(v, lo, hi), _described(schema, description))
 
 
 def _boolean(api: str, attr: str) -> FieldSpec:
@@ -409,7 +413,7 @@ def _boolean(api: str, attr: str) -> FieldSpec:
 def _enum(api: str, attr: str, enum: type[StrEnum], description: str = "") -> FieldSpec:
     check = _check_enum(enum)
     schema: dict[str, Any] = {"type": "string", "enum": [e.value for e in enum]}
-    return FieldSpec(api, attr, lambda v, _m: check(v), {**schema, **({"description": description} if description else {})})
+    return FieldSpec(api, attr, lambda v, _m: check(v), _described(schema, description))
 
 
 def _string(api: str, attr: str, max_len: int, *, empty_ok: bool = True, null: Any = _NOT_NULL, required: bool = False,

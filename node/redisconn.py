@@ -71,19 +71,22 @@ class SentinelURL:
         )
 
 
+def is_sentinel(url: str) -> bool:
+    return url.partition("://")[0] in SENTINEL_SCHEMES
+
+
 def check_url(url: str) -> None:
     """Raise RedisURLError for a URL the node could not use."""
-    scheme = url.partition("://")[0]
-    if scheme in SENTINEL_SCHEMES:
+    if is_sentinel(url):
         SentinelURL.parse(url)
-    elif scheme not in ("redis", "rediss", "unix"):
+    elif url.partition("://")[0] not in ("redis", "rediss", "unix"):
         raise RedisURLError("must start with redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://")
 
 
 def connect(url: str, **options: Any) -> aioredis.Redis:
     """A client for ``url``; ``options`` (timeouts, retry policy…) apply to every Redis connection, and
     the socket timeouts and the retry policy to the Sentinel connections too."""
-    if url.partition("://")[0] not in SENTINEL_SCHEMES:
+    if not is_sentinel(url):
         return aioredis.from_url(url, **options)
     s = SentinelURL.parse(url)
     auth: dict[str, Any] = {"username": s.username, "password": s.password, "ssl": s.ssl}

@@ -146,6 +146,7 @@ _GONE_CODES = {2003, 2006, 2013, 2055}  # can't connect; server has gone away; l
 FAILOVER_WAIT = 15.0  # seconds an operation waits for a writable host to appear before it is refused
 STATEMENT_TIMEOUT = 30.0  # with several hosts: a statement (or transaction) longer than this means a lost host
 VERIFY_EVERY = 5.0  # with several hosts: seconds between checks that the host in use is still writable
+SEARCH_EVERY = 0.5  # with several hosts: seconds between searches for the writable one
 _RETRYING: contextvars.ContextVar[bool] = contextvars.ContextVar("store_retrying", default=False)
 
 
@@ -155,9 +156,13 @@ def retrying() -> bool:
     return _RETRYING.get()
 
 
+def _read_only_error(e: BaseException) -> bool:
+    return isinstance(e, pymysql.err.OperationalError) and bool(e.args) and e.args[0] in _READ_ONLY_CODES
+
+
 def _moves_primary(e: BaseException) -> bool:
     if isinstance(e, pymysql.err.OperationalError):
-        return bool(e.args) and e.args[0] in _READ_ONLY_CODES | _GONE_CODES
+        return _read_only_error(e) or (bool(e.args) and e.args[0] in _GONE_CODES)
     return isinstance(e, pymysql.err.InterfaceError | ConnectionError | OSError | asyncio.TimeoutError)
 
 
@@ -272,6 +277,11 @@ def _ph(n: int) -> str:
     return ",".join(["%s"] * n)
 
 
+async def _job_exists(cur: aiomysql.Cursor, job_id: str) -> bool:
+    await cur.execute("SELECT 1 FROM jobs WHERE id=%s", (job_id,))
+    return await cur.fetchone() is not None
+
+
 class Store:
     def __init__(self, url: DatabaseURL, *, pool_size: int = 10, connect_timeout: float = 3.0) -> None:
         self.url = url
@@ -296,6 +306,10 @@ class Store:
         async with self._pool_lock:
             if self._closed:
                 raise StoreUnavailable("the store is closed (the node is stopping)")
+            if self._pool is None and self.multi_host and \
+                    asyncio.get_running_loop().time() - self._scan_failed_at < SEARCH_EVERY:
+                # callers queued behind a search that found no writable host: one search is enough
+                raise StoreUnavailable("no writable MariaDB host (searched a moment ago)")
             if self._pool is None:
                 try:
                     host, port = await self._find_primary()
@@ -384,8 +398,7 @@ class Store:
         StoreUnavailable when none appears."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FAILOVER_WAIT
-        if self.primary is not None and not (isinstance(error, pymysql.err.OperationalError)
-                                             and error.args and error.args[0] in _READ_ONLY_CODES):
+        if self.primary is not None and not _read_only_error(error):
             try:
                 if not await self._read_only(*self.primary):
                     return
@@ -395,14 +408,11 @@ class Store:
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
-                    if loop.time() - self._scan_failed_at < 0.5:  # one search at a time is enough
-                        await asyncio.sleep(0.5)
-                        continue
                     try:
                         await self._get_pool()
                         return
                     except StoreUnavailable:
-                        await asyncio.sleep(0.5)
+                        await asyncio.sleep(SEARCH_EVERY)
         except TimeoutError:
             raise StoreUnavailable(f"no writable MariaDB host within {FAILOVER_WAIT:g} s") from None
 
@@ -484,7 +494,7 @@ class Store:
         probes): drop a failed host but do not wait for the next one."""
         for attempt in (1, 2):
             pool = await self._get_pool()
-            token = _RETRYING.set(attempt == 2 or _RETRYING.get())  # (or the caller re-runs: tests)
+            token = _RETRYING.set(True) if attempt == 2 else None
             try:
                 async with pool.acquire() as conn:
                     try:
@@ -508,7 +518,8 @@ class Store:
                 await self._lost_primary(pool, e)
                 continue
             finally:
-                _RETRYING.reset(token)
+                if token is not None:
+                    _RETRYING.reset(token)
             self.available = True
             return result
         raise AssertionError("unreachable")
@@ -561,10 +572,8 @@ class Store:
         lock = f"cronring-create-{self.url.database}"
 
         async def go(cur: aiomysql.Cursor) -> None:
-            if retrying():  # the first run may have committed: the id is ours alone
-                await cur.execute("SELECT 1 FROM jobs WHERE id=%s", (job_id,))
-                if await cur.fetchone() is not None:
-                    return
+            if retrying() and await _job_exists(cur, job_id):  # the first run committed: the id is ours alone
+                return
             # The cap is checked and the row inserted under one named lock (every node, every
             # create): 40 concurrent creates can no longer pass the count together.
             await cur.execute("SELECT GET_LOCK(%s, 10) AS ok", (lock,))
@@ -598,10 +607,8 @@ class Store:
         rows = [(i, j.name, j.schedule, j.time_zone, int(j.paused), json.dumps(j.spec())) for i, j in zip(ids, jobs, strict=True)]
 
         async def go(cur: aiomysql.Cursor) -> None:
-            if retrying():  # one transaction: the first id there means all of them are
-                await cur.execute("SELECT 1 FROM jobs WHERE id=%s", (ids[0],))
-                if await cur.fetchone() is not None:
-                    return
+            if retrying() and await _job_exists(cur, ids[0]):  # one transaction: the first id, all of them
+                return
             for k in range(0, len(rows), 1000):
                 chunk = rows[k : k + 1000]
                 sql = (
@@ -706,10 +713,9 @@ class Store:
                 await cur.execute("SELECT version, spec, name, schedule, time_zone, paused FROM jobs"
                                   " WHERE id=%s AND deleted_at IS NULL", (job_id,))
                 row = await cur.fetchone()
-                if row is not None and json.loads(row["spec"]) == json.loads(json.dumps(job.spec())) and \
-                        (row["name"], row["schedule"], row["time_zone"], bool(row["paused"])) == \
-                        (job.name, job.schedule, job.time_zone, job.paused) and \
-                        (if_version is None or row["version"] == if_version + 1):
+                if row is not None and (if_version is None or row["version"] == if_version + 1) and \
+                        (row["name"], row["schedule"], row["time_zone"], row["paused"], json.loads(row["spec"])) == \
+                        (*args[:4], json.loads(args[4])):
                     return
             await cur.execute(sql, args)
             if cur.rowcount == 0:
