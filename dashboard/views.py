@@ -17,6 +17,7 @@ import jinja2
 from aiohttp import web
 
 from .. import actions
+from ..aio import Slices
 from ..api import BODY_READ_SECONDS, cluster_view, enrich, exec_to_api, preview
 from ..audit import job_ledger, settle_for
 from ..auth import COOKIE, SESSION_SECONDS, THROTTLE, client_address, csrf_for_session, scope_of, session_value
@@ -24,7 +25,7 @@ from ..errors import ApiError
 from ..jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError, rfc3339
 from ..outbound import OutboundDenied
 from ..runtime import RUNTIME
-from ..schedule import ScheduleError, describe, parse
+from ..schedule import Budget, ScheduleError, describe, parse
 from ..store import NotFound, StoreUnavailable, VersionConflict
 
 HERE = Path(__file__).parent
@@ -101,11 +102,12 @@ def ago(value: str | None) -> str:
 
 
 UPCOMING_MAX = 30
+UPCOMING_STEPS = 1_000
 UPCOMING_WINDOW = timedelta(minutes=10)
 _UPCOMING: dict[tuple[str, str], list[datetime]] = {}
 
 
-def upcoming(row: dict[str, Any]) -> str:
+async def upcoming(row: dict[str, Any], slices: Slices) -> str:
     """A row's next fire times for its live "Next run" cell: those in the next ten minutes (at
     most 30), and always at least the next one; the page advances through them each second and
     asks for the row again when they run out. Shared by rows with the same schedule and zone."""
@@ -117,11 +119,12 @@ def upcoming(row: dict[str, Any]) -> str:
     if times is None or times[0] <= now:
         times = []
         try:
-            for t in parse(*key).iter_after(now):
+            for t in parse(*key).iter_after(now, Budget(UPCOMING_STEPS)):
                 if len(times) >= UPCOMING_MAX or (times and t > now + UPCOMING_WINDOW):
                     break
                 times.append(t)
-        except (ScheduleError, StopIteration):
+                await slices.pause()
+        except ScheduleError:
             pass
         if not times:
             return ""
@@ -150,9 +153,10 @@ async def jobs_page(request: web.Request) -> web.Response:
     more = len(jobs) > PAGE
     jobs = jobs[:PAGE]
     rows = await enrich(r, jobs)
+    slices = Slices()
     for row in rows:
         row["describe"] = describe(row["schedule"])
-        row["upcoming"] = upcoming(row)
+        row["upcoming"] = await upcoming(row, slices)
     return render(request, "jobs.html", {"rows": rows, "q": q or "", "state": state, "total": total,
                                          "next_cursor": jobs[-1].seq if more and jobs else None,
                                          "first_page": cursor is None and not q and state == "all"})
@@ -164,7 +168,7 @@ async def job_row(request: web.Request) -> web.Response:
     job = await r.store.get_job(request.match_info["id"])
     (row,) = await enrich(r, [job])
     row["describe"] = describe(row["schedule"])
-    row["upcoming"] = upcoming(row)
+    row["upcoming"] = await upcoming(row, Slices())
     return render(request, "_row.html", {"row": row})
 
 
@@ -176,7 +180,10 @@ async def job_page(request: web.Request) -> web.Response:
         return render(request, "error.html", {"message": "No such job (it may have been deleted)."}, 404)
     (row,) = await enrich(r, [job])
     row["describe"] = describe(job.schedule)
-    fires = [] if job.paused else preview(job.schedule, job.time_zone, datetime.now(UTC), 10)
+    try:
+        fires = [] if job.paused else await preview(job.schedule, job.time_zone, datetime.now(UTC), 10)
+    except ScheduleError:
+        fires = []
     history = [exec_to_api(e) for e in await r.store.executions(job.id, limit=50)]
     now = datetime.now(UTC)
     st = r.settings

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 
 def raise_if_cancelling() -> None:
@@ -30,3 +32,41 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+SLICE_SECONDS = 0.005  # CPU-bound work on the loop yields after this long: a small fraction of a heartbeat
+
+
+class Slices:
+    """Cooperative slicing of CPU-bound work that runs on the event loop (schedule previews, ledgers,
+    next fire times of a page of jobs): ``await slices.pause()`` after each step yields to the loop once
+    ``seconds`` of work have passed since the last yield, so no request holds the loop (and with it the
+    heartbeat and every timer) for longer than about one step more than that."""
+
+    __slots__ = ("deadline", "seconds", "yields")
+
+    def __init__(self, seconds: float = SLICE_SECONDS) -> None:
+        self.seconds = seconds
+        self.deadline = time.perf_counter() + seconds
+        self.yields = 0
+
+    async def pause(self) -> None:
+        if time.perf_counter() >= self.deadline:
+            await asyncio.sleep(0)
+            self.yields += 1
+            self.deadline = time.perf_counter() + self.seconds
+
+
+LAG_PROBE = 0.05  # seconds between the loop monitor's wake-ups
+
+
+async def watch_loop(observe: Callable[[float], None], warn: Callable[[float], None], *, warn_after: float = 0.5) -> None:
+    """Measure how late the event loop wakes a timer, forever: ``observe(lag)`` each time, ``warn(lag)`` when
+    it was held for longer than ``warn_after`` (a request or loop that blocks it stalls the heartbeat)."""
+    while True:
+        start = time.perf_counter()
+        await asyncio.sleep(LAG_PROBE)
+        lag = max(0.0, time.perf_counter() - start - LAG_PROBE)
+        observe(lag)
+        if lag > warn_after:
+            warn(lag)

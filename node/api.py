@@ -9,12 +9,14 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import actions, metrics
+from .aio import Slices
 from .audit import job_ledger, settle_for
 from .errors import BadRequest, RequestTimeout, UnsupportedMediaType
 from .jobs import Job, rfc3339
@@ -22,7 +24,7 @@ from .messages import MembershipEvent, unpack
 from .openapi import spec as openapi_spec
 from .redisconn import SentinelURL, is_sentinel
 from .runtime import RUNTIME, Runtime
-from .schedule import ScheduleError, describe, parse
+from .schedule import Budget, ScheduleError, ScheduleTooCostly, describe, parse
 
 MAX_PAGE = 500
 MAX_PREVIEW = 100
@@ -100,14 +102,19 @@ def _if_match(request: web.Request) -> int | None:
     return int(v)
 
 
-def preview(schedule_text: str, zone: str, start: datetime, count: int) -> list[dict[str, str]]:
+PREVIEW_STEPS = 4_000  # schedule steps one preview may spend (100 fires cost at most ~400)
+
+
+async def preview(schedule_text: str, zone: str, start: datetime, count: int) -> list[dict[str, str]]:
+    """The next ``count`` fire times, computed in slices (never holding the loop) within PREVIEW_STEPS
+    (``ScheduleTooCostly`` past it). Fewer when the schedule ends."""
     s = parse(schedule_text, zone)
     out = []
-    it = s.iter_after(start)
-    for _ in range(count):
-        t = next(it)
+    slices = Slices()
+    for t in islice(s.iter_after(start, Budget(PREVIEW_STEPS)), count):
         local = t.astimezone(s.zone)
         out.append({"utc": rfc3339(t) or "", "local": local.isoformat(), "offset": local.strftime("%z")[:3] + ":" + local.strftime("%z")[3:]})
+        await slices.pause()
     return out
 
 
@@ -124,7 +131,7 @@ def next_run(job: Job) -> str | None:
     if nxt is None or nxt <= now:
         try:
             nxt = job.parsed_schedule.next_after(now)
-        except (ScheduleError, StopIteration):
+        except ScheduleError:
             return None
         if len(_NEXT_RUN) > 10_000:
             _NEXT_RUN.clear()
@@ -166,6 +173,7 @@ async def enrich(r: Runtime, jobs: list[Job], last: dict[str, dict[str, Any]] | 
     except Exception:
         holders = {}
     out = []
+    slices = Slices()  # a page of 500 jobs with rare schedules: their next fires are computed in slices
     for j in jobs:
         d = j.to_api()
         le = last.get(j.id)
@@ -177,6 +185,7 @@ async def enrich(r: Runtime, jobs: list[Job], last: dict[str, dict[str, Any]] | 
         d["state"] = job_state(j, le)
         d["lastExecution"] = exec_to_api(le)
         out.append(d)
+        await slices.pause()
     return out
 
 
@@ -281,7 +290,10 @@ async def job_ticks(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", TICKS_LIMIT, 1, TICKS_LIMIT)
     s = r.settings
     settle = settle_for(s.member_ttl, s.heartbeat_interval, s.claim_ahead)
-    ledger = await job_ledger(r.store, job_id, start, end, settle=settle, limit=limit)
+    try:
+        ledger = await job_ledger(r.store, job_id, start, end, settle=settle, limit=limit)
+    except ScheduleTooCostly as e:
+        raise BadRequest(str(e), {"from": rfc3339(start), "to": rfc3339(end)}) from None
     return web.json_response({"jobId": job_id, "from": rfc3339(start), "to": rfc3339(end), **ledger.to_api()})
 
 
@@ -290,8 +302,11 @@ async def preview_cron(request: web.Request) -> web.Response:
     job = await r.store.get_job(request.match_info["id"])
     count = _int_param(request, "count", 10, 1, MAX_PREVIEW)
     start = _instant_param(request.query.get("from"), "from")
-    return web.json_response({"schedule": job.schedule, "timeZone": job.time_zone,
-                              "fires": preview(job.schedule, job.time_zone, start, count)})
+    try:
+        fires = await preview(job.schedule, job.time_zone, start, count)
+    except ScheduleTooCostly as e:
+        raise BadRequest(str(e), {"count": count, "from": rfc3339(start)}) from None
+    return web.json_response({"schedule": job.schedule, "timeZone": job.time_zone, "fires": fires})
 
 
 async def preview_schedule(request: web.Request) -> web.Response:
@@ -314,7 +329,9 @@ async def preview_schedule(request: web.Request) -> web.Response:
         raise BadRequest("invalid input", {"from": "must be an RFC 3339 string"})
     start = _instant_param(frm, "from")
     try:
-        fires = preview(sched, zone, start, count)
+        fires = await preview(sched, zone, start, count)
+    except ScheduleTooCostly as e:
+        raise BadRequest(str(e), {"count": count, "from": rfc3339(start)}) from None
     except ScheduleError as e:
         key = "timeZone" if "time zone" in str(e) else "schedule"
         raise BadRequest("invalid input", {key: str(e)}) from None

@@ -22,8 +22,8 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from . import __version__, api, apidocs, dashboard, redisconn  # type: ignore[attr-defined]  # dashboard: node/__init__
-from .aio import raise_if_cancelling
+from . import __version__, api, apidocs, dashboard, metrics, redisconn  # type: ignore[attr-defined]  # dashboard: node/__init__
+from .aio import raise_if_cancelling, watch_loop
 from .audit import Auditor
 from .auth import auth_middleware
 from .bus import Bus
@@ -95,6 +95,11 @@ async def _supervise(name: str, fn: object) -> None:
             raise_if_cancelling()
             log.exception("loop crashed; restarting", loop=name)
             await asyncio.sleep(1.0)
+
+
+async def _watch_loop() -> None:
+    await watch_loop(metrics.LOOP_LAG.observe,
+                     lambda lag: log.warning("event loop was blocked", seconds=round(lag, 3)))
 
 
 async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -183,6 +188,7 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
             ("bus", r.bus.run), ("catalogue", r.catalogue.run), ("membership", r.membership.run),
             ("reconcile", s.run_reconcile), ("timer", s.run_timer), ("recorder", s.outcomes.recorder.run),
             ("publisher", s.outcomes.publisher.run), ("retention", s.run_retention), ("audit", r.auditor.run),
+            ("loop-monitor", _watch_loop),
         )
     ]
     stop.tasks = {t.get_name(): t for t in tasks}

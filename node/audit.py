@@ -19,10 +19,11 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from . import metrics
-from .aio import raise_if_cancelling
+from .aio import Slices, raise_if_cancelling
 from .jobs import rfc3339
-from .ledger import Fate, Ledger, account, segments
+from .ledger import Book, Fate, Ledger, account, entries, segments
 from .ownership import Owned
+from .schedule import Budget
 from .store import Store, StoreUnavailable
 
 log = structlog.get_logger("audit")
@@ -37,11 +38,22 @@ def settle_for(member_ttl: float, heartbeat_interval: float, claim_ahead: float)
     return timedelta(seconds=member_ttl + heartbeat_interval + claim_ahead + 2)
 
 
+LEDGER_STEPS = 200_000  # schedule steps one ledger read may spend (10,000 entries cost at most ~40,000)
+
+
 async def job_ledger(store: Store, job_id: str, start: datetime, end: datetime, *, settle: timedelta,
                      limit: int) -> Ledger:
+    """One job's ledger for an API read or a page, built in slices (``Slices``): the loop is never held for
+    more than a few milliseconds, whatever the window. Raises ``ScheduleTooCostly`` past LEDGER_STEPS."""
     history, rows, oldest = await store.ledger_inputs([job_id], start, end)
-    return account(segments(history[job_id]), rows[job_id], start=start, end=end, now=datetime.now(UTC),
-                   settle=settle, limit=limit, kept_from=oldest.get(job_id))
+    book = Book(limit=limit, kept_from=oldest.get(job_id))
+    slices = Slices()
+    for entry in entries(segments(history[job_id]), rows[job_id], start=start, end=end, now=datetime.now(UTC),
+                         settle=settle, budget=Budget(LEDGER_STEPS)):
+        if not book.add(entry):
+            break
+        await slices.pause()
+    return book.ledger()
 
 
 class Auditor:
@@ -59,6 +71,7 @@ class Auditor:
         ids = [j for j, o in list(self.owned().items()) if o.anchor >= minute_end and not o.releasing]
         totals = dict.fromkeys(map(str, Fate), 0)
         now = datetime.now(UTC)
+        slices = Slices()
         for k in range(0, len(ids), AUDIT_CHUNK):
             chunk = ids[k : k + AUDIT_CHUNK]
             history, rows, oldest = await self.store.ledger_inputs(chunk, start, minute_end)
@@ -71,6 +84,7 @@ class Auditor:
                     if t.fate is Fate.UNACCOUNTED:
                         log.error("unaccounted tick: due, not paused, and no execution row", job=j,
                                   tick=rfc3339(t.scheduled_at), detail=t.detail)
+                await slices.pause()
             await asyncio.sleep(0)
         for fate, n in totals.items():
             if n:

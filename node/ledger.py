@@ -48,7 +48,7 @@ from functools import lru_cache
 from typing import Any
 
 from .jobs import rfc3339
-from .schedule import Schedule, ScheduleError, parse
+from .schedule import Budget, Schedule, ScheduleError, parse
 
 DEFAULT_LIMIT = 10_000
 ERROR_CHARS = 200  # a row's error quoted in a detail is cut to this many characters
@@ -156,33 +156,61 @@ class Ledger:
 
 
 def account(segments: Sequence[Segment], rows: Iterable[Row], *, start: datetime, end: datetime, now: datetime,
-            settle: timedelta, limit: int = DEFAULT_LIMIT, kept_from: datetime | None = None) -> Ledger:
+            settle: timedelta, limit: int = DEFAULT_LIMIT, kept_from: datetime | None = None,
+            budget: Budget | None = None) -> Ledger:
     """Every scheduled instant in ``[start, end)`` with its fate; at most ``limit`` of them (see the module doc).
-    ``kept_from``: the job's oldest execution row; an instant before it without a row was trimmed, not lost."""
-    ticks: list[TickEntry] = []
-    next_from: datetime | None = None
-    for entry in _Accountant(segments, rows, start=start, end=end, now=now, settle=settle).entries():
-        if len(ticks) >= limit:
-            next_from = entry.scheduled_at
+    ``kept_from``: the job's oldest execution row; an instant before it without a row was trimmed, not lost.
+    ``budget``: a cap on the schedule steps spent (``ScheduleTooCostly`` past it)."""
+    book = Book(limit=limit, kept_from=kept_from)
+    for entry in entries(segments, rows, start=start, end=end, now=now, settle=settle, budget=budget):
+        if not book.add(entry):
             break
-        if entry.fate is Fate.UNACCOUNTED and kept_from is not None and entry.scheduled_at < kept_from \
+    return book.ledger()
+
+
+def entries(segments: Sequence[Segment], rows: Iterable[Row], *, start: datetime, end: datetime, now: datetime,
+            settle: timedelta, budget: Budget | None = None) -> Iterator[TickEntry]:
+    """The entries of the window, in order, one at a time: a caller on an event loop pulls them in slices."""
+    return _Accountant(segments, rows, start=start, end=end, now=now, settle=settle, budget=budget).entries()
+
+
+class Book:
+    """Collects entries into a ``Ledger``: at most ``limit``, the first one past it kept as ``next_from``."""
+
+    __slots__ = ("kept_from", "limit", "next_from", "ticks")
+
+    def __init__(self, *, limit: int, kept_from: datetime | None) -> None:
+        self.limit, self.kept_from = limit, kept_from
+        self.ticks: list[TickEntry] = []
+        self.next_from: datetime | None = None
+
+    def add(self, entry: TickEntry) -> bool:
+        """False once the book is full (``entry`` is then where the next page starts)."""
+        if len(self.ticks) >= self.limit:
+            self.next_from = entry.scheduled_at
+            return False
+        if entry.fate is Fate.UNACCOUNTED and self.kept_from is not None and entry.scheduled_at < self.kept_from \
                 and entry.execution_id is None:
             entry = replace(entry, fate=Fate.TRIMMED,
                             detail="older than the oldest execution kept (CRONRING_HISTORY_PER_JOB)")
-        ticks.append(entry)
-    counts = dict.fromkeys(map(str, Fate), 0)
-    for entry in ticks:
-        counts[str(entry.fate)] += 1
-    return Ledger(ticks=ticks, truncated=next_from is not None, counts=counts, next_from=next_from)
+        self.ticks.append(entry)
+        return True
+
+    def ledger(self) -> Ledger:
+        counts = dict.fromkeys(map(str, Fate), 0)
+        for entry in self.ticks:
+            counts[str(entry.fate)] += 1
+        return Ledger(ticks=self.ticks, truncated=self.next_from is not None, counts=counts, next_from=self.next_from)
 
 
-def instants(segments: Sequence[Segment], start: datetime, end: datetime) -> Iterator[tuple[datetime, Segment]]:
+def instants(segments: Sequence[Segment], start: datetime, end: datetime,
+             budget: Budget | None = None) -> Iterator[tuple[datetime, Segment]]:
     """The scheduled instants in ``[start, end)`` with the segment in force at each, strictly increasing."""
     floor = start - _TINY  # instants are strictly after the floor: >= start, and never one twice
     for seg in segments:
         if seg.schedule is None or seg.start >= end or (seg.end is not None and seg.end < start):
             continue
-        for t in seg.schedule.iter_after(max(seg.start, floor)):
+        for t in seg.schedule.iter_after(max(seg.start, floor), budget):
             if t >= end or (seg.end is not None and t > seg.end):
                 break
             yield t, seg
@@ -193,8 +221,9 @@ class _Accountant:
     """The rows of one job, indexed, and the entries they make for the window."""
 
     def __init__(self, segments: Sequence[Segment], rows: Iterable[Row], *, start: datetime, end: datetime,
-                 now: datetime, settle: timedelta) -> None:
+                 now: datetime, settle: timedelta, budget: Budget | None) -> None:
         self.segments, self.start, self.end, self.now, self.cut = segments, start, end, now, now - settle
+        self.budget = budget
         ones: list[tuple[datetime, int, Row]] = []
         spans: list[tuple[datetime, datetime, int, Row]] = []
         self.others: dict[datetime, Row] = {}  # rows that cover no instant, for the unaccounted hint
@@ -226,7 +255,7 @@ class _Accountant:
 
     def entries(self) -> Iterator[TickEntry]:
         ones, j = self.ones, 0
-        for t, seg in instants(self.segments, self.start, self.end):
+        for t, seg in instants(self.segments, self.start, self.end, self.budget):
             while j < len(ones) and ones[j][0] < t:
                 yield self._stray(*ones[j])
                 j += 1

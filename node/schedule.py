@@ -27,7 +27,7 @@ from itertools import takewhile
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cron_descriptor import ExpressionDescriptor, Options
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 ALIASES = {
     "@yearly": "0 0 1 1 *",
@@ -40,11 +40,31 @@ ALIASES = {
 }
 
 _FIELD_OK = re.compile(r"^[0-9A-Za-z*/,\-?#LW]+$")
+_RANGE = re.compile(r"^([0-9A-Za-z]+)-([0-9A-Za-z]+)(/[0-9]+)?$")
+
+
+def _equal_ranges(field: str) -> str:
+    """``5-5`` (or ``5-5/2``, ``mon-mon``) as the one value it names, as cron(8) reads it: croniter reads a
+    range whose ends are equal as the whole cycle (``0 0 3-3 * *`` would fire every day)."""
+    items = field.split(",")
+    for k, item in enumerate(items):
+        m = _RANGE.match(item)
+        if m and (m[1].lower() == m[2].lower() or (m[1].isdigit() and m[2].isdigit() and int(m[1]) == int(m[2]))):
+            items[k] = m[1]
+    return ",".join(items)
 MAX_EXPRESSION_LEN = 200
 
 
 class ScheduleError(ValueError):
     """A schedule or time zone that cannot be used; the message says why."""
+
+
+class ScheduleExhausted(ScheduleError):
+    """The schedule has no fire time after the instant asked (none within croniter's 50-year search)."""
+
+
+class ScheduleTooCostly(ScheduleError):
+    """A request would spend more schedule steps than its budget: "range too large for this schedule"."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,12 +77,15 @@ class Schedule:
 
     every_seconds: int = 0  # "*/n * * * * *" (n divides 60) or "* * * * * *": plain arithmetic, zone-free
 
-    def next_after(self, instant: datetime) -> datetime:
-        """The first fire instant strictly after ``instant`` (aware, UTC)."""
+    def next_after(self, instant: datetime, budget: Budget | None = None) -> datetime:
+        """The first fire instant strictly after ``instant`` (aware, UTC). Raises ``ScheduleExhausted`` when
+        there is none (croniter finds no match within 50 years)."""
         if self.every_seconds:
             step = timedelta(seconds=self.every_seconds)
             return EPOCH + (_as_utc(instant) - EPOCH) // step * step + step
-        return next(self.iter_after(instant))
+        for t in self.iter_after(instant, budget):
+            return t
+        raise ScheduleExhausted(f"schedule {self.expression!r} has no fire time after {instant.isoformat()}")
 
     def count_between(self, after: datetime, until: datetime) -> int:
         """How many fire instants lie in ``(after, until]``.
@@ -77,27 +100,45 @@ class Schedule:
             return (_as_utc(until) - EPOCH) // step - (_as_utc(after) - EPOCH) // step
         return sum(1 for _ in takewhile(lambda t: t <= until, self.iter_after(after)))
 
-    def iter_after(self, instant: datetime) -> Iterator[datetime]:
-        """Fire instants strictly after ``instant``, strictly increasing, in UTC."""
+    def iter_after(self, instant: datetime, budget: Budget | None = None) -> Iterator[datetime]:
+        """Fire instants strictly after ``instant``, strictly increasing, in UTC.
+
+        Each instant costs a bounded number of croniter steps whatever the expression (see ``_iter_interval``);
+        ``budget``, when given, caps the steps of the whole iteration (``ScheduleTooCostly`` past it)."""
         instant = _as_utc(instant)
         if self.every_seconds:
             t = self.next_after(instant)
             step = timedelta(seconds=self.every_seconds)
             while True:
+                if budget is not None:
+                    budget.spend()
                 yield t
                 t += step
-        if self.interval:
-            yield from self._iter_interval(instant)
-        else:
-            yield from self._iter_fixed(instant)
+        try:
+            if self.interval:
+                yield from self._iter_interval(instant, budget)
+            else:
+                yield from self._iter_fixed(instant, budget)
+        except CroniterBadDateError:  # no match within croniter's 50-year search: the schedule ends here
+            return
 
-    # Interval schedules: every real instant whose local wall clock matches. Time is cut
-    # into segments of constant UTC offset; inside one, wall time and real time move
-    # together, so croniter's wall-clock sequence maps to instants in order.
-    def _iter_interval(self, instant: datetime) -> Iterator[datetime]:
+    # Interval schedules: every real instant whose local wall clock matches. Time is cut into segments
+    # of constant UTC offset (at most SEGMENT long); inside one, wall time and real time move together,
+    # so croniter's wall-clock sequence maps to instants in order. A segment with no match jumps: its
+    # croniter's first match beyond it (croniter jumps over whole months and days itself) says no wall
+    # time matches before it, so the real instants up to JUMP_MARGIN before it are skipped at once (two
+    # UTC offsets differ by less than that). A fire then costs a few segments, never one per two days
+    # since the previous fire (``0 */12 29 2 *`` walked ~730 segments, 80 ms, per fire).
+    def _iter_interval(self, instant: datetime, budget: Budget | None) -> Iterator[datetime]:
         lo = instant  # exclusive lower bound
         tiny = timedelta(microseconds=1)
+        empty = 0  # segments since the last fire
         while True:
+            empty += 1
+            if empty > MAX_EMPTY_SEGMENTS:  # a bound the algorithm never reaches: never an unbounded walk
+                raise ScheduleError(f"schedule {self.expression!r}: next fire not found within {MAX_EMPTY_SEGMENTS} steps")
+            if budget is not None:
+                budget.spend()
             off = (lo + tiny).astimezone(self.zone).utcoffset() or timedelta(0)
             hi = _next_transition(self.zone, lo, off)
             it = croniter(self.croniter_expr, (lo + off).replace(tzinfo=None))
@@ -106,23 +147,53 @@ class Schedule:
                 utc = (wall - off).replace(tzinfo=UTC)
                 if utc >= hi:
                     break
+                if budget is not None:
+                    budget.spend()
                 yield utc
-            lo = hi - tiny
+                empty = 0
+            jump = utc - JUMP_MARGIN
+            # only after a segment without a transition: every real instant after it then has a wall time
+            # past the segment's start (offsets differ by less than SEGMENT)
+            lo = jump if hi == lo + SEGMENT and jump > hi else hi - tiny
 
     # Fixed schedules: wall clock, gap -> end of gap, fold -> first occurrence.
-    def _iter_fixed(self, instant: datetime) -> Iterator[datetime]:
-        # No rewind needed: a wall time before ``instant``'s own is either in the
-        # past or a second occurrence, which fixed schedules never fire.
-        it = croniter(self.croniter_expr, instant.astimezone(self.zone).replace(tzinfo=None))
+    def _iter_fixed(self, instant: datetime, budget: Budget | None) -> Iterator[datetime]:
+        # No rewind needed: a wall time before ``instant``'s own is either in the past or a second
+        # occurrence, which fixed schedules never fire. A start inside a fold's second pass starts from
+        # the fold's end (every wall time before it is a first occurrence already past), and the wall
+        # times a gap swallows, all fired at the gap's end, are stepped over at once.
+        local = instant.astimezone(self.zone)
+        it = croniter(self.croniter_expr, _fold_end(local) if local.fold else local.replace(tzinfo=None))
         last: datetime | None = None
         while True:
+            if budget is not None:
+                budget.spend()
             wall: datetime = it.get_next(datetime)
             aware = wall.replace(tzinfo=self.zone, fold=0)
-            utc = aware.astimezone(UTC) if _exists(aware) else _gap_end(aware)
+            if _exists(aware):
+                utc = aware.astimezone(UTC)
+            else:
+                utc = _gap_end(aware)
+                it = croniter(self.croniter_expr, utc.astimezone(self.zone).replace(tzinfo=None))
             if utc <= instant or (last is not None and utc <= last):
                 continue
             last = utc
             yield utc
+
+
+class Budget:
+    """A cap on the croniter steps one request may spend on schedules (the API's previews and ledgers)."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = self.left = limit
+
+    def spend(self, n: int = 1) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise ScheduleTooCostly(f"range too large for this schedule (more than {self.limit} schedule steps); "
+                                    "ask for a shorter range or fewer fires")
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -135,6 +206,9 @@ def _as_utc(instant: datetime) -> datetime:
 
 
 SEGMENT = timedelta(days=2)  # DST transitions are months apart: at most one per segment
+JUMP_MARGIN = timedelta(hours=36)  # more than any two UTC offsets differ (-12:00 to +14:00), less than SEGMENT
+MAX_EMPTY_SEGMENTS = 64  # segments without a fire, between two fires (a jump makes it a handful)
+_TINY = timedelta(microseconds=1)
 
 
 def _next_transition(zone: ZoneInfo, lo: datetime, off: timedelta) -> datetime:
@@ -150,6 +224,25 @@ def _next_transition(zone: ZoneInfo, lo: datetime, off: timedelta) -> datetime:
         else:
             lo_s = mid + 1
     return datetime.fromtimestamp(lo_s, UTC)
+
+
+def _fold_end(local: datetime) -> datetime:
+    """For an aware local time in the second pass of a fold (``fold=1``): the naive wall time just before
+    the fold ends, i.e. before the first wall time that occurs once again."""
+    first = local.replace(fold=0).astimezone(UTC)  # the same wall time's first occurrence
+    # the transition lies between the two occurrences: find it (first second with the later offset)
+    after = local.utcoffset()
+    lo_s, hi_s = int(first.timestamp()), int(local.timestamp()) + 1
+    while lo_s < hi_s:
+        mid = (lo_s + hi_s) // 2
+        if datetime.fromtimestamp(mid, UTC).astimezone(local.tzinfo).utcoffset() == after:
+            hi_s = mid
+        else:
+            lo_s = mid + 1
+    before = first.astimezone(local.tzinfo).utcoffset() or timedelta(0)
+    transition = datetime.fromtimestamp(lo_s, UTC)
+    # the second pass ends at the transition's wall time read with the earlier offset
+    return (transition + before).replace(tzinfo=None) - _TINY
 
 
 def _exists(aware: datetime) -> bool:
@@ -214,6 +307,7 @@ def parse(expression: str, zone_name: str = "UTC") -> Schedule:
     for f in fields:
         if not _FIELD_OK.match(f):
             raise ScheduleError(f"invalid field {f!r}")
+    fields = [_equal_ranges(f) for f in fields]
     has_seconds = len(fields) == 6
     cron_fields = fields[1:] + fields[:1] if has_seconds else fields
     cexpr = " ".join(cron_fields)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from node.jobs import MisfirePolicy
 from node.planning import OVERLAP, Plan, plan
-from node.schedule import Schedule, parse
+from node.schedule import Budget, Schedule, parse
 
 SKIP, ONCE, ALL = MisfirePolicy.SKIP, MisfirePolicy.FIRE_ONCE, MisfirePolicy.FIRE_ALL
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
@@ -149,8 +149,8 @@ class Counting:
         self.pulled = 0
         original = Schedule.iter_after
 
-        def iter_after(s: Schedule, instant: datetime) -> Iterator[datetime]:
-            for t in original(s, instant):
+        def iter_after(s: Schedule, instant: datetime, budget: Budget | None = None) -> Iterator[datetime]:
+            for t in original(s, instant, budget):
                 self.pulled += 1
                 yield t
 

@@ -168,3 +168,13 @@ def test_every_seconds_fast_path_agrees_with_croniter(expr: str) -> None:
     plain = replace(fast, every_seconds=0)
     assert list(islice(fast.iter_after(t0), 70)) == list(islice(plain.iter_after(t0), 70))
     assert fast.next_after(t0) == plain.next_after(t0)
+
+
+@pytest.mark.parametrize(("expr", "same_as"), [
+    ("5-5 * * * *", "5 * * * *"), ("0 0 3-3 * *", "0 0 3 * *"), ("1,5-5 * * * *", "1,5 * * * *"),
+    ("0 0 * * mon-mon", "0 0 * * mon"), ("0 0 * jan-jan *", "0 0 * jan *"), ("10-10/5 * * * * *", "10 * * * * *"),
+])
+def test_a_range_with_equal_ends_is_its_one_value(expr: str, same_as: str) -> None:
+    # croniter reads "5-5" as the whole cycle ("0 0 3-3 * *" fired every day); cron(8) reads it as 5
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    assert list(islice(parse(expr).iter_after(t0), 5)) == list(islice(parse(same_as).iter_after(t0), 5))
