@@ -10,12 +10,17 @@ The parts, in the order a run uses them:
 * ``plan(seed, seconds)`` is pure: a ``random.Random(seed)`` drives a small model of the cluster
   (nodes up / stopped / down / gone, one global fault at a time, job slots) and returns timed
   ``Step``s. The same seed always gives the same steps; what they meet (a node slow to restart, a
-  503) can differ between runs, so a replay repeats the schedule, not every reply.
+  503) can differ between runs, so a replay repeats the schedule, not every reply. Jobs get frequent
+  schedules and rare interval ones (issue 18): ``0 */12 29 2 *``, which never fires in a run, and
+  ``rare-today`` / ``rare-today-minutely``, names the executor resolves to an every-2-seconds (or
+  every-minute) schedule on the UTC dates of yesterday, today and tomorrow, so they fire in any zone.
 * ``Nemesis`` executes the steps against a ``Cluster`` (tests/harness.py) whose nodes use a private
   redis-server (restarted empty, ``CLIENT PAUSE``d) and reach MariaDB through a ``TcpProxy`` (cut).
   Faults run as tasks (one lock per node, so a node's faults stay in order); API operations run one
-  at a time in plan order, against a random node that is up. Everything is appended to a history
-  with wall-clock times and status codes.
+  at a time in plan order, against a random node that is up. Readers (op ``read``) run beside them, one
+  burst at a time: concurrent previews of rare interval schedules (count 100), job previews, and ledgers
+  from now to year 2400 (limit 10,000) against one node. Everything is appended to a history with
+  wall-clock times and status codes.
 * ``Nemesis.heal`` resumes and restarts what is down, restores the proxy, and waits for the member
   set; ``settle`` waits (on conditions) until the ledger of every job has no ``unaccounted`` and no
   ``running`` instant in the window, or a deadline passes.
@@ -34,16 +39,22 @@ The parts, in the order a run uses them:
      from the affected node(s) arrives between ``fault start + member_ttl + 0.3 s`` and the
      resume/restart, and after a resume nothing that was claimed before the fault (the node must
      have abandoned it);
-  5. ``at_least_once`` jobs lose nothing: no instant of theirs is ``abandoned``.
+  5. ``at_least_once`` jobs lose nothing: no instant of theirs is ``abandoned``;
+  6. no node stalled its event loop: no "event loop was blocked" line (read from the node logs by
+     ``settle``) of 1 s or more, unless logged during a SIGSTOP of that node or within 1 s of its SIGCONT
+     (a resumed process reads its pause as lag).
 
-  Besides, the API never answers a 5xx other than 503, nor a 400 to the valid requests sent here, and a node
-  exits 0 within 30 s of SIGTERM and becomes healthy when started.
+  Besides, the API never answers a 5xx other than 503, nor a 400 to the valid requests sent here (a
+  reader's 400 "range too large" excepted), and a node exits 0 within 30 s of SIGTERM and becomes healthy
+  when started.
 
 Known limits (also in the report): the receiver stamps ``arrivedAt`` when a request is read, so a
 request sent just before a lease lapsed and delayed in a socket is told apart only by the 0.3 s
 tolerance; an edit whose reply was lost (timeout, 503) is counted as maybe-applied from the moment
 it was sent; the lease check cannot see a stale request that never reached the receiver; ticks are
-judged in ``[start, healed)`` only, so a fault's effects on ticks after the heal are not judged. Two findings are
+judged in ``[start, healed)`` only, so a fault's effects on ticks after the heal are not judged; the stall check sees
+only the lag a node logs itself (a node killed while its loop was held logs nothing, and a stall that ends within
+1 s of a SIGCONT of that node is taken for the pause). Two findings are
 warnings, not violations: a request that arrived although its row says ``abandoned`` (a claimer killed, or cut off
 from MariaDB, between sending and recording cannot know it sent), and an instant still ``running`` when the settle
 deadline passed.
@@ -64,10 +75,10 @@ import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlsplit
+from urllib.parse import quote, urlparse, urlsplit
 
 import aiomysql
 import redis.asyncio as aioredis
@@ -93,16 +104,32 @@ MAX_APPLY_JOBS = 4
 NODE_PREFIX = "nem"
 ARTIFACT_DIR = ARTIFACTS / "nemesis"
 
-SCHEDULES = ("* * * * * *", "* * * * * *", "*/2 * * * * *")
+# Rare interval schedules (hour field * or */n; issue 18, High 1): one that never fires in a run (planning,
+# nextRunAt and ledgers still walk it), and two that fire only on the run's own dates. The latter are names
+# in the plan (it stays pure), resolved by the executor from the UTC date of the call (``resolve_schedule``).
+RARE_LEAP = "0 */12 29 2 *"
+RARE_TODAY = "rare-today"  # -> "*/2 * * D1,D2,D3 M1,M2 *": every 2 s, yesterday to tomorrow (UTC), any zone
+RARE_TODAY_MINUTELY = "rare-today-minutely"  # -> "* * D1,D2,D3 M1,M2 *": every minute on those dates
+SCHEDULES = ("* * * * * *", "* * * * * *", "*/2 * * * * *", "* * * * * *", "*/2 * * * * *",
+             RARE_TODAY, RARE_TODAY, RARE_TODAY_MINUTELY, RARE_LEAP)
 ZONES = ("UTC", "Europe/Lisbon", "America/Sao_Paulo", "Asia/Kolkata", "Australia/Lord_Howe", "America/New_York")
+# What the readers preview (count 100): rare interval schedules, each cheap only with the jumping algorithm.
+RARE_PREVIEWS = (RARE_LEAP, "*/15 */2 29 2 *", "0 0 */12 29 2 *", "0 */4 1 1 *", "30 * 29 2 *", RARE_TODAY)
+READ_COUNT = 100  # the API's MAX_PREVIEW
+READ_TICKS_TO = "2400-01-01T00:00:00Z"  # a ledger read from now to here, limit READ_TICKS_LIMIT
+READ_TICKS_LIMIT = 10_000  # the API's TICKS_LIMIT
+TOO_LARGE = "range too large"  # the one 400 a reader may get (a schedule step budget spent)
 
 FAULT_WEIGHTS = {"kill": 1.0, "stop": 1.0, "term": 0.7, "join": 0.6, "leave": 0.5,
                  "redis_pause": 0.7, "redis_restart": 0.4, "db_cut": 0.7}
 OP_WEIGHTS = {"create": 1.5, "edit_uri": 3.0, "edit_schedule": 1.5, "edit_zone": 1.0, "pause": 1.0,
-              "resume": 1.5, "delete": 1.0, "run_now": 2.0, "apply": 0.7}
+              "resume": 1.5, "delete": 1.0, "run_now": 2.0, "apply": 0.7, "read": 1.0}
 FAULT_SHARE = 0.25
 STEP_GAP = (0.2, 0.9)  # seconds between actions: ~110 a minute, ~80 of them API operations
 HEALS = ("restart", "cont", "db_restore")  # steps that end a fault (planned, not drawn)
+STALL_EVENT = "event loop was blocked"  # node/app.py's warning (with ``seconds``) when its loop was held > 0.5 s
+STALL_SECONDS = 1.0  # a stall this long outside a SIGSTOP of the node is a violation
+STALL_AFTER_RESUME = 1.0  # a stopped process reports its pause as lag when it resumes: up to this long after SIGCONT
 
 
 # ================================================================================================
@@ -117,6 +144,19 @@ class Step:
 
     def to_json(self) -> dict[str, Any]:
         return {"at": round(self.at, 3), "kind": self.kind, **self.args}
+
+
+def resolve_schedule(expression: str, now: float) -> str:
+    """The expression a plan's schedule stands for at ``now``: itself, or for ``RARE_TODAY`` (and
+    ``RARE_TODAY_MINUTELY``) an interval schedule restricted to the UTC dates of yesterday, today and
+    tomorrow, which covers today's local date in every zone (offsets lie within ±14 h). Pure."""
+    if expression not in (RARE_TODAY, RARE_TODAY_MINUTELY):
+        return expression
+    today = datetime.fromtimestamp(now, UTC)
+    dates = [today + timedelta(days=d) for d in (-1, 0, 1)]
+    days = ",".join(str(d) for d in sorted({x.day for x in dates}))
+    months = ",".join(str(m) for m in sorted({x.month for x in dates}))
+    return f"*/2 * * {days} {months} *" if expression == RARE_TODAY else f"* * {days} {months} *"
 
 
 def _target(rng: random.Random) -> dict[str, Any]:
@@ -289,6 +329,10 @@ def _draw_op(m: _Model, rng: random.Random, t: float) -> Step | None:
         return Step(at=t, kind=kind, args={"slot": slot, "via": via, **spec})
     if kind == "apply":
         return Step(at=t, kind=kind, args={"via": via, "jobs": _draw_apply(m, rng)})
+    if kind == "read":
+        previews = [{"schedule": rng.choice(RARE_PREVIEWS), "timeZone": rng.choice(ZONES)} for _ in range(3)]
+        return Step(at=t, kind=kind, args={"via": via, "previews": previews,
+                                           "slots": sorted(rng.sample(live, min(2, len(live))))})
     slot = rng.choice(paused if kind == "resume" else running if kind == "pause" else live)
     s = m.slots[slot]
     args: dict[str, Any] = {"slot": slot, "via": via}
@@ -378,6 +422,7 @@ class Nemesis:
         self.db_cut = False
         self.started_at = 0.0
         self.steps_done = 0
+        self.reading = False  # a readers' burst is in flight (one at a time)
 
     # -- history
     def record(self, type_: str, kind: str, t: float | None = None, **fields: Any) -> dict[str, Any]:
@@ -419,7 +464,12 @@ class Nemesis:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 self.steps_done += 1
-                if step.kind in OP_WEIGHTS:
+                if step.kind == "read":
+                    if self.reading:
+                        self.record("op", "read", skipped="the previous readers' burst is still in flight")
+                        continue
+                    self._spawn(self._o_read(step))
+                elif step.kind in OP_WEIGHTS:
                     if self.ops.qsize() >= 6:
                         self.record("op", step.kind, skipped="backlog: the API worker is behind", step=step.to_json())
                         continue
@@ -629,6 +679,8 @@ class Nemesis:
             status, reply = None, f"{type(e).__name__}: {e}"
         t1 = time.time()
         ok = status is not None and 200 <= status < 300
+        if not ok and isinstance(reply, dict) and isinstance(reply.get("error"), str):
+            extra["message"] = reply["error"][:300]  # the API's own error message, whole (``error`` is cut)
         self.record("op", op, t=t0, reply=round(t1, 4), node=node.name, job=job, status=status, want=want,
                     got=_job_view(reply) if ok else None,
                     error=None if ok else (reply if isinstance(reply, str) else json.dumps(reply))[:300],
@@ -657,7 +709,8 @@ class Nemesis:
         slot = a["slot"]
         payload = {
             "name": f"{NODE_PREFIX}-s{slot}", "uri": self.receiver_uri(f"s{slot}", 1, a["target"]),
-            "schedule": a["schedule"], "timeZone": a["timeZone"], "misfirePolicy": a["misfirePolicy"],
+            "schedule": resolve_schedule(a["schedule"], time.time()), "timeZone": a["timeZone"],
+            "misfirePolicy": a["misfirePolicy"],
             "misfireGraceSeconds": a["misfireGraceSeconds"], "concurrencyPolicy": a["concurrencyPolicy"],
             "retries": a["retries"], "retryBackoffMs": 200, "retryMaxBackoffMs": 200, "timeoutMs": 5000,
         }
@@ -692,7 +745,7 @@ class Nemesis:
     async def _o_edit_schedule(self, step: Step) -> None:
         if (jid := await self._job(step)) is None:
             return
-        body = {"schedule": step.args["schedule"]}
+        body = {"schedule": resolve_schedule(step.args["schedule"], time.time())}
         await self.call(step, "edit_schedule", "PUT", f"/api/crons/{jid}", body=body, job=jid, want=body)
 
     async def _o_edit_zone(self, step: Step) -> None:
@@ -732,7 +785,9 @@ class Nemesis:
         if node is None:
             self.record("op", "apply", skipped="no node up")
             return
-        wanted = [{"name": j["name"], "schedule": j["schedule"], "timeZone": j["timeZone"], "paused": j["paused"],
+        now = time.time()
+        wanted = [{"name": j["name"], "schedule": resolve_schedule(j["schedule"], now), "timeZone": j["timeZone"],
+                   "paused": j["paused"],
                    "uri": self.receiver_uri(j["name"].removeprefix(f"{NODE_PREFIX}-"), j["version"], j["target"]),
                    "misfirePolicy": "fire_all", "misfireGraceSeconds": 120} for j in step.args["jobs"]]
         status, listing = await self.call(step, "apply.list", "GET", f"/api/crons?limit=500&q={NODE_PREFIX}-apply-",
@@ -752,6 +807,44 @@ class Nemesis:
             elif action == "delete":
                 await self.call(step, "apply.delete", "DELETE", f"/api/crons/{have['id']}", node=node,
                                 job=have["id"], want={"deleted": True})
+
+    async def _o_read(self, step: Step) -> None:
+        """Readers hammering one node at once: previews of rare interval schedules (count 100), and for up to
+        two existing jobs their preview (count 100) and their ledger from now to year 2400 (limit 10,000).
+        Each call is an op in the history (kinds ``read.*``, ``want`` None: they change nothing), judged by
+        the API check: 200, or 400 only for "range too large"; the node's loop must not stall meanwhile (6).
+
+        A planned op kind (seeded, replayed with the plan) rather than a free-running reader task; run beside
+        the op worker rather than in it, as readers do not wait for writers: a burst that took seconds would
+        otherwise delay the edits whose timing check 3 judges. One burst at a time keeps two cores usable."""
+        self.reading = True
+        try:
+            node = self._via(step)
+            if node is None:
+                self.record("op", "read", skipped="no node up")
+                return
+            now = time.time()
+            calls = []
+            for pv in step.args["previews"]:
+                body = {"schedule": resolve_schedule(pv["schedule"], now), "timeZone": pv["timeZone"],
+                        "count": READ_COUNT}
+                calls.append(self.call(step, "read.preview", "POST", "/api/schedules/preview", node=node, body=body,
+                                       schedule=body["schedule"], timeZone=body["timeZone"]))
+            span = f"from={quote(_iso(now) or '')}&to={quote(READ_TICKS_TO)}&limit={READ_TICKS_LIMIT}"
+            for slot in step.args["slots"]:
+                jid = self.slot_ids.get(slot)
+                if jid is None:
+                    continue
+                calls.append(self.call(step, "read.job_preview", "GET", f"/api/crons/{jid}/preview?count={READ_COUNT}",
+                                       node=node, job=jid))
+                calls.append(self.call(step, "read.ticks", "GET", f"/api/crons/{jid}/ticks?{span}", node=node,
+                                       job=jid))
+            await asyncio.gather(*calls)
+        except Exception as e:
+            self.record("op", "read", error=f"{type(e).__name__}: {e}", step=step.to_json(),
+                        trace=traceback.format_exc(limit=3))
+        finally:
+            self.reading = False
 
     # -- the end: heal, settle, collect
     async def heal(self) -> float:
@@ -840,6 +933,29 @@ async def job_rows(c: Cluster) -> dict[str, dict[str, Any]]:
     return out
 
 
+def stall_lines(logs: Mapping[str, Path]) -> list[dict[str, Any]]:
+    """Every "event loop was blocked" line in the nodes' logs (JSON lines, one file per node, appended to on
+    each restart): node, timestamp, seconds, in file order."""
+    out: list[dict[str, Any]] = []
+    for name, path in sorted(logs.items()):
+        try:
+            fh = path.open(errors="replace")
+        except OSError:
+            continue
+        with fh:
+            for line in fh:
+                if STALL_EVENT not in line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and rec.get("event") == STALL_EVENT:
+                    out.append({"node": name, "timestamp": rec.get("timestamp"), "seconds": rec.get("seconds"),
+                                "log": str(path)})
+    return out
+
+
 def _exec_json(r: Mapping[str, Any]) -> dict[str, Any]:
     def t(v: Any) -> str | None:
         return _iso(v.replace(tzinfo=UTC).timestamp()) if isinstance(v, datetime) else None
@@ -879,10 +995,11 @@ async def settle(nem: Nemesis, start: float, healed: float) -> dict[str, Any]:
     return {
         "window": {"start": _iso(start), "end": _iso(healed)},
         "params": {"memberTtl": MEMBER_TTL, "heartbeat": HEARTBEAT, "leaseTolerance": LEASE_TOLERANCE,
-                   "editGrace": EDIT_GRACE, "historyPerJob": HISTORY_PER_JOB},
+                   "editGrace": EDIT_GRACE, "historyPerJob": HISTORY_PER_JOB, "stallSeconds": STALL_SECONDS,
+                   "stallAfterResume": STALL_AFTER_RESUME},
         "history": nem.history, "deliveries": await c.deliveries(),
         "executions": [_exec_json(r) for r in await c.executions()], "ledgers": latest, "jobs": jobs,
-        "health": health,
+        "health": health, "stalls": stall_lines({n: node.log_path for n, node in c.nodes.items()}),
     }
 
 
@@ -926,6 +1043,8 @@ def check(ev: Mapping[str, Any]) -> Verdict:
     _check_leases(v, ev["history"], deliveries, rows, end, p["memberTtl"] + p["leaseTolerance"])
     _check_at_least_once(v, ev)
     _check_api(v, ev["history"])
+    _check_stalls(v, ev["history"], ev.get("stalls", []), end, p.get("stallSeconds", STALL_SECONDS),
+                  p.get("stallAfterResume", STALL_AFTER_RESUME))
     _add_context(v, ev["history"])
     fates: Counter[str] = Counter(t["fate"] for ticks in ev["ledgers"].values() for t in ticks)
     v.counts.update(ticks=sum(fates.values()), fates=dict(fates), deliveries=len(deliveries), jobs=len(ev["jobs"]),
@@ -1169,11 +1288,21 @@ def _check_at_least_once(v: Verdict, ev: Mapping[str, Any]) -> None:
                       f"{t['detail']}", job=job, at=t["scheduledAt"], execution=t["executionId"])
 
 
+def _too_large(h: Mapping[str, Any]) -> bool:
+    """A reader's 400 that says its range was too large for the schedule (a step budget spent)."""
+    return h["kind"].startswith("read.") and h["status"] == 400 and TOO_LARGE in str(h.get("message") or "")
+
+
 def _check_api(v: Verdict, history: list[dict]) -> None:
-    """The API answers 503 during outages, never another 5xx, and no 400 to a valid request; a node stops on
+    """The API answers 503 during outages, never another 5xx, and no 400 to a valid request (a reader's
+    "range too large" excepted: a preview or ledger may refuse a range too costly to compute); a node stops on
     SIGTERM (exit 0) and starts."""
+    reads = [h for h in history if h["type"] == "op" and h["kind"].startswith("read.") and "status" in h]
+    v.counts["reads"] = {"calls": len(reads), "ok": sum(1 for h in reads if h["status"] == 200),
+                         "tooLarge": sum(1 for h in reads if _too_large(h)),
+                         "slowestSeconds": round(max((h["reply"] - h["t"] for h in reads), default=0.0), 3)}
     for h in history:
-        if h["type"] != "op" or h.get("status") is None or h.get("probe"):
+        if h["type"] != "op" or h.get("status") is None or h.get("probe") or _too_large(h):
             continue
         s = h["status"]
         if (s >= 500 and s != 503) or s == 400:
@@ -1192,6 +1321,29 @@ def _check_api(v: Verdict, history: list[dict]) -> None:
             (v.warn if later else v.add)("node start", f"{h['node']} did not become healthy ({h['kind']})"
                                          f"{', a later start did' if later else ''}: {h['failed'][-300:]}",
                                          at=h["time"], node=h["node"])
+
+
+def _check_stalls(v: Verdict, history: list[dict], stalls: list[dict], end: float, limit: float,
+                  after: float) -> None:
+    """6. No node stalled its event loop: every "event loop was blocked" line of ``limit`` seconds or more is
+    logged during a SIGSTOP of that node or within ``after`` of its SIGCONT (a stopped process reads its pause
+    as loop lag when it resumes). Any other is a violation: the loop was held (the heartbeat with it) for that
+    long by the node's own work."""
+    stops = [w for w in fault_windows(history, end) if w["kind"] == "stop"]
+    judged = excused = 0
+    for x in stalls:
+        at, secs = _ts(x.get("timestamp")), x.get("seconds")
+        if at is None or not isinstance(secs, int | float) or secs < limit:
+            continue
+        judged += 1
+        if any(w["node"] == x["node"] and w["start"] <= at <= w["end"] + after for w in stops):
+            excused += 1
+            continue
+        v.add("6 event loop stalled", f"{x['node']}'s event loop was blocked for {secs} s (logged at "
+              f"{x['timestamp']}), outside any SIGSTOP of it", node=x["node"], at=x["timestamp"], seconds=secs)
+    v.counts["stalls"] = {"lines": len(stalls), "atLeastLimit": judged, "afterSigstop": excused,
+                          "longest": max((x["seconds"] for x in stalls if isinstance(x.get("seconds"), int | float)),
+                                         default=0)}
 
 
 # ================================================================================================
@@ -1220,7 +1372,8 @@ class Report:
                 f"{dict(sorted(c.get('fates', {}).items()))}; jobs {c.get('jobs')}; deliveries {c.get('deliveriesInWindow')} "
                 f"in the window ({c.get('deliveries')} in all)"
                 f"(redelivered executions {c.get('redelivered')}); edits judged {c.get('editsJudged')}; lease windows "
-                f"{c.get('leaseWindows')}; at_least_once {c.get('atLeastOnce')}; "
+                f"{c.get('leaseWindows')}; at_least_once {c.get('atLeastOnce')}; reads {c.get('reads')}; "
+                f"loop stalls {c.get('stalls')}; "
                 f"violations {len(self.verdict.violations)}; warnings {len(self.verdict.warnings)}")
 
     def failure(self) -> str:

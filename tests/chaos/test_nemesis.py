@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 
 from tests.chaos import nemesis
-from tests.chaos.nemesis import check, plan
+from tests.chaos.nemesis import check, plan, resolve_schedule
 
 pytestmark = [pytest.mark.nemesis, pytest.mark.slow]  # once per CI run (not with the fault suite x3)
 
@@ -28,7 +28,9 @@ def test_the_plan_is_a_function_of_its_seed_and_keeps_its_promises() -> None:
     a, b, c = plan(11, 600), plan(11, 600), plan(12, 600)
     assert a == b and a != c
     kinds = Counter(s.kind for s in a)
-    assert {"kill", "stop", "term", "redis_pause", "db_cut", "create", "edit_uri", "run_now", "apply"} <= set(kinds), kinds
+    assert {"kill", "stop", "term", "redis_pause", "db_cut", "create", "edit_uri", "run_now", "apply", "read"} <= set(kinds), kinds
+    drawn = {s.args.get("schedule") for s in a if s.kind in ("create", "edit_schedule")}
+    assert {nemesis.RARE_LEAP, nemesis.RARE_TODAY, nemesis.RARE_TODAY_MINUTELY} <= drawn, drawn
     # replay the steps on a model of the node set: never none up, never more than five
     nodes = {f"{nemesis.NODE_PREFIX}-{i}": "up" for i in (1, 2, 3)}
     for s in a:
@@ -45,6 +47,30 @@ def test_the_plan_is_a_function_of_its_seed_and_keeps_its_promises() -> None:
         assert sum(v != "gone" for v in nodes.values()) <= nemesis.MAX_NODES
     gaps = [y.at - x.at for x, y in zip(a, a[1:], strict=False)]
     assert min(gaps) >= 0 and len(a) / 600 < 2.5
+
+
+def test_rare_today_fires_today_in_every_zone_and_the_checker_reads_it_as_the_node_does() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from node.schedule import parse
+
+    now = datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+    assert resolve_schedule(nemesis.RARE_TODAY, now) == "*/2 * * 1,30,31 1,12 *"
+    assert resolve_schedule(nemesis.RARE_TODAY_MINUTELY, now) == "* * 1,30,31 1,12 *"
+    assert resolve_schedule(nemesis.RARE_LEAP, now) == nemesis.RARE_LEAP
+    for t in (now, datetime(2026, 3, 1, 0, 0, tzinfo=UTC).timestamp(), datetime(2028, 2, 29, 13, tzinfo=UTC).timestamp()):
+        start = datetime.fromtimestamp(t, UTC)
+        for zone in nemesis.ZONES:
+            for name, gap in ((nemesis.RARE_TODAY, 2), (nemesis.RARE_TODAY_MINUTELY, 60)):
+                expr = resolve_schedule(name, t)
+                fires = list(zip(range(3), parse(expr, zone).iter_after(start), strict=False))
+                assert fires[0][1] - start <= timedelta(seconds=gap), (expr, zone, fires)  # fires now, in any zone
+                for _, f in fires:  # the checker's instants are the node's
+                    assert nemesis._is_instant(expr, zone, f.timestamp()), (expr, zone, f)
+                    assert not nemesis._is_instant(expr, zone, f.timestamp() + 1), (expr, zone, f)
+            leap = next(parse(nemesis.RARE_LEAP, zone).iter_after(start))
+            assert nemesis._is_instant(nemesis.RARE_LEAP, zone, leap.timestamp())
+            assert not nemesis._is_instant(nemesis.RARE_LEAP, zone, t + 0.0)
 
 
 def _ev(**over):
@@ -123,6 +149,41 @@ def test_the_checker_passes_a_clean_history_and_names_each_violation() -> None:
     assert got["4 sent after lease lapsed"] == 2, got  # one during the SIGSTOP, one stale after the SIGCONT
     assert got["5 at_least_once lost"] == 1 and got["api status"] == 1, got
     assert got["node stop"] == 1, got  # a node that does not stop on SIGTERM
+
+
+def test_the_checker_judges_readers_and_event_loop_stalls() -> None:
+    ev, t0, iso = _ev()
+
+    def read(kind: str, at: float, status: int, message: str | None = None) -> dict:
+        h = {"t": t0 + at, "time": iso(t0 + at), "type": "op", "kind": kind, "node": "n2", "job": "j1",
+             "status": status, "reply": t0 + at + 0.2, "want": None, "got": None}
+        if message is not None:
+            h["message"] = message
+            h["error"] = '{"error": "' + message + '"}'
+        return h
+
+    def stall(node: str, at: float, seconds: float) -> dict:
+        return {"node": node, "timestamp": iso(t0 + at), "seconds": seconds, "log": f"/logs/{node}.log"}
+
+    too_large = "range too large for this schedule (more than 4000 schedule steps); ask for a shorter range"
+    ev["history"] = ev["history"] + [read("read.preview", 5, 200), read("read.ticks", 5, 400, too_large),
+                                     read("read.job_preview", 5, 404, "not found")]
+    # n1 is stopped from t0+20 to t0+24: its lag on resuming is no stall, nor a short warning, nor one of n2's
+    # lines under the limit
+    ev["stalls"] = [stall("n1", 24.05, 4.1), stall("n1", 24.9, 1.2), stall("n2", 30, 0.7)]
+    v = check(ev)
+    assert not v.violations, v.violations
+    assert v.counts["reads"]["calls"] == 3 and v.counts["reads"]["tooLarge"] == 1, v.counts
+    assert v.counts["stalls"] == {"lines": 3, "atLeastLimit": 2, "afterSigstop": 2, "longest": 4.1}, v.counts
+
+    ev["history"] = ev["history"] + [read("read.preview", 6, 400, "invalid input"), read("read.ticks", 6, 500, "x"),
+                                     read("edit_schedule", 7, 400, too_large)]
+    ev["stalls"] = ev["stalls"] + [stall("n2", 22, 1.5), stall("n1", 26, 1.1), stall("n1", 10, 2.0)]
+    v = check(ev)
+    got = Counter(x["check"] for x in v.violations)
+    assert got == {"api status": 3, "6 event loop stalled": 3}, v.violations
+    assert {x["node"] for x in v.violations if x["check"].startswith("6")} == {"n1", "n2"}
+    assert any(x.get("nearby") for x in v.violations if x["check"].startswith("6"))  # the faults around it
 
 
 @pytest.mark.timeout(int(SECONDS) + 360)  # the run, then the heal and the settle (at most ~2 minutes)
