@@ -4,7 +4,7 @@ Prints one JSON line per scenario, then a table. Every cluster figure is printed
 "the floor": one plain asyncio + aiohttp process sending the same requests to the same
 receiver at the same instants with no coordination at all.
 
-    scripts/bench [--quick] [--only fire,failover,api,scale,stream]
+    scripts/bench [--quick] [--only fire,rare,failover,api,scale,stream]
 """
 
 from __future__ import annotations
@@ -143,15 +143,45 @@ async def wait_all_firing(c: Cluster, ids: list[str], timeout: float = 60) -> No
     await wait_for(ok, timeout, "every job to fire", interval=0.5)
 
 
-async def scenario_fire(rate: int, duration: int) -> dict[str, Any]:
-    c, ids = await start_cluster(f"fire{rate}", rate)
+RARE = ["0 */12 29 2 *", *(f"{m} */12 29 2 *" for m in range(1, 20))]  # rare interval schedules (security round 2)
+
+
+async def hammer_previews(c: Cluster, stop: asyncio.Event) -> int:
+    """A reader asking for 100-fire previews of rare interval schedules, two at a time, on every node."""
+    sent = 0
+    async with aiohttp.ClientSession() as s:
+        async def one(url: str, schedule: str) -> None:
+            async with s.post(f"{url}/api/schedules/preview", json={"schedule": schedule, "count": 100}) as r:
+                await r.read()
+
+        while not stop.is_set():
+            for node in c.nodes.values():
+                await asyncio.gather(one(node.url, RARE[sent % len(RARE)]), one(node.url, RARE[(sent + 1) % len(RARE)]))
+                sent += 2
+            await asyncio.sleep(0.05)
+    return sent
+
+
+async def scenario_fire(rate: int, duration: int, *, rare: bool = False) -> dict[str, Any]:
+    """``rate`` every-second jobs; with ``rare``, also jobs with rare interval schedules and a reader
+    hammering previews of them during the measurement (their cost must not move the lateness)."""
+    c, ids = await start_cluster(f"fire{rate}{'rare' if rare else ''}", rate)
+    stop = asyncio.Event()
+    hammer: asyncio.Task[int] | None = None
     try:
+        if rare:
+            for schedule in RARE:
+                await c.create_job(schedule=schedule)
         await wait_all_firing(c, ids)
         await asyncio.sleep(2)
+        if rare:
+            hammer = asyncio.create_task(hammer_previews(c, stop))
         start = int(time.time()) + 1
         await asyncio.sleep(start - time.time())
         cpu0 = {n: cpu_seconds(node.pid) for n, node in c.nodes.items()}
         await asyncio.sleep(duration)
+        stop.set()
+        previews = await hammer if hammer else 0
         end = start + duration
         cpu = sum(cpu_seconds(node.pid) - cpu0[n] for n, node in c.nodes.items())
         rss = max(rss_mb(node.pid) for node in c.nodes.values())
@@ -167,6 +197,7 @@ async def scenario_fire(rate: int, duration: int) -> dict[str, Any]:
         fires = view["ticks"]
         rec = {
             "scenario": "fire", "rate": rate, "seconds": duration, "expected": expected, "delivered": fires,
+            **({"rare_jobs": len(RARE), "previews_during": previews} if rare else {}),
             "missed": expected - fires, "duplicates": view["duplicates"],
             "send_late_p50_ms": pct(send_late, 50), "send_late_p99_ms": pct(send_late, 99), "send_late_max_ms": pct(send_late, 100),
             "recv_late_p50_ms": view["late_p50_ms"], "recv_late_p99_ms": view["late_p99_ms"], "recv_late_max_ms": view["late_max_ms"],
@@ -179,7 +210,22 @@ async def scenario_fire(rate: int, duration: int) -> dict[str, Any]:
         rec["late_p99_ratio"] = round(rec["recv_late_p99_ms"] / rec["floor_recv_late_p99_ms"], 2) if rec["floor_recv_late_p99_ms"] else None
         return emit(rec)
     finally:
+        stop.set()
         await c.close()
+
+
+async def scenario_rare(rate: int, duration: int) -> dict[str, Any]:
+    """The same every-second load without and with rare interval schedules plus a reader previewing them,
+    in the same run: the receiver's lateness should not move (the loop is never held by schedule work)."""
+    plain = await scenario_fire(rate, duration)
+    rare = await scenario_fire(rate, duration, rare=True)
+    return emit({"scenario": "rare", "rate": rate, "rare_jobs": len(RARE), "previews_during": rare["previews_during"],
+                 "recv_late_p99_ms": [plain["recv_late_p99_ms"], rare["recv_late_p99_ms"]],
+                 "recv_late_max_ms": [plain["recv_late_max_ms"], rare["recv_late_max_ms"]],
+                 "send_late_p99_ms": [plain["send_late_p99_ms"], rare["send_late_p99_ms"]],
+                 "delivered": [plain["delivered"], rare["delivered"]], "duplicates": rare["duplicates"],
+                 "late_p99_ratio_rare_to_plain": round(rare["recv_late_p99_ms"] / plain["recv_late_p99_ms"], 2)
+                 if plain["recv_late_p99_ms"] else None})
 
 
 async def scenario_idle(duration: int) -> dict[str, Any]:
@@ -403,7 +449,7 @@ def table(results: list[dict[str, Any]]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    only = set(args.only.split(",")) if args.only else {"fire", "failover", "api", "scale", "stream"}
+    only = set(args.only.split(",")) if args.only else {"fire", "rare", "failover", "api", "scale", "stream"}
     seconds = 8 if args.quick else 15
     print(json.dumps({"machine": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
                       "date": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick}), flush=True)
@@ -418,6 +464,8 @@ async def main(args: argparse.Namespace) -> None:
             rec["node_cpu_s_per_1000_beyond_idle"] = round(
                 rec["node_cpu_s_per_1000"] - idle["cpu_s_per_s_all_nodes"] * 1000 / rate, 3)
             results.append(rec)
+    if "rare" in only:
+        results.append(await scenario_rare(300, seconds))
     if "failover" in only:
         results.append(await scenario_failover(500))
     if "api" in only:

@@ -24,18 +24,20 @@ RARE = "0 */12 29 2 *"
 @pytest.fixture(scope="module")
 async def cluster():
     c = Cluster("schedload")
-    await c.start_receiver()
-    tokens = f"{ADMIN}:admin,{READER}:read"
-    await c.start_node("sl-1", CRONRING_API_TOKENS=tokens)
-    await c.start_node("sl-2", CRONRING_API_TOKENS=tokens)
+    try:
+        await c.start_receiver()
+        tokens = f"{ADMIN}:admin,{READER}:read"
+        await c.start_node("sl-1", CRONRING_API_TOKENS=tokens)
+        await c.start_node("sl-2", CRONRING_API_TOKENS=tokens)
 
-    async def both() -> bool:
-        views = [await _view(c, n) for n in c.nodes.values()]
-        return all({m["id"] for m in v["members"]} == {"sl-1", "sl-2"} for v in views)
+        async def both() -> bool:
+            views = [await _view(c, n) for n in c.nodes.values()]
+            return all({m["id"] for m in v["members"]} == {"sl-1", "sl-2"} for v in views)
 
-    await wait_for(both, 15, "both nodes to see each other")
-    yield c
-    await c.close()
+        await wait_for(both, 15, "both nodes to see each other")
+        yield c
+    finally:
+        await c.close()
 
 
 async def _view(c: Cluster, node: Node) -> dict:
