@@ -9,6 +9,7 @@ leave messages only make peers look sooner.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,12 +50,19 @@ else
 end
 if changed == 1 then redis.call('INCR', KEYS[3]) end
 local epoch = tonumber(redis.call('GET', KEYS[3]) or '0')
-return {now, epoch, was_member, dead, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
+return {now, epoch, was_member, dead, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'), redis.call('HGETALL', KEYS[2])}
 """
 
 
 class LeaseNotFresh(Exception):
     """This node may not send now (its heartbeat lease is not surely valid)."""
+
+
+HANDOVER_LEVEL = 1  # NodeInfo.handover of this release (see messages.NodeInfo)
+
+
+def new_claimer() -> str:
+    return secrets.token_hex(8)
 
 
 @dataclass(slots=True)
@@ -65,6 +73,28 @@ class View:
     server_now_ms: int = 0
     epoch: int = 0
     ring: Ring = field(default_factory=lambda: Ring(()))
+    claimers: dict[str, str] = field(default_factory=dict)  # node_id -> its claimer id (members that told one)
+    handover: int = 0  # the lowest NodeInfo.handover among the members (0 if any is a release-2 node)
+
+
+def _claimers(members: dict[str, int], info_flat: list[bytes]) -> tuple[dict[str, str], int]:
+    """Each live member's claimer id, and the lowest hand-over level among them, from the info hash."""
+    claimers: dict[str, str] = {}
+    levels: dict[str, int] = {}
+    for i in range(0, len(info_flat) - 1, 2):
+        node = info_flat[i].decode()
+        if node not in members:
+            continue
+        try:
+            rec = unpack(info_flat[i + 1])
+        except ValueError:
+            continue
+        if isinstance(rec, NodeInfo):
+            if rec.claimer:
+                claimers[node] = rec.claimer
+            levels[node] = rec.handover
+    handover = min((levels.get(n, 0) for n in members), default=0)
+    return claimers, handover
 
 
 class Membership:
@@ -81,9 +111,11 @@ class Membership:
         self.member_ttl = member_ttl
         self.owned_count = owned_count
         self.started_at = time.time()
+        self.claimer = new_claimer()  # this incarnation's id in the executions it claims (new after a lapse)
         self.view = View()
         self.changed = asyncio.Event()  # set when the member set changes
         self.lapsed = asyncio.Event()  # set when our own heartbeat lapsed: drop everything
+        self.claimers_changed = asyncio.Event()  # set when a member's claimer id appeared or went (a restart)
         self._script = redis.register_script(HEARTBEAT_LUA)
         self._last_ok: float | None = None  # monotonic time a successful heartbeat was *sent*
         self._kick = asyncio.Event()
@@ -125,12 +157,13 @@ class Membership:
             return self.view
         sent = time.monotonic()
         info = NodeInfo(id=self.node_id, url=self.url, version=self.version, started_at=self.started_at,
-                        owned=self.owned_count(), epoch=self.view.epoch).pack()
+                        owned=self.owned_count(), epoch=self.view.epoch, claimer=self.claimer,
+                        handover=HANDOVER_LEVEL).pack()
         res = await self._script(
             keys=[self.keys.members, self.keys.member_info, self.keys.epoch],
             args=[self.node_id, int(self.member_ttl * 1000), info, "1" if leave else "0"],
         )
-        now_ms, epoch, was_member, dead, flat = res
+        now_ms, epoch, was_member, dead, flat, info_flat = res
         members = {flat[i].decode(): int(float(flat[i + 1])) for i in range(0, len(flat), 2)}
         if leave:
             return self.view
@@ -139,11 +172,17 @@ class Membership:
             # Expired by peers, Redis restarted empty, or we were silent too long:
             # whatever we owned may be someone else's now.
             log.warning("own heartbeat lapsed; dropping ownership and rejoining", was_member=bool(was_member))
-            self.lapsed.set()
+            self._lapse()
+        claimers, handover = _claimers(members, info_flat)
+        if not self.lapsed.is_set():
+            claimers[self.node_id] = self.claimer  # (after a lapse: our new id is told at the next beat)
         old = self.view
         self.view = View(members=members, server_now_ms=int(now_ms), epoch=int(epoch),
-                         ring=old.ring if set(old.members) == set(members) else Ring(members))
+                         ring=old.ring if set(old.members) == set(members) else Ring(members),
+                         claimers=claimers, handover=handover)
         self._last_ok = sent
+        if old.claimers != claimers and self.joined_once:
+            self.claimers_changed.set()
         if set(old.members) != set(members) or not self.joined_once:
             joined = sorted(set(members) - set(old.members))
             left = sorted(set(old.members) - set(members))
@@ -154,6 +193,16 @@ class Membership:
             self.joined_once = True
             await self.announce("join")
         return self.view
+
+    def _lapse(self) -> None:
+        """Our lease lapsed: drop everything (the scheduler does, on ``lapsed``) and claim under a new id
+        from now on, so peers treat what we claimed before as a lost node's (abandoned or re-sent)."""
+        self.claimer = new_claimer()
+        self.lapsed.set()
+
+    def live_claimers(self) -> set[str]:
+        """The claimer ids of the live members (ours among them while our lease holds)."""
+        return set(self.view.claimers.values())
 
     async def announce(self, op: str, **detail: object) -> None:
         try:
@@ -179,7 +228,7 @@ class Membership:
                 backoff = min(self.heartbeat_interval, backoff)
                 if self._last_ok is not None and not self.fresh() and not self.lapsed.is_set():
                     log.warning("heartbeat lease lapsed while Redis is unreachable; stopping all firing")
-                    self.lapsed.set()
+                    self._lapse()
             self._kick.clear()
             await wait_event(self._kick, backoff)
 

@@ -55,6 +55,13 @@ class NodeInfo(Record):
     started_at: float
     owned: int = 0
     epoch: int = 0
+    # The claimer id this process writes into the executions it claims: new at every start and after every
+    # lapse, so an open row is "in flight on a live node" only while its claimer is in a live member's info.
+    claimer: str = ""
+    # 1: hands a job over with runs still in flight (they stay open rows of a live claimer, which a new owner
+    # leaves alone and sees). A release-2 node (0) would abandon or re-send them: with one in the ring, the
+    # old owner waits for its runs, as release 2 did.
+    handover: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -55,6 +55,14 @@ class Recorder:
         self.running.pop(outcome.id, None)
         self._buffer(outcome)
 
+    def promote(self, ids: set[str]) -> None:
+        """Write these executions' held-back running rows with the next batch (a hand-over is about to tell
+        the next owner, through them, that these runs are in flight here)."""
+        for oid in ids & self.running.keys():
+            _, outcome = self.running.pop(oid)
+            if oid not in self.buffer:
+                self._buffer(outcome)
+
     def _promote(self, everything: bool = False) -> None:
         """Move held-back running rows that are due (or all of them) into the write buffer."""
         self._timer = None
@@ -150,6 +158,7 @@ class Outcomes:
 
     def __init__(self, store: Store, membership: Membership, keys: Keys, node_id: str) -> None:
         self.node_id = node_id
+        self.membership = membership
         self.recorder = Recorder(store)
         self.publisher = Publisher(membership, keys)
 
@@ -186,7 +195,7 @@ class Outcomes:
             id=claim.id, job_id=claim.job_id, scheduled_at=claim.scheduled_at, fence=claim.fence, state=state,
             node=self.node_id, attempts=attempts, status_code=status_code, duration_ms=duration_ms,
             lateness_ms=lateness_ms, error=error, response_excerpt=excerpt, started_at=started_at,
-            finished_at=finished_at,
+            finished_at=finished_at, claimer=self.membership.claimer,
         ))
         self.publish(claim, state=state, attempts=attempts, status_code=status_code, duration_ms=duration_ms,
                      lateness_ms=lateness_ms, error=error)

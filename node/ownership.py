@@ -39,7 +39,7 @@ from .jobs import Job, JobSummary, secret_values
 from .ledger import missed_in_gap
 from .ring import Ring
 from .schedule import Schedule
-from .store import Claim, Redelivery, StoreUnavailable, Takeover, new_execution_id
+from .store import Claim, Liveness, Redelivery, StoreUnavailable, Takeover, new_execution_id
 
 log = structlog.get_logger("ownership")
 
@@ -64,7 +64,7 @@ class LockService(Protocol):
 
 
 class OwnershipStore(Protocol):
-    async def take_over(self, job_ids: Sequence[str], node: str) -> list[Takeover]: ...
+    async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]: ...
     async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]: ...
     async def job_history(self, job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]: ...
 
@@ -76,6 +76,11 @@ class Lease(Protocol):
     def ring(self) -> Ring: ...
     @property
     def epoch(self) -> int: ...
+    @property
+    def handover_ok(self) -> bool:
+        """Every member hands over with runs in flight (none is a release-2 node that would abandon or
+        re-send them): a release need not wait for this node's runs."""
+        ...
     def fresh(self) -> bool: ...
 
 
@@ -108,6 +113,8 @@ class Owned:
             self._secrets = secret_values(self.job)
         return self._secrets
     releasing: bool = False
+    recorded_running: bool = False  # releasing: the runs in flight have their running rows written
+    recording: bool = False
     reloading: bool = False
     generation: int = 0  # bumped by a reload: a plan made before it does not move the anchor
     claims_since_retention: int = 0
@@ -143,6 +150,12 @@ class Hooks(Protocol):
     def reloaded(self, o: Owned) -> None: ...
     def abandon_pending(self, o: Owned, reason: str) -> None: ...
     def handover(self, direction: str, job_ids: list[str]) -> None: ...
+    def liveness(self) -> Liveness:
+        """This process's claimer id, the live peers' and the executions it is sending now."""
+        ...
+    async def record_running(self, o: Owned) -> None:
+        """Write the running rows of the job's runs in flight now (before its lock is released)."""
+        ...
 
 
 class Ownership:
@@ -288,7 +301,7 @@ class Ownership:
                 continue
             self._taking_over.update(got)
             try:
-                takeovers = await self.store.take_over(got, self.node_id)
+                takeovers = await self.store.take_over(got, self.node_id, self.hooks.liveness())
                 if not self.lease.fresh() or self.stopping:
                     break  # the stray pass releases what we got
                 await self.locks.set_fences({t.job.id: t.fence for t in takeovers})
@@ -406,17 +419,43 @@ class Ownership:
         if o is None or o.releasing:
             return
         o.releasing = True
+        o.recorded_running = False  # (runs may have started since an earlier release was given back)
         self.maybe_finish_release(o)
 
     def maybe_finish_release(self, o: Owned) -> None:
-        """A releasing job whose claims are sent and runs finished stops being owned; its lock is
-        then a stray, released by the next pass (at once: the pass is woken)."""
-        if o.releasing and not o.busy and self.owned.get(o.job.id) is o:
-            del self.owned[o.job.id]
-            self.handovers_out += 1
-            metrics.HANDOVERS.labels("out").inc()
-            self.hooks.handover("out", [o.job.id])
+        """A releasing job whose claims are sent stops being owned; its lock is then a stray, released by
+        the next pass (at once: the pass is woken). Runs still in flight do not hold it (a slow target
+        must not cost the job its next ticks): their running rows are written first, so the next owner
+        sees them in flight on a live claimer (forbid skips meanwhile) and leaves them to this node,
+        which records their outcomes under its old fence. Only with a release-2 node in the ring does the
+        release wait for them, as it did then (that node would abandon or re-send them)."""
+        if not o.releasing or o.pending or o.claiming or self.owned.get(o.job.id) is not o:
+            return
+        if o.inflight:
+            if not self.lease.handover_ok:
+                return
+            if not o.recorded_running:
+                if not o.recording:
+                    o.recording = True
+                    self.spawn(self._record_running(o))
+                return
+        del self.owned[o.job.id]
+        self.handovers_out += 1
+        metrics.HANDOVERS.labels("out").inc()
+        self.hooks.handover("out", [o.job.id])
+        self.wake.set()
+
+    async def _record_running(self, o: Owned) -> None:
+        try:
+            await self.hooks.record_running(o)
+            o.recorded_running = True
+        except Exception as e:  # MariaDB away: keep the lock (nobody can claim meanwhile); retried
+            log.warning("could not record runs in flight before a release; retrying", job=o.job.id,
+                        error=f"{type(e).__name__}: {e}")
             self.wake.set()
+        finally:
+            o.recording = False
+        self.maybe_finish_release(o)
 
     def drop(self, o: Owned, reason: str) -> None:
         """Stop owning a job at once (fence lost): never send what it had claimed."""

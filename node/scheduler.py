@@ -42,7 +42,7 @@ from .outcomes import Outcomes
 from .ownership import CHUNK, Owned, Ownership
 from .ring import Ring
 from .schedule import Schedule
-from .store import Claim, Redelivery, Store, StoreUnavailable, new_execution_id
+from .store import OVERLAP_REASON, Claim, Liveness, Redelivery, Store, StoreUnavailable, new_execution_id
 
 log = structlog.get_logger("scheduler")
 
@@ -78,6 +78,8 @@ class Scheduler:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.sending: dict[str, str] = {}  # execution id -> job id, for every request this node has in flight
+        self._claimers_seen: set[str] = set()  # live claimer ids seen: one that goes leaves orphans to settle
         self.outcomes = Outcomes(store, membership, keys, node_id)
         self.ownership = Ownership(node_id=node_id, store=store, locks=locks, lease=_Lease(membership),
                                    catalogue=catalogue, hooks=self, member_ttl=member_ttl, spawn=self._spawn)
@@ -97,6 +99,19 @@ class Scheduler:
         # Wake for the first tick after the anchor: at once when ticks were missed since
         # (the misfire policy handles them), else claim_ahead before it is due.
         self._push(o, max(time.time(), first_tick(o.schedule, o.anchor).timestamp()))
+        self._redeliver(o, redeliver)
+
+    def liveness(self) -> Liveness:
+        mine = self.membership.claimer
+        return Liveness(claimer=mine, others=frozenset(self.membership.live_claimers() - {mine}),
+                        sending=frozenset(self.sending))
+
+    async def record_running(self, o: Owned) -> None:
+        """Before a release with runs in flight: their running rows, written now (see Recorder)."""
+        self.outcomes.recorder.promote({e for e, j in self.sending.items() if j == o.job.id})
+        await self.outcomes.recorder.flush()
+
+    def _redeliver(self, o: Owned, redeliver: Sequence[Redelivery]) -> None:
         loop = asyncio.get_running_loop()
         for r in redeliver:  # at_least_once: executions a lost owner claimed, sent again now
             claim = Claim(id=r.id, job_id=o.job.id, scheduled_at=r.scheduled_at, fence=o.fence, kind=r.kind,
@@ -209,9 +224,10 @@ class Scheduler:
                                 kind="overlap", state="skipped", missed_count=1, missed_from=sk.scheduled_at,
                                 error=sk.reason))
             metrics.misfires("overlap").inc()
+        forbid = job.concurrency_policy is ConcurrencyPolicy.FORBID
         for r in p.runs:
             claims.append(Claim(id=new_execution_id(), job_id=job.id, scheduled_at=r.scheduled_at, fence=o.fence,
-                                kind=str(r.kind)))
+                                kind=str(r.kind), forbid=forbid))
         return claims, p
 
     async def _claim_cycle(self, due: list[Owned], now: float) -> None:
@@ -256,7 +272,7 @@ class Scheduler:
         if not all_claims:
             return
         try:
-            won, taken = await self.store.claim_ticks(self.node_id, all_claims)
+            claimed = await self.store.claim_ticks(self.node_id, all_claims, self.liveness())
         except BaseException as e:
             # Some chunks may have been inserted (or the reply lost): the claims are remembered and
             # looked up by id before anything else is planned for these jobs.
@@ -273,6 +289,7 @@ class Scheduler:
             if not isinstance(e, Exception):
                 raise
             return
+        won, taken, overlapped = claimed.won, claimed.taken, claimed.overlapped
         for o, _, _, _ in plans:
             o.claiming -= 1  # (a release waiting for this claim finishes below, once its runs are pending)
         metrics.CLAIMS.labels("won").inc(len(won))
@@ -293,7 +310,12 @@ class Scheduler:
                 continue
             if o.generation == gen:  # (a reload meanwhile moved the anchor to the edit: keep that)
                 o.anchor = max(o.anchor, p.anchor)  # every instant up to it has its row now
-            self._accept(o, [c for c in claims if c.id in won], taken=[c for c in claims if c.id in taken])
+            for c in claims:
+                if c.id in overlapped:  # forbid, and a run of the job is in flight on another node
+                    self.outcomes.publish(c, state="skipped", error=OVERLAP_REASON)
+                    metrics.misfires("overlap").inc()
+            self._accept(o, [c for c in claims if c.id in won and c.id not in overlapped],
+                         taken=[c for c in claims if c.id in taken])
             self._schedule_next(o)
             self.ownership.maybe_finish_release(o)
 
@@ -352,6 +374,7 @@ class Scheduler:
     async def _send(self, o: Owned, claim: Claim) -> None:
         job = o.job
         started = datetime.now(UTC)
+        self.sending[claim.id] = job.id
         self.outcomes.record(claim, state="running", attempts=claim.attempts + 1, started_at=started)
         result: Result | None = None
         try:
@@ -363,6 +386,7 @@ class Scheduler:
             self.outcomes.record(claim, state="failed", error=f"internal error: {type(e).__name__}", started_at=started)
         finally:
             o.inflight -= 1
+            self.sending.pop(claim.id, None)
         if result is not None and result.state == "abandoned":
             self._not_sent(o, claim, result.error or "not sent")
         elif result is not None:
@@ -381,7 +405,7 @@ class Scheduler:
             raise LeaseNotFresh("this node is stopping or its heartbeat lease is not fresh; ask another node")
         now = datetime.now(UTC)
         eid = new_execution_id()
-        fence = await self.store.claim_manual(job.id, self.node_id, eid, now,
+        fence = await self.store.claim_manual(job.id, self.node_id, eid, now, claimer=self.membership.claimer,
                                               forbid_overlap=job.concurrency_policy is ConcurrencyPolicy.FORBID)
         o = Owned(job=job, schedule=job.parsed_schedule, fence=fence, anchor=now)
         claim = Claim(id=eid, job_id=job.id, scheduled_at=now, fence=fence, kind="manual")
@@ -402,6 +426,7 @@ class Scheduler:
                     self.membership.lapsed.clear()
                     self.catalogue.request_full()
                 await self.ownership.reconcile()
+                await self._settle_orphans()
                 metrics.OWNED.set(len(self.owned))
                 metrics.MEMBERS.set(len(self.membership.view.members))
                 metrics.EPOCH.set(self.membership.view.epoch)
@@ -422,7 +447,7 @@ class Scheduler:
             if failures:
                 await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
             waits = [self.membership.changed.wait(), self.catalogue.changed.wait(), self.ownership.wake.wait(),
-                     self.membership.lapsed.wait()]
+                     self.membership.lapsed.wait(), self.membership.claimers_changed.wait()]
             timeout = 0.2 if self.ownership.needs_pass else 2.0
             tasks = [asyncio.ensure_future(w) for w in waits]
             try:
@@ -433,6 +458,26 @@ class Scheduler:
             self.membership.changed.clear()
             self.catalogue.changed.clear()
             self.ownership.wake.clear()
+            self.membership.claimers_changed.clear()
+
+    async def _settle_orphans(self) -> None:
+        """A claimer seen live has gone (its node died, lapsed or restarted) after a hand-over or a run-now
+        left runs in flight there: their open rows of jobs this node owns are settled as a takeover would
+        (at_least_once re-sent by this owner, the rest abandoned). A claimer that comes and goes between
+        two looks is settled by the job's next takeover instead."""
+        if not self.membership.fresh():
+            return
+        live = self.membership.live_claimers()
+        gone = sorted(self._claimers_seen - live)
+        if gone and self.owned:
+            found = await self.store.orphans(gone, list(self.owned), self.node_id, self.membership.claimer)
+            for job_id, redeliver in found.items():
+                o = self.owned.get(job_id)
+                if o is not None and not o.releasing:
+                    self._redeliver(o, redeliver)
+            log.info("settled the runs lost claimers left open", claimers=gone,
+                     redelivered=sum(map(len, found.values())))
+        self._claimers_seen = set(live)  # (not reached when the store failed: retried at the next pass)
 
     async def run_retention(self) -> None:
         while True:
@@ -462,8 +507,12 @@ class Scheduler:
         for o in self.owned.values():
             o.releasing = True
 
+        handover_ok = self.membership.view.handover >= 1
+
         def waiting(o: Owned) -> bool:
-            return bool(o.pending or o.claiming or (o.inflight and o.job.delivery is Delivery.AT_LEAST_ONCE))
+            # with a release-2 node in the ring, at_least_once runs in flight would be re-sent by it
+            return bool(o.pending or o.claiming or (o.inflight and o.job.delivery is Delivery.AT_LEAST_ONCE
+                                                    and not handover_ok))
 
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and any(waiting(o) for o in self.owned.values()):
@@ -511,6 +560,10 @@ class _Lease:
     @property
     def epoch(self) -> int:
         return self.m.view.epoch
+
+    @property
+    def handover_ok(self) -> bool:
+        return self.m.view.handover >= 1
 
     def fresh(self) -> bool:
         return self.m.fresh()

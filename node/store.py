@@ -128,6 +128,14 @@ MIGRATIONS.append((
     ],
 ))
 
+# Who claimed an execution: the claiming process's claimer id (membership.Membership.claimer, new at every
+# start and lapse). An open row whose claimer is a live member's is in flight there: a new owner leaves it
+# alone (a hand-over no longer waits for it) and a forbid tick sees it. NULL: claimed by a release-2 node.
+MIGRATIONS.append((
+    4,
+    ["ALTER TABLE executions ADD COLUMN IF NOT EXISTS claimer CHAR(16) NULL"],
+))
+
 # Run in the transaction of every change to a job (its new version as a history row).
 _HISTORY_SQL = (
     "INSERT IGNORE INTO job_history (job_id, version, valid_from, schedule, time_zone, paused, deleted)"
@@ -220,6 +228,30 @@ class Claim:
     missed_from: datetime | None = None
     error: str | None = None
     attempts: int = 0  # attempts already made of this execution (a redelivery continues the count)
+    forbid: bool = False  # a run of a concurrencyPolicy forbid job: recorded skipped if a run is in flight elsewhere
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Liveness:
+    """What a claim or a takeover must know of runs in flight: the claimer id of this process, those of the
+    other live members, and the executions this process is sending right now."""
+
+    claimer: str
+    others: frozenset[str] = frozenset()
+    sending: frozenset[str] = frozenset()
+
+
+OVERLAP_REASON = "previous run still in flight (concurrencyPolicy forbid)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claimed:
+    """What a claim statement did: ids won, ids whose tick already had another execution's row, and ids
+    (of ``forbid`` runs) inserted as skipped because a run of their job was in flight elsewhere."""
+
+    won: set[str]
+    taken: set[str]
+    overlapped: set[str]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -240,6 +272,7 @@ class Outcome:
     response_excerpt: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    claimer: str | None = None  # written only when the row is new (its claim was lost)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -275,6 +308,26 @@ _RECORD_UPDATE = ", ".join(
 
 def _ph(n: int) -> str:
     return ",".join(["%s"] * n)
+
+
+RECENT_CLAIM_SECONDS = 2  # a live claimer's claimed row this young may be in flight (its "running" is held back 1 s)
+
+
+def _in_flight(live: Liveness, alias: str, *, recent_claims: bool) -> tuple[str, list[Any]]:
+    """SQL true for an open row of ``alias`` that is in flight on a live process: another live claimer's
+    row in state running (a run sent and still going; a hand-over writes that state before it releases),
+    or, with ``recent_claims``, claimed moments ago (a run-now just sent: its running state is held back);
+    or an execution this process is sending right now. A live claimer's older claimed row is a claim it
+    will not send (left for the next owner): not in flight."""
+    parts, args = [], []
+    if live.others:
+        young = f" OR {alias}.claimed_at >= NOW(3) - INTERVAL {RECENT_CLAIM_SECONDS} SECOND" if recent_claims else ""
+        parts.append(f"({alias}.claimer IN ({_ph(len(live.others))}) AND ({alias}.state = 'running'{young}))")
+        args += sorted(live.others)
+    if live.sending:
+        parts.append(f"{alias}.id IN ({_ph(len(live.sending))})")
+        args += sorted(live.sending)
+    return ("(" + " OR ".join(parts) + ")" if parts else "FALSE"), args
 
 
 async def _job_exists(cur: aiomysql.Cursor, job_id: str) -> bool:
@@ -791,11 +844,18 @@ class Store:
 
     # ---- ownership ------------------------------------------------------------------
 
-    async def take_over(self, job_ids: Sequence[str], node: str) -> list[Takeover]:
-        """Bump the fence of each job to this node, and read what a new owner needs."""
+    async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]:
+        """Bump the fence of each job to this node, and read what a new owner needs.
+
+        Rows claimed under an older fence and still open are a lost claimer's (abandoned, or re-sent for
+        at_least_once) unless they are in flight on a live process: a live member's running row (a hand-over
+        no longer waits for its runs), or one this process is sending itself (``live``). Those stay open:
+        their claimer records their outcome, and a forbid tick sees them in flight."""
         if not job_ids:
             return []
         out: list[Takeover] = []
+        live = live or Liveness(claimer="")
+        alive_sql, alive_args = _in_flight(live, "e", recent_claims=False)
         for k in range(0, len(job_ids), 2000):
             chunk = list(job_ids[k : k + 2000])
 
@@ -816,11 +876,12 @@ class Store:
                 # the job's misfire grace, become this owner's, to be sent again as the same execution.
                 await cur.execute(
                     f"UPDATE executions e JOIN jobs j ON j.id = e.job_id"
-                    f" SET e.fence = j.fence, e.node = %s, e.redelivered = 1, e.state = 'claimed'"
+                    f" SET e.fence = j.fence, e.node = %s, e.claimer = %s, e.redelivered = 1, e.state = 'claimed'"
                     f" WHERE e.job_id IN ({ph}) AND e.state IN ('claimed','running') AND e.fence < j.fence"
+                    f" AND NOT {alive_sql}"
                     f" AND JSON_VALUE(j.spec, '$.delivery') = 'at_least_once'"
                     f" AND e.scheduled_at >= NOW(3) - INTERVAL JSON_VALUE(j.spec, '$.misfire_grace_seconds') SECOND",
-                    [node, *chunk],
+                    [node, live.claimer or None, *chunk, *alive_args],
                 )
                 redeliver: dict[str, list[Redelivery]] = {}
                 if cur.rowcount:
@@ -841,8 +902,9 @@ class Store:
                     f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.state='abandoned',"
                     f" e.finished_at=NOW(3), e.error=CONCAT('owner ', e.node, ' lost before recording an outcome;"
                     f" not re-sent')"
-                    f" WHERE e.state IN ('claimed','running') AND e.job_id IN ({ph}) AND e.fence < j.fence",
-                    chunk,
+                    f" WHERE e.state IN ('claimed','running') AND e.job_id IN ({ph}) AND e.fence < j.fence"
+                    f" AND NOT {alive_sql}",
+                    [*chunk, *alive_args],
                 )
                 return [Takeover(job=Job.from_row(r), fence=int(r["fence"]), last_tick=last.get(r["id"]),
                                  redeliver=tuple(redeliver.get(r["id"], ()))) for r in rows]
@@ -850,46 +912,124 @@ class Store:
             out.extend(await self._txn(go))
         return out
 
+    async def orphans(self, gone: Sequence[str], job_ids: Sequence[str], node: str, claimer: str
+                      ) -> dict[str, list[Redelivery]]:
+        """Open rows of these (owned) jobs whose claimer has gone (its node died, lapsed or restarted
+        after a hand-over or a run-now left them in flight there): what a takeover does with a lost
+        claimer's rows, now. at_least_once rows within the grace become this owner's to re-send (by job);
+        the others are abandoned."""
+        if not gone or not job_ids:
+            return {}
+        gph = _ph(len(gone))
+
+        async def find(cur: aiomysql.Cursor) -> list[str]:
+            await cur.execute(f"SELECT DISTINCT job_id FROM executions WHERE state IN ('claimed','running')"
+                              f" AND claimer IN ({gph})", list(gone))
+            return [r["job_id"] for r in await cur.fetchall()]
+
+        mine = set(job_ids)
+        hit = [j for j in await self._run(find) if j in mine]
+        out: dict[str, list[Redelivery]] = {}
+        for k in range(0, len(hit), 2000):
+            chunk = hit[k : k + 2000]
+            ph = _ph(len(chunk))
+
+            async def go(cur: aiomysql.Cursor, chunk: list[str] = chunk, ph: str = ph) -> dict[str, list[Redelivery]]:
+                await cur.execute(
+                    f"SELECT e.id FROM executions e JOIN jobs j ON j.id = e.job_id"
+                    f" WHERE e.job_id IN ({ph}) AND e.state IN ('claimed','running') AND e.claimer IN ({gph})"
+                    f" AND JSON_VALUE(j.spec, '$.delivery') = 'at_least_once'"
+                    f" AND e.scheduled_at >= NOW(3) - INTERVAL JSON_VALUE(j.spec, '$.misfire_grace_seconds') SECOND"
+                    f" FOR UPDATE", [*chunk, *gone])
+                again = [r["id"] for r in await cur.fetchall()]
+                got: dict[str, list[Redelivery]] = {}
+                if again:
+                    aph = _ph(len(again))
+                    await cur.execute(
+                        f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.fence = j.fence, e.node = %s,"
+                        f" e.claimer = %s, e.redelivered = 1, e.state = 'claimed' WHERE e.id IN ({aph})",
+                        [node, claimer, *again])
+                    await cur.execute(f"SELECT id, job_id, scheduled_at, kind, attempts FROM executions"
+                                      f" WHERE id IN ({aph}) ORDER BY scheduled_at", again)
+                    for r in await cur.fetchall():
+                        got.setdefault(r["job_id"], []).append(Redelivery(
+                            id=r["id"], scheduled_at=r["scheduled_at"].replace(tzinfo=UTC), kind=r["kind"],
+                            attempts=int(r["attempts"])))
+                await cur.execute(
+                    f"UPDATE executions SET state='abandoned', finished_at=NOW(3),"
+                    f" error=CONCAT(node, ' lost before recording an outcome; not re-sent')"
+                    f" WHERE job_id IN ({ph}) AND state IN ('claimed','running') AND claimer IN ({gph})",
+                    [*chunk, *gone])
+                return got
+
+            out.update(await self._txn(go))
+        return out
+
     async def claim(self, node: str, claims: Sequence[Claim]) -> set[str]:
         """Insert fence-checked execution rows; returns the ids that were won."""
-        return (await self.claim_ticks(node, claims))[0]
+        return (await self.claim_ticks(node, claims)).won
 
-    async def claim_ticks(self, node: str, claims: Sequence[Claim]) -> tuple[set[str], set[str]]:
+    async def claim_ticks(self, node: str, claims: Sequence[Claim], live: Liveness | None = None) -> Claimed:
         """Insert fence-checked execution rows. Returns the ids won, and the ids whose tick already
         had a row of another execution (the tick is accounted for: not a fence problem). A claim in
-        neither set was refused: the fence moved on, or the job was paused or deleted."""
+        neither set was refused: the fence moved on, or the job was paused or deleted.
+
+        A ``forbid`` run is inserted as an overlap row (state skipped) when its job has a run in flight
+        elsewhere: an open row of another live claimer (a run-now on another node, or the previous owner's
+        run that a hand-over left in flight), or one this process is sending (``live``)."""
         if not claims:
-            return set(), set()
+            return Claimed(won=set(), taken=set(), overlapped=set())
         won: set[str] = set()
         taken: set[str] = set()
+        overlapped: set[str] = set()
+        claimer = live.claimer if live is not None and live.claimer else None
         for k in range(0, len(claims), 500):
             chunk = claims[k : k + 500]
+            guarded = {c.id for c in chunk if c.forbid and c.state == "claimed"} if live is not None else set()
             union = " UNION ALL ".join(
                 ["SELECT %s AS id, %s AS job_id, CAST(%s AS DATETIME(3)) AS scheduled_at, %s AS fence, %s AS kind,"
-                 " %s AS state, %s AS missed_count, CAST(%s AS DATETIME(3)) AS missed_from, %s AS error"] * len(chunk)
+                 " %s AS state, %s AS missed_count, CAST(%s AS DATETIME(3)) AS missed_from, %s AS error,"
+                 " %s AS guard"] * len(chunk)
             )
-            args: list[Any] = [node]
+            rows: list[Any] = []
             for c in chunk:
-                args += [c.id, c.job_id, to_db(c.scheduled_at), c.fence, c.kind, c.state, c.missed_count,
-                         to_db(c.missed_from) if c.missed_from else None, c.error]
+                rows += [c.id, c.job_id, to_db(c.scheduled_at), c.fence, c.kind, c.state, c.missed_count,
+                         to_db(c.missed_from) if c.missed_from else None, c.error, int(c.id in guarded)]
+            busy_args: list[Any] = []
+            if guarded and live is not None:
+                alive_sql, busy_args = _in_flight(live, "o", recent_claims=True)
+                busy = (f"(c.guard = 1 AND EXISTS (SELECT 1 FROM executions o WHERE o.job_id = c.job_id"
+                        f" AND o.state IN ('claimed','running') AND {alive_sql}))")
+            else:
+                busy = "0"
             sql = (
-                "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, missed_count, missed_from,"
-                " error, claimed_at, finished_at)"
-                " SELECT c.id, c.job_id, c.scheduled_at, c.kind, c.state, c.fence, %s, c.missed_count, c.missed_from,"
-                " c.error, NOW(3), IF(c.state='claimed', NULL, NOW(3))"
-                f" FROM ({union}) c JOIN jobs j ON j.id = c.job_id AND j.fence = c.fence"
+                "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, claimer, missed_count,"
+                " missed_from, error, claimed_at, finished_at)"
+                " SELECT c.id, c.job_id, c.scheduled_at, IF(c.busy, 'overlap', c.kind), IF(c.busy, 'skipped', c.state),"
+                " c.fence, %s, %s, IF(c.busy, 1, c.missed_count), IF(c.busy, c.scheduled_at, c.missed_from),"
+                " IF(c.busy, %s, c.error), NOW(3), IF(c.state='claimed' AND NOT c.busy, NULL, NOW(3))"
+                f" FROM (SELECT c.*, {busy} AS busy FROM ({union}) c) c JOIN jobs j ON j.id = c.job_id AND j.fence = c.fence"
                 " AND j.deleted_at IS NULL AND (j.paused = 0 OR c.kind = 'manual')"
                 " ON DUPLICATE KEY UPDATE executions.id = executions.id"
             )
-            async def go(cur: aiomysql.Cursor, sql: str = sql, args: list[Any] = args,
-                         chunk: Sequence[Claim] = chunk) -> tuple[set[str], set[str]]:
+            # the placeholders in the statement's order: node, claimer, the overlap reason, the in-flight
+            # check's, then the claims'
+            args: list[Any] = [node, claimer, OVERLAP_REASON, *busy_args, *rows]
+
+            async def go(cur: aiomysql.Cursor, sql: str = sql, args: list[Any] = args, chunk: Sequence[Claim] = chunk,
+                         guarded: set[str] = guarded) -> tuple[set[str], set[str], set[str]]:
+                skipped: set[str] = set()
                 # A duplicate tick is left unchanged, so it counts 0 affected rows: when every
                 # row was inserted, every claim is won without reading them back.
                 if await cur.execute(sql, args) == len(chunk):
-                    return {c.id for c in chunk}, set()
+                    if guarded:
+                        await cur.execute(f"SELECT id FROM executions WHERE id IN ({_ph(len(guarded))})"
+                                          f" AND kind = 'overlap'", sorted(guarded))
+                        skipped = {r["id"] for r in await cur.fetchall()}
+                    return {c.id for c in chunk}, set(), skipped
                 keys = [(c.job_id, to_db(c.scheduled_at)) for c in chunk]
                 await cur.execute(
-                    f"SELECT e.id, e.job_id, e.scheduled_at, j.fence AS job_fence,"
+                    f"SELECT e.id, e.job_id, e.scheduled_at, e.kind, j.fence AS job_fence,"
                     f" (j.deleted_at IS NULL AND j.paused = 0) AS live FROM executions e JOIN jobs j ON j.id = e.job_id"
                     f" WHERE (e.job_id, e.scheduled_at) IN ({','.join(['(%s,%s)'] * len(keys))})",
                     [v for k in keys for v in k],
@@ -902,14 +1042,17 @@ class Store:
                         continue
                     if row["id"] == c.id:
                         got.add(c.id)
+                        if c.id in guarded and row["kind"] == "overlap":
+                            skipped.add(c.id)
                     elif row["job_fence"] == c.fence and row["live"]:
                         dup.add(c.id)  # our fence still holds: the tick simply has its row already
-                return got, dup
+                return got, dup, skipped
 
-            g, d = await self._run(go)
+            g, d, o = await self._run(go)
             won |= g
             taken |= d
-        return won, taken
+            overlapped |= o
+        return Claimed(won=won, taken=taken, overlapped=overlapped)
 
     async def existing_ids(self, execution_ids: Sequence[str]) -> set[str]:
         """Which of these executions have a row (claims whose statement failed may have been inserted)."""
@@ -925,7 +1068,7 @@ class Store:
         return found
 
     async def claim_manual(self, job_id: str, node: str, execution_id: str, at: datetime, *,
-                           forbid_overlap: bool = False) -> int:
+                           forbid_overlap: bool = False, claimer: str | None = None) -> int:
         """Claim a run-now execution under whatever fence the job has now; returns that fence.
         Raises NotFound when the job is gone, RunInFlight when ``forbid_overlap`` and a run of the
         job is open. Its instant never equals a tick (ticks are whole seconds) nor another run-now."""
@@ -944,11 +1087,11 @@ class Store:
             for k in range(5):  # another run-now at the same millisecond: the next one
                 when = at + timedelta(milliseconds=k)
                 n = await cur.execute(
-                    "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, claimed_at)"
-                    " SELECT %s, id, %s, 'manual', 'claimed', fence, %s, NOW(3) FROM jobs"
+                    "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, claimer, claimed_at)"
+                    " SELECT %s, id, %s, 'manual', 'claimed', fence, %s, %s, NOW(3) FROM jobs"
                     " WHERE id=%s AND deleted_at IS NULL" + guard +
                     " ON DUPLICATE KEY UPDATE executions.id = executions.id",
-                    (execution_id, when, node, job_id),
+                    (execution_id, when, node, claimer, job_id),
                 )
                 if n == 1:
                     await cur.execute("SELECT fence FROM executions WHERE id=%s", (execution_id,))
@@ -979,11 +1122,12 @@ class Store:
             for o in chunk:
                 args += [o.id, o.job_id, to_db(o.scheduled_at), o.state, o.fence, o.node, o.attempts, o.status_code,
                          o.duration_ms, o.lateness_ms, (o.error or None) and o.error[:1000], o.response_excerpt,
-                         to_db(o.started_at) if o.started_at else None, to_db(o.finished_at) if o.finished_at else None]
+                         to_db(o.started_at) if o.started_at else None, to_db(o.finished_at) if o.finished_at else None,
+                         o.claimer]
             sql = (
                 "INSERT INTO executions (id, job_id, scheduled_at, state, fence, node, attempts, status_code, duration_ms,"
-                " lateness_ms, error, response_excerpt, started_at, finished_at, claimed_at) VALUES "
-                + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,NOW(3))"] * len(chunk))
+                " lateness_ms, error, response_excerpt, started_at, finished_at, claimer, claimed_at) VALUES "
+                + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,NOW(3))"] * len(chunk))
                 + " ON DUPLICATE KEY UPDATE " + _RECORD_UPDATE
             )
 
@@ -1025,7 +1169,7 @@ class Store:
 
     _EXEC_COLS = (
         "id, job_id, scheduled_at, kind, state, fence, node, attempts, status_code, duration_ms, lateness_ms,"
-        " error, response_excerpt, missed_count, missed_from, claimed_at, started_at, finished_at, redelivered"
+        " error, response_excerpt, missed_count, missed_from, claimed_at, started_at, finished_at, redelivered, claimer"
     )
     # Rows as one JSON object each, built by MariaDB: the pure-Python driver parses a column
     # description per column per result and converts every value in Python; json.loads is C.

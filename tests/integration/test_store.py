@@ -137,10 +137,13 @@ async def test_a_tick_with_a_row_is_taken_only_under_the_current_fence(store: St
     (a,) = await store.take_over([job.id], "node-a")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     first = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0, fence=a.fence)
-    assert await store.claim_ticks("node-a", [first]) == ({first.id}, set())
+    claimed = await store.claim_ticks("node-a", [first])
+    assert (claimed.won, claimed.taken) == ({first.id}, set())
     again = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0, fence=a.fence)
-    assert await store.claim_ticks("node-a", [again]) == (set(), {again.id})  # accounted for: not a fence loss
+    claimed = await store.claim_ticks("node-a", [again])
+    assert (claimed.won, claimed.taken) == (set(), {again.id})  # accounted for: not a fence loss
     (b,) = await store.take_over([job.id], "node-b")
     stale = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0, fence=a.fence)
-    assert await store.claim_ticks("node-a", [stale]) == (set(), set())  # refused: the fence moved on
+    claimed = await store.claim_ticks("node-a", [stale])
+    assert (claimed.won, claimed.taken) == (set(), set())  # refused: the fence moved on
     assert await store.existing_ids([first.id, stale.id]) == {first.id}

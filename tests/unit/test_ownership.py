@@ -28,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from node.jobs import Job, JobSummary
 from node.ownership import JobState, Owned, Ownership
 from node.ring import Ring
-from node.store import StoreUnavailable, Takeover
+from node.store import Liveness, StoreUnavailable, Takeover
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -93,7 +93,7 @@ class FakeStore:
     def __init__(self, world: World, node: str) -> None:
         self.w, self.node = world, node
 
-    async def take_over(self, job_ids: Sequence[str], node: str) -> list[Takeover]:
+    async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]:
         self.w.maybe_fail(self.node, "take_over")
         out = []
         for j in job_ids:
@@ -129,6 +129,10 @@ class FakeLease:
     def epoch(self) -> int:
         return len(self.w.members)
 
+    @property
+    def handover_ok(self) -> bool:
+        return True
+
     def fresh(self) -> bool:
         return self.is_fresh and self.node in self.w.members
 
@@ -162,6 +166,12 @@ class Hooks:
         self.abandoned.append(o.job.id)
 
     def handover(self, direction: str, job_ids: list[str]) -> None:
+        pass
+
+    def liveness(self) -> Liveness:
+        return Liveness(claimer="fake")
+
+    async def record_running(self, o: Owned) -> None:
         pass
 
 
@@ -488,7 +498,7 @@ async def test_a_takeovers_gap_rows_are_there_before_its_first_claim() -> None:
     store = a.own.store
     reads = {"fail": 1}
 
-    async def take_over(job_ids: Sequence[str], node: str) -> list[Takeover]:
+    async def take_over(job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]:
         return [Takeover(job=w.jobs[j], fence=2, last_tick=T0.replace(second=10)) for j in job_ids]
 
     async def job_history(job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
