@@ -21,9 +21,9 @@ from aiohttp_sse import EventSourceResponse, sse_response
 
 from .. import fastjson, metrics
 from ..aio import raise_if_cancelling
-from ..keys import Keys
-from ..messages import ExecutionBatch, JobEvent, MembershipEvent, MessageError, Record, unpack
-from ..runtime import RUNTIME
+from ..cluster.keys import Keys
+from ..cluster.messages import ExecutionBatch, JobEvent, MembershipEvent, MessageError, Record, unpack
+from ..web.runtime import RUNTIME
 
 log = structlog.get_logger("stream")
 
@@ -165,7 +165,7 @@ HUB: web.AppKey[StreamHub] = web.AppKey("stream_hub", StreamHub)
 
 
 async def snapshot(request: web.Request) -> dict[str, Any]:
-    from ..api import enrich  # the same job view as the API
+    from ..web.api import enrich  # the same job view as the API
 
     r = request.app[RUNTIME]
     crons: list[dict[str, Any]] = []

@@ -16,17 +16,17 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from .. import actions
 from ..aio import Slices
-from ..api import BODY_READ_SECONDS, cluster_view, enrich, exec_to_api, preview
-from ..audit import job_ledger, settle_for
-from ..auth import COOKIE, SESSION_SECONDS, THROTTLE, client_address, csrf_for_session, scope_of, session_value
-from ..errors import ApiError
-from ..jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError, rfc3339
-from ..outbound import OutboundDenied
-from ..runtime import RUNTIME
-from ..schedule import Budget, ScheduleError, describe, parse
+from ..model.jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError, rfc3339
+from ..model.schedule import Budget, ScheduleError, describe, parse
+from ..scheduling.audit import job_ledger, settle_for
+from ..scheduling.outbound import OutboundDenied
 from ..store import NotFound, StoreUnavailable, VersionConflict
+from ..web import actions
+from ..web.api import BODY_READ_SECONDS, cluster_view, enrich, exec_to_api, preview
+from ..web.auth import COOKIE, SESSION_SECONDS, THROTTLE, client_address, csrf_for_session, scope_of, session_value
+from ..web.errors import ApiError
+from ..web.runtime import RUNTIME
 
 HERE = Path(__file__).parent
 CSRF_COOKIE = "cronring_csrf"

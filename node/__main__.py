@@ -49,7 +49,7 @@ async def serve(settings: Settings) -> None:
     leaves every task to a blanket cancel. Here the cleanup runs in a task nobody cancelled, so the
     node's stop always runs, and a slow request only waits out ``shutdown_timeout``.
     """
-    from .app import create_app
+    from .web.app import create_app
 
     app = create_app(settings)
     # shutdown_timeout: how long API requests in flight get at SIGTERM; the node's own stop

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import yaml
 
 from .client import ApiError, Client
-from .jobs import FIELDS, MASK, masked_headers, masked_uri
+from .model.jobs import FIELDS, MASK, masked_headers, masked_uri
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 

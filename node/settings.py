@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from urllib.parse import urlparse
 
 from . import netloc
-from .redisconn import RedisURLError, check_url
+from .cluster.redisconn import RedisURLError, check_url
 
 
 class SettingsError(ValueError):

@@ -332,7 +332,7 @@ async def scenario_api(requests: int) -> list[dict[str, Any]]:
 
 async def scenario_scale(jobs: int) -> dict[str, Any]:
     """100k jobs in MariaDB: 3 nodes start at once; then a 4th joins."""
-    from node.ring import Ring, moved
+    from node.cluster.ring import Ring, moved
 
     c = Cluster("scale", CRONRING_HEARTBEAT_INTERVAL="1", CRONRING_MEMBER_TTL="3", CRONRING_RESYNC_INTERVAL="5")
     try:

@@ -353,7 +353,7 @@ class Cluster:
 
     async def create_jobs_bulk(self, n: int, **fields: Any) -> list[str]:
         """Many jobs straight into MariaDB (through the store), then a re-sync picks them up."""
-        from node.jobs import validate
+        from node.model.jobs import validate
         from node.settings import DatabaseURL
         from node.store import Store
 
@@ -402,7 +402,7 @@ class Cluster:
             conn.close()
         except Exception:
             pass
-        from node import redisconn
+        from node.cluster import redisconn
 
         r = redisconn.connect(self.redis_url, socket_timeout=2, socket_connect_timeout=2)  # Sentinel URLs too
         try:

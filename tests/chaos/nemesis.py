@@ -1176,7 +1176,7 @@ def _path(uri: str | None) -> str | None:
 
 
 def _is_instant(expression: str, zone: str, at: float) -> bool:
-    from node.schedule import parse
+    from node.model.schedule import parse
 
     t = datetime.fromtimestamp(at, UTC)
     try:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 
-from node.ring import Ring
+from node.cluster.ring import Ring
 from tests.chaos.witness import arrivals_after, judge
 from tests.harness import Cluster, RedisServer, TcpProxy, free_port, wait_for
 

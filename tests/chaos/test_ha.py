@@ -230,7 +230,7 @@ async def test_store_follows_a_switchover_refuses_two_primaries_and_bounds_a_fro
     the replica promoted) is noticed by the next probe and followed; two writable hosts are refused
     (two fence sequences would follow); a frozen host (SIGSTOP: it accepts connections, never greets)
     costs a bounded wait, not a hang."""
-    from node.jobs import validate
+    from node.model.jobs import validate
     from node.settings import DatabaseURL
     from node.store import Store, StoreUnavailable
 

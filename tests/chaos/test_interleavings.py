@@ -85,7 +85,7 @@ async def test_redis_stall_during_a_scale_up_stops_no_job(make_cluster) -> None:
         await c.wait_members(set(c.nodes), timeout=20)
         # every job fires again, and the new member fires its share of the ring
         await wait_until_all_firing(c, jobs, since=stalled_until + timedelta(seconds=1))
-        from node.ring import Ring
+        from node.cluster.ring import Ring
 
         share = Ring(c.nodes).owned_by("stall-4", jobs)
 

@@ -52,7 +52,7 @@ def test_the_plan_is_a_function_of_its_seed_and_keeps_its_promises() -> None:
 def test_rare_today_fires_today_in_every_zone_and_the_checker_reads_it_as_the_node_does() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from node.schedule import parse
+    from node.model.schedule import parse
 
     now = datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
     assert resolve_schedule(nemesis.RARE_TODAY, now) == "*/2 * * 1,30,31 1,12 *"

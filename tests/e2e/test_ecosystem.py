@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from node.openapi import EXAMPLE_JOB
+from node.web.openapi import EXAMPLE_JOB
 from tests.harness import ROOT, Cluster, wait_for
 
 
@@ -141,7 +141,7 @@ async def test_openapi_matches_routes_and_examples_work(cluster: Cluster) -> Non
     spec = (await cluster.request("GET", f"{url}/api/openapi.json"))[1]
     from aiohttp import web
 
-    from node import api
+    from node.web import api
     app = web.Application()
     api.setup(app)
     routes = set()

@@ -8,7 +8,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from node.openapi import spec
+from node.web.openapi import spec
 from tests.harness import Cluster
 
 schema = schemathesis.openapi.from_dict(spec())

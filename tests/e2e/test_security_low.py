@@ -157,7 +157,7 @@ async def test_wrong_tokens_are_throttled(make_cluster) -> None:
 
 
 async def test_a_session_cookie_expires_on_the_server(cluster: Cluster) -> None:
-    from node.auth import SESSION_SECONDS, session_value
+    from node.web.auth import SESSION_SECONDS, session_value
 
     url = cluster.any_node().url
     for issued, expected in ((int(time.time()) - SESSION_SECONDS - 5, 401), (int(time.time()) - 60, 200)):

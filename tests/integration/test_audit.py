@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from node import metrics
-from node.audit import Auditor, job_ledger
-from node.jobs import validate
-from node.ownership import Owned
+from node.model.jobs import validate
+from node.scheduling.audit import Auditor, job_ledger
+from node.scheduling.ownership import Owned
 from node.store import Claim, Outcome, Store, new_execution_id
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

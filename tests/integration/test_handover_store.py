@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from node.jobs import validate
+from node.model.jobs import validate
 from node.store import Claim, Liveness, Outcome, Store, new_execution_id
 
 A, B = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"  # claimer ids of two processes

@@ -7,7 +7,7 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from node.jobs import validate
+from node.model.jobs import validate
 from node.store import MIGRATIONS, Claim, Outcome, Store, new_execution_id
 
 

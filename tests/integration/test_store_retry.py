@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from node.jobs import validate
+from node.model.jobs import validate
 from node.store import _RETRYING, NotFound, RunInFlight, Store, VersionConflict, new_id
 
 

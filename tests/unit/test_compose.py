@@ -46,11 +46,11 @@ def test_node_environment_matches_settings_and_ports_agree() -> None:
     assert f":{port}/readyz" in " ".join(node["healthcheck"]["test"])
     assert node["labels"]["traefik.http.services.cronring.loadbalancer.healthcheck.path"] == "/readyz"
     assert f":{port}/readyz" in (COMPOSE / "Dockerfile").read_text()
-    from node.auth import PROBES
+    from node.web.auth import PROBES
 
     assert "/readyz" in PROBES
     assert "ports" not in node  # scalable: --scale node=5 must not fight over host ports
-    # Docker's SIGKILL comes after the node's own bounded stop (node.app.Stop.budget, default grace 10 s)
+    # Docker's SIGKILL comes after the node's own bounded stop (node.web.app.Stop.budget, default grace 10 s)
     assert int(node["stop_grace_period"].rstrip("s")) > 2 * 10.0 + 25
     # each URL is the .env's when set (the ha profile), else the single-server default
     assert env["CRONRING_DATABASE_URL"].startswith("${CRONRING_DATABASE_URL:-mysql://")
@@ -101,7 +101,7 @@ def test_ha_profile_topology() -> None:
     """Three Sentinels with a quorum of two watch the Redis primary the nodes default to; the MariaDB
     replica replicates the primary semi-synchronously (AFTER_SYNC); the ha lines of .env.example are
     URLs the node accepts, naming exactly those services."""
-    from node.redisconn import SentinelURL
+    from node.cluster.redisconn import SentinelURL
 
     services = load("docker-compose.yml")["services"]
     for i in (1, 2, 3):

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from node.firing import Firer
-from node.jobs import Job
-from node.outbound import OutboundPolicy
+from node.model.jobs import Job
+from node.scheduling.firing import Firer
+from node.scheduling.outbound import OutboundPolicy
 from tests.local_server import LocalServer
 
 
@@ -77,7 +77,7 @@ async def test_connecting_is_bounded_by_the_lease_then_the_job_timeout_applies(m
     sent); once connected, the job's own timeout bounds the request, not the lease."""
     import time
 
-    from node.outbound import PolicyResolver
+    from node.scheduling.outbound import PolicyResolver
 
     real = PolicyResolver.resolve
     delay = {"s": 1.0}

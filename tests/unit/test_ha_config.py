@@ -8,10 +8,10 @@ import asyncio
 import pymysql
 import pytest
 
-from node.app import REDIS_RETRY
-from node.redisconn import RedisURLError, SentinelURL, check_url, connect
+from node.cluster.redisconn import RedisURLError, SentinelURL, check_url, connect
 from node.settings import DatabaseURL, Settings, SettingsError
 from node.store import _moves_primary
+from node.web.app import REDIS_RETRY
 
 
 def test_sentinel_url_forms() -> None:
@@ -41,7 +41,7 @@ async def test_a_sentinel_client_is_built_without_connecting() -> None:
     assert kwargs["db"] == 3 and client.connection_pool.service_name == "svc"
     with pytest.raises(Exception, match="svc"):  # no Sentinel answers: MasterNotFoundError names the service
         await asyncio.wait_for(client.ping(), 5)
-    from node.redisconn import close
+    from node.cluster.redisconn import close
 
     await close(client)
 

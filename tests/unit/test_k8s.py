@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import yaml
 
-from node.app import Stop
-from node.auth import PROBES
 from node.settings import Settings
+from node.web.app import Stop
+from node.web.auth import PROBES
 from tests.unit.test_compose import SETTINGS_VARS
 
 K8S = Path(__file__).resolve().parents[2] / "compose" / "k8s" / "cronring.yaml"
@@ -48,7 +48,7 @@ def test_settings_port_probes_and_termination_agree_with_the_node() -> None:
     assert {"/livez", "/readyz"} <= set(PROBES)  # probes send no token
     node_id = next(e for e in c["env"] if e["name"] == "CRONRING_NODE_ID")
     assert node_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # one id per pod
-    # the kubelet's SIGKILL comes after the node's own bounded stop (node.app.Stop.budget)
+    # the kubelet's SIGKILL comes after the node's own bounded stop (node.web.app.Stop.budget)
     budget = Stop(SimpleNamespace(settings=SimpleNamespace(shutdown_grace=float(config["CRONRING_SHUTDOWN_GRACE"]))))
     assert pod["terminationGracePeriodSeconds"] > budget.budget
     assert docs["Service"]["spec"]["ports"][0]["targetPort"] == "http"

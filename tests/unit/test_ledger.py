@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.ledger import Fate, Ledger, Segment, TickEntry, account
-from node.schedule import parse
+from node.model.schedule import parse
+from node.scheduling.ledger import Fate, Ledger, Segment, TickEntry, account
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 OVERLAP = "previous run still in flight (concurrencyPolicy forbid)"

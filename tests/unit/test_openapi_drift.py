@@ -8,8 +8,8 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
-from node.jobs import JOB_FIELDS, READ_ONLY, REQUIRED_FIELDS, ValidationError, validate
-from node.openapi import spec
+from node.model.jobs import JOB_FIELDS, READ_ONLY, REQUIRED_FIELDS, ValidationError, validate
+from node.web.openapi import spec
 
 BASE = {"uri": "https://example.com/hook", "schedule": "* * * * *"}
 

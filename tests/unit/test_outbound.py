@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from node.firing import Firer
-from node.jobs import Job
-from node.outbound import DEFAULT_DENY, OutboundDenied, OutboundPolicy, PolicyResolver, embedded_ipv4
+from node.model.jobs import Job
+from node.scheduling.firing import Firer
+from node.scheduling.outbound import DEFAULT_DENY, OutboundDenied, OutboundPolicy, PolicyResolver, embedded_ipv4
 from tests.local_server import CountingServer
 
 STANDIN = "127.0.0.2"

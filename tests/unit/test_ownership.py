@@ -25,9 +25,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from node.jobs import Job, JobSummary
-from node.ownership import JobState, Owned, Ownership
-from node.ring import Ring
+from node.cluster.ring import Ring
+from node.model.jobs import Job, JobSummary
+from node.scheduling.ownership import JobState, Owned, Ownership
 from node.store import Liveness, StoreUnavailable, Takeover
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -473,7 +473,7 @@ async def test_a_release_is_cancelled_when_the_ring_gives_the_job_back() -> None
 
 
 def test_a_tombstone_is_final() -> None:
-    from node.catalogue import Catalogue
+    from node.cluster.catalogue import Catalogue
 
     c = Catalogue(store=None, resync_interval=1.0)  # type: ignore[arg-type]
     c.apply(JobSummary(id="j", version=3, paused=False, deleted=False))

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.jobs import MisfirePolicy
-from node.planning import OVERLAP, Plan, plan
-from node.schedule import Budget, Schedule, parse
+from node.model.jobs import MisfirePolicy
+from node.model.schedule import Budget, Schedule, parse
+from node.scheduling.planning import OVERLAP, Plan, plan
 
 SKIP, ONCE, ALL = MisfirePolicy.SKIP, MisfirePolicy.FIRE_ONCE, MisfirePolicy.FIRE_ALL
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)

@@ -8,9 +8,7 @@ import json
 
 import pytest
 
-from node.firing import backoff_delay, parse_retry_after, render, sign
-from node.jobs import ValidationError, masked_headers, now_iso, rfc3339, tick_iso, validate
-from node.messages import (
+from node.cluster.messages import (
     ExecutionBatch,
     ExecutionEvent,
     JobEvent,
@@ -19,8 +17,10 @@ from node.messages import (
     execution_event,
     unpack,
 )
-from node.outbound import OutboundDenied, OutboundPolicy
-from node.ring import Ring, moved
+from node.cluster.ring import Ring, moved
+from node.model.jobs import ValidationError, masked_headers, now_iso, rfc3339, tick_iso, validate
+from node.scheduling.firing import backoff_delay, parse_retry_after, render, sign
+from node.scheduling.outbound import OutboundDenied, OutboundPolicy
 from node.settings import Settings, SettingsError
 
 SEED_EXAMPLE = {
@@ -186,8 +186,8 @@ async def test_a_loop_stops_even_when_its_cancellation_comes_out_as_a_timeout() 
 
     from node.dashboard.stream import StreamHub
 
-    from node.app import _supervise
-    from node.keys import Keys
+    from node.cluster.keys import Keys
+    from node.web.app import _supervise
 
     class Redis:  # XREAD blocks; a cancel arrives as a timeout, as redis-py lets it out
         async def xrevrange(self, *a, **k):
@@ -211,8 +211,8 @@ async def test_a_loop_stops_even_when_its_cancellation_comes_out_as_a_timeout() 
 def test_the_redis_client_retries_once_and_quickly() -> None:
     """redis-py 8 retries a failed command 10 times with up to 1 s backoff by default: with 2 s socket
     timeouts one command could outlast the lease many times over. The node's client retries once."""
-    from node.app import build_runtime
     from node.settings import Settings
+    from node.web.app import build_runtime
 
     r = build_runtime(Settings.load([], {}))
     retry = r.redis.get_retry()

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp import web
 
-from node.firing import Firer, redirected
-from node.jobs import Job
-from node.outbound import OutboundPolicy
+from node.model.jobs import Job
+from node.scheduling.firing import Firer, redirected
+from node.scheduling.outbound import OutboundPolicy
 from tests.local_server import LocalServer
 
 SECRET_HEADERS = {"Authorization": "Bearer s3cret", "X-Api-Key": "k3y", "Cookie": "sid=1", "X-Plain": "ok"}

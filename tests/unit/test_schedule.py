@@ -11,7 +11,7 @@ from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.schedule import ScheduleError, describe, parse
+from node.model.schedule import ScheduleError, describe, parse
 
 
 def fires(expr: str, zone: str, start: str, n: int) -> list[str]:

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from node.schedule import Budget, ScheduleError, ScheduleTooCostly, parse
+from node.model.schedule import Budget, ScheduleError, ScheduleTooCostly, parse
 
 STEPS_PER_FIRE = 12  # croniter steps one fire may cost (measured over 4,392 random fires: at most 4)
 ZONES = ["UTC", "Europe/Lisbon", "America/Sao_Paulo", "America/New_York", "Australia/Lord_Howe",

@@ -16,14 +16,14 @@ from typing import Any
 
 import structlog
 
-from . import metrics
-from .aio import raise_if_cancelling
+from .. import metrics
+from ..aio import raise_if_cancelling
+from ..cluster.keys import EVENTS_STREAM_LENGTH, Keys
+from ..cluster.membership import Membership
+from ..cluster.messages import ExecutionBatch, execution_event
+from ..model.jobs import now_iso, redact, tick_iso
+from ..store import Claim, Outcome, Store, StoreUnavailable
 from .firing import Result
-from .jobs import now_iso, redact, tick_iso
-from .keys import EVENTS_STREAM_LENGTH, Keys
-from .membership import Membership
-from .messages import ExecutionBatch, execution_event
-from .store import Claim, Outcome, Store, StoreUnavailable
 
 log = structlog.get_logger("outcomes")
 

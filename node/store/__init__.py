@@ -26,9 +26,9 @@ import aiomysql
 import pymysql
 import structlog
 
-from . import fastjson, metrics
-from .jobs import Job, JobSummary
-from .settings import DatabaseURL
+from .. import fastjson, metrics
+from ..model.jobs import Job, JobSummary
+from ..settings import DatabaseURL
 
 log = structlog.get_logger("store")
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 import structlog
 
-from .aio import raise_if_cancelling
+from ..aio import raise_if_cancelling
 from .keys import EVENTS_STREAM_LENGTH, Keys
 from .messages import MessageError, Record, unpack
 

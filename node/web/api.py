@@ -15,16 +15,17 @@ from typing import Any, cast
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import actions, metrics
-from .aio import Slices
-from .audit import job_ledger, settle_for
+from .. import metrics
+from ..aio import Slices
+from ..cluster.messages import MembershipEvent, unpack
+from ..cluster.redisconn import SentinelURL, is_sentinel
+from ..model.jobs import Job, rfc3339
+from ..model.schedule import Budget, ScheduleError, ScheduleTooCostly, describe, parse
+from ..scheduling.audit import job_ledger, settle_for
+from . import actions
 from .errors import BadRequest, RequestTimeout, UnsupportedMediaType
-from .jobs import Job, rfc3339
-from .messages import MembershipEvent, unpack
 from .openapi import spec as openapi_spec
-from .redisconn import SentinelURL, is_sentinel
 from .runtime import RUNTIME, Runtime
-from .schedule import Budget, ScheduleError, ScheduleTooCostly, describe, parse
 
 MAX_PAGE = 500
 MAX_PREVIEW = 100

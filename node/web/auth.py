@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from . import metrics
+from .. import metrics
 from .errors import Forbidden, Unauthorized, error_response
 from .runtime import RUNTIME
 

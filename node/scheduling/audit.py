@@ -18,13 +18,13 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from . import metrics
-from .aio import Slices, raise_if_cancelling
-from .jobs import rfc3339
+from .. import metrics
+from ..aio import Slices, raise_if_cancelling
+from ..model.jobs import rfc3339
+from ..model.schedule import Budget
+from ..store import Store, StoreUnavailable
 from .ledger import Book, Fate, Ledger, account, entries, segments
 from .ownership import Owned
-from .schedule import Budget
-from .store import Store, StoreUnavailable
 
 log = structlog.get_logger("audit")
 

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
-from . import netloc
+from .. import netloc
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 

@@ -11,12 +11,12 @@ import redis.exceptions
 import structlog
 from aiohttp import web
 
-from . import metrics
-from .jobs import ValidationError
-from .membership import LeaseNotFresh
-from .outbound import OutboundDenied
-from .schedule import ScheduleError
-from .store import NotFound, RunInFlight, StoreUnavailable, TooManyJobs, VersionConflict
+from .. import metrics
+from ..cluster.membership import LeaseNotFresh
+from ..model.jobs import ValidationError
+from ..model.schedule import ScheduleError
+from ..scheduling.outbound import OutboundDenied
+from ..store import NotFound, RunInFlight, StoreUnavailable, TooManyJobs, VersionConflict
 
 log = structlog.get_logger("api")
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import structlog
 
-from . import jobs as jobmod
+from ..cluster.messages import JobEvent
+from ..model import jobs as jobmod
+from ..model.jobs import Job
+from ..scheduling.ledger import missed_in_gap
+from ..store import StoreUnavailable
 from .errors import PreconditionFailed, TooManyRequests
-from .jobs import Job
-from .ledger import missed_in_gap
-from .messages import JobEvent
 from .runtime import Runtime
-from .store import StoreUnavailable
 
 log = structlog.get_logger("actions")
 

@@ -34,12 +34,13 @@ from typing import Any, Protocol
 
 import structlog
 
-from . import metrics, planning
-from .jobs import Job, JobSummary, secret_values
+from .. import metrics
+from ..cluster.ring import Ring
+from ..model.jobs import Job, JobSummary, secret_values
+from ..model.schedule import Schedule
+from ..store import Claim, Liveness, Redelivery, StoreUnavailable, Takeover, new_execution_id
+from . import planning
 from .ledger import missed_in_gap
-from .ring import Ring
-from .schedule import Schedule
-from .store import Claim, Liveness, Redelivery, StoreUnavailable, Takeover, new_execution_id
 
 log = structlog.get_logger("ownership")
 

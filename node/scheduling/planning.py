@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from .jobs import MisfirePolicy
-from .schedule import Schedule
+from ..model.jobs import MisfirePolicy
+from ..model.schedule import Schedule
 
 LATE_AFTER = timedelta(seconds=1)  # a tick first considered later than this is late: the misfire policy decides
 CATCHUP_CAP = 100  # fire_all: at most this many catch-up runs per plan

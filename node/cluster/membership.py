@@ -18,7 +18,7 @@ from typing import cast
 import redis.asyncio as aioredis
 import structlog
 
-from .aio import raise_if_cancelling, wait_event
+from ..aio import raise_if_cancelling, wait_event
 from .keys import EVENTS_STREAM_LENGTH, Keys
 from .messages import MembershipEvent, NodeInfo, unpack
 from .ring import Ring

@@ -47,8 +47,8 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from .jobs import rfc3339
-from .schedule import Budget, Schedule, ScheduleError, parse
+from ..model.jobs import rfc3339
+from ..model.schedule import Budget, Schedule, ScheduleError, parse
 
 DEFAULT_LIMIT = 10_000
 ERROR_CHARS = 200  # a row's error quoted in a detail is cut to this many characters

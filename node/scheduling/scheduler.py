@@ -29,20 +29,21 @@ from typing import Any
 
 import structlog
 
-from . import metrics, planning
-from .aio import raise_if_cancelling, wait_event
-from .catalogue import Catalogue
-from .fencing import Locks
+from .. import metrics
+from ..aio import raise_if_cancelling, wait_event
+from ..cluster.catalogue import Catalogue
+from ..cluster.fencing import Locks
+from ..cluster.keys import EVENTS_STREAM_LENGTH, HANDOVER_LOG_LENGTH, Keys
+from ..cluster.membership import LeaseNotFresh, Membership
+from ..cluster.messages import MembershipEvent
+from ..cluster.ring import Ring
+from ..model.jobs import ConcurrencyPolicy, Delivery, Job, rfc3339
+from ..model.schedule import Schedule
+from ..store import OVERLAP_REASON, Claim, Liveness, Redelivery, Store, StoreUnavailable, new_execution_id
+from . import planning
 from .firing import Firer, Result
-from .jobs import ConcurrencyPolicy, Delivery, Job, rfc3339
-from .keys import EVENTS_STREAM_LENGTH, HANDOVER_LOG_LENGTH, Keys
-from .membership import LeaseNotFresh, Membership
-from .messages import MembershipEvent
 from .outcomes import Outcomes
 from .ownership import CHUNK, Owned, Ownership
-from .ring import Ring
-from .schedule import Schedule
-from .store import OVERLAP_REASON, Claim, Liveness, Redelivery, Store, StoreUnavailable, new_execution_id
 
 log = structlog.get_logger("scheduler")
 

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from .jobs import SENSITIVE_HEADER, Job, now_iso, tick_iso
+from ..model.jobs import SENSITIVE_HEADER, Job, now_iso, tick_iso
 from .outbound import OutboundDenied, OutboundPolicy, PolicyResolver
 
 RESPONSE_EXCERPT_BYTES = 4096

@@ -7,16 +7,16 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from .audit import Auditor
-from .bus import Bus
-from .catalogue import Catalogue
-from .fencing import Locks
-from .firing import Firer
-from .keys import Keys
-from .membership import Membership
-from .scheduler import Scheduler
-from .settings import Settings
-from .store import Store
+from ..cluster.bus import Bus
+from ..cluster.catalogue import Catalogue
+from ..cluster.fencing import Locks
+from ..cluster.keys import Keys
+from ..cluster.membership import Membership
+from ..scheduling.audit import Auditor
+from ..scheduling.firing import Firer
+from ..scheduling.scheduler import Scheduler
+from ..settings import Settings
+from ..store import Store
 
 
 @dataclass(slots=True)

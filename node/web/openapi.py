@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from . import __version__
-from .jobs import JOB_FIELDS, READ_ONLY, REQUIRED_FIELDS
-from .ledger import Fate
+from .. import __version__
+from ..model.jobs import JOB_FIELDS, READ_ONLY, REQUIRED_FIELDS
+from ..scheduling.ledger import Fate
 
 _ERR = {"$ref": "#/components/responses/Error"}
 _JOB = {"$ref": "#/components/schemas/Job"}

@@ -22,22 +22,24 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from . import __version__, api, apidocs, dashboard, metrics, redisconn  # type: ignore[attr-defined]  # dashboard: node/__init__
-from .aio import raise_if_cancelling, watch_loop
-from .audit import Auditor
+from .. import __version__, dashboard, metrics  # type: ignore[attr-defined]  # dashboard: node/__init__
+from ..aio import raise_if_cancelling, watch_loop
+from ..cluster import redisconn
+from ..cluster.bus import Bus
+from ..cluster.catalogue import Catalogue
+from ..cluster.fencing import Locks
+from ..cluster.keys import Keys
+from ..cluster.membership import Membership
+from ..scheduling.audit import Auditor
+from ..scheduling.firing import Firer
+from ..scheduling.outbound import OutboundPolicy
+from ..scheduling.scheduler import Scheduler
+from ..settings import Settings
+from ..store import Store, StoreUnavailable
+from . import api, apidocs
 from .auth import auth_middleware
-from .bus import Bus
-from .catalogue import Catalogue
 from .errors import error_middleware
-from .fencing import Locks
-from .firing import Firer
-from .keys import Keys
-from .membership import Membership
-from .outbound import OutboundPolicy
 from .runtime import RUNTIME, Runtime
-from .scheduler import Scheduler
-from .settings import Settings
-from .store import Store, StoreUnavailable
 
 log = structlog.get_logger("app")
 REDIS_RETRY = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)

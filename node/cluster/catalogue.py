@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from .aio import raise_if_cancelling, wait_event
-from .jobs import JobSummary
+from ..aio import raise_if_cancelling, wait_event
+from ..model.jobs import JobSummary
+from ..store import Store, StoreUnavailable
 from .messages import JobEvent, Record
-from .store import Store, StoreUnavailable
 
 log = structlog.get_logger("catalogue")
 

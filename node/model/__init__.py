@@ -1,0 +1,1 @@
+"""The model: records, vocabularies and rules with no I/O (every other layer uses them)."""
