@@ -23,6 +23,7 @@ from .. import fastjson, metrics
 from ..aio import raise_if_cancelling
 from ..cluster.keys import Keys
 from ..cluster.messages import ExecutionBatch, JobEvent, MembershipEvent, MessageError, Record, unpack
+from ..web.presentation import enrich
 from ..web.runtime import RUNTIME
 
 log = structlog.get_logger("stream")
@@ -165,19 +166,17 @@ HUB: web.AppKey[StreamHub] = web.AppKey("stream_hub", StreamHub)
 
 
 async def snapshot(request: web.Request) -> dict[str, Any]:
-    from ..web.api import enrich  # the same job view as the API
-
     r = request.app[RUNTIME]
     crons: list[dict[str, Any]] = []
     total = None
     try:
-        jobs = await r.store.list_jobs(limit=SNAPSHOT_JOBS, cursor=None, q=None, paused=None)
+        jobs = await r.store.jobs.page(limit=SNAPSHOT_JOBS, cursor=None, q=None, paused=None)
         crons = [{k: d[k] for k in ("id", "name", "schedule", "uri", "running", "lastExecutedAt", "isLocked", "owner",
                                     "state", "nextRunAt")} for d in await enrich(r, jobs)]
-        total = await r.store.count_jobs()
+        total = await r.store.jobs.count()
     except Exception as e:
         log.warning("snapshot without jobs", error=str(e))
-    return {"instanceId": r.settings.node_id, "totalCrons": total, "activeCrons": len(r.scheduler.owned),
+    return {"instanceId": r.settings.node_id, "totalCrons": total, "activeCrons": len(r.ownership.owned),
             "epoch": r.membership.view.epoch, "members": sorted(r.membership.view.members), "crons": crons}
 
 

@@ -17,15 +17,15 @@ import jinja2
 from aiohttp import web
 
 from ..aio import Slices
-from ..model.jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError, rfc3339
+from ..model.errors import NotFound, StoreUnavailable, VersionConflict
+from ..model.jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError
 from ..model.schedule import Budget, ScheduleError, describe, parse
-from ..scheduling.audit import job_ledger, settle_for
+from ..model.times import rfc3339
 from ..scheduling.outbound import OutboundDenied
-from ..store import NotFound, StoreUnavailable, VersionConflict
 from ..web import actions
-from ..web.api import BODY_READ_SECONDS, cluster_view, enrich, exec_to_api, preview
 from ..web.auth import COOKIE, SESSION_SECONDS, THROTTLE, client_address, csrf_for_session, scope_of, session_value
 from ..web.errors import ApiError
+from ..web.presentation import BODY_READ_SECONDS, cluster_view, enrich, execution_view, ledger, preview
 from ..web.runtime import RUNTIME
 
 HERE = Path(__file__).parent
@@ -145,9 +145,9 @@ async def jobs_page(request: web.Request) -> web.Response:
     except ValueError:
         cursor = None
     try:
-        jobs = await r.store.list_jobs(limit=PAGE + 1, cursor=cursor, q=q,
+        jobs = await r.store.jobs.page(limit=PAGE + 1, cursor=cursor, q=q,
                                        paused={"paused": True, "active": False}.get(state))
-        total = await r.store.count_jobs()
+        total = await r.store.jobs.count()
     except StoreUnavailable:
         return render(request, "error.html", {"message": "The database is unavailable; this page will work again when it returns."}, 503)
     more = len(jobs) > PAGE
@@ -165,7 +165,7 @@ async def jobs_page(request: web.Request) -> web.Response:
 async def job_row(request: web.Request) -> web.Response:
     """One table row, for the live jobs page to insert or refresh."""
     r = request.app[RUNTIME]
-    job = await r.store.get_job(request.match_info["id"])
+    job = await r.store.jobs.get(request.match_info["id"])
     (row,) = await enrich(r, [job])
     row["describe"] = describe(row["schedule"])
     row["upcoming"] = await upcoming(row, Slices())
@@ -175,7 +175,7 @@ async def job_row(request: web.Request) -> web.Response:
 async def job_page(request: web.Request) -> web.Response:
     r = request.app[RUNTIME]
     try:
-        job = await r.store.get_job(request.match_info["id"])
+        job = await r.store.jobs.get(request.match_info["id"])
     except NotFound:
         return render(request, "error.html", {"message": "No such job (it may have been deleted)."}, 404)
     (row,) = await enrich(r, [job])
@@ -184,12 +184,10 @@ async def job_page(request: web.Request) -> web.Response:
         fires = [] if job.paused else await preview(job.schedule, job.time_zone, datetime.now(UTC), 10)
     except ScheduleError:
         fires = []
-    history = [exec_to_api(e) for e in await r.store.executions(job.id, limit=50)]
+    history = [execution_view(e) for e in await r.store.history.executions(job.id, limit=50)]
     now = datetime.now(UTC)
-    st = r.settings
-    ledger = await job_ledger(r.store, job.id, now - STRIP_SPAN, now,
-                              settle=settle_for(st.member_ttl, st.heartbeat_interval, st.claim_ahead), limit=STRIP_MAX)
-    return render(request, "job.html", {"job": row, "fires": fires, "history": history, "ledger": ledger,
+    strip = await ledger(r, job.id, now - STRIP_SPAN, now, limit=STRIP_MAX)
+    return render(request, "job.html", {"job": row, "fires": fires, "history": history, "ledger": strip,
                                         "strip_seconds": int(STRIP_SPAN.total_seconds()), "strip_max": STRIP_MAX,
                                         "body_json": json.dumps(job.body, indent=2) if job.body is not None and not isinstance(job.body, str) else job.body})
 
@@ -268,7 +266,7 @@ async def new_form(request: web.Request) -> web.Response:
 
 
 async def edit_form(request: web.Request) -> web.Response:
-    job = await request.app[RUNTIME].store.get_job(request.match_info["id"])
+    job = await request.app[RUNTIME].store.jobs.get(request.match_info["id"])
     return await _form_page(request, job, form_values(job), {})
 
 
@@ -276,7 +274,7 @@ async def save_form(request: web.Request) -> web.StreamResponse:
     r = request.app[RUNTIME]
     form = await check_csrf(request)
     job_id = request.match_info.get("id")
-    job = await r.store.get_job(job_id) if job_id else None
+    job = await r.store.jobs.get(job_id) if job_id else None
     payload, errors = payload_from_form(form)
     if not errors:
         try:
@@ -305,7 +303,7 @@ async def job_action(request: web.Request) -> web.StreamResponse:
     action = request.match_info["action"]
     if action == "delete":
         if form.get("confirm") != "yes":
-            job = await r.store.get_job(job_id)
+            job = await r.store.jobs.get(job_id)
             return render(request, "confirm.html", {"job": job})
         await actions.delete_job(r, job_id, None)
         raise web.HTTPSeeOther("/")

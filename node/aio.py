@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 
 def raise_if_cancelling() -> None:
@@ -70,3 +71,26 @@ async def watch_loop(observe: Callable[[float], None], warn: Callable[[float], N
         observe(lag)
         if lag > warn_after:
             warn(lag)
+
+
+class Tasks:
+    """Tasks a part of the node starts and does not await (a send, a reload, a log write): kept, so none is
+    collected mid-flight, and waited for at the stop. One set for the scheduler and the ownership."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def running(self) -> list[asyncio.Task[None]]:
+        return [t for t in self._tasks if not t.done()]
+
+    async def wait(self, timeout: float) -> None:
+        """Until every task has ended, or ``timeout`` seconds (the rest go on)."""
+        running = self.running()
+        if running:
+            await asyncio.wait(running, timeout=timeout)

@@ -10,57 +10,13 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from urllib.parse import urlparse
 
-from . import netloc
 from .cluster.redisconn import RedisURLError, check_url
+from .store.connection import DatabaseURL, DatabaseURLError
 
 
 class SettingsError(ValueError):
     """A malformed setting; the node refuses to start."""
-
-
-@dataclass(frozen=True, slots=True)
-class DatabaseURL:
-    """``mysql://user:pass@host[:port][,host2[:port]…]/database[?ssl=true]``. With several hosts the
-    store uses the one that is writable (``@@read_only = 0``) and moves when that changes."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-    ssl: bool = False
-    hosts: tuple[tuple[str, int], ...] = ()  # every host in the URL, in order; (host, port) first
-
-    @classmethod
-    def parse(cls, url: str) -> DatabaseURL:
-        u = urlparse(url)
-        if u.scheme not in ("mysql", "mariadb", "mysql+aiomysql"):
-            raise SettingsError(f"CRONRING_DATABASE_URL must start with mysql://, got {url!r}")
-        db = u.path.lstrip("/")
-        if not db:
-            raise SettingsError("CRONRING_DATABASE_URL must name a database: mysql://user:pass@host:3306/cronring")
-        user, password, texts = netloc.split(u.netloc)
-        try:
-            hosts = tuple(netloc.host_port(t, 3306) for t in texts) if any(texts) else (("127.0.0.1", 3306),)
-        except ValueError as e:
-            raise SettingsError(f"CRONRING_DATABASE_URL: {e}") from None
-        if len(set(hosts)) != len(hosts):
-            raise SettingsError("CRONRING_DATABASE_URL names a host twice")
-        return cls(
-            host=hosts[0][0],
-            port=hosts[0][1],
-            user=user or "root",
-            password=password,
-            database=db,
-            ssl="ssl=true" in (u.query or "").lower(),
-            hosts=hosts,
-        )
-
-    def redacted(self) -> str:
-        where = ",".join(f"{h}:{p}" for h, p in self.hosts or ((self.host, self.port),))
-        return f"mysql://{self.user}:***@{where}/{self.database}"
 
 
 def _float(name: str, value: str) -> float:
@@ -181,7 +137,10 @@ class Settings:
 
     @property
     def database(self) -> DatabaseURL:
-        return DatabaseURL.parse(self.database_url)
+        try:
+            return DatabaseURL.parse(self.database_url)
+        except DatabaseURLError as e:
+            raise SettingsError(str(e)) from None
 
     @classmethod
     def load(cls, argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -354,13 +354,12 @@ class Cluster:
     async def create_jobs_bulk(self, n: int, **fields: Any) -> list[str]:
         """Many jobs straight into MariaDB (through the store), then a re-sync picks them up."""
         from node.model.jobs import validate
-        from node.settings import DatabaseURL
-        from node.store import Store
+        from node.store import DatabaseURL, Store
 
         store = Store(DatabaseURL.parse(db_url(self.database, host=self.db_host, port=self.db_port)))
         await store.start()
         job = validate({"uri": f"{self.receiver.url}/webhook", **fields})
-        ids = await store.create_jobs_bulk([job] * n)
+        ids = await store.jobs.create_many([job] * n)
         await store.close()
         return ids
 

@@ -9,13 +9,20 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
 from ..aio import raise_if_cancelling, wait_event
+from ..model.errors import StoreUnavailable
 from ..model.jobs import JobSummary
-from ..store import Store, StoreUnavailable
 from .messages import JobEvent, Record
+
+
+class ChangeFeed(Protocol):
+    """Job summaries changed since a watermark, and the database's now (store/jobs.py)."""
+
+    async def changed_since(self, watermark: datetime | None) -> tuple[list[JobSummary], datetime | None]: ...
 
 log = structlog.get_logger("catalogue")
 
@@ -32,8 +39,8 @@ class Catalogue:
     and a deleted job stays as a tombstone for a while, so neither a late event nor a full
     re-sync that read the table before an edit or delete can undo it."""
 
-    def __init__(self, store: Store, resync_interval: float) -> None:
-        self.store = store
+    def __init__(self, feed: ChangeFeed, resync_interval: float) -> None:
+        self.feed = feed
         self.resync_interval = resync_interval
         self.jobs: dict[str, JobSummary] = {}  # tombstones included (deleted=True)
         self.tombstoned: dict[str, float] = {}  # id -> monotonic time it became a tombstone
@@ -81,7 +88,7 @@ class Catalogue:
         purged) becomes a tombstone here unless an event about it arrived during the read."""
         self._touched = set()
         try:
-            summaries, now = await self.store.changed_since(None)
+            summaries, now = await self.feed.changed_since(None)
             touched = self._touched
         finally:
             self._touched = None
@@ -98,7 +105,7 @@ class Catalogue:
         log.info("catalogue loaded", jobs=self.live_count())
 
     async def incremental(self) -> None:
-        summaries, now = await self.store.changed_since(self.watermark)
+        summaries, now = await self.feed.changed_since(self.watermark)
         for s in summaries:
             self.apply(s)
         if now:

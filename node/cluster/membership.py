@@ -13,13 +13,15 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import cast
 
 import redis.asyncio as aioredis
 import structlog
 
 from ..aio import raise_if_cancelling, wait_event
-from .keys import EVENTS_STREAM_LENGTH, Keys
+from ..model.times import rfc3339
+from .keys import EVENTS_STREAM_LENGTH, HANDOVER_LOG_LENGTH, Keys
 from .messages import MembershipEvent, NodeInfo, unpack
 from .ring import Ring
 
@@ -52,10 +54,6 @@ if changed == 1 then redis.call('INCR', KEYS[3]) end
 local epoch = tonumber(redis.call('GET', KEYS[3]) or '0')
 return {now, epoch, was_member, dead, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'), redis.call('HGETALL', KEYS[2])}
 """
-
-
-class LeaseNotFresh(Exception):
-    """This node may not send now (its heartbeat lease is not surely valid)."""
 
 
 HANDOVER_LEVEL = 1  # NodeInfo.handover of this release (see messages.NodeInfo)
@@ -100,7 +98,7 @@ def _claimers(members: dict[str, int], info_flat: list[bytes]) -> tuple[dict[str
 class Membership:
     def __init__(
         self, *, redis: aioredis.Redis, keys: Keys, node_id: str, url: str, version: str,
-        heartbeat_interval: float, member_ttl: float, owned_count: Callable[[], int],
+        heartbeat_interval: float, member_ttl: float, owned_count: Callable[[], int] = lambda: 0,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -109,7 +107,7 @@ class Membership:
         self.version = version
         self.heartbeat_interval = heartbeat_interval
         self.member_ttl = member_ttl
-        self.owned_count = owned_count
+        self.owned_count = owned_count  # told in every heartbeat; the composition root points it at the ownership
         self.started_at = time.time()
         self.claimer = new_claimer()  # this incarnation's id in the executions it claims (new after a lapse)
         self.view = View()
@@ -199,6 +197,35 @@ class Membership:
         from now on, so peers treat what we claimed before as a lost node's (abandoned or re-sent)."""
         self.claimer = new_claimer()
         self.lapsed.set()
+
+    # ---- the lease, as ownership sees it (scheduling.ownership.Lease) ----------------------
+
+    @property
+    def ring(self) -> Ring:
+        return self.view.ring
+
+    @property
+    def epoch(self) -> int:
+        return self.view.epoch
+
+    @property
+    def handover_ok(self) -> bool:
+        """Every member hands over with runs in flight (none is a release-2 node)."""
+        return self.view.handover >= HANDOVER_LEVEL
+
+    async def log_handover(self, direction: str, job_ids: list[str]) -> None:
+        """A pass's hand-overs in one direction, for the cluster page (a capped list) and the live stream."""
+        rec = MembershipEvent(op="handover", node_id=self.node_id, epoch=self.view.epoch,
+                              detail={"direction": direction, "jobs": len(job_ids), "sample": job_ids[:5],
+                                      "at": rfc3339(datetime.now(UTC))})
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lpush(self.keys.handovers, rec.pack())
+            pipe.ltrim(self.keys.handovers, 0, HANDOVER_LOG_LENGTH - 1)
+            pipe.xadd(self.keys.events_stream, {b"r": rec.pack()}, maxlen=EVENTS_STREAM_LENGTH, approximate=True)
+            await pipe.execute()
+        except Exception as e:  # the log line is the record; the dashboard's list may miss one
+            log.debug("hand-over record not published", error=str(e))
 
     def live_claimers(self) -> set[str]:
         """The claimer ids of the live members (ours among them while our lease holds)."""

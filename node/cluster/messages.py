@@ -7,6 +7,9 @@ from typing import Any, ClassVar, Self
 
 import msgpack
 
+from ..model.executions import Execution
+from ..model.times import tick_iso
+
 SCHEMA_VERSION = 1
 
 
@@ -75,36 +78,22 @@ class JobEvent(Record):
     name: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecutionEvent(Record):
-    kind: ClassVar[str] = "execution"
-    id: str
-    job_id: str
-    scheduled_at: str  # RFC 3339 UTC, ms
-    state: str
-    node: str
-    fence: int
-    attempt: int = 0
-    status_code: int | None = None
-    duration_ms: int | None = None
-    lateness_ms: int | None = None
-    error: str | None = None
-    at: str = ""
+def execution_event(e: Execution, at: str) -> dict[str, Any]:
+    """An execution as the events stream carries it (inside an ``ExecutionBatch``): the record's fields a
+    live view needs, ``at`` when it was told. Built as a plain dict, twice per fire."""
+    return {"id": e.id, "job_id": e.job_id, "scheduled_at": tick_iso(e.scheduled_at), "state": str(e.state),
+            "kind": str(e.kind), "node": e.node, "fence": e.fence, "attempt": e.attempts, "status_code": e.status_code,
+            "duration_ms": e.duration_ms, "lateness_ms": e.lateness_ms, "error": e.error, "at": at}
 
 
-def execution_event(id: str, job_id: str, scheduled_at: str, state: str, node: str, fence: int, attempt: int,
-                    status_code: int | None, duration_ms: int | None, lateness_ms: int | None, error: str | None,
-                    at: str) -> dict[str, Any]:
-    """ExecutionEvent(...).to_dict() without the dataclass: built twice per fire."""
-    return {"id": id, "job_id": job_id, "scheduled_at": scheduled_at, "state": state, "node": node, "fence": fence,
-            "attempt": attempt, "status_code": status_code, "duration_ms": duration_ms, "lateness_ms": lateness_ms,
-            "error": error, "at": at}
+EXECUTION_EVENT_FIELDS = ("id", "job_id", "scheduled_at", "state", "kind", "node", "fence", "attempt", "status_code",
+                          "duration_ms", "lateness_ms", "error", "at")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionBatch(Record):
     kind: ClassVar[str] = "executions"
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # execution_event() dicts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,7 +106,7 @@ class MembershipEvent(Record):
 
 
 _KINDS: dict[str, type[Record]] = {
-    c.kind: c for c in (NodeInfo, JobEvent, ExecutionEvent, ExecutionBatch, MembershipEvent)
+    c.kind: c for c in (NodeInfo, JobEvent, ExecutionBatch, MembershipEvent)
 }
 
 

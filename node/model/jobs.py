@@ -5,11 +5,9 @@ Pure: no I/O. Field names on the wire are the seed's (camelCase).
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -18,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import schedule as sched
+from .times import rfc3339
 
 
 class MisfirePolicy(StrEnum):
@@ -149,33 +148,6 @@ class JobSummary:
 
 def _utc(dt: datetime | None) -> datetime | None:
     return None if dt is None else dt.replace(tzinfo=UTC)
-
-
-def rfc3339(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    if dt.tzinfo is not UTC:
-        dt = dt.astimezone(UTC)
-    return dt.isoformat(timespec="milliseconds")[:23] + "Z"  # isoformat is C; strftime is not
-
-
-_now_cache: list[Any] = [0, ""]  # (second, its rfc3339 up to the seconds)
-
-
-def now_iso() -> str:
-    """rfc3339 of now in milliseconds; the date and time up to the second is formatted once a second."""
-    ms = time.time_ns() // 1_000_000
-    sec, frac = divmod(ms, 1000)
-    if sec != _now_cache[0]:
-        _now_cache[0], _now_cache[1] = sec, datetime.fromtimestamp(sec, UTC).isoformat()[:19]
-    return f"{_now_cache[1]}.{frac:03d}Z"
-
-
-@functools.lru_cache(maxsize=4096)
-def tick_iso(scheduled_at: datetime) -> str:
-    """rfc3339 of a scheduled instant, cached: every job due in the same second shares it, and each run
-    spells it several times (header, events, log). 0.13 µs against 1.9 µs."""
-    return rfc3339(scheduled_at) or ""
 
 
 MASK = "***"

@@ -13,23 +13,33 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import structlog
 
 from .. import metrics
 from ..aio import Slices, raise_if_cancelling
-from ..model.jobs import rfc3339
+from ..batching import AUDIT_JOBS, chunks
+from ..model.errors import StoreUnavailable
+from ..model.executions import Execution, Fate
 from ..model.schedule import Budget
-from ..store import Store, StoreUnavailable
-from .ledger import Book, Fate, Ledger, account, entries, segments
+from ..model.times import rfc3339
+from .ledger import Book, Ledger, account, entries, segments
 from .ownership import Owned
+
+
+class LedgerSource(Protocol):
+    """What the ledger is built from (store/history.py): definitions, rows of the window, retention's mark."""
+
+    async def ledger_inputs(self, job_ids: Sequence[str], start: datetime, end: datetime
+                            ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[Execution]],
+                                       dict[str, datetime | None]]: ...
 
 log = structlog.get_logger("audit")
 
 AUDIT_DELAY = 5.0  # seconds after a minute ends before it is audited (outcomes are written in batches)
-AUDIT_CHUNK = 500
 
 
 def settle_for(member_ttl: float, heartbeat_interval: float, claim_ahead: float) -> timedelta:
@@ -41,11 +51,11 @@ def settle_for(member_ttl: float, heartbeat_interval: float, claim_ahead: float)
 LEDGER_STEPS = 200_000  # schedule steps one ledger read may spend (10,000 entries cost at most ~40,000)
 
 
-async def job_ledger(store: Store, job_id: str, start: datetime, end: datetime, *, settle: timedelta,
+async def job_ledger(source: LedgerSource, job_id: str, start: datetime, end: datetime, *, settle: timedelta,
                      limit: int) -> Ledger:
     """One job's ledger for an API read or a page, built in slices (``Slices``): the loop is never held for
     more than a few milliseconds, whatever the window. Raises ``ScheduleTooCostly`` past LEDGER_STEPS."""
-    history, rows, oldest = await store.ledger_inputs([job_id], start, end)
+    history, rows, oldest = await source.ledger_inputs([job_id], start, end)
     book = Book(limit=limit, kept_from=oldest.get(job_id))
     slices = Slices()
     for entry in entries(segments(history[job_id]), rows[job_id], start=start, end=end, now=datetime.now(UTC),
@@ -57,9 +67,9 @@ async def job_ledger(store: Store, job_id: str, start: datetime, end: datetime, 
 
 
 class Auditor:
-    def __init__(self, store: Store, owned: Callable[[], Mapping[str, Owned]], *,
+    def __init__(self, source: LedgerSource, owned: Callable[[], Mapping[str, Owned]], *,
                  clock: Callable[[], float] = time.time) -> None:
-        self.store = store
+        self.source = source
         self.owned = owned
         self.clock = clock
         self.unaccounted = 0  # since this node started
@@ -72,9 +82,8 @@ class Auditor:
         totals = dict.fromkeys(map(str, Fate), 0)
         now = datetime.now(UTC)
         slices = Slices()
-        for k in range(0, len(ids), AUDIT_CHUNK):
-            chunk = ids[k : k + AUDIT_CHUNK]
-            history, rows, oldest = await self.store.ledger_inputs(chunk, start, minute_end)
+        for chunk in chunks(ids, AUDIT_JOBS):
+            history, rows, oldest = await self.source.ledger_inputs(chunk, start, minute_end)
             for j in chunk:
                 ledger = account(segments(history[j]), rows[j], start=start, end=minute_end, now=now,
                                  settle=timedelta(0), kept_from=oldest.get(j))

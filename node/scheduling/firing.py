@@ -23,7 +23,9 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from ..model.jobs import SENSITIVE_HEADER, Job, now_iso, tick_iso
+from ..model.executions import ExecutionState
+from ..model.jobs import SENSITIVE_HEADER, Job
+from ..model.times import now_iso, tick_iso
 from .outbound import OutboundDenied, OutboundPolicy, PolicyResolver
 
 RESPONSE_EXCERPT_BYTES = 4096
@@ -101,7 +103,9 @@ class LeasedConnector(aiohttp.TCPConnector):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Result:
-    state: str  # succeeded | failed | timed_out | abandoned (the lease lapsed before anything was sent)
+    """What sending one execution came to (every attempt): the outcomes turn it into the Execution."""
+
+    state: ExecutionState  # succeeded | failed | timed_out | abandoned (the lease lapsed before anything was sent)
     attempts: int
     status_code: int | None
     duration_ms: int
@@ -341,13 +345,13 @@ class Firer:
                 break  # lost our heartbeat meanwhile: a later attempt could be stale
         duration_ms = int((time.perf_counter() - t0) * 1000)
         if ok:
-            state = "succeeded"
+            state = ExecutionState.SUCCEEDED
         elif last.not_sent and attempt_no == attempts_before:
-            state = "abandoned"
+            state = ExecutionState.ABANDONED
         elif last.timed_out:
-            state = "timed_out"
+            state = ExecutionState.TIMED_OUT
         else:
-            state = "failed"
+            state = ExecutionState.FAILED
         error = last.error
         if error is None and not ok:
             error = f"unexpected status {last.status_code}"

@@ -14,10 +14,11 @@ Segments (the job's definition history: consecutive, ordered, not overlapping):
   * ``paused``: its instants are listed with fate ``paused`` (not due), unless a row accounts for them.
 
 Rows (the job's execution rows overlapping the window) become fates in one place, the tables below:
-  * ``KIND_COVERS``: which instants a row of a kind accounts for. ``tick``/``catchup`` rows: the one instant at their
-    ``scheduled_at`` (a run). ``misfire``/``overlap`` rows: every instant in ``[missed_from, scheduled_at]`` (a run of
-    consecutive ticks not run is one row; the scheduler folds repeated overlaps into one row too). ``manual`` (run
-    now), ``backfill`` and unknown kinds: no scheduled instant, ever.
+  * ``kind_cover``: which instants a row of a kind accounts for, from the vocabulary's sets
+    (``model/executions.py``). ``ONE_INSTANT_KINDS`` (tick, catchup): the one instant at their ``scheduled_at`` (a
+    run). ``RANGE_KINDS`` (misfire, overlap): every instant in ``[missed_from, scheduled_at]`` (a run of consecutive
+    ticks not run is one row). ``manual`` (run now), ``backfill`` and kinds this release does not know: no scheduled
+    instant, ever.
   * ``ROW_FATES``: (cover, state) -> fate; a pair not in the table is ``unaccounted``, with the state in the detail.
   * ``REASON_FATES``: a range row's reason refines its fate (misfire rows are written ``missed`` whatever the policy;
     "skipped by misfire policy" makes them ``skipped``).
@@ -34,7 +35,8 @@ most ``limit + 1`` entries are produced (the extra one only tells ``truncated`` 
 a long gap costs at most ``limit`` schedule steps. One-instant rows are matched by a merge with the (increasing)
 instants and range rows by bisection: O((instants + rows) log rows).
 
-Later fates (``excluded`` by calendars, ``trimmed`` by retention) are new ``Fate`` members and new table rows.
+Later fates (``excluded`` by calendars, ``cancelled`` by ``replace``) are new ``Fate`` members (``model/executions.py``)
+and new table rows.
 """
 
 from __future__ import annotations
@@ -47,27 +49,15 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from ..model.jobs import rfc3339
+from ..model.executions import ONE_INSTANT_KINDS, RANGE_KINDS, Execution, ExecutionKind, ExecutionState, Fate
 from ..model.schedule import Budget, Schedule, ScheduleError, parse
+from ..model.times import rfc3339
 
 DEFAULT_LIMIT = 10_000
 ERROR_CHARS = 200  # a row's error quoted in a detail is cut to this many characters
 _TINY = timedelta(microseconds=1)
 
-Row = Mapping[str, Any]
-
-
-class Fate(StrEnum):
-    DELIVERED = "delivered"  # sent and succeeded
-    FAILED = "failed"  # sent, and failed or timed out after its retries
-    MISSED = "missed"  # due, not run: past the misfire grace, coalesced into one catch-up run, over the catch-up cap
-    SKIPPED = "skipped"  # not run by choice: misfirePolicy skip, concurrencyPolicy forbid
-    ABANDONED = "abandoned"  # claimed, never sent (the claimer lost its lease; at-most-once delivery)
-    PAUSED = "paused"  # the job was paused: not due
-    RUNNING = "running"  # claimed or in flight
-    PENDING = "pending"  # no row, and none expected yet (later than now - settle)
-    UNACCOUNTED = "unaccounted"  # no row, and one was expected: a bug
-    TRIMMED = "trimmed"  # older than the job's oldest execution row: its history was deleted by retention
+Row = Execution  # the ledger reads execution rows: scheduled_at, kind, state, missed_from, error, ...
 
 
 class Cover(StrEnum):
@@ -78,26 +68,28 @@ class Cover(StrEnum):
     NONE = "none"  # none: not a scheduled instant
 
 
-KIND_COVERS: dict[str, Cover] = {
-    "tick": Cover.ONE,
-    "catchup": Cover.ONE,
-    "misfire": Cover.RANGE,
-    "overlap": Cover.RANGE,
-    "manual": Cover.NONE,
-    "backfill": Cover.NONE,
-}  # a kind not listed covers nothing
+def kind_cover(row: Row) -> Cover:
+    """From the vocabulary's sets: a run of one instant, a range not run, or no instant (run-now, backfill,
+    and a kind this release does not know)."""
+    if row.kind in ONE_INSTANT_KINDS:
+        return Cover.ONE
+    if row.kind in RANGE_KINDS:
+        return Cover.RANGE
+    return Cover.NONE
 
+
+S, F = ExecutionState, Fate
 ROW_FATES: dict[tuple[Cover, str], Fate] = {
-    (Cover.ONE, "succeeded"): Fate.DELIVERED,
-    (Cover.ONE, "failed"): Fate.FAILED,
-    (Cover.ONE, "timed_out"): Fate.FAILED,
-    (Cover.ONE, "abandoned"): Fate.ABANDONED,
-    (Cover.ONE, "claimed"): Fate.RUNNING,
-    (Cover.ONE, "running"): Fate.RUNNING,
-    (Cover.ONE, "skipped"): Fate.SKIPPED,
-    (Cover.ONE, "missed"): Fate.MISSED,
-    (Cover.RANGE, "skipped"): Fate.SKIPPED,
-    (Cover.RANGE, "missed"): Fate.MISSED,
+    (Cover.ONE, S.SUCCEEDED): F.DELIVERED,
+    (Cover.ONE, S.FAILED): F.FAILED,
+    (Cover.ONE, S.TIMED_OUT): F.FAILED,
+    (Cover.ONE, S.ABANDONED): F.ABANDONED,
+    (Cover.ONE, S.CLAIMED): F.RUNNING,
+    (Cover.ONE, S.RUNNING): F.RUNNING,
+    (Cover.ONE, S.SKIPPED): F.SKIPPED,
+    (Cover.ONE, S.MISSED): F.MISSED,
+    (Cover.RANGE, S.SKIPPED): F.SKIPPED,
+    (Cover.RANGE, S.MISSED): F.MISSED,
 }  # a pair not listed: Fate.UNACCOUNTED
 
 REASON_FATES: tuple[tuple[str, Fate], ...] = (
@@ -105,16 +97,12 @@ REASON_FATES: tuple[tuple[str, Fate], ...] = (
 )  # (reason prefix, fate) for range rows, first match wins
 
 
-def kind_cover(row: Row) -> Cover:
-    return KIND_COVERS.get(str(row.get("kind") or "tick"), Cover.NONE)
-
-
 def row_fate(row: Row) -> Fate:
     """The fate of the instants a row accounts for (``unaccounted`` for a state the tables do not know)."""
     cover = kind_cover(row)
-    fate = ROW_FATES.get((cover, str(row.get("state"))), Fate.UNACCOUNTED)
+    fate = ROW_FATES.get((cover, row.state), Fate.UNACCOUNTED)
     if cover is Cover.RANGE and fate is not Fate.UNACCOUNTED:
-        reason = str(row.get("error") or "")
+        reason = row.error or ""
         fate = next((f for prefix, f in REASON_FATES if reason.startswith(prefix)), fate)
     return fate
 
@@ -228,16 +216,14 @@ class _Accountant:
         spans: list[tuple[datetime, datetime, int, Row]] = []
         self.others: dict[datetime, Row] = {}  # rows that cover no instant, for the unaccounted hint
         for i, row in enumerate(rows):
-            at = row.get("scheduled_at")
-            if not isinstance(at, datetime):
-                continue
+            at = row.scheduled_at
             cover = kind_cover(row)
             if cover is Cover.ONE:
                 if start <= at < end:
                     ones.append((at, i, row))
             elif cover is Cover.RANGE:
-                first = row.get("missed_from")
-                first = first if isinstance(first, datetime) and first <= at else at
+                first = row.missed_from
+                first = first if first is not None and first <= at else at
                 spans.append((first, at, i, row))
             else:
                 self.others.setdefault(at, row)
@@ -291,7 +277,7 @@ class _Accountant:
         if explained is None:
             explained = self.explained[id(row)] = _explain(row)
         fate, detail = explained
-        return TickEntry(scheduled_at=t, fate=fate, execution_id=_id(row), redelivered=bool(row.get("redelivered")),
+        return TickEntry(scheduled_at=t, fate=fate, execution_id=row.id, redelivered=row.redelivered,
                          detail=detail + note)
 
     def _stray(self, at: datetime, row: Row) -> TickEntry:
@@ -307,14 +293,8 @@ class _Accountant:
     def _no_row(self, t: datetime) -> str:
         other = self.others.get(t)
         if other is not None:
-            return (f"no tick row; a {other.get('kind')} row ({_id(other)}) holds this instant:"
-                    " a bug, please report")
+            return f"no tick row; a {other.kind} row ({other.id}) holds this instant: a bug, please report"
         return "no execution row: a bug, please report"
-
-
-def _id(row: Row) -> str | None:
-    eid = row.get("id")
-    return None if eid is None else str(eid)
 
 
 def _explain(row: Row) -> tuple[Fate, str]:
@@ -329,19 +309,19 @@ def _clip(text: object) -> str:
 
 def _notes(row: Row, *, attempts: bool = True) -> str:
     notes = []
-    n = int(row.get("attempts") or 0)
+    n = row.attempts
     if attempts and n:
         notes.append(f"{n} attempt{'' if n == 1 else 's'}")
-    if row.get("kind") == "catchup":
+    if row.kind == ExecutionKind.CATCHUP:
         notes.append("catch-up run")
-    if row.get("redelivered"):
+    if row.redelivered:
         notes.append("redelivered")
     return f" ({', '.join(notes)})" if notes else ""
 
 
 def _delivered(row: Row) -> str:
-    status = row.get("status_code")
-    n = int(row.get("attempts") or 0)
+    status = row.status_code
+    n = row.attempts
     head = f"HTTP {status}" if status is not None else "delivered"
     if n:
         head += f" after {n} attempt{'' if n == 1 else 's'}"
@@ -349,35 +329,35 @@ def _delivered(row: Row) -> str:
 
 
 def _failed(row: Row) -> str:
-    error = row.get("error")
+    error = row.error
     if not error:
-        status = row.get("status_code")
-        error = f"HTTP {status}" if status is not None else "timed out" if row.get("state") == "timed_out" else "?"
+        status = row.status_code
+        error = f"HTTP {status}" if status is not None else "timed out" if row.state == ExecutionState.TIMED_OUT else "?"
     return f"failed: {_clip(error)}" + _notes(row)
 
 
 def _abandoned(row: Row) -> str:
-    return f"abandoned: {_clip(row.get('error') or 'claimed, never sent')}" + _notes(row)
+    return f"abandoned: {_clip(row.error or 'claimed, never sent')}" + _notes(row)
 
 
 def _running(row: Row) -> str:
-    node = row.get("node")
-    if row.get("state") == "claimed":
+    node = row.node
+    if row.state == ExecutionState.CLAIMED:
         head = f"claimed by {node}" if node else "claimed, not sent yet"
         return head + _notes(row, attempts=False)
-    n = int(row.get("attempts") or 0)
+    n = row.attempts
     head = f"running on {node}" if node else "running"
     return head + (f", attempt {n}" if n else "") + _notes(row, attempts=False)
 
 
 def _not_run(fate: Fate) -> Callable[[Row], str]:
     def detail(row: Row) -> str:
-        reason = _clip(row.get("error") or "not run")
+        reason = _clip(row.error or "not run")
         text = reason if reason.startswith(str(fate)) else f"{fate}: {reason}"
-        count = int(row.get("missed_count") or 0)
-        first = row.get("missed_from")
-        if count > 1 and isinstance(first, datetime):
-            span = f"{count} ticks from {_clock(first, row['scheduled_at'])}"
+        count = row.missed_count
+        first = row.missed_from
+        if count > 1 and first is not None:
+            span = f"{count} ticks from {_clock(first, row.scheduled_at)}"
             text += f"; {span}" if text.endswith(")") else f" ({span})"
         return text
 
@@ -389,7 +369,7 @@ def _named(fate: Fate) -> Callable[[Row], str]:
 
 
 def _unknown(row: Row) -> str:
-    return f"execution row in unknown state {row.get('state')!r} (kind {row.get('kind')!r}): a bug, please report"
+    return f"execution row in unknown state {str(row.state)!r} (kind {str(row.kind)!r}): a bug, please report"
 
 
 def _clock(t: datetime, ref: datetime) -> str:

@@ -10,20 +10,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+import redis.asyncio as aioredis
 import structlog
 
 from .. import metrics
 from ..aio import raise_if_cancelling
 from ..cluster.keys import EVENTS_STREAM_LENGTH, Keys
-from ..cluster.membership import Membership
 from ..cluster.messages import ExecutionBatch, execution_event
-from ..model.jobs import now_iso, redact, tick_iso
-from ..store import Claim, Outcome, Store, StoreUnavailable
+from ..model.errors import StoreUnavailable
+from ..model.executions import OPEN_STATES, Claim, Execution, ExecutionState
+from ..model.jobs import redact
+from ..model.times import now_iso, tick_iso
 from .firing import Result
+
+
+class OutcomeSink(Protocol):
+    """Where outcomes are written (store/executions.py)."""
+
+    async def record(self, executions: Iterable[Execution]) -> None: ...
 
 log = structlog.get_logger("outcomes")
 
@@ -37,17 +46,17 @@ class Recorder:
     evidence: the takeover marks it abandoned either way.)
     """
 
-    def __init__(self, store: Store, *, max_buffer: int = 200_000, running_after: float = 1.0) -> None:
-        self.store = store
-        self.buffer: dict[str, Outcome] = {}
-        self.running: dict[str, tuple[float, Outcome]] = {}  # held back, in the order they started
+    def __init__(self, sink: OutcomeSink, *, max_buffer: int = 200_000, running_after: float = 1.0) -> None:
+        self.sink = sink
+        self.buffer: dict[str, Execution] = {}
+        self.running: dict[str, tuple[float, Execution]] = {}  # held back, in the order they started
         self.running_after = running_after
         self._timer: asyncio.TimerHandle | None = None
         self.max_buffer = max_buffer
         self.wake = asyncio.Event()
 
-    def put(self, outcome: Outcome) -> None:
-        if outcome.state == "running":
+    def put(self, outcome: Execution) -> None:
+        if outcome.state == ExecutionState.RUNNING:
             self.running[outcome.id] = (time.monotonic() + self.running_after, outcome)
             if self._timer is None:
                 self._timer = asyncio.get_running_loop().call_later(self.running_after, self._promote)
@@ -76,7 +85,7 @@ class Recorder:
             if oid not in self.buffer:
                 self._buffer(outcome)
 
-    def _buffer(self, outcome: Outcome) -> None:
+    def _buffer(self, outcome: Execution) -> None:
         if len(self.buffer) >= self.max_buffer and outcome.id not in self.buffer:
             log.error("outcome buffer full; dropping an outcome (row stays open, later marked abandoned)",
                       execution=outcome.id)
@@ -91,7 +100,7 @@ class Recorder:
             self._promote(everything=True)
         while self.buffer:
             batch = list(self.buffer.values())[:2000]
-            await self.store.record(batch)
+            await self.sink.record(batch)
             for o in batch:
                 if self.buffer.get(o.id) is o:
                     del self.buffer[o.id]
@@ -120,8 +129,8 @@ class Recorder:
 class Publisher:
     """Appends execution events to the events stream in small batches (one entry per ~100 ms)."""
 
-    def __init__(self, membership: Membership, keys: Keys) -> None:
-        self.redis = membership.redis
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
         self.keys = keys
         # by execution id: a later state of one execution within a batch replaces the earlier
         # one (a quick request's "running" never leaves the node, its outcome does)
@@ -129,7 +138,7 @@ class Publisher:
         self.wake = asyncio.Event()
 
     def put(self, event: dict[str, Any]) -> None:
-        """An ExecutionEvent as its dict (messages.execution_event)."""
+        """An execution as the stream carries it (cluster.messages.execution_event)."""
         if len(self.events) < 50_000 or event["id"] in self.events:
             self.events[event["id"]] = event
             self.wake.set()
@@ -154,13 +163,14 @@ class Publisher:
 
 
 class Outcomes:
-    """Record and publish execution state changes (one call for both)."""
+    """Record and publish execution state changes (one call for both). Each change is an ``Execution``:
+    the claim's fields with the new state and what the run found."""
 
-    def __init__(self, store: Store, membership: Membership, keys: Keys, node_id: str) -> None:
+    def __init__(self, sink: OutcomeSink, publisher: Publisher, *, node_id: str, claimer: Callable[[], str]) -> None:
         self.node_id = node_id
-        self.membership = membership
-        self.recorder = Recorder(store)
-        self.publisher = Publisher(membership, keys)
+        self.claimer = claimer  # this process's claimer id now (new after a lapse)
+        self.recorder = Recorder(sink)
+        self.publisher = publisher
 
     def result(self, claim: Claim, r: Result, secrets: list[str] | None = None) -> None:
         """A finished run: metrics, the outcome row and event, one summary log line. ``secrets``: the
@@ -174,36 +184,34 @@ class Outcomes:
             metrics.status_class(r.status_code).inc()
         if r.attempts > 1:
             metrics.RETRIES.inc(r.attempts - 1)
-        self.record(claim, state=r.state, attempts=r.attempts, status_code=r.status_code,
-                    duration_ms=r.duration_ms, lateness_ms=r.lateness_ms, error=r.error,
-                    excerpt=r.excerpt, started_at=r.started_at, finished_at=datetime.now(UTC))
+        self.mark(claim, r.state, attempts=r.attempts, status_code=r.status_code, duration_ms=r.duration_ms,
+                  lateness_ms=r.lateness_ms, error=r.error, excerpt=r.excerpt, started_at=r.started_at)
         # One line per run that did not succeed (warning); a success is a debug line: at hundreds of
         # runs a second, the ledger, the API and the stream carry them (and JSON lines cost ~5% CPU).
-        level = logging.DEBUG if r.state == "succeeded" else logging.WARNING
+        level = logging.DEBUG if r.state == ExecutionState.SUCCEEDED else logging.WARNING
         if log.is_enabled_for(level):
             log.log(level, "execution", job=claim.job_id, tick=tick_iso(claim.scheduled_at), execution=claim.id,
-                    fence=claim.fence, kind=claim.kind, state=r.state, status=r.status_code, attempts=r.attempts,
-                    duration_ms=r.duration_ms, lateness_ms=r.lateness_ms, error=r.error)
+                    fence=claim.fence, kind=str(claim.kind), state=str(r.state), status=r.status_code,
+                    attempts=r.attempts, duration_ms=r.duration_ms, lateness_ms=r.lateness_ms, error=r.error)
 
-    def record(self, claim: Claim, *, state: str, attempts: int = 0, status_code: int | None = None,
-               duration_ms: int | None = None, lateness_ms: int | None = None, error: str | None = None,
-               excerpt: str | None = None, started_at: datetime | None = None,
-               finished_at: datetime | None = None) -> None:
-        if finished_at is None and state not in ("running", "claimed"):
-            finished_at = datetime.now(UTC)
-        self.recorder.put(Outcome(
-            id=claim.id, job_id=claim.job_id, scheduled_at=claim.scheduled_at, fence=claim.fence, state=state,
-            node=self.node_id, attempts=attempts, status_code=status_code, duration_ms=duration_ms,
-            lateness_ms=lateness_ms, error=error, response_excerpt=excerpt, started_at=started_at,
-            finished_at=finished_at, claimer=self.membership.claimer,
-        ))
-        self.publish(claim, state=state, attempts=attempts, status_code=status_code, duration_ms=duration_ms,
-                     lateness_ms=lateness_ms, error=error)
+    def mark(self, claim: Claim, state: ExecutionState, *, attempts: int = 0, status_code: int | None = None,
+             duration_ms: int | None = None, lateness_ms: int | None = None, error: str | None = None,
+             excerpt: str | None = None, started_at: datetime | None = None) -> None:
+        """A claimed execution is now in ``state``: record the row and tell the cluster."""
+        finished_at = None if state in OPEN_STATES else datetime.now(UTC)
+        self.record(claim.execution(state=state, node=self.node_id, claimer=self.claimer(), attempts=attempts,
+                                    status_code=status_code, duration_ms=duration_ms, lateness_ms=lateness_ms,
+                                    error=error, response_excerpt=excerpt, started_at=started_at,
+                                    finished_at=finished_at))
 
-    def publish(self, claim: Claim, *, state: str, attempts: int = 0, status_code: int | None = None,
-                duration_ms: int | None = None, lateness_ms: int | None = None, error: str | None = None) -> None:
-        """Tell the cluster only (rows written by the claim itself: misfires, overlaps)."""
-        self.publisher.put(execution_event(
-            claim.id, claim.job_id, tick_iso(claim.scheduled_at), state, self.node_id, claim.fence, attempts,
-            status_code, duration_ms, lateness_ms, error, now_iso(),
-        ))
+    def record(self, e: Execution) -> None:
+        self.recorder.put(e)
+        self.publish(e)
+
+    def publish(self, e: Execution) -> None:
+        """Tell the cluster only (rows the claim itself wrote: misfires, overlaps)."""
+        self.publisher.put(execution_event(e, now_iso()))
+
+    def told(self, claim: Claim, state: ExecutionState, error: str | None = None) -> None:
+        """Publish a row the claim statement wrote itself (a missed range, an overlap)."""
+        self.publish(claim.execution(state=state, node=self.node_id, error=error))

@@ -17,16 +17,16 @@ Edits reach the owner: each pass compares the owned definition's version with th
 and reloads what is stale (ordered by version, retried when MariaDB is away), whatever else
 changed in the same pass.
 
-I/O goes through small Protocols (``LockService``, ``OwnershipStore``, ``Lease``) so the state
-machine runs against in-memory fakes in a hypothesis stateful test as well as against Redis and
-MariaDB.
+I/O goes through small Protocols (``LockService``, ``Takeovers``, ``Definitions``,
+``DefinitionHistory``, ``Lease``, ``JobIndex``, ``Hooks``) so the state machine runs against
+in-memory fakes in a hypothesis stateful test as well as against Redis and MariaDB.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -35,17 +35,18 @@ from typing import Any, Protocol
 import structlog
 
 from .. import metrics
+from ..batching import TAKEOVER_JOBS, chunks
 from ..cluster.ring import Ring
+from ..model.errors import StoreUnavailable
+from ..model.executions import Claim, ExecutionKind, ExecutionState, Liveness, Redelivery, Takeover, new_execution_id
 from ..model.jobs import Job, JobSummary, secret_values
 from ..model.schedule import Schedule
-from ..store import Claim, Liveness, Redelivery, StoreUnavailable, Takeover, new_execution_id
 from . import planning
 from .ledger import missed_in_gap
 
 log = structlog.get_logger("ownership")
 
 EDIT_REPLAN = timedelta(minutes=5)  # a takeover re-plans from an edit this recent (see _own)
-CHUNK = 2000  # jobs per step of a big ownership change, with a yield to the loop between steps
 
 
 class JobState(StrEnum):
@@ -64,9 +65,21 @@ class LockService(Protocol):
     async def held_by_me(self) -> list[str]: ...
 
 
-class OwnershipStore(Protocol):
+class Takeovers(Protocol):
+    """Bumps fences and reads what a new owner needs (store/executions.py)."""
+
     async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]: ...
-    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]: ...
+
+
+class Definitions(Protocol):
+    """Reads job definitions (store/jobs.py)."""
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]: ...
+
+
+class DefinitionHistory(Protocol):
+    """Reads every definition a job has had (store/history.py)."""
+
     async def job_history(self, job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]: ...
 
 
@@ -138,10 +151,16 @@ def _has_gap(t: Takeover) -> bool:
 
 def missed_until(schedule: Schedule, o: Owned, until: datetime) -> list[Claim]:
     """Missed-range rows for ``schedule``'s instants in (o.anchor, until]."""
-    return [Claim(id=new_execution_id(), job_id=o.job.id, scheduled_at=m.last, fence=o.fence, kind="misfire",
-                  state="missed", missed_count=m.count, missed_from=m.first,
+    return [Claim(id=new_execution_id(), job_id=o.job.id, scheduled_at=m.last, fence=o.fence,
+                  kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count, missed_from=m.first,
                   error="due before an edit took force, not claimed in time")
             for m in planning.missed_between(schedule, o.anchor, until)]
+
+
+class Spawner(Protocol):
+    """Starts a task it keeps until it ends (aio.Tasks)."""
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> Any: ...
 
 
 class Hooks(Protocol):
@@ -159,18 +178,28 @@ class Hooks(Protocol):
         ...
 
 
+class _Unwired:
+    """The hooks before the composition root attaches the scheduler: any use is a wiring bug."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"ownership hooks not wired ({name}): web/app.py attaches the scheduler")
+
+
 class Ownership:
-    def __init__(self, *, node_id: str, store: OwnershipStore, locks: LockService, lease: Lease,
-                 catalogue: JobIndex, hooks: Hooks, member_ttl: float,
-                 spawn: Callable[[Any], None], clock: Callable[[], float] = time.monotonic) -> None:
+    """The per-job state machine of this node. ``hooks`` (the scheduler) is attached by the composition root
+    once both exist: the scheduler drives the ownership, and the ownership tells it what changed."""
+
+    def __init__(self, *, node_id: str, takeovers: Takeovers, definitions: Definitions, history: DefinitionHistory,
+                 locks: LockService, lease: Lease, catalogue: JobIndex, member_ttl: float, tasks: Spawner,
+                 hooks: Hooks | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.node_id = node_id
-        self.store = store
+        self.takeovers, self.definitions, self.history = takeovers, definitions, history
         self.locks = locks
         self.lease = lease
         self.catalogue = catalogue
-        self.hooks = hooks
+        self.hooks: Hooks = hooks or _Unwired()
         self.member_ttl = member_ttl
-        self.spawn = spawn
+        self.tasks = tasks
         self.clock = clock
         self.owned: dict[str, Owned] = {}
         self.held: set[str] = set()  # locks this node holds in Redis, as far as it knows
@@ -252,8 +281,8 @@ class Ownership:
             self.catalogue.changed_ids.clear()  # every job is looked at below
             ids = self.catalogue.active_ids()
             desired: set[str] = set()
-            for k in range(0, len(ids), CHUNK):
-                desired.update(j for j in ids[k : k + CHUNK] if ring.owner(j) == self.node_id)
+            for part in chunks(ids, TAKEOVER_JOBS):
+                desired.update(j for j in part if ring.owner(j) == self.node_id)
                 await asyncio.sleep(0)  # 100k jobs: never starve the heartbeat
             self._desired = desired
             self._desired_members = ring.members
@@ -274,15 +303,14 @@ class Ownership:
             s = jobs.get(o.job.id)
             if s is not None and s.version > o.job.version and not o.reloading and not o.releasing:
                 o.reloading = True
-                self.spawn(self._reload(o))
+                self.tasks.spawn(self._reload(o))
 
     async def _acquire(self, want: list[str], now: float) -> None:
         taken: list[str] = []
         # In chunks, so the first jobs are scheduled while the rest are still being taken over.
-        for k in range(0, len(want), CHUNK):
+        for chunk in chunks(want, TAKEOVER_JOBS):
             if not self.lease.fresh() or self.stopping:
                 break  # lapsed meanwhile: the fences we took are void anyway
-            chunk = want[k : k + CHUNK]
             self._acquiring.update(chunk)
             try:
                 got = await self.locks.acquire(chunk)
@@ -302,7 +330,7 @@ class Ownership:
                 continue
             self._taking_over.update(got)
             try:
-                takeovers = await self.store.take_over(got, self.node_id, self.hooks.liveness())
+                takeovers = await self.takeovers.take_over(got, self.node_id, self.hooks.liveness())
                 if not self.lease.fresh() or self.stopping:
                     break  # the stray pass releases what we got
                 await self.locks.set_fences({t.job.id: t.fence for t in takeovers})
@@ -335,7 +363,7 @@ class Ownership:
         if not gaps:
             return {}
         try:
-            history = await self.store.job_history([t.job.id for t in gaps])
+            history = await self.history.job_history([t.job.id for t in gaps])
         except StoreUnavailable as e:
             log.warning("could not read job history to record a gap's missed ticks; taking over later",
                         jobs=len(gaps), error=str(e))
@@ -348,7 +376,8 @@ class Ownership:
                 continue
             start = t.last_tick or rows[0]["valid_from"]
             out[t.job.id] = [Claim(id=new_execution_id(), job_id=t.job.id, scheduled_at=m.last, fence=t.fence,
-                                   kind="misfire", state="missed", missed_count=m.count, missed_from=m.first,
+                                   kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count,
+                                   missed_from=m.first,
                                    error="due while its owner was lost, before the job was changed; not run")
                              for m in missed_in_gap(rows, start, t.job.active_since)]
             await asyncio.sleep(0)
@@ -377,7 +406,7 @@ class Ownership:
         """An owned job changed (edit): load its new definition, keep the fence. A failed read
         leaves ``reloading`` false, so the next pass tries again."""
         try:
-            jobs = await self.store.get_jobs([o.job.id])
+            jobs = await self.definitions.get_many([o.job.id])
         except StoreUnavailable:
             self.wake.set()
             return
@@ -438,7 +467,7 @@ class Ownership:
             if not o.recorded_running:
                 if not o.recording:
                     o.recording = True
-                    self.spawn(self._record_running(o))
+                    self.tasks.spawn(self._record_running(o))
                 return
         del self.owned[o.job.id]
         self.handovers_out += 1

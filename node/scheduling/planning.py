@@ -33,32 +33,22 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
+from ..model.executions import OVERLAP_REASON, ExecutionKind, Fate
 from ..model.jobs import MisfirePolicy
 from ..model.schedule import Schedule
 
 LATE_AFTER = timedelta(seconds=1)  # a tick first considered later than this is late: the misfire policy decides
 CATCHUP_CAP = 100  # fire_all: at most this many catch-up runs per plan
 BUDGET = 5000  # instants enumerated per call, beyond the catch-up window
-OVERLAP = "previous run still in flight (concurrencyPolicy forbid)"
+
 _TINY = timedelta(microseconds=1)
-
-
-class RunKind(StrEnum):
-    TICK = "tick"  # on time
-    CATCHUP = "catchup"  # late but within the grace, run by the misfire policy
-
-
-class Fate(StrEnum):
-    SKIPPED = "skipped"  # misfirePolicy skip
-    MISSED = "missed"  # past the grace, coalesced by fire_once, or over fire_all's cap
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Run:
     scheduled_at: datetime
-    kind: RunKind
+    kind: ExecutionKind  # TICK on time; CATCHUP late but within the grace, run by the misfire policy
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +62,7 @@ class MissedRange:
     first: datetime  # the first instant of the range (missedFrom)
     last: datetime  # the last instant of the range (the row's scheduled_at)
     count: int  # exact number of schedule instants in [first, last]
-    fate: Fate
+    fate: Fate  # SKIPPED by misfirePolicy skip; MISSED past the grace, coalesced by fire_once, over fire_all's cap
     reason: str
 
 
@@ -126,9 +116,9 @@ def plan(schedule: Schedule, anchor: datetime, now: datetime, horizon: datetime,
 
     runs: list[Run] = []
     skips: list[Skip] = []
-    for t, kind in [*((t, RunKind.CATCHUP) for t in catchup), *((t, RunKind.TICK) for t in on_time)]:
+    for t, kind in [*((t, ExecutionKind.CATCHUP) for t in catchup), *((t, ExecutionKind.TICK) for t in on_time)]:
         if forbid and busy:
-            skips.append(Skip(scheduled_at=t, reason=OVERLAP))
+            skips.append(Skip(scheduled_at=t, reason=OVERLAP_REASON))
         else:
             runs.append(Run(scheduled_at=t, kind=kind))
             busy = True

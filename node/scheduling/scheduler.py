@@ -25,25 +25,45 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Protocol
 
 import structlog
 
 from .. import metrics
-from ..aio import raise_if_cancelling, wait_event
+from ..aio import Tasks, raise_if_cancelling, wait_event
+from ..batching import TAKEOVER_JOBS
 from ..cluster.catalogue import Catalogue
-from ..cluster.fencing import Locks
-from ..cluster.keys import EVENTS_STREAM_LENGTH, HANDOVER_LOG_LENGTH, Keys
-from ..cluster.membership import LeaseNotFresh, Membership
-from ..cluster.messages import MembershipEvent
-from ..cluster.ring import Ring
-from ..model.jobs import ConcurrencyPolicy, Delivery, Job, rfc3339
+from ..cluster.membership import Membership
+from ..model.errors import LeaseNotFresh, StoreUnavailable
+from ..model.executions import (
+    OVERLAP_REASON,
+    Claim,
+    Claimed,
+    ExecutionKind,
+    ExecutionState,
+    Liveness,
+    Redelivery,
+    new_execution_id,
+)
+from ..model.jobs import ConcurrencyPolicy, Delivery, Job
 from ..model.schedule import Schedule
-from ..store import OVERLAP_REASON, Claim, Liveness, Redelivery, Store, StoreUnavailable, new_execution_id
+from ..model.times import rfc3339
 from . import planning
 from .firing import Firer, Result
 from .outcomes import Outcomes
-from .ownership import CHUNK, Owned, Ownership
+from .ownership import Owned, Ownership
+
+
+class Claims(Protocol):
+    """The claim path (store/executions.py): what the scheduler writes before it sends anything."""
+
+    async def claim(self, node: str, claims: Sequence[Claim], live: Liveness | None = None) -> Claimed: ...
+    async def claim_run_now(self, job_id: str, node: str, execution_id: str, at: datetime, *,
+                            forbid_overlap: bool = False, claimer: str | None = None) -> int: ...
+    async def existing(self, execution_ids: Sequence[str]) -> set[str]: ...
+    async def orphans(self, gone: Sequence[str], job_ids: Sequence[str], node: str, claimer: str
+                      ) -> dict[str, list[Redelivery]]: ...
+
 
 log = structlog.get_logger("scheduler")
 
@@ -62,28 +82,26 @@ def first_tick(schedule: Schedule, anchor: datetime) -> datetime:
 
 
 class Scheduler:
-    def __init__(
-        self, *, node_id: str, store: Store, catalogue: Catalogue, membership: Membership, locks: Locks,
-        firer: Firer, keys: Keys, claim_ahead: float, history_per_job: int, member_ttl: float,
-    ) -> None:
+    """Owns the timers of the jobs this node owns and tells each tick's story. Built by the composition
+    root (``web/app.py``) with its collaborators: the ownership state machine (whose hooks it is), the
+    outcomes, the claim path, the firer, the membership and the catalogue."""
+
+    def __init__(self, *, node_id: str, claims: Claims, ownership: Ownership, outcomes: Outcomes, firer: Firer,
+                 membership: Membership, catalogue: Catalogue, tasks: Tasks, claim_ahead: float) -> None:
         self.node_id = node_id
-        self.store = store
-        self.catalogue = catalogue
-        self.membership = membership
-        self.locks = locks
+        self.claims = claims
+        self.ownership = ownership
+        self.outcomes = outcomes
         self.firer = firer
-        self.keys = keys
+        self.membership = membership
+        self.catalogue = catalogue
+        self.tasks = tasks
         self.claim_ahead = claim_ahead
-        self.history_per_job = history_per_job
         self.heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
-        self.tasks: set[asyncio.Task[None]] = set()
         self.sending: dict[str, str] = {}  # execution id -> job id, for every request this node has in flight
         self._claimers_seen: set[str] = set()  # live claimer ids seen: one that goes leaves orphans to settle
-        self.outcomes = Outcomes(store, membership, keys, node_id)
-        self.ownership = Ownership(node_id=node_id, store=store, locks=locks, lease=_Lease(membership),
-                                   catalogue=catalogue, hooks=self, member_ttl=member_ttl, spawn=self._spawn)
         self._handovers: dict[str, list[str]] = {}
 
     @property
@@ -138,31 +156,21 @@ class Scheduler:
             log.info("claimed execution left for the next owner (at_least_once)", job=o.job.id,
                      execution=claim.id, tick=rfc3339(claim.scheduled_at), reason=reason)
             return
-        self.outcomes.record(claim, state="abandoned", error=reason)
+        self.outcomes.mark(claim, ExecutionState.ABANDONED, error=reason)
         metrics.ABANDONED.inc()
 
     def handover(self, direction: str, job_ids: list[str]) -> None:
         """Gathered per loop iteration: one log entry for a pass's hand-overs in each direction."""
         if not self._handovers:
-            self._spawn(self._log_handovers())
+            self.tasks.spawn(self._log_handovers())
         self._handovers.setdefault(direction, []).extend(job_ids)
 
     async def _log_handovers(self) -> None:
         await asyncio.sleep(0)
         batches, self._handovers = self._handovers, {}
         for direction, job_ids in batches.items():
-            rec = MembershipEvent(op="handover", node_id=self.node_id, epoch=self.membership.view.epoch,
-                                  detail={"direction": direction, "jobs": len(job_ids), "sample": job_ids[:5],
-                                          "at": rfc3339(datetime.now(UTC))})
             log.info("hand-over", direction=direction, jobs=len(job_ids), epoch=self.membership.view.epoch)
-            try:
-                pipe = self.membership.redis.pipeline(transaction=False)
-                pipe.lpush(self.keys.handovers, rec.pack())
-                pipe.ltrim(self.keys.handovers, 0, HANDOVER_LOG_LENGTH - 1)
-                pipe.xadd(self.keys.events_stream, {b"r": rec.pack()}, maxlen=EVENTS_STREAM_LENGTH, approximate=True)
-                await pipe.execute()
-            except Exception as e:  # the log line above is the record; the dashboard's list may miss one
-                log.debug("hand-over record not published", error=str(e))
+            await self.membership.log_handover(direction, job_ids)
 
     # ------------------------------------------------------------------ timers
 
@@ -186,7 +194,7 @@ class Scheduler:
                 continue
             now = time.time()
             due: list[Owned] = []
-            while self.heap and self.heap[0][0] - self.claim_ahead <= now and len(due) < CHUNK:
+            while self.heap and self.heap[0][0] - self.claim_ahead <= now and len(due) < TAKEOVER_JOBS:
                 wake, _, job_id = heapq.heappop(self.heap)
                 o = self.owned.get(job_id)
                 if o is not None and o.wake == wake and not o.releasing:
@@ -217,18 +225,18 @@ class Scheduler:
         claims: list[Claim] = []
         for m in p.missed:
             claims.append(Claim(id=new_execution_id(), job_id=job.id, scheduled_at=m.last, fence=o.fence,
-                                kind="misfire", state=str(m.fate), missed_count=m.count, missed_from=m.first,
-                                error=m.reason))
+                                kind=ExecutionKind.MISFIRE, state=ExecutionState(m.fate), missed_count=m.count,
+                                missed_from=m.first, error=m.reason))
             metrics.misfires(str(m.fate)).inc(m.count)
         for sk in p.skips:
             claims.append(Claim(id=new_execution_id(), job_id=job.id, scheduled_at=sk.scheduled_at, fence=o.fence,
-                                kind="overlap", state="skipped", missed_count=1, missed_from=sk.scheduled_at,
-                                error=sk.reason))
-            metrics.misfires("overlap").inc()
+                                kind=ExecutionKind.OVERLAP, state=ExecutionState.SKIPPED, missed_count=1,
+                                missed_from=sk.scheduled_at, error=sk.reason))
+            metrics.misfires(str(ExecutionKind.OVERLAP)).inc()
         forbid = job.concurrency_policy is ConcurrencyPolicy.FORBID
         for r in p.runs:
             claims.append(Claim(id=new_execution_id(), job_id=job.id, scheduled_at=r.scheduled_at, fence=o.fence,
-                                kind=str(r.kind), forbid=forbid))
+                                kind=r.kind, forbid=forbid))
         return claims, p
 
     async def _claim_cycle(self, due: list[Owned], now: float) -> None:
@@ -273,7 +281,7 @@ class Scheduler:
         if not all_claims:
             return
         try:
-            claimed = await self.store.claim_ticks(self.node_id, all_claims, self.liveness())
+            claimed = await self.claims.claim(self.node_id, all_claims, self.liveness())
         except BaseException as e:
             # Some chunks may have been inserted (or the reply lost): the claims are remembered and
             # looked up by id before anything else is planned for these jobs.
@@ -298,14 +306,14 @@ class Scheduler:
             if self.owned.get(o.job.id) is not o:
                 # dropped while claiming: what was won will not be sent by us
                 for c in claims:
-                    if c.id in won and c.state == "claimed":
+                    if c.id in won and c.state == ExecutionState.CLAIMED:
                         self._not_sent(o, c, "ownership lost while claiming; not sent")
                 continue
             lost = [c for c in claims if c.id not in won and c.id not in taken]
             if lost:
                 metrics.CLAIMS.labels("lost").inc(len(lost))
                 for c in claims:
-                    if c.id in won and c.state == "claimed":
+                    if c.id in won and c.state == ExecutionState.CLAIMED:
                         self._not_sent(o, c, "claim batch partly refused (fence moved on); not sent")
                 self.ownership.drop(o, f"claim refused: fence {o.fence} is stale, or the job was paused or deleted")
                 continue
@@ -313,8 +321,8 @@ class Scheduler:
                 o.anchor = max(o.anchor, p.anchor)  # every instant up to it has its row now
             for c in claims:
                 if c.id in overlapped:  # forbid, and a run of the job is in flight on another node
-                    self.outcomes.publish(c, state="skipped", error=OVERLAP_REASON)
-                    metrics.misfires("overlap").inc()
+                    self.outcomes.told(c, ExecutionState.SKIPPED, OVERLAP_REASON)
+                    metrics.misfires(str(ExecutionKind.OVERLAP)).inc()
             self._accept(o, [c for c in claims if c.id in won and c.id not in overlapped],
                          taken=[c for c in claims if c.id in taken])
             self._schedule_next(o)
@@ -329,11 +337,11 @@ class Scheduler:
             metrics.CLAIMS.labels("taken").inc(len(taken))
         for c in won:
             o.claims_since_retention += 1
-            if c.state == "claimed":
+            if c.state == ExecutionState.CLAIMED:
                 delay = max(0.0, c.scheduled_at.timestamp() - time.time())
                 o.pending[c.id] = (loop.call_later(delay, self._send_due, o, c), c)
             else:
-                self.outcomes.publish(c, state=c.state, error=c.error)
+                self.outcomes.told(c, c.state, c.error)
 
     async def _settle_unconfirmed(self, jobs: list[Owned]) -> bool:
         """Claims whose statement failed may have been inserted: look them up by id. Rows that exist
@@ -341,7 +349,7 @@ class Scheduler:
         at_least_once) unless still on time; the rest were never inserted and are planned again."""
         ids = [c.id for o in jobs for c in o.unconfirmed]
         try:
-            exist = await self.store.existing_ids(ids)
+            exist = await self.claims.existing(ids)
         except StoreUnavailable:
             return False
         late_line = time.time() - 1.0
@@ -351,8 +359,9 @@ class Scheduler:
                 continue
             mine = [c for c in claims if c.id in exist]
             # rows recorded before an edit's anchor are not planned again: queue the ones not inserted
-            o.extra += [c for c in claims if c.id not in exist and c.kind == "misfire" and c.scheduled_at <= o.anchor]
-            on_time = [c for c in mine if c.state != "claimed" or c.scheduled_at.timestamp() >= late_line]
+            o.extra += [c for c in claims if c.id not in exist and c.kind == ExecutionKind.MISFIRE
+                        and c.scheduled_at <= o.anchor]
+            on_time = [c for c in mine if c.state != ExecutionState.CLAIMED or c.scheduled_at.timestamp() >= late_line]
             for c in mine:
                 if c not in on_time:
                     self._not_sent(o, c, "claimed while MariaDB was failing; too late when confirmed, not sent")
@@ -370,13 +379,13 @@ class Scheduler:
             self.ownership.maybe_finish_release(o)
             return
         o.inflight += 1
-        self._spawn(self._send(o, claim))
+        self.tasks.spawn(self._send(o, claim))
 
     async def _send(self, o: Owned, claim: Claim) -> None:
         job = o.job
         started = datetime.now(UTC)
         self.sending[claim.id] = job.id
-        self.outcomes.record(claim, state="running", attempts=claim.attempts + 1, started_at=started)
+        self.outcomes.mark(claim, ExecutionState.RUNNING, attempts=claim.attempts + 1, started_at=started)
         result: Result | None = None
         try:
             result = await self.firer.fire(job, execution_id=claim.id, scheduled_at=claim.scheduled_at,
@@ -384,20 +393,16 @@ class Scheduler:
                                            lease_left=self.membership.lease_left, attempts_before=claim.attempts)
         except Exception as e:
             log.exception("firing failed", job=job.id)
-            self.outcomes.record(claim, state="failed", error=f"internal error: {type(e).__name__}", started_at=started)
+            self.outcomes.mark(claim, ExecutionState.FAILED, error=f"internal error: {type(e).__name__}",
+                               started_at=started)
         finally:
             o.inflight -= 1
             self.sending.pop(claim.id, None)
-        if result is not None and result.state == "abandoned":
+        if result is not None and result.state == ExecutionState.ABANDONED:
             self._not_sent(o, claim, result.error or "not sent")
         elif result is not None:
             self.outcomes.result(claim, result, o.secrets)
         self.ownership.maybe_finish_release(o)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
     async def run_now(self, job: Job) -> str:
         """Run a job now, from whichever node got the request: a claim for this instant
@@ -406,12 +411,12 @@ class Scheduler:
             raise LeaseNotFresh("this node is stopping or its heartbeat lease is not fresh; ask another node")
         now = datetime.now(UTC)
         eid = new_execution_id()
-        fence = await self.store.claim_manual(job.id, self.node_id, eid, now, claimer=self.membership.claimer,
-                                              forbid_overlap=job.concurrency_policy is ConcurrencyPolicy.FORBID)
+        fence = await self.claims.claim_run_now(job.id, self.node_id, eid, now, claimer=self.membership.claimer,
+                                                forbid_overlap=job.concurrency_policy is ConcurrencyPolicy.FORBID)
         o = Owned(job=job, schedule=job.parsed_schedule, fence=fence, anchor=now)
-        claim = Claim(id=eid, job_id=job.id, scheduled_at=now, fence=fence, kind="manual")
+        claim = Claim(id=eid, job_id=job.id, scheduled_at=now, fence=fence, kind=ExecutionKind.MANUAL)
         o.inflight += 1
-        self._spawn(self._send(o, claim))
+        self.tasks.spawn(self._send(o, claim))
         return claim.id
 
     # ------------------------------------------------------------------ loops
@@ -471,7 +476,7 @@ class Scheduler:
         live = self.membership.live_claimers()
         gone = sorted(self._claimers_seen - live)
         if gone and self.owned:
-            found = await self.store.orphans(gone, list(self.owned), self.node_id, self.membership.claimer)
+            found = await self.claims.orphans(gone, list(self.owned), self.node_id, self.membership.claimer)
             for job_id, redeliver in found.items():
                 o = self.owned.get(job_id)
                 if o is not None and not o.releasing:
@@ -479,25 +484,6 @@ class Scheduler:
             log.info("settled the runs lost claimers left open", claimers=gone,
                      redelivered=sum(map(len, found.values())))
         self._claimers_seen = set(live)  # (not reached when the store failed: retried at the next pass)
-
-    async def run_retention(self) -> None:
-        while True:
-            await asyncio.sleep(30)
-            try:
-                ids = [o.job.id for o in list(self.owned.values())
-                       if o.claims_since_retention >= max(1, self.history_per_job // 4)]
-                if ids:
-                    n = await self.store.apply_retention(ids, self.history_per_job)
-                    for j in ids:
-                        if j in self.owned:
-                            self.owned[j].claims_since_retention = 0
-                    log.debug("retention", jobs=len(ids), deleted=n)
-                await self.store.purge_tombstones()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                raise_if_cancelling()
-                log.warning("retention failed", error=str(e))
 
     async def shutdown(self, grace: float) -> None:
         """Stop claiming; send what was claimed (at most claim_ahead away); release every lock, so
@@ -533,38 +519,12 @@ class Scheduler:
             if not self.ownership.held:
                 break
         log.info("scheduler stopped claiming and released its locks", released=n - len(self.ownership.held),
-                 in_flight=sum(1 for t in self.tasks if not t.done()))
+                 in_flight=len(self.sending))
 
     async def drain(self, grace: float) -> None:
         """After leaving: let runs in flight finish (within ``grace``) and write their outcomes."""
-        sends = [t for t in self.tasks if not t.done()]
-        if sends:
-            await asyncio.wait(sends, timeout=grace)
+        await self.tasks.wait(grace)
         try:
             await self.outcomes.recorder.flush(everything=True)
         except Exception as e:
             log.warning("final outcome flush failed", error=str(e))
-
-
-class _Lease:
-    """The membership as ownership sees it (the Lease protocol)."""
-
-    __slots__ = ("m",)
-
-    def __init__(self, m: Membership) -> None:
-        self.m = m
-
-    @property
-    def ring(self) -> Ring:
-        return self.m.view.ring
-
-    @property
-    def epoch(self) -> int:
-        return self.m.view.epoch
-
-    @property
-    def handover_ok(self) -> bool:
-        return self.m.view.handover >= 1
-
-    def fresh(self) -> bool:
-        return self.m.fresh()

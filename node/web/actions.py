@@ -14,9 +14,9 @@ import structlog
 
 from ..cluster.messages import JobEvent
 from ..model import jobs as jobmod
+from ..model.errors import StoreUnavailable
 from ..model.jobs import Job
 from ..scheduling.ledger import missed_in_gap
-from ..store import StoreUnavailable
 from .errors import PreconditionFailed, TooManyRequests
 from .runtime import Runtime
 
@@ -33,13 +33,13 @@ async def publish_job(r: Runtime, op: str, job_id: str, version: int, paused: bo
 async def create_job(r: Runtime, payload: Any) -> Job:
     job = jobmod.validate(payload, max_body_bytes=r.settings.max_job_body_bytes)
     r.firer.check_target(job.uri)
-    created = await r.store.create_job(job, r.settings.max_jobs)
+    created = await r.store.jobs.create(job, r.settings.max_jobs)
     await publish_job(r, "created", created.id, created.version, created.paused, created.name)
     return created
 
 
 async def update_job(r: Runtime, job_id: str, payload: Any, if_version: int | None) -> Job:
-    current = await r.store.get_job(job_id)
+    current = await r.store.jobs.get(job_id)
     if if_version is not None and if_version != current.version:
         raise PreconditionFailed("version mismatch: reload and retry", {"currentVersion": current.version})
     new = jobmod.validate(payload, base=current, max_body_bytes=r.settings.max_job_body_bytes)
@@ -48,7 +48,7 @@ async def update_job(r: Runtime, job_id: str, payload: Any, if_version: int | No
     # definition's (a resume through PUT used to catch up the paused period, as set_paused never did).
     changed = (new.schedule, new.time_zone) != (current.schedule, current.time_zone) or (
         current.paused and not new.paused)
-    updated = await r.store.update_job(job_id, new, if_version=current.version, schedule_changed=changed)
+    updated = await r.store.jobs.update(job_id, new, if_version=current.version, schedule_changed=changed)
     await publish_job(r, "updated", updated.id, updated.version, updated.paused, updated.name)
     if updated.paused and not current.paused:
         await _record_gap(r, job_id)
@@ -56,7 +56,7 @@ async def update_job(r: Runtime, job_id: str, payload: Any, if_version: int | No
 
 
 async def delete_job(r: Runtime, job_id: str, if_version: int | None) -> None:
-    version = await r.store.delete_job(job_id, if_version=if_version)
+    version = await r.store.jobs.delete(job_id, if_version=if_version)
     await publish_job(r, "deleted", job_id, version)
     await _record_gap(r, job_id)
 
@@ -67,22 +67,22 @@ async def _record_gap(r: Runtime, job_id: str) -> None:
     records them as missed. (Claims after the change are refused, and one committed before it is
     seen here: the change's row lock orders them.)"""
     try:
-        last = await r.store.last_scheduled_tick(job_id)
-        history = (await r.store.job_history([job_id]))[job_id]
+        last = await r.store.history.last_scheduled_tick(job_id)
+        history = (await r.store.history.job_history([job_id]))[job_id]
         if not history or not (history[-1]["deleted"] or history[-1]["paused"]):
             return
         start = last or history[0]["valid_from"]
         ranges = missed_in_gap(history, start, history[-1]["valid_from"])
         what = "deleted" if history[-1]["deleted"] else "paused"
-        await r.store.record_missed(job_id, r.settings.node_id, ranges,
+        await r.store.executions.record_missed(job_id, r.settings.node_id, ranges,
                                     f"due before the job was {what}, while no node could claim it; not run")
     except StoreUnavailable as e:
         log.warning("could not record the missed ticks before a pause or delete", job=job_id, error=str(e))
 
 
 async def set_paused(r: Runtime, job_id: str, paused: bool) -> Job:
-    before = await r.store.get_job(job_id)
-    job = await r.store.set_paused(job_id, paused)
+    before = await r.store.jobs.get(job_id)
+    job = await r.store.jobs.set_paused(job_id, paused)
     await publish_job(r, "paused" if paused else "resumed", job.id, job.version, job.paused, job.name)
     if paused and not before.paused:
         await _record_gap(r, job_id)
@@ -103,7 +103,7 @@ return 1
 
 
 async def run_now(r: Runtime, job_id: str) -> str:
-    job = await r.store.get_job(job_id)
+    job = await r.store.jobs.get(job_id)
     allowed = await r.redis.eval(_RUN_NOW_LUA, 1, f"{r.keys.run_now_prefix}{job.id}", r.settings.run_now_per_minute,
                                  secrets.token_hex(8))
     if not allowed:

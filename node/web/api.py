@@ -9,22 +9,18 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from itertools import islice
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import metrics
-from ..aio import Slices
-from ..cluster.messages import MembershipEvent, unpack
-from ..cluster.redisconn import SentinelURL, is_sentinel
-from ..model.jobs import Job, rfc3339
-from ..model.schedule import Budget, ScheduleError, ScheduleTooCostly, describe, parse
-from ..scheduling.audit import job_ledger, settle_for
+from ..model.schedule import ScheduleError, ScheduleTooCostly, describe
+from ..model.times import rfc3339
 from . import actions
 from .errors import BadRequest, RequestTimeout, UnsupportedMediaType
 from .openapi import spec as openapi_spec
+from .presentation import BODY_READ_SECONDS, cluster_view, enrich, execution_view, ledger, preview
 from .runtime import RUNTIME, Runtime
 
 MAX_PAGE = 500
@@ -36,7 +32,6 @@ def rt(request: web.Request) -> Runtime:
 
 
 JSON_TYPES = ("application/json", "application/merge-patch+json")
-BODY_READ_SECONDS = 10
 
 
 async def read_json(request: web.Request) -> Any:
@@ -103,93 +98,6 @@ def _if_match(request: web.Request) -> int | None:
     return int(v)
 
 
-PREVIEW_STEPS = 4_000  # schedule steps one preview may spend (100 fires cost at most ~400)
-
-
-async def preview(schedule_text: str, zone: str, start: datetime, count: int) -> list[dict[str, str]]:
-    """The next ``count`` fire times, computed in slices (never holding the loop) within PREVIEW_STEPS
-    (``ScheduleTooCostly`` past it). Fewer when the schedule ends."""
-    s = parse(schedule_text, zone)
-    out = []
-    slices = Slices()
-    for t in islice(s.iter_after(start, Budget(PREVIEW_STEPS)), count):
-        local = t.astimezone(s.zone)
-        out.append({"utc": rfc3339(t) or "", "local": local.isoformat(), "offset": local.strftime("%z")[:3] + ":" + local.strftime("%z")[3:]})
-        await slices.pause()
-    return out
-
-
-_NEXT_RUN: dict[tuple[str, str], datetime] = {}
-
-
-def next_run(job: Job) -> str | None:
-    """The next fire time; shared by every job with the same schedule and zone until it passes."""
-    if job.paused:
-        return None
-    now = datetime.now(UTC)
-    key = (job.schedule, job.time_zone)
-    nxt = _NEXT_RUN.get(key)
-    if nxt is None or nxt <= now:
-        try:
-            nxt = job.parsed_schedule.next_after(now)
-        except ScheduleError:
-            return None
-        if len(_NEXT_RUN) > 10_000:
-            _NEXT_RUN.clear()
-        _NEXT_RUN[key] = nxt
-    return rfc3339(nxt)
-
-
-def exec_to_api(e: dict[str, Any] | None) -> dict[str, Any] | None:
-    if e is None:
-        return None
-    return {
-        "id": e["id"], "jobId": e["job_id"], "scheduledAt": rfc3339(e["scheduled_at"]), "kind": e["kind"],
-        "state": e["state"], "fence": e["fence"], "node": e["node"], "attempts": e["attempts"],
-        "statusCode": e["status_code"], "durationMs": e["duration_ms"], "latenessMs": e["lateness_ms"],
-        "error": e["error"], "responseExcerpt": e["response_excerpt"], "missedCount": e["missed_count"],
-        "missedFrom": rfc3339(e["missed_from"]), "claimedAt": rfc3339(e["claimed_at"]),
-        "startedAt": rfc3339(e["started_at"]), "finishedAt": rfc3339(e["finished_at"]),
-        "redelivered": bool(e.get("redelivered")),
-    }
-
-
-def job_state(job: Job, last: dict[str, Any] | None) -> str:
-    if job.paused:
-        return "paused"
-    if last is not None and last["state"] in ("running", "claimed"):
-        return "running"
-    if last is not None and last["state"] in ("failed", "timed_out"):
-        return "failing"
-    return "waiting"
-
-
-async def enrich(r: Runtime, jobs: list[Job], last: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """The API's view of jobs: their last execution (read here unless given), owner, state, next run."""
-    ids = [j.id for j in jobs]
-    if last is None:
-        last = await r.store.last_executions(ids)
-    try:
-        holders = await r.locks.holders(ids)
-    except Exception:
-        holders = {}
-    out = []
-    slices = Slices()  # a page of 500 jobs with rare schedules: their next fires are computed in slices
-    for j in jobs:
-        d = j.to_api()
-        le = last.get(j.id)
-        d["owner"] = holders.get(j.id) or j.owner
-        d["nextRunAt"] = next_run(j)
-        d["running"] = le is not None and le["state"] in ("running", "claimed")
-        d["lastExecutedAt"] = rfc3339(le["started_at"] or le["scheduled_at"]) if le else None
-        d["isLocked"] = bool(holders.get(j.id))
-        d["state"] = job_state(j, le)
-        d["lastExecution"] = exec_to_api(le)
-        out.append(d)
-        await slices.pause()
-    return out
-
-
 # ---- handlers --------------------------------------------------------------------
 
 async def list_crons(request: web.Request) -> web.Response:
@@ -202,7 +110,7 @@ async def list_crons(request: web.Request) -> web.Response:
     state = request.query.get("state") or None
     if state not in (None, "all", "paused", "active"):
         raise BadRequest("state must be all, active or paused", {"state": state[:30]})
-    jobs = await r.store.list_jobs(limit=limit + 1, cursor=cursor, q=q,
+    jobs = await r.store.jobs.page(limit=limit + 1, cursor=cursor, q=q,
                                    paused={"paused": True, "active": False}.get(state or "all"))
     more = len(jobs) > limit
     jobs = jobs[:limit]
@@ -226,7 +134,7 @@ async def create_cron(request: web.Request) -> web.Response:
 
 async def get_cron(request: web.Request) -> web.Response:
     r = rt(request)
-    job, last = await r.store.get_job_and_last(request.match_info["id"])
+    job, last = await r.store.jobs.get_and_last(request.match_info["id"])
     (body,) = await enrich(r, [job], {job.id: last} if last else {})
     return web.json_response(body, headers={"ETag": f'"{job.version}"'})
 
@@ -269,11 +177,11 @@ async def run_cron(request: web.Request) -> web.Response:
 async def list_executions(request: web.Request) -> web.Response:
     r = rt(request)
     job_id = request.match_info["id"]
-    await r.store.get_job(job_id, include_deleted=True)
+    await r.store.jobs.get(job_id, include_deleted=True)
     limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
     before = _instant_param(request.query["before"], "before") if request.query.get("before") else None
-    rows = await r.store.executions(job_id, limit=limit, before=before)
-    return web.json_response([exec_to_api(e) for e in rows])
+    rows = await r.store.history.executions(job_id, limit=limit, before=before)
+    return web.json_response([execution_view(e) for e in rows])
 
 
 TICKS_LIMIT = 10_000
@@ -283,24 +191,22 @@ async def job_ticks(request: web.Request) -> web.Response:
     """The tick ledger: every scheduled instant in [from, to) with its fate (why did or didn't it run?)."""
     r = rt(request)
     job_id = request.match_info["id"]
-    await r.store.get_job(job_id, include_deleted=True)
+    await r.store.jobs.get(job_id, include_deleted=True)
     end = _instant_param(request.query.get("to"), "to")
     start = _instant_param(request.query["from"], "from") if request.query.get("from") else end - timedelta(hours=1)
     if start >= end:
         raise BadRequest("from must be before to", {"from": rfc3339(start), "to": rfc3339(end)})
     limit = _int_param(request, "limit", TICKS_LIMIT, 1, TICKS_LIMIT)
-    s = r.settings
-    settle = settle_for(s.member_ttl, s.heartbeat_interval, s.claim_ahead)
     try:
-        ledger = await job_ledger(r.store, job_id, start, end, settle=settle, limit=limit)
+        book = await ledger(r, job_id, start, end, limit=limit)
     except ScheduleTooCostly as e:
         raise BadRequest(str(e), {"from": rfc3339(start), "to": rfc3339(end)}) from None
-    return web.json_response({"jobId": job_id, "from": rfc3339(start), "to": rfc3339(end), **ledger.to_api()})
+    return web.json_response({"jobId": job_id, "from": rfc3339(start), "to": rfc3339(end), **book.to_api()})
 
 
 async def preview_cron(request: web.Request) -> web.Response:
     r = rt(request)
-    job = await r.store.get_job(request.match_info["id"])
+    job = await r.store.jobs.get(request.match_info["id"])
     count = _int_param(request, "count", 10, 1, MAX_PREVIEW)
     start = _instant_param(request.query.get("from"), "from")
     try:
@@ -343,56 +249,6 @@ async def cluster(request: web.Request) -> web.Response:
     return web.json_response(await cluster_view(rt(request)))
 
 
-async def cluster_view(r: Runtime) -> dict[str, Any]:
-    view = r.membership.view
-    infos = await r.membership.infos()
-    members = []
-    for node_id, score in sorted(view.members.items()):
-        info = infos.get(node_id)
-        members.append({
-            "id": node_id, "url": info.url if info else None, "version": info.version if info else None,
-            "startedAt": rfc3339(datetime.fromtimestamp(info.started_at, UTC)) if info else None,
-            "owned": info.owned if info else None, "heartbeatAgeMs": max(0, view.server_now_ms - score),
-            "self": node_id == r.settings.node_id,
-        })
-    raw = await r.redis.lrange(r.keys.handovers, 0, 49)
-    handovers = []
-    for blob in raw:
-        try:
-            rec = unpack(cast(bytes, blob))
-        except ValueError:
-            continue
-        if isinstance(rec, MembershipEvent):
-            handovers.append({"node": rec.node_id, "epoch": rec.epoch, **rec.detail})
-    return {
-        "nodeId": r.settings.node_id, "epoch": view.epoch, "members": members,
-        "ownedHere": len(r.scheduler.owned), "catalogueJobs": r.catalogue.live_count(),
-        "heartbeatFresh": r.membership.fresh(),
-        "heartbeatAgeMs": None if (age := r.membership.heartbeat_age()) is None else int(age * 1000),
-        "memberTtlMs": int(r.settings.member_ttl * 1000), "heartbeatIntervalMs": int(r.settings.heartbeat_interval * 1000),
-        "handoversIn": r.scheduler.ownership.handovers_in, "handoversOut": r.scheduler.ownership.handovers_out,
-        "locksHeld": len(r.scheduler.ownership.held),
-        # jobs the ring gives this node whose lock another node has kept for longer than member_ttl
-        "stuckJobs": [{"jobId": j, "lockHolder": h} for j, h in list(r.scheduler.ownership.stuck.items())[:100]],
-        "recentHandovers": handovers,
-        "backends": backends_view(r),
-    }
-
-
-def backends_view(r: Runtime) -> dict[str, Any]:
-    """Where this node's Redis and MariaDB are: with Sentinel, the service it follows; with several
-    MariaDB hosts, the one it writes to now and how often that changed (never a password)."""
-    url = r.settings.database
-    sentinel = is_sentinel(r.settings.redis_url)
-    return {
-        "redis": {"mode": "sentinel" if sentinel else "single",
-                  **({"service": SentinelURL.parse(r.settings.redis_url).service} if sentinel else {})},
-        "database": {"mode": "primary-switch" if r.store.multi_host else "single",
-                     "hosts": [f"{h}:{p}" for h, p in url.hosts], "primary": r.store.primary_name,
-                     "switches": r.store.switches},
-    }
-
-
 async def health(request: web.Request) -> web.Response:
     r = rt(request)
     db_ok = await r.store.ping()
@@ -403,14 +259,14 @@ async def health(request: web.Request) -> web.Response:
     total = None
     if db_ok:
         try:
-            total = await r.store.count_jobs()
+            total = await r.store.jobs.count()
         except Exception:
             total = None
     ok = db_ok and redis_ok
     body = {
         "status": "healthy" if ok else "unhealthy", "instanceId": r.settings.node_id,
         "redis": "connected" if redis_ok else "disconnected", "database": "connected" if db_ok else "disconnected",
-        "totalCronsDB": total, "activeCronsInstance": len(r.scheduler.owned), "epoch": r.membership.view.epoch,
+        "totalCronsDB": total, "activeCronsInstance": len(r.ownership.owned), "epoch": r.membership.view.epoch,
         "members": len(r.membership.view.members), "heartbeatFresh": r.membership.fresh(),
         "version": r.version, "uptimeSeconds": int(time.time() - r.membership.started_at),
         # audited instants of this node's jobs that were due and have no row (a bug): should stay 0

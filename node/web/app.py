@@ -23,19 +23,23 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from .. import __version__, dashboard, metrics  # type: ignore[attr-defined]  # dashboard: node/__init__
-from ..aio import raise_if_cancelling, watch_loop
+from ..aio import Tasks, raise_if_cancelling, watch_loop
 from ..cluster import redisconn
 from ..cluster.bus import Bus
 from ..cluster.catalogue import Catalogue
 from ..cluster.fencing import Locks
 from ..cluster.keys import Keys
 from ..cluster.membership import Membership
+from ..model.errors import StoreUnavailable
 from ..scheduling.audit import Auditor
 from ..scheduling.firing import Firer
 from ..scheduling.outbound import OutboundPolicy
+from ..scheduling.outcomes import Outcomes, Publisher
+from ..scheduling.ownership import Ownership
+from ..scheduling.retention import Retention
 from ..scheduling.scheduler import Scheduler
 from ..settings import Settings
-from ..store import Store, StoreUnavailable
+from ..store import Store
 from . import api, apidocs
 from .auth import auth_middleware
 from .errors import error_middleware
@@ -46,32 +50,36 @@ REDIS_RETRY = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)
 
 
 def build_runtime(settings: Settings) -> Runtime:
+    """The composition root: every part built once, here, and handed the collaborators it needs (each
+    repository behind its consumer's Protocol). Nothing else builds its own collaborators."""
     keys = Keys(settings.namespace)
     # One quick retry (a pooled connection found dead after a Redis restart), not redis-py 8's default
     # of 10 with up to 1 s backoff each: with 2 s socket timeouts that stretched one command over half
     # a minute of outage, far past the lease; the heartbeat loop owns retrying across an outage.
     redis = redisconn.connect(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0,
                               health_check_interval=10, retry=REDIS_RETRY)
-    store = Store(settings.database)
-    store.keep_per_job = settings.history_per_job
+    store = Store(settings.database, keep_per_job=settings.history_per_job)
     bus = Bus(redis, keys)
-    catalogue = Catalogue(store, settings.resync_interval)
-    holder: dict[str, Scheduler] = {}
+    catalogue = Catalogue(store.jobs, settings.resync_interval)
     membership = Membership(
         redis=redis, keys=keys, node_id=settings.node_id, url=settings.advertise_url, version=__version__,
         heartbeat_interval=settings.heartbeat_interval, member_ttl=settings.member_ttl,
-        owned_count=lambda: len(holder["s"].owned) if "s" in holder else 0,
     )
     locks = Locks(redis, keys, settings.node_id, settings.member_ttl)
     firer = Firer(node_id=settings.node_id, signing_secret=settings.signing_secret,
                   policy=OutboundPolicy(settings.outbound_allow, settings.outbound_deny),
                   pool_size=settings.http_pool_size)
-    scheduler = Scheduler(
-        node_id=settings.node_id, store=store, catalogue=catalogue, membership=membership, locks=locks,
-        firer=firer, keys=keys, claim_ahead=settings.claim_ahead, history_per_job=settings.history_per_job,
-        member_ttl=settings.member_ttl,
-    )
-    holder["s"] = scheduler
+    tasks = Tasks()
+    ownership = Ownership(node_id=settings.node_id, takeovers=store.executions, definitions=store.jobs,
+                          history=store.history, locks=locks, lease=membership, catalogue=catalogue,
+                          member_ttl=settings.member_ttl, tasks=tasks)
+    outcomes = Outcomes(store.executions, Publisher(redis, keys), node_id=settings.node_id,
+                        claimer=lambda: membership.claimer)
+    scheduler = Scheduler(node_id=settings.node_id, claims=store.executions, ownership=ownership, outcomes=outcomes,
+                          firer=firer, membership=membership, catalogue=catalogue, tasks=tasks,
+                          claim_ahead=settings.claim_ahead)
+    ownership.hooks = scheduler  # the scheduler drives the ownership; the ownership tells it what changed
+    membership.owned_count = lambda: len(ownership.owned)
     bus.handlers.append(catalogue.on_record)
     bus.handlers.append(lambda rec: membership.kick() if getattr(rec, "kind", "") == "node" and
                         getattr(rec, "op", "") in ("join", "leave") else None)
@@ -81,8 +89,9 @@ def build_runtime(settings: Settings) -> Runtime:
 
     bus.on_reconnect.append(resync_after_reconnect)
     return Runtime(settings=settings, version=__version__, keys=keys, redis=redis, store=store, bus=bus,
-                   catalogue=catalogue, membership=membership, locks=locks, firer=firer, scheduler=scheduler,
-                   auditor=Auditor(store, lambda: scheduler.owned))
+                   catalogue=catalogue, membership=membership, locks=locks, firer=firer, tasks=tasks,
+                   ownership=ownership, scheduler=scheduler, auditor=Auditor(store.history, lambda: ownership.owned),
+                   retention=Retention(store.history, lambda: ownership.owned, keep=settings.history_per_job))
 
 
 async def _supervise(name: str, fn: object) -> None:
@@ -189,7 +198,7 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
         for name, fn in (
             ("bus", r.bus.run), ("catalogue", r.catalogue.run), ("membership", r.membership.run),
             ("reconcile", s.run_reconcile), ("timer", s.run_timer), ("recorder", s.outcomes.recorder.run),
-            ("publisher", s.outcomes.publisher.run), ("retention", s.run_retention), ("audit", r.auditor.run),
+            ("publisher", s.outcomes.publisher.run), ("retention", r.retention.run), ("audit", r.auditor.run),
             ("loop-monitor", _watch_loop),
         )
     ]
@@ -200,7 +209,7 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
     for t in tasks:
         t.cancel()
     # bounded: a stop must never hang on a loop that does not end
-    _done, stuck = await asyncio.wait(tasks + list(s.tasks), timeout=5)
+    _done, stuck = await asyncio.wait(tasks + r.tasks.running(), timeout=5)
     if stuck:
         log.warning("loops still running at stop", loops=sorted(t.get_name() for t in stuck))
     log.info("node stopped", node=r.settings.node_id)

@@ -12,11 +12,10 @@ import structlog
 from aiohttp import web
 
 from .. import metrics
-from ..cluster.membership import LeaseNotFresh
+from ..model.errors import LeaseNotFresh, NotFound, RunInFlight, StoreUnavailable, TooManyJobs, VersionConflict
 from ..model.jobs import ValidationError
 from ..model.schedule import ScheduleError
 from ..scheduling.outbound import OutboundDenied
-from ..store import NotFound, RunInFlight, StoreUnavailable, TooManyJobs, VersionConflict
 
 log = structlog.get_logger("api")
 

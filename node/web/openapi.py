@@ -6,8 +6,8 @@ from functools import cache
 from typing import Any
 
 from .. import __version__
+from ..model.executions import Fate
 from ..model.jobs import JOB_FIELDS, READ_ONLY, REQUIRED_FIELDS
-from ..scheduling.ledger import Fate
 
 _ERR = {"$ref": "#/components/responses/Error"}
 _JOB = {"$ref": "#/components/schemas/Job"}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from ..aio import Tasks
 from ..cluster.bus import Bus
 from ..cluster.catalogue import Catalogue
 from ..cluster.fencing import Locks
@@ -14,6 +15,8 @@ from ..cluster.keys import Keys
 from ..cluster.membership import Membership
 from ..scheduling.audit import Auditor
 from ..scheduling.firing import Firer
+from ..scheduling.ownership import Ownership
+from ..scheduling.retention import Retention
 from ..scheduling.scheduler import Scheduler
 from ..settings import Settings
 from ..store import Store
@@ -31,8 +34,11 @@ class Runtime:
     membership: Membership
     locks: Locks
     firer: Firer
+    tasks: Tasks
+    ownership: Ownership
     scheduler: Scheduler
     auditor: Auditor
+    retention: Retention
 
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)

@@ -230,9 +230,9 @@ async def test_store_follows_a_switchover_refuses_two_primaries_and_bounds_a_fro
     the replica promoted) is noticed by the next probe and followed; two writable hosts are refused
     (two fence sequences would follow); a frozen host (SIGSTOP: it accepts connections, never greets)
     costs a bounded wait, not a hang."""
+    from node.model.errors import StoreUnavailable
     from node.model.jobs import validate
-    from node.settings import DatabaseURL
-    from node.store import Store, StoreUnavailable
+    from node.store import DatabaseURL, Store
 
     _, mariadb = backends
     old = mariadb.primary
@@ -241,14 +241,14 @@ async def test_store_follows_a_switchover_refuses_two_primaries_and_bounds_a_fro
     spec = validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * *"})
     try:
         await store.start()
-        assert store.primary_name == f"127.0.0.1:{old.port}" and store.switches == 0
-        first = await store.create_job(spec, 100)
+        assert store.db.primary_name == f"127.0.0.1:{old.port}" and store.db.switches == 0
+        first = await store.jobs.create(spec, 100)
         await old.query("SET GLOBAL read_only=ON")
         assert not await store.ping()  # noticed at once: not ready (a probe does not wait for a promotion)
         new = await mariadb.promote_replica()
-        second = await store.create_job(spec, 100)
-        assert store.primary_name == f"127.0.0.1:{new}" and store.switches == 1
-        assert {j.id for j in await store.list_jobs(limit=10, cursor=None, q=None, paused=None)} == {first.id, second.id}
+        second = await store.jobs.create(spec, 100)
+        assert store.db.primary_name == f"127.0.0.1:{new}" and store.db.switches == 1
+        assert {j.id for j in await store.jobs.page(limit=10, cursor=None, q=None, paused=None)} == {first.id, second.id}
         assert await store.ping()
 
         await old.query("SET GLOBAL read_only=OFF")  # an operator's mistake: two primaries

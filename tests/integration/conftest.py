@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator
 import aiomysql
 import pytest
 
-from node.settings import DatabaseURL
-from node.store import Store
+from node.store import DatabaseURL, Store
 from tests.harness import DATABASE_URL, db_url
 
 

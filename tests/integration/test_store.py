@@ -7,27 +7,23 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+from node.model.executions import Claim, Execution, new_execution_id
 from node.model.jobs import validate
-from node.store import MIGRATIONS, Claim, Outcome, Store, new_execution_id
+from node.store import MIGRATIONS, Store
 
 
 async def test_migrations_run_once_with_many_nodes_starting(store: Store) -> None:
-    others = [Store(store.url) for _ in range(6)]
+    others = [Store(store.db.url) for _ in range(6)]
     await asyncio.gather(*(o.start() for o in others))
     for o in others:
         await o.close()
-    rows = await store._run(lambda cur: _fetch(cur, "SELECT version FROM schema_migrations"))
+    rows = await store.db.fetchall("SELECT version FROM schema_migrations")
     assert [r["version"] for r in rows] == [v for v, _ in MIGRATIONS]
 
 
-async def _fetch(cur, sql):
-    await cur.execute(sql)
-    return await cur.fetchall()
-
-
 async def test_claim_race_exactly_one_per_tick_never_stale(store: Store) -> None:
-    job = await store.create_job(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
-    (t,) = await store.take_over([job.id], "node-a")
+    job = await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
+    (t,) = await store.executions.take_over([job.id], "node-a")
     fence = t.fence
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     ticks = [t0 + timedelta(seconds=i) for i in range(40)]
@@ -38,7 +34,7 @@ async def test_claim_race_exactly_one_per_tick_never_stale(store: Store) -> None
         random.shuffle(order)
         for k in range(0, len(order), 5):
             claims = [Claim(id=new_execution_id(), job_id=job.id, scheduled_at=x, fence=claim_fence) for x in order[k : k + 5]]
-            won = await store.claim(name, claims)
+            won = (await store.executions.claim(name, claims)).won
             for c in claims:
                 if c.id in won:
                     won_by[(c.scheduled_at.isoformat(), claim_fence)] += 1
@@ -46,104 +42,104 @@ async def test_claim_race_exactly_one_per_tick_never_stale(store: Store) -> None
     # 24 concurrent claimers: a third with the current fence, the rest stale or from the future
     fences = [fence, fence - 1, fence + 1] * 8
     await asyncio.gather(*(claimer(f"n{i}", f) for i, f in enumerate(fences)))
-    rows = await store.all_executions([job.id])
-    per_tick = Counter(r["scheduled_at"] for r in rows)
+    rows = await store.history.all_executions([job.id])
+    per_tick = Counter(r.scheduled_at for r in rows)
     assert len(rows) == len(ticks) and set(per_tick.values()) == {1}
-    assert {r["fence"] for r in rows} == {fence}
+    assert {r.fence for r in rows} == {fence}
     assert all(f == fence for (_, f) in won_by)
 
 
 async def test_takeover_makes_old_owner_claims_fail_and_abandons_its_open_rows(store: Store) -> None:
-    job = await store.create_job(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
-    (a,) = await store.take_over([job.id], "node-a")
+    job = await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
+    (a,) = await store.executions.take_over([job.id], "node-a")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     c1 = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0, fence=a.fence)
-    assert await store.claim("node-a", [c1]) == {c1.id}
-    (b,) = await store.take_over([job.id], "node-b")
+    assert (await store.executions.claim("node-a", [c1])).won == {c1.id}
+    (b,) = await store.executions.take_over([job.id], "node-b")
     assert b.fence == a.fence + 1 and b.last_tick == t0
     late = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0 + timedelta(seconds=1), fence=a.fence)
-    assert await store.claim("node-a", [late]) == set()
-    (row,) = [r for r in await store.all_executions([job.id]) if r["id"] == c1.id]
-    assert row["state"] == "abandoned" and "not re-sent" in row["error"]
+    assert (await store.executions.claim("node-a", [late])).won == set()
+    (row,) = [r for r in await store.history.all_executions([job.id]) if r.id == c1.id]
+    assert row.state == "abandoned" and "not re-sent" in row.error
 
 
 async def test_bump_racing_claims_never_lets_a_stale_fence_win(store: Store) -> None:
     """Claims under fence f race a takeover to f+1: no row carries f after the bump committed."""
-    job = await store.create_job(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
-    (a,) = await store.take_over([job.id], "node-a")
+    job = await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
+    (a,) = await store.executions.take_over([job.id], "node-a")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     bumped_at: list[datetime] = []
 
     async def old_owner() -> None:
         for i in range(200):
-            await store.claim("node-a", [Claim(id=new_execution_id(), job_id=job.id,
-                                               scheduled_at=t0 + timedelta(seconds=i), fence=a.fence)])
+            await store.executions.claim("node-a", [Claim(id=new_execution_id(), job_id=job.id,
+                                                          scheduled_at=t0 + timedelta(seconds=i), fence=a.fence)])
 
     async def new_owner() -> None:
         await asyncio.sleep(0.05)
-        (b,) = await store.take_over([job.id], "node-b")
+        (b,) = await store.executions.take_over([job.id], "node-b")
         bumped_at.append(b.last_tick or t0)
         for i in range(200):
-            await store.claim("node-b", [Claim(id=new_execution_id(), job_id=job.id,
-                                               scheduled_at=t0 + timedelta(seconds=i), fence=b.fence)])
+            await store.executions.claim("node-b", [Claim(id=new_execution_id(), job_id=job.id,
+                                                          scheduled_at=t0 + timedelta(seconds=i), fence=b.fence)])
 
     await asyncio.gather(old_owner(), new_owner())
-    rows = await store.all_executions([job.id])
-    assert len(rows) == 200 and len({r["scheduled_at"] for r in rows}) == 200
-    old = sorted(r["scheduled_at"] for r in rows if r["fence"] == a.fence)
+    rows = await store.history.all_executions([job.id])
+    assert len(rows) == 200 and len({r.scheduled_at for r in rows}) == 200
+    old = sorted(r.scheduled_at for r in rows if r.fence == a.fence)
     # everything node-a won was at or before what node-b saw as the last claimed tick when it took over
     assert not old or old[-1] <= bumped_at[0]
 
 
 async def test_record_batches_outcomes(store: Store) -> None:
-    job = await store.create_job(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
-    (a,) = await store.take_over([job.id], "n")
+    job = await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
+    (a,) = await store.executions.take_over([job.id], "n")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     claims = [Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0 + timedelta(seconds=i), fence=a.fence) for i in range(50)]
-    assert len(await store.claim("n", claims)) == 50
-    await store.record([Outcome(id=c.id, job_id=c.job_id, scheduled_at=c.scheduled_at, fence=a.fence, state="succeeded",
+    assert len((await store.executions.claim("n", claims)).won) == 50
+    await store.executions.record([Execution(id=c.id, job_id=c.job_id, scheduled_at=c.scheduled_at, fence=a.fence, state="succeeded",
                                 node="n", attempts=1, status_code=200, duration_ms=3, lateness_ms=1) for c in claims])
-    rows = await store.all_executions([job.id])
-    assert {r["state"] for r in rows} == {"succeeded"} and {r["status_code"] for r in rows} == {200}
-    assert await store.apply_retention([job.id], 10) == 40
+    rows = await store.history.all_executions([job.id])
+    assert {r.state for r in rows} == {"succeeded"} and {r.status_code for r in rows} == {200}
+    assert await store.history.apply_retention([job.id], 10) == 40
 
 
 async def test_json_reads_agree_with_the_column_reads(store: Store) -> None:
     """The API's reads (rows as JSON objects built by MariaDB) give what plain column reads give."""
-    job = await store.create_job(validate({
+    job = await store.jobs.create(validate({
         "uri": "http://127.0.0.1:9/", "schedule": "* * * * * *", "name": 'n\t"é😀</script>\u2028',
         "headers": {"X-A": "b\\c"}, "body": {"k": [1, "\n"]}}), 100)
-    got, last = await store.get_job_and_last(job.id)
-    assert got == await store.get_job(job.id) and last is None
-    (t,) = await store.take_over([job.id], "node-a")
+    got, last = await store.jobs.get_and_last(job.id)
+    assert got == await store.jobs.get(job.id) and last is None
+    (t,) = await store.executions.take_over([job.id], "node-a")
     t0 = datetime(2026, 3, 29, 1, 0, 0, 123000, tzinfo=UTC)
     claims = [Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0 + timedelta(seconds=i), fence=t.fence)
               for i in range(3)]
-    assert len(await store.claim("node-a", claims)) == 3
-    await store.record([Outcome(id=claims[1].id, job_id=job.id, scheduled_at=claims[1].scheduled_at, fence=t.fence,
+    assert len((await store.executions.claim("node-a", claims)).won) == 3
+    await store.executions.record([Execution(id=claims[1].id, job_id=job.id, scheduled_at=claims[1].scheduled_at, fence=t.fence,
                                 state="failed", node="node-a", attempts=2, status_code=500, duration_ms=12,
                                 lateness_ms=3, error="bad\x00 \"x\"", response_excerpt="<b>\u2028</b>",
                                 started_at=t0, finished_at=t0 + timedelta(seconds=2))])
-    got, last = await store.get_job_and_last(job.id)
-    assert got == await store.get_job(job.id)
-    by_columns = next(r for r in await store.all_executions([job.id]) if r["id"] == claims[1].id)
-    assert last == by_columns == (await store.last_executions([job.id]))[job.id]
-    assert last["id"] == claims[1].id and last["error"] == "bad\x00 \"x\"" and last["started_at"] == t0
-    assert await store.list_jobs(limit=10, cursor=None, q="script", paused=None) == [got]
+    got, last = await store.jobs.get_and_last(job.id)
+    assert got == await store.jobs.get(job.id)
+    by_columns = next(r for r in await store.history.all_executions([job.id]) if r.id == claims[1].id)
+    assert last == by_columns == (await store.history.last_executions([job.id]))[job.id]
+    assert last.id == claims[1].id and last.error == "bad\x00 \"x\"" and last.started_at == t0
+    assert await store.jobs.page(limit=10, cursor=None, q="script", paused=None) == [got]
 
 
 async def test_a_tick_with_a_row_is_taken_only_under_the_current_fence(store: Store) -> None:
-    job = await store.create_job(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
-    (a,) = await store.take_over([job.id], "node-a")
+    job = await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
+    (a,) = await store.executions.take_over([job.id], "node-a")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     first = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0, fence=a.fence)
-    claimed = await store.claim_ticks("node-a", [first])
+    claimed = await store.executions.claim("node-a", [first])
     assert (claimed.won, claimed.taken) == ({first.id}, set())
     again = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0, fence=a.fence)
-    claimed = await store.claim_ticks("node-a", [again])
+    claimed = await store.executions.claim("node-a", [again])
     assert (claimed.won, claimed.taken) == (set(), {again.id})  # accounted for: not a fence loss
-    (b,) = await store.take_over([job.id], "node-b")
+    (b,) = await store.executions.take_over([job.id], "node-b")
     stale = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0, fence=a.fence)
-    claimed = await store.claim_ticks("node-a", [stale])
+    claimed = await store.executions.claim("node-a", [stale])
     assert (claimed.won, claimed.taken) == (set(), set())  # refused: the fence moved on
-    assert await store.existing_ids([first.id, stale.id]) == {first.id}
+    assert await store.executions.existing([first.id, stale.id]) == {first.id}

@@ -9,8 +9,9 @@ import pymysql
 import pytest
 
 from node.cluster.redisconn import RedisURLError, SentinelURL, check_url, connect
-from node.settings import DatabaseURL, Settings, SettingsError
-from node.store import _moves_primary
+from node.settings import Settings, SettingsError
+from node.store import DatabaseURL, DatabaseURLError
+from node.store.connection import _moves_primary
 from node.web.app import REDIS_RETRY
 
 
@@ -54,8 +55,10 @@ def test_database_url_with_several_hosts() -> None:
     single = DatabaseURL.parse("mysql://root@127.0.0.1:3306/cronring")
     assert single.hosts == (("127.0.0.1", 3306),)
     for bad in ("mysql://a,a/db", "mysql://a,/db", "mysql://a:70000/db"):
-        with pytest.raises(SettingsError):
+        with pytest.raises(DatabaseURLError):
             DatabaseURL.parse(bad)
+        with pytest.raises(SettingsError, match="CRONRING_DATABASE_URL"):  # as the node's settings say it
+            Settings.load([], env={"CRONRING_DATABASE_URL": bad})
 
 
 def test_which_errors_move_to_another_host() -> None:

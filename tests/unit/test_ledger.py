@@ -4,6 +4,7 @@ work, and an accounting property."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node.model.executions import Execution, ExecutionKind, ExecutionState, Fate
 from node.model.schedule import parse
-from node.scheduling.ledger import Fate, Ledger, Segment, TickEntry, account
+from node.scheduling.ledger import Ledger, Segment, TickEntry, account
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 OVERLAP = "previous run still in flight (concurrencyPolicy forbid)"
@@ -35,14 +37,18 @@ def seg(start: datetime, end: datetime | None = None, expr: str | None = "* * * 
 ALWAYS = seg(T0 - timedelta(days=365))  # every minute, since long before the window, still in force
 
 
-def row(at: datetime, kind: str = "tick", state: str = "succeeded", **kw: Any) -> dict[str, Any]:
-    r: dict[str, Any] = {"id": f"{kind}-{at:%H%M%S}", "scheduled_at": at, "kind": kind, "state": state,
-                         "missed_from": None, "missed_count": 0, "error": None, "attempts": 1}
-    r.update(kw)
-    return r
+def ex(fields: dict[str, Any]) -> Execution:
+    """An execution row as the store reads it (fence and node are not the ledger's concern)."""
+    return Execution(**{"job_id": "j", "fence": 1, "node": "", **fields,
+                        "kind": ExecutionKind(fields["kind"]), "state": ExecutionState(fields["state"])})
 
 
-def ledger(rows: list[dict[str, Any]], segments: tuple[Segment, ...] = (ALWAYS,), *, start: datetime = T0,
+def row(at: datetime, kind: str = "tick", state: str = "succeeded", **kw: Any) -> Execution:
+    return ex({"id": f"{kind}-{at:%H%M%S}", "scheduled_at": at, "kind": kind, "state": state, "missed_from": None,
+               "missed_count": 0, "error": None, "attempts": 1, **kw})
+
+
+def ledger(rows: list[Execution], segments: tuple[Segment, ...] = (ALWAYS,), *, start: datetime = T0,
            end: datetime = T0 + mins(5), now: datetime = T0 + mins(60), settle: timedelta = sec(60),
            limit: int = 10_000) -> Ledger:
     return account(segments, rows, start=start, end=end, now=now, settle=settle, limit=limit)
@@ -89,10 +95,10 @@ T1 = T0 + mins(1)
     (row(T1, "misfire", "succeeded", missed_from=T1), Fate.UNACCOUNTED,
      "execution row in unknown state 'succeeded' (kind 'misfire'): a bug, please report"),
 ])
-def test_row_fates(r: dict[str, Any], fate: Fate, detail: str) -> None:
+def test_row_fates(r: Execution, fate: Fate, detail: str) -> None:
     e = at_(ledger([r]), T1)
-    assert (e.fate, e.detail, e.execution_id) == (fate, detail, r["id"])
-    assert e.redelivered is bool(r.get("redelivered"))
+    assert (e.fate, e.detail, e.execution_id) == (fate, detail, r.id)
+    assert e.redelivered is r.redelivered
 
 
 @pytest.mark.parametrize(("now", "settle", "fate", "detail"), [
@@ -119,7 +125,7 @@ def test_to_api() -> None:
     r = row(T1, status_code=200, redelivered=True)
     led = ledger([r], end=T0 + mins(2))
     assert led.ticks[1].to_api() == {"scheduledAt": "2026-05-04T12:01:00.000Z", "fate": "delivered",
-                                     "executionId": r["id"], "redelivered": True,
+                                     "executionId": r.id, "redelivered": True,
                                      "detail": "HTTP 200 after 1 attempt (redelivered)"}
     api = led.to_api()
     assert api["truncated"] is False and api["nextFrom"] is None and api["counts"]["delivered"] == 1
@@ -139,7 +145,7 @@ def test_misfire_row_covering_100_instants() -> None:
     led = ledger(rows, every_second, start=T0, end=T0 + sec(120), now=T0 + mins(10))
     by_fate = [e for e in led.ticks if e.fate is Fate.MISSED]
     assert [e.scheduled_at for e in by_fate] == [first + sec(i) for i in range(100)]
-    assert {e.execution_id for e in by_fate} == {rows[1]["id"]}
+    assert {e.execution_id for e in by_fate} == {rows[1].id}
     assert {e.detail for e in by_fate} == {"missed: past the misfire grace (60 s); 100 ticks from 12:00:10Z"}
     assert led.counts["missed"] == 100 and led.counts["delivered"] == 2 and led.counts["unaccounted"] == 18
 
@@ -148,7 +154,7 @@ def test_range_detail_shapes() -> None:
     rows = [row(T0 + mins(3), "misfire", "missed", missed_from=T0, missed_count=4, error="past the misfire grace",
                 attempts=0)]
     assert at_(ledger(rows), T0).detail == "missed: past the misfire grace (4 ticks from 12:00:00Z)"
-    rows[0]["missed_from"] = T0 - timedelta(days=1)  # began the day before: the range reaches into the window
+    rows[0] = replace(rows[0], missed_from=T0 - timedelta(days=1))  # began the day before: the range reaches into the window
     e = at_(ledger(rows, start=T0, end=T0 + mins(4)), T0)
     assert e.fate is Fate.MISSED and e.detail == "missed: past the misfire grace (4 ticks from 2026-05-03T12:00:00.000Z)"
 
@@ -192,7 +198,7 @@ def test_a_tick_claimed_under_the_old_schedule_is_listed_and_explained() -> None
     led = ledger([stray], segments, end=T0 + mins(10))
     assert [e.scheduled_at for e in led.ticks] == [T0 + mins(m) for m in (0, 2, 4, 6, 8, 9)]
     e = at_(led, T0 + mins(8))
-    assert e.fate is Fate.DELIVERED and e.execution_id == stray["id"]
+    assert e.fate is Fate.DELIVERED and e.execution_id == stray.id
     assert e.detail == ("HTTP 200 after 1 attempt; not an instant of version 2's schedule"
                         " (claimed under an earlier definition)")
 
@@ -330,7 +336,7 @@ def test_every_instant_accounted_exactly_once(history: tuple[tuple[Segment, ...]
     cut = now - settle
 
     # Account for every instant that is not paused: one row per tick, or consecutive ones grouped into range rows.
-    rows: list[dict[str, Any]] = []
+    rows: list[Execution] = []
     covered: list[list[datetime]] = []  # covered[i]: the instants rows[i] accounts for
     fate_of: dict[datetime, str] = {}
     runs: list[list[datetime]] = [[]]  # maximal runs of consecutive unpaused instants
@@ -350,24 +356,24 @@ def test_every_instant_accounted_exactly_once(history: tuple[tuple[Segment, ...]
             rid = f"r{len(rows)}"
             if kind in ("tick", "catchup"):
                 state = data.draw(st.sampled_from(TICK_STATES))
-                rows.append({"id": rid, "scheduled_at": group[0], "kind": kind, "state": state, "missed_from": None,
-                             "missed_count": 0, "error": None, "attempts": 1})
+                rows.append(ex({"id": rid, "scheduled_at": group[0], "kind": kind, "state": state,
+                                "missed_from": None, "missed_count": 0, "error": None, "attempts": 1}))
                 fate_of[group[0]] = EXPECTED[state]
             else:
                 reason = data.draw(st.sampled_from(["past the misfire grace", "skipped by misfire policy"]))
                 reason = OVERLAP if kind == "overlap" else reason
-                rows.append({"id": rid, "scheduled_at": group[-1], "kind": kind,
-                             "state": "skipped" if kind == "overlap" else "missed", "missed_from": group[0],
-                             "missed_count": len(group), "error": reason, "attempts": 0})
+                rows.append(ex({"id": rid, "scheduled_at": group[-1], "kind": kind,
+                                "state": "skipped" if kind == "overlap" else "missed", "missed_from": group[0],
+                                "missed_count": len(group), "error": reason, "attempts": 0}))
                 fate_of.update(dict.fromkeys(group, "missed" if reason.startswith("past") else "skipped"))
             covered.append(group)
             if data.draw(st.booleans()):  # a run-now next to it: never an instant
-                rows.append({"id": f"m{len(rows)}", "scheduled_at": group[0] + timedelta(milliseconds=1),
-                             "kind": "manual", "state": "succeeded", "missed_from": None, "missed_count": 0,
-                             "error": None, "attempts": 1})
+                rows.append(ex({"id": f"m{len(rows)}", "scheduled_at": group[0] + timedelta(milliseconds=1),
+                                "kind": "manual", "state": "succeeded", "missed_from": None, "missed_count": 0,
+                                "error": None, "attempts": 1}))
                 covered.append([])
     rows = data.draw(st.permutations(rows), label="row order")  # the store's order is not the ledger's concern
-    covered_by_id = dict(zip([r["id"] for r in rows], [covered[int(r["id"][1:])] for r in rows], strict=True))
+    covered_by_id = dict(zip([r.id for r in rows], [covered[int(r.id[1:])] for r in rows], strict=True))
 
     led = account(segments, rows, start=start, end=end, now=now, settle=settle)
     assert [e.scheduled_at for e in led.ticks] == [t for t, _ in expected]  # each once, in order
@@ -380,7 +386,7 @@ def test_every_instant_accounted_exactly_once(history: tuple[tuple[Segment, ...]
     if not rows:
         return
     gone = data.draw(st.sampled_from(rows), label="removed")
-    lost = set(covered_by_id[gone["id"]])
+    lost = set(covered_by_id[gone.id])
     after = account(segments, [r for r in rows if r is not gone], start=start, end=end, now=now, settle=settle)
     assert [e.scheduled_at for e in after.ticks] == [e.scheduled_at for e in led.ticks]
     for before, e in zip(led.ticks, after.ticks, strict=True):

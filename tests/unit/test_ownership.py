@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from node.cluster.ring import Ring
+from node.model.errors import StoreUnavailable
+from node.model.executions import Liveness, Takeover
 from node.model.jobs import Job, JobSummary
 from node.scheduling.ownership import JobState, Owned, Ownership
-from node.store import Liveness, StoreUnavailable, Takeover
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -104,7 +105,7 @@ class FakeStore:
                 out.append(Takeover(job=job, fence=job.fence, last_tick=None))
         return out
 
-    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
         self.w.maybe_fail(self.node, "get_jobs")
         return [self.w.jobs[j] for j in job_ids if j in self.w.jobs and j not in self.w.deleted]
 
@@ -181,9 +182,13 @@ class Node:
         self.catalogue = FakeCatalogue()
         self.lease = FakeLease(world, name)
         self.tasks: list[Any] = []
-        self.own = Ownership(node_id=name, store=FakeStore(world, name), locks=FakeLocks(world, name),
-                             lease=self.lease, catalogue=self.catalogue, hooks=Hooks(), member_ttl=3.0,
-                             spawn=lambda coro: self.tasks.append(coro), clock=lambda: 0.0)
+        store = FakeStore(world, name)
+        self.own = Ownership(node_id=name, takeovers=store, definitions=store, history=store,
+                             locks=FakeLocks(world, name), lease=self.lease, catalogue=self.catalogue, hooks=Hooks(),
+                             member_ttl=3.0, tasks=self, clock=lambda: 0.0)
+
+    def spawn(self, coro: Any) -> None:
+        self.tasks.append(coro)
 
     async def settle_tasks(self) -> None:
         while self.tasks:
@@ -475,7 +480,7 @@ async def test_a_release_is_cancelled_when_the_ring_gives_the_job_back() -> None
 def test_a_tombstone_is_final() -> None:
     from node.cluster.catalogue import Catalogue
 
-    c = Catalogue(store=None, resync_interval=1.0)  # type: ignore[arg-type]
+    c = Catalogue(feed=None, resync_interval=1.0)  # type: ignore[arg-type]
     c.apply(JobSummary(id="j", version=3, paused=False, deleted=False))
     c.apply(JobSummary(id="j", version=4, paused=False, deleted=True))
     c.apply(JobSummary(id="j", version=9, paused=False, deleted=False))  # a late or forged event
@@ -495,7 +500,7 @@ async def test_a_takeovers_gap_rows_are_there_before_its_first_claim() -> None:
                 "version": 1},
                {"valid_from": edit, "schedule": "* * * * * *", "time_zone": "UTC", "paused": 0, "deleted": 0,
                 "version": 2}]
-    store = a.own.store
+    store = a.own.takeovers
     reads = {"fail": 1}
 
     async def take_over(job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]:

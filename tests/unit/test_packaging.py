@@ -3,6 +3,7 @@ inside it), no generic top-level module, every file it needs at run time, import
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,6 +19,9 @@ pytestmark = [pytest.mark.slow]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # setuptools builds in the checkout's build/ and never removes a file from it: a module an earlier
+    # layout had would ride along in the wheel
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -30,7 +34,8 @@ def test_wheel_claims_only_the_cronring_name(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/", 1)[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"cronring"}, tops
-    for needed in ("cronring/__main__.py", "cronring/client.py", "cronring/dashboard/views.py",
+    for needed in ("cronring/__main__.py", "cronring/client.py", "cronring/web/app.py", "cronring/store/schema.py",
+                   "cronring/model/executions.py", "cronring/dashboard/views.py",
                    "cronring/dashboard/templates/base.html", "cronring/dashboard/static/app.js",
                    "cronring/receiver/app.py"):
         assert needed in names, needed
@@ -45,7 +50,7 @@ def test_installed_package_imports_without_the_checkout(wheel: Path, tmp_path: P
                    check=True, capture_output=True, timeout=120)
     probe = ("import sys\n"
              f"sys.path.insert(0, {str(target)!r})\n"
-             "import cronring, cronring.app, cronring.client, cronring.dashboard.views, cronring.receiver.app\n"
+             "import cronring, cronring.web.app, cronring.client, cronring.dashboard.views, cronring.receiver.app\n"
              "assert cronring.__file__.startswith(sys.path[0]), cronring.__file__\n"
              "assert not {'node', 'dashboard', 'receiver'} & set(sys.modules), sorted(sys.modules)\n"
              "from cronring.__main__ import main\n"

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node.model.executions import OVERLAP_REASON as OVERLAP
 from node.model.jobs import MisfirePolicy
 from node.model.schedule import Budget, Schedule, parse
-from node.scheduling.planning import OVERLAP, Plan, plan
+from node.scheduling.planning import Plan, plan
 
 SKIP, ONCE, ALL = MisfirePolicy.SKIP, MisfirePolicy.FIRE_ONCE, MisfirePolicy.FIRE_ALL
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)

@@ -76,7 +76,9 @@ class Expr:
             dow_ok = cron_dow == self.nth[0] and (d.day - 1) // 7 + 1 == self.nth[1]
         else:
             dow_ok = cron_dow in self.dow.values
-        dom_star, dow_star = self.dom.star and not self.last_day, self.dow.star and self.nth is None
+        # (croniter reads a weekday field naming all seven days, 0-6, as "*": then the day of the month decides)
+        dom_star = self.dom.star and not self.last_day
+        dow_star = (self.dow.star or self.dow.values == frozenset(range(7))) and self.nth is None
         if dom_star or dow_star:
             return dom_ok and dow_ok
         return dom_ok or dow_ok  # both restricted: either (cron's rule, croniter's day_or)

@@ -1,0 +1,347 @@
+"""Executions: fenced claims, outcomes, takeovers, and the rows that account for instants not run.
+
+Two rules make "never twice" hold:
+
+* a **claim** inserts the execution row for ``(job_id, scheduled_at)`` only where ``jobs.fence`` still
+  equals the claimer's fence, under a UNIQUE key on ``(job_id, scheduled_at)``; no claim, no request;
+* the **fence** is bumped here, by ``UPDATE jobs SET fence = fence + 1``, whenever a node takes a job
+  over, so a stale owner's claims stop matching.
+
+And one makes a hand-over cheap: every row names its **claimer** (the claiming process, see
+``model.executions.Liveness``), so an open row is in flight exactly while its claimer is a live member's.
+A takeover settles only a lost claimer's open rows (abandoned, or re-sent for at_least_once); a forbid run
+sees a live claimer's run in flight inside its own claim statement and is recorded as an overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiomysql
+
+from ..batching import CLAIM_ROWS, STATEMENT_ROWS, TAKEOVER_JOBS, chunks
+from ..model.errors import NotFound, RunInFlight, StoreUnavailable
+from ..model.executions import (
+    OVERLAP_REASON,
+    Claim,
+    Claimed,
+    Execution,
+    ExecutionKind,
+    ExecutionState,
+    Liveness,
+    Redelivery,
+    Takeover,
+    new_execution_id,
+)
+from ..model.jobs import Delivery, Job
+from .codec import (
+    ABANDONED,
+    CLAIMED,
+    JOB_COLS,
+    MANUAL,
+    MISFIRE,
+    MISSED,
+    OPEN,
+    OVERLAP,
+    RUNNING,
+    SKIPPED,
+    from_db,
+    last_ticks_sql,
+    ph,
+    to_db,
+    to_db_or_none,
+)
+from .connection import Database
+
+RECENT_CLAIM_SECONDS = 2  # a live claimer's claimed row this young may be in flight (its "running" is held back 1 s)
+_AT_LEAST_ONCE = f"JSON_VALUE(j.spec, '$.delivery') = '{Delivery.AT_LEAST_ONCE}'"
+_IN_GRACE = "e.scheduled_at >= NOW(3) - INTERVAL JSON_VALUE(j.spec, '$.misfire_grace_seconds') SECOND"
+# An outcome overwrites its row, except a redelivered row, which only its current owner (fence) writes:
+# the lost first owner, if it comes back, must not overwrite the redelivery's outcome.
+_RECORD_UPDATE = ", ".join(
+    f"{col}=IF(redelivered = 1 AND fence <> VALUES(fence), {col}, {new})" for col, new in (
+        ("state", "VALUES(state)"), ("attempts", "VALUES(attempts)"), ("status_code", "VALUES(status_code)"),
+        ("duration_ms", "VALUES(duration_ms)"), ("lateness_ms", "VALUES(lateness_ms)"), ("error", "VALUES(error)"),
+        ("response_excerpt", "VALUES(response_excerpt)"), ("started_at", "COALESCE(VALUES(started_at), started_at)"),
+        ("finished_at", "VALUES(finished_at)"),
+    )
+)
+
+
+def _in_flight(live: Liveness, alias: str, *, recent_claims: bool) -> tuple[str, list[Any]]:
+    """SQL true for an open row of ``alias`` that is in flight on a live process: another live claimer's
+    row in state running (a run sent and still going; a hand-over writes that state before it releases),
+    or, with ``recent_claims``, claimed moments ago (a run-now just sent: its running state is held back);
+    or an execution this process is sending right now. A live claimer's older claimed row is a claim it
+    will not send (left for the next owner): not in flight."""
+    parts, args = [], []
+    if live.others:
+        young = f" OR {alias}.claimed_at >= NOW(3) - INTERVAL {RECENT_CLAIM_SECONDS} SECOND" if recent_claims else ""
+        parts.append(f"({alias}.claimer IN ({ph(len(live.others))}) AND ({alias}.state = {RUNNING}{young}))")
+        args += sorted(live.others)
+    if live.sending:
+        parts.append(f"{alias}.id IN ({ph(len(live.sending))})")
+        args += sorted(live.sending)
+    return ("(" + " OR ".join(parts) + ")" if parts else "FALSE"), args
+
+
+def _redeliveries(rows: Iterable[dict[str, Any]]) -> dict[str, list[Redelivery]]:
+    out: dict[str, list[Redelivery]] = {}
+    for r in rows:
+        out.setdefault(r["job_id"], []).append(Redelivery(
+            id=r["id"], scheduled_at=r["scheduled_at"].replace(tzinfo=UTC), kind=ExecutionKind(r["kind"]),
+            attempts=int(r["attempts"])))
+    return out
+
+
+class Executions:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ---- ownership ------------------------------------------------------------------------
+
+    async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]:
+        """Bump the fence of each job to this node, and read what a new owner needs: the definition, the
+        anchor (the last scheduled instant claimed) and what it must send again.
+
+        Rows claimed under an older fence and still open are a lost claimer's (abandoned, or re-sent for
+        at_least_once) unless they are in flight on a live process: a live member's running row (a hand-over
+        no longer waits for its runs), or one this process is sending itself (``live``). Those stay open:
+        their claimer records their outcome, and a forbid run sees them in flight."""
+        live = live or Liveness(claimer="")
+        alive, alive_args = _in_flight(live, "e", recent_claims=False)
+        out: list[Takeover] = []
+        for chunk in chunks(job_ids, TAKEOVER_JOBS):
+            ids, jobs_in = list(chunk), ph(len(chunk))
+            async for attempt in self.db.attempts(transaction=True):
+                async with attempt as cur:
+                    await cur.execute(f"UPDATE jobs SET fence=fence+1, owner=%s WHERE id IN ({jobs_in})"
+                                      " AND deleted_at IS NULL", [node, *ids])
+                    await cur.execute(f"SELECT {JOB_COLS} FROM jobs WHERE id IN ({jobs_in}) AND deleted_at IS NULL", ids)
+                    rows = await cur.fetchall()
+                    await cur.execute(last_ticks_sql(len(ids)), ids)
+                    last = {r["job_id"]: from_db(r["last"]) for r in await cur.fetchall()}
+                    # at_least_once: a lost claimer's rows still within the job's misfire grace become this
+                    # owner's, to be sent again as the same execution
+                    await cur.execute(
+                        f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.fence = j.fence, e.node = %s,"
+                        f" e.claimer = %s, e.redelivered = 1, e.state = {CLAIMED}"
+                        f" WHERE e.job_id IN ({jobs_in}) AND e.state IN {OPEN} AND e.fence < j.fence AND NOT {alive}"
+                        f" AND {_AT_LEAST_ONCE} AND {_IN_GRACE}", [node, live.claimer or None, *ids, *alive_args])
+                    redeliver: dict[str, list[Redelivery]] = {}
+                    if cur.rowcount:
+                        await cur.execute(
+                            f"SELECT e.id, e.job_id, e.scheduled_at, e.kind, e.attempts FROM executions e"
+                            f" JOIN jobs j ON j.id = e.job_id AND e.fence = j.fence WHERE e.job_id IN ({jobs_in})"
+                            f" AND e.state = {CLAIMED} AND e.redelivered = 1 ORDER BY e.scheduled_at", ids)
+                        redeliver = _redeliveries(await cur.fetchall())
+                    # the lost claimer's other rows: outcome unknown, never re-sent (a run still in flight
+                    # somewhere overwrites this with its real outcome when it records it)
+                    await cur.execute(
+                        f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.state = {ABANDONED},"
+                        f" e.finished_at=NOW(3), e.error=CONCAT('owner ', e.node, ' lost before recording an outcome;"
+                        f" not re-sent') WHERE e.state IN {OPEN} AND e.job_id IN ({jobs_in}) AND e.fence < j.fence"
+                        f" AND NOT {alive}", [*ids, *alive_args])
+                    taken = [Takeover(job=Job.from_row(r), fence=int(r["fence"]), last_tick=last.get(r["id"]),
+                                      redeliver=tuple(redeliver.get(r["id"], ()))) for r in rows]
+            out.extend(taken)
+        return out
+
+    async def orphans(self, gone: Sequence[str], job_ids: Sequence[str], node: str, claimer: str
+                      ) -> dict[str, list[Redelivery]]:
+        """Open rows of these (owned) jobs whose claimer has gone (its node died, lapsed or restarted after a
+        hand-over or a run-now left them in flight there): what a takeover does with a lost claimer's rows,
+        now. at_least_once rows within the grace become this owner's to re-send (by job); the rest are
+        abandoned."""
+        if not gone or not job_ids:
+            return {}
+        gone_in = ph(len(gone))
+        rows = await self.db.fetchall(f"SELECT DISTINCT job_id FROM executions WHERE state IN {OPEN}"
+                                      f" AND claimer IN ({gone_in})", list(gone))
+        mine = set(job_ids)
+        hit = [r["job_id"] for r in rows if r["job_id"] in mine]
+        out: dict[str, list[Redelivery]] = {}
+        for chunk in chunks(hit, TAKEOVER_JOBS):
+            ids, jobs_in = list(chunk), ph(len(chunk))
+            async for attempt in self.db.attempts(transaction=True):
+                async with attempt as cur:
+                    await cur.execute(
+                        f"SELECT e.id FROM executions e JOIN jobs j ON j.id = e.job_id WHERE e.job_id IN ({jobs_in})"
+                        f" AND e.state IN {OPEN} AND e.claimer IN ({gone_in}) AND {_AT_LEAST_ONCE} AND {_IN_GRACE}"
+                        f" FOR UPDATE", [*ids, *gone])
+                    again = [r["id"] for r in await cur.fetchall()]
+                    found: dict[str, list[Redelivery]] = {}
+                    if again:
+                        await cur.execute(
+                            f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.fence = j.fence, e.node = %s,"
+                            f" e.claimer = %s, e.redelivered = 1, e.state = {CLAIMED} WHERE e.id IN ({ph(len(again))})",
+                            [node, claimer, *again])
+                        await cur.execute(f"SELECT id, job_id, scheduled_at, kind, attempts FROM executions"
+                                          f" WHERE id IN ({ph(len(again))}) ORDER BY scheduled_at", again)
+                        found = _redeliveries(await cur.fetchall())
+                    await cur.execute(
+                        f"UPDATE executions SET state={ABANDONED}, finished_at=NOW(3),"
+                        f" error=CONCAT(node, ' lost before recording an outcome; not re-sent')"
+                        f" WHERE job_id IN ({jobs_in}) AND state IN {OPEN} AND claimer IN ({gone_in})", [*ids, *gone])
+            out.update(found)
+        return out
+
+    # ---- claims ---------------------------------------------------------------------------
+
+    async def claim(self, node: str, claims: Sequence[Claim], live: Liveness | None = None) -> Claimed:
+        """Insert fence-checked execution rows. Returns the ids won, and the ids whose tick already had a row
+        of another execution (the tick is accounted for: not a fence problem). A claim in neither set was
+        refused: the fence moved on, or the job was paused or deleted.
+
+        A ``forbid`` run is inserted as an overlap row (state skipped) when its job has a run in flight
+        elsewhere: an open row of another live claimer (a run-now on another node, or the previous owner's
+        run that a hand-over left in flight), or one this process is sending (``live``)."""
+        result = Claimed(won=set(), taken=set(), overlapped=set())
+        claimer = live.claimer if live is not None and live.claimer else None
+        for chunk in chunks(claims, CLAIM_ROWS):
+            guarded = {c.id for c in chunk if c.forbid and c.state == ExecutionState.CLAIMED} if live else set()
+            sql, args = _claim_statement(node, claimer, chunk, guarded, live)
+            async for attempt in self.db.attempts():
+                async with attempt as cur:
+                    won, dup, skipped = await _claim_chunk(cur, sql, args, chunk, guarded)
+            result.won.update(won)
+            result.taken.update(dup)
+            result.overlapped.update(skipped)
+        return result
+
+    async def claim_run_now(self, job_id: str, node: str, execution_id: str, at: datetime, *,
+                            forbid_overlap: bool = False, claimer: str | None = None) -> int:
+        """Claim a run-now execution under whatever fence the job has now; returns that fence. Raises
+        NotFound when the job is gone, RunInFlight when ``forbid_overlap`` and a run of the job is open. Its
+        instant never equals a tick (ticks are whole seconds) nor another run-now."""
+        at = to_db(at)
+        if at.microsecond == 0:
+            at = at.replace(microsecond=1000)
+        guard = (f" AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.job_id = jobs.id AND e.state IN {OPEN})"
+                 if forbid_overlap else "")
+        async for attempt in self.db.attempts():
+            async with attempt as cur:
+                if attempt.again:  # the first run may have committed: our execution id is our claim
+                    await cur.execute("SELECT fence FROM executions WHERE id=%s", (execution_id,))
+                    if (mine := await cur.fetchone()) is not None:
+                        return int(mine["fence"])
+                for k in range(5):  # another run-now at the same millisecond: the next one
+                    n = await cur.execute(
+                        "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, claimer, claimed_at)"
+                        f" SELECT %s, id, %s, {MANUAL}, {CLAIMED}, fence, %s, %s, NOW(3) FROM jobs"
+                        " WHERE id=%s AND deleted_at IS NULL" + guard +
+                        " ON DUPLICATE KEY UPDATE executions.id = executions.id",
+                        (execution_id, at + timedelta(milliseconds=k), node, claimer, job_id))
+                    if n == 1:
+                        await cur.execute("SELECT fence FROM executions WHERE id=%s", (execution_id,))
+                        return int((await cur.fetchone())["fence"])
+                    await cur.execute("SELECT 1 FROM jobs WHERE id=%s AND deleted_at IS NULL", (job_id,))
+                    if await cur.fetchone() is None:
+                        raise NotFound(job_id)
+                    if forbid_overlap:
+                        await cur.execute(f"SELECT 1 FROM executions WHERE job_id=%s AND state IN {OPEN} LIMIT 1",
+                                          (job_id,))
+                        if await cur.fetchone() is not None:
+                            raise RunInFlight("a run of this job is still in flight (concurrencyPolicy forbid)")
+        raise StoreUnavailable("could not find a free instant for the run; retry")
+
+    async def existing(self, execution_ids: Sequence[str]) -> set[str]:
+        """Which of these executions have a row (claims whose statement failed may have been inserted)."""
+        found: set[str] = set()
+        for chunk in chunks(execution_ids, STATEMENT_ROWS):
+            rows = await self.db.fetchall(f"SELECT id FROM executions WHERE id IN ({ph(len(chunk))})", list(chunk))
+            found.update(r["id"] for r in rows)
+        return found
+
+    # ---- outcomes -------------------------------------------------------------------------
+
+    async def record(self, executions: Iterable[Execution]) -> None:
+        """Write execution state changes in multi-row upserts (an outcome of a row whose claim was lost is
+        inserted, under its own kind)."""
+        for chunk in chunks(list(executions), CLAIM_ROWS):
+            args: list[Any] = []
+            for e in chunk:
+                args += [e.id, e.job_id, to_db(e.scheduled_at), str(e.kind), str(e.state), e.fence, e.node, e.attempts,
+                         e.status_code, e.duration_ms, e.lateness_ms, (e.error or None) and e.error[:1000],
+                         e.response_excerpt, to_db_or_none(e.started_at), to_db_or_none(e.finished_at), e.claimer]
+            await self.db.execute(
+                "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, attempts, status_code,"
+                " duration_ms, lateness_ms, error, response_excerpt, started_at, finished_at, claimer, claimed_at)"
+                " VALUES " + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,NOW(3))"] * len(chunk))
+                + " ON DUPLICATE KEY UPDATE " + _RECORD_UPDATE, args)
+
+    async def record_missed(self, job_id: str, node: str, ranges: Sequence[Any], reason: str) -> None:
+        """Missed-range rows written without a fence (a gap of a job nobody owns any more, e.g. deleted): a
+        range whose last instant already has a row is left alone."""
+        if not ranges:
+            return
+        rows = [(new_execution_id(), job_id, to_db(m.last), node, int(m.count), to_db(m.first), reason) for m in ranges]
+        await self.db.execute(
+            "INSERT IGNORE INTO executions (id, job_id, scheduled_at, kind, state, fence, node, missed_count,"
+            " missed_from, error, claimed_at, finished_at) VALUES "
+            + ",".join([f"(%s,%s,%s,{MISFIRE},{MISSED},0,%s,%s,%s,%s,NOW(3),NOW(3))"] * len(rows)),
+            [v for r in rows for v in r])
+
+
+def _claim_statement(node: str, claimer: str | None, chunk: Sequence[Claim], guarded: set[str],
+                     live: Liveness | None) -> tuple[str, list[Any]]:
+    """One INSERT … SELECT for a batch of claims, joined to the job at the claimer's fence."""
+    union = " UNION ALL ".join(
+        ["SELECT %s AS id, %s AS job_id, CAST(%s AS DATETIME(3)) AS scheduled_at, %s AS fence, %s AS kind,"
+         " %s AS state, %s AS missed_count, CAST(%s AS DATETIME(3)) AS missed_from, %s AS error,"
+         " %s AS guard"] * len(chunk))
+    rows: list[Any] = []
+    for c in chunk:
+        rows += [c.id, c.job_id, to_db(c.scheduled_at), c.fence, str(c.kind), str(c.state), c.missed_count,
+                 to_db_or_none(c.missed_from), c.error, int(c.id in guarded)]
+    busy, busy_args = "0", list[Any]()
+    if guarded and live is not None:
+        alive, busy_args = _in_flight(live, "o", recent_claims=True)
+        busy = (f"(c.guard = 1 AND EXISTS (SELECT 1 FROM executions o WHERE o.job_id = c.job_id"
+                f" AND o.state IN {OPEN} AND {alive}))")
+    sql = (
+        "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, claimer, missed_count,"
+        " missed_from, error, claimed_at, finished_at)"
+        f" SELECT c.id, c.job_id, c.scheduled_at, IF(c.busy, {OVERLAP}, c.kind), IF(c.busy, {SKIPPED}, c.state),"
+        " c.fence, %s, %s, IF(c.busy, 1, c.missed_count), IF(c.busy, c.scheduled_at, c.missed_from),"
+        f" IF(c.busy, %s, c.error), NOW(3), IF(c.state = {CLAIMED} AND NOT c.busy, NULL, NOW(3))"
+        f" FROM (SELECT c.*, {busy} AS busy FROM ({union}) c) c JOIN jobs j ON j.id = c.job_id AND j.fence = c.fence"
+        f" AND j.deleted_at IS NULL AND (j.paused = 0 OR c.kind = {MANUAL})"
+        " ON DUPLICATE KEY UPDATE executions.id = executions.id"
+    )
+    # the placeholders in the statement's order: node, claimer, the overlap reason, the in-flight check's,
+    # then the claims'
+    return sql, [node, claimer, OVERLAP_REASON, *busy_args, *rows]
+
+
+async def _claim_chunk(cur: aiomysql.Cursor, sql: str, args: list[Any], chunk: Sequence[Claim],
+                       guarded: set[str]) -> tuple[set[str], set[str], set[str]]:
+    skipped: set[str] = set()
+    # A duplicate tick is left unchanged, so it counts 0 affected rows: when every row was inserted, every
+    # claim is won without reading them back.
+    if await cur.execute(sql, args) == len(chunk):
+        if guarded:
+            await cur.execute(f"SELECT id FROM executions WHERE id IN ({ph(len(guarded))}) AND kind = {OVERLAP}",
+                              sorted(guarded))
+            skipped = {r["id"] for r in await cur.fetchall()}
+        return {c.id for c in chunk}, set(), skipped
+    keys = [(c.job_id, to_db(c.scheduled_at)) for c in chunk]
+    await cur.execute(
+        "SELECT e.id, e.job_id, e.scheduled_at, e.kind, j.fence AS job_fence, (j.deleted_at IS NULL AND j.paused = 0)"
+        " AS live FROM executions e JOIN jobs j ON j.id = e.job_id WHERE (e.job_id, e.scheduled_at) IN"
+        f" ({','.join(['(%s,%s)'] * len(keys))})", [v for k in keys for v in k])
+    rows = {(r["job_id"], r["scheduled_at"]): r for r in await cur.fetchall()}
+    got, dup = set(), set()
+    for c, k in zip(chunk, keys, strict=True):
+        row = rows.get(k)
+        if row is None:
+            continue
+        if row["id"] == c.id:
+            got.add(c.id)
+            if c.id in guarded and row["kind"] == ExecutionKind.OVERLAP:
+                skipped.add(c.id)
+        elif row["job_fence"] == c.fence and row["live"]:
+            dup.add(c.id)  # our fence still holds: the tick simply has its row already
+    return got, dup, skipped

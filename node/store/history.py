@@ -1,0 +1,164 @@
+"""History: what happened, read back (a job's executions, the last one of each job, the tick ledger's
+inputs), and what keeps it bounded (retention per job, the purge of old tombstones)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from .. import fastjson
+from ..batching import AUDIT_JOBS, STATEMENT_ROWS, chunks
+from ..model.executions import Execution
+from .codec import (
+    CLAIMED,
+    EXEC_COLS,
+    EXEC_JSON,
+    LEDGER_ROW,
+    MISSED,
+    OPEN,
+    execution,
+    execution_from_json,
+    from_db,
+    last_ticks_sql,
+    ledger_execution,
+    ph,
+    to_db,
+)
+from .connection import Database
+
+History = dict[str, list[dict[str, Any]]]  # job id -> its definitions (job_history rows), ordered by version
+RETENTION_QUIET = "INTERVAL 3 MINUTE"  # rows younger than this are kept whatever the count: the audit reads them
+
+
+class Histories:
+    def __init__(self, db: Database, *, keep_per_job: int = 200) -> None:
+        self.db = db
+        self.keep_per_job = keep_per_job  # executions kept per job by retention (settings.history_per_job)
+
+    # ---- executions -----------------------------------------------------------------------
+
+    async def executions(self, job_id: str, *, limit: int, before: datetime | None = None) -> list[Execution]:
+        """A job's newest executions, newest first (before ``before``, for the next page)."""
+        if before is None:
+            rows = await self.db.fetchall(f"SELECT {EXEC_COLS} FROM executions WHERE job_id=%s"
+                                          " ORDER BY scheduled_at DESC LIMIT %s", (job_id, limit))
+        else:
+            rows = await self.db.fetchall(f"SELECT {EXEC_COLS} FROM executions WHERE job_id=%s AND scheduled_at < %s"
+                                          " ORDER BY scheduled_at DESC LIMIT %s", (job_id, to_db(before), limit))
+        return [execution(r) for r in rows]
+
+    async def last_executions(self, job_ids: Sequence[str]) -> dict[str, Execution]:
+        """Each job's last execution that is not a claim made ahead nor a missed range (a page's "last run")."""
+        if not job_ids:
+            return {}
+        rows = await self.db.fetchall(
+            f"SELECT {EXEC_JSON} AS e FROM executions x JOIN (SELECT job_id, MAX(scheduled_at) AS m FROM executions"
+            f" WHERE job_id IN ({ph(len(job_ids))}) AND state NOT IN ({MISSED}, {CLAIMED}) GROUP BY job_id) l"
+            " ON x.job_id = l.job_id AND x.scheduled_at = l.m", list(job_ids))
+        out: dict[str, Execution] = {}
+        for r in rows:
+            e = execution_from_json(r["e"])
+            out[e.job_id] = e
+        return out
+
+    async def all_executions(self, job_ids: Sequence[str] | None = None) -> list[Execution]:
+        """Every execution row (of these jobs): for tests and audits."""
+        if job_ids:
+            rows = await self.db.fetchall(f"SELECT {EXEC_COLS} FROM executions WHERE job_id IN ({ph(len(job_ids))})",
+                                          list(job_ids))
+        else:
+            rows = await self.db.fetchall(f"SELECT {EXEC_COLS} FROM executions")
+        return [execution(r) for r in rows]
+
+    async def last_scheduled_tick(self, job_id: str) -> datetime | None:
+        row = await self.db.fetchone(last_ticks_sql(1), (job_id,))
+        return from_db(row["last"]) if row else None
+
+    # ---- definitions and the ledger -------------------------------------------------------
+
+    async def job_history(self, job_ids: Sequence[str]) -> History:
+        """Every definition of these jobs, ordered by version."""
+        out: History = {j: [] for j in job_ids}
+        for chunk in chunks(job_ids, AUDIT_JOBS):
+            for r in await self.db.fetchall(
+                    "SELECT job_id, version, valid_from, schedule, time_zone, paused, deleted FROM job_history"
+                    f" WHERE job_id IN ({ph(len(chunk))}) ORDER BY job_id, version", list(chunk)):
+                r["valid_from"] = from_db(r["valid_from"])
+                out[r["job_id"]].append(r)
+        return out
+
+    async def ledger_inputs(self, job_ids: Sequence[str], start: datetime, end: datetime
+                            ) -> tuple[History, dict[str, list[Execution]], dict[str, datetime | None]]:
+        """For each job: its definition history up to ``end``, the execution rows that account for instants
+        in ``[start, end)``, and its oldest execution row when retention may have trimmed older ones."""
+        history: History = {j: [] for j in job_ids}
+        rows: dict[str, list[Execution]] = {j: [] for j in job_ids}
+        oldest: dict[str, datetime | None] = {}
+        for chunk in chunks(job_ids, AUDIT_JOBS):
+            ids, jobs_in = list(chunk), ph(len(chunk))
+            async for attempt in self.db.attempts():
+                async with attempt as cur:
+                    for j in ids:  # from scratch: a second attempt (after a lost primary) must not add twice
+                        history[j], rows[j] = [], []
+                        oldest.pop(j, None)
+                    await cur.execute(
+                        "SELECT job_id, version, valid_from, schedule, time_zone, paused, deleted FROM job_history"
+                        f" WHERE job_id IN ({jobs_in}) AND valid_from < %s ORDER BY job_id, version", [*ids, to_db(end)])
+                    for r in await cur.fetchall():
+                        r["valid_from"] = from_db(r["valid_from"])
+                        history[r["job_id"]].append(r)
+                    # A range row's scheduled_at is its last instant: rows ending in or after the window and
+                    # starting before its end. One JSON array per job, built by MariaDB.
+                    await cur.execute("SET SESSION group_concat_max_len = 1073741824")
+                    await cur.execute(
+                        f"SELECT job_id, JSON_ARRAYAGG(JSON_ARRAY({LEDGER_ROW})) AS r FROM executions"
+                        f" WHERE job_id IN ({jobs_in}) AND scheduled_at >= %s AND COALESCE(missed_from, scheduled_at) < %s"
+                        " GROUP BY job_id", [*ids, to_db(start), to_db(end)])
+                    for g in await cur.fetchall():
+                        rows[g["job_id"]].extend(ledger_execution(g["job_id"], v) for v in fastjson.loads(g["r"]))
+                    # Only a job that has reached the retention limit can have lost rows to it: for the others
+                    # an instant without a row is a loss, never "trimmed".
+                    await cur.execute(f"SELECT job_id, MIN(scheduled_at) AS m, COUNT(*) AS n FROM executions"
+                                      f" WHERE job_id IN ({jobs_in}) GROUP BY job_id", ids)
+                    for r in await cur.fetchall():
+                        if int(r["n"]) >= self.keep_per_job:
+                            oldest[r["job_id"]] = from_db(r["m"])
+        return history, rows, oldest
+
+    # ---- keeping it bounded ---------------------------------------------------------------
+
+    async def apply_retention(self, job_ids: Sequence[str], keep: int) -> int:
+        """Keep the newest ``keep`` finished executions of each job (never its takeover anchor, whatever the
+        number of run-nows after it, nor anything younger than the audit reads); returns rows deleted."""
+        deleted = 0
+        for job_id in job_ids:
+            async for attempt in self.db.attempts():
+                async with attempt as cur:
+                    await cur.execute("SELECT scheduled_at FROM executions WHERE job_id=%s ORDER BY scheduled_at DESC"
+                                      " LIMIT 1 OFFSET %s", (job_id, keep))
+                    cut = await cur.fetchone()
+                    if cut is None:
+                        break
+                    await cur.execute(last_ticks_sql(1), (job_id,))
+                    anchor = await cur.fetchone()
+                    await cur.execute(
+                        f"DELETE FROM executions WHERE job_id=%s AND scheduled_at <= %s AND state NOT IN {OPEN}"
+                        f" AND scheduled_at <> %s AND scheduled_at < NOW(3) - {RETENTION_QUIET}",
+                        (job_id, cut["scheduled_at"], anchor["last"] if anchor else datetime(1970, 1, 1)))
+                    deleted += int(cur.rowcount)
+        return deleted
+
+    async def purge_tombstones(self, older_than_days: int = 7) -> int:
+        """Delete jobs deleted more than ``older_than_days`` ago, with their history and executions (a
+        thousand at a time); how many."""
+        async for attempt in self.db.attempts():
+            async with attempt as cur:
+                await cur.execute("SELECT id FROM jobs WHERE deleted_at IS NOT NULL AND deleted_at < NOW(3)"
+                                  " - INTERVAL %s DAY LIMIT %s", (older_than_days, STATEMENT_ROWS))
+                ids = [r["id"] for r in await cur.fetchall()]
+                if ids:
+                    for table, col in (("executions", "job_id"), ("job_history", "job_id"), ("jobs", "id")):
+                        await cur.execute(f"DELETE FROM {table} WHERE {col} IN ({ph(len(ids))})", ids)
+                return len(ids)
+        return 0

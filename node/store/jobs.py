@@ -1,0 +1,251 @@
+"""Jobs: definitions, versions, the catalogue's change feed. Every change writes the new version's row of
+``job_history`` in its own transaction (the tick ledger lists each instant under the definition in force
+then), and a delete settles the job's open executions (nobody will take it over now).
+
+A write that may run twice (a second attempt after a lost primary) first looks for its own result: a job
+found by the id it chose, an edit already in place, a delete already done."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import aiomysql
+
+from ..batching import STATEMENT_ROWS, chunks
+from ..model.errors import NotFound, StoreUnavailable, TooManyJobs, VersionConflict
+from ..model.executions import Execution
+from ..model.jobs import Job, JobSummary
+from .codec import (
+    ABANDONED,
+    CLAIMED,
+    EXEC_JSON,
+    JOB_COLS,
+    JOB_JSON,
+    MISSED,
+    OPEN,
+    execution_from_json,
+    from_db,
+    job_from_json,
+    job_row,
+    ph,
+    summary,
+    to_db,
+)
+from .connection import Database
+
+# The history row of a job's current version (run in the transaction of every change).
+_HISTORY_SQL = (
+    "INSERT IGNORE INTO job_history (job_id, version, valid_from, schedule, time_zone, paused, deleted)"
+    " SELECT id, version, COALESCE(deleted_at, updated_at), schedule, time_zone, paused, deleted_at IS NOT NULL"
+    " FROM jobs WHERE id IN ({})"
+)
+_INSERT = ("INSERT INTO jobs (id, name, schedule, time_zone, paused, spec, version, fence, active_since, created_at,"
+           " updated_at) VALUES ")
+_VALUES = "(%s,%s,%s,%s,%s,%s,1,0,NOW(3),NOW(3),NOW(3))"
+# One job and its last execution (not a claim made ahead, not a missed range) in one statement: the API's
+# hot read, two JSON objects built by MariaDB.
+_JOB_AND_LAST_SQL = (
+    f"SELECT {JOB_JSON} AS j, (SELECT {EXEC_JSON} FROM executions x WHERE x.job_id = j.id"
+    f" AND x.state NOT IN ({MISSED}, {CLAIMED}) ORDER BY x.scheduled_at DESC LIMIT 1) AS e"
+    " FROM jobs j WHERE j.id = %s AND j.deleted_at IS NULL"
+)
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
+
+
+async def _exists(cur: aiomysql.Cursor, job_id: str) -> bool:
+    await cur.execute("SELECT 1 FROM jobs WHERE id=%s", (job_id,))
+    return await cur.fetchone() is not None
+
+
+class Jobs:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    async def create(self, job: Job, max_jobs: int) -> Job:
+        """Insert one job (version 1) under the job cap; the cap and the insert hold one named lock on every
+        node, so concurrent creates cannot pass the count together."""
+        job_id, lock = new_id(), f"cronring-create-{self.db.url.database}"
+        async for attempt in self.db.attempts():
+            async with attempt as cur:
+                if attempt.again and await _exists(cur, job_id):  # the first run committed: the id is ours alone
+                    break
+                await cur.execute("SELECT GET_LOCK(%s, 10) AS ok", (lock,))
+                if not (await cur.fetchone())["ok"]:
+                    raise StoreUnavailable("another create held the job-count lock for 10 s")
+                try:
+                    await cur.execute("START TRANSACTION")
+                    try:
+                        await cur.execute("SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL")
+                        if (await cur.fetchone())["n"] >= max_jobs:
+                            raise TooManyJobs(f"the cluster already has {max_jobs} jobs (CRONRING_MAX_JOBS)")
+                        await cur.execute(_INSERT + _VALUES, (job_id, *job_row(job)))
+                        await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
+                    except BaseException:
+                        await cur.execute("ROLLBACK")
+                        raise
+                    await cur.execute("COMMIT")
+                finally:
+                    await cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
+        return await self.get(job_id)
+
+    async def create_many(self, jobs: Sequence[Job]) -> list[str]:
+        """Insert many jobs in one transaction (benchmarks, imports); their ids."""
+        ids = [new_id() for _ in jobs]
+        rows = [(i, *job_row(j)) for i, j in zip(ids, jobs, strict=True)]
+        async for attempt in self.db.attempts(transaction=True):
+            async with attempt as cur:
+                if attempt.again and await _exists(cur, ids[0]):  # one transaction: the first id, all of them
+                    break
+                for chunk in chunks(rows, STATEMENT_ROWS):
+                    await cur.execute(_INSERT + ",".join([_VALUES] * len(chunk)), [v for r in chunk for v in r])
+                    await cur.execute(_HISTORY_SQL.format(ph(len(chunk))), [r[0] for r in chunk])
+        return ids
+
+    async def update(self, job_id: str, job: Job, *, if_version: int | None, schedule_changed: bool) -> Job:
+        cols = job_row(job)
+        sql = ("UPDATE jobs SET name=%s, schedule=%s, time_zone=%s, paused=%s, spec=%s, version=version+1,"
+               " updated_at=NOW(3)" + (", active_since=NOW(3)" if schedule_changed else "") +
+               " WHERE id=%s AND deleted_at IS NULL" + (" AND version=%s" if if_version is not None else ""))
+        args = [*cols, job_id, *([if_version] if if_version is not None else [])]
+        async for attempt in self.db.attempts(transaction=True):
+            async with attempt as cur:
+                if attempt.again and await self._edit_in_place(cur, job_id, cols, if_version):
+                    break
+                await cur.execute(sql, args)
+                if cur.rowcount == 0:
+                    await self._refused(cur, job_id)
+                await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
+        return await self.get(job_id)
+
+    @staticmethod
+    async def _edit_in_place(cur: aiomysql.Cursor, job_id: str, cols: tuple[Any, ...], if_version: int | None) -> bool:
+        """A second attempt: the first one committed this very edit (same values, the version after it)."""
+        await cur.execute("SELECT version, spec, name, schedule, time_zone, paused FROM jobs"
+                          " WHERE id=%s AND deleted_at IS NULL", (job_id,))
+        row = await cur.fetchone()
+        return row is not None and (if_version is None or row["version"] == if_version + 1) and \
+            (row["name"], row["schedule"], row["time_zone"], row["paused"], json.loads(row["spec"])) == \
+            (*cols[:4], json.loads(cols[4]))
+
+    @staticmethod
+    async def _refused(cur: aiomysql.Cursor, job_id: str) -> None:
+        """An update or delete that changed no row: gone (NotFound) or at another version (VersionConflict)."""
+        await cur.execute("SELECT version, deleted_at FROM jobs WHERE id=%s", (job_id,))
+        row = await cur.fetchone()
+        if row is None or row["deleted_at"] is not None:
+            raise NotFound(job_id)
+        raise VersionConflict(row["version"])
+
+    async def set_paused(self, job_id: str, paused: bool) -> Job:
+        async for attempt in self.db.attempts(transaction=True):
+            async with attempt as cur:
+                await cur.execute(
+                    "UPDATE jobs SET paused=%s, version=version+1, updated_at=NOW(3)"
+                    + ("" if paused else ", active_since=NOW(3)")
+                    + " WHERE id=%s AND deleted_at IS NULL AND paused<>%s", (int(paused), job_id, int(paused)))
+                if cur.rowcount:
+                    await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
+        return await self.get(job_id)
+
+    async def delete(self, job_id: str, *, if_version: int | None = None) -> int:
+        """Soft-delete (a tombstone for the catalogues); the version it ends at. Rows claimed by an owner
+        lost before it recorded an outcome are settled: nobody will take this job over now (a run still in
+        flight overwrites that with its real outcome)."""
+        sql = ("UPDATE jobs SET deleted_at=NOW(3), updated_at=NOW(3), version=version+1 WHERE id=%s"
+               " AND deleted_at IS NULL" + (" AND version=%s" if if_version is not None else ""))
+        args = [job_id, *([if_version] if if_version is not None else [])]
+        version = 0
+        async for attempt in self.db.attempts(transaction=True):
+            async with attempt as cur:
+                await cur.execute(sql, args)
+                if cur.rowcount == 0:
+                    await cur.execute("SELECT version, deleted_at FROM jobs WHERE id=%s", (job_id,))
+                    row = await cur.fetchone()
+                    if row is not None and row["deleted_at"] is not None and attempt.again and \
+                            (if_version is None or row["version"] == if_version + 1):
+                        version = int(row["version"])  # the first run committed this delete
+                        break
+                    await self._refused(cur, job_id)
+                await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
+                await cur.execute(
+                    f"UPDATE executions SET state={ABANDONED}, finished_at=NOW(3),"
+                    " error=CONCAT('job deleted before ', node, ' recorded an outcome')"
+                    f" WHERE job_id=%s AND state IN {OPEN}", (job_id,))
+                await cur.execute("SELECT version FROM jobs WHERE id=%s", (job_id,))
+                version = int((await cur.fetchone())["version"])
+        return version
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    async def get(self, job_id: str, *, include_deleted: bool = False) -> Job:
+        row = await self.db.fetchone(f"SELECT {JOB_COLS} FROM jobs WHERE id=%s", (job_id,))
+        if row is None or (row["deleted_at"] is not None and not include_deleted):
+            raise NotFound(job_id)
+        return _job(row)
+
+    async def get_and_last(self, job_id: str) -> tuple[Job, Execution | None]:
+        """One job and its last execution (the API's hot read)."""
+        row = await self.db.fetchone(_JOB_AND_LAST_SQL, (job_id,))
+        if row is None:
+            raise NotFound(job_id)
+        return job_from_json(row["j"]), (execution_from_json(row["e"]) if row["e"] is not None else None)
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        out: list[Job] = []
+        for chunk in chunks(job_ids, STATEMENT_ROWS):
+            rows = await self.db.fetchall(f"SELECT {JOB_COLS} FROM jobs WHERE id IN ({ph(len(chunk))})"
+                                          " AND deleted_at IS NULL", chunk)
+            out.extend(_job(r) for r in rows)
+        return out
+
+    async def page(self, *, limit: int, cursor: int | None, q: str | None, paused: bool | None) -> list[Job]:
+        """A page in creation order after ``cursor`` (``seq``). ``q`` searches names, ids, schedules and the
+        target as scheme://host:port/path (``search_target``): never header values, userinfo or queries."""
+        where: list[str] = ["deleted_at IS NULL"]
+        args: list[Any] = []
+        if cursor is not None:
+            where.append("seq > %s")
+            args.append(cursor)
+        if q:
+            like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(name LIKE %s OR id LIKE %s OR schedule LIKE %s OR search_target LIKE %s)")
+            args += [like, like, like, like]
+        if paused is not None:
+            where.append("paused = %s")
+            args.append(int(paused))
+        rows = await self.db.fetchall(f"SELECT {JOB_JSON} AS j FROM jobs j WHERE {' AND '.join(where)}"
+                                      " ORDER BY seq LIMIT %s", [*args, limit])
+        return [job_from_json(r["j"]) for r in rows]
+
+    async def count(self) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL")
+        return int(row["n"]) if row else 0
+
+    async def changed_since(self, watermark: datetime | None) -> tuple[list[JobSummary], datetime | None]:
+        """The catalogue's feed: summaries (tombstones included) changed at or after ``watermark``; all live
+        ones when None. And the database's now, the next watermark."""
+        cols = "id, paused, version, deleted_at"
+        async for attempt in self.db.attempts():
+            async with attempt as cur:
+                await cur.execute("SELECT NOW(3) AS now")
+                now = (await cur.fetchone())["now"]
+                if watermark is None:
+                    await cur.execute(f"SELECT {cols} FROM jobs WHERE deleted_at IS NULL")
+                else:
+                    await cur.execute(f"SELECT {cols} FROM jobs WHERE updated_at >= %s", (to_db(watermark),))
+                rows = await cur.fetchall()
+                return [summary(r) for r in rows], from_db(now)
+        return [], None
+
+
+def _job(row: dict[str, Any]) -> Job:
+    return Job.from_row(row)

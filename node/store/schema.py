@@ -1,0 +1,135 @@
+"""The schema: versioned migrations, applied once under a MariaDB named lock (``GET_LOCK``) when a pool
+is made, so N nodes starting at once migrate once. A migration is never edited once released: a change is
+a new version. Old releases ignore versions they do not know (``MAX(version)`` covers them), which is what
+lets release N-1 and N run side by side during a rolling upgrade (README, "Upgrading")."""
+
+from __future__ import annotations
+
+import aiomysql
+import structlog
+
+from ..model.executions import ExecutionKind
+
+log = structlog.get_logger("store")
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            """
+            CREATE TABLE IF NOT EXISTS jobs (
+              id VARCHAR(32) NOT NULL PRIMARY KEY,
+              seq BIGINT NOT NULL AUTO_INCREMENT UNIQUE,
+              name VARCHAR(200) NOT NULL DEFAULT '',
+              schedule VARCHAR(200) NOT NULL,
+              time_zone VARCHAR(64) NOT NULL,
+              paused TINYINT(1) NOT NULL DEFAULT 0,
+              spec LONGTEXT NOT NULL,
+              version INT NOT NULL DEFAULT 1,
+              fence BIGINT NOT NULL DEFAULT 0,
+              owner VARCHAR(200) NULL,
+              active_since DATETIME(3) NOT NULL,
+              created_at DATETIME(3) NOT NULL,
+              updated_at DATETIME(3) NOT NULL,
+              deleted_at DATETIME(3) NULL,
+              KEY ix_jobs_updated (updated_at),
+              KEY ix_jobs_live (deleted_at, seq)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+            """,
+            f"""
+            CREATE TABLE IF NOT EXISTS executions (
+              id CHAR(32) NOT NULL PRIMARY KEY,
+              job_id VARCHAR(32) NOT NULL,
+              scheduled_at DATETIME(3) NOT NULL,
+              kind VARCHAR(16) NOT NULL DEFAULT '{ExecutionKind.TICK}',
+              state VARCHAR(16) NOT NULL,
+              fence BIGINT NOT NULL,
+              node VARCHAR(200) NOT NULL,
+              attempts INT NOT NULL DEFAULT 0,
+              status_code INT NULL,
+              duration_ms INT NULL,
+              lateness_ms INT NULL,
+              error VARCHAR(1000) NULL,
+              response_excerpt TEXT NULL,
+              missed_count INT NOT NULL DEFAULT 0,
+              missed_from DATETIME(3) NULL,
+              claimed_at DATETIME(3) NOT NULL,
+              started_at DATETIME(3) NULL,
+              finished_at DATETIME(3) NULL,
+              UNIQUE KEY uq_executions_tick (job_id, scheduled_at),
+              KEY ix_executions_open (state, job_id)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+            """,
+        ],
+    ),
+]
+
+# What `?q=` searches besides name, id and schedule: the target without userinfo, query or
+# fragment, computed by MariaDB from the stored spec. Never the spec itself: a LIKE over header
+# values or a URL's password is an oracle for secrets (a reader recovered a key in 121 requests).
+MIGRATIONS.append((
+    2,
+    [
+        r"""
+        ALTER TABLE jobs ADD COLUMN IF NOT EXISTS search_target VARCHAR(2048) AS (
+          REGEXP_REPLACE(REGEXP_REPLACE(JSON_VALUE(spec, '$.uri'), '[?#].*$', ''),
+                         '^([A-Za-z][A-Za-z0-9+.-]*://)[^/]*@', '\\1')
+        ) VIRTUAL
+        """,
+    ],
+))
+
+# Every definition a job has had, from the instant it took force: the tick ledger lists each
+# scheduled instant under the definition in force then (an edit, a pause, a delete start a row).
+MIGRATIONS.append((
+    3,
+    [
+        """
+        CREATE TABLE IF NOT EXISTS job_history (
+          job_id VARCHAR(32) NOT NULL,
+          version INT NOT NULL,
+          valid_from DATETIME(3) NOT NULL,
+          schedule VARCHAR(200) NOT NULL,
+          time_zone VARCHAR(64) NOT NULL,
+          paused TINYINT(1) NOT NULL,
+          deleted TINYINT(1) NOT NULL,
+          PRIMARY KEY (job_id, version)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+        """,
+        """
+        INSERT IGNORE INTO job_history (job_id, version, valid_from, schedule, time_zone, paused, deleted)
+        SELECT id, version, created_at, schedule, time_zone, paused, 0 FROM jobs WHERE deleted_at IS NULL
+        """,
+        # at_least_once: an execution re-sent by a new owner after its first owner was lost
+        "ALTER TABLE executions ADD COLUMN IF NOT EXISTS redelivered TINYINT(1) NOT NULL DEFAULT 0",
+    ],
+))
+
+# Who claimed an execution: the claiming process's claimer id (cluster.membership.Membership.claimer, new at every
+# start and lapse). An open row whose claimer is a live member's is in flight there: a new owner leaves it
+# alone (a hand-over no longer waits for it) and a forbid tick sees it. NULL: claimed by a release-2 node.
+MIGRATIONS.append((
+    4,
+    ["ALTER TABLE executions ADD COLUMN IF NOT EXISTS claimer CHAR(16) NULL"],
+))
+
+
+async def migrate(pool: aiomysql.Pool, database: str) -> None:
+    """Apply the migrations this release knows and the database lacks, in order, under a named lock."""
+    lock = f"cronring-migrate-{database}"
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT GET_LOCK(%s, 60)", (lock,))
+        try:
+            await cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY,"
+                              " applied_at DATETIME(3) NOT NULL)")
+            await cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            (current,) = await cur.fetchone()
+            for version, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                for sql in statements:
+                    await cur.execute(sql)
+                await cur.execute("INSERT INTO schema_migrations VALUES (%s, NOW(3))", (version,))
+                log.info("migration applied", version=version)
+        finally:
+            await cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
