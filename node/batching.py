@@ -12,6 +12,8 @@ CLAIM_ROWS = 500  # claims per claim statement (each is a row of a UNION in one 
 TAKEOVER_JOBS = 2000  # jobs per takeover transaction, and per step of a big ownership change
 LOCK_KEYS = 1000  # keys per Lua script call on Redis (lock acquire, update, release)
 AUDIT_JOBS = 500  # jobs whose minute is read in one ledger query
+OUTCOME_BATCH = 2000  # outcomes written per flush round (each a CLAIM_ROWS-row upsert)
+STREAM_EVENTS = 1000  # execution events per entry of the events stream
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -12,6 +12,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
+from ..batching import LOCK_KEYS, chunks
 from .keys import Keys
 
 ACQUIRE_LUA = """
@@ -56,7 +57,6 @@ end
 return n
 """
 
-BATCH = 1000
 
 
 class Locks:
@@ -70,25 +70,21 @@ class Locks:
 
     async def acquire(self, job_ids: Sequence[str]) -> list[str]:
         got: list[str] = []
-        for k in range(0, len(job_ids), BATCH):
-            chunk = list(job_ids[k : k + BATCH])
+        for chunk in chunks(job_ids, LOCK_KEYS):
             idx = await self._acquire(keys=[self.keys.members, *[self.keys.lock(j) for j in chunk]],
                                       args=[self.node_id, self.ttl_ms])
             got.extend(chunk[int(i) - 1] for i in idx)
         return got
 
     async def set_fences(self, fences: dict[str, int]) -> None:
-        items = list(fences.items())
-        for k in range(0, len(items), BATCH):
-            chunk = items[k : k + BATCH]
+        for chunk in chunks(list(fences.items()), LOCK_KEYS):
             await self._update(keys=[self.keys.lock(j) for j, _ in chunk],
                                args=[self.node_id, *[f"{self.node_id}:{f}" for _, f in chunk]])
 
     async def release(self, job_ids: Sequence[str]) -> int:
         """Compare-and-delete: only locks this node holds."""
         n = 0
-        for k in range(0, len(job_ids), BATCH):
-            chunk = list(job_ids[k : k + BATCH])
+        for chunk in chunks(job_ids, LOCK_KEYS):
             n += int(await self._update(keys=[self.keys.lock(j) for j in chunk], args=[self.node_id, *[""] * len(chunk)]))
         return n
 
@@ -113,7 +109,7 @@ class Locks:
 
         async for key in self.redis.scan_iter(match=f"{prefix}*", count=1000):
             batch.append(key)
-            if len(batch) >= BATCH:
+            if len(batch) >= LOCK_KEYS:
                 await check(batch)
                 batch = []
         if batch:

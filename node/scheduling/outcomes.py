@@ -20,6 +20,7 @@ import structlog
 
 from .. import metrics
 from ..aio import raise_if_cancelling
+from ..batching import OUTCOME_BATCH, STREAM_EVENTS, chunks
 from ..cluster.keys import EVENTS_STREAM_LENGTH, Keys
 from ..cluster.messages import ExecutionBatch, execution_event
 from ..model.errors import StoreUnavailable
@@ -99,7 +100,7 @@ class Recorder:
                 self._timer.cancel()
             self._promote(everything=True)
         while self.buffer:
-            batch = list(self.buffer.values())[:2000]
+            batch = list(self.buffer.values())[:OUTCOME_BATCH]
             await self.sink.record(batch)
             for o in batch:
                 if self.buffer.get(o.id) is o:
@@ -151,8 +152,8 @@ class Publisher:
             events, self.events = list(self.events.values()), {}
             try:
                 pipe = self.redis.pipeline(transaction=False)
-                for k in range(0, len(events), 1000):
-                    pipe.xadd(self.keys.events_stream, {b"r": ExecutionBatch(events=events[k : k + 1000]).pack()},
+                for part in chunks(events, STREAM_EVENTS):
+                    pipe.xadd(self.keys.events_stream, {b"r": ExecutionBatch(events=list(part)).pack()},
                               maxlen=EVENTS_STREAM_LENGTH, approximate=True)
                 await pipe.execute()
             except asyncio.CancelledError:

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import pytest
 
+from tests.e2e.fixtures import cluster_fixture
 from tests.harness import Cluster, wait_for
 
 SEED_PAYLOADS = [
@@ -20,13 +21,7 @@ SEED_PAYLOADS = [
 ]
 
 
-@pytest.fixture(scope="module")
-async def cluster():
-    c = Cluster("api")
-    await c.start_receiver()
-    await c.start_node("api-1", CRONRING_SIGNING_SECRET="topsecret")
-    yield c
-    await c.close()
+cluster = cluster_fixture("api", "api-1", CRONRING_SIGNING_SECRET="topsecret")
 
 
 async def test_seed_payloads_work_unchanged(cluster: Cluster) -> None:

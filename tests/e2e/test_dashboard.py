@@ -7,6 +7,7 @@ import re
 import pytest
 from playwright.async_api import async_playwright, expect
 
+from tests.e2e.fixtures import cluster_fixture
 from tests.harness import ARTIFACTS, Cluster
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -15,13 +16,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="module")
-async def cluster():
-    c = Cluster("ui")
-    await c.start_receiver()
-    await c.start_nodes("ui-a", "ui-b")
-    yield c
-    await c.close()
+cluster = cluster_fixture("ui", "ui-a", "ui-b")
 
 
 @pytest.fixture(scope="module")

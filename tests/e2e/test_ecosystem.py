@@ -10,16 +10,10 @@ import sys
 import pytest
 
 from node.web.openapi import EXAMPLE_JOB
+from tests.e2e.fixtures import cluster_fixture
 from tests.harness import ROOT, Cluster, wait_for
 
-
-@pytest.fixture(scope="module")
-async def cluster():
-    c = Cluster("eco")
-    await c.start_receiver()
-    await c.start_nodes("eco-1", "eco-2")
-    yield c
-    await c.close()
+cluster = cluster_fixture("eco", "eco-1", "eco-2")
 
 
 async def cli(cluster: Cluster, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

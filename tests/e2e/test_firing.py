@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
+from tests.e2e.fixtures import cluster_fixture
 from tests.harness import Cluster, wait_for
 
-
-@pytest.fixture(scope="module")
-async def cluster():
-    c = Cluster("fire")
-    await c.start_receiver("newsecret,oldsecret")
-    await c.start_node("fire-1", CRONRING_SIGNING_SECRET="oldsecret")
-    yield c
-    await c.close()
+cluster = cluster_fixture("fire", "fire-1", receiver_secrets="newsecret,oldsecret", CRONRING_SIGNING_SECRET="oldsecret")
 
 
 async def _run_and_wait(cluster: Cluster, job: dict) -> dict:

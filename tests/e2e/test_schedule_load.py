@@ -12,32 +12,15 @@ import threading
 import time
 from datetime import UTC, datetime
 
-import pytest
-
-from tests.harness import Cluster, Node, wait_for
+from tests.e2e.fixtures import cluster_fixture
+from tests.harness import Cluster, Node
 
 ADMIN = "admin-token-sched-1234"
 READER = "read-token-sched-12345"
 RARE = "0 */12 29 2 *"
 
 
-@pytest.fixture(scope="module")
-async def cluster():
-    c = Cluster("schedload")
-    try:
-        await c.start_receiver()
-        tokens = f"{ADMIN}:admin,{READER}:read"
-        await c.start_node("sl-1", CRONRING_API_TOKENS=tokens)
-        await c.start_node("sl-2", CRONRING_API_TOKENS=tokens)
-
-        async def both() -> bool:
-            views = [await _view(c, n) for n in c.nodes.values()]
-            return all({m["id"] for m in v["members"]} == {"sl-1", "sl-2"} for v in views)
-
-        await wait_for(both, 15, "both nodes to see each other")
-        yield c
-    finally:
-        await c.close()
+cluster = cluster_fixture("schedload", "sl-1", "sl-2", token=READER, CRONRING_API_TOKENS=f"{ADMIN}:admin,{READER}:read")
 
 
 async def _view(c: Cluster, node: Node) -> dict:

@@ -14,6 +14,7 @@ import re
 import aiohttp
 import pytest
 
+from tests.e2e.fixtures import cluster_fixture
 from tests.harness import Cluster, wait_for
 
 ADMIN = "admin-token-abcdef123"
@@ -30,14 +31,8 @@ def auth(tok: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tok}"}
 
 
-@pytest.fixture(scope="module")
-async def cluster():
-    c = Cluster("secrets")
-    await c.start_receiver()
-    await c.start_node("secrets-1", CRONRING_API_TOKENS=f"{ADMIN}:admin,{READER}:read",
-                       CRONRING_SIGNING_SECRET=SIGNING)
-    yield c
-    await c.close()
+cluster = cluster_fixture("secrets", "secrets-1", CRONRING_API_TOKENS=f"{ADMIN}:admin,{READER}:read",
+                          CRONRING_SIGNING_SECRET=SIGNING)
 
 
 @pytest.fixture(scope="module")

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from tests.e2e.fixtures import cluster_fixture
 from tests.harness import Cluster
 
 ADMIN = "admin-token-123456"
 READER = "read-token-1234567"
 
 
-@pytest.fixture(scope="module")
-async def cluster():
-    c = Cluster("sec")
-    await c.start_receiver()
-    await c.start_node("sec-1", CRONRING_API_TOKENS=f"{ADMIN}:admin,{READER}:read", CRONRING_MAX_JOBS="5",
-                       CRONRING_RUN_NOW_PER_MINUTE="2")
-    yield c
-    await c.close()
+cluster = cluster_fixture("sec", "sec-1", CRONRING_API_TOKENS=f"{ADMIN}:admin,{READER}:read", CRONRING_MAX_JOBS="5",
+                          CRONRING_RUN_NOW_PER_MINUTE="2")
 
 
 def auth(tok: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.e2e.fixtures import cluster_fixture
 from tests.harness import Cluster, wait_for
 from tests.local_server import LocalServer
 
@@ -18,14 +19,8 @@ READER = "read-token-low-1234567"
 H = {"Authorization": f"Bearer {ADMIN}"}
 
 
-@pytest.fixture(scope="module")
-async def cluster():
-    c = Cluster("seclow")
-    await c.start_receiver()
-    await c.start_node("seclow-1", CRONRING_API_TOKENS=f"{ADMIN}:admin,{READER}:read", CRONRING_MAX_JOBS="11",
-                       CRONRING_RUN_NOW_PER_MINUTE="3")
-    yield c
-    await c.close()
+cluster = cluster_fixture("seclow", "seclow-1", CRONRING_API_TOKENS=f"{ADMIN}:admin,{READER}:read",
+                          CRONRING_MAX_JOBS="11", CRONRING_RUN_NOW_PER_MINUTE="3")
 
 
 async def _create(c: Cluster, **fields) -> tuple[int, dict]:

@@ -8,18 +8,14 @@ import re
 import aiohttp
 import pytest
 
+from tests.e2e.fixtures import cluster_fixture
 from tests.harness import Cluster
 
 ADMIN = "admin-token-web-123456"
 READER = "read-token-web-1234567"
 
 
-@pytest.fixture(scope="module")
-async def cluster():
-    c = Cluster("secweb")
-    await c.start_node("secweb-1", CRONRING_API_TOKENS=f"{ADMIN}:admin,{READER}:read")
-    yield c
-    await c.close()
+cluster = cluster_fixture("secweb", "secweb-1", receiver=False, CRONRING_API_TOKENS=f"{ADMIN}:admin,{READER}:read")
 
 
 async def _login(s: aiohttp.ClientSession, url: str, token: str = ADMIN, nxt: str = "/") -> aiohttp.ClientResponse:

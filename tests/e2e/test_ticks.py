@@ -8,17 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.async_api import async_playwright, expect
 
+from tests.e2e.fixtures import cluster_fixture
 from tests.e2e.test_dashboard import CHROMIUM_ARGS, SHOTS
 from tests.harness import Cluster, wait_for
 
-
-@pytest.fixture(scope="module")
-async def cluster():
-    c = Cluster("ticks")
-    await c.start_receiver()
-    await c.start_nodes("ticks-a", "ticks-b")
-    yield c
-    await c.close()
+cluster = cluster_fixture("ticks", "ticks-a", "ticks-b")
 
 
 def iso(dt: datetime) -> str:
