@@ -94,17 +94,18 @@ async def wait_for(pred: Callable[[], Awaitable[Any]] | Callable[[], Any], timeo
 
 
 class Proc:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> None:
         self.name = name
         self.args = args
         self.env = env
         self.log_path = log_path
+        self.cwd = cwd  # where it runs: `python -m node` imports the node/ found there (an older release's checkout)
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.popen = subprocess.Popen(self.args, env=self.env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+        self.popen = subprocess.Popen(self.args, env=self.env, stdout=fh, stderr=subprocess.STDOUT, cwd=self.cwd,
                                       start_new_session=True)
         fh.close()
         return self
@@ -145,8 +146,8 @@ class Proc:
 
 
 class Node(Proc):
-    def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path) -> None:
-        super().__init__(name, [sys.executable, "-m", "node"], env, log_path)
+    def __init__(self, name: str, port: int, env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> None:
+        super().__init__(name, [sys.executable, "-m", "node"], env, log_path, cwd)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
 
@@ -270,9 +271,10 @@ class Cluster:
         env.update(extra)
         return env
 
-    async def start_node(self, node_id: str, *, wait: bool = True, **extra: str) -> Node:
+    async def start_node(self, node_id: str, *, wait: bool = True, cwd: Path = ROOT, **extra: str) -> Node:
+        """``cwd``: the checkout whose node/ it runs (another release's, for an upgrade test)."""
         port = free_port()
-        node = Node(node_id, port, self.env_for(node_id, port, **extra), self.dir / f"{node_id}.log")
+        node = Node(node_id, port, self.env_for(node_id, port, **extra), self.dir / f"{node_id}.log", cwd)
         self.nodes[node_id] = node
         node.start()
         if wait:
@@ -289,7 +291,7 @@ class Cluster:
 
     async def restart_node(self, node_id: str, **extra: str) -> Node:
         old = self.nodes[node_id]
-        node = Node(node_id, old.port, {**old.env, **extra}, old.log_path)
+        node = Node(node_id, old.port, {**old.env, **extra}, old.log_path, old.cwd)
         self.nodes[node_id] = node
         node.start()
         await self.wait_healthy(node)
