@@ -78,12 +78,12 @@ class Tasks:
     collected mid-flight, and waited for at the stop. One set for the scheduler and the ownership."""
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], None] = {}  # (a dict: in the order they started)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = None
+        task.add_done_callback(lambda t: self._tasks.pop(t, None))
         return task
 
     def running(self) -> list[asyncio.Task[None]]:

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import structlog
 
+from .. import metrics
 from ..aio import raise_if_cancelling, wait_event
 from ..model.errors import StoreUnavailable
 from ..model.jobs import JobSummary
@@ -71,6 +72,7 @@ class Catalogue:
             self._touched.add(s.id)
         self.changed_ids.add(s.id)
         self.changed.set()
+        metrics.JOBS.set(self.live_count())
 
     def _purge_tombstones(self) -> None:
         old = time.monotonic() - TOMBSTONE_KEEP

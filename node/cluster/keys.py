@@ -21,6 +21,12 @@ class Keys:
         return f"{self.namespace}:member-info"
 
     @property
+    def draining(self) -> str:
+        """ZSET node_id -> Redis server time (ms) of its last heartbeat while it drains its last runs, out
+        of the ring (its claimer id stays live in the member info meanwhile)."""
+        return f"{self.namespace}:draining"
+
+    @property
     def epoch(self) -> str:
         """Counter bumped on every membership change."""
         return f"{self.namespace}:epoch"

@@ -19,6 +19,7 @@ from typing import cast
 import redis.asyncio as aioredis
 import structlog
 
+from .. import metrics
 from ..aio import raise_if_cancelling, wait_event
 from ..model.times import rfc3339
 from .keys import EVENTS_STREAM_LENGTH, HANDOVER_LOG_LENGTH, Keys
@@ -28,10 +29,14 @@ from .ring import Ring
 log = structlog.get_logger("membership")
 
 HEARTBEAT_LUA = """
+-- KEYS: members, member info, epoch, draining. ARGV: me, member_ttl ms, my info, mode:
+-- '0' a heartbeat; '2' draining (out of the ring, my claimer still live while my last runs finish);
+-- '1' gone for good.
 local now_t = redis.call('TIME')
 local now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
 local me = ARGV[1]
+local mode = ARGV[4]
 local changed = 0
 local prev = redis.call('ZSCORE', KEYS[1], me)
 local was_member = 0
@@ -39,20 +44,31 @@ if prev and (now - tonumber(prev)) <= ttl then was_member = 1 end
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl))
 for _, id in ipairs(dead) do
   redis.call('ZREM', KEYS[1], id)
-  redis.call('HDEL', KEYS[2], id)
+  if not redis.call('ZSCORE', KEYS[4], id) then redis.call('HDEL', KEYS[2], id) end
   changed = 1
 end
-if ARGV[4] == '1' then
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - ttl))) do
+  redis.call('ZREM', KEYS[4], id)
+  if not redis.call('ZSCORE', KEYS[1], id) then redis.call('HDEL', KEYS[2], id) end
+end
+if mode == '1' then
   if redis.call('ZREM', KEYS[1], me) == 1 then changed = 1 end
+  redis.call('ZREM', KEYS[4], me)
   redis.call('HDEL', KEYS[2], me)
+elseif mode == '2' then
+  if redis.call('ZREM', KEYS[1], me) == 1 then changed = 1 end
+  redis.call('ZADD', KEYS[4], now, me)
+  redis.call('HSET', KEYS[2], me, ARGV[3])
 else
   redis.call('ZADD', KEYS[1], now, me)
+  redis.call('ZREM', KEYS[4], me)
   redis.call('HSET', KEYS[2], me, ARGV[3])
   if was_member == 0 then changed = 1 end
 end
 if changed == 1 then redis.call('INCR', KEYS[3]) end
 local epoch = tonumber(redis.call('GET', KEYS[3]) or '0')
-return {now, epoch, was_member, dead, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'), redis.call('HGETALL', KEYS[2])}
+return {now, epoch, was_member, dead, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'), redis.call('HGETALL', KEYS[2]),
+        redis.call('ZRANGE', KEYS[4], 0, -1)}
 """
 
 
@@ -75,13 +91,14 @@ class View:
     handover: int = 0  # the lowest NodeInfo.handover among the members (0 if any is a release-2 node)
 
 
-def _claimers(members: dict[str, int], info_flat: list[bytes]) -> tuple[dict[str, str], int]:
-    """Each live member's claimer id, and the lowest hand-over level among them, from the info hash."""
+def _claimers(members: dict[str, int], info_flat: list[bytes], draining: set[str]) -> tuple[dict[str, str], int]:
+    """Each live claimer id (of a member, or of a node draining its last runs), and the lowest hand-over
+    level among the members, from the info hash."""
     claimers: dict[str, str] = {}
     levels: dict[str, int] = {}
     for i in range(0, len(info_flat) - 1, 2):
         node = info_flat[i].decode()
-        if node not in members:
+        if node not in members and node not in draining:
             continue
         try:
             rec = unpack(info_flat[i + 1])
@@ -90,7 +107,8 @@ def _claimers(members: dict[str, int], info_flat: list[bytes]) -> tuple[dict[str
         if isinstance(rec, NodeInfo):
             if rec.claimer:
                 claimers[node] = rec.claimer
-            levels[node] = rec.handover
+            if node in members:
+                levels[node] = rec.handover
     handover = min((levels.get(n, 0) for n in members), default=0)
     return claimers, handover
 
@@ -150,20 +168,20 @@ class Membership:
         self._stopping = True
         self._kick.set()
 
-    async def beat(self, *, leave: bool = False) -> View:
-        if self._stopping and not leave:
+    async def beat(self, *, leave: bool = False, draining: bool = False) -> View:
+        if self._stopping and not (leave or draining):
             return self.view
         sent = time.monotonic()
         info = NodeInfo(id=self.node_id, url=self.url, version=self.version, started_at=self.started_at,
                         owned=self.owned_count(), epoch=self.view.epoch, claimer=self.claimer,
                         handover=HANDOVER_LEVEL).pack()
         res = await self._script(
-            keys=[self.keys.members, self.keys.member_info, self.keys.epoch],
-            args=[self.node_id, int(self.member_ttl * 1000), info, "1" if leave else "0"],
+            keys=[self.keys.members, self.keys.member_info, self.keys.epoch, self.keys.draining],
+            args=[self.node_id, int(self.member_ttl * 1000), info, "1" if leave else "2" if draining else "0"],
         )
-        now_ms, epoch, was_member, dead, flat, info_flat = res
+        now_ms, epoch, was_member, dead, flat, info_flat, draining_flat = res
         members = {flat[i].decode(): int(float(flat[i + 1])) for i in range(0, len(flat), 2)}
-        if leave:
+        if leave or draining:
             return self.view
         lapsed_here = self._last_ok is not None and (sent - self._last_ok) >= self.lapse_after
         if self.joined_once and (not was_member or lapsed_here):
@@ -171,7 +189,7 @@ class Membership:
             # whatever we owned may be someone else's now.
             log.warning("own heartbeat lapsed; dropping ownership and rejoining", was_member=bool(was_member))
             self._lapse()
-        claimers, handover = _claimers(members, info_flat)
+        claimers, handover = _claimers(members, info_flat, {d.decode() for d in draining_flat})
         if not self.lapsed.is_set():
             claimers[self.node_id] = self.claimer  # (after a lapse: our new id is told at the next beat)
         old = self.view
@@ -179,6 +197,8 @@ class Membership:
                          ring=old.ring if set(old.members) == set(members) else Ring(members),
                          claimers=claimers, handover=handover)
         self._last_ok = sent
+        metrics.MEMBERS.set(len(members))
+        metrics.EPOCH.set(int(epoch))
         if old.claimers != claimers and self.joined_once:
             self.claimers_changed.set()
         if set(old.members) != set(members) or not self.joined_once:
@@ -260,11 +280,33 @@ class Membership:
             await wait_event(self._kick, backoff)
 
     async def leave(self) -> None:
+        """Out of the ring at once (peers take our jobs over without waiting for member_ttl), but still a
+        live claimer: our runs in flight are seen as such (a forbid tick skips, nobody settles them as
+        orphans) while ``drain`` lets them finish. ``gone`` ends that."""
         try:
-            await self.beat(leave=True)
+            await self.beat(draining=True)
             await self.announce("leave")
         except Exception as e:
             log.warning("leave failed; peers will expire us after member_ttl", error=str(e))
+
+    async def draining(self) -> None:
+        """While the last runs finish: keep our claimer live (a heartbeat out of the ring)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self.beat(draining=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                raise_if_cancelling()
+                log.debug("draining heartbeat failed", error=str(e))
+
+    async def gone(self) -> None:
+        """Our last runs are done: no trace of us stays in the member set (peers settle what is still open)."""
+        try:
+            await self.beat(leave=True)
+        except Exception as e:
+            log.warning("final leave failed; peers will expire our claimer after member_ttl", error=str(e))
 
     async def infos(self) -> dict[str, NodeInfo]:
         raw = await self.redis.hgetall(self.keys.member_info)

@@ -107,6 +107,12 @@ class JobIndex(Protocol):
     def active_ids(self) -> list[str]: ...
 
 
+class Handle(Protocol):
+    """A timer that may be cancelled (asyncio.TimerHandle)."""
+
+    def cancel(self) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class Owned:
     job: Job
@@ -116,7 +122,7 @@ class Owned:
     wake: float = 0.0
     inflight: int = 0
     claiming: int = 0  # claim statements under way: a release waits for them
-    pending: dict[str, tuple[asyncio.TimerHandle, Claim]] = field(default_factory=dict)
+    pending: dict[str, tuple[Handle, Claim]] = field(default_factory=dict)  # claimed, waiting for their instant
     unconfirmed: list[Claim] = field(default_factory=list)  # claimed by a statement that failed: maybe inserted
     extra: list[Claim] = field(default_factory=list)  # rows to claim with the next plan (missed before an edit)
     _secrets: list[str] | None = None  # the job's own secret values (masked in what targets echo)

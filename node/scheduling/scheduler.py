@@ -22,7 +22,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Protocol
@@ -32,8 +32,6 @@ import structlog
 from .. import metrics
 from ..aio import Tasks, raise_if_cancelling, wait_event
 from ..batching import TAKEOVER_JOBS
-from ..cluster.catalogue import Catalogue
-from ..cluster.membership import Membership
 from ..model.errors import LeaseNotFresh, StoreUnavailable
 from ..model.executions import (
     OVERLAP_REASON,
@@ -49,9 +47,45 @@ from ..model.jobs import ConcurrencyPolicy, Delivery, Job
 from ..model.schedule import Schedule
 from ..model.times import rfc3339
 from . import planning
-from .firing import Firer, Result
+from .firing import Result
 from .outcomes import Outcomes
-from .ownership import Owned, Ownership
+from .ownership import Handle, Lease, Owned, Ownership
+
+
+class Sender(Protocol):
+    """Sends one execution's request, attempts and retries included (firing.Firer)."""
+
+    async def fire(self, job: Job, *, execution_id: str, scheduled_at: datetime, fence: int,
+                   may_send: Callable[[], bool], lease_left: Callable[[], float], attempts_before: int = 0) -> Result: ...
+
+
+class ClusterLease(Lease, Protocol):
+    """This node's membership as the scheduler needs it (cluster.membership.Membership): its lease, its
+    claimer id and the live ones, the events that wake the reconcile loop, the hand-over log."""
+
+    claimer: str
+    lapsed: asyncio.Event
+    changed: asyncio.Event
+    claimers_changed: asyncio.Event
+
+    def lease_left(self) -> float: ...
+    def live_claimers(self) -> set[str]: ...
+    async def log_handover(self, direction: str, job_ids: list[str]) -> None: ...
+
+
+class ChangeNotices(Protocol):
+    """The catalogue as the reconcile loop needs it (cluster.catalogue.Catalogue)."""
+
+    changed: asyncio.Event
+
+    def request_full(self) -> None: ...
+
+
+Later = Callable[..., Handle]  # later(delay, fn, *args)
+
+
+def _call_later(delay: float, fn: Callable[..., None], *args: object) -> Handle:
+    return asyncio.get_running_loop().call_later(delay, fn, *args)
 
 
 class Claims(Protocol):
@@ -86,8 +120,10 @@ class Scheduler:
     root (``web/app.py``) with its collaborators: the ownership state machine (whose hooks it is), the
     outcomes, the claim path, the firer, the membership and the catalogue."""
 
-    def __init__(self, *, node_id: str, claims: Claims, ownership: Ownership, outcomes: Outcomes, firer: Firer,
-                 membership: Membership, catalogue: Catalogue, tasks: Tasks, claim_ahead: float) -> None:
+    def __init__(self, *, node_id: str, claims: Claims, ownership: Ownership, outcomes: Outcomes, firer: Sender,
+                 membership: ClusterLease, catalogue: ChangeNotices, tasks: Tasks, claim_ahead: float,
+                 clock: Callable[[], float] = time.time, later: Later | None = None,
+                 plan_slice: float = PLAN_SLICE) -> None:
         self.node_id = node_id
         self.claims = claims
         self.ownership = ownership
@@ -97,6 +133,9 @@ class Scheduler:
         self.catalogue = catalogue
         self.tasks = tasks
         self.claim_ahead = claim_ahead
+        self.clock = clock  # wall-clock seconds (instants are compared with it)
+        self.later = later or _call_later  # runs a callback that many seconds from now; returns a cancellable handle
+        self.plan_slice = plan_slice  # seconds of planning per claim cycle (of the process's own time)
         self.heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
@@ -117,7 +156,7 @@ class Scheduler:
     def took(self, o: Owned, redeliver: tuple[Redelivery, ...] = ()) -> None:
         # Wake for the first tick after the anchor: at once when ticks were missed since
         # (the misfire policy handles them), else claim_ahead before it is due.
-        self._push(o, max(time.time(), first_tick(o.schedule, o.anchor).timestamp()))
+        self._push(o, max(self.clock(), first_tick(o.schedule, o.anchor).timestamp()))
         self._redeliver(o, redeliver)
 
     def liveness(self) -> Liveness:
@@ -131,17 +170,16 @@ class Scheduler:
         await self.outcomes.recorder.flush()
 
     def _redeliver(self, o: Owned, redeliver: Sequence[Redelivery]) -> None:
-        loop = asyncio.get_running_loop()
         for r in redeliver:  # at_least_once: executions a lost owner claimed, sent again now
             claim = Claim(id=r.id, job_id=o.job.id, scheduled_at=r.scheduled_at, fence=o.fence, kind=r.kind,
                           attempts=r.attempts)
             log.info("redelivering", job=o.job.id, execution=r.id, tick=rfc3339(r.scheduled_at), fence=o.fence)
             metrics.REDELIVERIES.inc()
-            delay = max(0.0, r.scheduled_at.timestamp() - time.time())  # a tick claimed ahead waits for its instant
-            o.pending[claim.id] = (loop.call_later(delay, self._send_due, o, claim), claim)
+            delay = max(0.0, r.scheduled_at.timestamp() - self.clock())  # a tick claimed ahead waits for its instant
+            o.pending[claim.id] = (self.later(delay, self._send_due, o, claim), claim)
 
     def reloaded(self, o: Owned) -> None:
-        self._push(o, time.time())
+        self._push(o, self.clock())
 
     def abandon_pending(self, o: Owned, reason: str) -> None:
         for handle, claim in list(o.pending.values()):
@@ -169,7 +207,7 @@ class Scheduler:
         await asyncio.sleep(0)
         batches, self._handovers = self._handovers, {}
         for direction, job_ids in batches.items():
-            log.info("hand-over", direction=direction, jobs=len(job_ids), epoch=self.membership.view.epoch)
+            log.info("hand-over", direction=direction, jobs=len(job_ids), epoch=self.membership.epoch)
             await self.membership.log_handover(direction, job_ids)
 
     # ------------------------------------------------------------------ timers
@@ -187,30 +225,34 @@ class Scheduler:
 
     async def run_timer(self) -> None:
         while True:
-            delay = self.heap[0][0] - self.claim_ahead - time.time() if self.heap else 1.0
+            delay = self.heap[0][0] - self.claim_ahead - self.clock() if self.heap else 1.0
             if delay > 0:
                 self._wake.clear()
                 await wait_event(self._wake, min(delay, 1.0))
                 continue
-            now = time.time()
-            due: list[Owned] = []
-            while self.heap and self.heap[0][0] - self.claim_ahead <= now and len(due) < TAKEOVER_JOBS:
-                wake, _, job_id = heapq.heappop(self.heap)
-                o = self.owned.get(job_id)
-                if o is not None and o.wake == wake and not o.releasing:
-                    due.append(o)
-            if due and not self.stopping:
-                try:
-                    await self._claim_cycle(due, now)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    raise_if_cancelling()
-                    log.exception("claim cycle failed")
-                    for o in due:
-                        if self.owned.get(o.job.id) is o:
-                            self._push(o, time.time() + self.claim_ahead + 1.0)
+            await self.step(self.clock())
             await asyncio.sleep(0)  # never starve the heartbeat, whatever a cycle did
+
+    async def step(self, now: float) -> None:
+        """One turn of the timer: claim for the jobs due by ``now`` (claim_ahead before their instant)."""
+        due: list[Owned] = []
+        while self.heap and self.heap[0][0] - self.claim_ahead <= now and len(due) < TAKEOVER_JOBS:
+            wake, _, job_id = heapq.heappop(self.heap)
+            o = self.owned.get(job_id)
+            if o is not None and o.wake == wake and not o.releasing:
+                due.append(o)
+        if not due or self.stopping:
+            return
+        try:
+            await self._claim_cycle(due, now)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            raise_if_cancelling()
+            log.exception("claim cycle failed")
+            for o in due:
+                if self.owned.get(o.job.id) is o:
+                    self._push(o, self.clock() + self.claim_ahead + 1.0)
 
     # ------------------------------------------------------------------ claims
 
@@ -244,31 +286,31 @@ class Scheduler:
             # Our lease is not surely valid: claim nothing; look again shortly (the
             # reconcile loop drops everything if the lease has really lapsed).
             for o in due:
-                self._push(o, time.time() + self.claim_ahead + 0.25)
+                self._push(o, self.clock() + self.claim_ahead + 0.25)
             return
         due = [o for o in due if not o.job.paused]
         if any(o.unconfirmed for o in due) and not await self._settle_unconfirmed([o for o in due if o.unconfirmed]):
             for o in due:
-                self._push(o, time.time() + self.claim_ahead + 1.0)
+                self._push(o, self.clock() + self.claim_ahead + 1.0)
             return
         plans: list[tuple[Owned, list[Claim], planning.Plan, int]] = []
         t0 = time.monotonic()
         for k, o in enumerate(due):
-            if time.monotonic() - t0 > PLAN_SLICE:
+            if time.monotonic() - t0 > self.plan_slice:
                 # Planning is bounded per job, not per cycle: never hold the loop (and the heartbeat)
                 # for long; the rest of the due jobs go in the next cycle, at once.
                 for rest in due[k:]:
-                    self._push(rest, time.time())
+                    self._push(rest, self.clock())
                 break
             if self.owned.get(o.job.id) is not o or o.releasing:
                 continue
             try:
-                claims, p = self._plan(o, time.time())
+                claims, p = self._plan(o, self.clock())
                 if o.extra:
                     claims, o.extra = o.extra + claims, []
             except Exception:
                 log.exception("planning failed; retrying the job later", job=o.job.id, schedule=o.job.schedule)
-                self._push(o, time.time() + 5.0)
+                self._push(o, self.clock() + 5.0)
                 continue
             if claims:
                 o.claiming += 1  # before any await: a release waits for this claim
@@ -293,7 +335,7 @@ class Scheduler:
             for o, claims, _, _ in plans:
                 o.claiming -= 1
                 o.unconfirmed.extend(claims)
-                self._push(o, time.time() + self.claim_ahead + 1.0)
+                self._push(o, self.clock() + self.claim_ahead + 1.0)
                 self.ownership.maybe_finish_release(o)  # a release that waited for this claim
             if not isinstance(e, Exception):
                 raise
@@ -330,7 +372,6 @@ class Scheduler:
 
     def _accept(self, o: Owned, won: list[Claim], *, taken: Sequence[Claim] = ()) -> None:
         """Claims that are ours: runs wait for their instant, misfire and overlap rows are told."""
-        loop = asyncio.get_running_loop()
         if taken:
             # These ticks already have an execution (claimed before an edit moved the anchor back,
             # or by a run that reached the same instant): they are accounted for.
@@ -338,8 +379,8 @@ class Scheduler:
         for c in won:
             o.claims_since_retention += 1
             if c.state == ExecutionState.CLAIMED:
-                delay = max(0.0, c.scheduled_at.timestamp() - time.time())
-                o.pending[c.id] = (loop.call_later(delay, self._send_due, o, c), c)
+                delay = max(0.0, c.scheduled_at.timestamp() - self.clock())
+                o.pending[c.id] = (self.later(delay, self._send_due, o, c), c)
             else:
                 self.outcomes.told(c, c.state, c.error)
 
@@ -352,7 +393,7 @@ class Scheduler:
             exist = await self.claims.existing(ids)
         except StoreUnavailable:
             return False
-        late_line = time.time() - 1.0
+        late_line = self.clock() - 1.0
         for o in jobs:
             claims, o.unconfirmed = o.unconfirmed, []
             if self.owned.get(o.job.id) is not o:
@@ -432,11 +473,8 @@ class Scheduler:
                     self.membership.lapsed.clear()
                     self.catalogue.request_full()
                 await self.ownership.reconcile()
-                await self._settle_orphans()
+                await self.settle_orphans()
                 metrics.OWNED.set(len(self.owned))
-                metrics.MEMBERS.set(len(self.membership.view.members))
-                metrics.EPOCH.set(self.membership.view.epoch)
-                metrics.JOBS.set(self.catalogue.live_count())
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as e:
@@ -466,7 +504,7 @@ class Scheduler:
             self.ownership.wake.clear()
             self.membership.claimers_changed.clear()
 
-    async def _settle_orphans(self) -> None:
+    async def settle_orphans(self) -> None:
         """A claimer seen live has gone (its node died, lapsed or restarted) after a hand-over or a run-now
         left runs in flight there: their open rows of jobs this node owns are settled as a takeover would
         (at_least_once re-sent by this owner, the rest abandoned). A claimer that comes and goes between
@@ -494,7 +532,7 @@ class Scheduler:
         for o in self.owned.values():
             o.releasing = True
 
-        handover_ok = self.membership.view.handover >= 1
+        handover_ok = self.membership.handover_ok
 
         def waiting(o: Owned) -> bool:
             # with a release-2 node in the ring, at_least_once runs in flight would be re-sent by it

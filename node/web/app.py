@@ -144,8 +144,9 @@ class Stop:
 
     @property
     def budget(self) -> float:
-        # shutdown (grace) + leave (2 s) + drain (grace) + loops (5 s) + closes (3 x 5 s) + flushes
-        return 2 * self.r.settings.shutdown_grace + 25.0
+        # shutdown (grace) + leave (2 s) + drain (grace) + its heartbeat (2 s) + gone (2 s) + loops (5 s)
+        # + closes (3 x 5 s) + flushes
+        return 2 * self.r.settings.shutdown_grace + 30.0
 
     def begin(self) -> asyncio.Task[None]:
         if self.task is None:
@@ -170,8 +171,14 @@ class Stop:
         r.membership.stop()
         if "membership" in self.tasks:
             await asyncio.wait([self.tasks["membership"]], timeout=2)
-        await r.membership.leave()  # at once: peers take over without waiting for member_ttl
-        await s.drain(r.settings.shutdown_grace)  # runs in flight finish and record their outcomes
+        await r.membership.leave()  # out of the ring at once: peers take over without waiting for member_ttl
+        draining = asyncio.create_task(r.membership.draining(), name="draining")  # our claimer stays live ...
+        try:
+            await s.drain(r.settings.shutdown_grace)  # ... while runs in flight finish and record their outcomes
+        finally:
+            draining.cancel()
+            await asyncio.wait([draining], timeout=2)
+        await r.membership.gone()
 
     def _overran(self) -> None:
         stacks = {}

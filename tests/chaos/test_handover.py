@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp import web
 
+from node.cluster.ring import Ring
 from tests.chaos.test_faults import HEARTBEAT, no_unaccounted_ticks
 from tests.harness import Cluster, wait_for
 from tests.local_server import LocalServer
@@ -75,8 +76,11 @@ async def _scale_up(make_cluster, target: SlowTarget, srv: LocalServer, *, polic
                     ) -> tuple[Cluster, list[str], datetime, datetime]:
     c: Cluster = await make_cluster(name)
     await c.start_nodes(*(f"{name}-{i}" for i in (1, 2, 3)))
-    jobs = [(await c.create_job(schedule=f"*/{EVERY} * * * * *", uri=f"http://127.0.0.1:{srv.port}/", timeoutMs=30000,
-                                concurrencyPolicy=policy, name=f"slow{i}"))["id"] for i in range(12)]
+    before, after = Ring([f"{name}-{i}" for i in (1, 2, 3)]), Ring([f"{name}-{i}" for i in (1, 2, 3, 4)])
+    jobs: list[str] = []
+    while len(jobs) < 12 or sum(before.owner(j) != after.owner(j) for j in jobs) < 3:  # some must move
+        jobs.append((await c.create_job(schedule=f"*/{EVERY} * * * * *", uri=f"http://127.0.0.1:{srv.port}/",
+                                        timeoutMs=30000, concurrencyPolicy=policy, name=f"slow{len(jobs)}"))["id"])
     await wait_for(lambda: {a["job"] for a in target.arrivals} >= set(jobs), 20, "every job to fire")
     await asyncio.sleep(4)  # every job has requests in flight (each lasts SLOW_S)
     start = datetime.now(UTC)

@@ -51,7 +51,7 @@ def test_node_environment_matches_settings_and_ports_agree() -> None:
     assert "/readyz" in PROBES
     assert "ports" not in node  # scalable: --scale node=5 must not fight over host ports
     # Docker's SIGKILL comes after the node's own bounded stop (node.web.app.Stop.budget, default grace 10 s)
-    assert int(node["stop_grace_period"].rstrip("s")) > 2 * 10.0 + 25
+    assert int(node["stop_grace_period"].rstrip("s")) > 2 * 10.0 + 30
     # each URL is the .env's when set (the ha profile), else the single-server default
     assert env["CRONRING_DATABASE_URL"].startswith("${CRONRING_DATABASE_URL:-mysql://")
     url = re.sub(r"\$\{[A-Z_]+\}", "x", env["CRONRING_DATABASE_URL"].removeprefix("${CRONRING_DATABASE_URL:-")[:-1])

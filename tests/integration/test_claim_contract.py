@@ -1,0 +1,175 @@
+"""The claim rules, once, against MariaDB and against the in-memory store the unit tests use
+(``tests/memory_store.py``): whatever the fast tests prove with the fake holds for the real thing only
+as long as both answer these the same."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from node.model.errors import NotFound, RunInFlight
+from node.model.executions import Claim, Execution, ExecutionKind, ExecutionState, Liveness, new_execution_id
+from node.model.jobs import Job, validate
+from node.store import Store
+from tests.memory_store import MemoryStore
+
+A, B, C = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cccccccccccccccc"  # claimer ids of three processes
+
+
+@dataclass
+class World:
+    """One store behind the claim path's Protocols, and how a test makes and reads its jobs."""
+
+    name: str
+    claims: Any  # Claims + Takeovers + OutcomeSink
+    store: Any
+
+    async def job(self, **fields: Any) -> Job:
+        spec = validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *", **fields})
+        if isinstance(self.store, MemoryStore):
+            return self.store.add_job(replace(spec, id=new_execution_id()[:16]))
+        created: Job = await self.store.jobs.create(spec, 1000)
+        return created
+
+    async def pause(self, job: Job) -> None:
+        if isinstance(self.store, MemoryStore):
+            self.store.edit(job.id, paused=True, schedule_changed=False)
+        else:
+            await self.store.jobs.set_paused(job.id, True)
+
+    async def rows(self, job: Job) -> dict[str, Execution]:
+        if isinstance(self.store, MemoryStore):
+            return {e.id: e for e in self.store.executions(job.id)}
+        return {e.id: e for e in await self.store.history.all_executions([job.id])}
+
+
+@pytest.fixture(params=["memory", "mariadb"])
+async def world(request: pytest.FixtureRequest, store: Store) -> AsyncIterator[World]:
+    if request.param == "memory":
+        mem = MemoryStore()
+        yield World("memory", mem, mem)
+    else:
+        yield World("mariadb", store.executions, store)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _claim(job: Job, fence: int, at: datetime, **kw: Any) -> Claim:
+    return Claim(id=new_execution_id(), job_id=job.id, scheduled_at=at, fence=fence, **kw)
+
+
+async def _running(w: World, c: Claim, node: str, claimer: str) -> None:
+    await w.claims.record([c.execution(state=ExecutionState.RUNNING, node=node, claimer=claimer, attempts=1)])
+
+
+async def test_one_execution_per_instant_under_the_current_fence(world: World) -> None:
+    job = await world.job()
+    (a,) = await world.claims.take_over([job.id], "node-a", Liveness(claimer=A))
+    t0 = _now()
+    first = _claim(job, a.fence, t0)
+    assert (await world.claims.claim("node-a", [first], Liveness(claimer=A))).won == {first.id}
+    again = await world.claims.claim("node-a", [first], Liveness(claimer=A))
+    assert again.won == {first.id}  # the same claim once more (a statement run again): still ours
+    other = _claim(job, a.fence, t0)
+    got = await world.claims.claim("node-a", [other], Liveness(claimer=A))
+    assert (got.won, got.taken) == (set(), {other.id})  # the instant has its row: accounted for, not a fence loss
+    (b,) = await world.claims.take_over([job.id], "node-b", Liveness(claimer=B))
+    stale = _claim(job, a.fence, t0 + timedelta(seconds=1))
+    got = await world.claims.claim("node-a", [stale], Liveness(claimer=A))
+    assert (got.won, got.taken) == (set(), set())  # refused: the fence moved on
+    fresh = _claim(job, b.fence, t0 + timedelta(seconds=1))
+    assert (await world.claims.claim("node-b", [fresh], Liveness(claimer=B))).won == {fresh.id}
+    assert await world.claims.existing([first.id, stale.id, fresh.id]) == {first.id, fresh.id}
+    await world.pause(job)
+    paused = _claim(job, b.fence, t0 + timedelta(seconds=2))
+    assert not (await world.claims.claim("node-b", [paused], Liveness(claimer=B))).won
+
+
+async def test_the_anchor_is_the_last_scheduled_instant_and_lost_rows_are_settled(world: World) -> None:
+    once, least = await world.job(), await world.job(delivery="at_least_once")
+    t0 = _now()
+    for job in (once, least):
+        (a,) = await world.claims.take_over([job.id], "node-a", Liveness(claimer=A))
+        ticks = [_claim(job, a.fence, t0 + timedelta(seconds=i)) for i in range(3)]
+        assert len((await world.claims.claim("node-a", ticks, Liveness(claimer=A))).won) == 3
+        await _running(world, ticks[0], "node-a", A)
+        await world.claims.claim_run_now(job.id, "node-a", new_execution_id(), t0 + timedelta(seconds=9), claimer=A)
+        (b,) = await world.claims.take_over([job.id], "node-b", Liveness(claimer=B))  # node-a was lost
+        assert b.last_tick == t0 + timedelta(seconds=2)  # a run-now never moves the anchor
+        rows = await world.rows(job)
+        if job is least:
+            # every open row of the lost claimer, its run-now too, is the new owner's to send again
+            assert sorted(r.id for r in b.redeliver) == sorted(rows)
+            assert all(r.state == ExecutionState.CLAIMED and r.redelivered and r.claimer == B and r.fence == b.fence
+                       for r in rows.values())
+        else:
+            assert not b.redeliver and {r.state for r in rows.values()} == {ExecutionState.ABANDONED}
+
+
+async def test_a_live_claimers_running_row_is_left_to_it(world: World) -> None:
+    job = await world.job(delivery="at_least_once")
+    (a,) = await world.claims.take_over([job.id], "node-a", Liveness(claimer=A))
+    t0 = _now()
+    running, unsent = _claim(job, a.fence, t0 - timedelta(seconds=2)), _claim(job, a.fence, t0 - timedelta(seconds=1))
+    await world.claims.claim("node-a", [running, unsent], Liveness(claimer=A))
+    await _running(world, running, "node-a", A)
+    (b,) = await world.claims.take_over([job.id], "node-b", Liveness(claimer=B, others=frozenset({A})))
+    assert [r.id for r in b.redeliver] == [unsent.id]  # a live claimer's claimed row is one it will not send
+    rows = await world.rows(job)
+    assert (rows[running.id].state, rows[running.id].fence) == (ExecutionState.RUNNING, a.fence)
+    # its outcome lands under its old fence; the redelivered one is the new owner's alone
+    await world.claims.record([running.execution(state=ExecutionState.SUCCEEDED, node="node-a", attempts=1),
+                               unsent.execution(state=ExecutionState.FAILED, node="node-a", attempts=1)])
+    rows = await world.rows(job)
+    assert rows[running.id].state == ExecutionState.SUCCEEDED
+    assert rows[unsent.id].state == ExecutionState.CLAIMED and rows[unsent.id].fence == b.fence
+    # a process sending an execution itself keeps it too, whoever claimed it
+    (c,) = await world.claims.take_over([job.id], "node-c", Liveness(claimer=C, sending=frozenset({unsent.id})))
+    assert not c.redeliver and (await world.rows(job))[unsent.id].state == ExecutionState.CLAIMED
+
+
+async def test_a_forbid_run_is_an_overlap_while_another_live_claimer_runs_the_job(world: World) -> None:
+    job = await world.job(concurrencyPolicy="forbid")
+    (a,) = await world.claims.take_over([job.id], "node-a", Liveness(claimer=A))
+    t0 = _now()
+    fence = await world.claims.claim_run_now(job.id, "node-b", "r" * 32, t0 - timedelta(seconds=3), claimer=B)
+    assert fence == a.fence
+    with pytest.raises(RunInFlight):
+        await world.claims.claim_run_now(job.id, "node-b", "s" * 32, t0, forbid_overlap=True, claimer=B)
+    tick = _claim(job, a.fence, t0, forbid=True)
+    got = await world.claims.claim("node-a", [tick], Liveness(claimer=A, others=frozenset({B})))
+    assert got.won == got.overlapped == {tick.id}  # claimed moments ago by a live claimer: in flight
+    row = (await world.rows(job))[tick.id]
+    assert (row.kind, row.state, row.missed_count, row.claimer) == (ExecutionKind.OVERLAP, ExecutionState.SKIPPED,
+                                                                   1, A)
+    later = _claim(job, a.fence, t0 + timedelta(seconds=1), forbid=True)
+    got = await world.claims.claim("node-a", [later], Liveness(claimer=A))  # B is not live any more
+    assert got.won == {later.id} and not got.overlapped
+    allow = _claim(job, a.fence, t0 + timedelta(seconds=2))
+    got = await world.claims.claim("node-a", [allow], Liveness(claimer=A, others=frozenset({B})))
+    assert got.won == {allow.id} and not got.overlapped  # only forbid runs are checked
+    with pytest.raises(NotFound):
+        await world.claims.claim_run_now("0" * 16, "node-b", "t" * 32, t0, claimer=B)
+
+
+async def test_orphans_of_a_gone_claimer(world: World) -> None:
+    once, least = await world.job(), await world.job(delivery="at_least_once")
+    takeovers = await world.claims.take_over([once.id, least.id], "node-b", Liveness(claimer=B))
+    t0 = _now()
+    ids = {}
+    for t in takeovers:  # run-nows on node-a (claimer A), in flight when node-a dies
+        ids[t.job.id] = new_execution_id()
+        await world.claims.claim_run_now(t.job.id, "node-a", ids[t.job.id], t0, claimer=A)
+    assert await world.claims.orphans([A], [], "node-b", B) == {}  # owns nothing: settles nothing
+    found = await world.claims.orphans([A], [once.id, least.id], "node-b", B)
+    assert list(found) == [least.id] and [r.id for r in found[least.id]] == [ids[least.id]]
+    assert (await world.rows(once))[ids[once.id]].state == ExecutionState.ABANDONED
+    row = (await world.rows(least))[ids[least.id]]
+    assert (row.state, row.claimer, row.redelivered) == (ExecutionState.CLAIMED, B, True)
+    assert await world.claims.orphans([A], [once.id, least.id], "node-b", B) == {}
