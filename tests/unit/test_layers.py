@@ -94,9 +94,9 @@ def violations(root: Path) -> list[str]:
         for line, target, ours in imports(module, path):
             where = f"{path.relative_to(root)}:{line}"
             if not ours:
-                if module.startswith(PURE) or module in PURE:
-                    if target.split(".")[0] in IO or target in IO:
-                        found.append(f"{where}: pure module {module} imports {target} (I/O)")
+                pure = module.startswith(PURE) or module in PURE
+                if pure and (target.split(".")[0] in IO or target in IO):
+                    found.append(f"{where}: pure module {module} imports {target} (I/O)")
                 continue
             if target.startswith(("node.", "cronring.")):
                 target = target.split(".", 1)[1]
