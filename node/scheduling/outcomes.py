@@ -55,6 +55,7 @@ class Recorder:
         self._timer: asyncio.TimerHandle | None = None
         self.max_buffer = max_buffer
         self.wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
 
     def put(self, outcome: Execution) -> None:
         if outcome.state == ExecutionState.RUNNING:
@@ -94,17 +95,36 @@ class Recorder:
         self.buffer[outcome.id] = outcome  # a later state replaces an earlier one
         self.wake.set()
 
-    async def flush(self, *, everything: bool = False) -> None:
-        if everything:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._promote(everything=True)
-        while self.buffer:
-            batch = list(self.buffer.values())[:OUTCOME_BATCH]
-            await self.sink.record(batch)
-            for o in batch:
-                if self.buffer.get(o.id) is o:
-                    del self.buffer[o.id]
+    async def flush(self, *, everything: bool = False, needed_for: set[str] | None = None) -> None:
+        """Write what is buffered when the flush starts, one flush at a time.
+
+        What arrives meanwhile waits for the next one: at 500 outcomes a second the buffer is never
+        empty, and a flush that ran until it was never ended. Side by side flushes (a hand-over of many
+        jobs starts one per job) each wrote the same first batch, again and again, and one node spent its
+        loop rewriting rows while its ticks went 2 s late. ``needed_for``: only if one of these is still
+        unwritten once this flush's turn comes. ``everything``: held-back running rows too, until none
+        is left (at shutdown, when nothing new is claimed)."""
+        async with self._flushing:
+            if needed_for is not None and not needed_for & self.buffer.keys():
+                return  # a flush before this one wrote them
+            if everything:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._promote(everything=True)
+            while True:
+                for batch in chunks(list(self.buffer.values()), OUTCOME_BATCH):
+                    await self.sink.record(batch)
+                    for o in batch:
+                        if self.buffer.get(o.id) is o:
+                            del self.buffer[o.id]
+                if not (everything and self.buffer):
+                    return
+
+    async def write_now(self, ids: set[str]) -> None:
+        """These executions' rows (held-back running rows too) written before this returns."""
+        self.promote(ids)
+        if ids & self.buffer.keys():
+            await self.flush(needed_for=ids)
 
     async def run(self) -> None:
         while True:

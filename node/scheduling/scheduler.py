@@ -166,8 +166,7 @@ class Scheduler:
 
     async def record_running(self, o: Owned) -> None:
         """Before a release with runs in flight: their running rows, written now (see Recorder)."""
-        self.outcomes.recorder.promote({e for e, j in self.sending.items() if j == o.job.id})
-        await self.outcomes.recorder.flush()
+        await self.outcomes.recorder.write_now({e for e, j in self.sending.items() if j == o.job.id})
 
     def _redeliver(self, o: Owned, redeliver: Sequence[Redelivery]) -> None:
         for r in redeliver:  # at_least_once: executions a lost owner claimed, sent again now
