@@ -22,9 +22,22 @@ from urllib.parse import quote
 import yaml
 
 from .client import ApiError, Client
-from .model.jobs import FIELDS, MASK, masked_headers, masked_uri
+from .model.jobs import FIELDS, MASK, SENSITIVE_HEADER, masked_headers, masked_uri
 
 DEFAULT_URL = "http://127.0.0.1:8081"
+# What would make a terminal show something other than what is there: C0 and C1 controls (ESC, CSI) but
+# newline and tab, DEL, bidi marks, overrides and isolates, line and paragraph separators.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that could deceive a terminal written as its escape (``\\x1b``)."""
+    return _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
+def _print(*parts: object, **kw: Any) -> None:
+    """Every line the CLI writes: names and errors come from the cluster and may hold anything."""
+    print(*(printable(str(p)) for p in parts), **kw)
 
 
 class CliError(Exception):
@@ -87,7 +100,7 @@ def plan_apply(current: list[dict[str, Any]], wanted: list[dict[str, Any]], prun
     return plan
 
 
-def load_file(path: str, env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+def load_file(path: str, env: Mapping[str, str] | None = None, allow: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     try:
         with open(path, encoding="utf-8") as fh:
             doc = yaml.safe_load(fh)
@@ -98,30 +111,87 @@ def load_file(path: str, env: Mapping[str, str] | None = None) -> list[dict[str,
     jobs = doc.get("jobs") if isinstance(doc, dict) else doc
     if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
         raise CliError(f"{path}: expected a list of jobs (or a mapping with a 'jobs' list)")
-    return [_expand(j, env if env is not None else os.environ, f"{path}: job {j.get('name')!r}") for j in jobs]
+    env = env if env is not None else os.environ
+    return [_expand_job(j, env, allow, f"{path}: job {j.get('name')!r}") for j in jobs]
 
 
 _PLACEHOLDER = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+SECRET_VARS = "CRONRING_SECRET_"  # noqa: S105 - a prefix of names: what ``export`` writes, expanded unnamed
+NEVER_EXPANDED = frozenset({"CRONRING_TOKEN"})  # the CLI's own credential, whatever --env says
 
 
-def _expand(value: Any, env: Mapping[str, str], where: str) -> Any:
-    """``${VAR}`` in any string of the file is the environment's VAR (secrets stay out of the file:
-    ``export`` writes them as placeholders). An unset variable is an error, never an empty secret;
-    ``$${VAR}`` is the text ``${VAR}`` itself."""
+def _expand_job(job: dict[str, Any], env: Mapping[str, str], allow: tuple[str, ...], where: str) -> dict[str, Any]:
+    """``${VAR}`` placeholders, expanded from the environment, only where they are secrets: a placeholder
+    stands for a secret (a file written by someone else must not pull ``$HOME``, a cloud key or the CLI's
+    own token into a job), so it is expanded only when its name is one ``export`` writes
+    (``CRONRING_SECRET_*``) or one given with ``--env``, never ``CRONRING_TOKEN``, and only where the API
+    masks it: a credential-named header's value, the target's password or a credential-named query
+    value. Anywhere else a placeholder is an error. ``$${VAR}`` is the text ``${VAR}``, anywhere."""
+    out: dict[str, Any] = {}
+    for field_, value in job.items():
+        if field_ == "headers" and isinstance(value, dict):
+            out[field_] = {k: (_expand(v, env, allow, f"{where}: header {k}") if SENSITIVE_HEADER.search(str(k))
+                               else _literal(v, f"{where}: header {k} (not a credential header)"))
+                           for k, v in value.items()}
+        elif field_ == "uri" and isinstance(value, str):
+            out[field_] = _expand_uri(value, env, allow, f"{where}: uri")
+        else:
+            out[field_] = _literal(value, f"{where}: {field_}")
+    return out
+
+
+def _expand(value: Any, env: Mapping[str, str], allow: tuple[str, ...], where: str) -> Any:
+    if not isinstance(value, str):
+        return _literal(value, where)
+
+    def sub(m: re.Match[str]) -> str:
+        escaped, name = m.group(1), m.group(2)
+        if escaped:
+            return "${" + name + "}"
+        if name in NEVER_EXPANDED or not (name.startswith(SECRET_VARS) or name in allow):
+            hint = "never expanded" if name in NEVER_EXPANDED else \
+                f"not expanded: only {SECRET_VARS}* and names given with --env are"
+            raise CliError(f"{where}: ${{{name}}} is {hint}")
+        if name not in env:
+            raise CliError(f"{where}: ${{{name}}} is not set in the environment")
+        return env[name]
+
+    return _PLACEHOLDER.sub(sub, value)
+
+
+def _expand_uri(uri: str, env: Mapping[str, str], allow: tuple[str, ...], where: str) -> str:
+    """A placeholder in the target only as its password or a credential-named query value: where
+    ``masked_uri`` hides it (held to that by masking the URI with a marker in each placeholder's place)."""
+    marks: list[str] = []
+
+    def mark(m: re.Match[str]) -> str:
+        if m.group(1):
+            return m.group(0)
+        marks.append(f"cronringsecret{len(marks)}x")
+        return marks[-1]
+
+    marked = masked_uri(_PLACEHOLDER.sub(mark, uri))
+    if any(m in marked for m in marks):
+        raise CliError(f"{where}: a ${{VAR}} placeholder may stand only for the target's password or a "
+                       "credential-named query value (where the API masks it); not in its host or path")
+    return str(_expand(uri, env, allow, where))
+
+
+def _literal(value: Any, where: str) -> Any:
+    """A value that must not hold a placeholder (``$${VAR}`` there is the text ``${VAR}``)."""
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
-            escaped, name = m.group(1), m.group(2)
-            if escaped:
-                return "${" + name + "}"
-            if name not in env:
-                raise CliError(f"{where}: ${{{name}}} is not set in the environment")
-            return env[name]
+            if m.group(1):
+                return "${" + m.group(2) + "}"
+            raise CliError(f"{where}: ${{{m.group(2)}}} is not expanded here: a placeholder stands for a secret, "
+                           "and only a credential header's value, the target's password or a credential-named "
+                           "query value are masked as secrets")
 
         return _PLACEHOLDER.sub(sub, value)
     if isinstance(value, list):
-        return [_expand(v, env, where) for v in value]
+        return [_literal(v, where) for v in value]
     if isinstance(value, dict):
-        return {k: _expand(v, env, where) for k, v in value.items()}
+        return {k: _literal(v, where) for k, v in value.items()}
     return value
 
 
@@ -148,28 +218,29 @@ def export_jobs(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
 
 
 def cmd_apply(c: Client, args: argparse.Namespace) -> int:
-    plan = plan_apply(cast(list[dict[str, Any]], c.list_jobs()), load_file(args.file), args.prune, rotate_secrets=args.rotate_secrets)
+    wanted = load_file(args.file, allow=tuple(args.env or ()))
+    plan = plan_apply(cast(list[dict[str, Any]], c.list_jobs()), wanted, args.prune, rotate_secrets=args.rotate_secrets)
     write = not (args.dry_run or args.diff)
     changes = 0
     for action, have, want in plan:
         name = want.get("name") or have.get("name")
         if action == "unchanged":
             if not args.diff:
-                print(f"  unchanged  {name}")
+                _print(f"  unchanged  {name}")
             continue
         changes += 1
         shown = {k: _shown(k, v) for k, v in want.items()}
         if args.diff:
-            print(f"{action} {name}")
+            _print(f"{action} {name}")
             before = _editable(have)
             for k in sorted(shown) if action != "delete" else []:
                 if action == "update":
-                    print(f"  {k}: {json.dumps(before.get(k), sort_keys=True)} -> {json.dumps(shown[k], sort_keys=True)}")
+                    _print(f"  {k}: {json.dumps(before.get(k), sort_keys=True)} -> {json.dumps(shown[k], sort_keys=True)}")
                 else:
-                    print(f"  {k}: {json.dumps(shown[k], sort_keys=True)}")
+                    _print(f"  {k}: {json.dumps(shown[k], sort_keys=True)}")
         else:
             detail = " " + json.dumps(shown, sort_keys=True) if action == "update" else ""
-            print(f"  {action:<9}  {name}{detail}")
+            _print(f"  {action:<9}  {name}{detail}")
         if not write:
             continue
         if action == "create":
@@ -178,58 +249,58 @@ def cmd_apply(c: Client, args: argparse.Namespace) -> int:
             c.call("PUT", f"/api/crons/{have['id']}", want)
         elif action == "delete":
             c.call("DELETE", f"/api/crons/{have['id']}")
-    print(f"{changes} change(s){'' if write else ' (dry run: nothing changed)'}")
+    _print(f"{changes} change(s){'' if write else ' (dry run: nothing changed)'}")
     return 2 if args.exit_code and changes else 0
 
 
 def _emit(data: Any, fmt: str, table: Any = None) -> None:
     """-o json | yaml | table (table: the command's own lines; json when it has none)."""
     if fmt == "yaml":
-        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
+        _print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
     elif fmt == "json" or table is None:
-        print(json.dumps(data, indent=2))
+        _print(json.dumps(data, indent=2))
     else:
         table(data)
 
 
 def _print_jobs(jobs: list[dict[str, Any]]) -> None:
-    print(f"{'ID':<17} {'NAME':<24} {'SCHEDULE':<18} {'ZONE':<18} {'STATE':<8} {'OWNER':<16} NEXT RUN")
+    _print(f"{'ID':<17} {'NAME':<24} {'SCHEDULE':<18} {'ZONE':<18} {'STATE':<8} {'OWNER':<16} NEXT RUN")
     for j in jobs:
-        print(f"{j['id']:<17} {(j.get('name') or '')[:24]:<24} {j['schedule'][:18]:<18} {j['timeZone'][:18]:<18} "
+        _print(f"{j['id']:<17} {(j.get('name') or '')[:24]:<24} {j['schedule'][:18]:<18} {j['timeZone'][:18]:<18} "
               f"{j.get('state', ''):<8} {(j.get('owner') or '-')[:16]:<16} {j.get('nextRunAt') or '-'}")
 
 
 def _print_ticks(led: dict[str, Any]) -> None:
     for t in led["ticks"]:
-        print(f"{t['scheduledAt']}  {t['fate']:<11} {t['detail']}")
-    print("  ".join(f"{k} {v}" for k, v in led["counts"].items() if v) or "no scheduled instants")
+        _print(f"{t['scheduledAt']}  {t['fate']:<11} {t['detail']}")
+    _print("  ".join(f"{k} {v}" for k, v in led["counts"].items() if v) or "no scheduled instants")
     if led["truncated"]:
-        print(f"(more: --from {led['nextFrom']})")
+        _print(f"(more: --from {led['nextFrom']})")
 
 
 def _print_cluster(view: dict[str, Any]) -> None:
-    print(f"epoch {view['epoch']} · {len(view['members'])} member(s) · asked {view['nodeId']}")
+    _print(f"epoch {view['epoch']} · {len(view['members'])} member(s) · asked {view['nodeId']}")
     for m in view["members"]:
-        print(f"  {m['id']:<24} {m.get('url') or '':<28} owned {m.get('owned')!s:<6} heartbeat {m['heartbeatAgeMs']} ms ago")
+        _print(f"  {m['id']:<24} {m.get('url') or '':<28} owned {m.get('owned')!s:<6} heartbeat {m['heartbeatAgeMs']} ms ago")
     b = view.get("backends")
     if b:  # where the asked node's Redis and MariaDB are (an older node does not say)
         redis, db = b["redis"], b["database"]
-        print("Redis: " + (f"through Sentinel, service {redis.get('service')}" if redis["mode"] == "sentinel" else "one server"))
-        print("MariaDB: " + (f"one server ({', '.join(db['hosts'])})" if db["mode"] == "single" else
+        _print("Redis: " + (f"through Sentinel, service {redis.get('service')}" if redis["mode"] == "sentinel" else "one server"))
+        _print("MariaDB: " + (f"one server ({', '.join(db['hosts'])})" if db["mode"] == "single" else
                              f"writes to {db['primary'] or 'no host yet'} of {', '.join(db['hosts'])}; "
                              f"moved {db['switches']} time(s)"))
 
 
 def _print_history(rows: list[dict[str, Any]]) -> None:
     for e in rows:
-        print(f"{e.get('scheduledAt')}  {e.get('state', ''):<10} {e.get('kind', ''):<8} {e.get('statusCode') or '-'!s:<4} "
+        _print(f"{e.get('scheduledAt')}  {e.get('state', ''):<10} {e.get('kind', ''):<8} {e.get('statusCode') or '-'!s:<4} "
               f"{e.get('node') or '-':<16} {e.get('error') or ''}")
 
 
 def _print_preview(p: dict[str, Any]) -> None:
-    print(f"{p.get('schedule')} ({p.get('timeZone')})")
+    _print(f"{p.get('schedule')} ({p.get('timeZone')})")
     for f in p.get("fires", []):
-        print(f"  {f['utc']}  {f['local']}")
+        _print(f"  {f['utc']}  {f['local']}")
 
 
 def _body(raw: str) -> Any:
@@ -280,6 +351,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     ap.add_argument("--diff", action="store_true", help="print a field-by-field diff (secrets masked), change nothing")
     ap.add_argument("--exit-code", action="store_true", help="exit 2 when there are changes (drift checks in CI)")
+    ap.add_argument("--env", action="append", metavar="NAME",
+                    help="also expand ${NAME} (as a secret: only where the API masks it); CRONRING_SECRET_* always are")
     ap.add_argument("--rotate-secrets", action="store_true",
                     help="send the file's secrets again (secret values cannot be compared: the API masks them)")
     sub.add_parser("cluster", parents=[out], help="members, epoch, owned jobs, where Redis and MariaDB are")
@@ -308,17 +381,17 @@ def main(argv: list[str]) -> int:
             query = "&".join(f"{k}={quote(v)}" for k, v in (("from", args.start), ("to", args.end)) if v)
             _emit(c.call("GET", f"/api/crons/{args.id}/ticks" + (f"?{query}" if query else "")), fmt, _print_ticks)
         elif args.cmd == "create":
-            print(json.dumps(c.call("POST", "/api/crons", _body(args.json)), indent=2))
+            _print(json.dumps(c.call("POST", "/api/crons", _body(args.json)), indent=2))
         elif args.cmd == "update":
-            print(json.dumps(c.call("PATCH", f"/api/crons/{args.id}", _body(args.json)), indent=2))
+            _print(json.dumps(c.call("PATCH", f"/api/crons/{args.id}", _body(args.json)), indent=2))
         elif args.cmd == "delete":
             c.call("DELETE", f"/api/crons/{args.id}")
-            print(f"deleted {args.id}")
+            _print(f"deleted {args.id}")
         elif args.cmd == "run":
-            print(json.dumps(c.call("POST", f"/api/crons/{args.id}/run")))
+            _print(json.dumps(c.call("POST", f"/api/crons/{args.id}/run")))
         elif args.cmd in ("pause", "resume"):
             j = c.call("POST", f"/api/crons/{args.id}/{args.cmd}")
-            print(f"{j['id']} {'paused' if j['paused'] else 'active'}")
+            _print(f"{j['id']} {'paused' if j['paused'] else 'active'}")
         elif args.cmd == "export":
             doc, needed = export_jobs(cast(list[dict[str, Any]], c.list_jobs()))
             text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
@@ -327,12 +400,12 @@ def main(argv: list[str]) -> int:
             if args.file:
                 with open(args.file, "w", encoding="utf-8") as fh:
                     fh.write(text)
-                print(f"{len(doc['jobs'])} job(s) written to {args.file}" + (f"; set {len(needed)} secret(s)" if needed else ""))
+                _print(f"{len(doc['jobs'])} job(s) written to {args.file}" + (f"; set {len(needed)} secret(s)" if needed else ""))
             else:
-                print(text, end="")
+                _print(text, end="")
         elif args.cmd == "apply":
             return cmd_apply(c, args)
     except (CliError, ApiError) as e:
-        print(f"cronring: {e}", file=sys.stderr)
+        _print(f"cronring: {e}", file=sys.stderr)
         return 1
     return 0

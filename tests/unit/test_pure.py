@@ -319,3 +319,47 @@ def test_fastjson_is_compact_json_and_takes_what_orjson_refuses() -> None:
     assert json.loads(fastjson.dumps(doc)) == doc
     assert fastjson.dumps({"a": 1}) == '{"a":1}'
     assert fastjson.loads(b'{"x": [1, "y"]}') == {"x": [1, "y"]}
+
+
+def test_apply_expands_only_secrets_and_only_where_they_are_masked(tmp_path) -> None:
+    """Security round 2, Medium 2: a job file written by someone else pulled ``${CRONRING_TOKEN}`` (the CLI's
+    own admin credential) into a target, printed it with --diff and showed it to every reader."""
+    import pytest
+
+    from node.cli import CliError, _shown, load_file
+
+    env = {"CRONRING_TOKEN": "admin-token-123", "HOME": "/root", "CRONRING_SECRET_X": "s3cret", "API_KEY": "k-999"}
+
+    def load(text: str, allow: tuple[str, ...] = ()) -> dict:
+        f = tmp_path / "jobs.yaml"
+        f.write_text("jobs:\n  - name: j\n    schedule: '@daily'\n" + text)
+        return load_file(str(f), env, allow)[0]
+
+    for text in ("    uri: 'http://h/?token=${CRONRING_TOKEN}'\n",
+                 "    uri: 'http://u:${CRONRING_TOKEN}@h/'\n",
+                 "    uri: 'http://h/'\n    headers: {Authorization: 'Bearer ${CRONRING_TOKEN}'}\n"):
+        with pytest.raises(CliError, match="CRONRING_TOKEN.*never expanded"):
+            load(text, allow=("CRONRING_TOKEN",))  # not even when asked for
+    with pytest.raises(CliError, match=r"\$\{HOME\}.*not expanded: only CRONRING_SECRET_"):
+        load("    uri: 'http://u:${HOME}@h/'\n")
+    for text in ("    uri: 'http://h/${CRONRING_SECRET_X}'\n",  # the path shows: not a secret's place
+                 "    uri: 'http://${CRONRING_SECRET_X}/'\n",
+                 "    uri: 'http://h/'\n    body: {k: '${CRONRING_SECRET_X}'}\n",
+                 "    uri: 'http://h/'\n    headers: {X-Team: '${CRONRING_SECRET_X}'}\n",
+                 "    uri: 'http://h/'\n    name: '${CRONRING_SECRET_X}'\n"):
+        with pytest.raises(CliError, match="not expanded here|may stand only"):
+            load(text)
+    job = load("    uri: 'http://u:${CRONRING_SECRET_X}@h/p?api_key=${API_KEY}&q=1'\n"
+               "    headers: {Authorization: 'Bearer ${CRONRING_SECRET_X}', X-Team: 'ops $${LITERAL}'}\n",
+               allow=("API_KEY",))
+    assert job["uri"] == "http://u:s3cret@h/p?api_key=k-999&q=1"
+    assert job["headers"] == {"Authorization": "Bearer s3cret", "X-Team": "ops ${LITERAL}"}
+    shown = json.dumps({k: _shown(k, v) for k, v in job.items()})  # what --diff and --dry-run print
+    assert "s3cret" not in shown and "k-999" not in shown
+
+
+def test_terminal_output_escapes_what_would_deceive_a_terminal() -> None:
+    from node.cli import printable
+
+    assert printable("plain é name") == "plain é name"
+    assert printable("a\u202eevil\x1b[2Jb\u009b\u2028c") == "a\\u202eevil\\x1b[2Jb\\x9b\\u2028c"
