@@ -40,6 +40,7 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
 RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 SENSITIVE_HEADER = re.compile(r"authorization|cookie|token|secret|password|api[-_]?key", re.I)
 MAX_HEADERS = 50
+RETRY_FLOOR_MS = 100  # no retry sooner than this after the last attempt (firing holds to it for older jobs too)
 
 
 _NO_HEADERS: dict[str, str] = {}  # shared, never mutated (jobs are frozen)
@@ -244,6 +245,17 @@ def _encodable(v: str) -> bool:
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# In a name, also what makes a terminal or a page show something else than is there: C1 controls (U+009B
+# is a terminal's CSI), bidi overrides and isolates, and the line and paragraph separators.
+_DECEPTIVE = re.compile("[\u0080-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+_DECEPTIVE_CLASS = "[\\u0080-\\u009f\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069\\u2028\\u2029]"
+
+
+def _check_name(v: Any) -> str:
+    name = _str_field(v, 200)
+    if _DECEPTIVE.search(name):
+        raise ValueError("must not contain C1 controls, bidi overrides or line separators")
+    return name
 
 
 def _str_field(v: Any, max_len: int, *, empty_ok: bool = True) -> str:
@@ -291,6 +303,8 @@ def _check_headers(v: Any) -> dict[str, str]:
             raise ValueError(f"header {k!r} is set by cronring and cannot be overridden")
         if not isinstance(val, str) or any(c in val for c in "\r\n\x00") or len(val) > 8192 or not _encodable(val):
             raise ValueError(f"header {k!r} must be a single-line string of at most 8192 characters")
+        if _CONTROL.search(val):  # every run would fail on it ("Forbidden control character")
+            raise ValueError(f"header {k!r} must not contain control characters")
         out[k] = val
     return out
 
@@ -303,9 +317,27 @@ def _check_expect(v: Any) -> tuple[int, ...]:
     return tuple(_int_field(x, 100, 599) for x in v)
 
 
+MAX_BODY_DEPTH = 64  # a body nested deeper is refused (every run failed with RecursionError past ~600)
+
+
+def _depth(v: Any) -> int:
+    """How deeply a JSON value nests (iteratively: a hostile body must not exhaust the stack here either)."""
+    deepest, stack = 0, [(v, 1)]
+    while stack:
+        value, d = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, d)
+            if d > MAX_BODY_DEPTH:
+                break
+            stack.extend((x, d + 1) for x in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
 def _check_body(v: Any, max_bytes: int) -> Any:
     if v is None:
         return None
+    if _depth(v) > MAX_BODY_DEPTH:
+        raise ValueError(f"must not nest more than {MAX_BODY_DEPTH} levels deep")
     try:
         size = len(v.encode()) if isinstance(v, str) else len(json.dumps(v))
     except (TypeError, ValueError, RecursionError):
@@ -400,7 +432,9 @@ def _string(api: str, attr: str, max_len: int, *, empty_ok: bool = True, null: A
 
 _STATUS = {"type": "integer", "minimum": 100, "maximum": 599}
 JOB_FIELDS: dict[str, FieldSpec] = {f.api: f for f in (
-    _string("name", "name", 200, null=""),
+    FieldSpec("name", "name", lambda v, _m: _check_name(v),
+              _nullable({"type": "string", "maxLength": 200, "not": {"pattern": _CONTROL_CLASS[:-1] + _DECEPTIVE_CLASS[1:]}}),
+              ""),
     FieldSpec("uri", "uri", lambda v, _m: _check_uri(v),
               {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^\\s*[hH][tT][tT][pP][sS]?://[^/?#\\s]"},
               required=True, exact=False),  # also: a valid port, no whitespace inside, not credentials + Authorization
@@ -410,7 +444,7 @@ JOB_FIELDS: dict[str, FieldSpec] = {f.api: f for f in (
     FieldSpec("headers", "headers", lambda v, _m: _check_headers(v), _nullable({
         "type": "object", "maxProperties": MAX_HEADERS,
         "propertyNames": {"pattern": _HEADER_NAME.pattern.replace("\\Z", "$")},
-        "additionalProperties": {"type": "string", "maxLength": 8192, "not": {"pattern": "[\\r\\n\\u0000]"}},
+        "additionalProperties": {"type": "string", "maxLength": 8192, "not": {"pattern": _CONTROL_CLASS[:-1] + "\\r\\n]"}},
         "description": "not Host, Content-Length, Transfer-Encoding, Connection nor X-Cron-*: cronring sets them; "
                        "values of secret-looking names (Authorization, Cookie, *token*, *secret*, *password*, "
                        "*api-key*) are stored and shown masked"}), {}, exact=False),
@@ -423,8 +457,10 @@ JOB_FIELDS: dict[str, FieldSpec] = {f.api: f for f in (
     _boolean("paused", "paused"),
     _integer("timeoutMs", "timeout_ms", 1, 300_000),
     _integer("retries", "retries", 0, 10),
-    _integer("retryBackoffMs", "retry_backoff_ms", 0, 3_600_000, "at most retryMaxBackoffMs (default 1000)"),
-    _integer("retryMaxBackoffMs", "retry_max_backoff_ms", 0, 3_600_000, "at least retryBackoffMs (default 30000)"),
+    _integer("retryBackoffMs", "retry_backoff_ms", RETRY_FLOOR_MS, 3_600_000,
+             f"at most retryMaxBackoffMs (default 1000); at least {RETRY_FLOOR_MS}"),
+    _integer("retryMaxBackoffMs", "retry_max_backoff_ms", RETRY_FLOOR_MS, 3_600_000,
+             "at least retryBackoffMs (default 30000)"),
     FieldSpec("expectStatus", "expect_status", lambda v, _m: _check_expect(v), _nullable({"anyOf": [
         _STATUS, {"type": "array", "maxItems": 20, "items": _STATUS}]}), ()),
     _enum("misfirePolicy", "misfire_policy", MisfirePolicy),

@@ -24,7 +24,7 @@ import aiohttp
 from yarl import URL
 
 from ..model.executions import ExecutionState
-from ..model.jobs import SENSITIVE_HEADER, Job
+from ..model.jobs import RETRY_FLOOR_MS, SENSITIVE_HEADER, Job
 from ..model.times import now_iso, tick_iso
 from .outbound import OutboundDenied, OutboundPolicy, PolicyResolver
 
@@ -154,14 +154,16 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def backoff_delay(job: Job, attempt: int, retry_after: float | None, rnd: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with jitter (half fixed, half random), at least Retry-After, capped."""
+    """Exponential backoff with jitter (half fixed, half random), at least Retry-After, capped; never under
+    RETRY_FLOOR_MS, whatever a job stored before that floor existed (retries at 0 ms through five
+    redirect hops made 66 requests of one run-now)."""
     base: float = job.retry_backoff_ms / 1000 * (2 ** (attempt - 1))
-    cap = job.retry_max_backoff_ms / 1000
+    cap = max(job.retry_max_backoff_ms, RETRY_FLOOR_MS) / 1000
     delay = min(cap, base)
     delay = delay / 2 + delay / 2 * rnd()
     if retry_after is not None:
         delay = max(delay, min(retry_after, cap))
-    return delay
+    return max(delay, RETRY_FLOOR_MS / 1000)
 
 
 class Firer:

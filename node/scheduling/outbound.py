@@ -7,7 +7,7 @@ URL object is the one requested. IP literals are checked up front and at every r
 hop (aiohttp connects to them without resolving); names are checked after DNS by an
 aiohttp resolver that returns only allowed addresses, so the connector connects to
 exactly what was checked (resolved once). IPv6 forms that carry an IPv4 address
-(mapped, compatible, NAT64, 6to4, Teredo) are checked by that IPv4 as well. Private
+(mapped, translated, compatible, NAT64, 6to4, Teredo) are checked by that IPv4 as well. Private
 ranges stay allowed: internal services are the normal targets.
 """
 
@@ -38,6 +38,7 @@ DEFAULT_DENY_HOSTS = ("metadata.google.internal", "metadata", "instance-data")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d
 _NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 (SIIT): ::ffff:0:a.b.c.d
 _NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: any RFC 6052 prefix length inside it
 _NUMERIC_V4 = re.compile(r"[0-9a-fx.]+")  # what inet_aton may read as an address (decimal, hex, octal, short)
 
@@ -86,7 +87,7 @@ def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
     low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip in _IPV4_COMPATIBLE and int(ip) > 1:  # :: and ::1 are not IPv4-compatible addresses
         out.append(low32)
-    if ip in _NAT64_WELL_KNOWN:
+    if ip in _NAT64_WELL_KNOWN or ip in _IPV4_TRANSLATED:
         out.append(low32)
     if ip in _NAT64_LOCAL:
         # RFC 6052 section 2.2: the IPv4 follows a /48, /56 or /64 prefix, skipping bits 64-71; or ends a /96.

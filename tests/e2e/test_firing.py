@@ -32,7 +32,7 @@ async def test_signed_with_rotated_secret_is_accepted(cluster: Cluster) -> None:
 
 async def test_retries_with_same_execution_id_then_success_status(cluster: Cluster) -> None:
     job = await cluster.create_job(uri=f"{cluster.receiver.url}/webhook?status=503", schedule="0 0 1 1 *",
-                                   paused=True, retries=2, retryBackoffMs=50, retryMaxBackoffMs=100)
+                                   paused=True, retries=2, retryBackoffMs=100, retryMaxBackoffMs=100)
     row = await _run_and_wait(cluster, job)
     assert row["state"] == "failed" and row["attempts"] == 3 and row["statusCode"] == 503
     d = [x for x in await cluster.deliveries() if x["jobId"] == job["id"]]

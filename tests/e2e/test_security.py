@@ -145,6 +145,45 @@ async def test_nasty_input_never_500_never_partial(cluster: Cluster, payload) ->
     assert (await cluster.request("GET", f"{url}/api/health"))[0] == 200
 
 
+def _nested(depth: int) -> object:
+    body: object = 1
+    for _ in range(depth):
+        body = [body]
+    return body
+
+
+# Security round 2, Lows 4-6: each was saved (201) and then failed every run, or showed a terminal or a page
+# something else than was there. Refused now, with the field named.
+REFUSED = [
+    ("headers", {"headers": {"X-Color": "\x1b[31mred"}}),
+    ("headers", {"headers": {"X-Tab": "a\x0bb"}}),
+    ("headers", {"headers": {"X-Del": "a\x7f"}}),
+    ("body", {"body": _nested(600)}),
+    ("body", {"body": {"k": _nested(64)}}),  # 65 levels with the object
+    ("name", {"name": "job\u009b2J"}),  # a terminal's CSI
+    ("name", {"name": "invoice\u202egpj.exe"}),  # right-to-left override
+    ("name", {"name": "two\u2028lines"}),
+    ("retryBackoffMs", {"retries": 10, "retryBackoffMs": 0}),  # a floor for retries (Low 7)
+]
+
+
+@pytest.mark.parametrize(("field", "extra"), REFUSED)
+async def test_what_every_run_would_fail_on_is_refused_at_create(cluster: Cluster, field: str, extra: dict) -> None:
+    url = cluster.any_node().url
+    h = auth(ADMIN)
+    before = len((await cluster.request("GET", f"{url}/api/crons", headers=h))[1])
+    status, body, _ = await cluster.request("POST", f"{url}/api/crons", headers=h,
+                                            json={"uri": "http://127.0.0.1:9/", "schedule": "@daily", **extra})
+    assert status == 400 and field in body["details"], body
+    assert len((await cluster.request("GET", f"{url}/api/crons", headers=h))[1]) == before
+    ok = {"uri": "http://127.0.0.1:9/", "schedule": "@daily", "paused": True, "body": _nested(63),
+          "name": "名前 🚀 ok", "headers": {"X-Tab": "a\tb"}}  # the bounds themselves are fine
+    status, body, _ = await cluster.request("POST", f"{url}/api/crons", headers=h, json=ok)
+    assert status in (201, 409), body  # (409: the suite's job cap)
+    if status == 201:
+        await cluster.request("DELETE", f"{url}/api/crons/{body['id']}", headers=h)
+
+
 @pytest.mark.parametrize("path", ["/api/crons?limit=99999999999999999999", "/api/crons?cursor=-1", "/api/crons?q=%00",
                                   "/api/crons/%00", "/api/crons/" + "a" * 5000, "/api/crons/abc/preview?from=yesterday",
                                   "/api/crons/abc/executions?before=%ff", "/api/crons?state=%27"])

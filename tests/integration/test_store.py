@@ -107,8 +107,8 @@ async def test_record_batches_outcomes(store: Store) -> None:
 async def test_json_reads_agree_with_the_column_reads(store: Store) -> None:
     """The API's reads (rows as JSON objects built by MariaDB) give what plain column reads give."""
     job = await store.jobs.create(validate({
-        "uri": "http://127.0.0.1:9/", "schedule": "* * * * * *", "name": 'n\t"é😀</script>\u2028',
-        "headers": {"X-A": "b\\c"}, "body": {"k": [1, "\n"]}}), 100)
+        "uri": "http://127.0.0.1:9/", "schedule": "* * * * * *", "name": 'n\t"é😀</script>',
+        "headers": {"X-A": "b\\c"}, "body": {"k": [1, "\n\u2028"]}}), 100)
     got, last = await store.jobs.get_and_last(job.id)
     assert got == await store.jobs.get(job.id) and last is None
     (t,) = await store.executions.take_over([job.id], "node-a")

@@ -159,6 +159,7 @@ def _carriers(ip: ipaddress.IPv4Address) -> dict[str, tuple[ipaddress.IPv6Addres
     v = int(ip)
     return {
         "mapped": (ipaddress.IPv6Address(0xFFFF << 32 | v), f"::ffff:{ip}"),
+        "translated": (ipaddress.IPv6Address(0xFFFF << 48 | v), f"::ffff:0:{ip}"),  # RFC 2765, ::ffff:0:0/96
         "compatible": (ipaddress.IPv6Address(v), f"::{ip}"),
         "nat64": (ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | v), f"64:ff9b::{ip}"),
         "nat64-48": (_nat64_local(ip, 6), None),
@@ -274,6 +275,8 @@ REFUSED_UP_FRONT = [
     "http://169.254.169.254../",
     "http://[::ffff:169.254.169.254]/",  # IPv4-mapped
     "http://[::ffff:a9fe:a9fe]/",
+    "http://[::ffff:0:169.254.169.254]/",  # IPv4-translated (security round 2, Low 10)
+    "http://[::ffff:0:a9fe:a9fe]/",
     "http://[::169.254.169.254]/",  # IPv4-compatible
     "http://[64:ff9b::169.254.169.254]/",  # NAT64 well-known prefix
     "http://[64:ff9b:1::a9fe:a9fe]/",  # NAT64 local-use prefix, /96
