@@ -23,6 +23,8 @@ from .. import fastjson, metrics
 from ..aio import raise_if_cancelling
 from ..cluster.keys import Keys
 from ..cluster.messages import ExecutionBatch, JobEvent, MembershipEvent, MessageError, Record, unpack
+from ..web.auth import caller
+from ..web.errors import TooManyRequests
 from ..web.presentation import enrich
 from ..web.runtime import RUNTIME
 
@@ -42,12 +44,13 @@ CLOSE: Wire = ("", "", "")  # the node is stopping: the stream ends
 
 
 class Listener:
-    __slots__ = ("queue", "overflowed", "closed")
+    __slots__ = ("queue", "overflowed", "closed", "caller")
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, caller: str = "") -> None:
         self.queue: asyncio.Queue[Wire] = asyncio.Queue(maxsize)
         self.overflowed = False
         self.closed = False
+        self.caller = caller
 
     def close(self) -> None:
         """Wake the consumer and end its stream (a full queue wakes it anyway; it looks at ``closed``)."""
@@ -72,9 +75,10 @@ class StreamHub:
         self.last_id = "0-0"
         self.responses: weakref.WeakSet[EventSourceResponse] = weakref.WeakSet()
         self.closing = False
+        self.snapshot: tuple[float, asyncio.Future[str]] | None = None  # (when, the snapshot being or built)
 
-    def listen(self) -> Listener:
-        listener = Listener(QUEUE_SIZE)
+    def listen(self, caller: str = "") -> Listener:
+        listener = Listener(QUEUE_SIZE, caller)
         self.listeners.add(listener)
         if self.closing:
             listener.close()
@@ -163,9 +167,22 @@ def wire_of(entry_id: str, rec: Record) -> Wire:
 
 
 HUB: web.AppKey[StreamHub] = web.AppKey("stream_hub", StreamHub)
+SNAPSHOT_FRESH = 1.0  # seconds a built snapshot is handed to the clients that connect meanwhile
 
 
-async def snapshot(request: web.Request) -> dict[str, Any]:
+async def snapshot(request: web.Request) -> str:
+    """The first event of a stream, as JSON: built once for every client connecting within SNAPSHOT_FRESH
+    (200 clients reconnecting at once built 200 snapshots and stalled the node's loop for 2 s)."""
+    hub = request.app[HUB]
+    now = asyncio.get_running_loop().time()
+    if hub.snapshot is not None and now - hub.snapshot[0] < SNAPSHOT_FRESH:
+        return await asyncio.shield(hub.snapshot[1])
+    task = asyncio.ensure_future(_build_snapshot(request))
+    hub.snapshot = (now, task)
+    return await asyncio.shield(task)
+
+
+async def _build_snapshot(request: web.Request) -> str:
     r = request.app[RUNTIME]
     crons: list[dict[str, Any]] = []
     total = None
@@ -176,13 +193,22 @@ async def snapshot(request: web.Request) -> dict[str, Any]:
         total = await r.store.jobs.count()
     except Exception as e:
         log.warning("snapshot without jobs", error=str(e))
-    return {"instanceId": r.settings.node_id, "totalCrons": total, "activeCrons": len(r.ownership.owned),
-            "epoch": r.membership.view.epoch, "members": sorted(r.membership.view.members), "crons": crons}
+    return fastjson.dumps({"instanceId": r.settings.node_id, "totalCrons": total, "activeCrons": len(r.ownership.owned),
+                           "epoch": r.membership.view.epoch, "members": sorted(r.membership.view.members),
+                           "crons": crons})
 
 
 async def status_stream(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
-    listener = hub.listen()  # before the snapshot: nothing falls between the two
+    settings = request.app[RUNTIME].settings
+    who = caller(request)
+    if len(hub.listeners) >= settings.stream_max_clients:
+        raise TooManyRequests(f"this node serves at most {settings.stream_max_clients} live streams "
+                              "(CRONRING_STREAM_MAX_CLIENTS); connect to another node or retry")
+    if sum(1 for x in hub.listeners if x.caller == who) >= settings.stream_max_per_token:
+        raise TooManyRequests(f"at most {settings.stream_max_per_token} live streams per token on a node "
+                              "(CRONRING_STREAM_MAX_PER_TOKEN)")
+    listener = hub.listen(who)  # before the snapshot: nothing falls between the two
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     resp: web.StreamResponse = web.Response(status=204)
     try:
@@ -191,7 +217,7 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
             hub.responses.add(resp)
             replay = await hub.replay(last_event_id) if last_event_id else None
             if replay is None:
-                await resp.send(fastjson.dumps(await snapshot(request)), id=hub.last_id, retry=RETRY_MS)
+                await resp.send(await snapshot(request), id=hub.last_id, retry=RETRY_MS)
             else:
                 await resp.send(json.dumps({"resumed": True, "after": last_event_id}), event="resumed", retry=RETRY_MS)
                 for entry_id, name, data in replay:

@@ -23,7 +23,16 @@ from ..model.schedule import Budget, ScheduleError, describe, parse
 from ..model.times import rfc3339
 from ..scheduling.outbound import OutboundDenied
 from ..web import actions
-from ..web.auth import COOKIE, SESSION_SECONDS, THROTTLE, client_address, csrf_for_session, scope_of, session_value
+from ..web.auth import (
+    COOKIE,
+    SESSION_SECONDS,
+    THROTTLE,
+    caller,
+    client_address,
+    csrf_for_session,
+    scope_of,
+    session_value,
+)
 from ..web.errors import ApiError
 from ..web.presentation import BODY_READ_SECONDS, cluster_view, enrich, execution_view, ledger, preview
 from ..web.runtime import RUNTIME
@@ -308,7 +317,7 @@ async def job_action(request: web.Request) -> web.StreamResponse:
         await actions.delete_job(r, job_id, None)
         raise web.HTTPSeeOther("/")
     if action == "run":
-        await actions.run_now(r, job_id)
+        await actions.run_now(r, job_id, caller(request))
     elif action in ("pause", "resume"):
         await actions.set_paused(r, job_id, action == "pause")
     else:
@@ -342,11 +351,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await check_csrf(request)
     token = form.get("token", "")
     nxt = _safe_next(form.get("next"))
-    addr = client_address(request)
-    wait = THROTTLE.retry_after(addr)
-    if wait:
-        return render(request, "login.html", {"next": nxt, "error": f"Too many failed attempts: wait {wait} s."}, 429)
     if not r.settings.api_tokens or scope_of(r.settings.api_tokens, token) is None:
+        # failures only are throttled: a valid token always logs in, whatever its address did
+        addr = client_address(request)
+        wait = THROTTLE.retry_after(addr)
+        if wait:
+            return render(request, "login.html", {"next": nxt, "error": f"Too many failed attempts: wait {wait} s."},
+                          429)
         THROTTLE.failed(addr)
         return render(request, "login.html", {"next": nxt, "error": "That token is not valid."}, 401)
     resp = web.HTTPSeeOther(nxt)

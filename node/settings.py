@@ -6,6 +6,7 @@ Nothing else in the code base reads ``os.environ``.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -73,6 +74,17 @@ def _str(_name: str, value: str) -> str:
     return value
 
 
+def _networks(name: str, value: str) -> tuple[str, ...]:
+    """Addresses or CIDRs (``10.0.0.0/8,127.0.0.1``), checked now, kept as written."""
+    out = _list(name, value)
+    for n in out:
+        try:
+            ipaddress.ip_network(n, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name}: {n!r} is not an address or a CIDR") from None
+    return out
+
+
 # name -> (env var, parser, help). Field defaults live on the dataclass.
 _ENV: dict[str, tuple[str, Callable[[str, str], object], str]] = {
     "redis_url": ("CRONRING_REDIS_URL", _str, "Redis URL: redis://, rediss://, or Sentinel: redis+sentinel://h1:26379,h2:26379/<service>/<db>"),
@@ -97,6 +109,12 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object], str]] = {
     "max_headers": ("CRONRING_MAX_HEADERS", _int, "most headers in an API request"),
     "max_header_bytes": ("CRONRING_MAX_HEADER_BYTES", _int, "largest header line of an API request"),
     "run_now_per_minute": ("CRONRING_RUN_NOW_PER_MINUTE", _int, "run-now calls per job per minute"),
+    "run_now_per_token_per_minute": ("CRONRING_RUN_NOW_PER_TOKEN_PER_MINUTE", _int,
+                                     "run-now calls per API token per minute, across the cluster"),
+    "trusted_proxies": ("CRONRING_TRUSTED_PROXIES", _networks,
+                        "proxies (addresses or CIDRs) whose X-Forwarded-For names the client"),
+    "stream_max_clients": ("CRONRING_STREAM_MAX_CLIENTS", _int, "live-stream clients per node (429 beyond)"),
+    "stream_max_per_token": ("CRONRING_STREAM_MAX_PER_TOKEN", _int, "live-stream clients per token per node"),
     "http_pool_size": ("CRONRING_HTTP_POOL_SIZE", _int, "outbound connection pool size"),
     "outbound_allow": ("CRONRING_OUTBOUND_ALLOW", _list, "CIDRs/hosts always allowed as targets"),
     "outbound_deny": ("CRONRING_OUTBOUND_DENY", _list, "CIDRs/hosts denied as targets (besides link-local)"),
@@ -129,6 +147,10 @@ class Settings:
     max_headers: int = 100
     max_header_bytes: int = 8190
     run_now_per_minute: int = 30
+    run_now_per_token_per_minute: int = 120
+    trusted_proxies: tuple[str, ...] = ()
+    stream_max_clients: int = 500
+    stream_max_per_token: int = 100
     http_pool_size: int = 512
     outbound_allow: tuple[str, ...] = ()
     outbound_deny: tuple[str, ...] = ()

@@ -46,7 +46,12 @@ class Keys:
 
     @property
     def run_now_prefix(self) -> str:
+        """ZSET per job of its recent run-now calls (a sliding minute on Redis server time)."""
         return f"{self.namespace}:runnow:"
+
+    def run_now_by(self, caller: str) -> str:
+        """ZSET of one caller's recent run-now calls (``caller`` is a digest, never a token)."""
+        return f"{self.namespace}:runnow-by:{caller}"
 
     @property
     def events_stream(self) -> str:

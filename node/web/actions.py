@@ -102,10 +102,13 @@ return 1
 """
 
 
-async def run_now(r: Runtime, job_id: str) -> str:
+async def run_now(r: Runtime, job_id: str, caller: str = "anonymous") -> str:
+    """A run now, within two sliding minutes on Redis server time (so across the cluster): per job, and
+    per caller (a token or a session: one reader of many jobs must not make every target a flood)."""
     job = await r.store.jobs.get(job_id)
-    allowed = await r.redis.eval(_RUN_NOW_LUA, 1, f"{r.keys.run_now_prefix}{job.id}", r.settings.run_now_per_minute,
-                                 secrets.token_hex(8))
-    if not allowed:
-        raise TooManyRequests(f"run-now is limited to {r.settings.run_now_per_minute} per job in any 60 s")
+    s = r.settings
+    for key, limit, what in ((r.keys.run_now_by(caller), s.run_now_per_token_per_minute, "per token"),
+                             (f"{r.keys.run_now_prefix}{job.id}", s.run_now_per_minute, "per job")):
+        if not await r.redis.eval(_RUN_NOW_LUA, 1, key, limit, secrets.token_hex(8)):
+            raise TooManyRequests(f"run-now is limited to {limit} {what} in any 60 s")
     return await r.scheduler.run_now(job)

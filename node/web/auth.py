@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import ipaddress
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -26,9 +28,10 @@ PROBES = ("/livez", "/readyz")  # no job data: open to kubelets and load balance
 
 
 class Throttle:
-    """Failed authentications per client address, in a sliding window: past ``limit`` the address
-    gets 429 until the window has passed (per node; an attacker spreading over nodes meets each
-    node's limit)."""
+    """Failed authentications per client address, in a sliding window: past ``limit`` the address's
+    *failures* get 429 until the window has passed (per node; an attacker spreading over nodes meets
+    each node's limit). A correct token always passes, whatever its address did: behind a proxy or a
+    NAT every client shares one address, and ten wrong guesses by anyone must not lock everyone out."""
 
     def __init__(self, limit: int = 10, window: float = 60.0, max_addresses: int = 10_000) -> None:
         self.limit, self.window, self.max_addresses = limit, window, max_addresses
@@ -59,7 +62,41 @@ THROTTLE = Throttle()
 
 
 def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The client's address: the peer's, or — when the peer is a trusted proxy (CRONRING_TRUSTED_PROXIES)
+    — the last address in X-Forwarded-For that is not one of those proxies (each proxy appends the
+    address it got the request from; the ones before it are the client's to write, and may be forged)."""
+    peer = request.remote or "unknown"
+    trusted = _trusted(request.app[RUNTIME].settings.trusted_proxies)
+    if not trusted or not _within(peer, trusted):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _within(hop, trusted):
+            return hop[:64]
+    return hops[0][:64] if hops else peer
+
+
+@functools.lru_cache(maxsize=16)
+def _trusted(networks: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+def _within(addr: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr.strip("[]"))
+    except ValueError:
+        return False
+    return any(ip in n for n in networks)
+
+
+def caller(request: web.Request) -> str:
+    """Who is calling, for limits across the cluster: the token (presented, or behind a login session)
+    by a digest — never the secret — else, with no tokens configured, the client's address."""
+    return request.get("caller") or f"address:{client_address(request)}"
+
+
+def _caller_of(token: str) -> str:
+    return "token:" + hashlib.sha256(b"cronring-caller:" + token.encode()).hexdigest()[:16]
 
 
 def scope_of(tokens: dict[str, str], presented: str) -> str | None:
@@ -92,13 +129,19 @@ def csrf_for_session(session: str) -> str:
 
 
 def scope_of_cookie(tokens: dict[str, str], cookie: str) -> str | None:
+    found = _session_of(tokens, cookie)
+    return found[1] if found else None
+
+
+def _session_of(tokens: dict[str, str], cookie: str) -> tuple[str, str] | None:
+    """(token, scope) of a live session cookie, else None."""
     issued_s, _, mac = cookie.partition(".")
     if not issued_s.isdigit() or len(issued_s) > 12 or not 0 <= time.time() - int(issued_s) < SESSION_SECONDS:
         return None
     found = None
     for tok, scope in tokens.items():
         if hmac.compare_digest(_session_mac(tok, int(issued_s)).encode(), mac.encode()):
-            found = scope
+            found = (tok, scope)
     return found
 
 
@@ -114,17 +157,21 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
     scope = None
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
-        addr = client_address(request)
-        wait = THROTTLE.retry_after(addr)
-        if wait:
-            return error_response(429, "too many failed authentications from this address; retry later", None,
-                                  {"Retry-After": str(wait)})
         scope = scope_of(tokens, header[7:].strip())
         if scope is None:
+            addr = client_address(request)
+            wait = THROTTLE.retry_after(addr)
+            if wait:
+                return error_response(429, "too many failed authentications from this address; retry later", None,
+                                      {"Retry-After": str(wait)})
             THROTTLE.failed(addr)
             raise Unauthorized("invalid API token")
+        request["caller"] = _caller_of(header[7:].strip())
     elif COOKIE in request.cookies:
-        scope = scope_of_cookie(tokens, request.cookies[COOKIE])
+        session = _session_of(tokens, request.cookies[COOKIE])
+        scope = session[1] if session else None
+        if session:
+            request["caller"] = _caller_of(session[0])
         # A browser sends the cookie with any request, also one another page made: a write through
         # the API with a cookie must also carry the session's CSRF token (pages put it in a meta tag).
         if scope is not None and request.method not in READ_METHODS and path.startswith("/api/"):

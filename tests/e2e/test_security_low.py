@@ -145,10 +145,39 @@ async def test_wrong_tokens_are_throttled(make_cluster) -> None:
     codes = [(await c.request("GET", f"{url}/api/crons", headers={"Authorization": f"Bearer wrong-{i}"}))[0]
              for i in range(12)]
     assert codes[:10] == [401] * 10 and codes[10:] == [429, 429], codes
-    status, _, headers = await c.request("GET", f"{url}/api/crons", headers=H)
-    assert status == 429 and int(headers["Retry-After"]) > 0  # the address waits, whatever it sends
+    status, _, headers = await c.request("GET", f"{url}/api/crons", headers={"Authorization": "Bearer wrong-x"})
+    assert status == 429 and int(headers["Retry-After"]) > 0  # the address's failures wait ...
+    # ... but a correct token always passes (security round 2, Medium 3: behind a proxy or a NAT every user
+    # shares the address, and ten guesses by anyone locked them all out, dashboard logins too)
+    status, _, _ = await c.request("GET", f"{url}/api/crons", headers=H)
+    assert status == 200
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:  # cookies for 127.0.0.1
+        async with s.get(f"{url}/login") as r:
+            csrf = (await r.text()).split('name="csrf" value="')[1].split('"')[0]
+        async with s.post(f"{url}/login", data={"csrf": csrf, "token": ADMIN, "next": "/"},
+                          allow_redirects=False) as r:
+            assert r.status == 303 and "cronring_session" in r.headers.get("Set-Cookie", "")
     async with c.session().get(f"{url}/metrics") as r:
         assert "cronring_auth_failures_total 10.0" in await r.text()
+    # without trusted proxies, X-Forwarded-For is the client's to write: it cannot escape the throttle
+    status, _, _ = await c.request("GET", f"{url}/api/crons", headers={"Authorization": "Bearer wrong-y",
+                                                                       "X-Forwarded-For": "10.9.9.9"})
+    assert status == 429
+
+
+async def test_behind_a_trusted_proxy_the_throttle_counts_each_client(make_cluster) -> None:
+    c: Cluster = await make_cluster("proxied", receiver=False)
+    await c.start_node("proxied-1", CRONRING_API_TOKENS=f"{ADMIN}:admin", CRONRING_TRUSTED_PROXIES="127.0.0.1/32")
+    url = c.any_node().url
+
+    async def call(client: str, token: str = "wrong") -> int:
+        # as Traefik forwards: the client's own (maybe forged) header, then the address it came from
+        hdrs = {"Authorization": f"Bearer {token}", "X-Forwarded-For": f"203.0.113.66, {client}"}
+        return (await c.request("GET", f"{url}/api/crons", headers=hdrs))[0]
+
+    assert [await call("198.51.100.7") for _ in range(11)] == [401] * 10 + [429]
+    assert await call("198.51.100.8") == 401  # another client behind the same proxy is not throttled
+    assert await call("198.51.100.7", ADMIN) == 200
 
 
 async def test_a_session_cookie_expires_on_the_server(cluster: Cluster) -> None:
@@ -182,3 +211,46 @@ async def test_the_receiver_serves_its_own_log_only_and_guards_reset(cluster: Cl
         assert (await cluster.request("POST", f"{base}/reset", headers={"Authorization": "Bearer reset-tok"}))[0] == 200
     finally:
         await runner.cleanup()
+
+
+async def test_run_now_and_live_streams_are_limited_per_token(make_cluster) -> None:
+    """Security round 2, Lows 7 and 8: one token cannot make every job's target a flood through run now
+    (the per-job limit, times many jobs), nor hold a node's stream slots (each snapshot costs the loop)."""
+    other = "admin-token-low-other-99"
+    c: Cluster = await make_cluster("percaller", receiver=False)
+    await c.start_node("percaller-1", CRONRING_API_TOKENS=f"{ADMIN}:admin,{other}:admin,{READER}:read",
+                       CRONRING_RUN_NOW_PER_MINUTE="3", CRONRING_RUN_NOW_PER_TOKEN_PER_MINUTE="4",
+                       CRONRING_STREAM_MAX_PER_TOKEN="2", CRONRING_STREAM_MAX_CLIENTS="3")
+    url = c.any_node().url
+    jobs = [(await _create(c))[1]["id"] for _ in range(3)]
+    codes = [(await c.request("POST", f"{url}/api/crons/{jobs[i % 3]}/run", headers=H))[0] for i in range(6)]
+    assert codes == [202] * 4 + [429] * 2, codes  # 4 per token, though no job reached its 3
+    status, body, _ = await c.request("POST", f"{url}/api/crons/{jobs[0]}/run", headers=H)
+    assert status == 429 and "per token" in body["error"]
+    status, _, _ = await c.request("POST", f"{url}/api/crons/{jobs[0]}/run",
+                                   headers={"Authorization": f"Bearer {other}"})
+    assert status == 202  # another token has its own budget
+
+    streams = []
+    try:
+        for _ in range(2):
+            streams.append(await c.session().get(f"{url}/api/crons/status/stream", headers=H).__aenter__())
+            assert streams[-1].status == 200
+        async with c.session().get(f"{url}/api/crons/status/stream", headers=H) as r:
+            assert r.status == 429 and "per token" in (await r.json())["error"]
+        reader = {"Authorization": f"Bearer {READER}"}
+        streams.append(await c.session().get(f"{url}/api/crons/status/stream", headers=reader).__aenter__())
+        assert streams[-1].status == 200
+        async with c.session().get(f"{url}/api/crons/status/stream",
+                                   headers={"Authorization": f"Bearer {other}"}) as r:
+            assert r.status == 429 and "CRONRING_STREAM_MAX_CLIENTS" in (await r.json())["error"]
+    finally:
+        for s in streams:
+            s.release()
+    # a closed stream frees its slot
+    await wait_for(lambda: _stream_opens(c, url, H), 10, "a stream slot freed by closing one")
+
+
+async def _stream_opens(c: Cluster, url: str, headers: dict) -> bool:
+    async with c.session().get(f"{url}/api/crons/status/stream", headers=headers) as r:
+        return r.status == 200
