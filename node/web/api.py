@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from .. import metrics
 from ..model.schedule import ScheduleError, ScheduleTooCostly, describe
 from ..model.times import rfc3339
 from . import actions
+from .auth import caller
 from .errors import BadRequest, RequestTimeout, UnsupportedMediaType
 from .openapi import spec as openapi_spec
 from .presentation import BODY_READ_SECONDS, cluster_view, enrich, execution_view, ledger, preview
@@ -61,24 +63,34 @@ def _reject_constant(name: str) -> Any:
     raise BadRequest(f"{name} is not valid JSON")
 
 
+_INTEGER = re.compile(r"^-?[0-9]{1,19}$")
+
+
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer", {name: raw[:50]}) from None
+    if raw is None:
+        return default  # an empty value (?limit=) is refused below like any other non-integer
+    if not _INTEGER.match(raw):  # not int(): it also takes " 5", "+5" and "5_0"
+        raise BadRequest(f"{name} must be an integer", {name: raw[:50]})
+    v = int(raw)
     if not lo <= v <= hi:
         raise BadRequest(f"{name} must be between {lo} and {hi}", {name: v})
     return v
 
 
+_RFC3339 = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+
+
 def _instant_param(raw: str | None, name: str) -> datetime:
-    if not raw:
+    """An RFC 3339 instant with its offset, 1970 to 9000; absent: now. Present but empty is a 400 (the
+    schema says a date-time; an empty value is not one)."""
+    if raw is None:
         return datetime.now(UTC)
+    if not _RFC3339.match(raw):
+        raise BadRequest(f"{name} must be an RFC 3339 instant with its UTC offset (2026-12-03T10:00:00Z)",
+                         {name: raw[:60] or "empty"})
     try:
-        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        dt = datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
     except ValueError:
         raise BadRequest(f"{name} must be an RFC 3339 instant", {name: raw[:60]}) from None
     if dt.tzinfo is None:
@@ -93,7 +105,7 @@ def _if_match(request: web.Request) -> int | None:
     if raw is None or raw.strip() == "*":
         return None
     v = raw.strip().removeprefix("W/").strip('"')
-    if not v.isdigit():
+    if not (v.isascii() and v.isdigit()) or len(v) > 18:
         raise BadRequest("If-Match must be the job's version, as in its ETag", {"If-Match": raw[:40]})
     return int(v)
 
@@ -107,7 +119,7 @@ async def list_crons(request: web.Request) -> web.Response:
     q = request.query.get("q") or None
     if q is not None and (len(q) > 200 or "\x00" in q):
         raise BadRequest("q must be at most 200 characters", {"q": "too long or contains NUL"})
-    state = request.query.get("state") or None
+    state = request.query.get("state")
     if state not in (None, "all", "paused", "active"):
         raise BadRequest("state must be all, active or paused", {"state": state[:30]})
     jobs = await r.store.jobs.page(limit=limit + 1, cursor=cursor, q=q,
@@ -170,7 +182,7 @@ async def _set_paused(request: web.Request, paused: bool) -> web.Response:
 
 async def run_cron(request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
-    execution_id = await actions.run_now(rt(request), job_id)
+    execution_id = await actions.run_now(rt(request), job_id, caller(request))
     return web.json_response({"executionId": execution_id, "jobId": job_id}, status=202)
 
 
@@ -179,7 +191,7 @@ async def list_executions(request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
     await r.store.jobs.get(job_id, include_deleted=True)
     limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
-    before = _instant_param(request.query["before"], "before") if request.query.get("before") else None
+    before = _instant_param(request.query["before"], "before") if "before" in request.query else None
     rows = await r.store.history.executions(job_id, limit=limit, before=before)
     return web.json_response([execution_view(e) for e in rows])
 
@@ -193,7 +205,7 @@ async def job_ticks(request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
     await r.store.jobs.get(job_id, include_deleted=True)
     end = _instant_param(request.query.get("to"), "to")
-    start = _instant_param(request.query["from"], "from") if request.query.get("from") else end - timedelta(hours=1)
+    start = _instant_param(request.query["from"], "from") if "from" in request.query else end - timedelta(hours=1)
     if start >= end:
         raise BadRequest("from must be before to", {"from": rfc3339(start), "to": rfc3339(end)})
     limit = _int_param(request, "limit", TICKS_LIMIT, 1, TICKS_LIMIT)

@@ -42,6 +42,14 @@ def _q(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
 
+# An instant as the API reads it: RFC 3339 with an offset, between the years 1970 and 9000 (the year is the
+# one rule JSON Schema's date-time format cannot say; the pattern says it).
+INSTANT = {"type": "string", "format": "date-time", "pattern": "^(19[7-9][0-9]|[2-8][0-9]{3}|9000)-",
+           "description": "RFC 3339 with a UTC offset, years 1970 to 9000"}
+IF_MATCH = {"type": "string", "pattern": '^\\s*(\\*|(W/)?"?[0-9]+"?)\\s*$',
+            "description": "the job's version, as its ETag gives it, or *"}
+
+
 @cache
 def spec() -> dict[str, Any]:
     # generated from the definitions validation runs (node/jobs.py JOB_FIELDS): they cannot drift
@@ -56,7 +64,7 @@ def spec() -> dict[str, Any]:
         "ticks": {"type": "array", "items": tick}, "truncated": {"type": "boolean"},
         "nextFrom": {"type": ["string", "null"]},
         "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}}
-    echoed = {name: {"readOnly": True, "description": "ignored: a job read back may be sent again"} for name in READ_ONLY}
+    echoed = {name: {"description": "ignored, any value: a job read back may be sent again"} for name in READ_ONLY}
     job_in = {"type": "object", "properties": {**job_props, **echoed}, "required": list(REQUIRED_FIELDS),
               "additionalProperties": False}
     job_patch = {"type": "object", "properties": {**job_props, **echoed}, "additionalProperties": False}
@@ -71,7 +79,7 @@ def spec() -> dict[str, Any]:
         "/api/crons": {
             "get": _op("List jobs (paginated: X-Next-Cursor / Link headers)", {"200": _json({"type": "array", "items": _JOB})},
                        params=[_q("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
-                               _q("cursor", {"type": "integer", "minimum": 0}), _q("q", {"type": "string", "maxLength": 200}),
+                               _q("cursor", {"type": "integer", "minimum": 0, "maximum": 2**62}), _q("q", {"type": "string", "maxLength": 200}),
                                _q("state", {"type": "string", "enum": ["all", "active", "paused"]})],
                        errors=(400, 401, 503)),
             "post": _op("Create a job", {"201": _json(_JOB, "Created")},
@@ -82,7 +90,7 @@ def spec() -> dict[str, Any]:
             "get": _op("Get a job with nextRunAt and its last execution", {"200": _json(_JOB)}, params=[_ID]),
             "put": _op("Update a job (partial allowed; If-Match on version)", {"200": _json(_JOB)},
                        body={"schema": {"$ref": "#/components/schemas/JobPatch"}, "example": {"paused": False}},
-                       params=[_ID, {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}}],
+                       params=[_ID, {"name": "If-Match", "in": "header", "required": False, "schema": IF_MATCH}],
                        errors=(400, 401, 403, 404, 412, 413, 415, 503)),
             "patch": _op("Update a job (same as PUT)", {"200": _json(_JOB)},
                          body={"schema": {"$ref": "#/components/schemas/JobPatch"}}, params=[_ID],
@@ -96,22 +104,22 @@ def spec() -> dict[str, Any]:
         "/api/crons/{id}/executions": {"get": _op(
             "Execution history, newest first", {"200": _json({"type": "array", "items": {"type": "object"}})},
             params=[_ID, _q("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
-                    _q("before", {"type": "string", "format": "date-time"})])},
+                    _q("before", INSTANT)])},
         "/api/crons/{id}/ticks": {"get": _op(
             "Tick ledger: every scheduled instant in [from, to) under the definition in force then, with its fate",
             {"200": _json(ticks_out)},
-            params=[_ID, _q("from", {"type": "string", "format": "date-time"}),
-                    _q("to", {"type": "string", "format": "date-time"}),
+            params=[_ID, _q("from", INSTANT), _q("to", INSTANT),
                     _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000})])},
         "/api/crons/{id}/preview": {"get": _op(
             "Next fire times with UTC offsets", {"200": _json(preview_out)},
             params=[_ID, _q("count", {"type": "integer", "minimum": 1, "maximum": 100}),
-                    _q("from", {"type": "string", "format": "date-time"})])},
+                    _q("from", INSTANT)])},
         "/api/schedules/preview": {"post": _op(
             "Preview an unsaved schedule", {"200": _json(preview_out)},
             body={"schema": {"type": "object", "required": ["schedule"], "additionalProperties": False, "properties": {
-                "schedule": {"type": "string"}, "timeZone": {"type": "string"},
-                "count": {"type": "integer", "minimum": 1, "maximum": 100}, "from": {"type": "string", "format": "date-time"}}},
+                "schedule": JOB_FIELDS["schedule"].schema, "timeZone": JOB_FIELDS["timeZone"].schema,
+                "count": {"type": "integer", "minimum": 1, "maximum": 100},
+                "from": {**INSTANT, "type": ["string", "null"], "description": "null or absent: now"}}},
                 "example": {"schedule": "30 1 * * *", "timeZone": "Europe/Lisbon", "count": 3}},
             errors=(400, 401, 413, 415))},
         "/api/crons/status/stream": {"get": {"summary": "Server-sent events: snapshot then job/execution/node deltas",

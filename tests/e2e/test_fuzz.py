@@ -37,3 +37,23 @@ def test_api_never_5xx(case, node_url: str) -> None:
     response = case.call(base_url=node_url, timeout=10)
     assert response.status_code < 500 or (response.status_code == 503 and case.path == "/api/health"), (
         f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}")
+
+
+# The schema says what validation does (security round 2, Low 9): whatever the schema calls invalid is
+# refused with a 4xx, and whatever it calls valid on an operation whose schema is exact (every rule of
+# its inputs said in the schema) is not refused as bad input.
+EXACT = {("GET", "/api/crons"), ("GET", "/api/crons/{id}"), ("GET", "/api/crons/{id}/executions"),
+         ("GET", "/api/crons/{id}/ticks"), ("GET", "/api/crons/{id}/preview"), ("DELETE", "/api/crons/{id}")}
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_the_schema_says_what_validation_does(case, node_url: str) -> None:
+    from schemathesis.checks import negative_data_rejection, positive_data_acceptance
+
+    if case.path.endswith("stream") or case.path == "/api/crons/status-stream":
+        return
+    checks = [negative_data_rejection]
+    if (case.method.upper(), case.path) in EXACT:
+        checks.append(positive_data_acceptance)
+    case.call_and_validate(base_url=node_url, timeout=10, checks=checks)
