@@ -75,7 +75,7 @@ class StreamHub:
         self.last_id = "0-0"
         self.responses: weakref.WeakSet[EventSourceResponse] = weakref.WeakSet()
         self.closing = False
-        self.snapshot: tuple[float, asyncio.Future[str]] | None = None  # (when, the snapshot being or built)
+        self.snapshot: tuple[float, asyncio.Future[tuple[str, str]]] | None = None  # (when, being or built)
 
     def listen(self, caller: str = "") -> Listener:
         listener = Listener(QUEUE_SIZE, caller)
@@ -170,9 +170,11 @@ HUB: web.AppKey[StreamHub] = web.AppKey("stream_hub", StreamHub)
 SNAPSHOT_FRESH = 1.0  # seconds a built snapshot is handed to the clients that connect meanwhile
 
 
-async def snapshot(request: web.Request) -> str:
-    """The first event of a stream, as JSON: built once for every client connecting within SNAPSHOT_FRESH
-    (200 clients reconnecting at once built 200 snapshots and stalled the node's loop for 2 s)."""
+async def snapshot(request: web.Request) -> tuple[str, str]:
+    """The first event of a stream, as JSON, and the stream position it was built from: built once for
+    every client connecting within SNAPSHOT_FRESH (200 clients reconnecting at once built 200 snapshots
+    and stalled the node's loop for 2 s). A client handed a snapshot built before it listened replays
+    the events since that position (status_stream)."""
     hub = request.app[HUB]
     now = asyncio.get_running_loop().time()
     if hub.snapshot is not None and now - hub.snapshot[0] < SNAPSHOT_FRESH:
@@ -182,8 +184,9 @@ async def snapshot(request: web.Request) -> str:
     return await asyncio.shield(task)
 
 
-async def _build_snapshot(request: web.Request) -> str:
+async def _build_snapshot(request: web.Request) -> tuple[str, str]:
     r = request.app[RUNTIME]
+    since = request.app[HUB].last_id  # what happens from here on reaches the clients as events
     crons: list[dict[str, Any]] = []
     total = None
     try:
@@ -195,7 +198,7 @@ async def _build_snapshot(request: web.Request) -> str:
         log.warning("snapshot without jobs", error=str(e))
     return fastjson.dumps({"instanceId": r.settings.node_id, "totalCrons": total, "activeCrons": len(r.ownership.owned),
                            "epoch": r.membership.view.epoch, "members": sorted(r.membership.view.members),
-                           "crons": crons})
+                           "crons": crons}), since
 
 
 async def status_stream(request: web.Request) -> web.StreamResponse:
@@ -208,6 +211,7 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
     if sum(1 for x in hub.listeners if x.caller == who) >= settings.stream_max_per_token:
         raise TooManyRequests(f"at most {settings.stream_max_per_token} live streams per token on a node "
                               "(CRONRING_STREAM_MAX_PER_TOKEN)")
+    listened_at = hub.last_id
     listener = hub.listen(who)  # before the snapshot: nothing falls between the two
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     resp: web.StreamResponse = web.Response(status=204)
@@ -217,7 +221,14 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
             hub.responses.add(resp)
             replay = await hub.replay(last_event_id) if last_event_id else None
             if replay is None:
-                await resp.send(await snapshot(request), id=hub.last_id, retry=RETRY_MS)
+                data, since = await snapshot(request)
+                if since != listened_at:  # a shared snapshot built before we listened: the events since
+                    replay = await hub.replay(since)
+                    if replay is None:  # no longer all kept: a snapshot of our own
+                        data, since = await _build_snapshot(request)
+                await resp.send(data, id=since, retry=RETRY_MS)
+                for entry_id, name, data in replay or ():
+                    await resp.send(data, id=entry_id, event=name)
             else:
                 await resp.send(json.dumps({"resumed": True, "after": last_event_id}), event="resumed", retry=RETRY_MS)
                 for entry_id, name, data in replay:
