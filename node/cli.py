@@ -27,7 +27,9 @@ from .model.jobs import FIELDS, MASK, SENSITIVE_HEADER, masked_headers, masked_u
 DEFAULT_URL = "http://127.0.0.1:8081"
 # What would make a terminal show something other than what is there: C0 and C1 controls (ESC, CSI) but
 # newline and tab, DEL, bidi marks, overrides and isolates, line and paragraph separators.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+# Also the invisible format characters (zero-width space, word joiners, the BOM, the Arabic letter mark).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u202a-\u202e"
+                          "\u2060-\u2064\u2066-\u2069\u2028\u2029\ufeff]")
 
 
 def printable(text: str) -> str:
@@ -128,19 +130,21 @@ def _expand_job(job: dict[str, Any], env: Mapping[str, str], allow: tuple[str, .
     masks it: a credential-named header's value, the target's password or a credential-named query
     value. Anywhere else a placeholder is an error. ``$${VAR}`` is the text ``${VAR}``, anywhere."""
     out: dict[str, Any] = {}
+    own = secret_var(str(job.get("name") or ""))  # a job's CRONRING_SECRET_* are its own: not another job's
     for field_, value in job.items():
         if field_ == "headers" and isinstance(value, dict):
-            out[field_] = {k: (_expand(v, env, allow, f"{where}: header {k}") if SENSITIVE_HEADER.search(str(k))
+            out[field_] = {k: (_expand(v, env, allow, own, f"{where}: header {k}") if SENSITIVE_HEADER.search(str(k))
                                else _literal(v, f"{where}: header {k} (not a credential header)"))
                            for k, v in value.items()}
         elif field_ == "uri" and isinstance(value, str):
-            out[field_] = _expand_uri(value, env, allow, f"{where}: uri")
+            out[field_] = _expand_uri(value, env, allow, own, f"{where}: uri")
         else:
             out[field_] = _literal(value, f"{where}: {field_}")
     return out
 
 
-def _expand(value: Any, env: Mapping[str, str], allow: tuple[str, ...], where: str) -> Any:
+def _expand(value: Any, env: Mapping[str, str], allow: tuple[str, ...], own: str, where: str,
+            in_uri: bool = False) -> Any:
     if not isinstance(value, str):
         return _literal(value, where)
 
@@ -152,14 +156,25 @@ def _expand(value: Any, env: Mapping[str, str], allow: tuple[str, ...], where: s
             hint = "never expanded" if name in NEVER_EXPANDED else \
                 f"not expanded: only {SECRET_VARS}* and names given with --env are"
             raise CliError(f"{where}: ${{{name}}} is {hint}")
+        if name not in allow and not name.startswith(own):
+            # a file from a PR must not send job A's secret to job B's target
+            raise CliError(f"{where}: ${{{name}}} is another job's secret: this job expands only {own}* "
+                           "(and names given with --env)")
         if name not in env:
             raise CliError(f"{where}: ${{{name}}} is not set in the environment")
+        if in_uri and _URI_STRUCTURE.search(env[name]):
+            # raw, it would move the URI's host or parameters, and the secret would show unmasked
+            raise CliError(f"{where}: the value of ${{{name}}} holds one of / ? # @ & [ ] or a space: "
+                           "percent-encode it (@ is %40)")
         return env[name]
 
     return _PLACEHOLDER.sub(sub, value)
 
 
-def _expand_uri(uri: str, env: Mapping[str, str], allow: tuple[str, ...], where: str) -> str:
+_URI_STRUCTURE = re.compile(r"[/?#@&\[\]\s\\]")
+
+
+def _expand_uri(uri: str, env: Mapping[str, str], allow: tuple[str, ...], own: str, where: str) -> str:
     """A placeholder in the target only as its password or a credential-named query value: where
     ``masked_uri`` hides it (held to that by masking the URI with a marker in each placeholder's place)."""
     marks: list[str] = []
@@ -174,7 +189,7 @@ def _expand_uri(uri: str, env: Mapping[str, str], allow: tuple[str, ...], where:
     if any(m in marked for m in marks):
         raise CliError(f"{where}: a ${{VAR}} placeholder may stand only for the target's password or a "
                        "credential-named query value (where the API masks it); not in its host or path")
-    return str(_expand(uri, env, allow, where))
+    return str(_expand(uri, env, allow, own, where, in_uri=True))
 
 
 def _literal(value: Any, where: str) -> Any:
@@ -195,18 +210,35 @@ def _literal(value: Any, where: str) -> Any:
     return value
 
 
+def secret_var(job: str, what: str = "") -> str:
+    """The environment variable ``export`` names for a secret of ``job`` (``what``: the header or the uri
+    part); without ``what``, the prefix every one of the job's secrets has."""
+    base = "CRONRING_SECRET_" + re.sub(r"[^A-Za-z0-9]+", "_", job).strip("_").upper() + "_"
+    return base + re.sub(r"[^A-Za-z0-9]+", "_", what).strip("_").upper() if what else base
+
+
+def _escape_placeholders(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("${", "$${")
+    if isinstance(value, list):
+        return [_escape_placeholders(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _escape_placeholders(v) for k, v in value.items()}
+    return value
+
+
 def export_jobs(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     """The apply file of the named jobs, and the environment variables it needs: every masked secret
     becomes a ``${CRONRING_SECRET_<JOB>_<FIELD>}`` placeholder for ``apply`` to expand."""
     out, needed = [], []
 
     def var(job: str, what: str) -> str:
-        name = "CRONRING_SECRET_" + re.sub(r"[^A-Za-z0-9]+", "_", f"{job}_{what}").strip("_").upper()
+        name = secret_var(job, what)
         needed.append(name)
         return "${" + name + "}"
 
     for j in sorted((j for j in jobs if j.get("name")), key=lambda j: j["name"]):
-        e = _editable(j)
+        e = _escape_placeholders(_editable(j))  # a stored "${X}" is the text ${X}: written $${X}
         if isinstance(e.get("headers"), dict):
             e["headers"] = {k: (var(j["name"], k) if v == MASK else v) for k, v in e["headers"].items()}
         k = 0
@@ -253,10 +285,20 @@ def cmd_apply(c: Client, args: argparse.Namespace) -> int:
     return 2 if args.exit_code and changes else 0
 
 
+def yaml_text(data: Any) -> str:
+    """YAML for a terminal or a pipe that reads back as ``data``: with its characters as they are, unless
+    one of them could deceive a terminal; then all of non-ASCII as YAML escapes (``printable()`` on
+    YAML text would change what a later ``apply`` reads)."""
+    text: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    if printable(text) != text:
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False)
+    return text
+
+
 def _emit(data: Any, fmt: str, table: Any = None) -> None:
     """-o json | yaml | table (table: the command's own lines; json when it has none)."""
     if fmt == "yaml":
-        _print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
+        print(yaml_text(data), end="")
     elif fmt == "json" or table is None:
         _print(json.dumps(data, indent=2))
     else:
@@ -394,7 +436,7 @@ def main(argv: list[str]) -> int:
             _print(f"{j['id']} {'paused' if j['paused'] else 'active'}")
         elif args.cmd == "export":
             doc, needed = export_jobs(cast(list[dict[str, Any]], c.list_jobs()))
-            text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+            text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True) if args.file else yaml_text(doc)
             if needed:
                 text = "# secrets: set " + ", ".join(needed) + " before apply\n" + text
             if args.file:
@@ -402,7 +444,7 @@ def main(argv: list[str]) -> int:
                     fh.write(text)
                 _print(f"{len(doc['jobs'])} job(s) written to {args.file}" + (f"; set {len(needed)} secret(s)" if needed else ""))
             else:
-                _print(text, end="")
+                print(text, end="")  # (yaml_text: safe for a terminal, and reads back as it was)
         elif args.cmd == "apply":
             return cmd_apply(c, args)
     except (CliError, ApiError) as e:

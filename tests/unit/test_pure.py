@@ -328,7 +328,8 @@ def test_apply_expands_only_secrets_and_only_where_they_are_masked(tmp_path) -> 
 
     from node.cli import CliError, _shown, load_file
 
-    env = {"CRONRING_TOKEN": "admin-token-123", "HOME": "/root", "CRONRING_SECRET_X": "s3cret", "API_KEY": "k-999"}
+    env = {"CRONRING_TOKEN": "admin-token-123", "HOME": "/root", "CRONRING_SECRET_J_X": "s3cret", "API_KEY": "k-999",
+           "CRONRING_SECRET_PROD_AUTH": "prod-secret", "CRONRING_SECRET_J_AT": "p@ss/w0rd", "CRONRING_SECRET_J_Q": "a#b&c=1"}
 
     def load(text: str, allow: tuple[str, ...] = ()) -> dict:
         f = tmp_path / "jobs.yaml"
@@ -342,15 +343,22 @@ def test_apply_expands_only_secrets_and_only_where_they_are_masked(tmp_path) -> 
             load(text, allow=("CRONRING_TOKEN",))  # not even when asked for
     with pytest.raises(CliError, match=r"\$\{HOME\}.*not expanded: only CRONRING_SECRET_"):
         load("    uri: 'http://u:${HOME}@h/'\n")
-    for text in ("    uri: 'http://h/${CRONRING_SECRET_X}'\n",  # the path shows: not a secret's place
-                 "    uri: 'http://${CRONRING_SECRET_X}/'\n",
-                 "    uri: 'http://h/'\n    body: {k: '${CRONRING_SECRET_X}'}\n",
-                 "    uri: 'http://h/'\n    headers: {X-Team: '${CRONRING_SECRET_X}'}\n",
-                 "    uri: 'http://h/'\n    name: '${CRONRING_SECRET_X}'\n"):
+    for text in ("    uri: 'http://h/${CRONRING_SECRET_J_X}'\n",  # the path shows: not a secret's place
+                 "    uri: 'http://${CRONRING_SECRET_J_X}/'\n",
+                 "    uri: 'http://h/'\n    body: {k: '${CRONRING_SECRET_J_X}'}\n",
+                 "    uri: 'http://h/'\n    headers: {X-Team: '${CRONRING_SECRET_J_X}'}\n",
+                 "    uri: 'http://h/'\n    name: '${CRONRING_SECRET_J_X}'\n"):
         with pytest.raises(CliError, match="not expanded here|may stand only"):
             load(text)
-    job = load("    uri: 'http://u:${CRONRING_SECRET_X}@h/p?api_key=${API_KEY}&q=1'\n"
-               "    headers: {Authorization: 'Bearer ${CRONRING_SECRET_X}', X-Team: 'ops $${LITERAL}'}\n",
+    # another job's secret, to this job's target (fresh-eyes review: a PR could send prod's key anywhere)
+    with pytest.raises(CliError, match="another job's secret"):
+        load("    uri: 'http://h/'\n    headers: {Authorization: '${CRONRING_SECRET_PROD_AUTH}'}\n")
+    # a raw @ / # & in a URI secret would move the host or the parameters and show the rest unmasked
+    for text in ("    uri: 'http://u:${CRONRING_SECRET_J_AT}@h/'\n", "    uri: 'http://h/?api_key=${CRONRING_SECRET_J_Q}'\n"):
+        with pytest.raises(CliError, match="percent-encode"):
+            load(text)
+    job = load("    uri: 'http://u:${CRONRING_SECRET_J_X}@h/p?api_key=${API_KEY}&q=1'\n"
+               "    headers: {Authorization: 'Bearer ${CRONRING_SECRET_J_X}', X-Team: 'ops $${LITERAL}'}\n",
                allow=("API_KEY",))
     assert job["uri"] == "http://u:s3cret@h/p?api_key=k-999&q=1"
     assert job["headers"] == {"Authorization": "Bearer s3cret", "X-Team": "ops ${LITERAL}"}
@@ -363,3 +371,39 @@ def test_terminal_output_escapes_what_would_deceive_a_terminal() -> None:
 
     assert printable("plain é name") == "plain é name"
     assert printable("a\u202eevil\x1b[2Jb\u009b\u2028c") == "a\\u202eevil\\x1b[2Jb\\x9b\\u2028c"
+    assert printable("x\u061cy\u200bz\ufeff") == "x\\u061cy\\u200bz\\ufeff"
+
+
+def test_yaml_output_is_safe_for_a_terminal_and_reads_back_as_it_was() -> None:
+    """printable() on YAML text turned a body's U+200F into six characters that a later apply kept."""
+    import yaml
+
+    from node.cli import export_jobs, printable, yaml_text
+
+    for data in ({"body": {"msg": "שלום\u200f!"}}, {"name": "café"}, {"h": "\x1b[2J"}):
+        text = yaml_text(data)
+        assert printable(text) == text and yaml.safe_load(text) == data
+    assert "café" in yaml_text({"name": "café"})  # readable when nothing deceives
+    doc, _ = export_jobs([{"name": "j", "uri": "http://h/", "schedule": "@daily", "body": {"t": "${NOT_A_VAR}"}}])
+    assert doc["jobs"][0]["body"] == {"t": "$${NOT_A_VAR}"}  # apply reads it back as the text ${NOT_A_VAR}
+
+
+def test_a_trusted_proxy_matches_on_a_dual_stack_listener() -> None:
+    """With CRONRING_HOST=:: an IPv4 proxy arrives as ::ffff:a.b.c.d, which is not in 10.0.0.0/8 as such."""
+    from node.web.auth import _trusted, _within
+
+    nets = _trusted(("10.0.0.0/8", "fd00::/8"))
+    assert _within("10.1.2.3", nets) and _within("::ffff:10.1.2.3", nets) and _within("[fd00::1]", nets)
+    assert not _within("::ffff:192.168.0.1", nets) and not _within("192.168.0.1", nets) and not _within("x", nets)
+
+
+def test_a_job_stored_before_the_retry_floor_reads_with_it() -> None:
+    """Low 7's floor: an old job's retryBackoffMs 0 read back as 0 made its own GET, echoed in a PUT, a 400."""
+    from node.model.jobs import RETRY_FLOOR_MS, Job, validate
+
+    job = validate({"uri": "http://h/", "schedule": "@daily"}, max_body_bytes=1024)
+    row = {"id": "j1", "name": "old", "schedule": "@daily", "time_zone": "UTC", "paused": 0, "version": 1, "fence": 1,
+           "spec": json.dumps({**job.spec(), "retry_backoff_ms": 0, "retry_max_backoff_ms": 50})}
+    old = Job.from_row(row)
+    assert old.retry_backoff_ms == old.retry_max_backoff_ms == RETRY_FLOOR_MS
+    assert validate({k: v for k, v in old.to_api().items() if k != "id"}, max_body_bytes=1024).retry_backoff_ms == 100
