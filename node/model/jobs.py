@@ -101,8 +101,10 @@ class Job:
             time_zone=sys.intern(row["time_zone"]), paused=bool(row["paused"]), uri=sys.intern(spec["uri"]),
             method=sys.intern(spec["method"]),
             headers=spec.get("headers") or _NO_HEADERS, body=spec.get("body"), timeout_ms=spec["timeout_ms"],
-            retries=spec["retries"], retry_backoff_ms=spec["retry_backoff_ms"],
-            retry_max_backoff_ms=spec["retry_max_backoff_ms"], expect_status=tuple(spec.get("expect_status") or ()),
+            # a job stored before the retry floor reads as having it (a GET echoed in a PUT stays valid)
+            retries=spec["retries"], retry_backoff_ms=max(RETRY_FLOOR_MS, spec["retry_backoff_ms"]),
+            retry_max_backoff_ms=max(RETRY_FLOOR_MS, spec["retry_max_backoff_ms"]),
+            expect_status=tuple(spec.get("expect_status") or ()),
             misfire_policy=MisfirePolicy(spec["misfire_policy"]), misfire_grace_seconds=spec["misfire_grace_seconds"],
             concurrency_policy=ConcurrencyPolicy(spec["concurrency_policy"]),
             follow_redirects=bool(spec.get("follow_redirects", False)),
@@ -246,15 +248,18 @@ def _encodable(v: str) -> bool:
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # In a name, also what makes a terminal or a page show something else than is there: C1 controls (U+009B
-# is a terminal's CSI), bidi overrides and isolates, and the line and paragraph separators.
-_DECEPTIVE = re.compile("[\u0080-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
-_DECEPTIVE_CLASS = "[\\u0080-\\u009f\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069\\u2028\\u2029]"
+# is a terminal's CSI), bidi marks, overrides and isolates (U+061C too), the line and paragraph
+# separators, and invisible characters (soft hyphen, zero-width space, word joiners, the BOM). The
+# zero-width joiners U+200C/D stay: emoji sequences and several scripts need them.
+_DECEPTIVE_CLASS = ("[\\u0080-\\u009f\\u00ad\\u061c\\u180e\\u200b\\u200e\\u200f\\u202a-\\u202e"
+                    "\\u2060-\\u2064\\u2066-\\u2069\\u2028\\u2029\\ufeff]")
+_DECEPTIVE = re.compile(_DECEPTIVE_CLASS)
 
 
 def _check_name(v: Any) -> str:
     name = _str_field(v, 200)
     if _DECEPTIVE.search(name):
-        raise ValueError("must not contain C1 controls, bidi overrides or line separators")
+        raise ValueError("must not contain C1 controls, bidi marks or overrides, line separators or invisible characters")
     return name
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import metrics
+from ..model.jobs import JOB_FIELDS
 from ..model.schedule import ScheduleError, ScheduleTooCostly, describe
 from ..model.times import rfc3339
 from . import actions
@@ -63,14 +64,15 @@ def _reject_constant(name: str) -> Any:
     raise BadRequest(f"{name} is not valid JSON")
 
 
-_INTEGER = re.compile(r"^-?[0-9]{1,19}$")
+_INTEGER = re.compile(r"-?[0-9]{1,19}")  # fullmatch: "$" would also take "5\n"
+_VERSION = re.compile(r"[0-9]{1,18}")
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default  # an empty value (?limit=) is refused below like any other non-integer
-    if not _INTEGER.match(raw):  # not int(): it also takes " 5", "+5" and "5_0"
+    if not _INTEGER.fullmatch(raw):  # not int(): it also takes " 5", "+5" and "5_0"
         raise BadRequest(f"{name} must be an integer", {name: raw[:50]})
     v = int(raw)
     if not lo <= v <= hi:
@@ -86,7 +88,7 @@ def _instant_param(raw: str | None, name: str) -> datetime:
     schema says a date-time; an empty value is not one)."""
     if raw is None:
         return datetime.now(UTC)
-    if not _RFC3339.match(raw):
+    if not _RFC3339.fullmatch(raw):
         raise BadRequest(f"{name} must be an RFC 3339 instant with its UTC offset (2026-12-03T10:00:00Z)",
                          {name: raw[:60] or "empty"})
     try:
@@ -104,8 +106,9 @@ def _if_match(request: web.Request) -> int | None:
     raw = request.headers.get("If-Match")
     if raw is None or raw.strip() == "*":
         return None
-    v = raw.strip().removeprefix("W/").strip('"')
-    if not (v.isascii() and v.isdigit()) or len(v) > 18:
+    v = raw.strip().removeprefix("W/")
+    v = v[1:-1] if len(v) > 1 and v[0] == v[-1] == '"' else v  # a quoted or a bare version (IF_MATCH in openapi)
+    if not _VERSION.fullmatch(v):
         raise BadRequest("If-Match must be the job's version, as in its ETag", {"If-Match": raw[:40]})
     return int(v)
 
@@ -240,6 +243,11 @@ async def preview_schedule(request: web.Request) -> web.Response:
         raise BadRequest("invalid input", {"schedule": "is required and must be a string"})
     if not isinstance(zone, str):
         raise BadRequest("invalid input", {"timeZone": "must be a string"})
+    for key, value in (("schedule", sched), ("timeZone", zone)):
+        try:  # the job's own rules for the two (the schema publishes them for both)
+            JOB_FIELDS[key].check(value, 0)
+        except ValueError as e:
+            raise BadRequest("invalid input", {key: str(e)}) from None
     count = payload.get("count", 10)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_PREVIEW:
         raise BadRequest("invalid input", {"count": f"must be an integer between 1 and {MAX_PREVIEW}"})

@@ -86,7 +86,8 @@ def _within(addr: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Net
         ip = ipaddress.ip_address(addr.strip("[]"))
     except ValueError:
         return False
-    return any(ip in n for n in networks)
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None  # a dual-stack listener's IPv4 peer
+    return any(ip in n or (mapped is not None and mapped in n) for n in networks)
 
 
 def caller(request: web.Request) -> str:
@@ -95,8 +96,11 @@ def caller(request: web.Request) -> str:
     return request.get("caller") or f"address:{client_address(request)}"
 
 
-def _caller_of(token: str) -> str:
-    return "token:" + hashlib.sha256(b"cronring-caller:" + token.encode()).hexdigest()[:16]
+def _caller_of(token: str, tokens: dict[str, str]) -> str:
+    """A digest keyed by every configured token (the same on every node of a cluster): one who reads
+    Redis's key names cannot test guesses of a short token against it offline."""
+    key = hashlib.sha256("\n".join(sorted(tokens)).encode()).digest()
+    return "token:" + hmac.new(key, token.encode(), hashlib.sha256).hexdigest()[:24]
 
 
 def scope_of(tokens: dict[str, str], presented: str) -> str | None:
@@ -166,12 +170,12 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
                                       {"Retry-After": str(wait)})
             THROTTLE.failed(addr)
             raise Unauthorized("invalid API token")
-        request["caller"] = _caller_of(header[7:].strip())
+        request["caller"] = _caller_of(header[7:].strip(), tokens)
     elif COOKIE in request.cookies:
         session = _session_of(tokens, request.cookies[COOKIE])
         scope = session[1] if session else None
         if session:
-            request["caller"] = _caller_of(session[0])
+            request["caller"] = _caller_of(session[0], tokens)
         # A browser sends the cookie with any request, also one another page made: a write through
         # the API with a cookie must also carry the session's CSRF token (pages put it in a meta tag).
         if scope is not None and request.method not in READ_METHODS and path.startswith("/api/"):

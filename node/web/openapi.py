@@ -46,7 +46,7 @@ def _q(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 # one rule JSON Schema's date-time format cannot say; the pattern says it).
 INSTANT = {"type": "string", "format": "date-time", "pattern": "^(19[7-9][0-9]|[2-8][0-9]{3}|9000)-",
            "description": "RFC 3339 with a UTC offset, years 1970 to 9000"}
-IF_MATCH = {"type": "string", "pattern": '^\\s*(\\*|(W/)?"?[0-9]+"?)\\s*$',
+IF_MATCH = {"type": "string", "pattern": '^\\s*(\\*|(W/)?("[0-9]{1,18}"|[0-9]{1,18}))\\s*$',
             "description": "the job's version, as its ETag gives it, or *"}
 
 

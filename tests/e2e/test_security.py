@@ -163,6 +163,8 @@ REFUSED = [
     ("name", {"name": "job\u009b2J"}),  # a terminal's CSI
     ("name", {"name": "invoice\u202egpj.exe"}),  # right-to-left override
     ("name", {"name": "two\u2028lines"}),
+    ("name", {"name": "arabic\u061cmark"}),  # a bidi mark (fresh-eyes review)
+    ("name", {"name": "zero\u200bwidth\ufeff"}),  # invisible
     ("retryBackoffMs", {"retries": 10, "retryBackoffMs": 0}),  # a floor for retries (Low 7)
 ]
 
