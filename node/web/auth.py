@@ -99,8 +99,12 @@ def caller(request: web.Request) -> str:
 def _caller_of(token: str, tokens: dict[str, str]) -> str:
     """A digest keyed by every configured token (the same on every node of a cluster): one who reads
     Redis's key names cannot test guesses of a short token against it offline."""
-    key = hashlib.sha256("\n".join(sorted(tokens)).encode()).digest()
-    return "token:" + hmac.new(key, token.encode(), hashlib.sha256).hexdigest()[:24]
+    return "token:" + hmac.new(_caller_key(tuple(sorted(tokens))), token.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+@functools.lru_cache(maxsize=4)
+def _caller_key(tokens: tuple[str, ...]) -> bytes:
+    return hashlib.sha256("\n".join(tokens).encode()).digest()  # once per configuration, not per request
 
 
 def scope_of(tokens: dict[str, str], presented: str) -> str | None:
