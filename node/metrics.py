@@ -91,6 +91,6 @@ def ticks(fate: str) -> Counter:
 def api_latency(route: str, method: str) -> Histogram:
     return API_LATENCY.labels(route, method)
 LOOP_LAG = Histogram(
-    "cronring_event_loop_lag_seconds", "How late the node's event loop woke a 50 ms timer: a stalled loop holds "
-    "heartbeats, timers and every request", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=REGISTRY,
+    "cronring_event_loop_lag_seconds", "How late the node's event loop woke its own timers (the heartbeat's "
+    "every second, the scheduler's): a stalled loop holds heartbeats, timers and every request", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=REGISTRY,
 )
