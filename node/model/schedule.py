@@ -12,16 +12,31 @@ DST rules (DESIGN.md, "Schedules and time"):
   time: wall-clock times inside a gap do not exist and are not fired, and a
   repeated hour fires again in real time.
 
+A job may choose other rules for fixed-time schedules (``DstPolicy``): ``gap: skip`` fires nothing for a
+wall time the gap swallows, ``overlap: second`` fires at the second occurrence, ``overlap: both`` at both.
+
 croniter does the calendar field matching on naive local datetimes; this module
 maps those wall-clock times to real instants with the rules above.
+
+Beyond croniter's syntax (``L``, ``L5`` the last Friday, ``5#2`` the second Friday, ``15W``):
+
+* Jenkins' ``H`` in any field: ``H``, ``H(0-29)``, ``H/15``, ``H(0-29)/10`` — a value derived from a seed
+  (the job's id), fixed for the job, so a thousand ``H * * * *`` jobs spread over the hour. It is resolved
+  into plain numbers at parse time (``Schedule.resolved``); the preview shows the result.
+* Quartz's ``5L`` (the last Friday), read as croniter's ``L5``; ``LW`` (the last weekday of the month), a filter
+  over days 26–31 (the last weekday is never earlier), with ``*`` as the day of the week.
+* ``@at 2026-12-24T18:00:00`` (a local date-time in the zone, or with an explicit offset): one instant.
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from functools import lru_cache
 from itertools import takewhile
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -39,7 +54,7 @@ ALIASES = {
     "@hourly": "0 * * * *",
 }
 
-_FIELD_OK = re.compile(r"^[0-9A-Za-z*/,\-?#LW]+$")
+_FIELD_OK = re.compile(r"^[0-9A-Za-z*/,\-?#LW()]+$")
 _RANGE = re.compile(r"^([0-9A-Za-z]+)-([0-9A-Za-z]+)(/[0-9]+)?$")
 
 
@@ -52,7 +67,78 @@ def _equal_ranges(field: str) -> str:
         if m and (m[1].lower() == m[2].lower() or (m[1].isdigit() and m[2].isdigit() and int(m[1]) == int(m[2]))):
             items[k] = m[1]
     return ",".join(items)
+
+
 MAX_EXPRESSION_LEN = 200
+
+# ---- Jenkins' H ---------------------------------------------------------------------------------------
+
+# The range H picks from in each field, in croniter's order (minute, hour, day, month, weekday, second).
+# Days stop at 28, as Jenkins does: an H day exists in every month.
+_H_RANGES = ((0, 59), (0, 23), (1, 28), (1, 12), (0, 6), (0, 59))
+_H_TOKEN = re.compile(r"^H(?:\((\d+)-(\d+)\))?(?:/(\d+))?$")
+
+
+def _hash(seed: str, field: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}\x00{field}".encode()).digest()[:8], "big")
+
+
+def _resolve_h(token: str, field: int, seed: str) -> str:
+    """One ``H`` item as the plain numbers it stands for (``ScheduleError`` when malformed)."""
+    m = _H_TOKEN.match(token)
+    if m is None:
+        raise ScheduleError(f"invalid H item {token!r}: use H, H(a-b), H/n or H(a-b)/n")
+    lo, hi = _H_RANGES[field]
+    if m[1] is not None:
+        a, b = int(m[1]), int(m[2])
+        if not lo <= a <= b <= hi:
+            raise ScheduleError(f"H({a}-{b}) is outside {lo}-{hi}")
+        lo, hi = a, b
+    h = _hash(seed, field)
+    if m[3] is None:
+        return str(lo + h % (hi - lo + 1))
+    step = int(m[3])
+    if not 0 < step <= hi - lo + 1:
+        raise ScheduleError(f"H/{step}: the step must be between 1 and {hi - lo + 1}")
+    return f"{lo + h % step}-{hi}/{step}"
+
+
+def has_h(expression: str) -> bool:
+    """Does the expression use ``H`` (and so depend on the job's id)?"""
+    return any(_H_TOKEN.match(item) for f in expression.split() for item in f.split(","))
+
+
+def _expand_h(cron_fields: list[str], seed: str) -> list[str]:
+    return [",".join(_resolve_h(item, i, seed) if item.startswith("H") else item for item in f.split(","))
+            for i, f in enumerate(cron_fields)]
+
+
+# ---- DST policy ---------------------------------------------------------------------------------------
+
+
+class GapPolicy(StrEnum):
+    SHIFT = "shift"  # a wall time the gap swallows fires once, at the first instant after the gap
+    SKIP = "skip"  # ... does not fire
+
+
+class OverlapPolicy(StrEnum):
+    FIRST = "first"  # a wall time that occurs twice fires at its first occurrence
+    SECOND = "second"  # ... at its second
+    BOTH = "both"  # ... at both
+
+
+@dataclass(frozen=True, slots=True)
+class DstPolicy:
+    """What a fixed-time schedule does where the wall clock jumps (interval schedules follow real time)."""
+
+    gap: GapPolicy = GapPolicy.SHIFT
+    overlap: OverlapPolicy = OverlapPolicy.FIRST
+
+    def to_api(self) -> dict[str, str]:
+        return {"gap": str(self.gap), "overlap": str(self.overlap)}
+
+
+DEFAULT_DST = DstPolicy()
 
 
 class ScheduleError(ValueError):
@@ -76,6 +162,10 @@ class Schedule:
     interval: bool  # hour field is * or */n: follow real elapsed time
 
     every_seconds: int = 0  # "*/n * * * * *" (n divides 60) or "* * * * * *": plain arithmetic, zone-free
+    dst: DstPolicy = DEFAULT_DST  # fixed-time schedules only
+    last_weekday: bool = False  # LW: of the days croniter matches (26-31), only the month's last weekday
+    at: datetime | None = None  # @at: this one instant (UTC), nothing else
+    resolved: str = ""  # the expression with H resolved, in the user's field order ("" when no H)
 
     def next_after(self, instant: datetime, budget: Budget | None = None) -> datetime:
         """The first fire instant strictly after ``instant`` (aware, UTC). Raises ``ScheduleExhausted`` when
@@ -114,13 +204,42 @@ class Schedule:
                     budget.spend()
                 yield t
                 t += step
+        if self.at is not None:
+            if budget is not None:
+                budget.spend()
+            if self.at > instant:
+                yield self.at
+            return
         try:
-            if self.interval:
+            if self.last_weekday:
+                yield from self._iter_last_weekday(instant, budget)
+            elif self.interval:
                 yield from self._iter_interval(instant, budget)
             else:
                 yield from self._iter_fixed(instant, budget)
-        except CroniterBadDateError:  # no match within croniter's 50-year search: the schedule ends here
+        except (CroniterBadDateError, OverflowError):  # no match within croniter's 50-year search, or past
+            return  # year 9999: the schedule ends here
+        except ValueError as e:  # croniter's "year 10000 is out of range" (and kin): the same end
+            if "out of range" not in str(e) and "is not in list" not in str(e):
+                raise
             return
+
+    def _iter_days(self, instant: datetime, budget: Budget | None) -> Iterator[datetime]:
+        return self._iter_interval(instant, budget) if self.interval else self._iter_fixed(instant, budget)
+
+    def _iter_last_weekday(self, instant: datetime, budget: Budget | None) -> Iterator[datetime]:
+        """LW: croniter matches days 26-31; a day that is not the month's last weekday is stepped over at once
+        (the iteration starts again at the next local midnight), so a rejected day costs one step."""
+        lo = instant
+        while True:
+            for t in self._iter_days(lo, budget):
+                d = t.astimezone(self.zone).date()
+                if _is_last_weekday(d):
+                    yield t
+                    continue
+                nxt = datetime.combine(d + timedelta(days=1), datetime.min.time(), self.zone).astimezone(UTC)
+                lo = max(nxt - _TINY, t)
+                break
 
     # Interval schedules: every real instant whose local wall clock matches. Time is cut into segments
     # of constant UTC offset (at most SEGMENT long); inside one, wall time and real time move together,
@@ -156,29 +275,58 @@ class Schedule:
             # past the segment's start (offsets differ by less than SEGMENT)
             lo = jump if hi == lo + SEGMENT and jump > hi else hi - tiny
 
-    # Fixed schedules: wall clock, gap -> end of gap, fold -> first occurrence.
+    # Fixed schedules: the wall clock; a gap's wall times fire at its end (``gap: shift``) or not at all
+    # (``skip``); a wall time that occurs twice fires at its first occurrence, its second, or both. Instants
+    # are yielded in real-time order: a fold's second occurrences wait in a small heap until no earlier one
+    # can follow (a later wall time's first occurrence).
     def _iter_fixed(self, instant: datetime, budget: Budget | None) -> Iterator[datetime]:
-        # No rewind needed: a wall time before ``instant``'s own is either in the past or a second
-        # occurrence, which fixed schedules never fire. A start inside a fold's second pass starts from
-        # the fold's end (every wall time before it is a first occurrence already past), and the wall
-        # times a gap swallows, all fired at the gap's end, are stepped over at once.
         local = instant.astimezone(self.zone)
-        it = croniter(self.croniter_expr, _fold_end(local) if local.fold else local.replace(tzinfo=None))
+        wall = local.replace(tzinfo=None)
+        overlap = self.dst.overlap
+        if overlap is OverlapPolicy.FIRST:
+            # A wall time before ``instant``'s own is either past or a second occurrence, never fired: a
+            # start inside a fold's second pass starts from the fold's end.
+            start = _fold_end(local) if local.fold else wall
+        else:
+            # In a fold's first pass, earlier wall times have their second occurrence still to come.
+            delta = _fold_size(wall, self.zone)
+            start = wall - delta if delta and not local.fold else wall
+        it = croniter(self.croniter_expr, start)
+        pending: list[datetime] = []
         last: datetime | None = None
         while True:
             if budget is not None:
                 budget.spend()
-            wall: datetime = it.get_next(datetime)
-            aware = wall.replace(tzinfo=self.zone, fold=0)
-            if _exists(aware):
-                utc = aware.astimezone(UTC)
+            w: datetime = it.get_next(datetime)
+            first = w.replace(tzinfo=self.zone, fold=0)
+            now_due: list[datetime] = []
+            if not _exists(first):
+                end = _gap_end(first)
+                if self.dst.gap is GapPolicy.SHIFT:
+                    now_due.append(end)
+                # the wall times the gap swallows are stepped over at once
+                it = croniter(self.croniter_expr, end.astimezone(self.zone).replace(tzinfo=None) - _TINY)
             else:
-                utc = _gap_end(aware)
-                it = croniter(self.croniter_expr, utc.astimezone(self.zone).replace(tzinfo=None))
-            if utc <= instant or (last is not None and utc <= last):
+                u0 = first.astimezone(UTC)
+                u1 = w.replace(tzinfo=self.zone, fold=1).astimezone(UTC)
+                if u1 <= u0 or overlap is OverlapPolicy.FIRST:
+                    now_due.append(u0)
+                elif overlap is OverlapPolicy.SECOND:
+                    now_due.append(u1)
+                else:
+                    now_due += [u0, u1]
+            if not now_due:
                 continue
-            last = utc
-            yield utc
+            floor = min(now_due)
+            for t in now_due:
+                heapq.heappush(pending, t)
+            if len(pending) > 64:  # never: a fold holds at most an hour or two of wall times
+                raise ScheduleError(f"schedule {self.expression!r}: DST overlap bookkeeping overflowed")
+            while pending and pending[0] <= floor:
+                t = heapq.heappop(pending)
+                if t > instant and (last is None or t > last):
+                    last = t
+                    yield t
 
 
 class Budget:
@@ -245,6 +393,47 @@ def _fold_end(local: datetime) -> datetime:
     return (transition + before).replace(tzinfo=None) - _TINY
 
 
+def zone_transitions(zone: ZoneInfo, start: datetime, end: datetime, *, most: int = 50
+                     ) -> list[tuple[datetime, timedelta, timedelta]]:
+    """The UTC-offset changes of ``zone`` in ``(start, end]``: (instant, offset before, offset after), at most
+    ``most`` (a week's step, then a binary search: transitions are months apart)."""
+    out: list[tuple[datetime, timedelta, timedelta]] = []
+    lo = start
+    off = lo.astimezone(zone).utcoffset() or timedelta(0)
+    while lo < end and len(out) < most:
+        hi = min(lo + timedelta(days=7), end)
+        if (hi.astimezone(zone).utcoffset() or timedelta(0)) == off:
+            lo = hi
+            continue
+        lo_s, hi_s = int(lo.timestamp()) + 1, int(hi.timestamp())
+        while lo_s < hi_s:  # the first second whose offset is not ``off``
+            mid = (lo_s + hi_s) // 2
+            if datetime.fromtimestamp(mid, UTC).astimezone(zone).utcoffset() != off:
+                hi_s = mid
+            else:
+                lo_s = mid + 1
+        t = datetime.fromtimestamp(lo_s, UTC)
+        after = t.astimezone(zone).utcoffset() or timedelta(0)
+        out.append((t, off, after))
+        lo, off = t, after
+    return out
+
+
+def _fold_size(wall: datetime, zone: ZoneInfo) -> timedelta:
+    """How much earlier a wall time's second occurrence lies from its first (0 when it occurs once)."""
+    a = wall.replace(tzinfo=zone, fold=0).utcoffset() or timedelta(0)
+    b = wall.replace(tzinfo=zone, fold=1).utcoffset() or timedelta(0)
+    return a - b if a > b else timedelta(0)
+
+
+def _is_last_weekday(d: date) -> bool:
+    """Is ``d`` the last Monday-to-Friday day of its month?"""
+    if d.weekday() >= 5:
+        return False
+    nxt = d + timedelta(days=1 if d.weekday() < 4 else 3)
+    return nxt.month != d.month
+
+
 def _exists(aware: datetime) -> bool:
     """False for a wall-clock time inside a DST gap."""
     back = aware.astimezone(UTC).astimezone(aware.tzinfo)
@@ -283,21 +472,34 @@ def load_zone(name: str) -> ZoneInfo:
         raise ScheduleError(f"unknown time zone {name!r}: use an IANA name such as 'Europe/Lisbon'") from None
 
 
-@lru_cache(maxsize=4096)
-def parse(expression: str, zone_name: str = "UTC") -> Schedule:
-    """Parse a cron expression: 5 fields, 6 with seconds first, or an @alias."""
+_AT = re.compile(r"^@at\s+(\S+)$", re.I)
+_QUARTZ_LAST_WEEKDAY = re.compile(r"^([0-7])L$", re.I)  # Quartz's 5L: croniter's L5
+
+
+def parse(expression: str, zone_name: str = "UTC", *, seed: str = "", dst: DstPolicy = DEFAULT_DST) -> Schedule:
+    """Parse a cron expression: 5 fields, 6 with seconds first, an @alias, or ``@at <local date-time>``.
+    ``seed`` (the job's id) resolves ``H``; ``dst`` applies to fixed-time schedules."""
     if not isinstance(expression, str):
         raise ScheduleError("schedule must be a string")
+    # the cache is shared by every job: a seed matters only to an expression with H
+    return _parse(expression, zone_name, seed if has_h(expression) else "", dst)
+
+
+@lru_cache(maxsize=4096)
+def _parse(expression: str, zone_name: str, seed: str, dst: DstPolicy) -> Schedule:
     zone = load_zone(zone_name)
     text = " ".join(expression.split())
     if not text:
         raise ScheduleError("schedule is empty")
     if len(text) > MAX_EXPRESSION_LEN:
         raise ScheduleError(f"schedule is longer than {MAX_EXPRESSION_LEN} characters")
+    if (m := _AT.match(text)) is not None:
+        return Schedule(expression=expression, zone=zone, croniter_expr="", has_seconds=True, interval=False,
+                        at=parse_at(m[1], zone))
     if text.startswith("@"):
         alias = ALIASES.get(text.lower())
         if alias is None:
-            raise ScheduleError(f"unknown alias {text!r}; use one of {', '.join(sorted(ALIASES))}")
+            raise ScheduleError(f"unknown alias {text!r}; use one of {', '.join(sorted(ALIASES))} or @at <date-time>")
         text = alias
     fields = text.split(" ")
     if len(fields) not in (5, 6):
@@ -310,6 +512,18 @@ def parse(expression: str, zone_name: str = "UTC") -> Schedule:
     fields = [_equal_ranges(f) for f in fields]
     has_seconds = len(fields) == 6
     cron_fields = fields[1:] + fields[:1] if has_seconds else fields
+    resolved = ""
+    if has_h(text):
+        cron_fields = _expand_h(cron_fields, seed)
+        resolved = " ".join(cron_fields[-1:] + cron_fields[:-1] if has_seconds else cron_fields)
+    cron_fields[4] = ",".join(_QUARTZ_LAST_WEEKDAY.sub(r"L\1", item) for item in cron_fields[4].split(","))
+    last_weekday = cron_fields[2].upper() == "LW"
+    if last_weekday:
+        if cron_fields[4] not in ("*", "?"):
+            raise ScheduleError("LW (the last weekday of the month) takes * as the day of the week")
+        cron_fields[2] = "26-31"  # the last weekday of a month is never earlier; a filter keeps it alone
+    elif "W" in cron_fields[2].upper() and "L" in cron_fields[2].upper():
+        raise ScheduleError(f"invalid day of the month {cron_fields[2]!r}: use L, LW, a day, or nW")
     cexpr = " ".join(cron_fields)
     try:
         ok = croniter.is_valid(cexpr)
@@ -320,20 +534,39 @@ def parse(expression: str, zone_name: str = "UTC") -> Schedule:
     hour = cron_fields[1]
     interval = hour == "*" or hour.startswith("*/")
     every = 0
-    if has_seconds and fields[1:] == ["*"] * 5:
-        sec = fields[0]
+    if has_seconds and cron_fields[:5] == ["*"] * 5 and not last_weekday:
+        sec = cron_fields[5]
         if sec == "*":
             every = 1
         elif sec.startswith("*/") and sec[2:].isdigit() and 0 < int(sec[2:]) < 60 and 60 % int(sec[2:]) == 0:
             every = int(sec[2:])
     sched = Schedule(expression=expression, zone=zone, croniter_expr=cexpr, has_seconds=has_seconds,
-                     interval=interval, every_seconds=every)
+                     interval=interval, every_seconds=every, dst=dst, last_weekday=last_weekday, resolved=resolved)
     try:
         # An expression can be syntactically valid and still never fire (Feb 30).
         croniter(cexpr, datetime(2026, 1, 1), max_years_between_matches=10).get_next(datetime)
     except Exception:
         raise ScheduleError(f"cron expression {expression!r} never fires") from None
     return sched
+
+
+def parse_at(text: str, zone: ZoneInfo) -> datetime:
+    """``@at``'s date-time: local in ``zone`` (a wall time a DST gap swallows is the gap's end; one that
+    occurs twice, its first occurrence), or with an explicit offset or Z. Seconds at most: no fractions."""
+    try:
+        t = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        raise ScheduleError(f"@at {text!r}: expected a date-time such as 2026-12-24T18:00:00") from None
+    if "T" not in text.upper() and " " not in text:
+        raise ScheduleError(f"@at {text!r}: give a time too (2026-12-24T18:00:00)")
+    if t.microsecond:
+        raise ScheduleError(f"@at {text!r}: whole seconds only")
+    if not 1970 <= t.year <= 9000:
+        raise ScheduleError(f"@at {text!r}: the year must be between 1970 and 9000")
+    if t.tzinfo is not None:
+        return t.astimezone(UTC)
+    aware = t.replace(tzinfo=zone, fold=0)
+    return aware.astimezone(UTC) if _exists(aware) else _gap_end(aware)
 
 
 _ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
