@@ -8,7 +8,10 @@ The rules it keeps, as the SQL does:
   claimer's (and the job is neither deleted nor, but for a run-now, paused): one execution per instant;
 * a takeover bumps the fence; the open rows under an older fence are a lost claimer's (abandoned, or
   re-sent for at_least_once within the grace) unless they are in flight on a live process;
-* a forbid run whose job has a run in flight elsewhere is inserted as an overlap row (skipped);
+* a forbid run whose job has a run in flight elsewhere is inserted as an overlap row (skipped); a buffer run,
+  as a buffered tick; a takeover makes every buffered tick of the job the new owner's (never sent: safe to
+  send), and a buffered tick goes out only by a dequeue under its current fence;
+* a counted run (maxRuns) adds to the job's runs in the claim's own transaction;
 * an outcome overwrites its row, except a redelivered row, which only its current owner (fence) writes.
 
 Instants are kept at millisecond precision, as DATETIME(3) keeps them. ``now`` is the clock MariaDB's
@@ -17,6 +20,7 @@ NOW(3) would read.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -24,6 +28,7 @@ from typing import Any
 
 from node.model.errors import NotFound, RunInFlight
 from node.model.executions import (
+    IN_FLIGHT_STATES,
     OPEN_STATES,
     OVERLAP_REASON,
     UNSCHEDULED_KINDS,
@@ -92,11 +97,12 @@ class MemoryStore:
     def _history(self, job: Job, at: datetime) -> None:
         self.history.setdefault(job.id, []).append({
             "job_id": job.id, "version": job.version, "valid_from": at, "schedule": job.schedule,
-            "time_zone": job.time_zone, "paused": job.paused, "deleted": False})
+            "time_zone": job.time_zone, "paused": job.paused, "deleted": False, "spec": json.dumps(job.spec()),
+            "completed": job.completed_at is not None})
 
     def summaries(self) -> list[JobSummary]:
-        return [JobSummary(id=j.id, version=j.version, paused=j.paused, deleted=j.id in self.deleted)
-                for j in self.jobs.values()]
+        return [JobSummary(id=j.id, version=j.version, paused=j.paused, deleted=j.id in self.deleted,
+                           completed=j.completed_at is not None) for j in self.jobs.values()]
 
     # ---- Definitions, DefinitionHistory ----------------------------------------------------
 
@@ -117,8 +123,15 @@ class MemoryStore:
                 continue
             job = self.jobs[j] = replace(self.jobs[j], fence=self.jobs[j].fence + 1, owner=node)
             redeliver: list[Redelivery] = []
+            buffered: list[Redelivery] = []
             for e in sorted(self._open(j), key=lambda e: e.scheduled_at):
-                if e.fence >= job.fence or self._in_flight(e, live, now, recent=False):
+                if e.fence >= job.fence:
+                    continue
+                if e.state == ExecutionState.BUFFERED:  # never sent: this owner's queue now
+                    self.rows[e.id] = replace(e, fence=job.fence, node=node, claimer=live.claimer or None)
+                    buffered.append(Redelivery(id=e.id, scheduled_at=e.scheduled_at, kind=e.kind, attempts=e.attempts))
+                    continue
+                if self._in_flight(e, live, now, recent=False):
                     continue
                 if self._again(job, e, now):
                     self.rows[e.id] = replace(e, fence=job.fence, node=node, claimer=live.claimer or None,
@@ -128,7 +141,8 @@ class MemoryStore:
                 else:
                     self.rows[e.id] = replace(e, state=ExecutionState.ABANDONED, finished_at=now,
                                               error=f"owner {e.node} lost before recording an outcome; not re-sent")
-            out.append(Takeover(job=job, fence=job.fence, last_tick=self._last_tick(j), redeliver=tuple(redeliver)))
+            out.append(Takeover(job=job, fence=job.fence, last_tick=self._last_tick(j), redeliver=tuple(redeliver),
+                                buffered=tuple(buffered)))
         return out
 
     # ---- Claims ------------------------------------------------------------------------
@@ -149,22 +163,50 @@ class MemoryStore:
                 if not job.paused:
                     got.taken.add(c.id)  # the tick simply has its row already
                 continue
-            busy = (live is not None and c.forbid and c.state == ExecutionState.CLAIMED and
-                    any(self._in_flight(e, live, now, recent=True) for e in self._open(c.job_id)))
+            busy = (live is not None and (c.forbid or c.buffer) and c.state == ExecutionState.CLAIMED and
+                    any(self._in_flight(e, live, now, recent=True) for e in self._in_flight_rows(c.job_id)))
+            skip = busy and c.forbid
             e = Execution(id=c.id, job_id=c.job_id, scheduled_at=key[1], fence=c.fence, node=node,
                           claimer=live.claimer if live is not None and live.claimer else None,
-                          kind=ExecutionKind.OVERLAP if busy else c.kind,
-                          state=ExecutionState.SKIPPED if busy else c.state,
-                          missed_count=1 if busy else c.missed_count,
-                          missed_from=key[1] if busy else (ms(c.missed_from) if c.missed_from else None),
-                          error=OVERLAP_REASON if busy else c.error, claimed_at=now,
-                          finished_at=None if c.state == ExecutionState.CLAIMED and not busy else now)
+                          kind=ExecutionKind.OVERLAP if skip else c.kind,
+                          state=ExecutionState.SKIPPED if skip else ExecutionState.BUFFERED if busy else c.state,
+                          missed_count=1 if skip else c.missed_count,
+                          missed_from=key[1] if skip else (ms(c.missed_from) if c.missed_from else None),
+                          error=OVERLAP_REASON if skip else c.error, claimed_at=now,
+                          finished_at=None if c.state in (ExecutionState.CLAIMED, ExecutionState.BUFFERED) and not skip
+                          else now)
             self.rows[c.id] = e
             self.by_tick[key] = c.id
             got.won.add(c.id)
-            if busy:
+            if skip:
                 got.overlapped.add(c.id)
+            elif busy:
+                got.buffered.add(c.id)
+            elif c.counted:
+                self.jobs[c.job_id] = replace(job, runs=job.runs + 1)
+                job = self.jobs[c.job_id]
         return got
+
+    async def dequeue(self, execution_id: str, fence: int) -> bool:
+        e = self.rows.get(execution_id)
+        if e is None or e.state != ExecutionState.BUFFERED or e.fence != fence:
+            return False
+        self.rows[execution_id] = replace(e, state=ExecutionState.CLAIMED, claimed_at=ms(self.now()))
+        return True
+
+    async def in_flight(self, job_id: str, live: Liveness) -> list[tuple[str, str, str | None]]:
+        elsewhere = Liveness(claimer=live.claimer, others=live.others)
+        now = ms(self.now())
+        return [(e.id, e.node, e.claimer) for e in self._in_flight_rows(job_id)
+                if self._in_flight(e, elsewhere, now, recent=True)]
+
+    async def complete(self, job_id: str, fence: int, at: datetime) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.fence != fence or job.completed_at is not None or job_id in self.deleted:
+            return
+        at = max(ms(at), job.updated_at or at)
+        job = self.jobs[job_id] = replace(job, completed_at=at, version=job.version + 1, updated_at=at)
+        self._history(job, at)
 
     async def claim_run_now(self, job_id: str, node: str, execution_id: str, at: datetime, *,
                             forbid_overlap: bool = False, claimer: str | None = None) -> int:
@@ -198,7 +240,7 @@ class MemoryStore:
             job = self.jobs.get(j)
             if job is None:
                 continue
-            for e in sorted(self._open(j), key=lambda e: e.scheduled_at):
+            for e in sorted(self._in_flight_rows(j), key=lambda e: e.scheduled_at):
                 if e.claimer not in gone:
                     continue
                 if self._again(job, e, now):
@@ -243,6 +285,9 @@ class MemoryStore:
 
     def _open(self, job_id: str) -> list[Execution]:
         return [e for e in self.rows.values() if e.job_id == job_id and e.state in OPEN_STATES]
+
+    def _in_flight_rows(self, job_id: str) -> list[Execution]:
+        return [e for e in self.rows.values() if e.job_id == job_id and e.state in IN_FLIGHT_STATES]
 
     def _last_tick(self, job_id: str) -> datetime | None:
         ticks = [e.scheduled_at for e in self.rows.values() if e.job_id == job_id and e.kind not in UNSCHEDULED_KINDS]

@@ -5,10 +5,13 @@ An **execution** is one row of ``executions``: a claimed run of a job (a tick of
 a run-now), or a row that accounts for instants not run (a missed range, an overlap). Its ``kind`` says
 which, its ``state`` where it is::
 
+    buffered ──the run in flight ends──▶ claimed      (concurrencyPolicy buffer_one / buffer_all)
+       └──past the misfire grace, or replaced by a later tick──▶ missed
     claimed ──sent──▶ running ──▶ succeeded | failed | timed_out
+       │                 ├──────▶ cancelled (concurrencyPolicy replace: a later tick aborted it)
        │                 └──────▶ abandoned (its claimer was lost before an outcome)
        └──never sent───────────▶ abandoned
-    (missed and skipped rows are written terminal: they record instants that were not run)
+    (missed, skipped and excluded rows are written terminal: they record instants that were not run)
 
 The SQL is built from these enums (``store/codec.py``): no state or kind is spelled in a query.
 """
@@ -16,7 +19,7 @@ The SQL is built from these enums (``store/codec.py``): no state or kind is spel
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -37,19 +40,23 @@ class _Open(StrEnum):
 
 
 class ExecutionState(_Open):
+    BUFFERED = "buffered"  # claimed, waiting for the job's run in flight to end (never sent yet)
     CLAIMED = "claimed"  # inserted under the claimer's fence; not sent yet, or sent moments ago
     RUNNING = "running"  # sent and still going (written when a run lasts, or before a hand-over)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
-    SKIPPED = "skipped"  # not run by choice: misfirePolicy skip, concurrencyPolicy forbid
+    CANCELLED = "cancelled"  # sent, then aborted: a later tick replaced it (concurrencyPolicy replace)
+    SKIPPED = "skipped"  # not run by choice: misfirePolicy skip, concurrencyPolicy forbid, a skip request
     MISSED = "missed"  # due and not run: past the misfire grace, coalesced, over a catch-up cap
+    EXCLUDED = "excluded"  # not due: an exclusion calendar names the instant
     ABANDONED = "abandoned"  # claimed, outcome unknown: its claimer was lost (never re-sent, at_most_once)
 
 
-OPEN_STATES = frozenset({ExecutionState.CLAIMED, ExecutionState.RUNNING})
+OPEN_STATES = frozenset({ExecutionState.BUFFERED, ExecutionState.CLAIMED, ExecutionState.RUNNING})
+IN_FLIGHT_STATES = frozenset({ExecutionState.CLAIMED, ExecutionState.RUNNING})  # a run a buffered tick waits for
 TERMINAL_STATES = frozenset(ExecutionState) - OPEN_STATES
-NOT_RUN_STATES = frozenset({ExecutionState.SKIPPED, ExecutionState.MISSED})  # rows of instants not run
+NOT_RUN_STATES = frozenset({ExecutionState.SKIPPED, ExecutionState.MISSED, ExecutionState.EXCLUDED})
 FAILED_STATES = frozenset({ExecutionState.FAILED, ExecutionState.TIMED_OUT})
 
 
@@ -57,13 +64,16 @@ class ExecutionKind(_Open):
     TICK = "tick"  # one instant of the schedule, on time
     CATCHUP = "catchup"  # one instant, late but within the misfire grace, run by the misfire policy
     MANUAL = "manual"  # run now: not an instant of the schedule
-    BACKFILL = "backfill"  # an instant sent again on request (reserved: the backfill issue)
+    BACKFILL = "backfill"  # an instant sent again on request (POST .../backfill): not the tick's own row
     MISFIRE = "misfire"  # a range of instants not run (missed or skipped by the misfire policy)
     OVERLAP = "overlap"  # a range of instants skipped: a run of the job was still in flight (forbid)
+    SKIP = "skip"  # a range of instants skipped by request (POST .../skip)
+    EXCLUSION = "exclusion"  # a range of instants an exclusion calendar names
 
 
 ONE_INSTANT_KINDS = frozenset({ExecutionKind.TICK, ExecutionKind.CATCHUP})  # a run of the instant at scheduled_at
-RANGE_KINDS = frozenset({ExecutionKind.MISFIRE, ExecutionKind.OVERLAP})  # every instant in [missed_from, scheduled_at]
+RANGE_KINDS = frozenset({ExecutionKind.MISFIRE, ExecutionKind.OVERLAP, ExecutionKind.SKIP,
+                         ExecutionKind.EXCLUSION})  # every instant in [missed_from, scheduled_at]
 UNSCHEDULED_KINDS = frozenset({ExecutionKind.MANUAL, ExecutionKind.BACKFILL})  # never an instant: never an anchor
 
 
@@ -73,9 +83,13 @@ class Fate(StrEnum):
     DELIVERED = "delivered"  # sent and succeeded
     FAILED = "failed"  # sent, and failed or timed out after its retries
     MISSED = "missed"  # due, not run: past the misfire grace, coalesced into one catch-up run, over the catch-up cap
-    SKIPPED = "skipped"  # not run by choice: misfirePolicy skip, concurrencyPolicy forbid
+    SKIPPED = "skipped"  # not run by choice: misfirePolicy skip, concurrencyPolicy forbid, a skip request
     ABANDONED = "abandoned"  # claimed, never sent (the claimer lost its lease; at-most-once delivery)
+    CANCELLED = "cancelled"  # sent, then aborted by a later tick (concurrencyPolicy replace)
+    EXCLUDED = "excluded"  # not due: outside startAt/endAt, or an exclusion calendar names it
+    COMPLETED = "completed"  # not due: the job had completed (maxRuns reached)
     PAUSED = "paused"  # the job was paused: not due
+    BUFFERED = "buffered"  # claimed, waiting for the run in flight (buffer_one, buffer_all)
     RUNNING = "running"  # claimed or in flight
     PENDING = "pending"  # no row, and none expected yet (later than now - settle)
     UNACCOUNTED = "unaccounted"  # no row, and one was expected: a bug
@@ -83,6 +97,10 @@ class Fate(StrEnum):
 
 
 OVERLAP_REASON = "previous run still in flight (concurrencyPolicy forbid)"
+BUFFER_FULL_REASON = "previous run still in flight and a tick already waits (concurrencyPolicy buffer_one)"
+BUFFER_LATE_REASON = "waited for the run in flight past the misfire grace; not run"
+SKIP_REASON = "skipped by request"
+REPLACED_REASON = "replaced by a later tick (concurrencyPolicy replace)"
 
 
 def new_execution_id() -> str:
@@ -113,6 +131,8 @@ class Execution:
     finished_at: datetime | None = None
     redelivered: bool = False
     claimer: str | None = None  # the claiming process (see Liveness); None: a release-2 node's claim
+    instant: datetime | None = None  # a backfill's: the scheduled instant it sends (scheduled_at: when claimed)
+    backfill: str | None = None  # the backfill it belongs to
 
     @property
     def open(self) -> bool:
@@ -134,6 +154,10 @@ class Claim:
     error: str | None = None
     attempts: int = 0  # attempts already made of this execution (a redelivery continues the count)
     forbid: bool = False  # a run of a concurrencyPolicy forbid job: recorded skipped if a run is in flight elsewhere
+    buffer: bool = False  # a run of a buffer_one/buffer_all job: inserted buffered if a run is in flight elsewhere
+    counted: bool = False  # a run counted against the job's maxRuns (jobs.runs goes up with the claim)
+    instant: datetime | None = None  # a backfill's: the instant it sends (X-Cron-Scheduled-At)
+    backfill: str | None = None
 
     def execution(self, *, state: ExecutionState, node: str, claimer: str | None = None, attempts: int = 0,
                   status_code: int | None = None, duration_ms: int | None = None, lateness_ms: int | None = None,
@@ -145,7 +169,7 @@ class Claim:
                          duration_ms=duration_ms, lateness_ms=lateness_ms, error=error,
                          response_excerpt=response_excerpt, missed_count=self.missed_count,
                          missed_from=self.missed_from, started_at=started_at, finished_at=finished_at,
-                         claimer=claimer)
+                         claimer=claimer, instant=self.instant, backfill=self.backfill)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,6 +191,7 @@ class Claimed:
     won: set[str]
     taken: set[str]
     overlapped: set[str]
+    buffered: set[str] = field(default_factory=set)  # (buffer runs) inserted buffered: a run is in flight elsewhere
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,3 +214,4 @@ class Takeover:
     fence: int
     last_tick: datetime | None
     redeliver: tuple[Redelivery, ...] = ()
+    buffered: tuple[Redelivery, ...] = ()  # ticks waiting for a run to end (never sent): now this owner's queue

@@ -8,15 +8,18 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import schedule as sched
+from .calendars import Calendar
+from .schedule import DEFAULT_DST, DstPolicy, GapPolicy, OverlapPolicy
 from .times import rfc3339
+from .timetable import MAX_SCHEDULES, Timetable, shortest_interval
 
 
 class MisfirePolicy(StrEnum):
@@ -26,8 +29,15 @@ class MisfirePolicy(StrEnum):
 
 
 class ConcurrencyPolicy(StrEnum):
-    ALLOW = "allow"
-    FORBID = "forbid"
+    ALLOW = "allow"  # every tick runs, whatever is in flight
+    FORBID = "forbid"  # a tick due while a run is in flight is recorded skipped (alias: skip)
+    BUFFER_ONE = "buffer_one"  # ... waits (at most one) and runs when the run in flight ends
+    BUFFER_ALL = "buffer_all"  # ... every such tick waits, in order, while within misfireGraceSeconds
+    REPLACE = "replace"  # the run in flight is aborted (recorded cancelled) and the tick runs
+
+
+CONCURRENCY_ALIASES = {"skip": ConcurrencyPolicy.FORBID}  # Temporal's name for forbid
+BUFFERING = frozenset({ConcurrencyPolicy.BUFFER_ONE, ConcurrencyPolicy.BUFFER_ALL})
 
 
 class Delivery(StrEnum):
@@ -74,16 +84,41 @@ class Job:
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
     follow_redirects: bool = False
     delivery: Delivery = Delivery.AT_MOST_ONCE
+    # scheduling (release 3): more expressions, bounds, a run cap, jitter, DST rules, calendars, a skip
+    more_schedules: tuple[str, ...] = ()  # the expressions after ``schedule`` (API: ``schedules`` is all of them)
+    start_at: datetime | None = None  # instants before are not due
+    end_at: datetime | None = None  # instants at or after are not due
+    max_runs: int | None = None  # scheduled runs after which the job is completed
+    jitter_seconds: int = 0
+    dst_policy: DstPolicy = DEFAULT_DST
+    exclude_calendars: tuple[str, ...] = ()
+    skip_until: datetime | None = None  # instants up to it are skipped by request (POST .../skip)
     version: int = 0
     fence: int = 0
     owner: str | None = None
     active_since: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    runs: int = 0  # scheduled runs so far (counted against max_runs)
+    completed_at: datetime | None = None  # it can never fire again (maxRuns reached, @at fired, endAt passed)
+
+    @property
+    def schedules(self) -> tuple[str, ...]:
+        return (self.schedule, *self.more_schedules)
+
+    @property
+    def completed(self) -> bool:
+        return self.completed_at is not None
+
+    @property
+    def active(self) -> bool:
+        """Due to fire: neither paused nor completed."""
+        return not self.paused and self.completed_at is None
 
     def spec(self) -> dict[str, Any]:
-        """What is stored in the ``spec`` column (everything not a column of its own)."""
-        return {
+        """What is stored in the ``spec`` column (everything not a column of its own). The scheduling
+        fields of release 3 are written only when set: a release-2 node reads the rest as before."""
+        out: dict[str, Any] = {
             "uri": self.uri, "method": self.method, "headers": self.headers, "body": self.body,
             "timeout_ms": self.timeout_ms, "retries": self.retries, "retry_backoff_ms": self.retry_backoff_ms,
             "retry_max_backoff_ms": self.retry_max_backoff_ms, "expect_status": list(self.expect_status),
@@ -91,6 +126,28 @@ class Job:
             "concurrency_policy": str(self.concurrency_policy), "follow_redirects": self.follow_redirects,
             "delivery": str(self.delivery),
         }
+        if self.more_schedules:
+            out["more_schedules"] = list(self.more_schedules)
+        for key, t in (("start_at", self.start_at), ("end_at", self.end_at), ("skip_until", self.skip_until)):
+            if t is not None:
+                out[key] = rfc3339(t)
+        if self.max_runs is not None:
+            out["max_runs"] = self.max_runs
+        if self.jitter_seconds:
+            out["jitter_seconds"] = self.jitter_seconds
+        if self.dst_policy != DEFAULT_DST:
+            out["dst_policy"] = self.dst_policy.to_api()
+        if self.exclude_calendars:
+            out["exclude_calendars"] = list(self.exclude_calendars)
+        return out
+
+    @property
+    def uses_release_3_scheduling(self) -> bool:
+        """Fields a release-2 node would not obey (it fires the job as plain cron)."""
+        return bool(self.more_schedules or self.start_at or self.end_at or self.max_runs is not None
+                    or self.jitter_seconds or self.dst_policy != DEFAULT_DST or self.exclude_calendars
+                    or self.skip_until or sched.has_h(self.schedule) or self.schedule.lower().startswith("@at")
+                    or self.concurrency_policy not in (ConcurrencyPolicy.ALLOW, ConcurrencyPolicy.FORBID))
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
@@ -111,11 +168,27 @@ class Job:
             delivery=Delivery(spec.get("delivery", "at_most_once")), version=int(row["version"]),
             fence=int(row["fence"]), owner=row.get("owner"), active_since=_utc(row.get("active_since")),
             created_at=_utc(row.get("created_at")), updated_at=_utc(row.get("updated_at")),
+            **scheduling_from_spec(spec), runs=int(row.get("runs") or 0), completed_at=_utc(row.get("completed_at")),
         )
 
     @property
     def parsed_schedule(self) -> sched.Schedule:
-        return sched.parse(self.schedule, self.time_zone)
+        """The first expression, parsed with the job's seed and DST policy."""
+        return sched.parse(self.schedule, self.time_zone, seed=self.id, dst=self.dst_policy)
+
+    def parsed_schedules(self) -> tuple[sched.Schedule, ...]:
+        return tuple(sched.parse(e, self.time_zone, seed=self.id, dst=self.dst_policy) for e in self.schedules)
+
+    def timetable(self, calendars: Mapping[str, Calendar] | None = None) -> Timetable:
+        """Every instant the job is scheduled for (``calendars``: by name; a name not found excludes nothing,
+        as a calendar deleted under a job cannot be: the API refuses it)."""
+        cals = tuple(c for n in self.exclude_calendars if calendars and (c := calendars.get(n)) is not None)
+        return Timetable(schedules=self.parsed_schedules(), start_at=self.start_at, end_at=self.end_at,
+                         calendars=cals, jitter=self.jitter_seconds, seed=self.id)
+
+    @property
+    def remaining_runs(self) -> int | None:
+        return None if self.max_runs is None else max(0, self.max_runs - self.runs)
 
     def succeeded(self, status: int) -> bool:
         return status in self.expect_status if self.expect_status else 200 <= status < 300
@@ -129,8 +202,12 @@ class Job:
             "retryMaxBackoffMs": self.retry_max_backoff_ms, "expectStatus": list(self.expect_status),
             "misfirePolicy": str(self.misfire_policy), "misfireGraceSeconds": self.misfire_grace_seconds,
             "concurrencyPolicy": str(self.concurrency_policy), "followRedirects": self.follow_redirects,
-            "delivery": str(self.delivery), "version": self.version, "owner": self.owner, "createdAt": rfc3339(self.created_at),
-            "updatedAt": rfc3339(self.updated_at),
+            "delivery": str(self.delivery), "schedules": list(self.schedules), "startAt": rfc3339(self.start_at),
+            "endAt": rfc3339(self.end_at), "maxRuns": self.max_runs, "remainingRuns": self.remaining_runs,
+            "jitterSeconds": self.jitter_seconds, "dstPolicy": self.dst_policy.to_api(),
+            "excludeCalendars": list(self.exclude_calendars), "skipUntil": rfc3339(self.skip_until),
+            "completedAt": rfc3339(self.completed_at), "version": self.version, "owner": self.owner,
+            "createdAt": rfc3339(self.created_at), "updatedAt": rfc3339(self.updated_at),
         }
 
 
@@ -142,15 +219,36 @@ class JobSummary:
     version: int
     paused: bool
     deleted: bool
+    completed: bool = False
+
+    @property
+    def active(self) -> bool:
+        return not (self.paused or self.deleted or self.completed)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> JobSummary:
         return cls(id=row["id"], version=int(row["version"]), paused=bool(row["paused"]),
-                   deleted=row["deleted_at"] is not None)
+                   deleted=row["deleted_at"] is not None, completed=row.get("completed_at") is not None)
 
 
 def _utc(dt: datetime | None) -> datetime | None:
     return None if dt is None else dt.replace(tzinfo=UTC)
+
+
+def _instant(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def scheduling_from_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The release-3 scheduling fields of a stored spec (absent: their defaults)."""
+    dst = spec.get("dst_policy")
+    return {
+        "more_schedules": tuple(spec.get("more_schedules") or ()), "start_at": _instant(spec.get("start_at")),
+        "end_at": _instant(spec.get("end_at")), "max_runs": spec.get("max_runs"),
+        "jitter_seconds": int(spec.get("jitter_seconds") or 0),
+        "dst_policy": DstPolicy(GapPolicy(dst["gap"]), OverlapPolicy(dst["overlap"])) if dst else DEFAULT_DST,
+        "exclude_calendars": tuple(spec.get("exclude_calendars") or ()), "skip_until": _instant(spec.get("skip_until")),
+    }
 
 
 MASK = "***"
@@ -227,7 +325,7 @@ def _unmask(job: Job, base: Job | None) -> Job:
 # ---- validation -------------------------------------------------------------------
 
 READ_ONLY = {"id", "version", "createdAt", "updatedAt", "nextRunAt", "owner", "running", "lastExecutedAt",
-             "isLocked", "lastExecution", "state"}
+             "isLocked", "lastExecution", "state", "remainingRuns", "skipUntil", "completedAt", "nextRuns", "warnings"}
 
 
 def _int_field(v: Any, lo: int, hi: int) -> int:
@@ -368,14 +466,68 @@ def _check_bool(v: Any) -> bool:
     return v
 
 
-def _check_enum(enum: type[StrEnum]) -> Any:
+def _check_enum(enum: type[StrEnum], aliases: Mapping[str, StrEnum] | None = None) -> Any:
     def check(v: Any) -> StrEnum:
+        if aliases and isinstance(v, str) and v in aliases:
+            return aliases[v]
         try:
             return enum(v)
         except (ValueError, TypeError):
-            raise ValueError(f"must be one of {', '.join(e.value for e in enum)}") from None
+            names = [e.value for e in enum] + list(aliases or ())
+            raise ValueError(f"must be one of {', '.join(names)}") from None
 
     return check
+
+
+MAX_EXCLUDE_CALENDARS = 10
+MAX_RUNS = 1_000_000_000
+MAX_JITTER = 3600
+
+
+def check_instant(v: Any) -> datetime:
+    """An RFC 3339 instant with its offset, 1970 to 9000 (the API's rule for instants)."""
+    if not isinstance(v, str) or not _RFC3339.fullmatch(v):
+        raise ValueError("must be an RFC 3339 instant with its UTC offset (2026-12-24T18:00:00Z)")
+    try:
+        t = datetime.fromisoformat(v.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be an RFC 3339 instant with its UTC offset (2026-12-24T18:00:00Z)") from None
+    if not 1970 <= t.year <= 9000:
+        raise ValueError("must be between 1970 and 9000")
+    return t.astimezone(UTC)
+
+
+_RFC3339 = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+RFC3339_PATTERN = _RFC3339.pattern
+
+
+def _check_schedules(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not 1 <= len(v) <= MAX_SCHEDULES:
+        raise ValueError(f"must be a list of 1 to {MAX_SCHEDULES} cron expressions")
+    out = []
+    for i, e in enumerate(v):
+        try:
+            out.append(_str_field(e, sched.MAX_EXPRESSION_LEN, empty_ok=False))
+        except ValueError as err:
+            raise ValueError(f"[{i}] {err}") from None
+    return tuple(out)
+
+
+def _check_calendar_names(v: Any) -> tuple[str, ...]:
+    from .calendars import NAME
+
+    if not isinstance(v, list) or len(v) > MAX_EXCLUDE_CALENDARS or not all(isinstance(n, str) and NAME.match(n) for n in v):
+        raise ValueError(f"must be a list of at most {MAX_EXCLUDE_CALENDARS} calendar names")
+    return tuple(dict.fromkeys(v))
+
+
+def _check_dst(v: Any) -> DstPolicy:
+    if not isinstance(v, dict) or not set(v) <= {"gap", "overlap"}:
+        raise ValueError('must be an object {"gap": "shift"|"skip", "overlap": "first"|"second"|"both"}')
+    try:
+        return DstPolicy(GapPolicy(v.get("gap", "shift")), OverlapPolicy(v.get("overlap", "first")))
+    except ValueError:
+        raise ValueError('gap must be shift or skip; overlap must be first, second or both') from None
 
 
 # ---- the job's fields: one definition each, for validation and for the OpenAPI schema ------------
@@ -436,6 +588,7 @@ def _string(api: str, attr: str, max_len: int, *, empty_ok: bool = True, null: A
 
 
 _STATUS = {"type": "integer", "minimum": 100, "maximum": 599}
+_CONCURRENCY = _check_enum(ConcurrencyPolicy, CONCURRENCY_ALIASES)
 JOB_FIELDS: dict[str, FieldSpec] = {f.api: f for f in (
     FieldSpec("name", "name", lambda v, _m: _check_name(v),
               _nullable({"type": "string", "maxLength": 200, "not": {"pattern": _CONTROL_CLASS[:-1] + _DECEPTIVE_CLASS[1:]}}),
@@ -470,20 +623,62 @@ JOB_FIELDS: dict[str, FieldSpec] = {f.api: f for f in (
         _STATUS, {"type": "array", "maxItems": 20, "items": _STATUS}]}), ()),
     _enum("misfirePolicy", "misfire_policy", MisfirePolicy),
     _integer("misfireGraceSeconds", "misfire_grace_seconds", 0, 7 * 24 * 3600),
-    _enum("concurrencyPolicy", "concurrency_policy", ConcurrencyPolicy),
+    FieldSpec("concurrencyPolicy", "concurrency_policy", lambda v, _m: _CONCURRENCY(v), {
+        "type": "string", "enum": [e.value for e in ConcurrencyPolicy] + list(CONCURRENCY_ALIASES),
+        "description": "allow (default); forbid (alias skip): a tick due while a run is in flight is recorded "
+                       "skipped; buffer_one: at most one such tick waits and runs when the run ends; buffer_all: "
+                       "every such tick waits, in order, within misfireGraceSeconds; replace: the run in flight "
+                       "is aborted (recorded cancelled) and the tick runs"}),
     _boolean("followRedirects", "follow_redirects"),
     _enum("delivery", "delivery", Delivery,
           "at_least_once: a tick whose claimer died before recording an outcome is re-sent by the next owner as "
           "the same execution (same X-Cron-Execution-Id and Idempotency-Key) within misfireGraceSeconds"),
+    FieldSpec("schedules", "more_schedules", lambda v, _m: _check_schedules(v), _nullable({
+        "type": "array", "minItems": 1, "maxItems": MAX_SCHEDULES,
+        "items": {"type": "string", "maxLength": sched.MAX_EXPRESSION_LEN, "pattern": "\\S"},
+        "description": "every expression of the job (their instants merged: one shared by two fires once); "
+                       "the first is `schedule`. Setting `schedule` alone makes it the only one"}), (), exact=False),
+    FieldSpec("startAt", "start_at", lambda v, _m: check_instant(v), _nullable(
+        {"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN,
+         "description": "instants before it are not due (ledger: excluded); RFC 3339, years 1970-9000"}),
+        None, exact=False),
+    FieldSpec("endAt", "end_at", lambda v, _m: check_instant(v), _nullable(
+        {"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN,
+         "description": "instants at or after it are not due; once it has passed the job is completed"}),
+        None, exact=False),
+    FieldSpec("maxRuns", "max_runs", lambda v, _m: _int_field(v, 1, MAX_RUNS), _nullable(
+        {"type": "integer", "minimum": 1, "maximum": MAX_RUNS,
+         "description": "after this many scheduled runs the job is completed (remainingRuns says how many are "
+                        "left); null: no limit"}), None),
+    FieldSpec("jitterSeconds", "jitter_seconds", lambda v, _m: _int_field(v, 0, MAX_JITTER), {
+        "type": "integer", "minimum": 0, "maximum": MAX_JITTER,
+        "description": "each request is sent up to this many seconds after its instant (a fixed offset per job "
+                       "and instant, the same on every node); shorter than the schedule's shortest interval"},
+        exact=False),  # (the interval rule is between two fields)
+    FieldSpec("dstPolicy", "dst_policy", lambda v, _m: _check_dst(v), _nullable({
+        "type": "object", "additionalProperties": False,
+        "properties": {"gap": {"type": "string", "enum": [e.value for e in GapPolicy]},
+                       "overlap": {"type": "string", "enum": [e.value for e in OverlapPolicy]}},
+        "description": "fixed-time schedules at DST transitions: gap shift (fire at the gap's end) or skip; "
+                       "overlap first, second or both occurrences; interval schedules follow real time"}),
+        DEFAULT_DST),
+    FieldSpec("excludeCalendars", "exclude_calendars", lambda v, _m: _check_calendar_names(v), _nullable({
+        "type": "array", "maxItems": MAX_EXCLUDE_CALENDARS,
+        "items": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"},
+        "description": "names of exclusion calendars (/api/calendars): an instant any of them excludes is not "
+                       "sent and is recorded excluded"}), (), exact=False),
 )}
 FIELDS = {api: f.attr for api, f in JOB_FIELDS.items()}  # API field -> Job attribute
 REQUIRED_FIELDS = tuple(api for api, f in JOB_FIELDS.items() if f.required)
 
 
-def validate(payload: Any, *, base: Job | None = None, max_body_bytes: int = 64 * 1024) -> Job:
-    """Build a Job from an API payload (create when ``base`` is None, partial update otherwise)."""
+def validate(payload: Any, *, base: Job | None = None, max_body_bytes: int = 64 * 1024,
+             now: datetime | None = None) -> Job:
+    """Build a Job from an API payload (create when ``base`` is None, partial update otherwise). ``now``: the
+    instant an ``@at`` or the bounds are judged against (default: the clock)."""
     if not isinstance(payload, dict):
         raise ValidationError({"body": "must be a JSON object"})
+    now = now or datetime.now(UTC)
     errors: dict[str, str] = {}
     values: dict[str, Any] = {}
     for key, v in payload.items():
@@ -505,22 +700,91 @@ def validate(payload: Any, *, base: Job | None = None, max_body_bytes: int = 64 
             errors[key] = str(e)
     if base is None:
         for required in REQUIRED_FIELDS:
-            if required not in payload and required not in errors:
+            if required not in payload and required not in errors and not (required == "schedule" and "schedules" in payload):
                 errors[required] = "is required"
-    expression = values.get("schedule", base.schedule if base else None)
-    zone = values.get("time_zone", base.time_zone if base else "UTC")
-    if expression is not None and "schedule" not in errors and "timeZone" not in errors:
-        try:
-            sched.parse(expression, zone)
-        except sched.ScheduleError as e:
-            errors["timeZone" if "time zone" in str(e) else "schedule"] = str(e)
-    backoff = values.get("retry_backoff_ms", base.retry_backoff_ms if base else 1_000)
-    if values.get("retry_max_backoff_ms", base.retry_max_backoff_ms if base else 30_000) < backoff:
+    _merge_schedules(payload, values, errors)
+    job = replace(base, **values) if base is not None else None
+
+    def get(attr: str, default: Any) -> Any:
+        return values.get(attr, getattr(base, attr) if base is not None else default)
+
+    expressions = (get("schedule", None), *get("more_schedules", ()))
+    zone = get("time_zone", "UTC")
+    dst = get("dst_policy", DEFAULT_DST)
+    parsed: list[sched.Schedule] = []
+    if expressions[0] is not None and "schedule" not in errors and "schedules" not in errors and "timeZone" not in errors:
+        key = "schedules" if len(expressions) > 1 else "schedule"
+        for expression in expressions:
+            try:
+                parsed.append(sched.parse(expression, zone, dst=dst))
+            except sched.ScheduleError as err:
+                errors["timeZone" if "time zone" in str(err) else key] = str(err)
+                break
+    backoff = get("retry_backoff_ms", 1_000)
+    if get("retry_max_backoff_ms", 30_000) < backoff:
         errors.setdefault("retryMaxBackoffMs", "must be at least retryBackoffMs")
-    uri = values.get("uri", base.uri if base else "")
-    headers = values.get("headers", base.headers if base else {})
+    uri = get("uri", "")
+    headers = get("headers", {})
     if urlsplit(uri).username is not None and any(k.lower() == "authorization" for k in headers):
         errors.setdefault("headers", "an Authorization header and credentials in the URL cannot be combined")
+    if parsed and len(parsed) == len(expressions):
+        _check_timing(parsed, values, get, base, now, errors)
     if errors:
         raise ValidationError(errors)
-    return _unmask(replace(base, **values), base) if base is not None else Job(**values)
+    if base is not None and job is not None:
+        return _unmask(job, base)
+    return Job(**values)
+
+
+def _merge_schedules(payload: dict[str, Any], values: dict[str, Any], errors: dict[str, str]) -> None:
+    """``schedules`` is every expression (the first becomes ``schedule``); ``schedule`` alone is the only one."""
+    if "schedules" in payload:
+        if "schedules" in errors:
+            return
+        listed = values.pop("more_schedules", ())
+        if not listed:  # null: the one expression of ``schedule``
+            values["more_schedules"] = ()
+            return
+        if "schedule" in payload and "schedule" not in errors and values.get("schedule") != listed[0]:
+            errors["schedule"] = errors["schedules"] = "schedule must be the first of schedules (or give only one of them)"
+            return
+        values["schedule"] = listed[0]
+        values["more_schedules"] = tuple(e for e in dict.fromkeys(listed[1:]) if e != listed[0])
+    elif "schedule" in payload:
+        values["more_schedules"] = ()
+
+
+def _check_timing(parsed: list[sched.Schedule], values: dict[str, Any], get: Callable[[str, Any], Any],
+                  base: Job | None, now: datetime, errors: dict[str, str]) -> None:
+    """The rules between the scheduling fields: each refusal names both fields."""
+    start_at, end_at = get("start_at", None), get("end_at", None)
+    if start_at is not None and end_at is not None and end_at <= start_at:
+        errors["startAt"] = errors["endAt"] = "endAt must be later than startAt"
+    one_off = [s for s in parsed if s.at is not None]
+    if one_off and len(parsed) > 1:
+        errors["schedule"] = errors["schedules"] = "an @at schedule fires once: it cannot be one of several schedules"
+    changed = base is None or "schedule" in values or "time_zone" in values
+    if one_off and changed and one_off[0].at is not None and one_off[0].at <= now:
+        errors["schedule"] = f"@at {rfc3339(one_off[0].at)} is in the past"
+    jitter = get("jitter_seconds", 0)
+    if jitter and ("jitter_seconds" in values or "schedule" in values or "more_schedules" in values):
+        try:
+            gap = shortest_interval(Timetable(schedules=tuple(parsed)), now)
+        except sched.ScheduleError:
+            gap = None
+        if gap is not None and timedelta(seconds=jitter) >= gap:
+            msg = (f"jitterSeconds ({jitter}) must be shorter than the schedule's shortest interval "
+                   f"({gap.total_seconds():g} s)")
+            errors["jitterSeconds"] = msg
+            errors.setdefault("schedule", msg)
+
+
+def warnings(job: Job) -> list[str]:
+    """What a valid definition does not do as its fields might suggest (answered, not refused)."""
+    out = []
+    if job.dst_policy != DEFAULT_DST:
+        interval = [e for e, s in zip(job.schedules, job.parsed_schedules(), strict=True) if s.interval]
+        if interval:
+            out.append(f"dstPolicy does not apply to {', '.join(repr(e) for e in interval)}: an interval schedule "
+                       "follows real elapsed time")
+    return out

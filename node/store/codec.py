@@ -16,6 +16,8 @@ from typing import Any
 
 from .. import fastjson
 from ..model.executions import (
+    IN_FLIGHT_STATES,
+    ONE_INSTANT_KINDS,
     OPEN_STATES,
     UNSCHEDULED_KINDS,
     Execution,
@@ -38,10 +40,14 @@ def sql_in(values: Iterable[StrEnum]) -> str:
     return "(" + ",".join(f"'{v}'" for v in items) + ")"
 
 
-OPEN = sql_in(OPEN_STATES)  # ('claimed','running')
+OPEN = sql_in(OPEN_STATES)  # ('buffered','claimed','running')
+IN_FLIGHT = sql_in(IN_FLIGHT_STATES)  # ('claimed','running'): a run sent or about to be
 UNSCHEDULED = sql_in(UNSCHEDULED_KINDS)  # ('backfill','manual')
+ONE_INSTANT = sql_in(ONE_INSTANT_KINDS)  # ('catchup','tick')
 CLAIMED, RUNNING = f"'{ExecutionState.CLAIMED}'", f"'{ExecutionState.RUNNING}'"
 SKIPPED, MISSED, ABANDONED = f"'{ExecutionState.SKIPPED}'", f"'{ExecutionState.MISSED}'", f"'{ExecutionState.ABANDONED}'"
+BUFFERED, EXCLUDED = f"'{ExecutionState.BUFFERED}'", f"'{ExecutionState.EXCLUDED}'"
+SUCCEEDED, BACKFILL = f"'{ExecutionState.SUCCEEDED}'", f"'{ExecutionKind.BACKFILL}'"
 MANUAL, MISFIRE, OVERLAP = f"'{ExecutionKind.MANUAL}'", f"'{ExecutionKind.MISFIRE}'", f"'{ExecutionKind.OVERLAP}'"
 
 
@@ -75,7 +81,7 @@ def from_text(v: str | None) -> datetime | None:
 # ---- jobs ----------------------------------------------------------------------------------
 
 JOB_COLS = ("id, seq, name, schedule, time_zone, paused, spec, version, fence, owner, active_since, created_at,"
-            " updated_at, deleted_at")
+            " updated_at, deleted_at, runs, completed_at")
 JOB_JSON = "JSON_OBJECT(" + ", ".join(f"'{c.strip()}', j.{c.strip()}" for c in JOB_COLS.split(",")) + ")"
 
 
@@ -87,7 +93,7 @@ def job_row(job: Job) -> tuple[Any, ...]:
 def job_from_json(doc: str) -> Job:
     """A job row read as a JSON object (``JOB_JSON``)."""
     row = json.loads(doc)
-    for k in ("active_since", "created_at", "updated_at", "deleted_at"):
+    for k in ("active_since", "created_at", "updated_at", "deleted_at", "completed_at"):
         row[k] = from_text(row[k])
     return Job.from_row(row)
 
@@ -100,9 +106,9 @@ def summary(row: dict[str, Any]) -> JobSummary:
 
 EXEC_COLS = ("id, job_id, scheduled_at, kind, state, fence, node, attempts, status_code, duration_ms, lateness_ms,"
              " error, response_excerpt, missed_count, missed_from, claimed_at, started_at, finished_at, redelivered,"
-             " claimer")
+             " claimer, instant, backfill")
 EXEC_JSON = "JSON_OBJECT(" + ", ".join(f"'{c.strip()}', x.{c.strip()}" for c in EXEC_COLS.split(",")) + ")"
-_EXEC_TIMES = ("scheduled_at", "missed_from", "claimed_at", "started_at", "finished_at")
+_EXEC_TIMES = ("scheduled_at", "missed_from", "claimed_at", "started_at", "finished_at", "instant")
 
 
 def execution(row: dict[str, Any], *, times: Any = from_db) -> Execution:
@@ -114,7 +120,8 @@ def execution(row: dict[str, Any], *, times: Any = from_db) -> Execution:
         error=row["error"], response_excerpt=row["response_excerpt"], missed_count=int(row["missed_count"] or 0),
         missed_from=times(row["missed_from"]), claimed_at=times(row["claimed_at"]),
         started_at=times(row["started_at"]), finished_at=times(row["finished_at"]),
-        redelivered=bool(row.get("redelivered")), claimer=row.get("claimer"),
+        redelivered=bool(row.get("redelivered")), claimer=row.get("claimer"), instant=times(row.get("instant")),
+        backfill=row.get("backfill"),
     )
 
 
@@ -127,7 +134,7 @@ def execution_from_json(doc: str) -> Execution:
 # owned job: the pure-Python driver's per-column conversions cost 5x).
 LEDGER_ROW = ("id, DATE_FORMAT(scheduled_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%f'), kind, state,"
               " DATE_FORMAT(missed_from, '%%Y-%%m-%%dT%%H:%%i:%%s.%%f'), missed_count, error, attempts, node,"
-              " status_code, redelivered, fence")
+              " status_code, redelivered, fence, DATE_FORMAT(instant, '%%Y-%%m-%%dT%%H:%%i:%%s.%%f'), backfill")
 
 
 def ledger_execution(job_id: str, v: Sequence[Any]) -> Execution:
@@ -135,4 +142,5 @@ def ledger_execution(job_id: str, v: Sequence[Any]) -> Execution:
     return Execution(id=v[0], job_id=job_id, scheduled_at=from_text(v[1]),  # type: ignore[arg-type]
                      kind=ExecutionKind(v[2]), state=ExecutionState(v[3]), missed_from=from_text(v[4]),
                      missed_count=int(v[5] or 0), error=v[6], attempts=int(v[7] or 0), node=v[8], status_code=v[9],
-                     redelivered=bool(v[10]), fence=int(v[11]))
+                     redelivered=bool(v[10]), fence=int(v[11]), instant=from_text(v[12]) if len(v) > 12 else None,
+                     backfill=v[13] if len(v) > 13 else None)

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import aiomysql
 
 from ..batching import CLAIM_ROWS, STATEMENT_ROWS, TAKEOVER_JOBS, chunks
+from ..model.backfills import ACTIVE as BACKFILL_ACTIVE
 from ..model.errors import NotFound, RunInFlight, StoreUnavailable
 from ..model.executions import (
     OVERLAP_REASON,
@@ -38,24 +40,49 @@ from ..model.executions import (
 from ..model.jobs import Delivery, Job
 from .codec import (
     ABANDONED,
+    BACKFILL,
+    BUFFERED,
     CLAIMED,
+    IN_FLIGHT,
     JOB_COLS,
     MANUAL,
     MISFIRE,
     MISSED,
-    OPEN,
+    ONE_INSTANT,
     OVERLAP,
     RUNNING,
     SKIPPED,
+    SUCCEEDED,
     from_db,
     last_ticks_sql,
     ph,
+    sql_in,
     to_db,
     to_db_or_none,
 )
 from .connection import Database
 
 RECENT_CLAIM_SECONDS = 2  # a live claimer's claimed row this young may be in flight (its "running" is held back 1 s)
+
+
+class BackfillClaim(StrEnum):
+    CLAIMED = "claimed"  # its row is in: send it
+    DONE = "done"  # another execution delivered the instant
+    MINE = "mine"  # this backfill has a row for it already (delivered, or in flight)
+    BUSY = "busy"  # another backfill is sending it
+    LOST = "lost"  # the fence moved on
+
+
+# An instant (the statement's two %s) that has a delivered execution, or a backfill's in flight: not sent again.
+_DELIVERED_OR_SENDING_OF = (
+    f"(e.scheduled_at = %s AND e.kind IN {ONE_INSTANT} AND e.state = {SUCCEEDED}) OR"
+    f" (e.instant = %s AND e.kind = {BACKFILL} AND e.state IN ({SUCCEEDED}, {CLAIMED}, {RUNNING}))")
+_DELIVERED_OR_SENDING = f"SELECT 1 FROM executions e WHERE e.job_id = j.id AND ({_DELIVERED_OR_SENDING_OF})"
+# A lost claimer's row a takeover (or the settling of orphans) abandons: any but an active backfill's, which its
+# backfill re-sends as the same execution when it resumes on the job's next owner.
+def _settled_here(alias: str) -> str:
+    return (f"({alias}.kind <> {BACKFILL} OR NOT EXISTS (SELECT 1 FROM backfills b WHERE b.id = {alias}.backfill"
+            f" AND b.state IN {sql_in(BACKFILL_ACTIVE)}))")
 _AT_LEAST_ONCE = f"JSON_VALUE(j.spec, '$.delivery') = '{Delivery.AT_LEAST_ONCE}'"
 _IN_GRACE = "e.scheduled_at >= NOW(3) - INTERVAL JSON_VALUE(j.spec, '$.misfire_grace_seconds') SECOND"
 # An outcome overwrites its row, except a redelivered row, which only its current owner (fence) writes:
@@ -128,24 +155,37 @@ class Executions:
                     await cur.execute(
                         f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.fence = j.fence, e.node = %s,"
                         f" e.claimer = %s, e.redelivered = 1, e.state = {CLAIMED}"
-                        f" WHERE e.job_id IN ({jobs_in}) AND e.state IN {OPEN} AND e.fence < j.fence AND NOT {alive}"
-                        f" AND {_AT_LEAST_ONCE} AND {_IN_GRACE}", [node, live.claimer or None, *ids, *alive_args])
+                        f" WHERE e.job_id IN ({jobs_in}) AND e.state IN {IN_FLIGHT} AND e.fence < j.fence AND NOT {alive}"
+                        f" AND e.kind <> {BACKFILL} AND {_AT_LEAST_ONCE} AND {_IN_GRACE}",
+                        [node, live.claimer or None, *ids, *alive_args])
                     redeliver: dict[str, list[Redelivery]] = {}
                     if cur.rowcount:
                         await cur.execute(
                             f"SELECT e.id, e.job_id, e.scheduled_at, e.kind, e.attempts FROM executions e"
                             f" JOIN jobs j ON j.id = e.job_id AND e.fence = j.fence WHERE e.job_id IN ({jobs_in})"
-                            f" AND e.state = {CLAIMED} AND e.redelivered = 1 ORDER BY e.scheduled_at", ids)
+                            f" AND e.state = {CLAIMED} AND e.redelivered = 1 AND e.kind <> {BACKFILL}"
+                            " ORDER BY e.scheduled_at", ids)
                         redeliver = _redeliveries(await cur.fetchall())
                     # the lost claimer's other rows: outcome unknown, never re-sent (a run still in flight
                     # somewhere overwrites this with its real outcome when it records it)
                     await cur.execute(
                         f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.state = {ABANDONED},"
                         f" e.finished_at=NOW(3), e.error=CONCAT('owner ', e.node, ' lost before recording an outcome;"
-                        f" not re-sent') WHERE e.state IN {OPEN} AND e.job_id IN ({jobs_in}) AND e.fence < j.fence"
-                        f" AND NOT {alive}", [*ids, *alive_args])
+                        f" not re-sent') WHERE e.state IN {IN_FLIGHT} AND e.job_id IN ({jobs_in}) AND e.fence < j.fence"
+                        f" AND NOT {alive} AND {_settled_here('e')}", [*ids, *alive_args])
+                    # buffered ticks were never sent: they become this owner's queue, whoever buffered them
+                    await cur.execute(
+                        f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.fence = j.fence, e.node = %s,"
+                        f" e.claimer = %s WHERE e.job_id IN ({jobs_in}) AND e.state = {BUFFERED} AND e.fence < j.fence",
+                        [node, live.claimer or None, *ids])
+                    buffered: dict[str, list[Redelivery]] = {}
+                    if cur.rowcount:
+                        await cur.execute(f"SELECT id, job_id, scheduled_at, kind, attempts FROM executions"
+                                          f" WHERE job_id IN ({jobs_in}) AND state = {BUFFERED} ORDER BY scheduled_at", ids)
+                        buffered = _redeliveries(await cur.fetchall())
                     taken = [Takeover(job=Job.from_row(r), fence=int(r["fence"]), last_tick=last.get(r["id"]),
-                                      redeliver=tuple(redeliver.get(r["id"], ()))) for r in rows]
+                                      redeliver=tuple(redeliver.get(r["id"], ())),
+                                      buffered=tuple(buffered.get(r["id"], ()))) for r in rows]
             out.extend(taken)
         return out
 
@@ -158,7 +198,7 @@ class Executions:
         if not gone or not job_ids:
             return {}
         gone_in = ph(len(gone))
-        rows = await self.db.fetchall(f"SELECT DISTINCT job_id FROM executions WHERE state IN {OPEN}"
+        rows = await self.db.fetchall(f"SELECT DISTINCT job_id FROM executions WHERE state IN {IN_FLIGHT}"
                                       f" AND claimer IN ({gone_in})", list(gone))
         mine = set(job_ids)
         hit = [r["job_id"] for r in rows if r["job_id"] in mine]
@@ -169,7 +209,8 @@ class Executions:
                 async with attempt as cur:
                     await cur.execute(
                         f"SELECT e.id FROM executions e JOIN jobs j ON j.id = e.job_id WHERE e.job_id IN ({jobs_in})"
-                        f" AND e.state IN {OPEN} AND e.claimer IN ({gone_in}) AND {_AT_LEAST_ONCE} AND {_IN_GRACE}"
+                        f" AND e.state IN {IN_FLIGHT} AND e.claimer IN ({gone_in}) AND e.kind <> {BACKFILL}"
+                        f" AND {_AT_LEAST_ONCE} AND {_IN_GRACE}"
                         f" FOR UPDATE", [*ids, *gone])
                     again = [r["id"] for r in await cur.fetchall()]
                     found: dict[str, list[Redelivery]] = {}
@@ -184,7 +225,8 @@ class Executions:
                     await cur.execute(
                         f"UPDATE executions SET state={ABANDONED}, finished_at=NOW(3),"
                         f" error=CONCAT(node, ' lost before recording an outcome; not re-sent')"
-                        f" WHERE job_id IN ({jobs_in}) AND state IN {OPEN} AND claimer IN ({gone_in})", [*ids, *gone])
+                        f" WHERE job_id IN ({jobs_in}) AND state IN {IN_FLIGHT} AND claimer IN ({gone_in})"
+                        f" AND {_settled_here('executions')}", [*ids, *gone])
             out.update(found)
         return out
 
@@ -201,14 +243,26 @@ class Executions:
         result = Claimed(won=set(), taken=set(), overlapped=set())
         claimer = live.claimer if live is not None and live.claimer else None
         for chunk in chunks(claims, CLAIM_ROWS):
-            guarded = {c.id for c in chunk if c.forbid and c.state == ExecutionState.CLAIMED} if live else set()
+            guarded = {c.id for c in chunk if (c.forbid or c.buffer) and c.state == ExecutionState.CLAIMED} \
+                if live else set()
             sql, args = _claim_statement(node, claimer, chunk, guarded, live)
-            async for attempt in self.db.attempts():
+            counted = any(c.counted for c in chunk)  # maxRuns: the runs count goes up in the claim's transaction
+            async for attempt in self.db.attempts(transaction=counted):
                 async with attempt as cur:
+                    if counted and attempt.again:  # the first attempt may have committed: our ids tell
+                        await cur.execute(f"SELECT id FROM executions WHERE id IN ({ph(len(chunk))})",
+                                          [c.id for c in chunk])
+                        if {r["id"] for r in await cur.fetchall()}:
+                            won, dup, skipped = await _claim_chunk(cur, sql, args, chunk, guarded, readback=True)
+                            break
                     won, dup, skipped = await _claim_chunk(cur, sql, args, chunk, guarded)
+                    if counted:
+                        await _count_runs(cur, [c for c in chunk if c.counted and c.id in won and c.id not in skipped])
             result.won.update(won)
             result.taken.update(dup)
-            result.overlapped.update(skipped)
+            # a guarded run inserted busy: an overlap row (forbid) or a buffered tick (buffer policies)
+            result.overlapped.update(i for i in skipped if i in {c.id for c in chunk if c.forbid})
+            result.buffered.update(i for i in skipped if i in {c.id for c in chunk if c.buffer})
         return result
 
     async def claim_run_now(self, job_id: str, node: str, execution_id: str, at: datetime, *,
@@ -219,7 +273,7 @@ class Executions:
         at = to_db(at)
         if at.microsecond == 0:
             at = at.replace(microsecond=1000)
-        guard = (f" AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.job_id = jobs.id AND e.state IN {OPEN})"
+        guard = (f" AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.job_id = jobs.id AND e.state IN {IN_FLIGHT})"
                  if forbid_overlap else "")
         async for attempt in self.db.attempts():
             async with attempt as cur:
@@ -241,7 +295,7 @@ class Executions:
                     if await cur.fetchone() is None:
                         raise NotFound(job_id)
                     if forbid_overlap:
-                        await cur.execute(f"SELECT 1 FROM executions WHERE job_id=%s AND state IN {OPEN} LIMIT 1",
+                        await cur.execute(f"SELECT 1 FROM executions WHERE job_id=%s AND state IN {IN_FLIGHT} LIMIT 1",
                                           (job_id,))
                         if await cur.fetchone() is not None:
                             raise RunInFlight("a run of this job is still in flight (concurrencyPolicy forbid)")
@@ -254,6 +308,97 @@ class Executions:
             rows = await self.db.fetchall(f"SELECT id FROM executions WHERE id IN ({ph(len(chunk))})", list(chunk))
             found.update(r["id"] for r in rows)
         return found
+
+    # ---- backfills -------------------------------------------------------------------------
+
+    async def claim_backfill(self, job_id: str, fence: int, node: str, claimer: str, backfill_id: str,
+                             instant: datetime, execution_id: str) -> BackfillClaim:
+        """One instant of a backfill, under the owner's fence: ``claimed`` (its row is in: send it), ``done`` (a
+        delivered execution has the instant already: its tick's, or a backfill's), ``busy`` (a backfill is sending
+        it now), ``lost`` (the fence moved on: not this owner's to send). Its row's scheduled_at is the claim's time
+        (the instant's own tick row may exist); ``instant`` says which instant it stands for."""
+        instant = to_db(instant)
+        async for attempt in self.db.attempts():
+            async with attempt as cur:
+                if attempt.again:
+                    await cur.execute("SELECT 1 FROM executions WHERE id=%s", (execution_id,))
+                    if await cur.fetchone() is not None:
+                        return BackfillClaim.CLAIMED
+                for k in range(5):  # another claim at the same millisecond: the next one
+                    n = await cur.execute(
+                        "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, claimer, claimed_at,"
+                        f" instant, backfill) SELECT %s, j.id, NOW(3) + INTERVAL %s MICROSECOND, {BACKFILL}, {CLAIMED},"
+                        " j.fence, %s, %s, NOW(3), %s, %s FROM jobs j WHERE j.id = %s AND j.fence = %s AND"
+                        f" j.deleted_at IS NULL AND NOT EXISTS ({_DELIVERED_OR_SENDING})"
+                        " ON DUPLICATE KEY UPDATE executions.id = executions.id",
+                        (execution_id, 1000 * k + 1000, node, claimer, instant, backfill_id, job_id, fence,
+                         instant, instant))
+                    if n == 1:
+                        return BackfillClaim.CLAIMED
+                    await cur.execute("SELECT fence, deleted_at FROM jobs WHERE id = %s", (job_id,))
+                    job = await cur.fetchone()
+                    if job is None or job["deleted_at"] is not None or int(job["fence"]) != fence:
+                        return BackfillClaim.LOST
+                    await cur.execute(f"SELECT e.state, e.backfill FROM executions e WHERE"
+                                      f" e.job_id = %s AND ({_DELIVERED_OR_SENDING_OF})", (job_id, instant, instant))
+                    rows = await cur.fetchall()
+                    if any(r["backfill"] == backfill_id for r in rows):
+                        return BackfillClaim.MINE  # this backfill has it (a resumed one meets its own rows)
+                    if any(r["state"] == ExecutionState.SUCCEEDED for r in rows):
+                        return BackfillClaim.DONE
+                    if rows:
+                        return BackfillClaim.BUSY
+        raise StoreUnavailable("could not find a free instant for a backfill's row; retry")
+
+    async def lost_backfill_rows(self, backfill_id: str, node: str, live: Liveness) -> list[Redelivery]:
+        """A backfill's rows in flight on a process that is gone (its owner died, lapsed or restarted): now this
+        owner's, to send again as the same executions (same Idempotency-Key). Rows of a live claimer are left alone:
+        that process finishes them."""
+        claimers = sorted({live.claimer, *live.others})
+        async for attempt in self.db.attempts(transaction=True):
+            async with attempt as cur:
+                await cur.execute(
+                    f"SELECT id, instant FROM executions WHERE backfill = %s AND state IN {IN_FLIGHT}"
+                    f" AND (claimer IS NULL OR claimer NOT IN ({ph(len(claimers))})) FOR UPDATE", [backfill_id, *claimers])
+                rows = await cur.fetchall()
+                if not rows:
+                    return []
+                ids = [r["id"] for r in rows]
+                await cur.execute(
+                    f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.fence = j.fence, e.node = %s,"
+                    f" e.claimer = %s, e.redelivered = 1, e.state = {CLAIMED} WHERE e.id IN ({ph(len(ids))})",
+                    [node, live.claimer, *ids])
+                await cur.execute(f"SELECT id, instant, kind, attempts FROM executions WHERE id IN ({ph(len(ids))})"
+                                  " ORDER BY instant", ids)
+                return [Redelivery(id=r["id"], scheduled_at=r["instant"].replace(tzinfo=UTC),
+                                   kind=ExecutionKind(r["kind"]), attempts=int(r["attempts"]))
+                        for r in await cur.fetchall()]
+        return []
+
+    # ---- buffered ticks (concurrencyPolicy buffer_one, buffer_all) ---------------------------
+
+    async def dequeue(self, execution_id: str, fence: int) -> bool:
+        """A buffered tick becomes a claim to send now, if it is still this owner's (its fence): False when a
+        takeover made it another owner's meanwhile (then this node must not send it)."""
+        async for attempt in self.db.attempts():
+            async with attempt as cur:
+                n = await cur.execute(f"UPDATE executions SET state = {CLAIMED}, claimed_at = NOW(3) WHERE id = %s"
+                                      f" AND state = {BUFFERED} AND fence = %s", (execution_id, fence))
+                if n == 0 and attempt.again:  # the first attempt may have committed it
+                    await cur.execute("SELECT state, fence FROM executions WHERE id = %s", (execution_id,))
+                    row = await cur.fetchone()
+                    return bool(row is not None and row["state"] == ExecutionState.CLAIMED and int(row["fence"]) == fence)
+                return bool(n == 1)
+        return False
+
+    async def in_flight(self, job_id: str, live: Liveness) -> list[tuple[str, str, str | None]]:
+        """The job's runs in flight on another live process (id, node, claimer): what a buffered tick waits for,
+        what a replace tick cancels."""
+        elsewhere = Liveness(claimer=live.claimer, others=live.others)
+        alive, args = _in_flight(elsewhere, "o", recent_claims=True)
+        rows = await self.db.fetchall(f"SELECT o.id, o.node, o.claimer FROM executions o WHERE o.job_id = %s"
+                                      f" AND o.state IN {IN_FLIGHT} AND {alive}", [job_id, *args])
+        return [(r["id"], r["node"], r["claimer"]) for r in rows]
 
     # ---- outcomes -------------------------------------------------------------------------
 
@@ -287,7 +432,8 @@ class Executions:
 
 def _claim_statement(node: str, claimer: str | None, chunk: Sequence[Claim], guarded: set[str],
                      live: Liveness | None) -> tuple[str, list[Any]]:
-    """One INSERT … SELECT for a batch of claims, joined to the job at the claimer's fence."""
+    """One INSERT … SELECT for a batch of claims, joined to the job at the claimer's fence. A guarded run whose
+    job has a run in flight elsewhere goes in as an overlap row (guard 1: forbid) or a buffered tick (guard 2)."""
     union = " UNION ALL ".join(
         ["SELECT %s AS id, %s AS job_id, CAST(%s AS DATETIME(3)) AS scheduled_at, %s AS fence, %s AS kind,"
          " %s AS state, %s AS missed_count, CAST(%s AS DATETIME(3)) AS missed_from, %s AS error,"
@@ -295,18 +441,20 @@ def _claim_statement(node: str, claimer: str | None, chunk: Sequence[Claim], gua
     rows: list[Any] = []
     for c in chunk:
         rows += [c.id, c.job_id, to_db(c.scheduled_at), c.fence, str(c.kind), str(c.state), c.missed_count,
-                 to_db_or_none(c.missed_from), c.error, int(c.id in guarded)]
+                 to_db_or_none(c.missed_from), c.error, (1 if c.forbid else 2) if c.id in guarded else 0]
     busy, busy_args = "0", list[Any]()
     if guarded and live is not None:
         alive, busy_args = _in_flight(live, "o", recent_claims=True)
-        busy = (f"(c.guard = 1 AND EXISTS (SELECT 1 FROM executions o WHERE o.job_id = c.job_id"
-                f" AND o.state IN {OPEN} AND {alive}))")
+        busy = (f"(c.guard > 0 AND EXISTS (SELECT 1 FROM executions o WHERE o.job_id = c.job_id"
+                f" AND o.state IN {IN_FLIGHT} AND {alive}))")
+    skip = "(c.busy AND c.guard = 1)"  # forbid: an overlap row, terminal
     sql = (
         "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, claimer, missed_count,"
         " missed_from, error, claimed_at, finished_at)"
-        f" SELECT c.id, c.job_id, c.scheduled_at, IF(c.busy, {OVERLAP}, c.kind), IF(c.busy, {SKIPPED}, c.state),"
-        " c.fence, %s, %s, IF(c.busy, 1, c.missed_count), IF(c.busy, c.scheduled_at, c.missed_from),"
-        f" IF(c.busy, %s, c.error), NOW(3), IF(c.state = {CLAIMED} AND NOT c.busy, NULL, NOW(3))"
+        f" SELECT c.id, c.job_id, c.scheduled_at, IF({skip}, {OVERLAP}, c.kind),"
+        f" IF(c.busy, IF(c.guard = 1, {SKIPPED}, {BUFFERED}), c.state),"
+        f" c.fence, %s, %s, IF({skip}, 1, c.missed_count), IF({skip}, c.scheduled_at, c.missed_from),"
+        f" IF({skip}, %s, c.error), NOW(3), IF(c.state IN ({CLAIMED}, {BUFFERED}) AND NOT {skip}, NULL, NOW(3))"
         f" FROM (SELECT c.*, {busy} AS busy FROM ({union}) c) c JOIN jobs j ON j.id = c.job_id AND j.fence = c.fence"
         f" AND j.deleted_at IS NULL AND (j.paused = 0 OR c.kind = {MANUAL})"
         " ON DUPLICATE KEY UPDATE executions.id = executions.id"
@@ -316,22 +464,31 @@ def _claim_statement(node: str, claimer: str | None, chunk: Sequence[Claim], gua
     return sql, [node, claimer, OVERLAP_REASON, *busy_args, *rows]
 
 
+async def _count_runs(cur: aiomysql.Cursor, runs: Sequence[Claim]) -> None:
+    """maxRuns: each job's runs count goes up by the runs it just won (under the claim's fence)."""
+    by_job: dict[tuple[str, int], int] = {}
+    for c in runs:
+        by_job[(c.job_id, c.fence)] = by_job.get((c.job_id, c.fence), 0) + 1
+    for (job_id, fence), n in by_job.items():
+        await cur.execute("UPDATE jobs SET runs = runs + %s WHERE id = %s AND fence = %s", (n, job_id, fence))
+
+
 async def _claim_chunk(cur: aiomysql.Cursor, sql: str, args: list[Any], chunk: Sequence[Claim],
-                       guarded: set[str]) -> tuple[set[str], set[str], set[str]]:
+                       guarded: set[str], *, readback: bool = False) -> tuple[set[str], set[str], set[str]]:
     skipped: set[str] = set()
     # A duplicate tick is left unchanged, so it counts 0 affected rows: when every row was inserted, every
-    # claim is won without reading them back.
-    if await cur.execute(sql, args) == len(chunk):
+    # claim is won without reading them back. (``readback``: the statement already ran; read what it did.)
+    if not readback and await cur.execute(sql, args) == len(chunk):
         if guarded:
-            await cur.execute(f"SELECT id FROM executions WHERE id IN ({ph(len(guarded))}) AND kind = {OVERLAP}",
-                              sorted(guarded))
+            await cur.execute(f"SELECT id FROM executions WHERE id IN ({ph(len(guarded))})"
+                              f" AND (kind = {OVERLAP} OR state = {BUFFERED})", sorted(guarded))
             skipped = {r["id"] for r in await cur.fetchall()}
         return {c.id for c in chunk}, set(), skipped
     keys = [(c.job_id, to_db(c.scheduled_at)) for c in chunk]
     await cur.execute(
-        "SELECT e.id, e.job_id, e.scheduled_at, e.kind, j.fence AS job_fence, (j.deleted_at IS NULL AND j.paused = 0)"
-        " AS live FROM executions e JOIN jobs j ON j.id = e.job_id WHERE (e.job_id, e.scheduled_at) IN"
-        f" ({','.join(['(%s,%s)'] * len(keys))})", [v for k in keys for v in k])
+        "SELECT e.id, e.job_id, e.scheduled_at, e.kind, e.state, j.fence AS job_fence,"
+        " (j.deleted_at IS NULL AND j.paused = 0) AS live FROM executions e JOIN jobs j ON j.id = e.job_id"
+        f" WHERE (e.job_id, e.scheduled_at) IN ({','.join(['(%s,%s)'] * len(keys))})", [v for k in keys for v in k])
     rows = {(r["job_id"], r["scheduled_at"]): r for r in await cur.fetchall()}
     got, dup = set(), set()
     for c, k in zip(chunk, keys, strict=True):
@@ -340,7 +497,7 @@ async def _claim_chunk(cur: aiomysql.Cursor, sql: str, args: list[Any], chunk: S
             continue
         if row["id"] == c.id:
             got.add(c.id)
-            if c.id in guarded and row["kind"] == ExecutionKind.OVERLAP:
+            if c.id in guarded and (row["kind"] == ExecutionKind.OVERLAP or row["state"] == ExecutionState.BUFFERED):
                 skipped.add(c.id)
         elif row["job_fence"] == c.fence and row["live"]:
             dup.add(c.id)  # our fence still holds: the tick simply has its row already

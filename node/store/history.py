@@ -82,7 +82,8 @@ class Histories:
         out: History = {j: [] for j in job_ids}
         for chunk in chunks(job_ids, AUDIT_JOBS):
             for r in await self.db.fetchall(
-                    "SELECT job_id, version, valid_from, schedule, time_zone, paused, deleted FROM job_history"
+                    "SELECT job_id, version, valid_from, schedule, time_zone, paused, deleted, spec, completed"
+                    " FROM job_history"
                     f" WHERE job_id IN ({ph(len(chunk))}) ORDER BY job_id, version", list(chunk)):
                 r["valid_from"] = from_db(r["valid_from"])
                 out[r["job_id"]].append(r)
@@ -103,7 +104,8 @@ class Histories:
                         history[j], rows[j] = [], []
                         oldest.pop(j, None)
                     await cur.execute(
-                        "SELECT job_id, version, valid_from, schedule, time_zone, paused, deleted FROM job_history"
+                        "SELECT job_id, version, valid_from, schedule, time_zone, paused, deleted, spec, completed"
+                    " FROM job_history"
                         f" WHERE job_id IN ({jobs_in}) AND valid_from < %s ORDER BY job_id, version", [*ids, to_db(end)])
                     for r in await cur.fetchall():
                         r["valid_from"] = from_db(r["valid_from"])
@@ -113,8 +115,9 @@ class Histories:
                     await cur.execute("SET SESSION group_concat_max_len = 1073741824")
                     await cur.execute(
                         f"SELECT job_id, JSON_ARRAYAGG(JSON_ARRAY({LEDGER_ROW})) AS r FROM executions"
-                        f" WHERE job_id IN ({jobs_in}) AND scheduled_at >= %s AND COALESCE(missed_from, scheduled_at) < %s"
-                        " GROUP BY job_id", [*ids, to_db(start), to_db(end)])
+                        f" WHERE job_id IN ({jobs_in}) AND ((scheduled_at >= %s AND COALESCE(missed_from, scheduled_at) < %s)"
+                        " OR (instant >= %s AND instant < %s)) GROUP BY job_id",
+                        [*ids, to_db(start), to_db(end), to_db(start), to_db(end)])
                     for g in await cur.fetchall():
                         rows[g["job_id"]].extend(ledger_execution(g["job_id"], v) for v in fastjson.loads(g["r"]))
                     # Only a job that has reached the retention limit can have lost rows to it: for the others

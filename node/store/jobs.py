@@ -16,7 +16,7 @@ from typing import Any
 import aiomysql
 
 from ..batching import STATEMENT_ROWS, chunks
-from ..model.errors import NotFound, StoreUnavailable, TooManyJobs, VersionConflict
+from ..model.errors import NotFound, StoreUnavailable, TooManyJobs, UnknownCalendars, VersionConflict
 from ..model.executions import Execution
 from ..model.jobs import Job, JobSummary
 from .codec import (
@@ -39,9 +39,9 @@ from .connection import Database
 
 # The history row of a job's current version (run in the transaction of every change).
 _HISTORY_SQL = (
-    "INSERT IGNORE INTO job_history (job_id, version, valid_from, schedule, time_zone, paused, deleted)"
-    " SELECT id, version, COALESCE(deleted_at, updated_at), schedule, time_zone, paused, deleted_at IS NOT NULL"
-    " FROM jobs WHERE id IN ({})"
+    "INSERT IGNORE INTO job_history (job_id, version, valid_from, schedule, time_zone, paused, deleted, name, spec,"
+    " completed) SELECT id, version, COALESCE(deleted_at, completed_at, updated_at), schedule, time_zone, paused,"
+    " deleted_at IS NOT NULL, name, spec, completed_at IS NOT NULL FROM jobs WHERE id IN ({})"
 )
 _INSERT = ("INSERT INTO jobs (id, name, schedule, time_zone, paused, spec, version, fence, active_since, created_at,"
            " updated_at) VALUES ")
@@ -57,6 +57,18 @@ _JOB_AND_LAST_SQL = (
 
 def new_id() -> str:
     return secrets.token_hex(8)
+
+
+async def _lock_calendars(cur: aiomysql.Cursor, job: Job) -> None:
+    """The calendars the job names exist, and stay until this transaction ends (share locks: a delete of one
+    waits, then finds the job naming it). ``UnknownCalendars`` otherwise."""
+    names = list(job.exclude_calendars)
+    if not names:
+        return
+    await cur.execute(f"SELECT name FROM calendars WHERE name IN ({ph(len(names))}) LOCK IN SHARE MODE", names)
+    found = {r["name"] for r in await cur.fetchall()}
+    if missing := [n for n in names if n not in found]:
+        raise UnknownCalendars(missing)
 
 
 async def _exists(cur: aiomysql.Cursor, job_id: str) -> bool:
@@ -87,6 +99,7 @@ class Jobs:
                         await cur.execute("SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL")
                         if (await cur.fetchone())["n"] >= max_jobs:
                             raise TooManyJobs(f"the cluster already has {max_jobs} jobs (CRONRING_MAX_JOBS)")
+                        await _lock_calendars(cur, job)
                         await cur.execute(_INSERT + _VALUES, (job_id, *job_row(job)))
                         await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
                     except BaseException:
@@ -110,16 +123,21 @@ class Jobs:
                     await cur.execute(_HISTORY_SQL.format(ph(len(chunk))), [r[0] for r in chunk])
         return ids
 
-    async def update(self, job_id: str, job: Job, *, if_version: int | None, schedule_changed: bool) -> Job:
+    async def update(self, job_id: str, job: Job, *, if_version: int | None, schedule_changed: bool,
+                     reopen: bool = False) -> Job:
+        """``schedule_changed``: its instants are new from now on (the owner plans from the edit). ``reopen``: a
+        completed job the edit lets fire again."""
         cols = job_row(job)
         sql = ("UPDATE jobs SET name=%s, schedule=%s, time_zone=%s, paused=%s, spec=%s, version=version+1,"
-               " updated_at=NOW(3)" + (", active_since=NOW(3)" if schedule_changed else "") +
+               " updated_at=NOW(3)" + (", active_since=NOW(3)" if schedule_changed or reopen else "") +
+               (", completed_at=NULL" if reopen else "") +
                " WHERE id=%s AND deleted_at IS NULL" + (" AND version=%s" if if_version is not None else ""))
         args = [*cols, job_id, *([if_version] if if_version is not None else [])]
         async for attempt in self.db.attempts(transaction=True):
             async with attempt as cur:
                 if attempt.again and await self._edit_in_place(cur, job_id, cols, if_version):
                     break
+                await _lock_calendars(cur, job)
                 await cur.execute(sql, args)
                 if cur.rowcount == 0:
                     await self._refused(cur, job_id)
@@ -144,6 +162,22 @@ class Jobs:
         if row is None or row["deleted_at"] is not None:
             raise NotFound(job_id)
         raise VersionConflict(row["version"])
+
+    async def complete(self, job_id: str, fence: int, at: datetime) -> int | None:
+        """The owner (``fence``) marks a job completed at ``at`` (never earlier than its last change: the history
+        stays in order); the new version, or None when it is no longer this owner's to complete."""
+        async for attempt in self.db.attempts(transaction=True):
+            async with attempt as cur:
+                await cur.execute(
+                    "UPDATE jobs SET completed_at = GREATEST(%s, updated_at), version = version + 1, updated_at = NOW(3)"
+                    " WHERE id = %s AND fence = %s AND deleted_at IS NULL AND completed_at IS NULL",
+                    (to_db(at), job_id, fence))
+                if cur.rowcount == 0:
+                    return None
+                await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
+                await cur.execute("SELECT version FROM jobs WHERE id=%s", (job_id,))
+                return int((await cur.fetchone())["version"])
+        return None
 
     async def set_paused(self, job_id: str, paused: bool) -> Job:
         async for attempt in self.db.attempts(transaction=True):
@@ -226,6 +260,14 @@ class Jobs:
                                       " ORDER BY seq LIMIT %s", [*args, limit])
         return [job_from_json(r["j"]) for r in rows]
 
+    async def calendar_users(self) -> dict[str, int]:
+        """How many live jobs name each calendar."""
+        rows = await self.db.fetchall(
+            "SELECT c.name, COUNT(j.id) AS n FROM calendars c JOIN jobs j ON j.deleted_at IS NULL AND"
+            " JSON_CONTAINS(COALESCE(JSON_EXTRACT(j.spec, '$.exclude_calendars'), '[]'), JSON_QUOTE(c.name))"
+            " GROUP BY c.name")
+        return {r["name"]: int(r["n"]) for r in rows}
+
     async def count(self) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL")
         return int(row["n"]) if row else 0
@@ -233,7 +275,7 @@ class Jobs:
     async def changed_since(self, watermark: datetime | None) -> tuple[list[JobSummary], datetime | None]:
         """The catalogue's feed: summaries (tombstones included) changed at or after ``watermark``; all live
         ones when None. And the database's now, the next watermark."""
-        cols = "id, paused, version, deleted_at"
+        cols = "id, paused, version, deleted_at, completed_at"
         async for attempt in self.db.attempts():
             async with attempt as cur:
                 await cur.execute("SELECT NOW(3) AS now")

@@ -113,6 +113,66 @@ MIGRATIONS.append((
     ["ALTER TABLE executions ADD COLUMN IF NOT EXISTS claimer CHAR(16) NULL"],
 ))
 
+# Release 3's scheduling: a job counts its scheduled runs (maxRuns) and is completed when it can never fire again;
+# each history row keeps the whole definition then in force (the ledger's instants depend on its schedules,
+# bounds and calendars; versions are read back from it); exclusion calendars by name.
+MIGRATIONS.append((
+    5,
+    [
+        "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS runs BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS completed_at DATETIME(3) NULL",
+        "ALTER TABLE job_history ADD COLUMN IF NOT EXISTS name VARCHAR(200) NULL",
+        "ALTER TABLE job_history ADD COLUMN IF NOT EXISTS spec LONGTEXT NULL",
+        "ALTER TABLE job_history ADD COLUMN IF NOT EXISTS completed TINYINT(1) NOT NULL DEFAULT 0",
+        """
+        UPDATE job_history h JOIN jobs j ON j.id = h.job_id AND j.version = h.version
+        SET h.name = j.name, h.spec = j.spec WHERE h.spec IS NULL
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS calendars (
+          name VARCHAR(63) NOT NULL PRIMARY KEY,
+          spec LONGTEXT NOT NULL,
+          version INT NOT NULL DEFAULT 1,
+          updated_at DATETIME(3) NOT NULL
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+        """,
+    ],
+))
+
+# Backfills: one row each (what was asked, how far it is), and the executions they send name it and the instant
+# they stand for (a backfill row's scheduled_at is when it was claimed, as a run-now's is: the instant's own tick
+# row may exist already).
+MIGRATIONS.append((
+    6,
+    [
+        """
+        CREATE TABLE IF NOT EXISTS backfills (
+          id CHAR(16) NOT NULL PRIMARY KEY,
+          job_id VARCHAR(32) NOT NULL,
+          from_at DATETIME(3) NOT NULL,
+          to_at DATETIME(3) NOT NULL,
+          policy VARCHAR(16) NOT NULL,
+          max_per_second INT NOT NULL,
+          total INT NOT NULL,
+          sent INT NOT NULL DEFAULT 0,
+          already_done INT NOT NULL DEFAULT 0,
+          failed INT NOT NULL DEFAULT 0,
+          state VARCHAR(16) NOT NULL,
+          cursor_at DATETIME(3) NULL,
+          node VARCHAR(200) NULL,
+          error VARCHAR(1000) NULL,
+          created_at DATETIME(3) NOT NULL,
+          updated_at DATETIME(3) NOT NULL,
+          KEY ix_backfills_job (job_id, created_at),
+          KEY ix_backfills_state (state)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+        """,
+        "ALTER TABLE executions ADD COLUMN IF NOT EXISTS instant DATETIME(3) NULL",
+        "ALTER TABLE executions ADD COLUMN IF NOT EXISTS backfill CHAR(16) NULL",
+        "ALTER TABLE executions ADD INDEX IF NOT EXISTS ix_executions_instant (job_id, instant)",
+    ],
+))
+
 
 async def migrate(pool: aiomysql.Pool, database: str) -> None:
     """Apply the migrations this release knows and the database lacks, in order, under a named lock."""

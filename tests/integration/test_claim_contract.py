@@ -173,3 +173,47 @@ async def test_orphans_of_a_gone_claimer(world: World) -> None:
     row = (await world.rows(least))[ids[least.id]]
     assert (row.state, row.claimer, row.redelivered) == (ExecutionState.CLAIMED, B, True)
     assert await world.claims.orphans([A], [once.id, least.id], "node-b", B) == {}
+
+
+async def test_a_buffer_run_is_buffered_while_another_live_claimer_runs_the_job(world: World) -> None:
+    job = await world.job(concurrencyPolicy="buffer_all")
+    (a,) = await world.claims.take_over([job.id], "node-a", Liveness(claimer=A))
+    t0 = _now()
+    await world.claims.claim_run_now(job.id, "node-b", "r" * 32, t0 - timedelta(seconds=3), claimer=B)
+    tick = _claim(job, a.fence, t0, buffer=True)
+    got = await world.claims.claim("node-a", [tick], Liveness(claimer=A, others=frozenset({B})))
+    assert got.won == got.buffered == {tick.id} and not got.overlapped
+    row = (await world.rows(job))[tick.id]
+    assert (row.kind, row.state, row.finished_at) == (ExecutionKind.TICK, ExecutionState.BUFFERED, None)
+    assert [r[0] for r in await world.claims.in_flight(job.id, Liveness(claimer=A, others=frozenset({B})))] == ["r" * 32]
+    # locally buffered (the claimer decided: its own run is in flight): inserted as it is, never guarded
+    local = _claim(job, a.fence, t0 + timedelta(seconds=1), state=ExecutionState.BUFFERED)
+    got = await world.claims.claim("node-a", [local], Liveness(claimer=A))
+    assert got.won == {local.id} and not got.buffered
+    # a dequeue under the current fence makes it a claim; under an old one it does nothing
+    assert not await world.claims.dequeue(tick.id, a.fence - 1)
+    assert await world.claims.dequeue(tick.id, a.fence)
+    assert (await world.rows(job))[tick.id].state == ExecutionState.CLAIMED
+    assert not await world.claims.dequeue(tick.id, a.fence)  # once
+    # a takeover makes the remaining buffered tick the new owner's (never sent: safe to send), whoever buffered it
+    (b,) = await world.claims.take_over([job.id], "node-b", Liveness(claimer=B))
+    assert [x.id for x in b.buffered] == [local.id]
+    row = (await world.rows(job))[local.id]
+    assert (row.state, row.fence, row.claimer) == (ExecutionState.BUFFERED, b.fence, B)
+    assert not await world.claims.dequeue(local.id, a.fence)  # the old owner can no longer send it
+    assert await world.claims.dequeue(local.id, b.fence)
+
+
+async def test_a_counted_run_adds_to_the_jobs_runs(world: World) -> None:
+    job = await world.job(maxRuns=5)
+    (a,) = await world.claims.take_over([job.id], "node-a", Liveness(claimer=A))
+    t0 = _now()
+    runs = [_claim(job, a.fence, t0 + timedelta(seconds=k), counted=True) for k in range(3)]
+    got = await world.claims.claim("node-a", [*runs, _claim(job, a.fence, t0 + timedelta(seconds=9))],
+                                   Liveness(claimer=A))
+    assert len(got.won) == 4
+    (b,) = await world.claims.take_over([job.id], "node-b", Liveness(claimer=B))
+    assert b.job.runs == 3
+    await world.claims.claim("node-b", [runs[0]], Liveness(claimer=B))  # a row that exists: not counted again
+    (c,) = await world.claims.take_over([job.id], "node-c", Liveness(claimer=C))
+    assert c.job.runs == 3
