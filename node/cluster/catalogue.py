@@ -15,15 +15,27 @@ import structlog
 
 from .. import metrics
 from ..aio import raise_if_cancelling, wait_event
+from ..model.calendars import Calendar
 from ..model.errors import StoreUnavailable
 from ..model.jobs import JobSummary
-from .messages import JobEvent, Record
+from .messages import CalendarEvent, JobEvent, Record
 
 
 class ChangeFeed(Protocol):
     """Job summaries changed since a watermark, and the database's now (store/jobs.py)."""
 
     async def changed_since(self, watermark: datetime | None) -> tuple[list[JobSummary], datetime | None]: ...
+
+
+class CalendarFeed(Protocol):
+    """Every exclusion calendar (store/calendars.py): few and small, read whole at each re-sync."""
+
+    async def all(self) -> list[Calendar]: ...
+
+
+class _NoCalendars:
+    async def all(self) -> list[Calendar]:
+        return []
 
 log = structlog.get_logger("catalogue")
 
@@ -40,21 +52,25 @@ class Catalogue:
     and a deleted job stays as a tombstone for a while, so neither a late event nor a full
     re-sync that read the table before an edit or delete can undo it."""
 
-    def __init__(self, feed: ChangeFeed, resync_interval: float) -> None:
+    def __init__(self, feed: ChangeFeed, resync_interval: float, calendar_feed: CalendarFeed | None = None) -> None:
         self.feed = feed
+        self.calendar_feed: CalendarFeed = calendar_feed or _NoCalendars()
         self.resync_interval = resync_interval
         self.jobs: dict[str, JobSummary] = {}  # tombstones included (deleted=True)
+        self.calendars: dict[str, Calendar] = {}  # by name, as last read (a change bumps calendars_seen)
+        self.calendars_seen = 0  # how many times the calendars changed (owners rebuild their timetables)
         self.tombstoned: dict[str, float] = {}  # id -> monotonic time it became a tombstone
         self.watermark: datetime | None = None
         self.changed_ids: set[str] = set()
         self.changed = asyncio.Event()
         self.loaded = asyncio.Event()
         self.full_pending = False
+        self.calendars_pending = False
         self._wake = asyncio.Event()
         self._touched: set[str] | None = None  # ids applied while a full re-sync's read was under way
 
     def active_ids(self) -> list[str]:
-        return [j.id for j in self.jobs.values() if not j.paused and not j.deleted]
+        return [j.id for j in self.jobs.values() if j.active]
 
     def live_count(self) -> int:
         return len(self.jobs) - len(self.tombstoned)
@@ -83,7 +99,26 @@ class Catalogue:
     def on_record(self, record: Record) -> None:
         if isinstance(record, JobEvent):
             self.apply(JobSummary(id=record.id, version=record.version, paused=record.paused,
-                                  deleted=record.op == "deleted"))
+                                  deleted=record.op == "deleted", completed=record.completed))
+        elif isinstance(record, CalendarEvent):
+            self.request_calendars()
+
+    def set_calendars(self, calendars: list[Calendar]) -> None:
+        """The calendars as read; owners are told when any changed (a version, or one added or deleted)."""
+        new = {c.name: c for c in calendars}
+        if {n: c.version for n, c in new.items()} != {n: c.version for n, c in self.calendars.items()}:
+            self.calendars = new
+            self.calendars_seen += 1
+            self.changed.set()
+
+    def request_calendars(self) -> None:
+        """A calendar changed somewhere: read them at once (not at the next re-sync)."""
+        self.calendars_pending = True
+        self._wake.set()
+
+    async def sync_calendars(self) -> None:
+        self.calendars_pending = False
+        self.set_calendars(await self.calendar_feed.all())
 
     async def full_sync(self) -> None:
         """Merge every live job by version; a job missing from the table (deleted, its tombstone
@@ -121,12 +156,17 @@ class Catalogue:
         n = 0
         while True:
             try:
-                if not self.loaded.is_set() or self.full_pending or n % FULL_SYNC_EVERY == 0:
+                if self.calendars_pending and self.loaded.is_set() and not self.full_pending:
+                    await self.sync_calendars()  # a calendar event: only the calendars, now
+                elif not self.loaded.is_set() or self.full_pending or n % FULL_SYNC_EVERY == 0:
                     self.full_pending = False
+                    await self.sync_calendars()
                     await self.full_sync()
+                    n += 1
                 else:
                     await self.incremental()
-                n += 1
+                    await self.sync_calendars()
+                    n += 1
                 delay = self.resync_interval
             except asyncio.CancelledError:
                 raise

@@ -73,6 +73,7 @@ return {now, epoch, was_member, dead, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITH
 
 
 HANDOVER_LEVEL = 1  # NodeInfo.handover of this release (see messages.NodeInfo)
+RELEASE = 3  # NodeInfo.release of this release
 
 
 def new_claimer() -> str:
@@ -89,13 +90,17 @@ class View:
     ring: Ring = field(default_factory=lambda: Ring(()))
     claimers: dict[str, str] = field(default_factory=dict)  # node_id -> its claimer id (members that told one)
     handover: int = 0  # the lowest NodeInfo.handover among the members (0 if any is a release-2 node)
+    release: int = 0  # the oldest release among the members (NodeInfo.release; 0: older than release 3)
+    releases: dict[str, int] = field(default_factory=dict)  # node_id -> the release it runs
 
 
-def _claimers(members: dict[str, int], info_flat: list[bytes], draining: set[str]) -> tuple[dict[str, str], int]:
-    """Each live claimer id (of a member, or of a node draining its last runs), and the lowest hand-over
-    level among the members, from the info hash."""
+def _claimers(members: dict[str, int], info_flat: list[bytes], draining: set[str]
+              ) -> tuple[dict[str, str], int, dict[str, int]]:
+    """Each live claimer id (of a member, or of a node draining its last runs), the lowest hand-over level
+    among the members, and the release each member runs, from the info hash."""
     claimers: dict[str, str] = {}
     levels: dict[str, int] = {}
+    releases: dict[str, int] = {}
     for i in range(0, len(info_flat) - 1, 2):
         node = info_flat[i].decode()
         if node not in members and node not in draining:
@@ -109,8 +114,9 @@ def _claimers(members: dict[str, int], info_flat: list[bytes], draining: set[str
                 claimers[node] = rec.claimer
             if node in members:
                 levels[node] = rec.handover
+                releases[node] = rec.release
     handover = min((levels.get(n, 0) for n in members), default=0)
-    return claimers, handover
+    return claimers, handover, {n: releases.get(n, 0) for n in members}
 
 
 class Membership:
@@ -174,7 +180,7 @@ class Membership:
         sent = time.monotonic()
         info = NodeInfo(id=self.node_id, url=self.url, version=self.version, started_at=self.started_at,
                         owned=self.owned_count(), epoch=self.view.epoch, claimer=self.claimer,
-                        handover=HANDOVER_LEVEL).pack()
+                        handover=HANDOVER_LEVEL, release=RELEASE).pack()
         res = await self._script(
             keys=[self.keys.members, self.keys.member_info, self.keys.epoch, self.keys.draining],
             args=[self.node_id, int(self.member_ttl * 1000), info, "1" if leave else "2" if draining else "0"],
@@ -189,13 +195,15 @@ class Membership:
             # whatever we owned may be someone else's now.
             log.warning("own heartbeat lapsed; dropping ownership and rejoining", was_member=bool(was_member))
             self._lapse()
-        claimers, handover = _claimers(members, info_flat, {d.decode() for d in draining_flat})
+        claimers, handover, releases = _claimers(members, info_flat, {d.decode() for d in draining_flat})
+        releases[self.node_id] = RELEASE
         if not self.lapsed.is_set():
             claimers[self.node_id] = self.claimer  # (after a lapse: our new id is told at the next beat)
         old = self.view
         self.view = View(members=members, server_now_ms=int(now_ms), epoch=int(epoch),
                          ring=old.ring if set(old.members) == set(members) else Ring(members),
-                         claimers=claimers, handover=handover)
+                         claimers=claimers, handover=handover, release=min(releases.values(), default=RELEASE),
+                         releases=releases)
         self._last_ok = sent
         metrics.MEMBERS.set(len(members))
         metrics.EPOCH.set(int(epoch))
@@ -227,6 +235,10 @@ class Membership:
     @property
     def epoch(self) -> int:
         return self.view.epoch
+
+    def older_members(self) -> dict[str, int]:
+        """Members running an older release than this one (a rolling upgrade under way): node -> release."""
+        return {n: v for n, v in self.view.releases.items() if v < RELEASE}
 
     @property
     def handover_ok(self) -> bool:

@@ -65,17 +65,52 @@ class NodeInfo(Record):
     # leaves alone and sees). A release-2 node (0) would abandon or re-send them: with one in the ring, the
     # old owner waits for its runs, as release 2 did.
     handover: int = 0
+    # The release this node runs (3 for this one; a release-2 node sends none: 0). A definition using release 3's
+    # scheduling (several schedules, bounds, calendars, buffering...) is refused while a member is older: that
+    # node would fire it as plain cron.
+    release: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobEvent(Record):
     kind: ClassVar[str] = "job"
-    op: str  # created | updated | deleted | paused | resumed
+    op: str  # created | updated | deleted | paused | resumed | completed | skipped
     id: str
     version: int
     paused: bool = False
     origin: str = ""
     name: str = ""
+    completed: bool = False  # it can never fire again (release 3; a release-2 node reads it as absent)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CalendarEvent(Record):
+    """An exclusion calendar was created, changed or deleted: every node reads the calendars again."""
+
+    kind: ClassVar[str] = "calendar"
+    op: str  # put | deleted
+    name: str
+    version: int = 0
+    origin: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelEvent(Record):
+    """Abort these runs (concurrencyPolicy replace: a later tick of their job is going): the node sending them
+    records them cancelled."""
+
+    kind: ClassVar[str] = "cancel"
+    execution_ids: list[str] = field(default_factory=list)
+    reason: str = ""
+    origin: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackfillEvent(Record):
+    """How far a backfill is (its API view, ``Backfill.to_api()``): on the events stream, for live progress."""
+
+    kind: ClassVar[str] = "backfill"
+    backfill: dict[str, Any] = field(default_factory=dict)
 
 
 def execution_event(e: Execution, at: str) -> dict[str, Any]:
@@ -106,7 +141,7 @@ class MembershipEvent(Record):
 
 
 _KINDS: dict[str, type[Record]] = {
-    c.kind: c for c in (NodeInfo, JobEvent, ExecutionBatch, MembershipEvent)
+    c.kind: c for c in (NodeInfo, JobEvent, CalendarEvent, CancelEvent, BackfillEvent, ExecutionBatch, MembershipEvent)
 }
 
 

@@ -22,6 +22,7 @@ import structlog
 from .. import metrics
 from ..aio import Slices, raise_if_cancelling
 from ..batching import AUDIT_JOBS, chunks
+from ..model.calendars import Calendar
 from ..model.errors import StoreUnavailable
 from ..model.executions import Execution, Fate
 from ..model.schedule import Budget
@@ -52,13 +53,13 @@ LEDGER_STEPS = 200_000  # schedule steps one ledger read may spend (10,000 entri
 
 
 async def job_ledger(source: LedgerSource, job_id: str, start: datetime, end: datetime, *, settle: timedelta,
-                     limit: int) -> Ledger:
+                     limit: int, calendars: Mapping[str, Calendar] | None = None) -> Ledger:
     """One job's ledger for an API read or a page, built in slices (``Slices``): the loop is never held for
     more than a few milliseconds, whatever the window. Raises ``ScheduleTooCostly`` past LEDGER_STEPS."""
     history, rows, oldest = await source.ledger_inputs([job_id], start, end)
     book = Book(limit=limit, kept_from=oldest.get(job_id))
     slices = Slices()
-    for entry in entries(segments(history[job_id]), rows[job_id], start=start, end=end, now=datetime.now(UTC),
+    for entry in entries(segments(history[job_id], calendars), rows[job_id], start=start, end=end, now=datetime.now(UTC),
                          settle=settle, budget=Budget(LEDGER_STEPS)):
         if not book.add(entry):
             break
@@ -68,9 +69,11 @@ async def job_ledger(source: LedgerSource, job_id: str, start: datetime, end: da
 
 class Auditor:
     def __init__(self, source: LedgerSource, owned: Callable[[], Mapping[str, Owned]], *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 calendars: Callable[[], Mapping[str, Calendar]] = dict) -> None:
         self.source = source
         self.owned = owned
+        self.calendars = calendars
         self.clock = clock
         self.unaccounted = 0  # since this node started
         self.last_minute: datetime | None = None
@@ -85,7 +88,7 @@ class Auditor:
         for chunk in chunks(ids, AUDIT_JOBS):
             history, rows, oldest = await self.source.ledger_inputs(chunk, start, minute_end)
             for j in chunk:
-                ledger = account(segments(history[j]), rows[j], start=start, end=minute_end, now=now,
+                ledger = account(segments(history[j], self.calendars()), rows[j], start=start, end=minute_end, now=now,
                                  settle=timedelta(0), kept_from=oldest.get(j))
                 for fate, n in ledger.counts.items():
                     totals[fate] += n

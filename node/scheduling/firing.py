@@ -316,13 +316,14 @@ class Firer:
     async def fire(
         self, job: Job, *, execution_id: str, scheduled_at: datetime, fence: int,
         may_send: Callable[[], bool] = lambda: True, lease_left: Callable[[], float] | None = None,
-        attempts_before: int = 0,
+        attempts_before: int = 0, due_at: datetime | None = None,
     ) -> Result:
         """Send one execution (with its retries). ``attempts_before``: attempts an earlier owner made
-        of this same execution (a redelivery continues the count in ``X-Cron-Attempt``)."""
+        of this same execution (a redelivery continues the count in ``X-Cron-Attempt``). ``due_at``: when it
+        was due to leave, when not its instant (a jitter's offset): lateness is measured from it."""
         started = datetime.now(UTC)
         t0 = time.perf_counter()
-        lateness_ms = int((started - scheduled_at).total_seconds() * 1000)
+        lateness_ms = int((started - (due_at or scheduled_at)).total_seconds() * 1000)
         attempt_no = attempts_before
         retries_left = job.retries + 1
         last: Attempt | None = None

@@ -35,12 +35,16 @@ most ``limit + 1`` entries are produced (the extra one only tells ``truncated`` 
 a long gap costs at most ``limit`` schedule steps. One-instant rows are matched by a merge with the (increasing)
 instants and range rows by bisection: O((instants + rows) log rows).
 
-Later fates (``excluded`` by calendars, ``cancelled`` by ``replace``) are new ``Fate`` members (``model/executions.py``)
-and new table rows.
+A segment's instants are its timetable's (``model/timetable.py``: its schedules merged, bounds ignored), so an
+instant outside ``startAt``/``endAt`` is listed ``excluded`` with the bound in its detail, and one after the job
+completed (``maxRuns``) ``completed``; both come from the definition, as ``paused`` does. Instants an exclusion
+calendar names, or a skip request covers, are recorded as range rows when they come (``excluded``, ``skipped``);
+a pending one the calendars or a skip will exclude is listed so already.
 """
 
 from __future__ import annotations
 
+import json
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -49,9 +53,20 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from ..model.executions import ONE_INSTANT_KINDS, RANGE_KINDS, Execution, ExecutionKind, ExecutionState, Fate
+from ..model.calendars import Calendar
+from ..model.executions import (
+    ONE_INSTANT_KINDS,
+    RANGE_KINDS,
+    SKIP_REASON,
+    Execution,
+    ExecutionKind,
+    ExecutionState,
+    Fate,
+)
+from ..model.jobs import scheduling_from_spec
 from ..model.schedule import Budget, Schedule, ScheduleError, parse
 from ..model.times import rfc3339
+from ..model.timetable import Timetable
 
 DEFAULT_LIMIT = 10_000
 ERROR_CHARS = 200  # a row's error quoted in a detail is cut to this many characters
@@ -88,8 +103,11 @@ ROW_FATES: dict[tuple[Cover, str], Fate] = {
     (Cover.ONE, S.RUNNING): F.RUNNING,
     (Cover.ONE, S.SKIPPED): F.SKIPPED,
     (Cover.ONE, S.MISSED): F.MISSED,
+    (Cover.ONE, S.CANCELLED): F.CANCELLED,
+    (Cover.ONE, S.BUFFERED): F.BUFFERED,
     (Cover.RANGE, S.SKIPPED): F.SKIPPED,
     (Cover.RANGE, S.MISSED): F.MISSED,
+    (Cover.RANGE, S.EXCLUDED): F.EXCLUDED,
 }  # a pair not listed: Fate.UNACCOUNTED
 
 REASON_FATES: tuple[tuple[str, Fate], ...] = (
@@ -113,9 +131,17 @@ class Segment:
 
     start: datetime
     end: datetime | None  # None: still in force
-    schedule: Schedule | None  # None: the job did not exist (before creation, after deletion)
+    schedule: Schedule | Timetable | None  # None: the job did not exist (before creation, after deletion)
     paused: bool = False
     version: int = 0
+    completed: bool = False  # the job had completed: its instants are not due
+    max_runs: int | None = None
+    skip_until: datetime | None = None
+
+    @property
+    def timetable(self) -> Timetable | None:
+        s = self.schedule
+        return s if s is None or isinstance(s, Timetable) else Timetable(schedules=(s,))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,9 +222,10 @@ def instants(segments: Sequence[Segment], start: datetime, end: datetime,
     """The scheduled instants in ``[start, end)`` with the segment in force at each, strictly increasing."""
     floor = start - _TINY  # instants are strictly after the floor: >= start, and never one twice
     for seg in segments:
-        if seg.schedule is None or seg.start >= end or (seg.end is not None and seg.end < start):
+        tt = seg.timetable
+        if tt is None or seg.start >= end or (seg.end is not None and seg.end < start):
             continue
-        for t in seg.schedule.iter_after(max(seg.start, floor), budget):
+        for t in tt.raw_after(max(seg.start, floor), budget):
             if t >= end or (seg.end is not None and t > seg.end):
                 break
             yield t, seg
@@ -215,8 +242,14 @@ class _Accountant:
         ones: list[tuple[datetime, int, Row]] = []
         spans: list[tuple[datetime, datetime, int, Row]] = []
         self.others: dict[datetime, Row] = {}  # rows that cover no instant, for the unaccounted hint
+        self.backfilled: dict[datetime, Row] = {}  # the instant a backfill sent -> its best row (delivered first)
         for i, row in enumerate(rows):
             at = row.scheduled_at
+            if row.kind == ExecutionKind.BACKFILL and row.instant is not None:
+                seen = self.backfilled.get(row.instant)
+                if seen is None or _rank(row) > _rank(seen):
+                    self.backfilled[row.instant] = row
+                continue
             cover = kind_cover(row)
             if cover is Cover.ONE:
                 if start <= at < end:
@@ -241,27 +274,73 @@ class _Accountant:
 
     def entries(self) -> Iterator[TickEntry]:
         ones, j = self.ones, 0
+        # instants a backfill sent that no definition had (before the job existed, under an earlier schedule)
+        extra = sorted(t for t in self.backfilled if self.start <= t < self.end)
+        k = 0
         for t, seg in instants(self.segments, self.start, self.end, self.budget):
             while j < len(ones) and ones[j][0] < t:
                 yield self._stray(*ones[j])
                 j += 1
+            while k < len(extra) and extra[k] < t:
+                yield self._backfill_only(extra[k])
+                k += 1
+            if k < len(extra) and extra[k] == t:
+                k += 1
             row = None
             while j < len(ones) and ones[j][0] == t:  # two rows for one instant cannot pass the UNIQUE key: first wins
                 row = row or ones[j][1]
                 j += 1
-            if row is not None:
-                yield self._from_row(t, row, "; claimed before the pause" if seg.paused else "")
-            elif (span := self._span(t)) is not None:
-                yield self._from_row(t, span)
-            elif seg.paused:
-                yield TickEntry(scheduled_at=t, fate=Fate.PAUSED, detail=f"paused (version {seg.version})")
-            elif t > self.cut:
-                yield TickEntry(scheduled_at=t, fate=Fate.PENDING,
-                                detail="not due yet" if t > self.now else "due, not claimed yet")
-            else:
-                yield TickEntry(scheduled_at=t, fate=Fate.UNACCOUNTED, detail=self._no_row(t))
+            entry = self._entry(t, seg, row)
+            yield self._with_backfill(entry) if self.backfilled else entry
         for at, row in ones[j:]:
             yield self._stray(at, row)
+        for t in extra[k:]:
+            yield self._backfill_only(t)
+
+    def _backfill_only(self, t: datetime) -> TickEntry:
+        seg = self.segments[0] if self.segments else None
+        why = "before the job existed" if seg is not None and t <= seg.start else \
+            "not an instant of the definition then in force"
+        return self._with_backfill(TickEntry(scheduled_at=t, fate=Fate.PENDING, detail=why), was=f" ({why})")
+
+    def _entry(self, t: datetime, seg: Segment, row: Row | None) -> TickEntry:
+        """The instant's fate: a row at it, a range row covering it, its definition (a bound, a completion, a
+        pause), or by the clock (pending, or unaccounted: a bug)."""
+        tt = seg.timetable
+        if row is not None:
+            return self._from_row(t, row, "; claimed before the pause" if seg.paused else "")
+        if (span := self._span(t)) is not None:
+            return self._from_row(t, span)
+        if tt is not None and (bound := tt.bound(t)) is not None:
+            return TickEntry(scheduled_at=t, fate=Fate.EXCLUDED, detail=f"excluded: {bound} (version {seg.version})")
+        if seg.completed:
+            runs = f" after {seg.max_runs} run{'' if seg.max_runs == 1 else 's'}" if seg.max_runs else ""
+            return TickEntry(scheduled_at=t, fate=Fate.COMPLETED, detail=f"the job had completed{runs}")
+        if seg.paused:
+            return TickEntry(scheduled_at=t, fate=Fate.PAUSED, detail=f"paused (version {seg.version})")
+        due = tt.fire_at(t) if tt is not None else t
+        if due <= self.cut:
+            return TickEntry(scheduled_at=t, fate=Fate.UNACCOUNTED, detail=self._no_row(t))
+        if seg.skip_until is not None and t <= seg.skip_until:
+            return TickEntry(scheduled_at=t, fate=Fate.SKIPPED, detail=f"{SKIP_REASON} (until {rfc3339(seg.skip_until)})")
+        if tt is not None and tt.calendars and (why := tt.excluded(t)) is not None:
+            return TickEntry(scheduled_at=t, fate=Fate.EXCLUDED, detail=why)
+        return TickEntry(scheduled_at=t, fate=Fate.PENDING, detail="not due yet" if due > self.now else "due, not claimed yet")
+
+    def _with_backfill(self, entry: TickEntry, was: str | None = None) -> TickEntry:
+        """An instant a backfill sent: delivered by it (whatever befell its tick), in flight, or the tick's fate with
+        the backfill's failure said."""
+        b = self.backfilled.get(entry.scheduled_at)
+        if b is None or entry.fate is Fate.DELIVERED:
+            return entry
+        was = was if was is not None else f" (its tick: {entry.fate})"
+        if b.state == ExecutionState.SUCCEEDED:
+            return TickEntry(scheduled_at=entry.scheduled_at, fate=Fate.DELIVERED, execution_id=b.id,
+                             redelivered=b.redelivered, detail=f"delivered by backfill {b.backfill}: {_delivered(b)}{was}")
+        if b.state in (ExecutionState.CLAIMED, ExecutionState.RUNNING):
+            return TickEntry(scheduled_at=entry.scheduled_at, fate=Fate.RUNNING, execution_id=b.id,
+                             detail=f"backfill {b.backfill} in flight{was}")
+        return replace(entry, detail=f"{entry.detail}; backfill {b.backfill}: {_clip(b.error or b.state)}")
 
     def _span(self, t: datetime) -> Row | None:
         """The range row covering ``t`` (ranges do not overlap; if they did, any covering one)."""
@@ -295,6 +374,12 @@ class _Accountant:
         if other is not None:
             return f"no tick row; a {other.kind} row ({other.id}) holds this instant: a bug, please report"
         return "no execution row: a bug, please report"
+
+
+def _rank(row: Row) -> int:
+    """Which of several backfill rows of one instant speaks for it: delivered, then in flight, then the rest."""
+    return 2 if row.state == ExecutionState.SUCCEEDED else 1 if row.state in (ExecutionState.CLAIMED,
+                                                                                ExecutionState.RUNNING) else 0
 
 
 def _explain(row: Row) -> tuple[Fate, str]:
@@ -388,6 +473,9 @@ _DETAILS: dict[Fate, Callable[[Row], str]] = {
     Fate.RUNNING: _running,
     Fate.SKIPPED: _not_run(Fate.SKIPPED),
     Fate.MISSED: _not_run(Fate.MISSED),
+    Fate.EXCLUDED: _not_run(Fate.EXCLUDED),
+    Fate.CANCELLED: lambda row: f"cancelled: {_clip(row.error or 'replaced by a later tick')}" + _notes(row),
+    Fate.BUFFERED: lambda row: "buffered: waits for the run in flight" + _notes(row, attempts=False),
     Fate.UNACCOUNTED: _unknown,
 }  # details of the fates a row gives; paused, pending and unaccounted without a row are written in entries()
 
@@ -403,14 +491,44 @@ def _schedule(expression: str, zone: str) -> Schedule | None:
         return None
 
 
-def segments(history: Sequence[Mapping[str, Any]]) -> list[Segment]:
-    """History rows (ordered by version) -> consecutive definitions, each in force until the next."""
+@lru_cache(maxsize=4096)
+def _definition(job_id: str, expression: str, zone: str, spec: str, calendars: tuple[Calendar, ...]
+                ) -> tuple[Timetable, dict[str, Any]] | None:
+    """A history row's timetable (its schedules, bounds, DST policy, calendars) and its other scheduling fields."""
+    fields = scheduling_from_spec(json.loads(spec))
+    try:
+        schedules = tuple(parse(e, zone, seed=job_id, dst=fields["dst_policy"])
+                          for e in (expression, *fields["more_schedules"]))
+    except ScheduleError:
+        return None
+    by_name = {c.name: c for c in calendars}
+    tt = Timetable(schedules=schedules, start_at=fields["start_at"], end_at=fields["end_at"],
+                   calendars=tuple(by_name[n] for n in fields["exclude_calendars"] if n in by_name),
+                   jitter=fields["jitter_seconds"], seed=job_id)
+    return tt, fields
+
+
+def segments(history: Sequence[Mapping[str, Any]], calendars: Mapping[str, Calendar] | None = None) -> list[Segment]:
+    """History rows (ordered by version) -> consecutive definitions, each in force until the next. ``calendars``:
+    the exclusion calendars now (for instants not planned yet; the planned ones have their rows)."""
     out: list[Segment] = []
     for i, h in enumerate(history):
         end = history[i + 1]["valid_from"] if i + 1 < len(history) else None
-        schedule = None if h["deleted"] else _schedule(h["schedule"], h["time_zone"])
+        schedule: Schedule | Timetable | None = None
+        extra: dict[str, Any] = {}
+        if h["deleted"]:
+            pass
+        elif h.get("spec"):
+            names = tuple(sorted(calendars or {}))
+            found = _definition(h["job_id"], h["schedule"], h["time_zone"], h["spec"],
+                                tuple(calendars[n] for n in names) if calendars else ())
+            if found is not None:
+                schedule, fields = found
+                extra = {"max_runs": fields["max_runs"], "skip_until": fields["skip_until"]}
+        else:  # a release-2 row: one expression, nothing else
+            schedule = _schedule(h["schedule"], h["time_zone"])
         out.append(Segment(start=h["valid_from"], end=end, schedule=schedule, paused=bool(h["paused"]),
-                           version=int(h["version"])))
+                           version=int(h["version"]), completed=bool(h.get("completed")), **extra))
     return out
 
 
@@ -422,8 +540,9 @@ def missed_in_gap(history: Sequence[Mapping[str, Any]], start: datetime, end: da
 
     out: list[Any] = []
     for seg in segments(history):
-        if seg.schedule is None or seg.paused:
+        tt = seg.timetable
+        if tt is None or seg.paused or seg.completed:
             continue
         hi = min(seg.end, end) if seg.end is not None else end
-        out += missed_between(seg.schedule, max(seg.start, start), hi)
+        out += missed_between(tt, max(seg.start, start), hi)
     return out

@@ -37,10 +37,11 @@ import structlog
 from .. import metrics
 from ..batching import TAKEOVER_JOBS, chunks
 from ..cluster.ring import Ring
+from ..model.calendars import Calendar
 from ..model.errors import StoreUnavailable
 from ..model.executions import Claim, ExecutionKind, ExecutionState, Liveness, Redelivery, Takeover, new_execution_id
 from ..model.jobs import Job, JobSummary, secret_values
-from ..model.schedule import Schedule
+from ..model.timetable import Timetable
 from . import planning
 from .ledger import missed_in_gap
 
@@ -103,6 +104,8 @@ class JobIndex(Protocol):
 
     jobs: dict[str, JobSummary]
     changed_ids: set[str]
+    calendars: dict[str, Calendar]  # exclusion calendars by name
+    calendars_seen: int  # bumped whenever they change
 
     def active_ids(self) -> list[str]: ...
 
@@ -116,13 +119,15 @@ class Handle(Protocol):
 @dataclass(slots=True, eq=False)
 class Owned:
     job: Job
-    schedule: Schedule
+    timetable: Timetable  # the job's instants (its schedules, bounds, calendars, jitter)
     fence: int
     anchor: datetime  # ticks strictly after this are due; the last scheduled tick claimed
     wake: float = 0.0
     inflight: int = 0
     claiming: int = 0  # claim statements under way: a release waits for them
     pending: dict[str, tuple[Handle, Claim]] = field(default_factory=dict)  # claimed, waiting for their instant
+    queue: list[Claim] = field(default_factory=list)  # buffered ticks, in order, waiting for the run in flight to end
+    polling: bool = False  # the queue waits for a run in flight on another node: asked about every second
     unconfirmed: list[Claim] = field(default_factory=list)  # claimed by a statement that failed: maybe inserted
     extra: list[Claim] = field(default_factory=list)  # rows to claim with the next plan (missed before an edit)
     _secrets: list[str] | None = None  # the job's own secret values (masked in what targets echo)
@@ -133,6 +138,8 @@ class Owned:
             self._secrets = secret_values(self.job)
         return self._secrets
     releasing: bool = False
+    completing: bool = False  # its completion is being written (it can never fire again)
+    runs: int = 0  # scheduled runs counted against max_runs (jobs.runs, plus the ones claimed since)
     recorded_running: bool = False  # releasing: the runs in flight have their running rows written
     recording: bool = False
     reloading: bool = False
@@ -155,12 +162,12 @@ def _has_gap(t: Takeover) -> bool:
     return t.last_tick is None or t.last_tick < since
 
 
-def missed_until(schedule: Schedule, o: Owned, until: datetime) -> list[Claim]:
-    """Missed-range rows for ``schedule``'s instants in (o.anchor, until]."""
+def missed_until(timetable: Timetable, o: Owned, until: datetime) -> list[Claim]:
+    """Missed-range rows for ``timetable``'s instants in (o.anchor, until]."""
     return [Claim(id=new_execution_id(), job_id=o.job.id, scheduled_at=m.last, fence=o.fence,
                   kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count, missed_from=m.first,
                   error="due before an edit took force, not claimed in time")
-            for m in planning.missed_between(schedule, o.anchor, until)]
+            for m in planning.missed_between(timetable, o.anchor, until)]
 
 
 class Spawner(Protocol):
@@ -172,7 +179,7 @@ class Spawner(Protocol):
 class Hooks(Protocol):
     """What the scheduler does when ownership changes (timers, abandoning unsent claims)."""
 
-    def took(self, o: Owned, redeliver: tuple[Redelivery, ...] = ()) -> None: ...
+    def took(self, o: Owned, redeliver: tuple[Redelivery, ...] = (), buffered: tuple[Redelivery, ...] = ()) -> None: ...
     def reloaded(self, o: Owned) -> None: ...
     def abandon_pending(self, o: Owned, reason: str) -> None: ...
     def handover(self, direction: str, job_ids: list[str]) -> None: ...
@@ -221,6 +228,7 @@ class Ownership:
         self.handovers_in = 0
         self.handovers_out = 0
         self.wake = asyncio.Event()  # set when another pass is needed soon (a release to retry, a job freed)
+        self._calendars_seen = 0
 
     # ------------------------------------------------------------------ state
 
@@ -296,14 +304,22 @@ class Ownership:
             changed, self.catalogue.changed_ids = self.catalogue.changed_ids, set()
             for j in changed:
                 s = self.catalogue.jobs.get(j)
-                if s is not None and not s.paused and not s.deleted and ring.owner(j) == self.node_id:
+                if s is not None and s.active and ring.owner(j) == self.node_id:
                     self._desired.add(j)
                 else:
                     self._desired.discard(j)
         return self._desired
 
     def _reload_stale(self) -> None:
-        """Every owned job whose catalogue version is newer than the definition it fires: reload."""
+        """Every owned job whose catalogue version is newer than the definition it fires: reload. When the
+        calendars changed, the timetables of the jobs that name one are rebuilt (instants already claimed stay
+        claimed; the next plan obeys the new calendars)."""
+        if self._calendars_seen != self.catalogue.calendars_seen:
+            self._calendars_seen = self.catalogue.calendars_seen
+            for o in self.owned.values():
+                if o.job.exclude_calendars:
+                    o.timetable = o.job.timetable(self.catalogue.calendars)
+                    self.hooks.reloaded(o)
         jobs = self.catalogue.jobs
         for o in self.owned.values():
             s = jobs.get(o.job.id)
@@ -401,12 +417,13 @@ class Ownership:
         else:
             anchors = [a for a in (last, since) if a is not None]
             anchor = max(anchors) if anchors else datetime.now(UTC)
-        o = Owned(job=job, schedule=job.parsed_schedule, fence=t.fence, anchor=anchor, extra=gap)
+        o = Owned(job=job, timetable=job.timetable(self.catalogue.calendars), fence=t.fence, anchor=anchor, extra=gap,
+                  runs=job.runs)
         self.owned[job.id] = o
         if t.fence > 1:
             self.handovers_in += 1
             metrics.HANDOVERS.labels("in").inc()
-        self.hooks.took(o, t.redeliver)
+        self.hooks.took(o, t.redeliver, t.buffered)
 
     async def _reload(self, o: Owned) -> None:
         """An owned job changed (edit): load its new definition, keep the fence. A failed read
@@ -429,16 +446,18 @@ class Ownership:
             self.drop(o, "fence moved on while reloading")
             return
         schedule_changed = job.active_since != o.job.active_since
-        old_schedule, old_paused = o.schedule, o.job.paused
+        old_timetable, old_paused = o.timetable, o.job.paused
         o.job = replace(job, created_at=None, updated_at=None, owner=None)
-        o.schedule = job.parsed_schedule
+        o.timetable = job.timetable(self.catalogue.calendars)
+        o.runs = max(o.runs, job.runs)
+        o.completing = False
         o._secrets = None
         if schedule_changed and job.active_since is not None:
             if job.active_since > o.anchor and not old_paused:
                 # The edit took force after the last instant claimed (MariaDB was away, or the
                 # owner was catching up): the old definition's instants up to the edit were due
                 # and not run. They are recorded as missed, never skipped silently.
-                o.extra.extend(missed_until(old_schedule, o, job.active_since))
+                o.extra.extend(missed_until(old_timetable, o, job.active_since))
             # The new definition is in force from the edit on: its instants after the edit are
             # planned (late ones by misfire policy); instants already claimed are kept as claimed.
             o.anchor = job.active_since

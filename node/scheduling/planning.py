@@ -6,7 +6,14 @@ every fire instant in ``(anchor, horizon]`` exactly once, as one of:
 * a ``Run``: claim it and send it. ``tick`` when on time (at or after ``now - late_after``);
   ``catchup`` when late, within the misfire grace (at or after ``now - grace``), and run by policy;
 * a ``Skip``: not run because the previous run is still in flight (concurrencyPolicy forbid);
-* a place in one ``MissedRange``: consecutive instants not run, recorded as one row with an exact count.
+* a place in one ``MissedRange``: consecutive instants not run, recorded as one row with an exact count;
+* a place in one range of ``excluded`` instants (an exclusion calendar names them: fate ``excluded``, the
+  calendar in the reason) or of ``requested`` skips (instants up to the job's ``skip_until``: ``skipped``);
+* nothing, after the last run ``max_runs`` allows: the plan says ``completed`` (the job completes there).
+
+The instants are the job's timetable's (``model/timetable.py``): its schedules merged, within its bounds. With a
+jitter, an instant is judged (on time, late, within the grace, due by the horizon) at its send time, the
+instant plus its offset.
 
 Late instants by misfire policy:
   skip       all of them form a range (fate ``skipped``);
@@ -34,9 +41,10 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..model.executions import OVERLAP_REASON, ExecutionKind, Fate
+from ..model.executions import OVERLAP_REASON, SKIP_REASON, ExecutionKind, Fate
 from ..model.jobs import MisfirePolicy
 from ..model.schedule import Schedule
+from ..model.timetable import Timetable
 
 LATE_AFTER = timedelta(seconds=1)  # a tick first considered later than this is late: the misfire policy decides
 CATCHUP_CAP = 100  # fire_all: at most this many catch-up runs per plan
@@ -73,38 +81,66 @@ class Plan:
     missed: tuple[MissedRange, ...]
     anchor: datetime  # the next plan starts here
     complete: bool  # False: the budget cut the plan short; call again (after yielding) from ``anchor``
+    excluded: tuple[MissedRange, ...] = ()  # instants not due: a calendar (EXCLUDED) or a skip request (SKIPPED)
+    completed_at: datetime | None = None  # the last run max_runs allows is in this plan: the job completes here
 
 
-def plan(schedule: Schedule, anchor: datetime, now: datetime, horizon: datetime, *,
+def plan(schedule: Schedule | Timetable, anchor: datetime, now: datetime, horizon: datetime, *,
          policy: MisfirePolicy, grace: timedelta, busy: bool, forbid: bool,
-         late_after: timedelta = LATE_AFTER, catchup_cap: int = CATCHUP_CAP, budget: int = BUDGET) -> Plan:
-    """The plan for the instants in ``(anchor, horizon]`` as seen at ``now`` (``now <= horizon``)."""
+         late_after: timedelta = LATE_AFTER, catchup_cap: int = CATCHUP_CAP, budget: int = BUDGET,
+         skip_until: datetime | None = None, runs_left: int | None = None) -> Plan:
+    """The plan for the instants in ``(anchor, horizon]`` as seen at ``now`` (``now <= horizon``). ``skip_until``:
+    instants up to it are skipped by request. ``runs_left``: at most this many runs (``max_runs``), then none."""
+    tt = schedule if isinstance(schedule, Timetable) else Timetable(schedules=(schedule,))
+    if runs_left is not None and runs_left <= 0:  # the runs were used up: the job completed where it stands
+        return Plan(runs=(), skips=(), missed=(), anchor=anchor, complete=True, completed_at=anchor)
     policy = MisfirePolicy(policy)
     late_line, grace_line = now - late_after, now - grace
     keep = {MisfirePolicy.SKIP: 0, MisfirePolicy.FIRE_ONCE: 1, MisfirePolicy.FIRE_ALL: max(0, catchup_cap)}[policy]
+    if tt.start_at is not None and anchor < tt.start_at - _TINY:
+        anchor = tt.start_at - _TINY  # instants before startAt are not due (the ledger says so from the definition)
+    if tt.end_at is not None and horizon >= tt.end_at:
+        horizon = tt.end_at - _TINY
 
     # 1. every_seconds schedules: the late instants that cannot run, counted without enumerating them.
-    head = _counted_head(schedule, anchor, horizon, late_line, keep)
+    head = _counted_head(tt, anchor, horizon, late_line, keep) if skip_until is None or skip_until <= anchor \
+        else _Head(anchor, anchor, 0)
 
-    # 2. Enumerate the rest, at most budget + keep instants.
+    # 2. Enumerate the rest, at most budget + keep instants; the ones not due (a calendar, a skip request) go
+    # into ranges of their own and are not run.
     limit = max(1, budget) + keep
     ticks: list[datetime] = []
+    fires: list[datetime] = []  # ticks' send times (the instant plus its jitter offset)
+    not_due: list[tuple[datetime, Fate, str]] = []  # decided at once, whatever follows
     complete = True
-    for t in schedule.iter_after(head.last):
-        if t > horizon:
+    last_seen = head.last
+    for t in tt.iter_after(head.last):
+        fire = tt.fire_at(t)
+        if fire > horizon:
             break
-        if len(ticks) == limit:
+        if len(ticks) + len(not_due) >= limit:
             complete = False
             break
+        last_seen = t
+        if skip_until is not None and t <= skip_until:
+            not_due.append((t, Fate.SKIPPED, SKIP_REASON))
+            continue
+        if tt.calendars and (reason := tt.excluded(t)) is not None:
+            not_due.append((t, Fate.EXCLUDED, reason))
+            continue
         ticks.append(t)
-    n_late = bisect_left(ticks, late_line)
+        fires.append(fire)
+    n_late = bisect_left(fires, late_line)
     late, on_time = ticks[:n_late], ticks[n_late:]
-    n_past = bisect_left(late, grace_line)  # late[:n_past] are past the grace, the rest within it
+    n_past = bisect_left(fires[:n_late], grace_line)  # late[:n_past] are past the grace, the rest within it
+    cut: datetime | None = None  # the first instant left for the next call (none: every one seen is decided)
     if complete or on_time:  # every late instant is known: the last `keep` within the grace run
         n_run = min(keep, n_late - n_past)
         covered, catchup = late[:n_late - n_run], late[n_late - n_run:]
     else:  # more late instants may follow: leave the last `keep` within the grace for the next call
         covered, catchup = late[:max(n_past, n_late - keep)], []
+        if len(covered) < n_late:
+            cut = late[len(covered)]
 
     missed: tuple[MissedRange, ...] = ()
     if head.count or covered:
@@ -116,16 +152,45 @@ def plan(schedule: Schedule, anchor: datetime, now: datetime, horizon: datetime,
 
     runs: list[Run] = []
     skips: list[Skip] = []
+    completed_at: datetime | None = None
     for t, kind in [*((t, ExecutionKind.CATCHUP) for t in catchup), *((t, ExecutionKind.TICK) for t in on_time)]:
+        if completed_at is not None:
+            break  # the job completed with the last run allowed: the instants after it are not planned
         if forbid and busy:
             skips.append(Skip(scheduled_at=t, reason=OVERLAP_REASON))
         else:
             runs.append(Run(scheduled_at=t, kind=kind))
             busy = True
+            if runs_left is not None and len(runs) >= runs_left:
+                completed_at = t
 
+    if completed_at is not None:  # nothing after the last run allowed is planned
+        cut = completed_at + _TINY
+        skips = [sk for sk in skips if sk.scheduled_at < completed_at]
+        complete = True
     decided = [*covered, *catchup, *on_time]
-    end = decided[-1] if decided else head.last
-    return Plan(runs=tuple(runs), skips=tuple(skips), missed=missed, anchor=end, complete=complete)
+    if cut is not None:
+        not_due = [x for x in not_due if x[0] < cut]
+        end = max([head.last, *(t for t in decided if t < cut), *(x[0] for x in not_due)])
+    else:
+        end = max(decided[-1] if decided else head.last, last_seen)
+    return Plan(runs=tuple(runs), skips=tuple(skips), missed=missed, anchor=end, complete=complete,
+                excluded=_ranges(not_due, ticks), completed_at=completed_at)
+
+
+def _ranges(not_due: list[tuple[datetime, Fate, str]], due: list[datetime]) -> tuple[MissedRange, ...]:
+    """Consecutive instants not due for the same reason, one range each (a due instant between two ends it)."""
+    out: list[MissedRange] = []
+    k = 0
+    for t, fate, reason in not_due:
+        while k < len(due) and due[k] < t:
+            k += 1
+        r = out[-1] if out else None
+        if r is not None and r.fate is fate and r.reason == reason and not (k > 0 and due[k - 1] > r.last):
+            out[-1] = MissedRange(first=r.first, last=t, count=r.count + 1, fate=fate, reason=reason)
+        else:
+            out.append(MissedRange(first=t, last=t, count=1, fate=fate, reason=reason))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +200,8 @@ class _Head:  # late instants counted, not enumerated; count 0: none (first and 
     count: int
 
 
-def _counted_head(schedule: Schedule, anchor: datetime, horizon: datetime, late_line: datetime, keep: int) -> _Head:
+def _counted_head(schedule: Schedule | Timetable, anchor: datetime, horizon: datetime, late_line: datetime,
+                  keep: int) -> _Head:
     """For every_seconds schedules, the late instants but the last ``keep`` (which alone may run), in O(1).
     Other schedules count nothing here."""
     none = _Head(anchor, anchor, 0)
@@ -161,7 +227,7 @@ def _reason(policy: MisfirePolicy, grace: timedelta, catchup_cap: int, *, past: 
     return "; ".join(parts)
 
 
-def missed_between(schedule: Schedule, start: datetime, end: datetime) -> list[MissedRange]:
+def missed_between(schedule: Schedule | Timetable, start: datetime, end: datetime) -> list[MissedRange]:
     """Every instant of ``schedule`` in ``(start, end]`` as missed ranges (for instants nobody could
     claim: an owner lost before an edit, a pause or a delete). Bounded: planned in slices."""
     out: list[MissedRange] = []

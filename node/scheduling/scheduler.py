@@ -23,6 +23,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Protocol
@@ -34,18 +35,23 @@ from ..aio import Tasks, raise_if_cancelling, wait_event
 from ..batching import TAKEOVER_JOBS
 from ..model.errors import LeaseNotFresh, StoreUnavailable
 from ..model.executions import (
+    BUFFER_FULL_REASON,
+    BUFFER_LATE_REASON,
     OVERLAP_REASON,
+    REPLACED_REASON,
     Claim,
     Claimed,
     ExecutionKind,
     ExecutionState,
+    Fate,
     Liveness,
     Redelivery,
     new_execution_id,
 )
-from ..model.jobs import ConcurrencyPolicy, Delivery, Job
-from ..model.schedule import Schedule
+from ..model.jobs import BUFFERING, ConcurrencyPolicy, Delivery, Job
+from ..model.schedule import Schedule, ScheduleExhausted
 from ..model.times import rfc3339
+from ..model.timetable import Timetable
 from . import planning
 from .firing import Result
 from .outcomes import Outcomes
@@ -56,7 +62,8 @@ class Sender(Protocol):
     """Sends one execution's request, attempts and retries included (firing.Firer)."""
 
     async def fire(self, job: Job, *, execution_id: str, scheduled_at: datetime, fence: int,
-                   may_send: Callable[[], bool], lease_left: Callable[[], float], attempts_before: int = 0) -> Result: ...
+                   may_send: Callable[[], bool], lease_left: Callable[[], float], attempts_before: int = 0,
+                   due_at: datetime | None = None) -> Result: ...
 
 
 class ClusterLease(Lease, Protocol):
@@ -97,12 +104,26 @@ class Claims(Protocol):
     async def existing(self, execution_ids: Sequence[str]) -> set[str]: ...
     async def orphans(self, gone: Sequence[str], job_ids: Sequence[str], node: str, claimer: str
                       ) -> dict[str, list[Redelivery]]: ...
+    async def dequeue(self, execution_id: str, fence: int) -> bool: ...
+    async def in_flight(self, job_id: str, live: Liveness) -> list[tuple[str, str, str | None]]: ...
+
+
+class Cancels(Protocol):
+    """Tells the other nodes to abort runs they are sending (concurrencyPolicy replace; the bus)."""
+
+    async def cancel(self, execution_ids: list[str], reason: str) -> None: ...
+
+
+class _NoCancels:
+    async def cancel(self, execution_ids: list[str], reason: str) -> None:
+        return None
 
 
 log = structlog.get_logger("scheduler")
 
 PLAN_BUDGET = 1000  # schedule instants enumerated per plan (~20 ms); a longer gap is planned in slices
 PLAN_SLICE = 0.05  # seconds of planning per claim cycle before the rest waits for the next cycle
+QUEUE_POLL = 1.0  # seconds between looks at a run in flight on another node that buffered ticks wait for
 
 
 def _utc(ts: float) -> datetime:
@@ -115,6 +136,30 @@ def first_tick(schedule: Schedule, anchor: datetime) -> datetime:
     return schedule.next_after(anchor)
 
 
+def next_wake(tt: Timetable, anchor: datetime) -> datetime | None:
+    """When the first instant after the anchor is due to leave (its send time): excluded and skipped instants
+    count, their rows are written when they come. None: the timetable has no instant left."""
+    try:
+        if tt.plain and tt.start_at is None and tt.end_at is None:
+            return first_tick(tt.schedules[0], anchor)
+    except ScheduleExhausted:
+        return None
+    t = next(tt.iter_after(anchor), None)
+    return None if t is None else tt.fire_at(t)
+
+
+class Completions(Protocol):
+    """Marks a job completed (it can never fire again) under its owner's fence, and tells the cluster
+    (store/jobs.py and the bus, put together by the composition root)."""
+
+    async def complete(self, job_id: str, fence: int, at: datetime) -> None: ...
+
+
+class _NoCompletions:
+    async def complete(self, job_id: str, fence: int, at: datetime) -> None:
+        log.warning("job completed, but no completion service is wired", job=job_id)
+
+
 class Scheduler:
     """Owns the timers of the jobs this node owns and tells each tick's story. Built by the composition
     root (``web/app.py``) with its collaborators: the ownership state machine (whose hooks it is), the
@@ -123,7 +168,8 @@ class Scheduler:
     def __init__(self, *, node_id: str, claims: Claims, ownership: Ownership, outcomes: Outcomes, firer: Sender,
                  membership: ClusterLease, catalogue: ChangeNotices, tasks: Tasks, claim_ahead: float,
                  clock: Callable[[], float] = time.time, later: Later | None = None,
-                 plan_slice: float = PLAN_SLICE) -> None:
+                 plan_slice: float = PLAN_SLICE, completions: Completions | None = None,
+                 cancels: Cancels | None = None) -> None:
         self.node_id = node_id
         self.claims = claims
         self.ownership = ownership
@@ -136,6 +182,10 @@ class Scheduler:
         self.clock = clock  # wall-clock seconds (instants are compared with it)
         self.later = later or _call_later  # runs a callback that many seconds from now; returns a cancellable handle
         self.plan_slice = plan_slice  # seconds of planning per claim cycle (of the process's own time)
+        self.completions: Completions = completions or _NoCompletions()
+        self.cancels: Cancels = cancels or _NoCancels()
+        self.running: dict[str, tuple[asyncio.Task[None], Owned]] = {}  # execution id -> its send, this node's
+        self.cancelled: dict[str, str] = {}  # execution id -> why it is being aborted (replace)
         self.heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
@@ -153,11 +203,39 @@ class Scheduler:
 
     # ------------------------------------------------------------------ ownership hooks
 
-    def took(self, o: Owned, redeliver: tuple[Redelivery, ...] = ()) -> None:
+    def took(self, o: Owned, redeliver: tuple[Redelivery, ...] = (), buffered: tuple[Redelivery, ...] = ()) -> None:
         # Wake for the first tick after the anchor: at once when ticks were missed since
         # (the misfire policy handles them), else claim_ahead before it is due.
-        self._push(o, max(self.clock(), first_tick(o.schedule, o.anchor).timestamp()))
+        nxt = next_wake(o.timetable, o.anchor)
+        if nxt is None and not buffered:
+            self._complete(o, o.anchor)
+        elif nxt is not None:
+            self._push(o, max(self.clock(), nxt.timestamp()))
         self._redeliver(o, redeliver)
+        if buffered:  # ticks a previous owner buffered: ours to send once no run of the job is in flight
+            o.queue = [Claim(id=b.id, job_id=o.job.id, scheduled_at=b.scheduled_at, fence=o.fence, kind=b.kind,
+                             state=ExecutionState.BUFFERED) for b in buffered]
+            self._poll_queue(o)
+
+    def _complete(self, o: Owned, at: datetime) -> None:
+        """The job can never fire again (its last run allowed is claimed, its @at has fired, its endAt has
+        passed): completed at ``at``, under this owner's fence. The catalogue then releases it."""
+        if o.completing:
+            return
+        o.completing = True
+        at = max(at, o.job.end_at) if o.job.end_at is not None and o.job.end_at <= _utc(self.clock()) else at
+        self.tasks.spawn(self._write_completion(o, at))
+
+    async def _write_completion(self, o: Owned, at: datetime) -> None:
+        for k in range(5):
+            try:
+                await self.completions.complete(o.job.id, o.fence, at)
+                log.info("job completed", job=o.job.id, at=rfc3339(at), runs=o.runs)
+                return
+            except StoreUnavailable as e:
+                log.warning("could not record a job's completion; retrying", job=o.job.id, error=str(e))
+                await asyncio.sleep(min(5.0, 0.5 * 2 ** k))
+        o.completing = False  # the next takeover or reload finds it again
 
     def liveness(self) -> Liveness:
         mine = self.membership.claimer
@@ -174,7 +252,8 @@ class Scheduler:
                           attempts=r.attempts)
             log.info("redelivering", job=o.job.id, execution=r.id, tick=rfc3339(r.scheduled_at), fence=o.fence)
             metrics.REDELIVERIES.inc()
-            delay = max(0.0, r.scheduled_at.timestamp() - self.clock())  # a tick claimed ahead waits for its instant
+            # a tick claimed ahead waits for its send time
+            delay = max(0.0, o.timetable.fire_at(r.scheduled_at).timestamp() - self.clock())
             o.pending[claim.id] = (self.later(delay, self._send_due, o, claim), claim)
 
     def reloaded(self, o: Owned) -> None:
@@ -189,8 +268,9 @@ class Scheduler:
     def _not_sent(self, o: Owned, claim: Claim, reason: str) -> None:
         """A claimed execution this node will not send. at_most_once: abandoned, never re-sent.
         at_least_once: left open; the job's next owner (maybe this node again) re-sends it."""
-        if o.job.delivery is Delivery.AT_LEAST_ONCE:
-            log.info("claimed execution left for the next owner (at_least_once)", job=o.job.id,
+        if o.job.delivery is Delivery.AT_LEAST_ONCE or claim.kind == ExecutionKind.BACKFILL:
+            # (a backfill's instant is sent again by its backfill when it resumes, as the same execution)
+            log.info("claimed execution left for the next owner", job=o.job.id, kind=str(claim.kind),
                      execution=claim.id, tick=rfc3339(claim.scheduled_at), reason=reason)
             return
         self.outcomes.mark(claim, ExecutionState.ABANDONED, error=reason)
@@ -220,7 +300,11 @@ class Scheduler:
     def _schedule_next(self, o: Owned) -> None:
         if o.releasing or self.owned.get(o.job.id) is not o:
             return
-        self._push(o, first_tick(o.schedule, o.anchor).timestamp())
+        nxt = next_wake(o.timetable, o.anchor)
+        if nxt is None:
+            self._complete(o, o.anchor)
+        else:
+            self._push(o, nxt.timestamp())
 
     async def run_timer(self) -> None:
         while True:
@@ -259,11 +343,18 @@ class Scheduler:
         """The claims for one due job (planning.plan decides; this turns its plan into rows)."""
         job = o.job
         p = planning.plan(
-            o.schedule, o.anchor, _utc(now), _utc(now + self.claim_ahead), policy=job.misfire_policy,
+            o.timetable, o.anchor, _utc(now), _utc(now + self.claim_ahead), policy=job.misfire_policy,
             grace=timedelta(seconds=job.misfire_grace_seconds), busy=o.busy,
             forbid=job.concurrency_policy is ConcurrencyPolicy.FORBID, budget=PLAN_BUDGET,
+            skip_until=job.skip_until, runs_left=None if job.max_runs is None else max(0, job.max_runs - o.runs),
         )
         claims: list[Claim] = []
+        for x in p.excluded:  # not due: a calendar names them, or a skip request covers them
+            excluded = x.fate is Fate.EXCLUDED
+            claims.append(Claim(id=new_execution_id(), job_id=job.id, scheduled_at=x.last, fence=o.fence,
+                                kind=ExecutionKind.EXCLUSION if excluded else ExecutionKind.SKIP,
+                                state=ExecutionState.EXCLUDED if excluded else ExecutionState.SKIPPED,
+                                missed_count=x.count, missed_from=x.first, error=x.reason))
         for m in p.missed:
             claims.append(Claim(id=new_execution_id(), job_id=job.id, scheduled_at=m.last, fence=o.fence,
                                 kind=ExecutionKind.MISFIRE, state=ExecutionState(m.fate), missed_count=m.count,
@@ -275,9 +366,27 @@ class Scheduler:
                                 missed_from=sk.scheduled_at, error=sk.reason))
             metrics.misfires(str(ExecutionKind.OVERLAP)).inc()
         forbid = job.concurrency_policy is ConcurrencyPolicy.FORBID
+        buffer = job.concurrency_policy in BUFFERING
+        counted = job.max_runs is not None
+        # buffer_one / buffer_all: a run due while one is in flight here (or waits, or is claimed to go) waits
+        # for it, in order (buffer_one: one at most, the others are skipped); the claim statement buffers it too
+        # when the run in flight is on another node
+        busy = buffer and bool(o.inflight or o.queue or o.pending)
+        waiting = len(o.queue)
         for r in p.runs:
+            state, kind, error = ExecutionState.CLAIMED, r.kind, None
+            if busy:
+                if job.concurrency_policy is ConcurrencyPolicy.BUFFER_ONE and waiting >= 1:
+                    state, kind, error = ExecutionState.SKIPPED, ExecutionKind.OVERLAP, BUFFER_FULL_REASON
+                else:
+                    state = ExecutionState.BUFFERED
+                    waiting += 1
             claims.append(Claim(id=new_execution_id(), job_id=job.id, scheduled_at=r.scheduled_at, fence=o.fence,
-                                kind=r.kind, forbid=forbid))
+                                kind=kind, state=state, forbid=forbid, buffer=buffer and state == ExecutionState.CLAIMED,
+                                counted=counted and state != ExecutionState.SKIPPED, error=error,
+                                missed_count=1 if state == ExecutionState.SKIPPED else 0,
+                                missed_from=r.scheduled_at if state == ExecutionState.SKIPPED else None))
+            busy = busy or buffer
         return claims, p
 
     async def _claim_cycle(self, due: list[Owned], now: float) -> None:
@@ -314,6 +423,8 @@ class Scheduler:
             if claims:
                 o.claiming += 1  # before any await: a release waits for this claim
                 plans.append((o, claims, p, o.generation))
+            elif p.completed_at is not None:
+                self._complete(o, p.completed_at)  # its runs were used up before this plan
             else:
                 self._schedule_next(o)
             if k % 50 == 49:
@@ -339,7 +450,7 @@ class Scheduler:
             if not isinstance(e, Exception):
                 raise
             return
-        won, taken, overlapped = claimed.won, claimed.taken, claimed.overlapped
+        won, taken, overlapped, buffered = claimed.won, claimed.taken, claimed.overlapped, claimed.buffered
         for o, _, _, _ in plans:
             o.claiming -= 1  # (a release waiting for this claim finishes below, once its runs are pending)
         metrics.CLAIMS.labels("won").inc(len(won))
@@ -364,9 +475,14 @@ class Scheduler:
                 if c.id in overlapped:  # forbid, and a run of the job is in flight on another node
                     self.outcomes.told(c, ExecutionState.SKIPPED, OVERLAP_REASON)
                     metrics.misfires(str(ExecutionKind.OVERLAP)).inc()
-            self._accept(o, [c for c in claims if c.id in won and c.id not in overlapped],
+            o.runs += sum(1 for c in claims if c.counted and c.id in won and c.id not in overlapped)
+            self._accept(o, [replace(c, state=ExecutionState.BUFFERED) if c.id in buffered else c
+                             for c in claims if c.id in won and c.id not in overlapped],
                          taken=[c for c in claims if c.id in taken])
-            self._schedule_next(o)
+            if p.completed_at is not None and o.generation == gen and o.anchor >= p.completed_at:
+                self._complete(o, p.completed_at)  # the last run max_runs allows is claimed
+            else:
+                self._schedule_next(o)
             self.ownership.maybe_finish_release(o)
 
     def _accept(self, o: Owned, won: list[Claim], *, taken: Sequence[Claim] = ()) -> None:
@@ -378,10 +494,61 @@ class Scheduler:
         for c in won:
             o.claims_since_retention += 1
             if c.state == ExecutionState.CLAIMED:
-                delay = max(0.0, c.scheduled_at.timestamp() - self.clock())
+                delay = max(0.0, o.timetable.fire_at(c.scheduled_at).timestamp() - self.clock())
                 o.pending[c.id] = (self.later(delay, self._send_due, o, c), c)
+            elif c.state == ExecutionState.BUFFERED:
+                o.queue.append(c)
+                self.outcomes.told(c, c.state, c.error)
+                if o.job.concurrency_policy is ConcurrencyPolicy.BUFFER_ONE and len(o.queue) > 1:
+                    # (buffered by the claim statement while one already waited: the buffer holds one)
+                    late = o.queue.pop()
+                    self.outcomes.mark(late, ExecutionState.SKIPPED, error=BUFFER_FULL_REASON)
+                self._poll_queue(o)
             else:
                 self.outcomes.told(c, c.state, c.error)
+
+    # ------------------------------------------------------------------ buffered ticks
+
+    def _poll_queue(self, o: Owned) -> None:
+        """Buffered ticks go as soon as no run of the job is in flight: at the end of a run of this node's, or,
+        when the run is another node's (a hand-over, a run-now there), once a look every second finds none."""
+        if not o.queue or o.inflight or o.pending or o.polling or o.releasing:
+            return
+        o.polling = True
+        self.tasks.spawn(self._wait_and_dequeue(o))
+
+    async def _wait_and_dequeue(self, o: Owned) -> None:
+        try:
+            while o.queue and not o.inflight and not o.pending and not o.releasing and self.owned.get(o.job.id) is o:
+                try:
+                    busy = await self.claims.in_flight(o.job.id, self.liveness())
+                except StoreUnavailable:
+                    busy = [("?", "", None)]
+                if not busy:
+                    await self._dequeue(o)
+                    return
+                await asyncio.sleep(QUEUE_POLL)
+        finally:
+            o.polling = False
+
+    async def _dequeue(self, o: Owned) -> None:
+        """The first buffered tick becomes a claim and goes now (not before its own send time); one that waited
+        past the misfire grace is recorded missed instead, and the next one is tried."""
+        grace = timedelta(seconds=o.job.misfire_grace_seconds)
+        while o.queue and self.owned.get(o.job.id) is o and not o.releasing:
+            c = o.queue[0]
+            if not await self.claims.dequeue(c.id, o.fence):
+                o.queue.clear()  # a takeover made them another owner's meanwhile
+                return
+            o.queue.pop(0)
+            if _utc(self.clock()) - o.timetable.fire_at(c.scheduled_at) > grace:
+                self.outcomes.mark(replace(c, state=ExecutionState.CLAIMED), ExecutionState.MISSED,
+                                   error=BUFFER_LATE_REASON)
+                continue
+            claim = replace(c, state=ExecutionState.CLAIMED)
+            delay = max(0.0, o.timetable.fire_at(c.scheduled_at).timestamp() - self.clock())
+            o.pending[claim.id] = (self.later(delay, self._send_due, o, claim), claim)
+            return
 
     async def _settle_unconfirmed(self, jobs: list[Owned]) -> bool:
         """Claims whose statement failed may have been inserted: look them up by id. Rows that exist
@@ -418,8 +585,45 @@ class Scheduler:
             self._not_sent(o, claim, "heartbeat lease lapsed before send; not sent")
             self.ownership.maybe_finish_release(o)
             return
+        if o.job.concurrency_policy is ConcurrencyPolicy.REPLACE:
+            self._replace(o, claim)
+        self.send_now(o, claim)
+
+    def send_now(self, o: Owned, claim: Claim) -> asyncio.Task[None]:
+        """Send a claim of this node's now (a due tick, a buffered one, a backfill's instant)."""
         o.inflight += 1
-        self.tasks.spawn(self._send(o, claim))
+        task = self.tasks.spawn(self._send(o, claim))
+        self.running[claim.id] = (task, o)
+        return task
+
+    def _replace(self, o: Owned, claim: Claim) -> None:
+        """replace: the job's runs in flight are aborted (recorded cancelled) before this tick goes; a run on
+        another node is told to stop too."""
+        reason = f"{REPLACED_REASON} at {rfc3339(claim.scheduled_at)}"
+        for eid, (_, owner) in list(self.running.items()):
+            if owner.job.id == o.job.id:
+                self.cancel_local([eid], reason)
+        self.tasks.spawn(self._cancel_elsewhere(o, reason))
+
+    async def _cancel_elsewhere(self, o: Owned, reason: str) -> None:
+        try:
+            ids = [eid for eid, _, claimer in await self.claims.in_flight(o.job.id, self.liveness())
+                   if claimer != self.membership.claimer and eid not in self.running]
+            if ids:
+                await self.cancels.cancel(ids, reason)
+        except Exception as e:  # the run in flight elsewhere then ends as it would have
+            log.warning("could not ask another node to cancel a replaced run", job=o.job.id, error=str(e))
+
+    def cancel_local(self, execution_ids: Sequence[str], reason: str) -> int:
+        """Abort these runs if this node is sending them (a replace tick, here or on another node)."""
+        n = 0
+        for eid in execution_ids:
+            entry = self.running.get(eid)
+            if entry is not None and not entry[0].done():
+                self.cancelled[eid] = reason
+                entry[0].cancel()
+                n += 1
+        return n
 
     async def _send(self, o: Owned, claim: Claim) -> None:
         job = o.job
@@ -428,9 +632,20 @@ class Scheduler:
         self.outcomes.mark(claim, ExecutionState.RUNNING, attempts=claim.attempts + 1, started_at=started)
         result: Result | None = None
         try:
-            result = await self.firer.fire(job, execution_id=claim.id, scheduled_at=claim.scheduled_at,
-                                           fence=o.fence, may_send=self.membership.fresh,
-                                           lease_left=self.membership.lease_left, attempts_before=claim.attempts)
+            due: datetime | None
+            if claim.instant is not None:  # a backfill: its instant in the headers, sent now (no lateness)
+                when, due = claim.instant, started
+            else:
+                when, due = claim.scheduled_at, o.timetable.fire_at(claim.scheduled_at) if job.jitter_seconds else None
+            result = await self.firer.fire(job, execution_id=claim.id, scheduled_at=when, fence=o.fence,
+                                           may_send=self.membership.fresh, lease_left=self.membership.lease_left,
+                                           attempts_before=claim.attempts, due_at=due)
+        except asyncio.CancelledError:
+            why = self.cancelled.pop(claim.id, None)
+            if why is None:
+                raise  # the node is stopping
+            self.outcomes.mark(claim, ExecutionState.CANCELLED, error=why, attempts=claim.attempts + 1,
+                               started_at=started)
         except Exception as e:
             log.exception("firing failed", job=job.id)
             self.outcomes.mark(claim, ExecutionState.FAILED, error=f"internal error: {type(e).__name__}",
@@ -438,10 +653,13 @@ class Scheduler:
         finally:
             o.inflight -= 1
             self.sending.pop(claim.id, None)
+            self.running.pop(claim.id, None)
         if result is not None and result.state == ExecutionState.ABANDONED:
             self._not_sent(o, claim, result.error or "not sent")
         elif result is not None:
             self.outcomes.result(claim, result, o.secrets)
+        if o.queue and not o.inflight:
+            self._poll_queue(o)  # buffered ticks: the run they waited for has ended
         self.ownership.maybe_finish_release(o)
 
     async def run_now(self, job: Job) -> str:
@@ -453,7 +671,7 @@ class Scheduler:
         eid = new_execution_id()
         fence = await self.claims.claim_run_now(job.id, self.node_id, eid, now, claimer=self.membership.claimer,
                                                 forbid_overlap=job.concurrency_policy is ConcurrencyPolicy.FORBID)
-        o = Owned(job=job, schedule=job.parsed_schedule, fence=fence, anchor=now)
+        o = Owned(job=job, timetable=job.timetable(), fence=fence, anchor=now)
         claim = Claim(id=eid, job_id=job.id, scheduled_at=now, fence=fence, kind=ExecutionKind.MANUAL)
         o.inflight += 1
         self.tasks.spawn(self._send(o, claim))

@@ -170,10 +170,12 @@ class Catalogue:
     def __init__(self) -> None:
         self.jobs: dict[str, JobSummary] = {}
         self.changed_ids: set[str] = set()
+        self.calendars: dict = {}
+        self.calendars_seen = 0
         self.changed = asyncio.Event()
 
     def active_ids(self) -> list[str]:
-        return [j.id for j in self.jobs.values() if not j.paused and not j.deleted]
+        return [j.id for j in self.jobs.values() if j.active]
 
     def sync(self, summaries: list[JobSummary]) -> None:
         for s in summaries:
@@ -193,7 +195,8 @@ class Target:
         self.w, self.node = world, node
 
     async def fire(self, job: Job, *, execution_id: str, scheduled_at: datetime, fence: int,
-                   may_send: Callable[[], bool], lease_left: Callable[[], float], attempts_before: int = 0) -> Result:
+                   may_send: Callable[[], bool], lease_left: Callable[[], float], attempts_before: int = 0,
+                   due_at: datetime | None = None) -> Result:
         started = self.w.clock.dt()
         if not may_send():
             return Result(state=ExecutionState.ABANDONED, attempts=attempts_before, status_code=None, duration_ms=0,

@@ -394,3 +394,45 @@ def test_every_instant_accounted_exactly_once(history: tuple[tuple[Segment, ...]
             assert (e.fate, e.execution_id) == (Fate.UNACCOUNTED if e.scheduled_at <= cut else Fate.PENDING, None)
         else:
             assert e == before
+
+
+# ---------------------------------------------------------------- the timetable's rules in the ledger
+
+
+def test_bounds_completion_calendars_skips_and_backfills_each_have_their_fate() -> None:
+    from node.model.calendars import Calendar
+    from node.model.timetable import Timetable
+
+    cal = Calendar(name="lunch", ranges=((datetime(2026, 5, 4, 12, 1), datetime(2026, 5, 4, 12, 2)),))
+    tt = Timetable(schedules=(parse("* * * * *"),), start_at=T0 + mins(1), end_at=T0 + mins(4), calendars=(cal,))
+    segs = (Segment(start=T0 - mins(60), end=None, schedule=tt),)
+    # before startAt and at endAt: excluded by the definition; 12:01 excluded by the calendar, predicted while
+    # pending, recorded as a range row once planned
+    led = ledger([], segs, now=T0 - mins(10))
+    assert fates(led) == [(T0, "excluded"), (T0 + mins(1), "excluded"), (T0 + mins(2), "pending"),
+                          (T0 + mins(3), "pending"), (T0 + mins(4), "excluded")]
+    assert "before startAt" in led.ticks[0].detail and "calendar 'lunch'" in led.ticks[1].detail
+    assert "endAt" in led.ticks[4].detail
+    rows = [row(T0 + mins(1), kind="exclusion", state="excluded", missed_from=T0 + mins(1), missed_count=1,
+                error="excluded by calendar 'lunch' (2026-05-04T12:01 to 2026-05-04T12:02)"),
+            row(T0 + mins(2), kind="skip", state="skipped", missed_from=T0 + mins(2), missed_count=1,
+                error="skipped by request"),
+            row(T0 + mins(3), state="cancelled", error="replaced by a later tick (concurrencyPolicy replace)")]
+    led = ledger(rows, segs)
+    assert fates(led)[1:4] == [(T0 + mins(1), "excluded"), (T0 + mins(2), "skipped"), (T0 + mins(3), "cancelled")]
+    # a completed segment: its instants are not due
+    done = (Segment(start=T0 - mins(60), end=T0 + mins(2), schedule=parse("* * * * *")),
+            Segment(start=T0 + mins(2), end=None, schedule=parse("* * * * *"), completed=True, max_runs=3))
+    led = ledger([row(T0), row(T0 + mins(1)), row(T0 + mins(2))], done)
+    assert fates(led) == [(T0, "delivered"), (T0 + mins(1), "delivered"), (T0 + mins(2), "delivered"),
+                          (T0 + mins(3), "completed"), (T0 + mins(4), "completed")]
+    assert "after 3 runs" in led.ticks[3].detail
+    # a backfill's delivery speaks for a missed instant, and for one no definition had
+    bf = [row(T0 + mins(5) + sec(30), kind="backfill", instant=T0 + mins(2), backfill="b1"),
+          row(T0 + mins(6) + sec(30), kind="backfill", instant=T0 - mins(90), backfill="b1"),
+          row(T0 + mins(2), kind="misfire", state="missed", missed_from=T0 + mins(2), missed_count=1, error="past")]
+    led = ledger(bf, (Segment(start=T0 - mins(60), end=None, schedule=parse("* * * * *")),), start=T0 - mins(91))
+    by = {e.scheduled_at: e for e in led.ticks}
+    assert by[T0 + mins(2)].fate is Fate.DELIVERED and "backfill b1" in by[T0 + mins(2)].detail
+    assert "its tick: missed" in by[T0 + mins(2)].detail
+    assert by[T0 - mins(90)].fate is Fate.DELIVERED and "before the job existed" in by[T0 - mins(90)].detail

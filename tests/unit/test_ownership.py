@@ -142,9 +142,11 @@ class FakeCatalogue:
     def __init__(self) -> None:
         self.jobs: dict[str, JobSummary] = {}
         self.changed_ids: set[str] = set()
+        self.calendars: dict = {}
+        self.calendars_seen = 0
 
     def active_ids(self) -> list[str]:
-        return [j.id for j in self.jobs.values() if not j.paused and not j.deleted]
+        return [j.id for j in self.jobs.values() if j.active]
 
     def apply(self, s: JobSummary) -> None:
         cur = self.jobs.get(s.id)
@@ -157,7 +159,7 @@ class Hooks:
     def __init__(self) -> None:
         self.abandoned: list[str] = []
 
-    def took(self, o: Owned, redeliver: tuple = ()) -> None:
+    def took(self, o: Owned, redeliver: tuple = (), buffered: tuple = ()) -> None:
         pass
 
     def reloaded(self, o: Owned) -> None:
@@ -514,7 +516,7 @@ async def test_a_takeovers_gap_rows_are_there_before_its_first_claim() -> None:
 
     store.take_over, store.job_history = take_over, job_history  # type: ignore[method-assign]
     seen: list[list[Any]] = []
-    a.own.hooks.took = lambda o, redeliver=(): seen.append(list(o.extra))  # type: ignore[method-assign]
+    a.own.hooks.took = lambda o, redeliver=(), buffered=(): seen.append(list(o.extra))  # type: ignore[method-assign]
     await _pass(a)
     assert "job000" not in a.own.owned and not seen  # the gap could not be read: not owned yet
     for _ in range(3):

@@ -12,9 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node.model.calendars import Calendar
 from node.model.executions import OVERLAP_REASON as OVERLAP
 from node.model.jobs import MisfirePolicy
 from node.model.schedule import Budget, Schedule, parse
+from node.model.timetable import Timetable
 from node.scheduling.planning import Plan, plan
 
 SKIP, ONCE, ALL = MisfirePolicy.SKIP, MisfirePolicy.FIRE_ONCE, MisfirePolicy.FIRE_ALL
@@ -337,3 +339,74 @@ def test_count_between_is_exact(expr: str, after: datetime, micros: int, span: i
     n = s.count_between(after, until)
     assert n == len(list(takewhile(lambda t: t <= until, islice(s.iter_after(after), n + 1))))
     assert s.next_after(after) == replace(s, every_seconds=0).next_after(after)
+
+
+# ---------------------------------------------------------------- the timetable's rules
+
+
+def _calendar(draw: st.DrawFn, start: datetime) -> Calendar:
+    days = frozenset(start.date() + timedelta(days=draw(st.integers(-1, 2))) for _ in range(draw(st.integers(0, 2))))
+    lo = (start + timedelta(minutes=draw(st.integers(-120, 240)))).replace(tzinfo=None, second=0, microsecond=0)
+    ranges = ((lo, lo + timedelta(minutes=draw(st.integers(1, 180)))),) if draw(st.booleans()) else ()
+    return Calendar(name="c", time_zone=draw(st.sampled_from(["UTC", "Europe/Lisbon"])), dates=days, ranges=ranges,
+                    weekdays=frozenset(draw(st.sets(st.integers(0, 6), max_size=1))))
+
+
+@settings(max_examples=150, deadline=None)
+@given(expr=st.sampled_from(EXPRS), start=st.one_of(NEAR_DST, ANY_TIME), data=st.data(),
+       steps=st.lists(STEP, min_size=1, max_size=3), policy=st.sampled_from(list(MisfirePolicy)),
+       grace=st.sampled_from([0, 30, 600]), budget=st.sampled_from([3, 40, 5000]),
+       runs_left=st.one_of(st.none(), st.integers(0, 5)), jitter=st.sampled_from([0, 0, 1, 20]))
+def test_excluded_skipped_and_capped_instants_are_accounted_for_once(
+        expr: str, start: datetime, data: st.DataObject, steps: list[tuple[int, int, bool]], policy: MisfirePolicy,
+        grace: int, budget: int, runs_left: int | None, jitter: int) -> None:
+    s = parse(expr, "Europe/Lisbon")
+    gap = min((b - a for a, b in zip(list(islice(s.iter_after(start), 20)), list(islice(s.iter_after(start), 20))[1:],
+                                     strict=False)), default=sec(3600))
+    jitter = jitter if sec(jitter) < gap else 0
+    start_at = start + sec(data.draw(st.integers(-600, 1800))) if data.draw(st.booleans()) else None
+    end_at = start + sec(data.draw(st.integers(600, 4 * 3600))) if data.draw(st.booleans()) else None
+    skip_until = start + sec(data.draw(st.integers(-60, 3600))) if data.draw(st.booleans()) else None
+    cals = tuple(_calendar(data.draw, start) for _ in range(data.draw(st.integers(0, 2))))
+    tt = Timetable(schedules=(s,), start_at=start_at, end_at=end_at, calendars=cals, jitter=jitter, seed="j")
+    anchor = first = start
+    now = start
+    accounted: list[datetime] = []
+    ran = 0
+    done = False
+    for advance, ahead, _ in steps:
+        now += sec(advance)
+        horizon = now + sec(ahead)
+        while not done:
+            p = plan(tt, anchor, now, horizon, policy=policy, grace=sec(grace), busy=False, forbid=False,
+                     budget=budget, skip_until=skip_until, runs_left=None if runs_left is None else runs_left - ran)
+            assert p.anchor >= anchor
+            for r in p.runs:
+                assert tt.excluded(r.scheduled_at) is None and (skip_until is None or r.scheduled_at > skip_until)
+                assert tt.bound(r.scheduled_at) is None
+                assert tt.fire_at(r.scheduled_at) <= horizon
+            for x in p.excluded:  # a range holds exactly the instants it says, each not due for its reason
+                inside = list(takewhile(lambda t, x=x: t <= x.last, tt.iter_after(x.first - timedelta(microseconds=1))))
+                assert inside[0] == x.first and len(inside) == x.count, (x, inside)
+                for t in inside:
+                    if str(x.fate) == "excluded":
+                        assert tt.excluded(t) == x.reason
+                    else:
+                        assert skip_until is not None and t <= skip_until
+                accounted += inside
+            for m in p.missed:
+                accounted += list(takewhile(lambda t, m=m: t <= m.last, tt.iter_after(m.first - timedelta(microseconds=1))))
+            accounted += [r.scheduled_at for r in p.runs] + [k.scheduled_at for k in p.skips]
+            ran += len(p.runs)
+            anchor = p.anchor
+            if p.completed_at is not None:
+                assert runs_left is not None and ran == runs_left and p.anchor == p.completed_at
+                assert not p.runs or p.completed_at == p.runs[-1].scheduled_at
+                done = True
+            if p.complete:
+                break
+    assert runs_left is None or ran <= runs_left
+    accounted.sort()
+    assert len(accounted) == len(set(accounted)), "an instant accounted for twice"
+    expected = list(takewhile(lambda t: t <= anchor, tt.iter_after(first)))
+    assert accounted == expected  # every instant up to the anchor once (the capped tail is the job's completion)
