@@ -10,10 +10,20 @@ from aiohttp import web
 
 from .settings import Settings, SettingsError
 
+CLIENT_GROUPS = ("jobs", "calendars", "cluster")
+
+
+def _client_command(args: list[str]) -> bool:
+    """The first word that is not a client option (``--url U``, ``--token T``) names a client group."""
+    i = 0
+    while i < len(args) and args[i].startswith(("--url", "--token")):
+        i += 1 if "=" in args[i] else 2
+    return i < len(args) and args[i] in CLIENT_GROUPS
+
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if any(a in ("jobs", "cluster") for a in args):  # the client: cronring [--url U] jobs|cluster ...
+    if _client_command(args):  # the client: cronring [--url U] [--token T] jobs|calendars|cluster ...
         from .cli import main as cli_main
 
         sys.exit(cli_main(args))

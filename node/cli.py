@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import quote
@@ -102,19 +103,80 @@ def plan_apply(current: list[dict[str, Any]], wanted: list[dict[str, Any]], prun
     return plan
 
 
-def load_file(path: str, env: Mapping[str, str] | None = None, allow: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def read_yaml(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+            return yaml.safe_load(fh)
     except OSError as e:
         raise CliError(f"cannot read {path}: {e}") from None
     except yaml.YAMLError as e:
         raise CliError(f"{path} is not valid YAML: {e}") from None
-    jobs = doc.get("jobs") if isinstance(doc, dict) else doc
+
+
+def load_file(path: str, env: Mapping[str, str] | None = None, allow: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    doc = read_yaml(path)
+    jobs = doc.get("jobs", []) if isinstance(doc, dict) else doc
     if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
         raise CliError(f"{path}: expected a list of jobs (or a mapping with a 'jobs' list)")
     env = env if env is not None else os.environ
     return [_expand_job(j, env, allow, f"{path}: job {j.get('name')!r}") for j in jobs]
+
+
+CALENDAR_FIELDS = ("timeZone", "description", "dates", "ranges", "weekdays")
+
+
+def load_calendars(path: str) -> list[dict[str, Any]] | None:
+    """The file's ``calendars`` (None: the file has no such key, and apply leaves the cluster's alone)."""
+    doc = read_yaml(path)
+    if not isinstance(doc, dict) or "calendars" not in doc:
+        return None
+    cals = doc["calendars"] or []
+    if not isinstance(cals, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in cals):
+        raise CliError(f"{path}: calendars must be a list of mappings, each with a name")
+    names = [c["name"] for c in cals]
+    if len(set(names)) != len(names):
+        raise CliError(f"{path}: calendar names must be unique")
+    for c in cals:
+        unknown = set(c) - {"name", *CALENDAR_FIELDS}
+        if unknown:
+            raise CliError(f"{path}: calendar {c['name']!r}: unknown fields {sorted(unknown)}")
+    return cals
+
+
+def _calendar_fields(c: dict[str, Any]) -> dict[str, Any]:
+    """A calendar as apply compares it: every field, defaults filled in (the API's read form)."""
+    return {"timeZone": c.get("timeZone", "UTC"), "description": c.get("description", ""),
+            "dates": sorted(c.get("dates") or []), "ranges": list(c.get("ranges") or []),
+            "weekdays": sorted(c.get("weekdays") or [])}
+
+
+def plan_calendars(current: list[dict[str, Any]], wanted: list[dict[str, Any]], prune: bool
+                   ) -> list[tuple[str, str, dict[str, Any]]]:
+    """[(action, name, fields)]: create, update, unchanged or delete."""
+    have = {c["name"]: c for c in current}
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    for w in wanted:
+        fields = _calendar_fields(w)
+        cur = have.get(w["name"])
+        if cur is None:
+            out.append(("create", w["name"], fields))
+        else:
+            cur_fields = _calendar_fields(cur)
+            cur_fields["ranges"] = [{"from": r["from"], "to": r["to"]} for r in cur_fields["ranges"]]
+            norm = dict(fields, ranges=[{"from": _seconds(r.get("from")), "to": _seconds(r.get("to"))}
+                                        for r in fields["ranges"]])
+            out.append(("unchanged" if norm == cur_fields else "update", w["name"], fields))
+    if prune:
+        keep = {w["name"] for w in wanted}
+        out += [("delete", n, {}) for n in sorted(have) if n not in keep]
+    return out
+
+
+def _seconds(v: Any) -> Any:
+    """A local date-time as the API spells it back (to the second): 2026-12-24T18:00 is 2026-12-24T18:00:00."""
+    if isinstance(v, str) and len(v) == 16 and v[10] == "T":
+        return v + ":00"
+    return v
 
 
 _PLACEHOLDER = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -227,6 +289,19 @@ def _escape_placeholders(value: Any) -> Any:
     return value
 
 
+# Release 3's scheduling fields at their defaults are left out of an exported file (it stays as short as the jobs
+# it describes, and reads the same to a release-2 cluster); apply reads a field left out as "as it is".
+_DEFAULTS: dict[str, Any] = {"startAt": None, "endAt": None, "maxRuns": None, "jitterSeconds": 0,
+                             "dstPolicy": {"gap": "shift", "overlap": "first"}, "excludeCalendars": []}
+
+
+def _without_defaults(job: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in job.items() if k not in _DEFAULTS or _DEFAULTS[k] != v}
+    if isinstance(out.get("schedules"), list) and len(out["schedules"]) <= 1:
+        del out["schedules"]  # one expression: ``schedule`` says it
+    return out
+
+
 def export_jobs(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     """The apply file of the named jobs, and the environment variables it needs: every masked secret
     becomes a ``${CRONRING_SECRET_<JOB>_<FIELD>}`` placeholder for ``apply`` to expand."""
@@ -238,7 +313,7 @@ def export_jobs(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
         return "${" + name + "}"
 
     for j in sorted((j for j in jobs if j.get("name")), key=lambda j: j["name"]):
-        e = _escape_placeholders(_editable(j))  # a stored "${X}" is the text ${X}: written $${X}
+        e = _escape_placeholders(_without_defaults(_editable(j)))  # a stored "${X}" is the text ${X}: written $${X}
         if isinstance(e.get("headers"), dict):
             e["headers"] = {k: (var(j["name"], k) if v == MASK else v) for k, v in e["headers"].items()}
         k = 0
@@ -251,9 +326,21 @@ def export_jobs(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
 
 def cmd_apply(c: Client, args: argparse.Namespace) -> int:
     wanted = load_file(args.file, allow=tuple(args.env or ()))
+    calendars = load_calendars(args.file)
     plan = plan_apply(cast(list[dict[str, Any]], c.list_jobs()), wanted, args.prune, rotate_secrets=args.rotate_secrets)
     write = not (args.dry_run or args.diff)
     changes = 0
+    cal_plan = plan_calendars(c.calendars(), calendars, args.prune) if calendars is not None else []
+    # calendars first (a job may name a new one), their deletions last (after the jobs that named them)
+    for action, cal_name, fields in [x for x in cal_plan if x[0] != "delete"]:
+        if action == "unchanged":
+            if not args.diff:
+                _print(f"  unchanged  calendar {cal_name}")
+            continue
+        changes += 1
+        _print(f"  {action:<9}  calendar {cal_name}" + (" " + json.dumps(fields, sort_keys=True) if args.diff else ""))
+        if write:
+            c.put_calendar(cal_name, fields)
     for action, have, want in plan:
         name = want.get("name") or have.get("name")
         if action == "unchanged":
@@ -281,6 +368,11 @@ def cmd_apply(c: Client, args: argparse.Namespace) -> int:
             c.call("PUT", f"/api/crons/{have['id']}", want)
         elif action == "delete":
             c.call("DELETE", f"/api/crons/{have['id']}")
+    for _, cal_name, _ in [x for x in cal_plan if x[0] == "delete"]:
+        changes += 1
+        _print(f"  delete     calendar {cal_name}")
+        if write:
+            c.delete_calendar(cal_name)
     _print(f"{changes} change(s){'' if write else ' (dry run: nothing changed)'}")
     return 2 if args.exit_code and changes else 0
 
@@ -340,9 +432,22 @@ def _print_history(rows: list[dict[str, Any]]) -> None:
 
 
 def _print_preview(p: dict[str, Any]) -> None:
-    _print(f"{p.get('schedule')} ({p.get('timeZone')})")
+    _print(f"{', '.join(p.get('schedules') or [p.get('schedule')])} ({p.get('timeZone')})")
+    if p.get("resolved"):
+        _print(f"  H resolved: {', '.join(p['resolved'])}")
     for f in p.get("fires", []):
-        _print(f"  {f['utc']}  {f['local']}")
+        notes = [f"sent {f['sendAt']}"] if f.get("sendAt") else []
+        notes += [x for x in (f.get("excluded"), f.get("dst")) if x]
+        _print(f"  {f['utc']}  {f['local']}" + (f"  ({'; '.join(notes)})" if notes else ""))
+    for t in p.get("transitions", []):
+        _print(f"  DST {t['kind']} at {t['at']} ({t['from']} -> {t['to']}): {t['policy']}")
+
+
+def _print_calendars(cals: list[dict[str, Any]]) -> None:
+    _print(f"{'NAME':<24} {'ZONE':<20} {'DATES':>5} {'RANGES':>6} WEEKDAYS  VERSION")
+    for c in cals:
+        _print(f"{c['name']:<24} {c['timeZone']:<20} {len(c['dates']):>5} {len(c['ranges']):>6} "
+               f"{','.join(map(str, c['weekdays'])) or '-':<9} {c['version']}")
 
 
 def _body(raw: str) -> Any:
@@ -362,7 +467,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cronring", description="cronring: run a node, or talk to any node's API")
     p.add_argument("--url", default=os.environ.get("CRONRING_URL", DEFAULT_URL), help="any node (env CRONRING_URL)")
     p.add_argument("--token", default=os.environ.get("CRONRING_TOKEN"), help="API token (env CRONRING_TOKEN)")
-    sub = p.add_subparsers(dest="group", required=True, metavar="{node,jobs,cluster}")
+    sub = p.add_subparsers(dest="group", required=True, metavar="{node,jobs,calendars,cluster}")
     sub.add_parser("node", help="start a node (settings from CRONRING_* variables or --flags; same as python -m node)",
                    add_help=False)
     out = argparse.ArgumentParser(add_help=False)
@@ -371,8 +476,25 @@ def parser() -> argparse.ArgumentParser:
     ls = jobs.add_parser("list", parents=[out], help="every job")
     ls.add_argument("-q", "--query", help="only jobs whose fields contain this text")
     ls.add_argument("--json", action="store_true", help="same as -o json")
-    for name, what in (("get", "one job"), ("history", "its recent executions"), ("preview", "its next fire times")):
+    for name, what in (("get", "one job"), ("history", "its recent executions")):
         jobs.add_parser(name, parents=[out], help=what).add_argument("id")
+    pv = jobs.add_parser("preview", parents=[out], help="its next fire times (DST notes, send times with a jitter)")
+    pv.add_argument("id")
+    pv.add_argument("--count", type=int, help="how many (1-100, default 10)")
+    pv.add_argument("--excluded", action="store_true", help="list the instants a calendar or a bound excludes too")
+    bf = jobs.add_parser("backfill", help="send every instant of a range again (idempotent), with a progress bar")
+    bf.add_argument("id")
+    bf.add_argument("--from", dest="start", required=True, help="RFC 3339")
+    bf.add_argument("--to", dest="end", required=True, help="RFC 3339 (not in the future)")
+    bf.add_argument("--policy", choices=("forbid", "allow"), help="one instant at a time (forbid, default) or side by side")
+    bf.add_argument("--max-per-second", type=int, help="at most this many instants a second (default 10)")
+    bf.add_argument("--no-wait", action="store_true", help="start it and print its id; do not follow it")
+    sk = jobs.add_parser("skip", help="skip the next N due instants, or every instant up to a time")
+    sk.add_argument("id")
+    how = sk.add_mutually_exclusive_group(required=True)
+    how.add_argument("--count", type=int, help="the next N due instants (0: cancel the skip)")
+    how.add_argument("--until", help="every instant up to this RFC 3339 instant")
+    how.add_argument("--cancel", action="store_true", help="no skip")
     for name, what in (("delete", "delete a job"), ("run", "run now"), ("pause", "pause"), ("resume", "resume")):
         jobs.add_parser(name, help=what).add_argument("id")
     tk = jobs.add_parser("ticks", parents=[out], help="why did or didn't it run: every scheduled instant and its fate")
@@ -398,7 +520,64 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--rotate-secrets", action="store_true",
                     help="send the file's secrets again (secret values cannot be compared: the API masks them)")
     sub.add_parser("cluster", parents=[out], help="members, epoch, owned jobs, where Redis and MariaDB are")
+    cal = sub.add_parser("calendars", help="exclusion calendars").add_subparsers(dest="cmd", required=True)
+    cal.add_parser("list", parents=[out], help="every calendar")
+    cal.add_parser("get", parents=[out], help="one calendar").add_argument("name")
+    cp = cal.add_parser("put", help="create or replace a calendar from YAML or JSON")
+    cp.add_argument("name")
+    cp.add_argument("-f", "--file", required=True, help="{timeZone, dates, ranges, weekdays, description}")
+    cal.add_parser("delete", help="delete a calendar (refused while a job names it)").add_argument("name")
     return p
+
+
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    """``[#####.....]  50%  500/1000``"""
+    frac = 1.0 if total == 0 else min(1.0, done / total)
+    fill = int(round(frac * width))
+    return f"[{'#' * fill}{'.' * (width - fill)}] {frac:4.0%}  {done}/{total}"
+
+
+def cmd_backfill(c: Client, args: argparse.Namespace, *, poll: float = 1.0) -> int:
+    b = c.backfill(args.id, args.start, args.end, policy=args.policy, max_per_second=args.max_per_second)
+    _print(f"backfill {b['id']}: {b['ticks']} instant(s) of job {args.id}")
+    if args.no_wait:
+        return 0
+    tty = sys.stdout.isatty()
+    last = ""
+    while True:
+        b = c.get_backfill(args.id, b["id"])
+        line = (f"{progress_bar(b['sent'] + b['alreadyDone'], b['total'])}  sent {b['sent']}, already done "
+                f"{b['alreadyDone']}, failed {b['failed']}  {b['state']}")
+        if tty:
+            print("\r" + printable(line), end="", flush=True)
+        elif line != last:
+            _print(line)
+        last = line
+        if b["state"] in ("done", "cancelled"):
+            break
+        time.sleep(poll)
+    if tty:
+        print()
+    if b.get("error"):
+        _print(f"note: {b['error']}")
+    return 0 if b["state"] == "done" and not b["failed"] else 1
+
+
+def cmd_calendars(c: Client, args: argparse.Namespace, fmt: str) -> int:
+    if args.cmd == "list":
+        _emit(c.calendars(), fmt, _print_calendars)
+    elif args.cmd == "get":
+        _emit(c.get_calendar(args.name), fmt)
+    elif args.cmd == "put":
+        spec = read_yaml(args.file)  # (JSON is YAML)
+        if not isinstance(spec, dict):
+            raise CliError(f"{args.file}: expected a mapping {{timeZone, dates, ranges, weekdays}}")
+        cal = c.put_calendar(args.name, {k: v for k, v in spec.items() if k != "name"})
+        _print(f"calendar {cal['name']} at version {cal['version']}")
+    elif args.cmd == "delete":
+        c.delete_calendar(args.name)
+        _print(f"deleted calendar {args.name}")
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -408,6 +587,8 @@ def main(argv: list[str]) -> int:
         c = Client(args.url, args.token)  # node.client: the same client a program would use
         if args.group == "cluster":
             _emit(c.call("GET", "/api/cluster"), fmt, _print_cluster)
+        elif args.group == "calendars":
+            return cmd_calendars(c, args, fmt)
         elif args.cmd == "list":
             found = c.list_jobs()
             if args.query:
@@ -418,7 +599,12 @@ def main(argv: list[str]) -> int:
         elif args.cmd == "history":
             _emit(c.call("GET", f"/api/crons/{args.id}/executions"), fmt, _print_history)
         elif args.cmd == "preview":
-            _emit(c.call("GET", f"/api/crons/{args.id}/preview"), fmt, _print_preview)
+            _emit(c.preview(args.id, args.count, args.excluded), fmt, _print_preview)
+        elif args.cmd == "backfill":
+            return cmd_backfill(c, args)
+        elif args.cmd == "skip":
+            j = c.skip(args.id, None if args.until else (0 if args.cancel else args.count), args.until)
+            _print(f"{j['id']} skips every instant up to {j['skipUntil']}" if j.get("skipUntil") else f"{j['id']}: no skip")
         elif args.cmd == "ticks":
             query = "&".join(f"{k}={quote(v)}" for k, v in (("from", args.start), ("to", args.end)) if v)
             _emit(c.call("GET", f"/api/crons/{args.id}/ticks" + (f"?{query}" if query else "")), fmt, _print_ticks)
@@ -436,6 +622,10 @@ def main(argv: list[str]) -> int:
             _print(f"{j['id']} {'paused' if j['paused'] else 'active'}")
         elif args.cmd == "export":
             doc, needed = export_jobs(cast(list[dict[str, Any]], c.list_jobs()))
+            cals = c.calendars()
+            if cals:
+                doc["calendars"] = [{"name": x["name"], **{k: x[k] for k in CALENDAR_FIELDS if x.get(k)}}
+                                    for x in cals]
             text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True) if args.file else yaml_text(doc)
             if needed:
                 text = "# secrets: set " + ", ".join(needed) + " before apply\n" + text

@@ -41,6 +41,16 @@ class Job(TypedDict, total=False):
     misfirePolicy: str
     misfireGraceSeconds: int
     concurrencyPolicy: str
+    schedules: list[str]
+    startAt: str | None
+    endAt: str | None
+    maxRuns: int | None
+    remainingRuns: int | None
+    jitterSeconds: int
+    dstPolicy: dict[str, str]
+    excludeCalendars: list[str]
+    skipUntil: str | None
+    completedAt: str | None
     version: int
     state: str
     owner: str | None
@@ -110,6 +120,31 @@ def _ticks_path(job_id: str, start: str | None, end: str | None) -> str:
     return f"/api/crons/{quote(job_id)}/ticks" + (f"?{query}" if query else "")
 
 
+def _preview_path(job_id: str, count: int | None, excluded: bool) -> str:
+    query = urlencode({**({"count": str(count)} if count else {}), **({"excluded": "true"} if excluded else {})})
+    return f"/api/crons/{quote(job_id)}/preview" + (f"?{query}" if query else "")
+
+
+def _skip_body(count: int | None, until: str | None) -> dict[str, Any]:
+    """``count`` due instants, or every instant up to ``until`` (RFC 3339); neither: cancel the skip."""
+    if count is not None and until is not None:
+        raise BadRequest(0, "skip takes count or until, not both")
+    return {"until": until} if until is not None else {"count": count or 0}
+
+
+def _backfill_body(start: str, end: str, policy: str | None, max_per_second: int | None) -> dict[str, Any]:
+    return {"from": start, "to": end, **({"concurrencyPolicy": policy} if policy else {}),
+            **({"maxPerSecond": max_per_second} if max_per_second else {})}
+
+
+def _backfill_path(job_id: str, backfill_id: str) -> str:
+    return f"/api/crons/{quote(job_id)}/backfills/{quote(backfill_id)}"
+
+
+def _calendar_path(name: str) -> str:
+    return f"/api/calendars/{quote(name, safe='')}"
+
+
 class Client:
     """Blocking client (urllib): scripts, the CLI, anything without an event loop."""
 
@@ -175,8 +210,41 @@ class Client:
     def executions(self, job_id: str) -> list[dict[str, Any]]:
         return cast("list[dict[str, Any]]", self.call("GET", f"/api/crons/{quote(job_id)}/executions"))
 
-    def preview(self, job_id: str) -> dict[str, Any]:
-        return cast("dict[str, Any]", self.call("GET", f"/api/crons/{quote(job_id)}/preview"))
+    def preview(self, job_id: str, count: int | None = None, excluded: bool = False) -> dict[str, Any]:
+        """The next fire times (``excluded``: with the instants a calendar or a bound excludes, and why)."""
+        return cast("dict[str, Any]", self.call("GET", _preview_path(job_id, count, excluded)))
+
+    def skip(self, job_id: str, count: int | None = None, until: str | None = None) -> Job:
+        """Skip the next ``count`` due instants, or every instant up to ``until``; neither cancels the skip."""
+        return cast("Job", self.call("POST", f"/api/crons/{quote(job_id)}/skip", _skip_body(count, until)))
+
+    def backfill(self, job_id: str, start: str, end: str, *, policy: str | None = None,
+                 max_per_second: int | None = None) -> dict[str, Any]:
+        """Send every instant of ``[start, end)`` (RFC 3339) again, idempotently; its ``{id, ticks}``."""
+        return cast("dict[str, Any]", self.call("POST", f"/api/crons/{quote(job_id)}/backfill",
+                                                _backfill_body(start, end, policy, max_per_second)))
+
+    def backfills(self, job_id: str) -> list[dict[str, Any]]:
+        return cast("list[dict[str, Any]]", self.call("GET", f"/api/crons/{quote(job_id)}/backfills"))
+
+    def get_backfill(self, job_id: str, backfill_id: str) -> dict[str, Any]:
+        return cast("dict[str, Any]", self.call("GET", _backfill_path(job_id, backfill_id)))
+
+    def cancel_backfill(self, job_id: str, backfill_id: str) -> dict[str, Any]:
+        return cast("dict[str, Any]", self.call("DELETE", _backfill_path(job_id, backfill_id)))
+
+    def calendars(self) -> list[dict[str, Any]]:
+        return cast("list[dict[str, Any]]", self.call("GET", "/api/calendars"))
+
+    def get_calendar(self, name: str) -> dict[str, Any]:
+        return cast("dict[str, Any]", self.call("GET", _calendar_path(name)))
+
+    def put_calendar(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace ``{timeZone, dates, ranges, weekdays, description}``."""
+        return cast("dict[str, Any]", self.call("PUT", _calendar_path(name), spec))
+
+    def delete_calendar(self, name: str) -> None:
+        self.call("DELETE", _calendar_path(name))
 
     def ticks(self, job_id: str, start: str | None = None, end: str | None = None) -> dict[str, Any]:
         """The tick ledger of ``[start, end)`` (RFC 3339; default the last hour)."""
@@ -262,8 +330,37 @@ class AsyncClient:
     async def executions(self, job_id: str) -> list[dict[str, Any]]:
         return cast("list[dict[str, Any]]", await self.call("GET", f"/api/crons/{quote(job_id)}/executions"))
 
-    async def preview(self, job_id: str) -> dict[str, Any]:
-        return cast("dict[str, Any]", await self.call("GET", f"/api/crons/{quote(job_id)}/preview"))
+    async def preview(self, job_id: str, count: int | None = None, excluded: bool = False) -> dict[str, Any]:
+        return cast("dict[str, Any]", await self.call("GET", _preview_path(job_id, count, excluded)))
+
+    async def skip(self, job_id: str, count: int | None = None, until: str | None = None) -> Job:
+        return cast("Job", await self.call("POST", f"/api/crons/{quote(job_id)}/skip", _skip_body(count, until)))
+
+    async def backfill(self, job_id: str, start: str, end: str, *, policy: str | None = None,
+                       max_per_second: int | None = None) -> dict[str, Any]:
+        return cast("dict[str, Any]", await self.call("POST", f"/api/crons/{quote(job_id)}/backfill",
+                                                      _backfill_body(start, end, policy, max_per_second)))
+
+    async def backfills(self, job_id: str) -> list[dict[str, Any]]:
+        return cast("list[dict[str, Any]]", await self.call("GET", f"/api/crons/{quote(job_id)}/backfills"))
+
+    async def get_backfill(self, job_id: str, backfill_id: str) -> dict[str, Any]:
+        return cast("dict[str, Any]", await self.call("GET", _backfill_path(job_id, backfill_id)))
+
+    async def cancel_backfill(self, job_id: str, backfill_id: str) -> dict[str, Any]:
+        return cast("dict[str, Any]", await self.call("DELETE", _backfill_path(job_id, backfill_id)))
+
+    async def calendars(self) -> list[dict[str, Any]]:
+        return cast("list[dict[str, Any]]", await self.call("GET", "/api/calendars"))
+
+    async def get_calendar(self, name: str) -> dict[str, Any]:
+        return cast("dict[str, Any]", await self.call("GET", _calendar_path(name)))
+
+    async def put_calendar(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return cast("dict[str, Any]", await self.call("PUT", _calendar_path(name), spec))
+
+    async def delete_calendar(self, name: str) -> None:
+        await self.call("DELETE", _calendar_path(name))
 
     async def ticks(self, job_id: str, start: str | None = None, end: str | None = None) -> dict[str, Any]:
         return cast("dict[str, Any]", await self.call("GET", _ticks_path(job_id, start, end)))

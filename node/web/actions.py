@@ -8,30 +8,103 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 import structlog
 
-from ..cluster.messages import JobEvent
+from ..aio import Slices
+from ..cluster.bus import Bus
+from ..cluster.catalogue import Catalogue
+from ..cluster.keys import Keys
+from ..cluster.messages import CalendarEvent, CancelEvent, JobEvent
+from ..model import calendars
 from ..model import jobs as jobmod
-from ..model.errors import StoreUnavailable
+from ..model.backfills import DEFAULT_PER_SECOND, MAX_INSTANTS, MAX_PER_SECOND, Backfill, BackfillPolicy
+from ..model.calendars import Calendar
+from ..model.errors import Conflict, StoreUnavailable
 from ..model.jobs import Job
+from ..model.schedule import Budget, ScheduleError, ScheduleTooCostly
 from ..scheduling.ledger import missed_in_gap
-from .errors import PreconditionFailed, TooManyRequests
+from ..store.jobs import Jobs
+from .errors import BadRequest, PreconditionFailed, TooManyRequests
+from .presentation import PREVIEW_STEPS
 from .runtime import Runtime
 
 log = structlog.get_logger("actions")
 
 
-async def publish_job(r: Runtime, op: str, job_id: str, version: int, paused: bool = False, name: str = "") -> None:
-    ev = JobEvent(op=op, id=job_id, version=version, paused=paused, origin=r.settings.node_id, name=name)
-    r.catalogue.on_record(ev)
+async def publish_job(r: Runtime, op: str, job_id: str, version: int, paused: bool = False, name: str = "",
+                      completed: bool = False) -> None:
+    await announce(r.catalogue, r.bus, r.keys, JobEvent(op=op, id=job_id, version=version, paused=paused,
+                                                        origin=r.settings.node_id, name=name, completed=completed))
+
+
+async def announce(catalogue: Catalogue, bus: Bus, keys: Keys, ev: JobEvent) -> None:
+    """Our own catalogue first (this node needs no round trip), then the cluster."""
+    catalogue.on_record(ev)
     with contextlib.suppress(Exception):  # peers heal within resync_interval
-        await r.bus.publish(r.keys.jobs_channel, ev)
+        await bus.publish(keys.jobs_channel, ev)
+
+
+class ClusterCancels:
+    """The scheduler's ``Cancels``: tell every node (the one sending them acts) to abort these runs."""
+
+    def __init__(self, bus: Bus, keys: Keys, node_id: str) -> None:
+        self.bus, self.keys, self.node_id = bus, keys, node_id
+
+    async def cancel(self, execution_ids: list[str], reason: str) -> None:
+        await self.bus.publish(self.keys.jobs_channel, CancelEvent(execution_ids=execution_ids, reason=reason,
+                                                                   origin=self.node_id))
+
+
+class JobCompletions:
+    """The scheduler's ``Completions``: the store marks the job completed under the owner's fence, and the
+    cluster is told (its catalogues stop counting it active; the owner releases it)."""
+
+    def __init__(self, jobs: Jobs, catalogue: Catalogue, bus: Bus, keys: Keys, node_id: str) -> None:
+        self.jobs, self.catalogue, self.bus, self.keys, self.node_id = jobs, catalogue, bus, keys, node_id
+
+    async def complete(self, job_id: str, fence: int, at: datetime) -> None:
+        version = await self.jobs.complete(job_id, fence, at)
+        if version is not None:
+            await announce(self.catalogue, self.bus, self.keys, JobEvent(
+                op="completed", id=job_id, version=version, origin=self.node_id, completed=True))
+
+
+def require_release(r: Runtime, what: str) -> None:
+    """Refuse (409) what a member on an older release would not obey (a rolling upgrade is under way)."""
+    older = r.membership.older_members()
+    if older:
+        names = ", ".join(f"{n} (release {v or '2 or older'})" for n, v in sorted(older.items()))
+        raise Conflict(f"{what} needs every node on release 3; still older: {names}. Finish the upgrade first "
+                       "(an older node would fire the job as plain cron)", {"olderNodes": sorted(older)})
+
+
+def _timetable_changed(a: Job, b: Job) -> bool:
+    """Do the two definitions have different instants? (Their calendars, end, jitter or run cap aside: those
+    act on the same instants, from whatever the owner has planned.)"""
+    return (a.schedules, a.time_zone, a.start_at, a.dst_policy) != (b.schedules, b.time_zone, b.start_at, b.dst_policy)
+
+
+def can_fire_again(job: Job, calendars: Mapping[str, Calendar], now: datetime) -> bool:
+    """Has the definition a run left and a due instant after ``now``?"""
+    if job.max_runs is not None and job.runs >= job.max_runs:
+        return False
+    try:
+        job.timetable(calendars).next_after(now, Budget(PREVIEW_STEPS))
+    except ScheduleError:
+        return False
+    return True
 
 
 async def create_job(r: Runtime, payload: Any) -> Job:
-    job = jobmod.validate(payload, max_body_bytes=r.settings.max_job_body_bytes)
+    job = jobmod.validate(payload, max_body_bytes=r.settings.max_job_body_bytes, now=datetime.now(UTC))
+    if job.uses_release_3_scheduling:
+        require_release(r, "this job's scheduling")
     r.firer.check_target(job.uri)
     created = await r.store.jobs.create(job, r.settings.max_jobs)
     await publish_job(r, "created", created.id, created.version, created.paused, created.name)
@@ -42,17 +115,152 @@ async def update_job(r: Runtime, job_id: str, payload: Any, if_version: int | No
     current = await r.store.jobs.get(job_id)
     if if_version is not None and if_version != current.version:
         raise PreconditionFailed("version mismatch: reload and retry", {"currentVersion": current.version})
-    new = jobmod.validate(payload, base=current, max_body_bytes=r.settings.max_job_body_bytes)
+    now = datetime.now(UTC)
+    new = jobmod.validate(payload, base=current, max_body_bytes=r.settings.max_job_body_bytes, now=now)
+    if new.uses_release_3_scheduling and new.spec() != current.spec():
+        require_release(r, "this job's scheduling")
     r.firer.check_target(new.uri)
-    # A new schedule or zone, or a resume, takes force now: instants before it are not the new
-    # definition's (a resume through PUT used to catch up the paused period, as set_paused never did).
-    changed = (new.schedule, new.time_zone) != (current.schedule, current.time_zone) or (
-        current.paused and not new.paused)
-    updated = await r.store.jobs.update(job_id, new, if_version=current.version, schedule_changed=changed)
-    await publish_job(r, "updated", updated.id, updated.version, updated.paused, updated.name)
+    # New instants (a schedule, a zone, a start, a DST policy), or a resume, take force now: instants before
+    # it are not the new definition's (a resume through PUT used to catch up the paused period, as set_paused
+    # never did). A completed job the edit lets fire again is reopened.
+    changed = _timetable_changed(new, current) or (current.paused and not new.paused)
+    reopen = current.completed and can_fire_again(new, r.catalogue.calendars, now)
+    updated = await r.store.jobs.update(job_id, new, if_version=current.version, schedule_changed=changed,
+                                        reopen=reopen)
+    await publish_job(r, "updated", updated.id, updated.version, updated.paused, updated.name, updated.completed)
     if updated.paused and not current.paused:
         await _record_gap(r, job_id)
     return updated
+
+
+MAX_SKIP_COUNT = 10_000
+
+
+async def skip_job(r: Runtime, job_id: str, payload: Any) -> Job:
+    """The next ``count`` due instants, or every instant up to ``until``, are not sent (``skipped by request``);
+    ``{"count": 0}`` or ``{"until": null}`` cancels a skip. Kept in the definition: it survives a hand-over."""
+    if not isinstance(payload, dict) or len(payload) != 1 or not set(payload) <= {"count", "until"}:
+        raise BadRequest("send {\"count\": n} or {\"until\": \"<RFC 3339 instant>\"}", {"body": "one of count, until"})
+    job = await r.store.jobs.get(job_id)
+    now = datetime.now(UTC)
+    until: datetime | None
+    if "count" in payload:
+        n = payload["count"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_SKIP_COUNT:
+            raise BadRequest("invalid input", {"count": f"must be an integer between 0 and {MAX_SKIP_COUNT}"})
+        until = None
+        if n:
+            try:
+                due = list(islice(job.timetable(r.catalogue.calendars).due_after(now, Budget(SKIP_STEPS)), n))
+            except ScheduleTooCostly as e:
+                raise BadRequest(str(e), {"count": n}) from None
+            if not due:
+                raise BadRequest("invalid input", {"count": "the job has no instant left to skip"})
+            until = due[-1]
+    else:
+        raw = payload["until"]
+        if raw is None:
+            until = None
+        else:
+            try:
+                until = jobmod.check_instant(raw)
+            except ValueError as e:
+                raise BadRequest("invalid input", {"until": str(e)}) from None
+            if until <= now:
+                raise BadRequest("invalid input", {"until": "must be in the future"})
+    if until is not None:
+        require_release(r, "a skip")
+    updated = await r.store.jobs.update(job_id, replace(job, skip_until=until), if_version=job.version,
+                                        schedule_changed=False)
+    await publish_job(r, "skipped", updated.id, updated.version, updated.paused, updated.name, updated.completed)
+    return updated
+
+
+SKIP_STEPS = 200_000  # schedule steps a skip of `count` instants may spend (10,000 instants cost ~40,000)
+
+
+# ---- backfills ---------------------------------------------------------------------------
+
+
+async def create_backfill(r: Runtime, job_id: str, payload: Any) -> Backfill:
+    """Send every due instant of the job in ``[from, to)`` again, idempotently (see model/backfills.py)."""
+    if not isinstance(payload, dict):
+        raise BadRequest("body must be a JSON object")
+    unknown = set(payload) - {"from", "to", "concurrencyPolicy", "maxPerSecond"}
+    if unknown:
+        raise BadRequest("unknown fields", {str(k)[:60]: "unknown field" for k in unknown})
+    errors: dict[str, str] = {}
+    bounds: dict[str, datetime] = {}
+    for key in ("from", "to"):
+        if key not in payload:
+            errors[key] = "is required"
+            continue
+        try:
+            bounds[key] = jobmod.check_instant(payload[key])
+        except ValueError as e:
+            errors[key] = str(e)
+    now = datetime.now(UTC)
+    if not errors:
+        if bounds["from"] >= bounds["to"]:
+            errors["from"] = errors["to"] = "from must be before to"
+        elif bounds["to"] > now + timedelta(seconds=1):
+            errors["to"] = "must not be in the future: instants to come fire on their own"
+    raw_policy = payload.get("concurrencyPolicy", "forbid")
+    policy = {"forbid": BackfillPolicy.FORBID, "skip": BackfillPolicy.FORBID, "allow": BackfillPolicy.ALLOW}.get(
+        raw_policy if isinstance(raw_policy, str) else "")
+    if policy is None:
+        errors["concurrencyPolicy"] = "must be forbid (one instant at a time) or allow (side by side)"
+    mps = payload.get("maxPerSecond", DEFAULT_PER_SECOND)
+    if isinstance(mps, bool) or not isinstance(mps, int) or not 1 <= mps <= MAX_PER_SECOND:
+        errors["maxPerSecond"] = f"must be an integer between 1 and {MAX_PER_SECOND}"
+    if errors:
+        raise BadRequest("invalid input", errors)
+    job = await r.store.jobs.get(job_id)
+    tt = job.timetable(r.catalogue.calendars)
+    total = 0
+    slices = Slices()
+    try:
+        for t in tt.due_after(bounds["from"] - timedelta(microseconds=1), Budget(SKIP_STEPS)):
+            if t >= bounds["to"]:
+                break
+            total += 1
+            if total > MAX_INSTANTS:
+                raise BadRequest("invalid input", {"to": f"the range holds more than {MAX_INSTANTS} instants of the "
+                                                         "job; ask for a shorter one"})
+            await slices.pause()
+    except ScheduleTooCostly as e:
+        raise BadRequest(str(e), {"from": payload["from"], "to": payload["to"]}) from None
+    require_release(r, "a backfill")
+    b = await r.store.backfills.create(Backfill(id="", job_id=job.id, start=bounds["from"], end=bounds["to"],
+                                                policy=policy or BackfillPolicy.FORBID, max_per_second=mps,
+                                                total=total))
+    r.backfills.wake.set()
+    return b
+
+
+# ---- calendars ---------------------------------------------------------------------------
+
+
+async def put_calendar(r: Runtime, name: str, payload: Any, if_version: int | None) -> tuple[Calendar, bool]:
+    cal = calendars.validate(name, payload)
+    stored, created = await r.store.calendars.put(cal, if_version=if_version)
+    await _calendar_changed(r, "put", stored.name, stored.version)
+    return stored, created
+
+
+async def delete_calendar(r: Runtime, name: str, if_version: int | None) -> None:
+    version = await r.store.calendars.delete(name, if_version=if_version)
+    await _calendar_changed(r, "deleted", name, version)
+
+
+async def _calendar_changed(r: Runtime, op: str, name: str, version: int) -> None:
+    ev = CalendarEvent(op=op, name=name, version=version, origin=r.settings.node_id)
+    try:
+        await r.catalogue.sync_calendars()  # this node at once; the others on the event (or their next re-sync)
+    except StoreUnavailable:
+        r.catalogue.request_calendars()
+    with contextlib.suppress(Exception):
+        await r.bus.publish(r.keys.jobs_channel, ev)
 
 
 async def delete_job(r: Runtime, job_id: str, if_version: int | None) -> None:

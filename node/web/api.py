@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,14 +17,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import metrics
-from ..model.jobs import JOB_FIELDS
-from ..model.schedule import ScheduleError, ScheduleTooCostly, describe
+from ..model import jobs as jobmod
+from ..model.jobs import warnings
+from ..model.schedule import ScheduleTooCostly, describe
 from ..model.times import rfc3339
+from ..model.timetable import Timetable
 from . import actions
 from .auth import caller
 from .errors import BadRequest, RequestTimeout, UnsupportedMediaType
 from .openapi import spec as openapi_spec
-from .presentation import BODY_READ_SECONDS, cluster_view, enrich, execution_view, ledger, preview
+from .presentation import BODY_READ_SECONDS, cluster_view, enrich, execution_view, ledger, preview, transitions
 from .runtime import RUNTIME, Runtime
 
 MAX_PAGE = 500
@@ -143,6 +146,8 @@ async def create_cron(request: web.Request) -> web.Response:
     r = rt(request)
     created = await actions.create_job(r, await read_json(request))
     (body,) = await enrich(r, [created])
+    if notes := warnings(created):
+        body["warnings"] = notes
     return web.json_response(body, status=201, headers={"ETag": f'"{created.version}"',
                                                         "Location": f"/api/crons/{created.id}"})
 
@@ -159,6 +164,8 @@ async def update_cron(request: web.Request) -> web.Response:
     if_version = _if_match(request)
     updated = await actions.update_job(r, request.match_info["id"], await read_json(request), if_version)
     (body,) = await enrich(r, [updated])
+    if notes := warnings(updated):
+        body["warnings"] = notes
     return web.json_response(body, headers={"ETag": f'"{updated.version}"'})
 
 
@@ -181,6 +188,14 @@ async def _set_paused(request: web.Request, paused: bool) -> web.Response:
     job = await actions.set_paused(r, request.match_info["id"], paused)
     (body,) = await enrich(r, [job])
     return web.json_response(body)
+
+
+async def skip_cron(request: web.Request) -> web.Response:
+    """The next ``count`` due instants, or every instant up to ``until``, are not sent (skipped by request)."""
+    r = rt(request)
+    job = await actions.skip_job(r, request.match_info["id"], await read_json(request))
+    (body,) = await enrich(r, [job])
+    return web.json_response(body, headers={"ETag": f'"{job.version}"'})
 
 
 async def run_cron(request: web.Request) -> web.Response:
@@ -219,50 +234,144 @@ async def job_ticks(request: web.Request) -> web.Response:
     return web.json_response({"jobId": job_id, "from": rfc3339(start), "to": rfc3339(end), **book.to_api()})
 
 
+def _bool_param(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name)
+    if raw is None:
+        return False
+    if raw not in ("true", "false", "1", "0"):
+        raise BadRequest(f"{name} must be true or false", {name: raw[:20]})
+    return raw in ("true", "1")
+
+
 async def preview_cron(request: web.Request) -> web.Response:
     r = rt(request)
     job = await r.store.jobs.get(request.match_info["id"])
     count = _int_param(request, "count", 10, 1, MAX_PREVIEW)
     start = _instant_param(request.query.get("from"), "from")
+    tt = job.timetable(r.catalogue.calendars)
+    return web.json_response({"schedule": job.schedule, "schedules": list(job.schedules), "timeZone": job.time_zone,
+                              **await _preview_body(tt, start, count, _bool_param(request, "excluded"))})
+
+
+async def _preview_body(tt: Timetable, start: datetime, count: int, excluded: bool) -> dict[str, Any]:
     try:
-        fires = await preview(job.schedule, job.time_zone, start, count)
+        fires = await preview(tt, start, count, excluded=excluded)
     except ScheduleTooCostly as e:
         raise BadRequest(str(e), {"count": count, "from": rfc3339(start)}) from None
-    return web.json_response({"schedule": job.schedule, "timeZone": job.time_zone, "fires": fires})
+    end = datetime.fromisoformat(fires[-1]["utc"].replace("Z", "+00:00")) if fires else start
+    body: dict[str, Any] = {"fires": fires, "transitions": transitions(tt, start, max(end, start + timedelta(days=1)))}
+    resolved = [s.resolved for s in tt.schedules if s.resolved]
+    if resolved:
+        body["resolved"] = resolved  # H resolved with the job's id
+    return body
+
+
+PREVIEW_FIELDS = ("schedule", "schedules", "timeZone", "dstPolicy", "jitterSeconds", "startAt", "endAt",
+                  "excludeCalendars")
 
 
 async def preview_schedule(request: web.Request) -> web.Response:
+    """An unsaved definition's next fire times: the form's live preview. ``id`` (an existing job's) resolves H
+    as that job's; without it, H resolves with an empty seed (the job's id decides once it exists)."""
+    r = rt(request)
     payload = await read_json(request)
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object")
-    unknown = set(payload) - {"schedule", "timeZone", "count", "from"}
+    unknown = set(payload) - {*PREVIEW_FIELDS, "count", "from", "id", "excluded"}
     if unknown:
-        raise BadRequest("unknown fields", {k[:60]: "unknown field" for k in unknown})
-    sched, zone = payload.get("schedule"), payload.get("timeZone", "UTC")
-    if not isinstance(sched, str):
+        raise BadRequest("unknown fields", {str(k)[:60]: "unknown field" for k in unknown})
+    if "schedule" not in payload and "schedules" not in payload:
         raise BadRequest("invalid input", {"schedule": "is required and must be a string"})
+    sched = payload.get("schedule")
+    if sched is not None and not isinstance(sched, str):
+        raise BadRequest("invalid input", {"schedule": "is required and must be a string"})
+    zone = payload.get("timeZone", "UTC")
     if not isinstance(zone, str):
         raise BadRequest("invalid input", {"timeZone": "must be a string"})
-    for key, value in (("schedule", sched), ("timeZone", zone)):
-        try:  # the job's own rules for the two (the schema publishes them for both)
-            JOB_FIELDS[key].check(value, 0)
-        except ValueError as e:
-            raise BadRequest("invalid input", {key: str(e)}) from None
+    seed = payload.get("id", "")
+    if not isinstance(seed, str) or not re.fullmatch(r"[0-9a-f]{0,32}", seed):
+        raise BadRequest("invalid input", {"id": "must be a job id"})
     count = payload.get("count", 10)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_PREVIEW:
         raise BadRequest("invalid input", {"count": f"must be an integer between 1 and {MAX_PREVIEW}"})
     frm = payload.get("from")
     if frm is not None and not isinstance(frm, str):
         raise BadRequest("invalid input", {"from": "must be an RFC 3339 string"})
+    excluded = payload.get("excluded", False)
+    if not isinstance(excluded, bool):
+        raise BadRequest("invalid input", {"excluded": "must be true or false"})
     start = _instant_param(frm, "from")
-    try:
-        fires = await preview(sched, zone, start, count)
-    except ScheduleTooCostly as e:
-        raise BadRequest(str(e), {"count": count, "from": rfc3339(start)}) from None
-    except ScheduleError as e:
-        key = "timeZone" if "time zone" in str(e) else "schedule"
-        raise BadRequest("invalid input", {key: str(e)}) from None
-    return web.json_response({"schedule": sched, "timeZone": zone, "description": describe(sched), "fires": fires})
+    definition = {k: payload[k] for k in PREVIEW_FIELDS if k in payload}
+    definition.setdefault("uri", "http://preview.invalid/")
+    if "schedule" not in definition:
+        definition["schedule"] = (payload.get("schedules") or [""])[0] if isinstance(payload.get("schedules"), list) else ""
+    try:  # the job's own rules for every field (the schema publishes them for each)
+        job = jobmod.validate(definition, now=start if frm is not None else datetime.now(UTC))
+    except jobmod.ValidationError as e:
+        raise BadRequest("invalid input", e.details) from None
+    missing = [n for n in job.exclude_calendars if n not in r.catalogue.calendars]
+    if missing:
+        raise BadRequest("invalid input", {"excludeCalendars": f"no such calendar: {', '.join(missing)}"})
+    tt = replace(job, id=seed).timetable(r.catalogue.calendars)
+    body = await _preview_body(tt, start, count, excluded)
+    return web.json_response({"schedule": job.schedule, "schedules": list(job.schedules), "timeZone": zone,
+                              "description": describe(job.schedule), **body,
+                              **({"warnings": notes} if (notes := warnings(job)) else {})})
+
+
+# ---- backfills ---------------------------------------------------------------------
+
+
+async def create_backfill(request: web.Request) -> web.Response:
+    b = await actions.create_backfill(rt(request), request.match_info["id"], await read_json(request))
+    return web.json_response({"id": b.id, "ticks": b.total, **b.to_api()}, status=202,
+                             headers={"Location": f"/api/crons/{b.job_id}/backfills/{b.id}"})
+
+
+async def list_backfills(request: web.Request) -> web.Response:
+    r = rt(request)
+    job_id = request.match_info["id"]
+    await r.store.jobs.get(job_id, include_deleted=True)
+    return web.json_response([b.to_api() for b in await r.store.backfills.of_job(job_id)])
+
+
+async def get_backfill(request: web.Request) -> web.Response:
+    b = await rt(request).store.backfills.get(request.match_info["id"], request.match_info["bid"])
+    return web.json_response(b.to_api())
+
+
+async def cancel_backfill(request: web.Request) -> web.Response:
+    b = await rt(request).store.backfills.cancel(request.match_info["id"], request.match_info["bid"])
+    return web.json_response(b.to_api())
+
+
+# ---- calendars --------------------------------------------------------------------
+
+
+_NAME = "{name:[a-z0-9][-a-z0-9_.]{0,62}}"
+
+
+async def list_calendars(request: web.Request) -> web.Response:
+    r = rt(request)
+    return web.json_response([c.to_api() for c in await r.store.calendars.all()])
+
+
+async def get_calendar(request: web.Request) -> web.Response:
+    cal = await rt(request).store.calendars.get(request.match_info["name"])
+    return web.json_response(cal.to_api(), headers={"ETag": f'"{cal.version}"'})
+
+
+async def put_calendar(request: web.Request) -> web.Response:
+    r = rt(request)
+    cal, created = await actions.put_calendar(r, request.match_info["name"], await read_json(request),
+                                              _if_match(request))
+    return web.json_response(cal.to_api(), status=201 if created else 200, headers={"ETag": f'"{cal.version}"'})
+
+
+async def delete_calendar(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    await actions.delete_calendar(rt(request), name, _if_match(request))
+    return web.json_response({"name": name, "deleted": True})
 
 
 async def cluster(request: web.Request) -> web.Response:
@@ -344,6 +453,15 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/executions", list_executions)
     app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/preview", preview_cron)
     app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/ticks", job_ticks)
+    app.router.add_post("/api/crons/{id:[0-9a-f]{1,32}}/skip", skip_cron)
+    app.router.add_post("/api/crons/{id:[0-9a-f]{1,32}}/backfill", create_backfill)
+    app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/backfills", list_backfills)
+    app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/backfills/{bid:[0-9a-f]{16}}", get_backfill)
+    app.router.add_delete("/api/crons/{id:[0-9a-f]{1,32}}/backfills/{bid:[0-9a-f]{16}}", cancel_backfill)
+    app.router.add_get("/api/calendars", list_calendars)
+    app.router.add_get(f"/api/calendars/{_NAME}", get_calendar)
+    app.router.add_put(f"/api/calendars/{_NAME}", put_calendar)
+    app.router.add_delete(f"/api/calendars/{_NAME}", delete_calendar)
     app.router.add_get("/api/cluster", cluster)
     app.router.add_get("/api/health", health)
     app.router.add_get("/livez", livez)

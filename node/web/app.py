@@ -14,7 +14,7 @@ import io
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import redis.asyncio as aioredis
 import structlog
@@ -28,10 +28,13 @@ from ..cluster import redisconn
 from ..cluster.bus import Bus
 from ..cluster.catalogue import Catalogue
 from ..cluster.fencing import Locks
-from ..cluster.keys import Keys
+from ..cluster.keys import EVENTS_STREAM_LENGTH, Keys
 from ..cluster.membership import Membership
+from ..cluster.messages import BackfillEvent, CancelEvent, Record
+from ..model.backfills import Backfill
 from ..model.errors import StoreUnavailable
 from ..scheduling.audit import Auditor
+from ..scheduling.backfill import BackfillRunner
 from ..scheduling.firing import Firer
 from ..scheduling.outbound import OutboundPolicy
 from ..scheduling.outcomes import Outcomes, Publisher
@@ -41,6 +44,7 @@ from ..scheduling.scheduler import Scheduler
 from ..settings import Settings
 from ..store import Store
 from . import api, apidocs
+from .actions import ClusterCancels, JobCompletions
 from .auth import auth_middleware
 from .errors import error_middleware
 from .runtime import RUNTIME, Runtime
@@ -60,7 +64,7 @@ def build_runtime(settings: Settings) -> Runtime:
                               health_check_interval=10, retry=REDIS_RETRY)
     store = Store(settings.database, keep_per_job=settings.history_per_job)
     bus = Bus(redis, keys)
-    catalogue = Catalogue(store.jobs, settings.resync_interval)
+    catalogue = Catalogue(store.jobs, settings.resync_interval, calendar_feed=store.calendars)
     membership = Membership(
         redis=redis, keys=keys, node_id=settings.node_id, url=settings.advertise_url, version=__version__,
         heartbeat_interval=settings.heartbeat_interval, member_ttl=settings.member_ttl,
@@ -77,10 +81,25 @@ def build_runtime(settings: Settings) -> Runtime:
                         claimer=lambda: membership.claimer)
     scheduler = Scheduler(node_id=settings.node_id, claims=store.executions, ownership=ownership, outcomes=outcomes,
                           firer=firer, membership=membership, catalogue=catalogue, tasks=tasks,
-                          claim_ahead=settings.claim_ahead)
+                          claim_ahead=settings.claim_ahead,
+                          completions=JobCompletions(store.jobs, catalogue, bus, keys, settings.node_id),
+                          cancels=ClusterCancels(bus, keys, settings.node_id))
     ownership.hooks = scheduler  # the scheduler drives the ownership; the ownership tells it what changed
+
+    def tell_backfill(b: Backfill) -> None:  # progress on the events stream (the job page's bar)
+        rec = BackfillEvent(backfill=b.to_api()).pack()
+        tasks.spawn(_quietly(redis.xadd(keys.events_stream, {b"r": rec}, maxlen=EVENTS_STREAM_LENGTH, approximate=True)))
+
+    backfills = BackfillRunner(node_id=settings.node_id, store=store.backfills, claims=store.executions,
+                               sends=scheduler, fresh=membership.fresh, tell=tell_backfill)
     membership.owned_count = lambda: len(ownership.owned)
     bus.handlers.append(catalogue.on_record)
+
+    def on_cancel(rec: Record) -> None:
+        if isinstance(rec, CancelEvent):
+            scheduler.cancel_local(rec.execution_ids, rec.reason)
+
+    bus.handlers.append(on_cancel)
     bus.handlers.append(lambda rec: membership.kick() if getattr(rec, "kind", "") == "node" and
                         getattr(rec, "op", "") in ("join", "leave") else None)
 
@@ -90,8 +109,16 @@ def build_runtime(settings: Settings) -> Runtime:
     bus.on_reconnect.append(resync_after_reconnect)
     return Runtime(settings=settings, version=__version__, keys=keys, redis=redis, store=store, bus=bus,
                    catalogue=catalogue, membership=membership, locks=locks, firer=firer, tasks=tasks,
-                   ownership=ownership, scheduler=scheduler, auditor=Auditor(store.history, lambda: ownership.owned),
+                   ownership=ownership, scheduler=scheduler, backfills=backfills,
+                   auditor=Auditor(store.history, lambda: ownership.owned, calendars=lambda: catalogue.calendars),
                    retention=Retention(store.history, lambda: ownership.owned, keep=settings.history_per_job))
+
+
+async def _quietly(aw: Awaitable[object]) -> None:
+    try:
+        await aw
+    except Exception as e:  # (a progress event lost: the next one, a second later, says the same and more)
+        log.debug("event not published", error=str(e))
 
 
 async def _supervise(name: str, fn: object) -> None:
@@ -210,6 +237,7 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
             ("bus", r.bus.run), ("catalogue", r.catalogue.run), ("membership", r.membership.run),
             ("reconcile", s.run_reconcile), ("timer", s.run_timer), ("recorder", s.outcomes.recorder.run),
             ("publisher", s.outcomes.publisher.run), ("retention", r.retention.run), ("audit", r.auditor.run),
+            ("backfills", r.backfills.run),
         )
     ]
     LOOP_LAG.observers[:] = [_loop_lag]  # the node's own timers tell how late they woke (aio.LoopLag)

@@ -12,7 +12,17 @@ import structlog
 from aiohttp import web
 
 from .. import metrics
-from ..model.errors import LeaseNotFresh, NotFound, RunInFlight, StoreUnavailable, TooManyJobs, VersionConflict
+from ..model.calendars import CalendarError
+from ..model.errors import (
+    Conflict,
+    LeaseNotFresh,
+    NotFound,
+    RunInFlight,
+    StoreUnavailable,
+    TooManyJobs,
+    UnknownCalendars,
+    VersionConflict,
+)
 from ..model.jobs import ValidationError
 from ..model.schedule import ScheduleError
 from ..scheduling.outbound import OutboundDenied
@@ -73,8 +83,12 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         resp = await handler(request)
     except ApiError as e:
         resp = error_response(e.status, e.message, e.details, e.headers)
-    except ValidationError as e:
+    except (ValidationError, CalendarError) as e:
         resp = error_response(400, "invalid input", e.details)
+    except UnknownCalendars as e:
+        resp = error_response(400, "invalid input", {"excludeCalendars": f"no such calendar: {e}"})
+    except Conflict as e:
+        resp = error_response(409, str(e), e.details)
     except ScheduleError as e:
         resp = error_response(400, "invalid schedule", {"schedule": str(e)})
     except OutboundDenied as e:

@@ -71,10 +71,57 @@ def spec() -> dict[str, Any]:
     job_out = {"type": "object", "properties": {
         **job_props, "id": {"type": "string"}, "version": {"type": "integer"}, "owner": {"type": ["string", "null"]},
         "nextRunAt": {"type": ["string", "null"]}, "running": {"type": "boolean"},
-        "lastExecutedAt": {"type": ["string", "null"]}, "isLocked": {"type": "boolean"}, "state": {"type": "string"},
+        "lastExecutedAt": {"type": ["string", "null"]}, "isLocked": {"type": "boolean"},
+        "state": {"type": "string", "enum": ["waiting", "running", "failing", "paused", "completed"]},
+        "remainingRuns": {"type": ["integer", "null"], "description": "maxRuns less the scheduled runs so far"},
+        "skipUntil": {"type": ["string", "null"], "description": "instants up to it are skipped by request"},
+        "completedAt": {"type": ["string", "null"], "description": "when it completed (it can never fire again)"},
+        "warnings": {"type": "array", "items": {"type": "string"},
+                     "description": "(create and update) what the definition does not do as its fields might suggest"},
         "createdAt": {"type": "string"}, "updatedAt": {"type": "string"},
     }}
-    preview_out = {"type": "object", "properties": {"fires": {"type": "array", "items": {"type": "object"}}}}
+    fire = {"type": "object", "required": ["utc", "local", "offset"], "properties": {
+        "utc": {"type": "string"}, "local": {"type": "string"}, "offset": {"type": "string"},
+        "sendAt": {"type": "string", "description": "with a jitter: when the request leaves"},
+        "dst": {"type": "string", "description": "what a DST transition did to this fire"},
+        "excluded": {"type": "string", "description": "with excluded=true: why this instant is not due"}}}
+    preview_out = {"type": "object", "properties": {
+        "fires": {"type": "array", "items": fire},
+        "transitions": {"type": "array", "items": {"type": "object", "properties": {
+            "at": {"type": "string"}, "kind": {"type": "string", "enum": ["gap", "overlap"]},
+            "from": {"type": "string"}, "to": {"type": "string"}, "policy": {"type": "string"}}}},
+        "resolved": {"type": "array", "items": {"type": "string"}, "description": "the expressions with H resolved"},
+        "warnings": {"type": "array", "items": {"type": "string"}}}}
+    calendar_props = {
+        "timeZone": {"type": "string", "maxLength": 64, "description": "the calendar's wall clock (default UTC)"},
+        "description": {"type": "string", "maxLength": 500},
+        "dates": {"type": "array", "maxItems": 2000, "items": {"type": "string", "format": "date"},
+                  "description": "local dates excluded whole (YYYY-MM-DD)"},
+        "ranges": {"type": "array", "maxItems": 500, "items": {
+            "type": "object", "required": ["from", "to"], "additionalProperties": False,
+            "properties": {"from": {"type": "string"}, "to": {"type": "string"}}},
+            "description": "local date-times, [from, to)"},
+        "weekdays": {"type": "array", "maxItems": 7, "items": {"type": "integer", "minimum": 0, "maximum": 6},
+                     "description": "0 = Sunday ... 6 = Saturday (cron's numbering)"},
+    }
+    calendar_in = {"type": "object", "additionalProperties": False, "properties": {
+        **calendar_props, "name": {"type": "string", "description": "if given, the path's"},
+        "version": {"description": "ignored"}, "updatedAt": {"description": "ignored"}}}
+    calendar_out = {"type": "object", "properties": {
+        **calendar_props, "name": {"type": "string"}, "version": {"type": "integer"}, "updatedAt": {"type": "string"}}}
+    name_param = {"name": "name", "in": "path", "required": True,
+                  "schema": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"}}
+    if_match = {"name": "If-Match", "in": "header", "required": False, "schema": IF_MATCH}
+    bid_param = {"name": "bid", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
+    backfill_out = {"type": "object", "properties": {
+        "id": {"type": "string"}, "jobId": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"},
+        "ticks": {"type": "integer", "description": "(on creation) the instants it will send or find done"},
+        "concurrencyPolicy": {"type": "string"}, "maxPerSecond": {"type": "integer"},
+        "total": {"type": "integer"}, "sent": {"type": "integer"}, "alreadyDone": {"type": "integer"},
+        "failed": {"type": "integer"}, "progress": {"type": "number"},
+        "state": {"type": "string", "enum": ["queued", "running", "done", "cancelled"]},
+        "cursor": {"type": ["string", "null"]}, "node": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
+        "createdAt": {"type": ["string", "null"]}, "updatedAt": {"type": ["string", "null"]}}}
     paths: dict[str, Any] = {
         "/api/crons": {
             "get": _op("List jobs (paginated: X-Next-Cursor / Link headers)", {"200": _json({"type": "array", "items": _JOB})},
@@ -111,17 +158,60 @@ def spec() -> dict[str, Any]:
             params=[_ID, _q("from", INSTANT), _q("to", INSTANT),
                     _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000})])},
         "/api/crons/{id}/preview": {"get": _op(
-            "Next fire times with UTC offsets", {"200": _json(preview_out)},
+            "Next fire times with UTC offsets, send times (jitter), DST notes and the zone's transitions",
+            {"200": _json(preview_out)},
             params=[_ID, _q("count", {"type": "integer", "minimum": 1, "maximum": 100}),
-                    _q("from", INSTANT)])},
+                    _q("from", INSTANT), _q("excluded", {"type": "string", "enum": ["true", "false", "1", "0"]})])},
+        "/api/crons/{id}/skip": {"post": _op(
+            "Skip the next count due instants, or every instant up to until (count 0 or until null: no skip)",
+            {"200": _json(_JOB)}, params=[_ID],
+            body={"schema": {"oneOf": [
+                {"type": "object", "required": ["count"], "additionalProperties": False,
+                 "properties": {"count": {"type": "integer", "minimum": 0, "maximum": 10000}}},
+                {"type": "object", "required": ["until"], "additionalProperties": False,
+                 "properties": {"until": {"anyOf": [INSTANT, {"type": "null"}]}}}]},
+                "example": {"count": 3}},
+            errors=(400, 401, 403, 404, 409, 413, 415, 503))},
+        "/api/crons/{id}/backfill": {"post": _op(
+            "Send every due instant of [from, to) again, idempotently (202: its id and how many instants)",
+            {"202": _json(backfill_out, "Accepted")}, params=[_ID],
+            body={"schema": {"type": "object", "required": ["from", "to"], "additionalProperties": False, "properties": {
+                "from": INSTANT, "to": INSTANT,
+                "concurrencyPolicy": {"type": "string", "enum": ["forbid", "skip", "allow"],
+                                      "description": "forbid (default): one instant at a time; allow: side by side"},
+                "maxPerSecond": {"type": "integer", "minimum": 1, "maximum": 100}}},
+                "example": {"from": "2026-12-01T00:00:00Z", "to": "2026-12-02T00:00:00Z", "maxPerSecond": 20}},
+            errors=(400, 401, 403, 404, 409, 413, 415, 503))},
+        "/api/crons/{id}/backfills": {"get": _op("A job's backfills, newest first", {"200": _json(
+            {"type": "array", "items": backfill_out})}, params=[_ID])},
+        "/api/crons/{id}/backfills/{bid}": {
+            "get": _op("One backfill and how far it is", {"200": _json(backfill_out)}, params=[_ID, bid_param]),
+            "delete": _op("Cancel a backfill (nothing is sent after it)", {"200": _json(backfill_out)},
+                          params=[_ID, bid_param], errors=(401, 403, 404, 503)),
+        },
         "/api/schedules/preview": {"post": _op(
-            "Preview an unsaved schedule", {"200": _json(preview_out)},
-            body={"schema": {"type": "object", "required": ["schedule"], "additionalProperties": False, "properties": {
-                "schedule": JOB_FIELDS["schedule"].schema, "timeZone": JOB_FIELDS["timeZone"].schema,
+            "Preview an unsaved definition (the form's live preview)", {"200": _json(preview_out)},
+            body={"schema": {"type": "object", "additionalProperties": False, "properties": {
+                **{k: JOB_FIELDS[k].schema for k in ("schedule", "schedules", "timeZone", "dstPolicy", "jitterSeconds",
+                                                     "startAt", "endAt", "excludeCalendars")},
+                "id": {"type": "string", "pattern": "^[0-9a-f]{0,32}$", "description": "a job's id: H resolves as its"},
+                "excluded": {"type": "boolean", "description": "list excluded instants too"},
                 "count": {"type": "integer", "minimum": 1, "maximum": 100},
                 "from": {**INSTANT, "type": ["string", "null"], "description": "null or absent: now"}}},
                 "example": {"schedule": "30 1 * * *", "timeZone": "Europe/Lisbon", "count": 3}},
             errors=(400, 401, 413, 415))},
+        "/api/calendars": {"get": _op("Exclusion calendars", {"200": _json({"type": "array", "items": calendar_out})},
+                                      errors=(401, 503))},
+        "/api/calendars/{name}": {
+            "get": _op("One calendar (ETag: its version)", {"200": _json(calendar_out)}, params=[name_param]),
+            "put": _op("Create or replace a calendar (If-Match on version)",
+                       {"200": _json(calendar_out), "201": _json(calendar_out, "Created")}, params=[name_param, if_match],
+                       body={"schema": calendar_in, "example": {"timeZone": "Europe/Lisbon", "dates": ["2026-12-25"],
+                                                                "weekdays": [0, 6]}},
+                       errors=(400, 401, 403, 404, 409, 412, 413, 415, 503)),
+            "delete": _op("Delete a calendar no job names (409 names the jobs that do)", {"200": _json({"type": "object"})},
+                          params=[name_param, if_match], errors=(401, 403, 404, 409, 412, 503)),
+        },
         "/api/crons/status/stream": {"get": {"summary": "Server-sent events: snapshot then job/execution/node deltas",
                                              "responses": {"200": {"description": "text/event-stream"}}}},
         "/api/crons/status-stream": {"get": {"summary": "Alias of /api/crons/status/stream",

@@ -3,18 +3,20 @@ imports a handler. Schedule work here (previews, next fire times) runs in slices
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from itertools import islice
 from typing import Any, cast
 
 from ..aio import Slices
 from ..cluster.messages import MembershipEvent, unpack
 from ..cluster.redisconn import SentinelURL, is_sentinel
+from ..model.calendars import Calendar
 from ..model.executions import FAILED_STATES, OPEN_STATES, Execution
 from ..model.jobs import Job
-from ..model.schedule import Budget, ScheduleError, parse
+from ..model.schedule import Budget, ScheduleError, has_h, zone_transitions
 from ..model.times import rfc3339
+from ..model.timetable import Timetable
 from ..scheduling.audit import job_ledger, settle_for
 from ..scheduling.ledger import Ledger
 from .runtime import Runtime
@@ -25,32 +27,104 @@ BODY_READ_SECONDS = 10  # a request body (API or form) must arrive within this l
 PREVIEW_STEPS = 4_000  # schedule steps one preview may spend (100 fires cost at most ~400)
 
 
-async def preview(schedule_text: str, zone: str, start: datetime, count: int) -> list[dict[str, str]]:
+def _offset(local: datetime) -> str:
+    return _fmt_offset(local.utcoffset() or timedelta(0))
+
+
+def _fmt_offset(off: timedelta) -> str:
+    minutes = int(off.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+async def preview(tt: Timetable, start: datetime, count: int, *, excluded: bool = False) -> list[dict[str, Any]]:
     """The next ``count`` fire times, computed in slices (never holding the loop) within PREVIEW_STEPS
-    (``ScheduleTooCostly`` past it). Fewer when the schedule ends."""
-    s = parse(schedule_text, zone)
-    out = []
+    (``ScheduleTooCostly`` past it). Fewer when the schedule ends. Each with its UTC offset, its send time when
+    the job has a jitter, and what a DST transition did to it; with ``excluded``, the instants a calendar or a
+    bound excludes are listed too, with the reason (else they are skipped)."""
+    out: list[dict[str, Any]] = []
     slices = Slices()
-    for t in islice(s.iter_after(start, Budget(PREVIEW_STEPS)), count):
-        local = t.astimezone(s.zone)
-        out.append({"utc": rfc3339(t) or "", "local": local.isoformat(), "offset": local.strftime("%z")[:3] + ":" + local.strftime("%z")[3:]})
+    budget = Budget(PREVIEW_STEPS)
+    zone = tt.zone
+    it = tt.raw_after(start, budget) if excluded else tt.due_after(start, budget)
+    for t in it:
+        if len(out) >= count:
+            break
+        local = t.astimezone(zone)
+        fire: dict[str, Any] = {"utc": rfc3339(t) or "", "local": local.isoformat(), "offset": _offset(local)}
+        if tt.jitter:
+            fire["sendAt"] = rfc3339(tt.fire_at(t))
+        if (dst := dst_note(tt, t)) is not None:
+            fire["dst"] = dst
+        if excluded and (why := tt.bound(t) or tt.excluded(t)) is not None:
+            fire["excluded"] = why
+        out.append(fire)
         await slices.pause()
+    return out
+
+
+def dst_note(tt: Timetable, t: datetime) -> str | None:
+    """What a DST transition did to this fire of a fixed-time schedule (None: nothing)."""
+    fixed = [s for s in tt.schedules if not s.interval and s.at is None]
+    if not fixed:
+        return None
+    zone = tt.zone
+    local = t.astimezone(zone)
+    wall = local.replace(tzinfo=None)
+    first, second = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() != second.utcoffset() and first.astimezone(UTC) != second.astimezone(UTC):
+        which = "second" if local.fold else "first"
+        return f"{wall:%H:%M} occurs twice today (DST ends): its {which} occurrence (overlap: {fixed[0].dst.overlap})"
+    before = (t - timedelta(microseconds=1)).astimezone(zone).utcoffset()
+    if before is not None and local.utcoffset() is not None and before < local.utcoffset():  # type: ignore[operator]
+        return (f"the first instant after a DST gap ({_offset(t.astimezone(zone))}): wall times the gap swallowed "
+                f"fire here (gap: {fixed[0].dst.gap})")
+    return None
+
+
+def transitions(tt: Timetable, start: datetime, end: datetime) -> list[dict[str, str]]:
+    """The DST transitions of the job's zone in ``[start, end]`` and what its policy does at each."""
+    zone = tt.zone
+    out: list[dict[str, str]] = []
+    fixed = [s for s in tt.schedules if not s.interval and s.at is None]
+    for at, before, after in zone_transitions(zone, start, end):
+        gap = after > before
+        if not fixed:
+            what = "an interval schedule follows real time: " + (
+                "the hour the clock skips has no fires" if gap else "the repeated hour fires again")
+        elif gap:
+            what = {"shift": "a wall time the gap swallows fires once, at the gap's end",
+                    "skip": "a wall time the gap swallows does not fire"}[str(fixed[0].dst.gap)]
+        else:
+            what = {"first": "a wall time that occurs twice fires at its first occurrence",
+                    "second": "a wall time that occurs twice fires at its second occurrence",
+                    "both": "a wall time that occurs twice fires at both occurrences"}[str(fixed[0].dst.overlap)]
+        out.append({"at": rfc3339(at) or "", "kind": "gap" if gap else "overlap",
+                    "from": _fmt_offset(before), "to": _fmt_offset(after),
+                    "policy": what})
     return out
 
 
 _NEXT_RUN: dict[tuple[str, str], datetime] = {}
 
 
-def next_run(job: Job) -> str | None:
-    """The next fire time; shared by every job with the same schedule and zone until it passes."""
-    if job.paused:
+def next_run(job: Job, calendars: Mapping[str, Calendar] | None = None) -> str | None:
+    """The next fire time; a plain schedule's is shared by every job with the same schedule and zone until it
+    passes (the others are computed: their calendars, bounds and seeds are their own)."""
+    if not job.active:
         return None
     now = datetime.now(UTC)
+    tt = job.timetable(calendars)
+    if not (tt.plain and not job.more_schedules and job.start_at is None and job.end_at is None
+            and not has_h(job.schedule)):
+        try:
+            return rfc3339(tt.next_after(now, Budget(PREVIEW_STEPS)))
+        except ScheduleError:
+            return None
     key = (job.schedule, job.time_zone)
     nxt = _NEXT_RUN.get(key)
     if nxt is None or nxt <= now:
         try:
-            nxt = job.parsed_schedule.next_after(now)
+            nxt = tt.next_after(now)
         except ScheduleError:
             return None
         if len(_NEXT_RUN) > 10_000:
@@ -77,6 +151,7 @@ def execution_view(e: Execution | None) -> dict[str, Any] | None:
 class JobState(StrEnum):
     """A job's state as the list and the pages show it (from its definition and its last execution)."""
 
+    COMPLETED = "completed"
     PAUSED = "paused"
     RUNNING = "running"
     FAILING = "failing"
@@ -84,6 +159,8 @@ class JobState(StrEnum):
 
 
 def job_state(job: Job, last: Execution | None) -> JobState:
+    if job.completed:
+        return JobState.COMPLETED
     if job.paused:
         return JobState.PAUSED
     if last is not None and last.state in OPEN_STATES:
@@ -108,7 +185,7 @@ async def enrich(r: Runtime, jobs: list[Job], last: dict[str, Execution] | None 
         d = j.to_api()
         le = last.get(j.id)
         d["owner"] = holders.get(j.id) or j.owner
-        d["nextRunAt"] = next_run(j)
+        d["nextRunAt"] = next_run(j, r.catalogue.calendars)
         d["running"] = le is not None and le.state in OPEN_STATES
         d["lastExecutedAt"] = rfc3339(le.started_at or le.scheduled_at) if le else None
         d["isLocked"] = bool(holders.get(j.id))
@@ -122,7 +199,7 @@ async def enrich(r: Runtime, jobs: list[Job], last: dict[str, Execution] | None 
 async def ledger(r: Runtime, job_id: str, start: datetime, end: datetime, *, limit: int) -> Ledger:
     """A job's tick ledger over ``[start, end)`` (sliced; ``ScheduleTooCostly`` past its budget)."""
     s = r.settings
-    return await job_ledger(r.store.history, job_id, start, end, limit=limit,
+    return await job_ledger(r.store.history, job_id, start, end, limit=limit, calendars=r.catalogue.calendars,
                             settle=settle_for(s.member_ttl, s.heartbeat_interval, s.claim_ahead))
 
 

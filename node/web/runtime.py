@@ -14,6 +14,7 @@ from ..cluster.fencing import Locks
 from ..cluster.keys import Keys
 from ..cluster.membership import Membership
 from ..scheduling.audit import Auditor
+from ..scheduling.backfill import BackfillRunner
 from ..scheduling.firing import Firer
 from ..scheduling.ownership import Ownership
 from ..scheduling.retention import Retention
@@ -37,6 +38,7 @@ class Runtime:
     tasks: Tasks
     ownership: Ownership
     scheduler: Scheduler
+    backfills: BackfillRunner
     auditor: Auditor
     retention: Retention
 

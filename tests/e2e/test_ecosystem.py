@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from node.web.openapi import EXAMPLE_JOB
 from tests.e2e.fixtures import cluster_fixture
@@ -191,3 +192,75 @@ async def test_the_client_library_sync_and_async(cluster: Cluster) -> None:
             await c.get_job(job["id"])
     with pytest.raises(NotFound):
         await asyncio.to_thread(sync.get_job, job["id"])
+
+
+ROUND_TRIP = """\
+calendars:
+  - name: eco-holidays
+    timeZone: Europe/Lisbon
+    dates: ['2026-12-25', '2027-01-01']
+    ranges: [{from: '2026-08-01T00:00:00', to: '2026-08-16T00:00:00'}]
+    weekdays: [0]
+    description: days off
+jobs:
+  - name: eco-every-knob
+    uri: http://127.0.0.1:9/hook
+    schedules: ['H 9 * * 1-5', '0 12 L * *', '30 8 * * 5L']
+    timeZone: Europe/Lisbon
+    startAt: '2026-01-01T00:00:00.000Z'
+    endAt: '2099-01-01T00:00:00.000Z'
+    maxRuns: 500
+    jitterSeconds: 120
+    dstPolicy: {gap: skip, overlap: both}
+    excludeCalendars: [eco-holidays]
+    concurrencyPolicy: buffer_all
+  - name: eco-once
+    uri: http://127.0.0.1:9/hook
+    schedule: '@at 2099-12-24T18:00:00'
+    timeZone: America/Sao_Paulo
+    concurrencyPolicy: replace
+"""
+
+
+async def test_apply_round_trips_every_scheduling_field_and_the_calendars(cluster: Cluster, tmp_path) -> None:
+    f = tmp_path / "sched.yaml"
+    f.write_text(ROUND_TRIP)
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(f))
+    assert code == 0 and "create     calendar eco-holidays" in out and out.count("create") == 3, out
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(f), "--diff", "--exit-code")
+    assert code == 0 and "0 change(s)" in out, out
+    jobs = {j["name"]: j for j in (await cluster.request("GET", f"{cluster.any_node().url}/api/crons"))[1]}
+    knob = jobs["eco-every-knob"]
+    assert knob["schedules"] == ["H 9 * * 1-5", "0 12 L * *", "30 8 * * 5L"] and knob["maxRuns"] == 500
+    assert knob["dstPolicy"] == {"gap": "skip", "overlap": "both"} and knob["excludeCalendars"] == ["eco-holidays"]
+    assert knob["concurrencyPolicy"] == "buffer_all" and jobs["eco-once"]["state"] == "waiting"
+    # export writes what apply reads back unchanged (calendars included, defaults left out)
+    exported = tmp_path / "exported.yaml"
+    code, out = await cli(cluster, "jobs", "export", "-f", str(exported))
+    assert code == 0, out
+    text = exported.read_text()
+    assert "eco-holidays" in text and "dstPolicy" in text and "jitterSeconds: 120" in text
+    assert "jitterSeconds: 0" not in text  # a default is left out
+    doc = yaml.safe_load(text)  # (this module's other tests' jobs, one with a secret, are left out)
+    doc["jobs"] = [j for j in doc["jobs"] if j["name"].startswith("eco-")]
+    assert len(doc["jobs"]) == 2
+    exported.write_text(yaml.safe_dump(doc))
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(exported), "--diff", "--exit-code")
+    assert code == 0 and "0 change(s)" in out, out
+    # a change to the calendar is seen, and pruning removes what the file no longer has (calendars after jobs)
+    f.write_text(ROUND_TRIP.replace("weekdays: [0]", "weekdays: [0, 6]"))
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(f), "--diff", "--exit-code")
+    assert code == 2 and "update     calendar eco-holidays" in out, out
+    f.write_text("calendars: []\njobs: []\n")
+    code, out = await cli(cluster, "jobs", "apply", "-f", str(f), "--prune")
+    assert code == 0 and "delete     calendar eco-holidays" in out, out
+    assert (await cluster.request("GET", f"{cluster.any_node().url}/api/calendars"))[1] == []
+    # the calendars command
+    cal = tmp_path / "cal.yaml"
+    cal.write_text("timeZone: UTC\nweekdays: [6]\n")
+    code, out = await cli(cluster, "calendars", "put", "weekends", "-f", str(cal))
+    assert code == 0 and "version 1" in out, out
+    code, out = await cli(cluster, "calendars", "list")
+    assert code == 0 and "weekends" in out, out
+    code, out = await cli(cluster, "calendars", "delete", "weekends")
+    assert code == 0, out
