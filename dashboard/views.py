@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import json
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ import jinja2
 from aiohttp import web
 
 from ..aio import Slices
-from ..model.errors import NotFound, StoreUnavailable, VersionConflict
+from ..model.calendars import Calendar, CalendarError
+from ..model.errors import Conflict, NotFound, StoreUnavailable, VersionConflict
 from ..model.jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError
-from ..model.schedule import Budget, ScheduleError, describe, parse
+from ..model.schedule import Budget, ScheduleError, describe, has_h
 from ..model.times import rfc3339
 from ..scheduling.outbound import OutboundDenied
 from ..web import actions
@@ -46,7 +48,7 @@ STRIP_MAX = 600  # ... at most this many instants (the newest)
 FIELDS = ["name", "uri", "httpMethod", "headers", "body", "bodyType", "schedule", "timeZone", "paused", "timeoutMs",
           "retries", "retryBackoffMs", "retryMaxBackoffMs", "expectStatus", "misfirePolicy", "misfireGraceSeconds",
           "concurrencyPolicy", "followRedirects", "delivery"]
-INT_FIELDS = ("timeoutMs", "retries", "retryBackoffMs", "retryMaxBackoffMs", "misfireGraceSeconds")
+INT_FIELDS = ("timeoutMs", "retries", "retryBackoffMs", "retryMaxBackoffMs", "misfireGraceSeconds", "jitterSeconds")
 
 
 def is_https(request: web.Request) -> bool:
@@ -90,7 +92,8 @@ async def check_csrf(request: web.Request) -> dict[str, str]:
         have = request.cookies.get(CSRF_COOKIE, "")
     if not have or not sent or not hmac.compare_digest(sent, have):
         raise web.HTTPForbidden(text="CSRF check failed: reload the page and try again")
-    return {k: str(v) for k, v in form.items()}
+    # one string a field; a field sent several times (a multiple select) as its values, one a line
+    return {k: "\n".join(str(v) for v in form.getall(k)) for k in form}
 
 
 def render(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> web.Response:
@@ -116,19 +119,22 @@ UPCOMING_WINDOW = timedelta(minutes=10)
 _UPCOMING: dict[tuple[str, str], list[datetime]] = {}
 
 
-async def upcoming(row: dict[str, Any], slices: Slices) -> str:
+async def upcoming(row: dict[str, Any], slices: Slices, job: Job, calendars: Mapping[str, Calendar]) -> str:
     """A row's next fire times for its live "Next run" cell: those in the next ten minutes (at
     most 30), and always at least the next one; the page advances through them each second and
-    asks for the row again when they run out. Shared by rows with the same schedule and zone."""
-    if row.get("paused"):
+    asks for the row again when they run out. Shared by rows with the same plain schedule and zone."""
+    if not job.active:
         return ""
     now = datetime.now(UTC)
-    key = (row["schedule"], row["timeZone"])
+    tt = job.timetable(calendars)
+    plain = tt.plain and not job.more_schedules and job.start_at is None and job.end_at is None and \
+        not has_h(job.schedule)
+    key = (job.schedule, job.time_zone) if plain else (job.id, str(job.version))
     times = _UPCOMING.get(key)
     if times is None or times[0] <= now:
         times = []
         try:
-            for t in parse(*key).iter_after(now, Budget(UPCOMING_STEPS)):
+            for t in tt.due_after(now, Budget(UPCOMING_STEPS)):
                 if len(times) >= UPCOMING_MAX or (times and t > now + UPCOMING_WINDOW):
                     break
                 times.append(t)
@@ -163,9 +169,9 @@ async def jobs_page(request: web.Request) -> web.Response:
     jobs = jobs[:PAGE]
     rows = await enrich(r, jobs)
     slices = Slices()
-    for row in rows:
+    for row, job in zip(rows, jobs, strict=True):
         row["describe"] = describe(row["schedule"])
-        row["upcoming"] = await upcoming(row, slices)
+        row["upcoming"] = await upcoming(row, slices, job, r.catalogue.calendars)
     return render(request, "jobs.html", {"rows": rows, "q": q or "", "state": state, "total": total,
                                          "next_cursor": jobs[-1].seq if more and jobs else None,
                                          "first_page": cursor is None and not q and state == "all"})
@@ -177,7 +183,7 @@ async def job_row(request: web.Request) -> web.Response:
     job = await r.store.jobs.get(request.match_info["id"])
     (row,) = await enrich(r, [job])
     row["describe"] = describe(row["schedule"])
-    row["upcoming"] = await upcoming(row, Slices())
+    row["upcoming"] = await upcoming(row, Slices(), job, r.catalogue.calendars)
     return render(request, "_row.html", {"row": row})
 
 
@@ -190,13 +196,16 @@ async def job_page(request: web.Request) -> web.Response:
     (row,) = await enrich(r, [job])
     row["describe"] = describe(job.schedule)
     try:
-        fires = [] if job.paused else await preview(job.schedule, job.time_zone, datetime.now(UTC), 10)
+        fires = [] if not job.active else await preview(job.timetable(r.catalogue.calendars), datetime.now(UTC), 10)
     except ScheduleError:
         fires = []
     history = [execution_view(e) for e in await r.store.history.executions(job.id, limit=50)]
     now = datetime.now(UTC)
     strip = await ledger(r, job.id, now - STRIP_SPAN, now, limit=STRIP_MAX)
+    resolved = [x.resolved for x in job.parsed_schedules() if x.resolved]
+    backfills = [b.to_api() for b in await r.store.backfills.of_job(job.id, limit=10)]
     return render(request, "job.html", {"job": row, "fires": fires, "history": history, "ledger": strip,
+                                        "resolved": resolved, "backfills": backfills,
                                         "strip_seconds": int(STRIP_SPAN.total_seconds()), "strip_max": STRIP_MAX,
                                         "body_json": json.dumps(job.body, indent=2) if job.body is not None and not isinstance(job.body, str) else job.body})
 
@@ -206,8 +215,10 @@ def form_values(job: Job | None) -> dict[str, Any]:
         return {"httpMethod": "POST", "timeZone": "UTC", "timeoutMs": 10000, "retries": 0, "retryBackoffMs": 1000,
                 "retryMaxBackoffMs": 30000, "misfirePolicy": "fire_once", "misfireGraceSeconds": 60,
                 "concurrencyPolicy": "allow", "delivery": "at_most_once", "bodyType": "json", "headers": "", "body": "",
-                "expectStatus": ""}
+                "expectStatus": "", "jitterSeconds": 0, "dstGap": "shift", "dstOverlap": "first", "excludeCalendars": []}
     d = job.to_api()  # secrets masked: a reader may open the form; a masked value sent back keeps the secret
+    d["schedule"] = "\n".join(job.schedules)
+    d["dstGap"], d["dstOverlap"] = str(job.dst_policy.gap), str(job.dst_policy.overlap)
     d["headers"] = "\n".join(f"{k}: {v}" for k, v in d["headers"].items())
     d["bodyType"] = "text" if isinstance(job.body, str) else "json"
     d["body"] = "" if job.body is None else (job.body if isinstance(job.body, str) else json.dumps(job.body, indent=2))
@@ -219,9 +230,29 @@ def payload_from_form(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, s
     """Form strings -> an API payload, with errors for what cannot even be converted."""
     errors: dict[str, str] = {}
     p: dict[str, Any] = {}
-    for k in ("name", "uri", "httpMethod", "schedule", "timeZone", "misfirePolicy", "concurrencyPolicy", "delivery"):
+    for k in ("name", "uri", "httpMethod", "timeZone", "misfirePolicy", "concurrencyPolicy", "delivery"):
         if k in form:
             p[k] = form[k].strip() if k != "name" else form[k]
+    if "schedule" in form:  # one expression per line
+        lines = [x.strip() for x in form["schedule"].splitlines() if x.strip()]
+        if len(lines) > 1:
+            p["schedules"] = lines
+        else:
+            p["schedule"] = lines[0] if lines else ""
+            p["schedules"] = None
+    for k in ("startAt", "endAt"):
+        if k in form:
+            p[k] = form[k].strip() or None
+    if "maxRuns" in form:
+        raw = form["maxRuns"].strip()
+        try:
+            p["maxRuns"] = int(raw) if raw else None
+        except ValueError:
+            errors["maxRuns"] = "must be a whole number (or empty: no limit)"
+    if "dstGap" in form or "dstOverlap" in form:
+        p["dstPolicy"] = {"gap": form.get("dstGap", "shift"), "overlap": form.get("dstOverlap", "first")}
+    if "excludeCalendars" in form or "_calendars" in form:  # (none selected sends nothing: the marker says so)
+        p["excludeCalendars"] = [x for x in form.get("excludeCalendars", "").splitlines() if x]
     for k in INT_FIELDS:
         raw = form.get(k, "").strip()
         if raw:
@@ -264,10 +295,12 @@ def payload_from_form(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, s
 
 async def _form_page(request: web.Request, job: Job | None, values: dict[str, Any], errors: dict[str, str],
                      status: int = 200) -> web.Response:
+    calendars = sorted(request.app[RUNTIME].catalogue.calendars)
+    values.setdefault("excludeCalendars", [])
     return render(request, "form.html", {"job": job, "v": values, "errors": errors, "methods": METHODS,
                                          "misfire": [m.value for m in MisfirePolicy],
                                          "concurrency": [c.value for c in ConcurrencyPolicy],
-                                         "deliveries": [d.value for d in Delivery]}, status)
+                                         "deliveries": [d.value for d in Delivery], "calendars": calendars}, status)
 
 
 async def new_form(request: web.Request) -> web.Response:
@@ -301,7 +334,8 @@ async def save_form(request: web.Request) -> web.StreamResponse:
             errors = {"schedule": str(e)}
         except (VersionConflict, ApiError) as e:
             errors = {"form": str(e) if not isinstance(e, ApiError) else e.message}
-    values = {**form, "paused": form.get("paused") == "on", "followRedirects": form.get("followRedirects") == "on"}
+    values = {**form, "paused": form.get("paused") == "on", "followRedirects": form.get("followRedirects") == "on",
+              "excludeCalendars": form.get("excludeCalendars", "").splitlines()}
     return await _form_page(request, job, values, errors, 400)
 
 
@@ -318,6 +352,20 @@ async def job_action(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther("/")
     if action == "run":
         await actions.run_now(r, job_id, caller(request))
+    elif action == "backfill":
+        payload: dict[str, Any] = {k: form.get(k, "").strip() for k in ("from", "to", "concurrencyPolicy")}
+        raw = form.get("maxPerSecond", "").strip()
+        payload["maxPerSecond"] = int(raw) if raw.isdigit() else raw or 10
+        try:
+            await actions.create_backfill(r, job_id, payload)
+        except ApiError as e:
+            details = "; ".join(f"{k}: {v}" for k, v in (e.details or {}).items()) if isinstance(e.details, dict) else ""
+            return render(request, "error.html", {"message": f"Backfill: {e.message}. {details}"}, e.status)
+    elif action == "skip":
+        raw = form.get("count", "1").strip()
+        if not raw.isdigit():
+            return render(request, "error.html", {"message": "Skip: give how many instants (a whole number)."}, 400)
+        await actions.skip_job(r, job_id, {"count": int(raw)})
     elif action in ("pause", "resume"):
         await actions.set_paused(r, job_id, action == "pause")
     else:
@@ -373,6 +421,84 @@ async def logout(request: web.Request) -> web.StreamResponse:
     raise resp
 
 
+async def cancel_backfill_form(request: web.Request) -> web.StreamResponse:
+    await check_csrf(request)
+    job_id = request.match_info["id"]
+    await request.app[RUNTIME].store.backfills.cancel(job_id, request.match_info["bid"])
+    raise web.HTTPSeeOther(f"/jobs/{job_id}")
+
+
+WEEKDAY_NAMES = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+
+
+async def calendars_page(request: web.Request) -> web.Response:
+    r = request.app[RUNTIME]
+    try:
+        cals = [c.to_api() for c in await r.store.calendars.all()]
+        jobs = await r.store.jobs.calendar_users()
+    except StoreUnavailable:
+        return render(request, "error.html", {"message": "The database is unavailable; this page will work again when it returns."}, 503)
+    return render(request, "calendars.html", {"calendars": cals, "users": jobs, "weekday_names": WEEKDAY_NAMES})
+
+
+def _calendar_values(c: dict[str, Any] | None) -> dict[str, Any]:
+    if c is None:
+        return {"timeZone": "UTC", "weekdays": [], "dates": "", "ranges": ""}
+    return {**c, "dates": "\n".join(c["dates"]), "ranges": "\n".join(f"{x['from']} {x['to']}" for x in c["ranges"])}
+
+
+async def calendar_form(request: web.Request) -> web.Response:
+    r = request.app[RUNTIME]
+    name = request.match_info.get("name")
+    if name is None:
+        return render(request, "calendar.html", {"name": None, "version": None, "v": _calendar_values(None),
+                                                 "errors": {}, "weekday_names": WEEKDAY_NAMES})
+    try:
+        cal = (await r.store.calendars.get(name)).to_api()
+    except NotFound:
+        return render(request, "error.html", {"message": "No such calendar (it may have been deleted)."}, 404)
+    return render(request, "calendar.html", {"name": name, "version": cal["version"], "v": _calendar_values(cal),
+                                             "errors": {}, "weekday_names": WEEKDAY_NAMES})
+
+
+async def save_calendar(request: web.Request) -> web.StreamResponse:
+    r = request.app[RUNTIME]
+    form = await check_csrf(request)
+    name = request.match_info.get("name") or form.get("name", "").strip()
+    ranges = []
+    for line in form.get("ranges", "").splitlines():
+        parts = line.split()
+        if parts:
+            ranges.append({"from": parts[0], "to": parts[1] if len(parts) > 1 else ""})
+    weekdays = [int(w) for w in form.get("weekdays", "").splitlines() if w.isdigit()]
+    payload = {"timeZone": form.get("timeZone", "UTC").strip() or "UTC", "description": form.get("description", ""),
+               "dates": [d.strip() for d in form.get("dates", "").splitlines() if d.strip()], "ranges": ranges,
+               "weekdays": weekdays}
+    version = int(form["version"]) if form.get("version", "").isdigit() else None
+    try:
+        await actions.put_calendar(r, name, payload, version)
+        raise web.HTTPSeeOther("/calendars")
+    except CalendarError as e:
+        errors = e.details
+    except (VersionConflict, NotFound):
+        errors = {"form": "the calendar changed meanwhile: reload and try again"}
+    values = {**form, "weekdays": weekdays, "name": name}
+    return render(request, "calendar.html", {"name": request.match_info.get("name"), "version": version, "v": values,
+                                             "errors": errors, "weekday_names": WEEKDAY_NAMES}, 400)
+
+
+async def delete_calendar_form(request: web.Request) -> web.StreamResponse:
+    r = request.app[RUNTIME]
+    await check_csrf(request)
+    name = request.match_info["name"]
+    try:
+        await actions.delete_calendar(r, name, None)
+    except Conflict as e:
+        users = ", ".join(j["name"] or j["id"] for j in (e.details or {}).get("jobs", []))  # type: ignore[union-attr]
+        return render(request, "error.html", {"message": f"{e} ({users})."}, 409)
+    raise web.HTTPSeeOther("/calendars")
+
+
 def setup(app: web.Application) -> None:
     env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(HERE / "templates")),
                                autoescape=jinja2.select_autoescape(default=True, default_for_string=True))
@@ -385,8 +511,15 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/jobs/{id:[0-9a-f]{1,32}}/row", job_row)
     app.router.add_get("/jobs/{id:[0-9a-f]{1,32}}/edit", edit_form)
     app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/edit", save_form)
-    app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/{action:run|pause|resume|delete}", job_action)
+    app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/{action:run|pause|resume|delete|skip|backfill}", job_action)
+    app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/backfills/{bid:[0-9a-f]{16}}/cancel", cancel_backfill_form)
     app.router.add_get("/cluster", cluster_page)
+    app.router.add_get("/calendars", calendars_page)
+    app.router.add_get("/calendars/new", calendar_form)
+    app.router.add_post("/calendars/new", save_calendar)
+    app.router.add_get("/calendars/{name:[a-z0-9][-a-z0-9_.]{0,62}}", calendar_form)
+    app.router.add_post("/calendars/{name:[a-z0-9][-a-z0-9_.]{0,62}}", save_calendar)
+    app.router.add_post("/calendars/{name:[a-z0-9][-a-z0-9_.]{0,62}}/delete", delete_calendar_form)
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)

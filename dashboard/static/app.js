@@ -116,6 +116,24 @@
     logEvent("job " + ev.op + ": " + (ev.name || ev.id) + " (from " + ev.origin + ")");
   }
 
+  // A backfill's progress bar on its job's page, from the stream (one event a second while it runs).
+  function onBackfill(b) {
+    if (!b) return;
+    logEvent("backfill " + b.id + " of " + b.jobId + ": " + (b.sent + b.alreadyDone) + "/" + b.total + " " + b.state);
+    var table = document.getElementById("backfills");
+    if (!table || table.getAttribute("data-job") !== b.jobId) return;
+    var tr = table.querySelector('tr[data-backfill="' + CSS.escape(b.id) + '"]');
+    if (!tr) { location.reload(); return; }  // one started elsewhere: the server renders it
+    var bar = tr.querySelector("progress");
+    if (bar) { bar.max = b.total || 1; bar.value = b.sent + b.alreadyDone; }
+    var set = function (role, text) { var el = tr.querySelector('[data-role="' + role + '"]'); if (el) el.textContent = text; };
+    set("pct", Math.round(b.progress * 100) + "%");
+    set("sent", String(b.sent)); set("done", String(b.alreadyDone)); set("failed", String(b.failed));
+    var st = tr.querySelector('[data-role="state"] span');
+    if (st) { st.className = "st " + b.state; st.textContent = b.state; }
+    if (b.state === "done" || b.state === "cancelled") { var f = tr.querySelector("form"); if (f) f.remove(); }
+  }
+
   function logEvent(text) {
     var log = document.getElementById("events");
     if (!log) return;
@@ -151,6 +169,7 @@
     es.addEventListener("executions", function (e) { JSON.parse(e.data).forEach(onExecution); });
     es.addEventListener("job", function (e) { onJob(JSON.parse(e.data)); });
     es.addEventListener("node", function (e) { onNode(JSON.parse(e.data)); });
+    es.addEventListener("backfill", function (e) { onBackfill(JSON.parse(e.data).backfill); });
     es.addEventListener("resync", function () { es.close(); setTimeout(function () { location.reload(); }, 500); });
   }
 
@@ -162,36 +181,61 @@
     });
   });
 
-  // Live preview of the next fire times while a schedule is typed.
+  // Live preview of the next fire times while a schedule (one expression a line) and its rules are typed.
   var sched = document.getElementById("schedule"), zone = document.getElementById("timeZone"), pv = document.getElementById("preview");
+  function val(id) { var el = document.getElementById(id); return el ? el.value.trim() : ""; }
   if (sched && pv) {
     var timer = null;
     var update = function () {
       clearTimeout(timer);
       timer = setTimeout(function () {
-        if (!sched.value.trim()) { pv.textContent = ""; return; }
+        var lines = sched.value.split("\n").map(function (x) { return x.trim(); }).filter(Boolean);
+        if (!lines.length) { pv.textContent = ""; return; }
+        var body = { schedules: lines, timeZone: (zone && zone.value) || "UTC", count: 5, excluded: true };
+        if (pv.dataset.job) body.id = pv.dataset.job;
+        if (val("startAt")) body.startAt = val("startAt");
+        if (val("endAt")) body.endAt = val("endAt");
+        if (/^\d+$/.test(val("jitterSeconds"))) body.jitterSeconds = Number(val("jitterSeconds"));
+        if (val("dstGap")) body.dstPolicy = { gap: val("dstGap"), overlap: val("dstOverlap") || "first" };
+        var cals = document.getElementById("excludeCalendars");
+        if (cals) body.excludeCalendars = Array.prototype.filter.call(cals.options, function (o) { return o.selected; })
+          .map(function (o) { return o.value; });
         fetch("/api/schedules/preview", {
           method: "POST", credentials: "same-origin",
           headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
-          body: JSON.stringify({ schedule: sched.value, timeZone: (zone && zone.value) || "UTC", count: 5 })
+          body: JSON.stringify(body)
         }).then(function (r) { return r.json().then(function (b) { return [r.ok, b]; }); }).then(function (res) {
           pv.textContent = "";
           if (!res[0]) {
             var err = document.createElement("span"); err.className = "error";
             var d = res[1].details || {};
-            err.textContent = d.schedule || d.timeZone || res[1].error;
+            err.textContent = Object.keys(d).map(function (k) { return k + ": " + d[k]; }).join("; ") || res[1].error;
             pv.appendChild(err); return;
           }
           var head = document.createElement("div"); head.className = "muted";
-          head.textContent = "Next fires (" + res[1].description + "):"; pv.appendChild(head);
+          head.textContent = "Next fires (" + res[1].description + (res[1].resolved ? "; H: " + res[1].resolved.join(", ") : "") + "):";
+          pv.appendChild(head);
           var ol = document.createElement("ol"); ol.className = "fires";
-          res[1].fires.forEach(function (f) { var li = document.createElement("li"); li.textContent = f.local; ol.appendChild(li); });
+          res[1].fires.forEach(function (f) {
+            var li = document.createElement("li");
+            li.textContent = f.local + (f.sendAt ? "  (sent " + f.sendAt + ")" : "");
+            if (f.excluded) { li.className = "muted"; li.textContent += "  — not due: " + f.excluded; }
+            if (f.dst) { var n = document.createElement("div"); n.className = "small"; n.textContent = f.dst; li.appendChild(n); }
+            ol.appendChild(li);
+          });
           pv.appendChild(ol);
+          (res[1].transitions || []).slice(0, 2).forEach(function (t) {
+            var d = document.createElement("div"); d.className = "small muted";
+            d.textContent = "DST " + t.kind + " at " + t.at + " (" + t.from + " → " + t.to + "): " + t.policy; pv.appendChild(d);
+          });
+          (res[1].warnings || []).forEach(function (w) { var d = document.createElement("div"); d.className = "small"; d.textContent = w; pv.appendChild(d); });
         }).catch(function () {});
       }, 250);
     };
-    sched.addEventListener("input", update);
-    if (zone) zone.addEventListener("input", update);
+    ["schedule", "timeZone", "startAt", "endAt", "jitterSeconds", "dstGap", "dstOverlap", "excludeCalendars"].forEach(function (id) {
+      var el = document.getElementById(id);
+      if (el) { el.addEventListener("input", update); el.addEventListener("change", update); }
+    });
     update();
   }
 

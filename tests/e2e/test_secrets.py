@@ -112,7 +112,8 @@ async def test_edit_form_masks_and_saving_it_keeps_the_secrets(cluster: Cluster,
             html = await r.text()
         csrf = html.split('name="csrf" value="')[1].split('"')[0]  # bound to the login session
         fields = dict(re.findall(r'<input name="(\w+)"[^>]*value="([^"]*)"', html))
-        fields["headers"] = html.split('name="headers"')[1].split(">", 1)[1].split("</textarea>")[0]
+        for area in ("headers", "schedule"):  # (textareas: the schedule is one expression a line)
+            fields[area] = html.split(f'name="{area}"')[1].split(">", 1)[1].split("</textarea>")[0]
         form = {"csrf": csrf, "version": str(secret_job["version"]), "name": "renamed",
                 "uri": fields["uri"].replace("&amp;", "&"), "schedule": fields["schedule"],
                 "timeZone": "UTC", "httpMethod": "POST", "headers": fields["headers"], "body": "",
