@@ -42,7 +42,17 @@ The parts, in the order a run uses them:
   5. ``at_least_once`` jobs lose nothing: no instant of theirs is ``abandoned``;
   6. no node stalled its event loop: no "event loop was blocked" line (read from the node logs by
      ``settle``) of 1 s or more, unless logged during a SIGSTOP of that node or within 1 s of its SIGCONT
-     (a resumed process reads its pause as lag).
+     (a resumed process reads its pause as lag);
+  7. skips and calendars are obeyed (issue 20): no tick of a job arrives for an instant its skip covered
+     (from ``EDIT_GRACE`` after the skip's reply), nor for an instant the calendar it names excluded under every
+     definition of the calendar that may have been in force then; and backfills (which send instants again, as
+     executions of their own) never make an instant delivered twice: at most one tick execution and one
+     successful execution per instant.
+
+Jobs are drawn with every overlap policy (``allow``, ``forbid``, ``buffer_one``, ``buffer_all``, ``replace``) and
+some name the run's exclusion calendar (``nem-cal``); the operations add skips, backfills of the last minute and
+calendar edits (nothing excluded, today excluded, the next seconds excluded) to creates, edits, pauses, deletes,
+run-nows, applies and readers.
 
   Besides, the API never answers a 5xx other than 503, nor a 400 to the valid requests sent here (a
   reader's 400 "range too large" excepted), and a node exits 0 within 30 s of SIGTERM and becomes healthy
@@ -123,7 +133,10 @@ TOO_LARGE = "range too large"  # the one 400 a reader may get (a schedule step b
 FAULT_WEIGHTS = {"kill": 1.0, "stop": 1.0, "term": 0.7, "join": 0.6, "leave": 0.5,
                  "redis_pause": 0.7, "redis_restart": 0.4, "db_cut": 0.7}
 OP_WEIGHTS = {"create": 1.5, "edit_uri": 3.0, "edit_schedule": 1.5, "edit_zone": 1.0, "pause": 1.0,
-              "resume": 1.5, "delete": 1.0, "run_now": 2.0, "apply": 0.7, "read": 1.0}
+              "resume": 1.5, "delete": 1.0, "run_now": 2.0, "apply": 0.7, "read": 1.0, "skip": 0.8, "backfill": 0.5,
+              "calendar": 0.6}
+OVERLAP_POLICIES = {"allow": 6.0, "forbid": 1.0, "buffer_one": 1.0, "buffer_all": 1.0, "replace": 1.0}
+CALENDAR = "nem-cal"  # the run's exclusion calendar: some jobs name it; op ``calendar`` edits it
 FAULT_SHARE = 0.25
 STEP_GAP = (0.2, 0.9)  # seconds between actions: ~110 a minute, ~80 of them API operations
 HEALS = ("restart", "cont", "db_restore")  # steps that end a fault (planned, not drawn)
@@ -299,7 +312,7 @@ def _draw_op(m: _Model, rng: random.Random, t: float) -> Step | None:
         weights["create"] = 6.0
     if m.live_jobs() >= MAX_JOBS - MAX_APPLY_JOBS:
         weights["create"] = 0
-    for k in ("edit_uri", "edit_schedule", "edit_zone", "run_now"):
+    for k in ("edit_uri", "edit_schedule", "edit_zone", "run_now", "skip", "backfill"):
         if not live:
             weights[k] = 0
     if not running:
@@ -321,9 +334,10 @@ def _draw_op(m: _Model, rng: random.Random, t: float) -> Step | None:
         spec = {
             "schedule": rng.choice(SCHEDULES), "timeZone": rng.choice(ZONES), "target": target,
             "misfirePolicy": policy[0], "misfireGraceSeconds": policy[1],
-            "concurrencyPolicy": "forbid" if rng.random() < 0.1 else "allow",
+            "concurrencyPolicy": _weighted(rng, OVERLAP_POLICIES),
             "retries": 1 if target["kind"] == "fail" or rng.random() < 0.2 else 0,
             "delivery": "at_least_once" if rng.random() < 0.3 else "at_most_once",
+            "calendar": rng.random() < 0.3,
         }
         m.slots[slot] = {"live": True, "paused": False, "version": 1}
         return Step(at=t, kind=kind, args={"slot": slot, "via": via, **spec})
@@ -333,6 +347,14 @@ def _draw_op(m: _Model, rng: random.Random, t: float) -> Step | None:
         previews = [{"schedule": rng.choice(RARE_PREVIEWS), "timeZone": rng.choice(ZONES)} for _ in range(3)]
         return Step(at=t, kind=kind, args={"via": via, "previews": previews,
                                            "slots": sorted(rng.sample(live, min(2, len(live))))})
+    if kind == "calendar":  # nothing excluded, today (UTC) excluded, or the next seconds
+        shape = rng.choice(("none", "none", "today", "soon"))
+        return Step(at=t, kind=kind, args={"via": via, "shape": shape, "seconds": rng.randint(3, 15)})
+    if kind == "skip":
+        return Step(at=t, kind=kind, args={"via": via, "slot": rng.choice(live), "count": rng.randint(1, 4)})
+    if kind == "backfill":
+        return Step(at=t, kind=kind, args={"via": via, "slot": rng.choice(live), "ago": rng.randint(15, 90),
+                                           "span": rng.randint(5, 40), "policy": rng.choice(("forbid", "allow"))})
     slot = rng.choice(paused if kind == "resume" else running if kind == "pause" else live)
     s = m.slots[slot]
     args: dict[str, Any] = {"slot": slot, "via": via}
@@ -452,6 +474,12 @@ class Nemesis:
         await self.c.start_nodes(*names)
         for n in names:
             self.state[n] = "up"
+        status, body, _ = await self.c.request("PUT", f"{self.node(names[0]).url}/api/calendars/{CALENDAR}",
+                                               json={"timeZone": "UTC"})
+        if status not in (200, 201):
+            raise AssertionError(f"the run's calendar: {status} {body}")
+        self.record("op", "calendar", t=time.time(), reply=round(time.time(), 4), status=status, calendar={},
+                    node=names[0], job=None, want=None, got=None, error=None)
         self.record("phase", "started", nodes=names, seed=self.seed)
 
     async def run(self, steps: list[Step], seconds: float) -> None:
@@ -714,6 +742,8 @@ class Nemesis:
             "misfireGraceSeconds": a["misfireGraceSeconds"], "concurrencyPolicy": a["concurrencyPolicy"],
             "retries": a["retries"], "retryBackoffMs": 200, "retryMaxBackoffMs": 200, "timeoutMs": 5000,
         }
+        if a.get("calendar"):
+            payload["excludeCalendars"] = [CALENDAR]
         if a["delivery"] == "at_least_once" and self.at_least_once is not False:
             payload["delivery"] = "at_least_once"
         status, body = await self.call(step, "create", "POST", "/api/crons", body=payload, want=payload, slot=slot,
@@ -733,6 +763,38 @@ class Nemesis:
             self.slot_ids[slot] = None
             if status is None or status >= 500:
                 self.slot_unsure.add(slot)
+
+    async def _o_skip(self, step: Step) -> None:
+        if (jid := await self._job(step)) is None:
+            return
+        status, body = await self.call(step, "skip", "POST", f"/api/crons/{jid}/skip",
+                                       body={"count": step.args["count"]}, job=jid)
+        if status == 200 and isinstance(body, dict):
+            self.history[-1]["skipUntil"] = body.get("skipUntil")
+
+    async def _o_backfill(self, step: Step) -> None:
+        if (jid := await self._job(step)) is None:
+            return
+        a = step.args
+        now = time.time()
+        body = {"from": _iso(now - a["ago"] - a["span"]), "to": _iso(now - a["ago"]), "concurrencyPolicy": a["policy"],
+                "maxPerSecond": 20}
+        status, reply = await self.call(step, "backfill", "POST", f"/api/crons/{jid}/backfill", body=body, job=jid)
+        if status == 202 and isinstance(reply, dict):
+            self.history[-1]["backfill"] = reply.get("id")
+
+    async def _o_calendar(self, step: Step) -> None:
+        a = step.args
+        now = time.time()
+        if a["shape"] == "today":
+            spec: dict[str, Any] = {"weekdays": [datetime.fromtimestamp(now, UTC).isoweekday() % 7]}
+        elif a["shape"] == "soon":
+            lo = datetime.fromtimestamp(now + 2, UTC).replace(tzinfo=None, microsecond=0)
+            spec = {"ranges": [{"from": lo.isoformat(), "to": (lo + timedelta(seconds=a["seconds"])).isoformat()}]}
+        else:
+            spec = {}
+        await self.call(step, "calendar", "PUT", f"/api/calendars/{CALENDAR}", body={"timeZone": "UTC", **spec},
+                        calendar=spec)
 
     async def _o_edit_uri(self, step: Step) -> None:
         if (jid := await self._job(step)) is None:
@@ -928,6 +990,7 @@ async def job_rows(c: Cluster) -> dict[str, dict[str, Any]]:
         except (TypeError, ValueError):
             spec = {}
         out[r["id"]] = {"name": r["name"], "delivery": spec.get("delivery", "at_most_once"),
+                        "calendars": spec.get("exclude_calendars") or [],
                         "createdAt": _iso(r["created_at"].replace(tzinfo=UTC).timestamp()),
                         "deletedAt": _iso(r["deleted_at"].replace(tzinfo=UTC).timestamp()) if r["deleted_at"] else None}
     return out
@@ -963,7 +1026,8 @@ def _exec_json(r: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": r["id"], "jobId": r["job_id"], "scheduledAt": t(r["scheduled_at"]), "kind": r["kind"],
             "state": r["state"], "node": r["node"], "fence": r["fence"], "attempts": r["attempts"],
             "claimedAt": t(r["claimed_at"]), "redelivered": bool(r.get("redelivered")), "error": r["error"],
-            "missedFrom": t(r["missed_from"]), "missedCount": r["missed_count"]}
+            "missedFrom": t(r["missed_from"]), "missedCount": r["missed_count"], "instant": t(r.get("instant")),
+            "backfill": r.get("backfill")}
 
 
 async def settle(nem: Nemesis, start: float, healed: float) -> dict[str, Any]:
@@ -1020,8 +1084,9 @@ class Verdict:
         self.warnings.append({"check": check, "detail": detail, **evidence})
 
 
-_NOT_RUN = ("missed", "skipped")
+_NOT_RUN = ("missed", "skipped", "excluded")
 _RUN_KINDS = ("tick", "catchup")
+_BACKFILL = "backfill"
 
 
 def check(ev: Mapping[str, Any]) -> Verdict:
@@ -1031,12 +1096,14 @@ def check(ev: Mapping[str, Any]) -> Verdict:
     assert start is not None and end is not None
     p = ev["params"]
     deliveries = [dict(d, _a=_ts(d["arrivedAt"]), _s=_ts(d["scheduledAt"])) for d in ev["deliveries"]]
-    rows = {r["id"]: dict(r, _s=_ts(r["scheduledAt"]), _c=_ts(r["claimedAt"])) for r in ev["executions"]}
+    # a backfill's row stands for its instant (its scheduledAt is when it was claimed)
+    rows = {r["id"]: dict(r, _s=_ts(r.get("instant") or r["scheduledAt"]), _c=_ts(r["claimedAt"]))
+            for r in ev["executions"]}
     first_arrival: dict[str, float] = {}
     for d in deliveries:
         if d["executionId"] and (d["executionId"] not in first_arrival or d["_a"] < first_arrival[d["executionId"]]):
             first_arrival[d["executionId"]] = d["_a"]
-    _check_duplicates(v, deliveries)
+    _check_duplicates(v, deliveries, rows)
     _check_fates(v, ev, deliveries, rows, first_arrival)
     v.counts["deliveriesInWindow"] = sum(1 for d in deliveries if d["_s"] is not None and start <= d["_s"] < end)
     _check_edits(v, ev["history"], deliveries, rows, first_arrival, p["editGrace"])
@@ -1045,6 +1112,7 @@ def check(ev: Mapping[str, Any]) -> Verdict:
     _check_api(v, ev["history"])
     _check_stalls(v, ev["history"], ev.get("stalls", []), end, p.get("stallSeconds", STALL_SECONDS),
                   p.get("stallAfterResume", STALL_AFTER_RESUME))
+    _check_skips_and_calendars(v, ev, deliveries, rows, p["editGrace"])
     _add_context(v, ev["history"])
     fates: Counter[str] = Counter(t["fate"] for ticks in ev["ledgers"].values() for t in ticks)
     v.counts.update(ticks=sum(fates.values()), fates=dict(fates), deliveries=len(deliveries), jobs=len(ev["jobs"]),
@@ -1066,16 +1134,21 @@ def _add_context(v: Verdict, history: list[dict], before: float = 8.0, after: fl
         ]
 
 
-def _check_duplicates(v: Verdict, deliveries: list[dict]) -> None:
-    """1. No (job, scheduledAt) requested under two execution ids."""
+def _check_duplicates(v: Verdict, deliveries: list[dict], rows: Mapping[str, dict] | None = None) -> None:
+    """1. No (job, scheduledAt) requested under two execution ids, but for backfills: a backfill sends an instant
+    that was not delivered under an execution of its own; then at most one of them may have succeeded."""
+    rows = rows or {}
     by_tick: dict[tuple[str, str], set[str]] = defaultdict(set)
     for d in deliveries:
         if d["jobId"] and d["scheduledAt"]:
             by_tick[(d["jobId"], d["scheduledAt"])].add(d["executionId"] or "?")
     for (job, at), ids in sorted(by_tick.items()):
-        if len(ids) > 1:
-            v.add("1 duplicate", f"tick {at} of job {job} requested under {len(ids)} execution ids", job=job,
-                  at=at, executions=sorted(ids),
+        backfilled = {i for i in ids if (rows.get(i) or {}).get("kind") == _BACKFILL}
+        succeeded = {i for i in ids if (rows.get(i) or {}).get("state") == "succeeded"}
+        if len(ids - backfilled) > 1 or len(succeeded) > 1:
+            v.add("1 duplicate", f"tick {at} of job {job} requested under {len(ids)} execution ids"
+                  + (f" ({len(backfilled)} of them a backfill's, {len(succeeded)} succeeded)" if backfilled else ""),
+                  job=job, at=at, executions=sorted(ids),
                   nodes=sorted({d["node"] or "?" for d in deliveries if d["jobId"] == job and d["scheduledAt"] == at}))
 
 
@@ -1131,13 +1204,69 @@ def _check_fates(v: Verdict, ev: Mapping[str, Any], deliveries: list[dict], rows
                    execution=eid)
 
 
+def _check_skips_and_calendars(v: Verdict, ev: Mapping[str, Any], deliveries: list[dict], rows: dict[str, dict],
+                               grace: float) -> None:
+    """7. A skip covers its instants from ``grace`` after its reply; a calendar a job names excludes what every
+    definition of it that may have been in force when the instant was decided (claimed) excludes. Only ticks are judged (a backfill sends what it is
+    asked)."""
+    history = ev["history"]
+    skips = [h for h in history if h["type"] == "op" and h["kind"] == "skip" and h.get("skipUntil") and _ok(h)]
+    cal_ops = sorted((h for h in history if h["type"] == "op" and h["kind"] == "calendar" and "status" in h
+                      and (h["status"] is None or h["status"] < 400)), key=lambda h: h["t"])
+    naming = {jid for jid, j in ev["jobs"].items() if CALENDAR in (j.get("calendars") or [])}
+    judged = 0
+    for d in deliveries:
+        row = rows.get(d["executionId"] or "")
+        if row is None or row["kind"] not in _RUN_KINDS or d["_s"] is None:
+            continue
+        for h in skips:
+            until = _ts(h["skipUntil"])
+            if h["job"] == d["jobId"] and until is not None and h["reply"] + grace <= d["_s"] <= until:
+                v.add("7 skip not obeyed", f"job {d['jobId']} tick {d['scheduledAt']} arrived, though a skip up to "
+                      f"{h['skipUntil']} was answered at {_iso(h['reply'])}", job=d["jobId"], at=d["scheduledAt"],
+                      execution=d["executionId"])
+        if d["jobId"] in naming and cal_ops:
+            judged += 1
+            # judged by the calendar in force when the instant was decided, as the README says: a tick is
+            # decided when claimed (just before its instant), a caught-up one when caught up; a buffered tick was
+            # decided when buffered (at its instant), though its row's claimedAt says when it was dequeued
+            decided = _ts(row.get("claimedAt")) or d["_s"]
+            states = _calendar_states(cal_ops, decided, grace)
+            if row["kind"] == "tick" and decided > d["_s"]:
+                states += _calendar_states(cal_ops, d["_s"], grace)
+            if states and all(_calendar_excludes(c, d["_s"]) for c in states):
+                v.add("7 calendar not obeyed", f"job {d['jobId']} tick {d['scheduledAt']} arrived, though the calendar "
+                      f"it names excluded it ({states})", job=d["jobId"], at=d["scheduledAt"], execution=d["executionId"])
+    v.counts["skipsAndCalendars"] = {"skips": len(skips), "calendarEdits": len(cal_ops), "ticksJudged": judged}
+
+
+def _calendar_states(ops: list[dict], at: float, grace: float) -> list[dict[str, Any]]:
+    """The calendar definitions that may be in force at ``at``: the last confirmed ``grace`` before, and any sent
+    after it and before ``at``."""
+    base = None
+    for i, h in enumerate(ops):
+        if _ok(h) and h["reply"] + grace <= at:
+            base = i
+    if base is None:
+        return []
+    return [ops[base]["calendar"]] + [h["calendar"] for h in ops[base + 1:] if h["t"] <= at]
+
+
+def _calendar_excludes(cal: Mapping[str, Any], at: float) -> bool:
+    t = datetime.fromtimestamp(at, UTC)
+    if (t.isoweekday() % 7) in cal.get("weekdays", []):
+        return True
+    local = t.replace(tzinfo=None)
+    return any(datetime.fromisoformat(r["from"]) <= local < datetime.fromisoformat(r["to"]) for r in cal.get("ranges", []))
+
+
 def _job_records(history: list[dict]) -> dict[str, list[dict]]:
     """Per job, the API calls that may have changed its definition, in the order they were sent."""
     out: dict[str, list[dict]] = defaultdict(list)
     for h in history:
         if h["type"] != "op" or not h.get("job") or "status" not in h or h.get("want") is None:
             continue
-        if h["kind"] in ("run_now", "apply.list"):
+        if h["kind"] in ("run_now", "apply.list", "skip", "backfill", "calendar"):
             continue
         status = h["status"]
         if status is not None and 400 <= status < 500:
