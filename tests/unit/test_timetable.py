@@ -33,8 +33,10 @@ from node.model.schedule import (
     parse,
 )
 from node.model.timetable import Timetable
+from node.scheduling.ledger import Fate, Segment, account
 from tests.unit.test_schedule_bounds import Expr, Field, expressions
 
+TINY = timedelta(microseconds=1)
 ZONES = ["UTC", "Europe/Lisbon", "America/Sao_Paulo", "America/Santiago", "Australia/Lord_Howe", "America/New_York"]
 SEED = "0123456789abcdef"
 H_RANGES = ((0, 59), (0, 23), (1, 28), (1, 12), (0, 6), (0, 59))  # croniter's field order, seconds last
@@ -209,6 +211,14 @@ def test_the_timetable_is_the_brute_force_walk(rs: list[Rule], zone: str, start:
         if reason is not None:
             assert "excluded by calendar 'cal" in reason
             assert all(tt.excluded(u) is not None for u in inside if t <= u < tt.exclusion_end(t))
+
+    # the tick ledger of the window (nothing planned yet): the same instants, each with the fate the rules give
+    # (its window is [start, end); the walk's is (start, until])
+    led = account([Segment(start=start - timedelta(days=1), end=None, schedule=tt)], [], start=start + TINY,
+                  end=until, now=start - timedelta(days=1), settle=timedelta(0), limit=5000, budget=Budget(200_000))
+    assert [e.scheduled_at for e in led.ticks] == [t for t in every if t < until]
+    want = [Fate.PENDING if t in due else Fate.EXCLUDED for t in every if t < until]
+    assert [e.fate for e in led.ticks] == want
 
 
 def _until(it, until):
