@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -323,7 +324,7 @@ async def save_form(request: web.Request) -> web.StreamResponse:
             if job is None:
                 saved = await actions.create_job(r, payload)
             else:
-                version = int(form["version"]) if form.get("version", "").isdigit() else None
+                version = _number(form.get("version", ""))
                 saved = await actions.update_job(r, job.id, payload, version)
             raise web.HTTPSeeOther(f"/jobs/{saved.id}")
         except ValidationError as e:
@@ -355,17 +356,17 @@ async def job_action(request: web.Request) -> web.StreamResponse:
     elif action == "backfill":
         payload: dict[str, Any] = {k: form.get(k, "").strip() for k in ("from", "to", "concurrencyPolicy")}
         raw = form.get("maxPerSecond", "").strip()
-        payload["maxPerSecond"] = int(raw) if raw.isdigit() else raw or 10
+        payload["maxPerSecond"] = _number(raw) if _number(raw) is not None else raw or 10
         try:
             await actions.create_backfill(r, job_id, payload)
         except ApiError as e:
             details = "; ".join(f"{k}: {v}" for k, v in (e.details or {}).items()) if isinstance(e.details, dict) else ""
             return render(request, "error.html", {"message": f"Backfill: {e.message}. {details}"}, e.status)
     elif action == "skip":
-        raw = form.get("count", "1").strip()
-        if not raw.isdigit():
+        count = _number(form.get("count", "1").strip())
+        if count is None:
             return render(request, "error.html", {"message": "Skip: give how many instants (a whole number)."}, 400)
-        await actions.skip_job(r, job_id, {"count": int(raw)})
+        await actions.skip_job(r, job_id, {"count": count})
     elif action in ("pause", "resume"):
         await actions.set_paused(r, job_id, action == "pause")
     else:
@@ -470,11 +471,13 @@ async def save_calendar(request: web.Request) -> web.StreamResponse:
         parts = line.split()
         if parts:
             ranges.append({"from": parts[0], "to": parts[1] if len(parts) > 1 else ""})
-    weekdays = [int(w) for w in form.get("weekdays", "").splitlines() if w.isdigit()]
+    # (what is not a number goes to the API as typed: its 400 says what a weekday is)
+    weekdays = [_number(w.strip()) if _number(w.strip()) is not None else w.strip()
+                for w in form.get("weekdays", "").splitlines() if w.strip()]
     payload = {"timeZone": form.get("timeZone", "UTC").strip() or "UTC", "description": form.get("description", ""),
                "dates": [d.strip() for d in form.get("dates", "").splitlines() if d.strip()], "ranges": ranges,
                "weekdays": weekdays}
-    version = int(form["version"]) if form.get("version", "").isdigit() else None
+    version = _number(form.get("version", ""))
     try:
         await actions.put_calendar(r, name, payload, version)
         raise web.HTTPSeeOther("/calendars")
@@ -524,3 +527,8 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_static("/static", HERE / "static", append_version=True)
+
+
+def _number(raw: str) -> int | None:
+    """A form's whole number (ASCII digits, at most 18: ``str.isdigit`` also takes "²", which ``int`` refuses)."""
+    return int(raw) if re.fullmatch(r"[0-9]{1,18}", raw) else None

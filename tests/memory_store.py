@@ -180,9 +180,10 @@ class MemoryStore:
             got.won.add(c.id)
             if skip:
                 got.overlapped.add(c.id)
-            elif busy:
+                continue
+            if busy:
                 got.buffered.add(c.id)
-            elif c.counted:
+            if c.counted:  # (a run buffered by the guard is a run: it goes later)
                 self.jobs[c.job_id] = replace(job, runs=job.runs + 1)
                 job = self.jobs[c.job_id]
         return got
@@ -200,13 +201,15 @@ class MemoryStore:
         return [(e.id, e.node, e.claimer) for e in self._in_flight_rows(job_id)
                 if self._in_flight(e, elsewhere, now, recent=True)]
 
-    async def complete(self, job_id: str, fence: int, at: datetime) -> None:
+    async def complete(self, job_id: str, fence: int, at: datetime, *, version: int | None = None) -> int | None:
         job = self.jobs.get(job_id)
-        if job is None or job.fence != fence or job.completed_at is not None or job_id in self.deleted:
-            return
+        if job is None or job.fence != fence or job.completed_at is not None or job_id in self.deleted \
+                or (version is not None and job.version != version):
+            return None
         at = max(ms(at), job.updated_at or at)
         job = self.jobs[job_id] = replace(job, completed_at=at, version=job.version + 1, updated_at=at)
         self._history(job, at)
+        return job.version
 
     async def claim_run_now(self, job_id: str, node: str, execution_id: str, at: datetime, *,
                             forbid_overlap: bool = False, claimer: str | None = None) -> int:

@@ -34,6 +34,7 @@ log = structlog.get_logger("backfill")
 LOOK_EVERY = 2.0  # seconds between looks for backfills to start or resume
 PROGRESS_EVERY = 1.0  # seconds between progress writes
 BUSY_RETRIES = 30  # an instant another backfill is sending is tried again this many times (a second apart)
+ANCHOR_POLL, ANCHOR_WAITS = 0.1, 100  # how an instant not yet decided by its own tick is waited for (10 s at most)
 _TINY = timedelta(microseconds=1)
 
 
@@ -73,6 +74,13 @@ class BackfillRunner:
         self.running: dict[str, asyncio.Task[None]] = {}  # job id -> the task running its backfills
 
     async def run(self) -> None:
+        try:
+            await self._loop()
+        finally:  # the node is stopping: each job's runner with it (sends in flight are the scheduler's to drain)
+            for task in self.running.values():
+                task.cancel()
+
+    async def _loop(self) -> None:
         while True:
             try:
                 await self.look()
@@ -93,6 +101,8 @@ class BackfillRunner:
         owned = self.sends.owned
         if not owned:
             return
+        for job_id in [j for j, t in self.running.items() if t.done()]:
+            del self.running[job_id]
         for b in await self.store.active(list(owned)):
             task = self.running.get(b.job_id)
             if task is None or task.done():
@@ -147,6 +157,16 @@ class BackfillRunner:
                 break
             if not still_mine():
                 owner_ok = False
+                break
+            # An instant the job's own schedule has not decided yet (its tick unclaimed: at most a second or so,
+            # as `to` is never in the future) waits until it is: its tick's row then says delivered (not sent
+            # again), in flight (tried again when it ends) or not sent (sent now). Never beside its own tick.
+            for _ in range(ANCHOR_WAITS):
+                if t <= o.anchor or not still_mine():
+                    break
+                await asyncio.sleep(ANCHOR_POLL)
+            if t > o.anchor:
+                owner_ok = False  # (the owner is far behind, or gone: resumed at the next look or by the next owner)
                 break
             await limiter.take()
             if b.policy is BackfillPolicy.FORBID and flights:

@@ -108,6 +108,7 @@ class JobIndex(Protocol):
     calendars_seen: int  # bumped whenever they change
 
     def active_ids(self) -> list[str]: ...
+    async def sync_calendars(self) -> None: ...
 
 
 class Handle(Protocol):
@@ -139,6 +140,7 @@ class Owned:
         return self._secrets
     releasing: bool = False
     completing: bool = False  # its completion is being written (it can never fire again)
+    complete_at: datetime | None = None  # it can never fire again, once its buffered ticks and runs have ended
     runs: int = 0  # scheduled runs counted against max_runs (jobs.runs, plus the ones claimed since)
     recorded_running: bool = False  # releasing: the runs in flight have their running rows written
     recording: bool = False
@@ -362,6 +364,7 @@ class Ownership:
             # later tick is claimed (a successor reads the last tick claimed: once a later one has a
             # row, a gap left only in memory would be lost with this node).
             gaps = await self._gaps([t for t in takeovers if _has_gap(t)])
+            await self._know_calendars([n for t in takeovers for n in t.job.exclude_calendars])
             for t in takeovers:
                 if t.job.id not in gaps and _has_gap(t):
                     continue  # its gap could not be read: not owned now; the stray pass frees the lock
@@ -425,6 +428,15 @@ class Ownership:
             metrics.HANDOVERS.labels("in").inc()
         self.hooks.took(o, t.redeliver, t.buffered)
 
+    async def _know_calendars(self, names: Sequence[str]) -> None:
+        """A job naming a calendar this node has not read yet (created a moment before it, its event still on the
+        way) would fire an instant the calendar excludes: read the calendars first."""
+        if any(n not in self.catalogue.calendars for n in names):
+            try:
+                await self.catalogue.sync_calendars()
+            except StoreUnavailable:
+                log.warning("could not read the calendars a job names; its next re-sync will")
+
     async def _reload(self, o: Owned) -> None:
         """An owned job changed (edit): load its new definition, keep the fence. A failed read
         leaves ``reloading`` false, so the next pass tries again."""
@@ -445,12 +457,15 @@ class Ownership:
         if job.fence != o.fence:
             self.drop(o, "fence moved on while reloading")
             return
+        await self._know_calendars(job.exclude_calendars)
+        if self.owned.get(o.job.id) is not o:
+            return
         schedule_changed = job.active_since != o.job.active_since
         old_timetable, old_paused = o.timetable, o.job.paused
         o.job = replace(job, created_at=None, updated_at=None, owner=None)
         o.timetable = job.timetable(self.catalogue.calendars)
         o.runs = max(o.runs, job.runs)
-        o.completing = False
+        o.completing, o.complete_at = False, None
         o._secrets = None
         if schedule_changed and job.active_since is not None:
             if job.active_since > o.anchor and not old_paused:

@@ -1,7 +1,7 @@
 """Retention: every 30 s, the jobs this node owns that have claimed a quarter of their allowance since the
-last pass keep only their newest ``history_per_job`` executions, and tombstones older than a week go with
-their history (``store/history.py`` says what is never deleted: open rows, the takeover anchor, anything
-the audit still reads)."""
+last pass keep only their newest ``history_per_job`` executions, tombstones older than a week go with their
+history, and backfills 30 days after they ended with their executions (``store/history.py`` says what is never
+deleted: open rows, the takeover anchor, anything the audit still reads)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ class HistoryUpkeep(Protocol):
 
     async def apply_retention(self, job_ids: Sequence[str], keep: int) -> int: ...
     async def purge_tombstones(self, older_than_days: int = 7) -> int: ...
+    async def purge_backfills(self) -> int: ...
 
 
 class Retention:
@@ -41,6 +42,7 @@ class Retention:
                     owned[j].claims_since_retention = 0
             log.debug("retention", jobs=len(ids), deleted=deleted)
         await self.history.purge_tombstones()
+        await self.history.purge_backfills()
         return deleted
 
     async def run(self) -> None:

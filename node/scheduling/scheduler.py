@@ -152,12 +152,14 @@ class Completions(Protocol):
     """Marks a job completed (it can never fire again) under its owner's fence, and tells the cluster
     (store/jobs.py and the bus, put together by the composition root)."""
 
-    async def complete(self, job_id: str, fence: int, at: datetime) -> None: ...
+    async def complete(self, job_id: str, fence: int, at: datetime, *, version: int) -> int | None:
+        """The job's new version, or None when it was not this owner's to complete at that version."""
 
 
 class _NoCompletions:
-    async def complete(self, job_id: str, fence: int, at: datetime) -> None:
+    async def complete(self, job_id: str, fence: int, at: datetime, *, version: int) -> int | None:
         log.warning("job completed, but no completion service is wired", job=job_id)
+        return version
 
 
 class Scheduler:
@@ -219,17 +221,33 @@ class Scheduler:
 
     def _complete(self, o: Owned, at: datetime) -> None:
         """The job can never fire again (its last run allowed is claimed, its @at has fired, its endAt has
-        passed): completed at ``at``, under this owner's fence. The catalogue then releases it."""
+        passed): completed at ``at``, under this owner's fence. The catalogue then releases it, and a completed
+        job has no owner: nothing of it may be left to one. So its buffered ticks are sent and its last runs end
+        first (``_maybe_complete`` as each ends); a kill meanwhile leaves the job active, and its next owner
+        settles the rows and completes it."""
         if o.completing:
             return
+        if o.queue or o.pending or o.inflight or o.claiming or o.polling:
+            o.complete_at = at
+            return
+        o.complete_at = None
         o.completing = True
         at = max(at, o.job.end_at) if o.job.end_at is not None and o.job.end_at <= _utc(self.clock()) else at
         self.tasks.spawn(self._write_completion(o, at))
 
+    def _maybe_complete(self, o: Owned) -> None:
+        """A run of a job waiting to complete ended, or its buffer emptied: complete it now if nothing is left."""
+        if o.complete_at is not None and self.owned.get(o.job.id) is o and not o.releasing:
+            self._complete(o, o.complete_at)
+
     async def _write_completion(self, o: Owned, at: datetime) -> None:
+        version = o.job.version
         for k in range(5):
             try:
-                await self.completions.complete(o.job.id, o.fence, at)
+                await self.outcomes.recorder.flush()  # its last outcomes first: no owner will settle its rows
+                if await self.completions.complete(o.job.id, o.fence, at, version=version) is None:
+                    o.completing = False  # an edit or a hand-over came first: the next plan decides again
+                    return
                 log.info("job completed", job=o.job.id, at=rfc3339(at), runs=o.runs)
                 return
             except StoreUnavailable as e:
@@ -475,11 +493,12 @@ class Scheduler:
                 if c.id in overlapped:  # forbid, and a run of the job is in flight on another node
                     self.outcomes.told(c, ExecutionState.SKIPPED, OVERLAP_REASON)
                     metrics.misfires(str(ExecutionKind.OVERLAP)).inc()
-            o.runs += sum(1 for c in claims if c.counted and c.id in won and c.id not in overlapped)
+            o.runs += sum(1 for c in claims if c.counted and c.id in won and c.id not in overlapped)  # as the store
             self._accept(o, [replace(c, state=ExecutionState.BUFFERED) if c.id in buffered else c
                              for c in claims if c.id in won and c.id not in overlapped],
                          taken=[c for c in claims if c.id in taken])
-            if p.completed_at is not None and o.generation == gen and o.anchor >= p.completed_at:
+            if p.completed_at is not None and o.generation == gen and o.anchor >= p.completed_at \
+                    and (o.job.max_runs is None or o.runs >= o.job.max_runs):
                 self._complete(o, p.completed_at)  # the last run max_runs allows is claimed
             else:
                 self._schedule_next(o)
@@ -530,6 +549,7 @@ class Scheduler:
                 await asyncio.sleep(QUEUE_POLL)
         finally:
             o.polling = False
+            self._maybe_complete(o)  # (the buffered ticks left were all too late: nothing more to send)
 
     async def _dequeue(self, o: Owned) -> None:
         """The first buffered tick becomes a claim and goes now (not before its own send time); one that waited
@@ -537,18 +557,26 @@ class Scheduler:
         grace = timedelta(seconds=o.job.misfire_grace_seconds)
         while o.queue and self.owned.get(o.job.id) is o and not o.releasing:
             c = o.queue[0]
-            if not await self.claims.dequeue(c.id, o.fence):
+            o.claiming += 1  # a release waits for this claim, as for any other
+            try:
+                ok = await self.claims.dequeue(c.id, o.fence)
+            finally:
+                o.claiming -= 1
+            if not ok:
                 o.queue.clear()  # a takeover made them another owner's meanwhile
-                return
+                break
             o.queue.pop(0)
-            if _utc(self.clock()) - o.timetable.fire_at(c.scheduled_at) > grace:
-                self.outcomes.mark(replace(c, state=ExecutionState.CLAIMED), ExecutionState.MISSED,
-                                   error=BUFFER_LATE_REASON)
-                continue
             claim = replace(c, state=ExecutionState.CLAIMED)
+            if self.owned.get(o.job.id) is not o:  # dropped meanwhile (a lapse): not ours to send
+                self._not_sent(o, claim, "ownership lost while a buffered tick was taken; not sent")
+                return
+            if _utc(self.clock()) - o.timetable.fire_at(c.scheduled_at) > grace:
+                self.outcomes.mark(claim, ExecutionState.MISSED, error=BUFFER_LATE_REASON)
+                continue
             delay = max(0.0, o.timetable.fire_at(c.scheduled_at).timestamp() - self.clock())
             o.pending[claim.id] = (self.later(delay, self._send_due, o, claim), claim)
-            return
+            break
+        self.ownership.maybe_finish_release(o)  # (one that began while the tick was being taken)
 
     async def _settle_unconfirmed(self, jobs: list[Owned]) -> bool:
         """Claims whose statement failed may have been inserted: look them up by id. Rows that exist
@@ -572,6 +600,7 @@ class Scheduler:
             for c in mine:
                 if c not in on_time:
                     self._not_sent(o, c, "claimed while MariaDB was failing; too late when confirmed, not sent")
+            o.runs += sum(1 for c in mine if c.counted)  # (their statement counted them as it inserted them)
             self._accept(o, on_time)
             if mine:
                 o.anchor = max(o.anchor, max(c.scheduled_at for c in mine))
@@ -621,7 +650,8 @@ class Scheduler:
             entry = self.running.get(eid)
             if entry is not None and not entry[0].done():
                 self.cancelled[eid] = reason
-                entry[0].cancel()
+                if eid in self.sending:  # (a task not begun yet sees the reason as it begins: its cleanup runs)
+                    entry[0].cancel()
                 n += 1
         return n
 
@@ -629,9 +659,13 @@ class Scheduler:
         job = o.job
         started = datetime.now(UTC)
         self.sending[claim.id] = job.id
-        self.outcomes.mark(claim, ExecutionState.RUNNING, attempts=claim.attempts + 1, started_at=started)
         result: Result | None = None
+        why = self.cancelled.pop(claim.id, None)  # cancelled before its task began (cancel_local)
+        if why is None:
+            self.outcomes.mark(claim, ExecutionState.RUNNING, attempts=claim.attempts + 1, started_at=started)
         try:
+            if why is not None:
+                raise asyncio.CancelledError
             due: datetime | None
             if claim.instant is not None:  # a backfill: its instant in the headers, sent now (no lateness)
                 when, due = claim.instant, started
@@ -641,7 +675,7 @@ class Scheduler:
                                            may_send=self.membership.fresh, lease_left=self.membership.lease_left,
                                            attempts_before=claim.attempts, due_at=due)
         except asyncio.CancelledError:
-            why = self.cancelled.pop(claim.id, None)
+            why = why or self.cancelled.pop(claim.id, None)
             if why is None:
                 raise  # the node is stopping
             self.outcomes.mark(claim, ExecutionState.CANCELLED, error=why, attempts=claim.attempts + 1,
@@ -660,6 +694,7 @@ class Scheduler:
             self.outcomes.result(claim, result, o.secrets)
         if o.queue and not o.inflight:
             self._poll_queue(o)  # buffered ticks: the run they waited for has ended
+        self._maybe_complete(o)
         self.ownership.maybe_finish_release(o)
 
     async def run_now(self, job: Job) -> str:
@@ -673,8 +708,7 @@ class Scheduler:
                                                 forbid_overlap=job.concurrency_policy is ConcurrencyPolicy.FORBID)
         o = Owned(job=job, timetable=job.timetable(), fence=fence, anchor=now)
         claim = Claim(id=eid, job_id=job.id, scheduled_at=now, fence=fence, kind=ExecutionKind.MANUAL)
-        o.inflight += 1
-        self.tasks.spawn(self._send(o, claim))
+        self.send_now(o, claim)  # (a replace tick of the owner, here, aborts it as any run of the job)
         return claim.id
 
     # ------------------------------------------------------------------ loops

@@ -73,9 +73,11 @@ class BackfillClaim(StrEnum):
     LOST = "lost"  # the fence moved on
 
 
-# An instant (the statement's two %s) that has a delivered execution, or a backfill's in flight: not sent again.
+# An instant (the statement's two %s) that has a delivered execution, or one in flight or waiting (its own tick's, a
+# backfill's): not sent now (a tick in flight makes it busy: tried again once that ends).
 _DELIVERED_OR_SENDING_OF = (
-    f"(e.scheduled_at = %s AND e.kind IN {ONE_INSTANT} AND e.state = {SUCCEEDED}) OR"
+    f"(e.scheduled_at = %s AND e.kind IN {ONE_INSTANT} AND e.state IN ({SUCCEEDED}, {BUFFERED}, {CLAIMED}, {RUNNING}))"
+    " OR"
     f" (e.instant = %s AND e.kind = {BACKFILL} AND e.state IN ({SUCCEEDED}, {CLAIMED}, {RUNNING}))")
 _DELIVERED_OR_SENDING = f"SELECT 1 FROM executions e WHERE e.job_id = j.id AND ({_DELIVERED_OR_SENDING_OF})"
 # A lost claimer's row a takeover (or the settling of orphans) abandons: any but an active backfill's, which its
@@ -256,8 +258,9 @@ class Executions:
                             won, dup, skipped = await _claim_chunk(cur, sql, args, chunk, guarded, readback=True)
                             break
                     won, dup, skipped = await _claim_chunk(cur, sql, args, chunk, guarded)
-                    if counted:
-                        await _count_runs(cur, [c for c in chunk if c.counted and c.id in won and c.id not in skipped])
+                    if counted:  # a run buffered by the guard is a run (it goes later); an overlap row is not
+                        await _count_runs(cur, [c for c in chunk if c.counted and c.id in won
+                                                and not (c.id in skipped and c.forbid)])
             result.won.update(won)
             result.taken.update(dup)
             # a guarded run inserted busy: an overlap row (forbid) or a buffered tick (buffer policies)

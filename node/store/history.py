@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import fastjson
 from ..batching import AUDIT_JOBS, STATEMENT_ROWS, chunks
+from ..model.backfills import ACTIVE as BACKFILL_ACTIVE
 from ..model.executions import Execution
 from .codec import (
     CLAIMED,
@@ -23,12 +24,14 @@ from .codec import (
     last_ticks_sql,
     ledger_execution,
     ph,
+    sql_in,
     to_db,
 )
 from .connection import Database
 
 History = dict[str, list[dict[str, Any]]]  # job id -> its definitions (job_history rows), ordered by version
 RETENTION_QUIET = "INTERVAL 3 MINUTE"  # rows younger than this are kept whatever the count: the audit reads them
+BACKFILL_KEEP_DAYS = 30  # an ended backfill and its executions are kept this long (what a later one checks against)
 
 
 class Histories:
@@ -133,13 +136,15 @@ class Histories:
 
     async def apply_retention(self, job_ids: Sequence[str], keep: int) -> int:
         """Keep the newest ``keep`` finished executions of each job (never its takeover anchor, whatever the
-        number of run-nows after it, nor anything younger than the audit reads); returns rows deleted."""
+        number of run-nows after it, nor anything younger than the audit reads); returns rows deleted. A
+        backfill's executions are not among them: they go with their backfill (``purge_backfills``), so a repeated
+        or overlapping backfill finds what an earlier one delivered, and progress never counts down."""
         deleted = 0
         for job_id in job_ids:
             async for attempt in self.db.attempts():
                 async with attempt as cur:
-                    await cur.execute("SELECT scheduled_at FROM executions WHERE job_id=%s ORDER BY scheduled_at DESC"
-                                      " LIMIT 1 OFFSET %s", (job_id, keep))
+                    await cur.execute("SELECT scheduled_at FROM executions WHERE job_id=%s AND backfill IS NULL"
+                                      " ORDER BY scheduled_at DESC LIMIT 1 OFFSET %s", (job_id, keep))
                     cut = await cur.fetchone()
                     if cut is None:
                         break
@@ -147,10 +152,24 @@ class Histories:
                     anchor = await cur.fetchone()
                     await cur.execute(
                         f"DELETE FROM executions WHERE job_id=%s AND scheduled_at <= %s AND state NOT IN {OPEN}"
-                        f" AND scheduled_at <> %s AND scheduled_at < NOW(3) - {RETENTION_QUIET}",
+                        f" AND backfill IS NULL AND scheduled_at <> %s AND scheduled_at < NOW(3) - {RETENTION_QUIET}",
                         (job_id, cut["scheduled_at"], anchor["last"] if anchor else datetime(1970, 1, 1)))
                     deleted += int(cur.rowcount)
         return deleted
+
+    async def purge_backfills(self, older_than_days: int = BACKFILL_KEEP_DAYS) -> int:
+        """Backfills that ended more than ``older_than_days`` ago go, with their executions (a thousand at a
+        time); how many."""
+        async for attempt in self.db.attempts():
+            async with attempt as cur:
+                await cur.execute(f"SELECT id FROM backfills WHERE state NOT IN {sql_in(BACKFILL_ACTIVE)}"
+                                  " AND updated_at < NOW(3) - INTERVAL %s DAY LIMIT %s", (older_than_days, 1000))
+                ids = [r["id"] for r in await cur.fetchall()]
+                if ids:
+                    await cur.execute(f"DELETE FROM executions WHERE backfill IN ({ph(len(ids))})", ids)
+                    await cur.execute(f"DELETE FROM backfills WHERE id IN ({ph(len(ids))})", ids)
+                return len(ids)
+        return 0
 
     async def purge_tombstones(self, older_than_days: int = 7) -> int:
         """Delete jobs deleted more than ``older_than_days`` ago, with their history and executions (a
@@ -161,7 +180,8 @@ class Histories:
                                   " - INTERVAL %s DAY LIMIT %s", (older_than_days, STATEMENT_ROWS))
                 ids = [r["id"] for r in await cur.fetchall()]
                 if ids:
-                    for table, col in (("executions", "job_id"), ("job_history", "job_id"), ("jobs", "id")):
+                    for table, col in (("executions", "job_id"), ("job_history", "job_id"), ("backfills", "job_id"),
+                                       ("jobs", "id")):
                         await cur.execute(f"DELETE FROM {table} WHERE {col} IN ({ph(len(ids))})", ids)
                 return len(ids)
         return 0

@@ -163,15 +163,17 @@ class Jobs:
             raise NotFound(job_id)
         raise VersionConflict(row["version"])
 
-    async def complete(self, job_id: str, fence: int, at: datetime) -> int | None:
+    async def complete(self, job_id: str, fence: int, at: datetime, *, version: int | None = None) -> int | None:
         """The owner (``fence``) marks a job completed at ``at`` (never earlier than its last change: the history
-        stays in order); the new version, or None when it is no longer this owner's to complete."""
+        stays in order); the new version, or None when it is no longer this owner's to complete, or (``version``)
+        an edit came after the plan that found it complete (a higher maxRuns, a later endAt: it decides again)."""
         async for attempt in self.db.attempts(transaction=True):
             async with attempt as cur:
                 await cur.execute(
                     "UPDATE jobs SET completed_at = GREATEST(%s, updated_at), version = version + 1, updated_at = NOW(3)"
-                    " WHERE id = %s AND fence = %s AND deleted_at IS NULL AND completed_at IS NULL",
-                    (to_db(at), job_id, fence))
+                    " WHERE id = %s AND fence = %s AND deleted_at IS NULL AND completed_at IS NULL"
+                    + ("" if version is None else " AND version = %s"),
+                    (to_db(at), job_id, fence) + (() if version is None else (version,)))
                 if cur.rowcount == 0:
                     return None
                 await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))

@@ -173,6 +173,12 @@ MIGRATIONS.append((
     ],
 ))
 
+# A backfill's executions are read by their backfill (progress every second, a resume's lost rows).
+MIGRATIONS.append((
+    7,
+    ["ALTER TABLE executions ADD INDEX IF NOT EXISTS ix_executions_backfill (backfill, state)"],
+))
+
 
 async def migrate(pool: aiomysql.Pool, database: str) -> None:
     """Apply the migrations this release knows and the database lacks, in order, under a named lock."""

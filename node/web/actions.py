@@ -11,7 +11,6 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from itertools import islice
 from typing import Any
 
 import structlog
@@ -68,11 +67,12 @@ class JobCompletions:
     def __init__(self, jobs: Jobs, catalogue: Catalogue, bus: Bus, keys: Keys, node_id: str) -> None:
         self.jobs, self.catalogue, self.bus, self.keys, self.node_id = jobs, catalogue, bus, keys, node_id
 
-    async def complete(self, job_id: str, fence: int, at: datetime) -> None:
-        version = await self.jobs.complete(job_id, fence, at)
-        if version is not None:
+    async def complete(self, job_id: str, fence: int, at: datetime, *, version: int) -> int | None:
+        new = await self.jobs.complete(job_id, fence, at, version=version)
+        if new is not None:
             await announce(self.catalogue, self.bus, self.keys, JobEvent(
-                op="completed", id=job_id, version=version, origin=self.node_id, completed=True))
+                op="completed", id=job_id, version=new, origin=self.node_id, completed=True))
+        return new
 
 
 def require_release(r: Runtime, what: str) -> None:
@@ -150,8 +150,15 @@ async def skip_job(r: Runtime, job_id: str, payload: Any) -> Job:
             raise BadRequest("invalid input", {"count": f"must be an integer between 0 and {MAX_SKIP_COUNT}"})
         until = None
         if n:
+            # from a second ahead: an instant closer than that is claimed already and goes (claim_ahead < 1 s)
+            due: list[datetime] = []
+            slices = Slices()
             try:
-                due = list(islice(job.timetable(r.catalogue.calendars).due_after(now, Budget(SKIP_STEPS)), n))
+                for t in job.timetable(r.catalogue.calendars).due_after(now + SKIP_AHEAD, Budget(SKIP_STEPS)):
+                    due.append(t)
+                    if len(due) >= n:
+                        break
+                    await slices.pause()  # (calendars are read per instant: never hold the loop)
             except ScheduleTooCostly as e:
                 raise BadRequest(str(e), {"count": n}) from None
             if not due:
@@ -176,6 +183,7 @@ async def skip_job(r: Runtime, job_id: str, payload: Any) -> Job:
     return updated
 
 
+SKIP_AHEAD = timedelta(seconds=1)  # what "the next n instants" counts from
 SKIP_STEPS = 200_000  # schedule steps a skip of `count` instants may spend (10,000 instants cost ~40,000)
 
 
@@ -216,6 +224,10 @@ async def create_backfill(r: Runtime, job_id: str, payload: Any) -> Backfill:
     if errors:
         raise BadRequest("invalid input", errors)
     job = await r.store.jobs.get(job_id)
+    if job.completed:
+        raise Conflict("the job has completed: it has no owner to run a backfill. Reopen it first (a higher "
+                       "maxRuns, a later endAt), or create a job for these instants",
+                       {"completedAt": job.completed_at.isoformat() if job.completed_at else None})
     tt = job.timetable(r.catalogue.calendars)
     total = 0
     slices = Slices()

@@ -190,6 +190,10 @@ async def test_an_at_schedule_fires_once_then_completes_and_the_past_is_refused(
     await asyncio.sleep(1.5)
     got = await arrived(cluster, jid)
     assert [ts(d["scheduledAt"]) for d in got] == [at]
+    # a completed job has no owner to run a backfill: refused, not queued for ever
+    status, body = await call(cluster, "POST", f"/api/crons/{jid}/backfill",
+                              json={"from": iso(at - timedelta(minutes=1)), "to": iso(datetime.now(UTC))})
+    assert status == 409 and "completed" in body["error"], body
     status, body = await call(cluster, "POST", "/api/crons", json={"uri": "http://127.0.0.1:9/",
                                                                   "schedule": "@at 2020-01-01T00:00:00"})
     assert status == 400 and "in the past" in body["details"]["schedule"], body

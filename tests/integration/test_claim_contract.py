@@ -217,3 +217,23 @@ async def test_a_counted_run_adds_to_the_jobs_runs(world: World) -> None:
     await world.claims.claim("node-b", [runs[0]], Liveness(claimer=B))  # a row that exists: not counted again
     (c,) = await world.claims.take_over([job.id], "node-c", Liveness(claimer=C))
     assert c.job.runs == 3
+
+
+async def test_a_run_the_guard_buffers_counts_and_one_it_skips_does_not(world: World) -> None:
+    """maxRuns: a tick buffered behind another node's run is a run (it goes later); a forbid tick recorded as an
+    overlap is not. The count a takeover reads must be what the owner counted, or the next owner sends more."""
+    job = await world.job(concurrencyPolicy="buffer_all", maxRuns=5)
+    forbid = await world.job(concurrencyPolicy="forbid", maxRuns=5)
+    ts = await world.claims.take_over([job.id, forbid.id], "node-a", Liveness(claimer=A))
+    fence = {t.job.id: t.fence for t in ts}
+    t0 = _now()
+    for j in (job, forbid):
+        await world.claims.claim_run_now(j.id, "node-b", ("r" if j is job else "s") * 32, t0 - timedelta(seconds=3),
+                                         claimer=B)
+    buffered = _claim(job, fence[job.id], t0, buffer=True, counted=True)
+    skipped = _claim(forbid, fence[forbid.id], t0, forbid=True, counted=True)
+    got = await world.claims.claim("node-a", [buffered, skipped], Liveness(claimer=A, others=frozenset({B})))
+    assert got.buffered == {buffered.id} and got.overlapped == {skipped.id}
+    runs = {t.job.id: t.job.runs for t in await world.claims.take_over([job.id, forbid.id], "node-c",
+                                                                       Liveness(claimer=C))}
+    assert runs == {job.id: 1, forbid.id: 0}

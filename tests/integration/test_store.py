@@ -7,7 +7,8 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from node.model.executions import Claim, Execution, new_execution_id
+from node.model.backfills import Backfill
+from node.model.executions import Claim, Execution, ExecutionState, new_execution_id
 from node.model.jobs import validate
 from node.store import MIGRATIONS, Store
 
@@ -143,3 +144,43 @@ async def test_a_tick_with_a_row_is_taken_only_under_the_current_fence(store: St
     claimed = await store.executions.claim("node-a", [stale])
     assert (claimed.won, claimed.taken) == (set(), set())  # refused: the fence moved on
     assert await store.executions.existing([first.id, stale.id]) == {first.id}
+
+
+async def test_a_backfill_never_sends_beside_its_instants_tick_and_keeps_what_it_sent(store: Store) -> None:
+    """claim_backfill: an instant whose own tick is in flight (claimed, running, buffered) is busy, one delivered
+    is done; retention never deletes a backfill's executions (a repeated backfill must find them), and an ended
+    backfill goes with them after BACKFILL_KEEP_DAYS."""
+    job = await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
+    (a,) = await store.executions.take_over([job.id], "n")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    ticks = [Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0 + timedelta(seconds=i), fence=a.fence)
+             for i in range(3)]
+    assert len((await store.executions.claim("n", ticks)).won) == 3
+    await store.executions.record([Execution(id=ticks[0].id, job_id=job.id, scheduled_at=ticks[0].scheduled_at,
+                                             fence=a.fence, state=ExecutionState.SUCCEEDED, node="n", attempts=1)])
+    b = await store.backfills.create(Backfill(id="", job_id=job.id, start=t0 - timedelta(seconds=300),
+                                              end=t0 + timedelta(seconds=3), total=303))
+
+    async def claim(t: datetime) -> str:
+        return str(await store.executions.claim_backfill(job.id, a.fence, "n", "c", b.id, t, new_execution_id()))
+
+    assert await claim(ticks[0].scheduled_at) == "done"
+    assert await claim(ticks[1].scheduled_at) == "busy"  # its tick is claimed: it goes, or is settled, first
+    await store.executions.record([Execution(id=ticks[2].id, job_id=job.id, scheduled_at=ticks[2].scheduled_at,
+                                             fence=a.fence, state=ExecutionState.FAILED, node="n", attempts=1)])
+    assert await claim(ticks[2].scheduled_at) == "claimed"  # its tick failed: the backfill sends it
+    sent = [t0 - timedelta(seconds=300 - i) for i in range(300)]
+    for t in sent:
+        assert await claim(t) == "claimed"
+    rows = await store.db.fetchall("SELECT id, scheduled_at FROM executions WHERE backfill=%s", (b.id,))
+    await store.executions.record([Execution(id=r["id"], job_id=job.id, scheduled_at=r["scheduled_at"], fence=a.fence,
+                                             state=ExecutionState.SUCCEEDED, node="n", attempts=1) for r in rows])
+    await store.db.execute("UPDATE executions SET scheduled_at = scheduled_at - INTERVAL 1 HOUR WHERE job_id=%s",
+                           (job.id,))  # (retention keeps the last minutes whatever the count)
+    await store.history.apply_retention([job.id], 10)
+    assert (await store.backfills.counts(b.id))["sent"] == 301
+    assert all([await claim(t) == "mine" for t in sent])  # the same backfill again: nothing twice
+    await store.db.execute("UPDATE backfills SET state='done', updated_at = NOW(3) - INTERVAL 31 DAY WHERE id=%s",
+                           (b.id,))
+    assert await store.history.purge_backfills() == 1
+    assert (await store.backfills.counts(b.id))["sent"] == 0

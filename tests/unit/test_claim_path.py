@@ -177,6 +177,9 @@ class Catalogue:
     def active_ids(self) -> list[str]:
         return [j.id for j in self.jobs.values() if j.active]
 
+    async def sync_calendars(self) -> None:
+        pass
+
     def sync(self, summaries: list[JobSummary]) -> None:
         for s in summaries:
             cur = self.jobs.get(s.id)
@@ -326,6 +329,31 @@ async def test_the_claim_cycle_sends_each_instant_once() -> None:
     assert len(ticks) >= 5 and all(len(ids) == 1 for ids in ticks.values())
     fates = ledger_fates(w, j.id, start, w.clock.dt() - timedelta(seconds=1))
     assert set(fates.values()) == {Fate.DELIVERED}, fates
+
+
+@pytest.mark.parametrize("policy", ["buffer_all", "buffer_one"])
+async def test_a_job_completes_only_once_its_buffered_ticks_and_last_run_have_gone(policy: str) -> None:
+    """maxRuns reached with ticks waiting behind a slow run: they are sent before the job is completed (a
+    completed job has no owner to send them), and the job completes when the last run has ended."""
+    w = World()
+    j = job(w, concurrencyPolicy=policy, maxRuns=3)
+    a = Node(w, "a")
+    a.scheduler.completions = w.store
+    await run(w, 4)  # the first run hangs; the others wait behind it
+    assert len(w.in_flight()) == 1
+    assert w.store.jobs[j.id].completed_at is None
+    for _ in range(4):
+        end_all(w)
+        await run(w, 1.5)
+    ticks = sent_ticks(w, j.id)
+    want = 3 if policy == "buffer_all" else 2  # buffer_one: one waits, the third is skipped (and counts no run)
+    assert len(ticks) >= want and all(len(ids) == 1 for ids in ticks.values()), ticks
+    assert not [e for e in w.store.executions(j.id) if e.state in OPEN_STATES]
+    assert w.store.jobs[j.id].runs == 3
+    end_all(w)
+    await run(w, 3)
+    assert w.store.jobs[j.id].completed_at is not None
+    assert len(sent_ticks(w, j.id)) == 3
 
 
 async def test_a_takeover_with_a_gap_records_the_instants_nobody_claimed() -> None:

@@ -148,6 +148,9 @@ class FakeCatalogue:
     def active_ids(self) -> list[str]:
         return [j.id for j in self.jobs.values() if j.active]
 
+    async def sync_calendars(self) -> None:
+        pass
+
     def apply(self, s: JobSummary) -> None:
         cur = self.jobs.get(s.id)
         if cur is None or cur.version < s.version:

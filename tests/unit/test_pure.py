@@ -407,3 +407,11 @@ def test_a_job_stored_before_the_retry_floor_reads_with_it() -> None:
     old = Job.from_row(row)
     assert old.retry_backoff_ms == old.retry_max_backoff_ms == RETRY_FLOOR_MS
     assert validate({k: v for k, v in old.to_api().items() if k != "id"}, max_body_bytes=1024).retry_backoff_ms == 100
+
+
+def test_a_forms_number_takes_ascii_digits_only() -> None:
+    """str.isdigit() takes "²" and "١", which int() refuses or reads: the dashboard's forms answered a 500."""
+    from node.dashboard.views import _number
+
+    assert _number("12") == 12 and _number("0") == 0
+    assert [_number(x) for x in ("²", "١٢", "", "-1", "1.5", " 3", "9" * 19)] == [None] * 7
