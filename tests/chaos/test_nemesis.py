@@ -151,6 +151,24 @@ def test_the_checker_passes_a_clean_history_and_names_each_violation() -> None:
     assert got["node stop"] == 1, got  # a node that does not stop on SIGTERM
 
 
+def test_the_checker_holds_a_skip_until_the_next_skip_replaces_it() -> None:
+    """A skip covers its instants from editGrace after its reply; a later skip request of the job replaces it
+    (the soak of seed 2021 flagged ticks a shorter skip had let go)."""
+    ev, t0, iso = _ev()
+    sends = [_send(t0, iso, s, path="/hooks/s0v1" if s < 12 else "/hooks/s0v2") for s in range(2, 15)]
+    ev["deliveries"] = [d for d, _ in sends]
+    ev["executions"] = [r for _, r in sends]
+
+    def skip(at: float, until: float) -> dict:
+        return {"t": t0 + at, "time": iso(t0 + at), "type": "op", "kind": "skip", "job": "j1", "status": 200,
+                "reply": t0 + at + 0.1, "want": None, "got": {}, "skipUntil": iso(t0 + until)}
+
+    ev["history"] = ev["history"] + [skip(3, 30), skip(9, 10)]
+    v = check(ev)
+    flagged = sorted(x["at"] for x in v.violations if x["check"] == "7 skip not obeyed")
+    assert flagged == [iso(t0 + 7), iso(t0 + 8)], v.violations  # after the grace, before the replacing request
+
+
 def test_the_checker_judges_readers_and_event_loop_stalls() -> None:
     ev, t0, iso = _ev()
 
