@@ -34,7 +34,8 @@ log = structlog.get_logger("backfill")
 LOOK_EVERY = 2.0  # seconds between looks for backfills to start or resume
 PROGRESS_EVERY = 1.0  # seconds between progress writes
 BUSY_RETRIES = 30  # an instant another backfill is sending is tried again this many times (a second apart)
-ANCHOR_POLL, ANCHOR_WAITS = 0.1, 100  # how an instant not yet decided by its own tick is waited for (10 s at most)
+ANCHOR_POLL, ANCHOR_WAIT = 0.2, 10.0  # an instant not yet decided by its own tick: looked at every 0.2 s, waited
+# for until 10 s after its tick's send time
 _TINY = timedelta(microseconds=1)
 
 
@@ -158,13 +159,14 @@ class BackfillRunner:
             if not still_mine():
                 owner_ok = False
                 break
-            # An instant the job's own schedule has not decided yet (its tick unclaimed: at most a second or so,
-            # as `to` is never in the future) waits until it is: its tick's row then says delivered (not sent
-            # again), in flight (tried again when it ends) or not sent (sent now). Never beside its own tick.
-            for _ in range(ANCHOR_WAITS):
-                if t <= o.anchor or not still_mine():
-                    break
-                await asyncio.sleep(ANCHOR_POLL)
+            # An instant the job's own schedule has not decided yet (its tick unclaimed: `to` is never in the future,
+            # but a jitter sends a tick up to jitterSeconds after its instant) waits until it is: its tick's row then
+            # says delivered (not sent again), in flight (tried again when it ends) or not sent (sent now). Never
+            # beside its own tick.
+            if t > o.anchor:
+                deadline = self.clock() + ANCHOR_WAIT + max(0.0, o.timetable.fire_at(t).timestamp() - time.time())
+                while t > o.anchor and still_mine() and self.clock() < deadline:
+                    await asyncio.sleep(ANCHOR_POLL)
             if t > o.anchor:
                 owner_ok = False  # (the owner is far behind, or gone: resumed at the next look or by the next owner)
                 break
@@ -193,8 +195,11 @@ class BackfillRunner:
                 if b.state is BackfillState.CANCELLED:
                     break
         # 3. instants another backfill was sending: once it has ended
-        for _ in range(BUSY_RETRIES):
-            if not busy or not owner_ok or b.state is BackfillState.CANCELLED:
+        # (as long as a run of the job may take: its tick's tries, and a wait in the buffer within the grace)
+        job = o.job
+        for _ in range(max(BUSY_RETRIES, BUSY_RETRIES + job.misfire_grace_seconds + int(
+                (job.retries + 1) * (job.timeout_ms + job.retry_max_backoff_ms) / 1000))):
+            if not busy or not owner_ok or b.state is BackfillState.CANCELLED or not still_mine():
                 break
             await asyncio.sleep(1.0)
             left = []
@@ -219,7 +224,8 @@ class BackfillRunner:
                 break
             await asyncio.sleep(0.1)
         if busy:
-            b = replace(b, error=f"{len(busy)} instant(s) stayed in flight in another backfill; not sent by this one")
+            b = replace(b, error=f"{len(busy)} instant(s) stayed in flight (their own tick, or another backfill) for"
+                                 " longer than a run of the job may take; not sent by this one")
         finished = done and owner_ok and b.state is not BackfillState.CANCELLED
         if finished:
             b = replace(b, state=BackfillState.DONE)

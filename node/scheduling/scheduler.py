@@ -209,15 +209,15 @@ class Scheduler:
         # Wake for the first tick after the anchor: at once when ticks were missed since
         # (the misfire policy handles them), else claim_ahead before it is due.
         nxt = next_wake(o.timetable, o.anchor)
-        if nxt is None and not buffered:
-            self._complete(o, o.anchor)
-        elif nxt is not None:
+        if nxt is not None:
             self._push(o, max(self.clock(), nxt.timestamp()))
         self._redeliver(o, redeliver)
         if buffered:  # ticks a previous owner buffered: ours to send once no run of the job is in flight
             o.queue = [Claim(id=b.id, job_id=o.job.id, scheduled_at=b.scheduled_at, fence=o.fence, kind=b.kind,
                              state=ExecutionState.BUFFERED) for b in buffered]
             self._poll_queue(o)
+        if nxt is None:
+            self._complete(o, o.anchor)  # (once what was redelivered or buffered has gone)
 
     def _complete(self, o: Owned, at: datetime) -> None:
         """The job can never fire again (its last run allowed is claimed, its @at has fired, its endAt has
@@ -612,6 +612,7 @@ class Scheduler:
         o.pending.pop(claim.id, None)
         if not self.membership.fresh():
             self._not_sent(o, claim, "heartbeat lease lapsed before send; not sent")
+            self._maybe_complete(o)
             self.ownership.maybe_finish_release(o)
             return
         if o.job.concurrency_policy is ConcurrencyPolicy.REPLACE:

@@ -77,6 +77,11 @@ class Backfills:
                               f" AND state IN {_ACTIVE}", (str(BackfillState.CANCELLED), backfill_id, job_id))
         return await self.get(job_id, backfill_id)
 
+    async def end_all(self, job_id: str, why: str) -> int:
+        """The job's active backfills end (cancelled, with ``why``): how many."""
+        return await self.db.execute(f"UPDATE backfills SET state=%s, error=%s, updated_at=NOW(3) WHERE job_id=%s"
+                                     f" AND state IN {_ACTIVE}", (str(BackfillState.CANCELLED), why, job_id))
+
     async def progress(self, b: Backfill, *, node: str) -> BackfillState | None:
         """Write how far it is (while it is active: a cancel is never undone); its state as stored, None if gone."""
         await self.db.execute(

@@ -125,8 +125,9 @@ class Histories:
                         rows[g["job_id"]].extend(ledger_execution(g["job_id"], v) for v in fastjson.loads(g["r"]))
                     # Only a job that has reached the retention limit can have lost rows to it: for the others
                     # an instant without a row is a loss, never "trimmed".
+                    # (a backfill's rows are not retention's: they say nothing of what it trimmed)
                     await cur.execute(f"SELECT job_id, MIN(scheduled_at) AS m, COUNT(*) AS n FROM executions"
-                                      f" WHERE job_id IN ({jobs_in}) GROUP BY job_id", ids)
+                                      f" WHERE job_id IN ({jobs_in}) AND backfill IS NULL GROUP BY job_id", ids)
                     for r in await cur.fetchall():
                         if int(r["n"]) >= self.keep_per_job:
                             oldest[r["job_id"]] = from_db(r["m"])
@@ -160,16 +161,15 @@ class Histories:
     async def purge_backfills(self, older_than_days: int = BACKFILL_KEEP_DAYS) -> int:
         """Backfills that ended more than ``older_than_days`` ago go, with their executions (a thousand at a
         time); how many."""
-        async for attempt in self.db.attempts():
-            async with attempt as cur:
-                await cur.execute(f"SELECT id FROM backfills WHERE state NOT IN {sql_in(BACKFILL_ACTIVE)}"
-                                  " AND updated_at < NOW(3) - INTERVAL %s DAY LIMIT %s", (older_than_days, 1000))
-                ids = [r["id"] for r in await cur.fetchall()]
-                if ids:
-                    await cur.execute(f"DELETE FROM executions WHERE backfill IN ({ph(len(ids))})", ids)
-                    await cur.execute(f"DELETE FROM backfills WHERE id IN ({ph(len(ids))})", ids)
-                return len(ids)
-        return 0
+        row = await self.db.fetchone(f"SELECT id FROM backfills WHERE state NOT IN {sql_in(BACKFILL_ACTIVE)}"
+                                     " AND updated_at < NOW(3) - INTERVAL %s DAY LIMIT 1", (older_than_days,))
+        if row is None:
+            return 0  # (one backfill a pass, its rows a few thousand at a time: never one long statement)
+        while await self.db.execute("DELETE FROM executions WHERE backfill = %s LIMIT %s",
+                                    (row["id"], STATEMENT_ROWS)) >= STATEMENT_ROWS:
+            pass
+        await self.db.execute("DELETE FROM backfills WHERE id = %s", (row["id"],))
+        return 1
 
     async def purge_tombstones(self, older_than_days: int = 7) -> int:
         """Delete jobs deleted more than ``older_than_days`` ago, with their history and executions (a

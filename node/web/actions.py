@@ -28,6 +28,7 @@ from ..model.errors import Conflict, StoreUnavailable
 from ..model.jobs import Job
 from ..model.schedule import Budget, ScheduleError, ScheduleTooCostly
 from ..scheduling.ledger import missed_in_gap
+from ..store.backfills import Backfills
 from ..store.jobs import Jobs
 from .errors import BadRequest, PreconditionFailed, TooManyRequests
 from .presentation import PREVIEW_STEPS
@@ -64,12 +65,16 @@ class JobCompletions:
     """The scheduler's ``Completions``: the store marks the job completed under the owner's fence, and the
     cluster is told (its catalogues stop counting it active; the owner releases it)."""
 
-    def __init__(self, jobs: Jobs, catalogue: Catalogue, bus: Bus, keys: Keys, node_id: str) -> None:
-        self.jobs, self.catalogue, self.bus, self.keys, self.node_id = jobs, catalogue, bus, keys, node_id
+    def __init__(self, jobs: Jobs, backfills: Backfills, catalogue: Catalogue, bus: Bus, keys: Keys,
+                 node_id: str) -> None:
+        self.jobs, self.backfills, self.catalogue, self.bus, self.keys = jobs, backfills, catalogue, bus, keys
+        self.node_id = node_id
 
     async def complete(self, job_id: str, fence: int, at: datetime, *, version: int) -> int | None:
         new = await self.jobs.complete(job_id, fence, at, version=version)
         if new is not None:
+            # its backfills end with it (a completed job has no owner to run them): reopen it and ask again
+            await self.backfills.end_all(job_id, "stopped: the job completed (reopen it to backfill again)")
             await announce(self.catalogue, self.bus, self.keys, JobEvent(
                 op="completed", id=job_id, version=new, origin=self.node_id, completed=True))
         return new
@@ -150,11 +155,12 @@ async def skip_job(r: Runtime, job_id: str, payload: Any) -> Job:
             raise BadRequest("invalid input", {"count": f"must be an integer between 0 and {MAX_SKIP_COUNT}"})
         until = None
         if n:
-            # from a second ahead: an instant closer than that is claimed already and goes (claim_ahead < 1 s)
+            # from claim_ahead on: an instant closer than that is claimed already and goes
             due: list[datetime] = []
             slices = Slices()
+            ahead = timedelta(seconds=r.settings.claim_ahead)
             try:
-                for t in job.timetable(r.catalogue.calendars).due_after(now + SKIP_AHEAD, Budget(SKIP_STEPS)):
+                for t in job.timetable(r.catalogue.calendars).due_after(now + ahead, Budget(SKIP_STEPS)):
                     due.append(t)
                     if len(due) >= n:
                         break
@@ -183,7 +189,6 @@ async def skip_job(r: Runtime, job_id: str, payload: Any) -> Job:
     return updated
 
 
-SKIP_AHEAD = timedelta(seconds=1)  # what "the next n instants" counts from
 SKIP_STEPS = 200_000  # schedule steps a skip of `count` instants may spend (10,000 instants cost ~40,000)
 
 

@@ -82,7 +82,8 @@ def build_runtime(settings: Settings) -> Runtime:
     scheduler = Scheduler(node_id=settings.node_id, claims=store.executions, ownership=ownership, outcomes=outcomes,
                           firer=firer, membership=membership, catalogue=catalogue, tasks=tasks,
                           claim_ahead=settings.claim_ahead,
-                          completions=JobCompletions(store.jobs, catalogue, bus, keys, settings.node_id),
+                          completions=JobCompletions(store.jobs, store.backfills, catalogue, bus, keys,
+                                                      settings.node_id),
                           cancels=ClusterCancels(bus, keys, settings.node_id))
     ownership.hooks = scheduler  # the scheduler drives the ownership; the ownership tells it what changed
 

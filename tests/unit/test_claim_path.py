@@ -356,6 +356,29 @@ async def test_a_job_completes_only_once_its_buffered_ticks_and_last_run_have_go
     assert len(sent_ticks(w, j.id)) == 3
 
 
+async def test_a_job_past_its_end_completes_on_its_next_owner_once_the_buffered_ticks_have_gone() -> None:
+    """endAt passes while ticks wait behind a slow run; the owner dies: its successor sends them, then completes
+    the job (a timetable with nothing left used to leave it owned and active for ever)."""
+    w = World()
+    end = w.clock.dt() + timedelta(seconds=3.5)
+    j = job(w, concurrencyPolicy="buffer_all", endAt=end.isoformat().replace("+00:00", "Z"))
+    a = Node(w, "a")
+    a.scheduler.completions = w.store
+    await run(w, 4)
+    assert len(w.in_flight()) == 1 and w.store.jobs[j.id].completed_at is None
+    a.kill()
+    b = Node(w, "b")
+    b.scheduler.completions = w.store
+    for _ in range(4):
+        await run(w, 2)
+        end_all(w)
+    await run(w, 2)
+    ticks = sent_ticks(w, j.id)
+    assert len(ticks) == 3 and all(len(ids) == 1 for ids in ticks.values()), ticks  # the first, then the two waiting
+    assert w.store.jobs[j.id].completed_at is not None
+    assert j.id not in b.ownership.owned
+
+
 async def test_a_takeover_with_a_gap_records_the_instants_nobody_claimed() -> None:
     w = World()
     j = job(w, "*/2 * * * * *")
