@@ -30,6 +30,7 @@ from ..web.auth import (
     COOKIE,
     SESSION_SECONDS,
     THROTTLE,
+    actor_of,
     caller,
     client_address,
     csrf_for_session,
@@ -322,10 +323,10 @@ async def save_form(request: web.Request) -> web.StreamResponse:
     if not errors:
         try:
             if job is None:
-                saved = await actions.create_job(r, payload)
+                saved = await actions.create_job(r, payload, actor_of(request))
             else:
                 version = _number(form.get("version", ""))
-                saved = await actions.update_job(r, job.id, payload, version)
+                saved = await actions.update_job(r, job.id, payload, version, actor_of(request))
             raise web.HTTPSeeOther(f"/jobs/{saved.id}")
         except ValidationError as e:
             errors = e.details
@@ -349,16 +350,16 @@ async def job_action(request: web.Request) -> web.StreamResponse:
         if form.get("confirm") != "yes":
             job = await r.store.jobs.get(job_id)
             return render(request, "confirm.html", {"job": job})
-        await actions.delete_job(r, job_id, None)
+        await actions.delete_job(r, job_id, None, actor_of(request))
         raise web.HTTPSeeOther("/")
     if action == "run":
-        await actions.run_now(r, job_id, caller(request))
+        await actions.run_now(r, job_id, caller(request), actor_of(request))
     elif action == "backfill":
         payload: dict[str, Any] = {k: form.get(k, "").strip() for k in ("from", "to", "concurrencyPolicy")}
         raw = form.get("maxPerSecond", "").strip()
         payload["maxPerSecond"] = _number(raw) if _number(raw) is not None else raw or 10
         try:
-            await actions.create_backfill(r, job_id, payload)
+            await actions.create_backfill(r, job_id, payload, actor_of(request))
         except ApiError as e:
             details = "; ".join(f"{k}: {v}" for k, v in (e.details or {}).items()) if isinstance(e.details, dict) else ""
             return render(request, "error.html", {"message": f"Backfill: {e.message}. {details}"}, e.status)
@@ -366,9 +367,15 @@ async def job_action(request: web.Request) -> web.StreamResponse:
         count = _number(form.get("count", "1").strip())
         if count is None:
             return render(request, "error.html", {"message": "Skip: give how many instants (a whole number)."}, 400)
-        await actions.skip_job(r, job_id, {"count": count})
+        await actions.skip_job(r, job_id, {"count": count}, actor_of(request))
     elif action in ("pause", "resume"):
-        await actions.set_paused(r, job_id, action == "pause")
+        note = form.get("note", "").strip()
+        try:
+            note_, until = actions.pause_request({"note": note} if note else None, resume=action == "resume")
+        except ApiError as e:
+            details = "; ".join(f"{k}: {v}" for k, v in (e.details or {}).items()) if isinstance(e.details, dict) else ""
+            return render(request, "error.html", {"message": f"Pause: {e.message}. {details}"}, e.status)
+        await actions.set_paused(r, job_id, action == "pause", actor_of(request), note=note_, until=until)
     else:
         raise web.HTTPNotFound()
     raise web.HTTPSeeOther(f"/jobs/{job_id}")
@@ -479,7 +486,7 @@ async def save_calendar(request: web.Request) -> web.StreamResponse:
                "weekdays": weekdays}
     version = _number(form.get("version", ""))
     try:
-        await actions.put_calendar(r, name, payload, version)
+        await actions.put_calendar(r, name, payload, version, actor_of(request))
         raise web.HTTPSeeOther("/calendars")
     except CalendarError as e:
         errors = e.details
@@ -495,7 +502,7 @@ async def delete_calendar_form(request: web.Request) -> web.StreamResponse:
     await check_csrf(request)
     name = request.match_info["name"]
     try:
-        await actions.delete_calendar(r, name, None)
+        await actions.delete_calendar(r, name, None, actor_of(request))
     except Conflict as e:
         users = ", ".join(j["name"] or j["id"] for j in (e.details or {}).get("jobs", []))  # type: ignore[union-attr]
         return render(request, "error.html", {"message": f"{e} ({users})."}, 409)

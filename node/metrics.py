@@ -56,6 +56,8 @@ TICKS = Counter("cronring_ticks_total", "Scheduled instants of owned jobs audite
 TICKS_UNACCOUNTED = Counter("cronring_ticks_unaccounted_total",
                             "Audited instants that were due, not paused, and have no execution row (a bug)",
                             registry=REGISTRY)
+ALERTS = Counter("cronring_alerts_total", "Alerts this node tried to send, by type and outcome (sent, retry, failed)",
+                 ["type", "outcome"], registry=REGISTRY)
 AUTH_FAILURES = Counter("cronring_auth_failures_total", "Wrong API tokens and failed logins", registry=REGISTRY)
 API_REQUESTS = Counter("cronring_api_requests_total", "API requests by status class", ["class"], registry=REGISTRY)
 API_LATENCY = Histogram("cronring_api_request_duration_seconds", "API and page requests by route (streams excluded)",

@@ -6,8 +6,10 @@ Nothing else in the code base reads ``os.environ``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -49,20 +51,45 @@ def _bool(name: str, value: str) -> bool:
     raise SettingsError(f"{name} must be true or false, got {value!r}")
 
 
-def _tokens(name: str, value: str) -> dict[str, str]:
-    """``token`` (admin) or ``token:read`` / ``token:admin``, comma-separated."""
-    out: dict[str, str] = {}
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """One configured bearer token: its name (the actor of the writes it makes) and its scope."""
+
+    name: str
+    scope: str  # read | admin
+
+
+def _tokens(name: str, value: str) -> dict[str, ApiToken]:
+    """``name=token[:read|:admin]`` or ``token[:read|:admin]`` (named ``token-<digest>``), comma-separated;
+    admin when no scope is given. A token holding ``=`` must be written with a name."""
+    out: dict[str, ApiToken] = {}
+    names: set[str] = set()
     for part in value.split(","):
         part = part.strip()
         if not part:
             continue
-        tok, _, scope = part.partition(":")
+        label, eq, rest = part.partition("=")
+        named = bool(eq) and bool(rest) and _TOKEN_NAME.fullmatch(label) is not None
+        body = rest if named else part
+        tok, _, scope = body.partition(":")
         scope = scope or "admin"
+        if ":" in scope:
+            raise SettingsError(f"{name}: a token takes one scope, read or admin (label selectors on tokens are "
+                                f"not supported yet), got {scope!r}")
         if scope not in ("read", "admin"):
             raise SettingsError(f"{name}: scope must be read or admin, got {scope!r}")
         if len(tok) < 8:
             raise SettingsError(f"{name}: tokens must be at least 8 characters")
-        out[tok] = scope
+        token_name = label if named else "token-" + hashlib.sha256(tok.encode()).hexdigest()[:8]
+        if token_name in names:
+            raise SettingsError(f"{name}: two tokens are named {token_name!r}")
+        if tok in out:
+            raise SettingsError(f"{name}: the token named {token_name!r} is listed twice")
+        names.add(token_name)
+        out[tok] = ApiToken(token_name, scope)
     return out
 
 
@@ -94,7 +121,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object], str]] = {
     "port": ("CRONRING_PORT", _int, "port to listen on"),
     "advertise_url": ("CRONRING_ADVERTISE_URL", _str, "URL peers and the dashboard use for this node"),
     "namespace": ("CRONRING_NAMESPACE", _str, "prefix of every Redis key and channel"),
-    "api_tokens": ("CRONRING_API_TOKENS", _tokens, "bearer tokens: tok[:read|:admin],..."),
+    "api_tokens": ("CRONRING_API_TOKENS", _tokens, "bearer tokens: name=token[:read|:admin],... (or token[:scope], named by a digest)"),
     "public_health": ("CRONRING_PUBLIC_HEALTH", _bool, "health and metrics readable without a token"),
     "signing_secret": ("CRONRING_SIGNING_SECRET", _str, "HMAC secret for X-Cron-Signature"),
     "heartbeat_interval": ("CRONRING_HEARTBEAT_INTERVAL", _float, "seconds between heartbeats"),
@@ -118,6 +145,9 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object], str]] = {
     "http_pool_size": ("CRONRING_HTTP_POOL_SIZE", _int, "outbound connection pool size"),
     "outbound_allow": ("CRONRING_OUTBOUND_ALLOW", _list, "CIDRs/hosts always allowed as targets"),
     "outbound_deny": ("CRONRING_OUTBOUND_DENY", _list, "CIDRs/hosts denied as targets (besides link-local)"),
+    "alert_url": ("CRONRING_ALERT_URL", _str, "where failure alerts are POSTed (a job's alertUri overrides it)"),
+    "alert_format": ("CRONRING_ALERT_FORMAT", _str, "json, or slack ({\"text\": ...} for incoming webhooks)"),
+    "audit_days": ("CRONRING_AUDIT_DAYS", _int, "days the audit log and alerts are kept"),
     "log_level": ("CRONRING_LOG_LEVEL", _str, "debug, info, warning, error"),
     "log_format": ("CRONRING_LOG_FORMAT", _str, "json, console or auto"),
 }
@@ -132,7 +162,7 @@ class Settings:
     port: int = 8080
     advertise_url: str = ""
     namespace: str = "cronring"
-    api_tokens: dict[str, str] = field(default_factory=dict)
+    api_tokens: dict[str, ApiToken] = field(default_factory=dict)
     public_health: bool = True
     signing_secret: str = ""
     heartbeat_interval: float = 1.0
@@ -154,6 +184,9 @@ class Settings:
     http_pool_size: int = 512
     outbound_allow: tuple[str, ...] = ()
     outbound_deny: tuple[str, ...] = ()
+    alert_url: str = ""
+    alert_format: str = "json"
+    audit_days: int = 90
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -196,6 +229,12 @@ class Settings:
             raise SettingsError(f"CRONRING_LOG_LEVEL must be debug, info, warning or error: {self.log_level!r}")
         if self.log_format not in ("json", "console", "auto"):
             raise SettingsError(f"CRONRING_LOG_FORMAT must be json, console or auto: {self.log_format!r}")
+        if self.alert_format not in ("json", "slack"):
+            raise SettingsError(f"CRONRING_ALERT_FORMAT must be json or slack: {self.alert_format!r}")
+        if self.alert_url and not self.alert_url.lower().startswith(("http://", "https://")):
+            raise SettingsError("CRONRING_ALERT_URL must be an http:// or https:// URL")
+        if self.audit_days < 1:
+            raise SettingsError("CRONRING_AUDIT_DAYS must be at least 1")
         if not 0 < self.port < 65536:
             raise SettingsError(f"CRONRING_PORT out of range: {self.port}")
         changes: dict[str, object] = {}

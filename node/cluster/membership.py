@@ -143,6 +143,8 @@ class Membership:
         self._kick = asyncio.Event()
         self.joined_once = False
         self._stopping = False
+        # members this node's heartbeat expired (died, not left): (their ids, the epoch) — the node.down alert
+        self.on_dead: Callable[[list[str], int], None] | None = None
 
     # A node may send only while its lease is surely valid in the eyes of peers:
     # peers expire it member_ttl after the server time of its last heartbeat, which
@@ -209,6 +211,8 @@ class Membership:
         metrics.EPOCH.set(int(epoch))
         if old.claimers != claimers and self.joined_once:
             self.claimers_changed.set()
+        if dead and self.on_dead is not None:  # expired by this beat's script: one survivor sees each
+            self.on_dead([d.decode() for d in dead], int(epoch))
         if set(old.members) != set(members) or not self.joined_once:
             joined = sorted(set(members) - set(old.members))
             left = sorted(set(old.members) - set(members))

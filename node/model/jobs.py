@@ -93,6 +93,13 @@ class Job:
     dst_policy: DstPolicy = DEFAULT_DST
     exclude_calendars: tuple[str, ...] = ()
     skip_until: datetime | None = None  # instants up to it are skipped by request (POST .../skip)
+    # operations (release 3): alerts, auto-pause, why and by whom it is paused
+    pause_after_failures: int = 0  # consecutive failed scheduled runs after which it pauses itself (0: never)
+    alert_uri: str | None = None  # where its alerts go (else CRONRING_ALERT_URL)
+    paused_reason: str | None = None
+    paused_by: str | None = None
+    paused_at: datetime | None = None
+    paused_until: datetime | None = None  # the pause ends by itself then
     version: int = 0
     fence: int = 0
     owner: str | None = None
@@ -101,6 +108,8 @@ class Job:
     updated_at: datetime | None = None
     runs: int = 0  # scheduled runs so far (counted against max_runs)
     completed_at: datetime | None = None  # it can never fire again (maxRuns reached, @at fired, endAt passed)
+    fail_streak: int = 0  # consecutive failed scheduled runs, up to the last one recorded
+    failing_since: datetime | None = None  # the scheduled instant of the streak's first failure
 
     @property
     def schedules(self) -> tuple[str, ...]:
@@ -139,6 +148,17 @@ class Job:
             out["dst_policy"] = self.dst_policy.to_api()
         if self.exclude_calendars:
             out["exclude_calendars"] = list(self.exclude_calendars)
+        if self.pause_after_failures:
+            out["pause_after_failures"] = self.pause_after_failures
+        if self.alert_uri:
+            out["alert_uri"] = self.alert_uri
+        if self.paused:
+            for key, v in (("paused_reason", self.paused_reason), ("paused_by", self.paused_by)):
+                if v:
+                    out[key] = v
+            for key, t in (("paused_at", self.paused_at), ("paused_until", self.paused_until)):
+                if t is not None:
+                    out[key] = rfc3339(t)
         return out
 
     @property
@@ -169,6 +189,8 @@ class Job:
             fence=int(row["fence"]), owner=row.get("owner"), active_since=_utc(row.get("active_since")),
             created_at=_utc(row.get("created_at")), updated_at=_utc(row.get("updated_at")),
             **scheduling_from_spec(spec), runs=int(row.get("runs") or 0), completed_at=_utc(row.get("completed_at")),
+            **operations_from_spec(spec, bool(row["paused"])), fail_streak=int(row.get("fail_streak") or 0),
+            failing_since=_utc(row.get("failing_since")),
         )
 
     @property
@@ -206,7 +228,11 @@ class Job:
             "endAt": rfc3339(self.end_at), "maxRuns": self.max_runs, "remainingRuns": self.remaining_runs,
             "jitterSeconds": self.jitter_seconds, "dstPolicy": self.dst_policy.to_api(),
             "excludeCalendars": list(self.exclude_calendars), "skipUntil": rfc3339(self.skip_until),
-            "completedAt": rfc3339(self.completed_at), "version": self.version, "owner": self.owner,
+            "completedAt": rfc3339(self.completed_at), "pauseAfterFailures": self.pause_after_failures,
+            "alertUri": masked_uri(self.alert_uri) if self.alert_uri else None, "pausedReason": self.paused_reason,
+            "pausedBy": self.paused_by, "pausedAt": rfc3339(self.paused_at), "pausedUntil": rfc3339(self.paused_until),
+            "failStreak": self.fail_streak, "failingSince": rfc3339(self.failing_since),
+            "version": self.version, "owner": self.owner,
             "createdAt": rfc3339(self.created_at), "updatedAt": rfc3339(self.updated_at),
         }
 
@@ -251,6 +277,16 @@ def scheduling_from_spec(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def operations_from_spec(spec: dict[str, Any], paused: bool) -> dict[str, Any]:
+    """The operations fields of a stored spec: alerts, auto-pause, the pause's reason (while paused)."""
+    out: dict[str, Any] = {"pause_after_failures": int(spec.get("pause_after_failures") or 0),
+                           "alert_uri": spec.get("alert_uri")}
+    if paused:
+        out.update(paused_reason=spec.get("paused_reason"), paused_by=spec.get("paused_by"),
+                   paused_at=_instant(spec.get("paused_at")), paused_until=_instant(spec.get("paused_until")))
+    return out
+
+
 MASK = "***"
 
 
@@ -282,10 +318,11 @@ def secret_values(job: Job) -> list[str]:
             scheme, _, token = v.partition(" ")  # "Bearer abc": the token alone too
             if token and scheme.isalpha():
                 found.append(token)
-    parts = urlsplit(job.uri)
-    if parts.password:
-        found.append(parts.password)
-    found += [m.group(2) for m in _SENSITIVE_PARAM.finditer(job.uri) if m.group(2)]
+    for uri in (job.uri, job.alert_uri or ""):
+        parts = urlsplit(uri)
+        if parts.password:
+            found.append(parts.password)
+        found += [m.group(2) for m in _SENSITIVE_PARAM.finditer(uri) if m.group(2)]
     return sorted({v for v in found if len(v) >= 4}, key=len, reverse=True)
 
 
@@ -319,13 +356,18 @@ def _unmask(job: Job, base: Job | None) -> Job:
     uri = job.uri
     if masked_uri(base.uri) == uri:
         uri = base.uri
-    return replace(job, headers=headers, uri=uri)
+    alert = job.alert_uri
+    if alert and base.alert_uri and masked_uri(base.alert_uri) == alert:
+        alert = base.alert_uri
+    return replace(job, headers=headers, uri=uri, alert_uri=alert)
 
 
 # ---- validation -------------------------------------------------------------------
 
 READ_ONLY = {"id", "version", "createdAt", "updatedAt", "nextRunAt", "owner", "running", "lastExecutedAt",
-             "isLocked", "lastExecution", "state", "remainingRuns", "skipUntil", "completedAt", "nextRuns", "warnings"}
+             "isLocked", "lastExecution", "state", "remainingRuns", "skipUntil", "completedAt", "nextRuns", "warnings",
+             # set by pause/resume and the scheduler, never by an edit
+             "pausedReason", "pausedBy", "pausedAt", "pausedUntil", "failStreak", "failingSince"}
 
 
 def _int_field(v: Any, lo: int, hi: int) -> int:
@@ -533,6 +575,7 @@ def _check_dst(v: Any) -> DstPolicy:
 # ---- the job's fields: one definition each, for validation and for the OpenAPI schema ------------
 
 _NOT_NULL: Any = object()
+MAX_PAUSE_AFTER = 1000
 _CONTROL_CLASS = "[\\u0000-\\u0008\\u000b-\\u001f\\u007f]"  # _CONTROL as a JSON Schema (ECMA-262) class
 
 
@@ -667,6 +710,13 @@ JOB_FIELDS: dict[str, FieldSpec] = {f.api: f for f in (
         "items": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"},
         "description": "names of exclusion calendars (/api/calendars): an instant any of them excludes is not "
                        "sent and is recorded excluded"}), (), exact=False),
+    _integer("pauseAfterFailures", "pause_after_failures", 0, MAX_PAUSE_AFTER,
+             "after this many consecutive failed scheduled runs the job pauses itself (audited as cronring, a "
+             "job.paused alert); 0: never"),
+    FieldSpec("alertUri", "alert_uri", lambda v, _m: _check_uri(v), _nullable(
+        {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^\\s*[hH][tT][tT][pP][sS]?://[^/?#\\s]",
+         "description": "where this job's alerts are POSTed (instead of CRONRING_ALERT_URL); shown masked"}),
+        None, exact=False),
 )}
 FIELDS = {api: f.attr for api, f in JOB_FIELDS.items()}  # API field -> Job attribute
 REQUIRED_FIELDS = tuple(api for api, f in JOB_FIELDS.items() if f.required)
@@ -788,3 +838,23 @@ def warnings(job: Job) -> list[str]:
             out.append(f"dstPolicy does not apply to {', '.join(repr(e) for e in interval)}: an interval schedule "
                        "follows real elapsed time")
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class JobVersion:
+    """One version of a job: the definition then in force, from ``at`` (``job_history``)."""
+
+    version: int
+    at: datetime
+    job: Job
+    deleted: bool = False
+    completed: bool = False
+    spec_kept: bool = True  # False: written before release 3, which kept the schedule, zone and pause alone
+
+    def to_api(self) -> dict[str, Any]:
+        view = self.job.to_api()
+        for key in ("owner", "createdAt", "updatedAt", "remainingRuns", "completedAt", "failStreak", "failingSince"):
+            view.pop(key, None)
+        view["version"] = self.version
+        return {"version": self.version, "at": rfc3339(self.at), "deleted": self.deleted, "completed": self.completed,
+                "complete": self.spec_kept, "job": view}

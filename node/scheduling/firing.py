@@ -313,6 +313,32 @@ class Firer:
             return Attempt(status_code=None, error=f"{type(e).__name__}: {e}"[:500], timed_out=False,
                            retry_after=None, excerpt=None)
 
+    async def post(self, uri: str, body: bytes, headers: dict[str, str], *, timeout: float = 10.0
+                   ) -> tuple[int | None, str | None]:
+        """One signed POST that is not a tick (an alert): (status, error). Under the same outbound policy,
+        checked before the request and again per address after DNS (the shared connector)."""
+        if self.session is None:
+            raise RuntimeError("Firer.start() was not called")
+        headers = {"Content-Type": "application/json", "User-Agent": "cronring", "X-Cron-Node": self.node_id,
+                   **headers}
+        if self.signing_secret:
+            headers["X-Cron-Signature"] = sign(self.signing_secret, int(time.time()), body)
+        try:
+            url = self.check_target(uri)
+            async with asyncio.timeout(timeout), self.session.post(url, data=body, headers=headers,
+                                                                    allow_redirects=False) as resp:
+                await resp.content.read(RESPONSE_EXCERPT_BYTES)
+                return resp.status, None
+        except TimeoutError:
+            return None, f"timed out after {timeout:g} s"
+        except OutboundDenied as e:
+            return None, str(e)
+        except aiohttp.ClientError as e:
+            cause = e.__cause__ if isinstance(e.__cause__, OutboundDenied) else e
+            return None, f"{type(cause).__name__}: {cause}"[:500]
+        except (OSError, ValueError) as e:
+            return None, f"{type(e).__name__}: {e}"[:500]
+
     async def fire(
         self, job: Job, *, execution_id: str, scheduled_at: datetime, fence: int,
         may_send: Callable[[], bool] = lambda: True, lease_left: Callable[[], float] | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -49,6 +49,9 @@ class Recorder:
 
     def __init__(self, sink: OutcomeSink, *, max_buffer: int = 200_000, running_after: float = 1.0) -> None:
         self.sink = sink
+        # after each batch is written: the jobs' health (streaks, alerts, auto-pause); its paused jobs announced
+        self.health: Callable[[Sequence[Execution]], Awaitable[list[str]]] | None = None
+        self.on_paused: Callable[[list[str]], Awaitable[None]] | None = None
         self.buffer: dict[str, Execution] = {}
         self.running: dict[str, tuple[float, Execution]] = {}  # held back, in the order they started
         self.running_after = running_after
@@ -114,6 +117,10 @@ class Recorder:
             while True:
                 for batch in chunks(list(self.buffer.values()), OUTCOME_BATCH):
                     await self.sink.record(batch)
+                    if self.health is not None:  # before the batch leaves the buffer: a failure writes both again
+                        paused = await self.health(batch)
+                        if paused and self.on_paused is not None:
+                            await self.on_paused(paused)
                     for o in batch:
                         if self.buffer.get(o.id) is o:
                             del self.buffer[o.id]

@@ -7,7 +7,9 @@
 * ``calendars`` — exclusion calendars;
 * ``backfills`` — backfills and how far each is;
 * ``executions`` — fenced claims, outcomes, takeovers, missed rows (the two rules of "never twice");
-* ``history`` — executions read back, the ledger's inputs, retention.
+* ``history`` — executions read back, the ledger's inputs, a job's versions, retention;
+* ``audit`` — the audit log (rows written by the others inside their changes' transactions);
+* ``alerts`` — the alerts outbox.
 
 The repositories depend on the connection layer, the codec and the model only, never on each other.
 ``Store`` puts them together; the composition root (``web/app.py``) hands each consumer the repository
@@ -18,10 +20,13 @@ from __future__ import annotations
 
 from functools import partial
 
+from .alerts import Alerts
+from .audit import AuditLog
 from .backfills import Backfills
 from .calendars import Calendars
 from .connection import Database, DatabaseURL, DatabaseURLError
 from .executions import Executions
+from .health import Health
 from .history import Histories
 from .jobs import Jobs
 from .schema import MIGRATIONS, migrate
@@ -42,6 +47,9 @@ class Store:
         self.backfills = Backfills(self.db)
         self.executions = Executions(self.db)
         self.history = Histories(self.db, keep_per_job=keep_per_job)
+        self.audit = AuditLog(self.db)
+        self.alerts = Alerts(self.db)
+        self.health = Health(self.db)
 
     async def start(self) -> None:
         """Connect and migrate; raises StoreUnavailable when MariaDB is down (the node still starts)."""

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
+from ..model.audit import AuditEntry
 from ..model.backfills import ACTIVE, Backfill, BackfillPolicy, BackfillState
 from ..model.errors import Conflict, NotFound
 from ..model.executions import FAILED_STATES, ExecutionState
+from .audit import Versions, write_audit
 from .codec import OPEN, from_db, sql_in, to_db, to_db_or_none
 from .connection import Database
 
@@ -33,7 +36,7 @@ class Backfills:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, b: Backfill) -> Backfill:
+    async def create(self, b: Backfill, *, audit: AuditEntry | None = None) -> Backfill:
         bid = secrets.token_hex(8)
         async for attempt in self.db.attempts(transaction=True):
             async with attempt as cur:
@@ -53,6 +56,8 @@ class Backfills:
                     " updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,NOW(3),NOW(3))",
                     (bid, b.job_id, to_db(b.start), to_db(b.end), str(b.policy), b.max_per_second, b.total,
                      str(BackfillState.QUEUED)))
+                if audit is not None:
+                    await write_audit(cur, replace(audit, subject=bid), b.job_id, Versions.SAME)
         return await self.get(b.job_id, bid)
 
     async def get(self, job_id: str, backfill_id: str) -> Backfill:
@@ -72,9 +77,13 @@ class Backfills:
         wanted = set(job_ids) if job_ids is not None else None
         return [_backfill(r) for r in rows if wanted is None or r["job_id"] in wanted]
 
-    async def cancel(self, job_id: str, backfill_id: str) -> Backfill:
-        await self.db.execute(f"UPDATE backfills SET state=%s, updated_at=NOW(3) WHERE id=%s AND job_id=%s"
-                              f" AND state IN {_ACTIVE}", (str(BackfillState.CANCELLED), backfill_id, job_id))
+    async def cancel(self, job_id: str, backfill_id: str, *, audit: AuditEntry | None = None) -> Backfill:
+        async for attempt in self.db.attempts(transaction=True):
+            async with attempt as cur:
+                await cur.execute(f"UPDATE backfills SET state=%s, updated_at=NOW(3) WHERE id=%s AND job_id=%s"
+                                  f" AND state IN {_ACTIVE}", (str(BackfillState.CANCELLED), backfill_id, job_id))
+                if cur.rowcount and audit is not None:
+                    await write_audit(cur, replace(audit, subject=backfill_id), job_id, Versions.SAME)
         return await self.get(job_id, backfill_id)
 
     async def end_all(self, job_id: str, why: str) -> int:

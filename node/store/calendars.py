@@ -8,10 +8,13 @@ MODE`` by a job's write in ``jobs.py``), so a delete and a create that names it 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
+from ..model.audit import AuditEntry
 from ..model.calendars import Calendar, from_spec
 from ..model.errors import CalendarInUse, Conflict, NotFound, VersionConflict
+from .audit import write_audit
 from .codec import from_db
 from .connection import Database
 
@@ -40,7 +43,8 @@ class Calendars:
             raise NotFound(name)
         return _calendar(row)
 
-    async def put(self, cal: Calendar, *, if_version: int | None = None) -> tuple[Calendar, bool]:
+    async def put(self, cal: Calendar, *, if_version: int | None = None, audit: AuditEntry | None = None
+                  ) -> tuple[Calendar, bool]:
         """Create or replace; (the stored calendar, created?). ``if_version``: only over that version (412)."""
         spec = json.dumps(cal.spec(), sort_keys=True)
         created = False
@@ -57,6 +61,8 @@ class Calendars:
                     await cur.execute("INSERT INTO calendars (name, spec, version, updated_at) VALUES (%s,%s,1,NOW(3))",
                                       (cal.name, spec))
                     created = True
+                    if audit is not None:
+                        await write_audit(cur, replace(audit, subject=cal.name), None)
                 elif attempt.again and json.loads(row["spec"]) == json.loads(spec):
                     break  # the first attempt committed this very change
                 elif if_version is not None and int(row["version"]) != if_version:
@@ -64,9 +70,13 @@ class Calendars:
                 elif json.loads(row["spec"]) != json.loads(spec):
                     await cur.execute("UPDATE calendars SET spec=%s, version=version+1, updated_at=NOW(3) WHERE name=%s",
                                       (spec, cal.name))
+                    if audit is not None:
+                        old = json.loads(row["spec"])
+                        await write_audit(cur, replace(audit, subject=cal.name, changes={
+                            k: [old.get(k), v] for k, v in json.loads(spec).items() if old.get(k) != v}), None)
         return await self.get(cal.name), created
 
-    async def delete(self, name: str, *, if_version: int | None = None) -> int:
+    async def delete(self, name: str, *, if_version: int | None = None, audit: AuditEntry | None = None) -> int:
         """Delete an unreferenced calendar; the version it had. ``CalendarInUse`` names the jobs that use it."""
         async for attempt in self.db.attempts(transaction=True):
             async with attempt as cur:
@@ -81,5 +91,7 @@ class Calendars:
                 if users:
                     raise CalendarInUse(name, users)
                 await cur.execute("DELETE FROM calendars WHERE name=%s", (name,))
+                if audit is not None:
+                    await write_audit(cur, replace(audit, subject=name), None)
                 return int(row["version"])
         raise NotFound(name)

@@ -81,9 +81,16 @@ def from_text(v: str | None) -> datetime | None:
 # ---- jobs ----------------------------------------------------------------------------------
 
 JOB_COLS = ("id, seq, name, schedule, time_zone, paused, spec, version, fence, owner, active_since, created_at,"
-            " updated_at, deleted_at, runs, completed_at")
+            " updated_at, deleted_at, runs, completed_at, fail_streak, failing_since")
 JOB_JSON = "JSON_OBJECT(" + ", ".join(f"'{c.strip()}', j.{c.strip()}" for c in JOB_COLS.split(",")) + ")"
 
+
+# The history row of a job's current version (run in the transaction of every change).
+HISTORY_SQL = (
+    "INSERT IGNORE INTO job_history (job_id, version, valid_from, schedule, time_zone, paused, deleted, name, spec,"
+    " completed) SELECT id, version, COALESCE(deleted_at, completed_at, updated_at), schedule, time_zone, paused,"
+    " deleted_at IS NOT NULL, name, spec, completed_at IS NOT NULL FROM jobs WHERE id IN ({})"
+)
 
 def job_row(job: Job) -> tuple[Any, ...]:
     """(name, schedule, time_zone, paused, spec): the columns a write sets from a definition."""
@@ -93,7 +100,7 @@ def job_row(job: Job) -> tuple[Any, ...]:
 def job_from_json(doc: str) -> Job:
     """A job row read as a JSON object (``JOB_JSON``)."""
     row = json.loads(doc)
-    for k in ("active_since", "created_at", "updated_at", "deleted_at", "completed_at"):
+    for k in ("active_since", "created_at", "updated_at", "deleted_at", "completed_at", "failing_since"):
         row[k] = from_text(row[k])
     return Job.from_row(row)
 

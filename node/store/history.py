@@ -3,14 +3,16 @@ inputs), and what keeps it bounded (retention per job, the purge of old tombston
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import fastjson
 from ..batching import AUDIT_JOBS, STATEMENT_ROWS, chunks
 from ..model.backfills import ACTIVE as BACKFILL_ACTIVE
 from ..model.executions import Execution
+from ..model.jobs import Job, JobVersion
 from .codec import (
     CLAIMED,
     EXEC_COLS,
@@ -32,6 +34,24 @@ from .connection import Database
 History = dict[str, list[dict[str, Any]]]  # job id -> its definitions (job_history rows), ordered by version
 RETENTION_QUIET = "INTERVAL 3 MINUTE"  # rows younger than this are kept whatever the count: the audit reads them
 BACKFILL_KEEP_DAYS = 30  # an ended backfill and its executions are kept this long (what a later one checks against)
+
+
+_VERSION_COLS = "version, valid_from, name, schedule, time_zone, paused, deleted, completed, spec"
+
+
+def _version(job_id: str, row: dict[str, Any]) -> JobVersion:
+    """A version as the job it was (its definition; a version written before release 3 kept none: the
+    schedule, zone and pause alone)."""
+    kept = row["spec"] is not None
+    spec = row["spec"] or json.dumps({"uri": "", "method": "POST", "timeout_ms": 10_000, "retries": 0,
+                                      "retry_backoff_ms": 1_000, "retry_max_backoff_ms": 30_000,
+                                      "misfire_policy": "fire_once", "misfire_grace_seconds": 60,
+                                      "concurrency_policy": "allow"})
+    job = Job.from_row({"id": job_id, "name": row["name"] or "", "schedule": row["schedule"],
+                        "time_zone": row["time_zone"], "paused": row["paused"], "spec": spec,
+                        "version": row["version"], "fence": 0})
+    return JobVersion(version=int(row["version"]), at=row["valid_from"].replace(tzinfo=UTC), job=job, deleted=bool(row["deleted"]),
+                      completed=bool(row["completed"]), spec_kept=kept)
 
 
 class Histories:
@@ -79,6 +99,19 @@ class Histories:
         return from_db(row["last"]) if row else None
 
     # ---- definitions and the ledger -------------------------------------------------------
+
+    async def versions(self, job_id: str, *, limit: int = 100, before: int | None = None) -> list[JobVersion]:
+        """A job's versions, newest first (``before``: older than that version)."""
+        rows = await self.db.fetchall(
+            f"SELECT {_VERSION_COLS} FROM job_history WHERE job_id = %s"
+            + (" AND version < %s" if before is not None else "") + " ORDER BY version DESC LIMIT %s",
+            [job_id, *([before] if before is not None else []), limit])
+        return [_version(job_id, r) for r in rows]
+
+    async def version(self, job_id: str, version: int) -> JobVersion | None:
+        row = await self.db.fetchone(f"SELECT {_VERSION_COLS} FROM job_history WHERE job_id = %s AND version = %s",
+                                     (job_id, version))
+        return _version(job_id, row) if row else None
 
     async def job_history(self, job_ids: Sequence[str]) -> History:
         """Every definition of these jobs, ordered by version."""

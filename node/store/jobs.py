@@ -16,13 +16,17 @@ from typing import Any
 import aiomysql
 
 from ..batching import STATEMENT_ROWS, chunks
+from ..model.audit import AuditEntry
 from ..model.errors import NotFound, StoreUnavailable, TooManyJobs, UnknownCalendars, VersionConflict
 from ..model.executions import Execution
 from ..model.jobs import Job, JobSummary
+from ..model.times import rfc3339
+from .audit import Versions, write_audit
 from .codec import (
     ABANDONED,
     CLAIMED,
     EXEC_JSON,
+    HISTORY_SQL,
     JOB_COLS,
     JOB_JSON,
     MISSED,
@@ -37,12 +41,6 @@ from .codec import (
 )
 from .connection import Database
 
-# The history row of a job's current version (run in the transaction of every change).
-_HISTORY_SQL = (
-    "INSERT IGNORE INTO job_history (job_id, version, valid_from, schedule, time_zone, paused, deleted, name, spec,"
-    " completed) SELECT id, version, COALESCE(deleted_at, completed_at, updated_at), schedule, time_zone, paused,"
-    " deleted_at IS NOT NULL, name, spec, completed_at IS NOT NULL FROM jobs WHERE id IN ({})"
-)
 _INSERT = ("INSERT INTO jobs (id, name, schedule, time_zone, paused, spec, version, fence, active_since, created_at,"
            " updated_at) VALUES ")
 _VALUES = "(%s,%s,%s,%s,%s,%s,1,0,NOW(3),NOW(3),NOW(3))"
@@ -82,7 +80,7 @@ class Jobs:
 
     # ---- writes ---------------------------------------------------------------------------
 
-    async def create(self, job: Job, max_jobs: int) -> Job:
+    async def create(self, job: Job, max_jobs: int, *, audit: AuditEntry | None = None) -> Job:
         """Insert one job (version 1) under the job cap; the cap and the insert hold one named lock on every
         node, so concurrent creates cannot pass the count together."""
         job_id, lock = new_id(), f"cronring-create-{self.db.url.database}"
@@ -101,7 +99,9 @@ class Jobs:
                             raise TooManyJobs(f"the cluster already has {max_jobs} jobs (CRONRING_MAX_JOBS)")
                         await _lock_calendars(cur, job)
                         await cur.execute(_INSERT + _VALUES, (job_id, *job_row(job)))
-                        await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
+                        await cur.execute(HISTORY_SQL.format("%s"), (job_id,))
+                        if audit is not None:
+                            await write_audit(cur, audit, job_id, Versions.CREATED)
                     except BaseException:
                         await cur.execute("ROLLBACK")
                         raise
@@ -120,19 +120,20 @@ class Jobs:
                     break
                 for chunk in chunks(rows, STATEMENT_ROWS):
                     await cur.execute(_INSERT + ",".join([_VALUES] * len(chunk)), [v for r in chunk for v in r])
-                    await cur.execute(_HISTORY_SQL.format(ph(len(chunk))), [r[0] for r in chunk])
+                    await cur.execute(HISTORY_SQL.format(ph(len(chunk))), [r[0] for r in chunk])
         return ids
 
     async def update(self, job_id: str, job: Job, *, if_version: int | None, schedule_changed: bool,
-                     reopen: bool = False) -> Job:
+                     reopen: bool = False, audit: AuditEntry | None = None) -> Job:
         """``schedule_changed``: its instants are new from now on (the owner plans from the edit). ``reopen``: a
         completed job the edit lets fire again."""
         cols = job_row(job)
         sql = ("UPDATE jobs SET name=%s, schedule=%s, time_zone=%s, paused=%s, spec=%s, version=version+1,"
-               " updated_at=NOW(3)" + (", active_since=NOW(3)" if schedule_changed or reopen else "") +
+               " updated_at=NOW(3), paused_until=%s" + (", active_since=NOW(3)" if schedule_changed or reopen else "") +
                (", completed_at=NULL" if reopen else "") +
                " WHERE id=%s AND deleted_at IS NULL" + (" AND version=%s" if if_version is not None else ""))
-        args = [*cols, job_id, *([if_version] if if_version is not None else [])]
+        until = to_db(job.paused_until) if job.paused and job.paused_until else None
+        args = [*cols, until, job_id, *([if_version] if if_version is not None else [])]
         async for attempt in self.db.attempts(transaction=True):
             async with attempt as cur:
                 if attempt.again and await self._edit_in_place(cur, job_id, cols, if_version):
@@ -141,7 +142,9 @@ class Jobs:
                 await cur.execute(sql, args)
                 if cur.rowcount == 0:
                     await self._refused(cur, job_id)
-                await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
+                await cur.execute(HISTORY_SQL.format("%s"), (job_id,))
+                if audit is not None:
+                    await write_audit(cur, audit, job_id)
         return await self.get(job_id)
 
     @staticmethod
@@ -176,23 +179,51 @@ class Jobs:
                     (to_db(at), job_id, fence) + (() if version is None else (version,)))
                 if cur.rowcount == 0:
                     return None
-                await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
+                await cur.execute(HISTORY_SQL.format("%s"), (job_id,))
                 await cur.execute("SELECT version FROM jobs WHERE id=%s", (job_id,))
                 return int((await cur.fetchone())["version"])
         return None
 
-    async def set_paused(self, job_id: str, paused: bool) -> Job:
+    async def set_paused(self, job_id: str, paused: bool, *, reason: str | None = None, by: str | None = None,
+                         until: datetime | None = None, audit: AuditEntry | None = None, expired: bool = False,
+                         if_streak_at_least: int | None = None) -> bool:
+        """Pause (why, by whom, until when) or resume; False when it already was (nothing written). ``expired``:
+        resume only if its ``pausedUntil`` has passed (the nodes' sweep: one of them does it). A pause's reason
+        lives in the spec (versions show it), its end also in a column (the sweep's index).
+        ``if_streak_at_least``: an auto-pause, only while the failure streak is that long."""
+        if paused:
+            spec = ("JSON_SET(spec, '$.paused_reason', %s, '$.paused_by', %s,"
+                    " '$.paused_at', DATE_FORMAT(NOW(3), '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'), '$.paused_until', %s)")
+            args: list[Any] = [reason, by, rfc3339(until)]
+        else:
+            spec = "JSON_REMOVE(spec, '$.paused_reason', '$.paused_by', '$.paused_at', '$.paused_until')"
+            args = []
+        cond = " AND paused_until <= NOW(3)" if expired else ""
+        if if_streak_at_least is not None:
+            cond += " AND fail_streak >= %s"
+        sql = (f"UPDATE jobs SET paused=%s, spec={spec}, paused_until=%s, version=version+1, updated_at=NOW(3)"
+               + ("" if paused else ", active_since=NOW(3)")
+               + f" WHERE id=%s AND deleted_at IS NULL AND paused<>%s{cond}")
+        values = [int(paused), *args, to_db(until) if paused and until else None, job_id, int(paused),
+                  *([if_streak_at_least] if if_streak_at_least is not None else [])]
+        changed = False
         async for attempt in self.db.attempts(transaction=True):
             async with attempt as cur:
-                await cur.execute(
-                    "UPDATE jobs SET paused=%s, version=version+1, updated_at=NOW(3)"
-                    + ("" if paused else ", active_since=NOW(3)")
-                    + " WHERE id=%s AND deleted_at IS NULL AND paused<>%s", (int(paused), job_id, int(paused)))
-                if cur.rowcount:
-                    await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
-        return await self.get(job_id)
+                await cur.execute(sql, values)
+                changed = bool(cur.rowcount)
+                if changed:
+                    await cur.execute(HISTORY_SQL.format("%s"), (job_id,))
+                    if audit is not None:
+                        await write_audit(cur, audit, job_id)
+        return changed
 
-    async def delete(self, job_id: str, *, if_version: int | None = None) -> int:
+    async def pauses_ended(self, limit: int = 100) -> list[str]:
+        """Paused jobs whose pause has ended (``pausedUntil`` passed)."""
+        rows = await self.db.fetchall("SELECT id FROM jobs WHERE paused_until <= NOW(3) AND paused = 1"
+                                      " AND deleted_at IS NULL ORDER BY paused_until LIMIT %s", (limit,))
+        return [r["id"] for r in rows]
+
+    async def delete(self, job_id: str, *, if_version: int | None = None, audit: AuditEntry | None = None) -> int:
         """Soft-delete (a tombstone for the catalogues); the version it ends at. Rows claimed by an owner
         lost before it recorded an outcome are settled: nobody will take this job over now (a run still in
         flight overwrites that with its real outcome)."""
@@ -211,7 +242,9 @@ class Jobs:
                         version = int(row["version"])  # the first run committed this delete
                         break
                     await self._refused(cur, job_id)
-                await cur.execute(_HISTORY_SQL.format("%s"), (job_id,))
+                await cur.execute(HISTORY_SQL.format("%s"), (job_id,))
+                if audit is not None:
+                    await write_audit(cur, audit, job_id)
                 await cur.execute(
                     f"UPDATE executions SET state={ABANDONED}, finished_at=NOW(3),"
                     " error=CONCAT('job deleted before ', node, ' recorded an outcome')"
@@ -243,7 +276,8 @@ class Jobs:
             out.extend(_job(r) for r in rows)
         return out
 
-    async def page(self, *, limit: int, cursor: int | None, q: str | None, paused: bool | None) -> list[Job]:
+    async def page(self, *, limit: int, cursor: int | None, q: str | None, paused: bool | None,
+                   failing: bool = False) -> list[Job]:
         """A page in creation order after ``cursor`` (``seq``). ``q`` searches names, ids, schedules and the
         target as scheme://host:port/path (``search_target``): never header values, userinfo or queries."""
         where: list[str] = ["deleted_at IS NULL"]
@@ -258,6 +292,8 @@ class Jobs:
         if paused is not None:
             where.append("paused = %s")
             args.append(int(paused))
+        if failing:
+            where.append("fail_streak > 0")
         rows = await self.db.fetchall(f"SELECT {JOB_JSON} AS j FROM jobs j WHERE {' AND '.join(where)}"
                                       " ORDER BY seq LIMIT %s", [*args, limit])
         return [job_from_json(r["j"]) for r in rows]

@@ -180,6 +180,63 @@ MIGRATIONS.append((
 ))
 
 
+# Operations (release 3): the audit log (a row per change, written in the change's transaction); alerts, an outbox
+# every node sends from under a lease (exactly one row per event: its id is the event's key); a job's failure streak
+# (failed scheduled runs in a row, counted once per outcome in instant order) and when a pause ends by itself.
+MIGRATIONS.append((
+    8,
+    [
+        """
+        CREATE TABLE IF NOT EXISTS audit_log (
+          id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+          at DATETIME(3) NOT NULL,
+          actor VARCHAR(64) NOT NULL,
+          via VARCHAR(16) NOT NULL,
+          node VARCHAR(200) NOT NULL,
+          action VARCHAR(32) NOT NULL,
+          job_id VARCHAR(32) NULL,
+          subject VARCHAR(64) NULL,
+          from_version INT NULL,
+          to_version INT NULL,
+          changes LONGTEXT NULL,
+          note VARCHAR(1000) NULL,
+          KEY ix_audit_at (at),
+          KEY ix_audit_job (job_id, id),
+          KEY ix_audit_actor (actor, id),
+          KEY ix_audit_action (action, id)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS alerts (
+          id CHAR(32) NOT NULL PRIMARY KEY,
+          type VARCHAR(32) NOT NULL,
+          job_id VARCHAR(32) NULL,
+          at DATETIME(3) NOT NULL,
+          payload LONGTEXT NOT NULL,
+          state VARCHAR(16) NOT NULL,
+          attempts INT NOT NULL DEFAULT 0,
+          claimer VARCHAR(64) NULL,
+          lease_until DATETIME(3) NULL,
+          next_at DATETIME(3) NOT NULL,
+          sent_at DATETIME(3) NULL,
+          node VARCHAR(200) NULL,
+          status_code INT NULL,
+          error VARCHAR(1000) NULL,
+          KEY ix_alerts_due (state, next_at),
+          KEY ix_alerts_at (at),
+          KEY ix_alerts_job (job_id, at)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+        """,
+        "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS fail_streak INT NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS failing_since DATETIME(3) NULL",
+        "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS health_at DATETIME(3) NULL",
+        "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS paused_until DATETIME(3) NULL",
+        "ALTER TABLE jobs ADD INDEX IF NOT EXISTS ix_jobs_paused_until (paused_until)",
+        "ALTER TABLE jobs ADD INDEX IF NOT EXISTS ix_jobs_failing (fail_streak)",
+    ],
+))
+
+
 async def migrate(pool: aiomysql.Pool, database: str) -> None:
     """Apply the migrations this release knows and the database lacks, in order, under a named lock."""
     lock = f"cronring-migrate-{database}"

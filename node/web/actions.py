@@ -22,12 +22,14 @@ from ..cluster.keys import Keys
 from ..cluster.messages import CalendarEvent, CancelEvent, JobEvent
 from ..model import calendars
 from ..model import jobs as jobmod
+from ..model.audit import Actor, AuditAction, AuditEntry, job_changes
 from ..model.backfills import DEFAULT_PER_SECOND, MAX_INSTANTS, MAX_PER_SECOND, Backfill, BackfillPolicy
 from ..model.calendars import Calendar
-from ..model.errors import Conflict, StoreUnavailable
+from ..model.errors import Conflict, NotFound, StoreUnavailable
 from ..model.jobs import Job
 from ..model.schedule import Budget, ScheduleError, ScheduleTooCostly
 from ..scheduling.ledger import missed_in_gap
+from ..scheduling.outbound import OutboundDenied
 from ..store.backfills import Backfills
 from ..store.jobs import Jobs
 from .errors import BadRequest, PreconditionFailed, TooManyRequests
@@ -106,32 +108,58 @@ def can_fire_again(job: Job, calendars: Mapping[str, Calendar], now: datetime) -
     return True
 
 
-async def create_job(r: Runtime, payload: Any) -> Job:
-    job = jobmod.validate(payload, max_body_bytes=r.settings.max_job_body_bytes, now=datetime.now(UTC))
+def _check_targets(r: Runtime, job: Job) -> None:
+    r.firer.check_target(job.uri)
+    if job.alert_uri:
+        try:
+            r.firer.check_target(job.alert_uri)
+        except OutboundDenied as e:
+            raise BadRequest("invalid input", {"alertUri": str(e)}) from None
+
+
+async def create_job(r: Runtime, payload: Any, actor: Actor) -> Job:
+    now = datetime.now(UTC)
+    job = jobmod.validate(payload, max_body_bytes=r.settings.max_job_body_bytes, now=now)
     if job.uses_release_3_scheduling:
         require_release(r, "this job's scheduling")
-    r.firer.check_target(job.uri)
-    created = await r.store.jobs.create(job, r.settings.max_jobs)
+    _check_targets(r, job)
+    if job.paused:
+        job = replace(job, paused_by=actor.name, paused_at=now)
+    created = await r.store.jobs.create(job, r.settings.max_jobs, audit=AuditEntry(
+        actor, AuditAction.CREATE, job_changes(None, job)))
     await publish_job(r, "created", created.id, created.version, created.paused, created.name)
     return created
 
 
-async def update_job(r: Runtime, job_id: str, payload: Any, if_version: int | None) -> Job:
+async def update_job(r: Runtime, job_id: str, payload: Any, if_version: int | None, actor: Actor) -> Job:
     current = await r.store.jobs.get(job_id)
     if if_version is not None and if_version != current.version:
         raise PreconditionFailed("version mismatch: reload and retry", {"currentVersion": current.version})
     now = datetime.now(UTC)
     new = jobmod.validate(payload, base=current, max_body_bytes=r.settings.max_job_body_bytes, now=now)
+    return await _save(r, current, new, actor, AuditAction.UPDATE, now)
+
+
+async def _save(r: Runtime, current: Job, new: Job, actor: Actor, action: AuditAction, now: datetime,
+                note: str | None = None) -> Job:
+    """Write an edited definition (an update, a restore) over ``current``, audited."""
+    job_id = current.id
     if new.uses_release_3_scheduling and new.spec() != current.spec():
         require_release(r, "this job's scheduling")
-    r.firer.check_target(new.uri)
+    _check_targets(r, new)
+    if new.paused and not current.paused:  # paused by this edit: by whom, since when (a restore keeps its own)
+        new = replace(new, paused_by=new.paused_by if action is AuditAction.RESTORE else actor.name,
+                      paused_at=new.paused_at if action is AuditAction.RESTORE and new.paused_at else now)
+    elif not new.paused:
+        new = replace(new, paused_reason=None, paused_by=None, paused_at=None, paused_until=None)
     # New instants (a schedule, a zone, a start, a DST policy), or a resume, take force now: instants before
     # it are not the new definition's (a resume through PUT used to catch up the paused period, as set_paused
     # never did). A completed job the edit lets fire again is reopened.
     changed = _timetable_changed(new, current) or (current.paused and not new.paused)
     reopen = current.completed and can_fire_again(new, r.catalogue.calendars, now)
     updated = await r.store.jobs.update(job_id, new, if_version=current.version, schedule_changed=changed,
-                                        reopen=reopen)
+                                        reopen=reopen, audit=AuditEntry(actor, action, job_changes(current, new),
+                                                                        note))
     await publish_job(r, "updated", updated.id, updated.version, updated.paused, updated.name, updated.completed)
     if updated.paused and not current.paused:
         await _record_gap(r, job_id)
@@ -141,7 +169,7 @@ async def update_job(r: Runtime, job_id: str, payload: Any, if_version: int | No
 MAX_SKIP_COUNT = 10_000
 
 
-async def skip_job(r: Runtime, job_id: str, payload: Any) -> Job:
+async def skip_job(r: Runtime, job_id: str, payload: Any, actor: Actor) -> Job:
     """The next ``count`` due instants, or every instant up to ``until``, are not sent (``skipped by request``);
     ``{"count": 0}`` or ``{"until": null}`` cancels a skip. Kept in the definition: it survives a hand-over."""
     if not isinstance(payload, dict) or len(payload) != 1 or not set(payload) <= {"count", "until"}:
@@ -183,8 +211,9 @@ async def skip_job(r: Runtime, job_id: str, payload: Any) -> Job:
                 raise BadRequest("invalid input", {"until": "must be in the future"})
     if until is not None:
         require_release(r, "a skip")
-    updated = await r.store.jobs.update(job_id, replace(job, skip_until=until), if_version=job.version,
-                                        schedule_changed=False)
+    skipped = replace(job, skip_until=until)
+    updated = await r.store.jobs.update(job_id, skipped, if_version=job.version, schedule_changed=False,
+                                        audit=AuditEntry(actor, AuditAction.SKIP, job_changes(job, skipped)))
     await publish_job(r, "skipped", updated.id, updated.version, updated.paused, updated.name, updated.completed)
     return updated
 
@@ -195,7 +224,7 @@ SKIP_STEPS = 200_000  # schedule steps a skip of `count` instants may spend (10,
 # ---- backfills ---------------------------------------------------------------------------
 
 
-async def create_backfill(r: Runtime, job_id: str, payload: Any) -> Backfill:
+async def create_backfill(r: Runtime, job_id: str, payload: Any, actor: Actor) -> Backfill:
     """Send every due instant of the job in ``[from, to)`` again, idempotently (see model/backfills.py)."""
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object")
@@ -250,7 +279,9 @@ async def create_backfill(r: Runtime, job_id: str, payload: Any) -> Backfill:
     require_release(r, "a backfill")
     b = await r.store.backfills.create(Backfill(id="", job_id=job.id, start=bounds["from"], end=bounds["to"],
                                                 policy=policy or BackfillPolicy.FORBID, max_per_second=mps,
-                                                total=total))
+                                                total=total),
+                                       audit=AuditEntry(actor, AuditAction.BACKFILL, note=(
+                                           f"{total} instants from {payload['from']} to {payload['to']}")))
     r.backfills.wake.set()
     return b
 
@@ -258,15 +289,18 @@ async def create_backfill(r: Runtime, job_id: str, payload: Any) -> Backfill:
 # ---- calendars ---------------------------------------------------------------------------
 
 
-async def put_calendar(r: Runtime, name: str, payload: Any, if_version: int | None) -> tuple[Calendar, bool]:
+async def put_calendar(r: Runtime, name: str, payload: Any, if_version: int | None, actor: Actor
+                       ) -> tuple[Calendar, bool]:
     cal = calendars.validate(name, payload)
-    stored, created = await r.store.calendars.put(cal, if_version=if_version)
+    stored, created = await r.store.calendars.put(cal, if_version=if_version,
+                                                  audit=AuditEntry(actor, AuditAction.CALENDAR_PUT))
     await _calendar_changed(r, "put", stored.name, stored.version)
     return stored, created
 
 
-async def delete_calendar(r: Runtime, name: str, if_version: int | None) -> None:
-    version = await r.store.calendars.delete(name, if_version=if_version)
+async def delete_calendar(r: Runtime, name: str, if_version: int | None, actor: Actor) -> None:
+    version = await r.store.calendars.delete(name, if_version=if_version,
+                                             audit=AuditEntry(actor, AuditAction.CALENDAR_DELETE))
     await _calendar_changed(r, "deleted", name, version)
 
 
@@ -280,8 +314,8 @@ async def _calendar_changed(r: Runtime, op: str, name: str, version: int) -> Non
         await r.bus.publish(r.keys.jobs_channel, ev)
 
 
-async def delete_job(r: Runtime, job_id: str, if_version: int | None) -> None:
-    version = await r.store.jobs.delete(job_id, if_version=if_version)
+async def delete_job(r: Runtime, job_id: str, if_version: int | None, actor: Actor) -> None:
+    version = await r.store.jobs.delete(job_id, if_version=if_version, audit=AuditEntry(actor, AuditAction.DELETE))
     await publish_job(r, "deleted", job_id, version)
     await _record_gap(r, job_id)
 
@@ -305,13 +339,94 @@ async def _record_gap(r: Runtime, job_id: str) -> None:
         log.warning("could not record the missed ticks before a pause or delete", job=job_id, error=str(e))
 
 
-async def set_paused(r: Runtime, job_id: str, paused: bool) -> Job:
+MAX_NOTE = 500
+
+
+def pause_request(payload: Any, *, resume: bool = False) -> tuple[str | None, datetime | None]:
+    """A pause's ``{"note": "...", "until": T}`` (both optional; a resume takes a note): (note, until)."""
+    if payload is None:
+        return None, None
+    allowed = {"note"} if resume else {"note", "until"}
+    if not isinstance(payload, dict) or not set(payload) <= allowed:
+        raise BadRequest("invalid input", {"body": f"a JSON object with {' and '.join(sorted(allowed))} (both optional)"
+                                           if not resume else "a JSON object with an optional note"})
+    note, until = payload.get("note"), payload.get("until")
+    if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE or any(
+            ord(c) < 32 and c not in "\t" for c in note)):
+        raise BadRequest("invalid input", {"note": f"must be a single-line string of at most {MAX_NOTE} characters"})
+    when = None
+    if until is not None:
+        try:
+            when = jobmod.check_instant(until)
+        except ValueError as e:
+            raise BadRequest("invalid input", {"until": str(e)}) from None
+        if when <= datetime.now(UTC):
+            raise BadRequest("invalid input", {"until": "must be in the future"})
+    return note or None, when
+
+
+async def set_paused(r: Runtime, job_id: str, paused: bool, actor: Actor, *, note: str | None = None,
+                     until: datetime | None = None) -> Job:
+    """Pause (why, until when: it resumes by itself then) or resume. Pausing a paused job again changes its
+    reason or its end (a new version); resuming an active one changes nothing."""
     before = await r.store.jobs.get(job_id)
-    job = await r.store.jobs.set_paused(job_id, paused)
-    await publish_job(r, "paused" if paused else "resumed", job.id, job.version, job.paused, job.name)
+    if paused and before.paused and (note, until) != (None, None) and (note, until) != (
+            before.paused_reason, before.paused_until):
+        # a new reason or end for a pause under way: written as an edit of those fields
+        new = replace(before, paused_reason=note or before.paused_reason, paused_until=until or before.paused_until)
+        updated = await r.store.jobs.update(job_id, new, if_version=before.version, schedule_changed=False,
+                                            audit=AuditEntry(actor, AuditAction.PAUSE, job_changes(before, new), note))
+        await publish_job(r, "paused", updated.id, updated.version, updated.paused, updated.name)
+        return updated
+    after = replace(before, paused=paused, paused_reason=note if paused else None, paused_until=until if paused else None,
+                    paused_by=actor.name if paused else None, paused_at=None)
+    changes = {k: v for k, v in job_changes(before, after).items() if k != "pausedAt"}
+    changed = await r.store.jobs.set_paused(job_id, paused, reason=note, by=actor.name, until=until, audit=AuditEntry(
+        actor, AuditAction.PAUSE if paused else AuditAction.RESUME, changes, note))
+    job = await r.store.jobs.get(job_id)
+    if changed:
+        await publish_job(r, "paused" if paused else "resumed", job.id, job.version, job.paused, job.name)
     if paused and not before.paused:
         await _record_gap(r, job_id)
     return job
+
+
+async def end_pauses(r: Runtime) -> int:
+    """Resume the jobs whose ``pausedUntil`` has passed (every node sweeps; the store's condition lets one
+    of them do each), audited as cronring."""
+    n = 0
+    for job_id in await r.store.jobs.pauses_ended():
+        actor = Actor.system(r.settings.node_id)
+        if await r.store.jobs.set_paused(job_id, False, expired=True, audit=AuditEntry(
+                actor, AuditAction.RESUME, {"paused": [True, False]}, "the pause ended (pausedUntil)")):
+            job = await r.store.jobs.get(job_id)
+            await publish_job(r, "resumed", job.id, job.version, job.paused, job.name)
+            n += 1
+    return n
+
+
+async def restore_job(r: Runtime, job_id: str, payload: Any, actor: Actor) -> Job:
+    """A new version equal to an earlier one (every field of its definition; its runs and state stay)."""
+    if not isinstance(payload, dict) or set(payload) != {"version"} or isinstance(payload["version"], bool) or \
+            not isinstance(payload["version"], int) or payload["version"] < 1:
+        raise BadRequest("invalid input", {"version": "send {\"version\": n}, a version of the job"})
+    current = await r.store.jobs.get(job_id)
+    old = await r.store.history.version(job_id, payload["version"])
+    if old is None:
+        raise NotFound(f"{job_id} version {payload['version']}")
+    if old.spec_kept is False:
+        raise Conflict(f"version {payload['version']} was written before release 3: its definition is not kept")
+    target = replace(current, **{f: getattr(old.job, f) for f in RESTORED})
+    return await _save(r, current, target, actor, AuditAction.RESTORE, datetime.now(UTC),
+                       note=f"restored version {payload['version']}")
+
+
+# What a restore takes from the old version: the definition (its id, runs, completion and fence stay).
+RESTORED = ("name", "schedule", "time_zone", "paused", "uri", "method", "headers", "body", "timeout_ms", "retries",
+            "retry_backoff_ms", "retry_max_backoff_ms", "expect_status", "misfire_policy", "misfire_grace_seconds",
+            "concurrency_policy", "follow_redirects", "delivery", "more_schedules", "start_at", "end_at", "max_runs",
+            "jitter_seconds", "dst_policy", "exclude_calendars", "skip_until", "pause_after_failures", "alert_uri",
+            "paused_reason", "paused_by", "paused_at", "paused_until")
 
 
 # A sliding minute, atomically, on Redis server time: at most N run-nows of a job in any 60 s
@@ -327,7 +442,7 @@ return 1
 """
 
 
-async def run_now(r: Runtime, job_id: str, caller: str = "anonymous") -> str:
+async def run_now(r: Runtime, job_id: str, caller: str, actor: Actor) -> str:
     """A run now, within two sliding minutes on Redis server time (so across the cluster): per job, and
     per caller (a token or a session: one reader of many jobs must not make every target a flood)."""
     job = await r.store.jobs.get(job_id)
@@ -336,4 +451,13 @@ async def run_now(r: Runtime, job_id: str, caller: str = "anonymous") -> str:
                              (f"{r.keys.run_now_prefix}{job.id}", s.run_now_per_minute, "per job")):
         if not await r.redis.eval(_RUN_NOW_LUA, 1, key, limit, secrets.token_hex(8)):
             raise TooManyRequests(f"run-now is limited to {limit} {what} in any 60 s")
-    return await r.scheduler.run_now(job)
+    execution_id = await r.scheduler.run_now(job)
+    try:  # after the claim (the scheduler's own transaction): a lost row here loses the record, never the run
+        await r.store.audit.record(AuditEntry(actor, AuditAction.RUN, subject=execution_id), job.id)
+    except StoreUnavailable as e:
+        log.warning("run-now not audited", job=job.id, error=str(e))
+    return execution_id
+
+
+async def cancel_backfill(r: Runtime, job_id: str, backfill_id: str, actor: Actor) -> Backfill:
+    return await r.store.backfills.cancel(job_id, backfill_id, audit=AuditEntry(actor, AuditAction.BACKFILL_CANCEL))

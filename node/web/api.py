@@ -18,12 +18,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import metrics
 from ..model import jobs as jobmod
+from ..model.alerts import AlertType
+from ..model.audit import AuditAction
+from ..model.errors import NotFound
 from ..model.jobs import warnings
 from ..model.schedule import ScheduleTooCostly, describe
 from ..model.times import rfc3339
 from ..model.timetable import Timetable
 from . import actions
-from .auth import caller
+from .auth import actor_of, caller
 from .errors import BadRequest, RequestTimeout, UnsupportedMediaType
 from .openapi import spec as openapi_spec
 from .presentation import BODY_READ_SECONDS, cluster_view, enrich, execution_view, ledger, preview, transitions
@@ -126,10 +129,11 @@ async def list_crons(request: web.Request) -> web.Response:
     if q is not None and (len(q) > 200 or "\x00" in q):
         raise BadRequest("q must be at most 200 characters", {"q": "too long or contains NUL"})
     state = request.query.get("state")
-    if state not in (None, "all", "paused", "active"):
-        raise BadRequest("state must be all, active or paused", {"state": state[:30]})
+    if state not in (None, "all", "paused", "active", "failing"):
+        raise BadRequest("state must be all, active, paused or failing", {"state": state[:30]})
     jobs = await r.store.jobs.page(limit=limit + 1, cursor=cursor, q=q,
-                                   paused={"paused": True, "active": False}.get(state or "all"))
+                                   paused={"paused": True, "active": False}.get(state or "all"),
+                                   failing=state == "failing")
     more = len(jobs) > limit
     jobs = jobs[:limit]
     headers = {}
@@ -144,7 +148,7 @@ async def list_crons(request: web.Request) -> web.Response:
 
 async def create_cron(request: web.Request) -> web.Response:
     r = rt(request)
-    created = await actions.create_job(r, await read_json(request))
+    created = await actions.create_job(r, await read_json(request), actor_of(request))
     (body,) = await enrich(r, [created])
     if notes := warnings(created):
         body["warnings"] = notes
@@ -162,7 +166,8 @@ async def get_cron(request: web.Request) -> web.Response:
 async def update_cron(request: web.Request) -> web.Response:
     r = rt(request)
     if_version = _if_match(request)
-    updated = await actions.update_job(r, request.match_info["id"], await read_json(request), if_version)
+    updated = await actions.update_job(r, request.match_info["id"], await read_json(request), if_version,
+                                       actor_of(request))
     (body,) = await enrich(r, [updated])
     if notes := warnings(updated):
         body["warnings"] = notes
@@ -171,7 +176,7 @@ async def update_cron(request: web.Request) -> web.Response:
 
 async def delete_cron(request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
-    await actions.delete_job(rt(request), job_id, _if_match(request))
+    await actions.delete_job(rt(request), job_id, _if_match(request), actor_of(request))
     return web.json_response({"id": job_id, "deleted": True})
 
 
@@ -184,8 +189,11 @@ async def resume_cron(request: web.Request) -> web.Response:
 
 
 async def _set_paused(request: web.Request, paused: bool) -> web.Response:
+    """Pause ``{"note": "...", "until": T}`` (a body is optional: the seed's clients send none); resume ``{"note"}``."""
     r = rt(request)
-    job = await actions.set_paused(r, request.match_info["id"], paused)
+    payload = await read_json(request) if request.can_read_body else None
+    note, until = actions.pause_request(payload, resume=not paused)
+    job = await actions.set_paused(r, request.match_info["id"], paused, actor_of(request), note=note, until=until)
     (body,) = await enrich(r, [job])
     return web.json_response(body)
 
@@ -193,14 +201,14 @@ async def _set_paused(request: web.Request, paused: bool) -> web.Response:
 async def skip_cron(request: web.Request) -> web.Response:
     """The next ``count`` due instants, or every instant up to ``until``, are not sent (skipped by request)."""
     r = rt(request)
-    job = await actions.skip_job(r, request.match_info["id"], await read_json(request))
+    job = await actions.skip_job(r, request.match_info["id"], await read_json(request), actor_of(request))
     (body,) = await enrich(r, [job])
     return web.json_response(body, headers={"ETag": f'"{job.version}"'})
 
 
 async def run_cron(request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
-    execution_id = await actions.run_now(rt(request), job_id, caller(request))
+    execution_id = await actions.run_now(rt(request), job_id, caller(request), actor_of(request))
     return web.json_response({"executionId": execution_id, "jobId": job_id}, status=202)
 
 
@@ -319,11 +327,102 @@ async def preview_schedule(request: web.Request) -> web.Response:
                               **({"warnings": notes} if (notes := warnings(job)) else {})})
 
 
+# ---- versions and the audit log ------------------------------------------------------
+
+
+async def list_versions(request: web.Request) -> web.Response:
+    """A job's versions, newest first, each with the change that made it (who, how, what)."""
+    r = rt(request)
+    job_id = request.match_info["id"]
+    await r.store.jobs.get(job_id, include_deleted=True)
+    limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
+    before = _int_param(request, "before", 0, 0, 2**31) or None
+    versions = await r.store.history.versions(job_id, limit=limit, before=before)
+    made = await r.store.audit.of_versions(job_id, [v.version for v in versions])
+    out = []
+    for v in versions:
+        body = v.to_api()
+        change = made.get(v.version)
+        body["change"] = change.to_api() if change else None
+        out.append(body)
+    return web.json_response(out)
+
+
+async def get_version(request: web.Request) -> web.Response:
+    r = rt(request)
+    job_id = request.match_info["id"]
+    await r.store.jobs.get(job_id, include_deleted=True)
+    v = await r.store.history.version(job_id, int(request.match_info["v"]))
+    if v is None:
+        raise NotFound(f"{job_id} version {request.match_info['v']}")
+    made = await r.store.audit.of_versions(job_id, [v.version])
+    return web.json_response({**v.to_api(), "change": made[v.version].to_api() if v.version in made else None})
+
+
+async def restore_cron(request: web.Request) -> web.Response:
+    r = rt(request)
+    job = await actions.restore_job(r, request.match_info["id"], await read_json(request), actor_of(request))
+    (body,) = await enrich(r, [job])
+    return web.json_response(body, headers={"ETag": f'"{job.version}"'})
+
+
+AUDIT_ACTIONS = frozenset(str(a) for a in AuditAction)
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    """The audit log, newest first: ``jobId``, ``actor``, ``action`` filter; ``before`` pages on (a row's id, or an
+    RFC 3339 instant)."""
+    r = rt(request)
+    q = request.query
+    job_id = q.get("jobId")
+    if job_id is not None and not re.fullmatch(r"[0-9a-f]{1,32}", job_id):
+        raise BadRequest("jobId must be a job id", {"jobId": job_id[:40]})
+    actor = q.get("actor")
+    if actor is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", actor):
+        raise BadRequest("actor must be a token's name, anonymous or cronring", {"actor": actor[:70]})
+    action = q.get("action")
+    if action is not None and action not in AUDIT_ACTIONS:
+        raise BadRequest(f"action must be one of {', '.join(sorted(AUDIT_ACTIONS))}", {"action": action[:40]})
+    limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
+    before_raw = q.get("before")
+    before_id = before = None
+    if before_raw is not None:
+        if _VERSION.fullmatch(before_raw):
+            before_id = int(before_raw)
+        else:
+            before = _instant_param(before_raw, "before")
+    rows = await r.store.audit.query(job_id=job_id, actor=actor, action=action, limit=limit, before_id=before_id,
+                                     before=before)
+    headers = {}
+    if len(rows) == limit:
+        headers["X-Next-Cursor"] = str(rows[-1].id)
+    return web.json_response([row.to_api() for row in rows], headers=headers)
+
+
+ALERT_TYPES = frozenset(str(t) for t in AlertType)
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    """Alerts, newest first, with how far each got (pending, sent, failed, unrouted)."""
+    r = rt(request)
+    q = request.query
+    job_id = q.get("jobId")
+    if job_id is not None and not re.fullmatch(r"[0-9a-f]{1,32}", job_id):
+        raise BadRequest("jobId must be a job id", {"jobId": job_id[:40]})
+    kind = q.get("type")
+    if kind is not None and kind not in ALERT_TYPES:
+        raise BadRequest(f"type must be one of {', '.join(sorted(ALERT_TYPES))}", {"type": kind[:40]})
+    before = _instant_param(q["before"], "before") if "before" in q else None
+    limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
+    rows = await r.store.alerts.recent(limit=limit, type_=kind, job_id=job_id, before=before)
+    return web.json_response([a.to_api() for a in rows])
+
+
 # ---- backfills ---------------------------------------------------------------------
 
 
 async def create_backfill(request: web.Request) -> web.Response:
-    b = await actions.create_backfill(rt(request), request.match_info["id"], await read_json(request))
+    b = await actions.create_backfill(rt(request), request.match_info["id"], await read_json(request), actor_of(request))
     return web.json_response({"id": b.id, "ticks": b.total, **b.to_api()}, status=202,
                              headers={"Location": f"/api/crons/{b.job_id}/backfills/{b.id}"})
 
@@ -341,7 +440,7 @@ async def get_backfill(request: web.Request) -> web.Response:
 
 
 async def cancel_backfill(request: web.Request) -> web.Response:
-    b = await rt(request).store.backfills.cancel(request.match_info["id"], request.match_info["bid"])
+    b = await actions.cancel_backfill(rt(request), request.match_info["id"], request.match_info["bid"], actor_of(request))
     return web.json_response(b.to_api())
 
 
@@ -364,13 +463,13 @@ async def get_calendar(request: web.Request) -> web.Response:
 async def put_calendar(request: web.Request) -> web.Response:
     r = rt(request)
     cal, created = await actions.put_calendar(r, request.match_info["name"], await read_json(request),
-                                              _if_match(request))
+                                              _if_match(request), actor_of(request))
     return web.json_response(cal.to_api(), status=201 if created else 200, headers={"ETag": f'"{cal.version}"'})
 
 
 async def delete_calendar(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    await actions.delete_calendar(rt(request), name, _if_match(request))
+    await actions.delete_calendar(rt(request), name, _if_match(request), actor_of(request))
     return web.json_response({"name": name, "deleted": True})
 
 
@@ -453,6 +552,11 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/executions", list_executions)
     app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/preview", preview_cron)
     app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/ticks", job_ticks)
+    app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/versions", list_versions)
+    app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/versions/{v:[0-9]{1,9}}", get_version)
+    app.router.add_post("/api/crons/{id:[0-9a-f]{1,32}}/restore", restore_cron)
+    app.router.add_get("/api/audit", audit_log)
+    app.router.add_get("/api/alerts", list_alerts)
     app.router.add_post("/api/crons/{id:[0-9a-f]{1,32}}/skip", skip_cron)
     app.router.add_post("/api/crons/{id:[0-9a-f]{1,32}}/backfill", create_backfill)
     app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/backfills", list_backfills)

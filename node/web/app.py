@@ -14,7 +14,9 @@ import io
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable
+from functools import partial
 
 import redis.asyncio as aioredis
 import structlog
@@ -30,9 +32,11 @@ from ..cluster.catalogue import Catalogue
 from ..cluster.fencing import Locks
 from ..cluster.keys import EVENTS_STREAM_LENGTH, Keys
 from ..cluster.membership import Membership
-from ..cluster.messages import BackfillEvent, CancelEvent, Record
+from ..cluster.messages import BackfillEvent, CancelEvent, JobEvent, Record
+from ..model.alerts import AlertType
 from ..model.backfills import Backfill
 from ..model.errors import StoreUnavailable
+from ..scheduling.alerting import AlertSender
 from ..scheduling.audit import Auditor
 from ..scheduling.backfill import BackfillRunner
 from ..scheduling.firing import Firer
@@ -44,7 +48,7 @@ from ..scheduling.scheduler import Scheduler
 from ..settings import Settings
 from ..store import Store
 from . import api, apidocs
-from .actions import ClusterCancels, JobCompletions
+from .actions import ClusterCancels, JobCompletions, announce, end_pauses
 from .auth import auth_middleware
 from .errors import error_middleware
 from .runtime import RUNTIME, Runtime
@@ -86,6 +90,23 @@ def build_runtime(settings: Settings) -> Runtime:
                                                       settings.node_id),
                           cancels=ClusterCancels(bus, keys, settings.node_id))
     ownership.hooks = scheduler  # the scheduler drives the ownership; the ownership tells it what changed
+    outcomes.recorder.health = lambda batch: store.health.record(batch, settings.node_id)
+
+    async def auto_paused(job_ids: list[str]) -> None:  # announced as any pause is (the owner stops at once)
+        for job in await store.jobs.get_many(job_ids):
+            await announce(catalogue, bus, keys, JobEvent(op="paused", id=job.id, version=job.version, paused=True,
+                                                          origin=settings.node_id, name=job.name))
+
+    outcomes.recorder.on_paused = auto_paused
+
+    def node_down(dead: list[str], epoch: int) -> None:
+        for node in dead:
+            tasks.spawn(_quietly(store.alerts.add(f"down:{node}:{epoch}", str(AlertType.NODE_DOWN), None, {
+                "node": node, "detectedBy": settings.node_id, "epoch": epoch})))
+
+    membership.on_dead = node_down
+    alerts = AlertSender(store.alerts, firer, node_id=settings.node_id, claimer=lambda: membership.claimer,
+                         alert_url=settings.alert_url, alert_format=settings.alert_format, fresh=membership.fresh)
 
     def tell_backfill(b: Backfill) -> None:  # progress on the events stream (the job page's bar)
         rec = BackfillEvent(backfill=b.to_api()).pack()
@@ -110,7 +131,7 @@ def build_runtime(settings: Settings) -> Runtime:
     bus.on_reconnect.append(resync_after_reconnect)
     return Runtime(settings=settings, version=__version__, keys=keys, redis=redis, store=store, bus=bus,
                    catalogue=catalogue, membership=membership, locks=locks, firer=firer, tasks=tasks,
-                   ownership=ownership, scheduler=scheduler, backfills=backfills,
+                   ownership=ownership, scheduler=scheduler, backfills=backfills, alerts=alerts,
                    auditor=Auditor(store.history, lambda: ownership.owned, calendars=lambda: catalogue.calendars),
                    retention=Retention(store.history, lambda: ownership.owned, keep=settings.history_per_job))
 
@@ -228,6 +249,28 @@ class Stop:
 STOP: web.AppKey[Stop] = web.AppKey("stop", Stop)
 
 
+async def operations(r: Runtime) -> None:
+    """Every few seconds: pauses whose end has come are resumed; every ten minutes, the audit log and the alerts
+    older than CRONRING_AUDIT_DAYS go."""
+    last_purge = 0.0
+    while True:
+        await asyncio.sleep(OPERATIONS_EVERY)
+        try:
+            await end_pauses(r)
+            if time.monotonic() - last_purge > 600:
+                last_purge = time.monotonic()
+                await r.store.audit.purge(r.settings.audit_days)
+                await r.store.alerts.purge(r.settings.audit_days)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            raise_if_cancelling()
+            log.warning("operations pass failed; will retry", error=str(e))
+
+
+OPERATIONS_EVERY = 2.0
+
+
 async def loops(app: web.Application) -> AsyncIterator[None]:
     r = app[RUNTIME]
     s = r.scheduler
@@ -238,6 +281,7 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
             ("bus", r.bus.run), ("catalogue", r.catalogue.run), ("membership", r.membership.run),
             ("reconcile", s.run_reconcile), ("timer", s.run_timer), ("recorder", s.outcomes.recorder.run),
             ("publisher", s.outcomes.publisher.run), ("retention", r.retention.run), ("audit", r.auditor.run),
+            ("alerts", r.alerts.run), ("operations", partial(operations, r)),
             ("backfills", r.backfills.run),
         )
     ]

@@ -8,12 +8,14 @@ import hmac
 import ipaddress
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 from aiohttp import web
 
 from .. import metrics
+from ..model.audit import Actor
+from ..settings import ApiToken
 from .errors import Forbidden, Unauthorized, error_response
 from .runtime import RUNTIME
 
@@ -96,7 +98,7 @@ def caller(request: web.Request) -> str:
     return request.get("caller") or f"address:{client_address(request)}"
 
 
-def _caller_of(token: str, tokens: dict[str, str]) -> str:
+def _caller_of(token: str, tokens: Mapping[str, object]) -> str:
     """A digest keyed by every configured token (the same on every node of a cluster): one who reads
     Redis's key names cannot test guesses of a short token against it offline."""
     return "token:" + hmac.new(_caller_key(tuple(sorted(tokens))), token.encode(), hashlib.sha256).hexdigest()[:24]
@@ -107,12 +109,18 @@ def _caller_key(tokens: tuple[str, ...]) -> bytes:
     return hashlib.sha256("\n".join(tokens).encode()).digest()  # once per configuration, not per request
 
 
-def scope_of(tokens: dict[str, str], presented: str) -> str | None:
+def token_of(tokens: Mapping[str, ApiToken], presented: str) -> ApiToken | None:
+    """The configured token presented (every one compared, in constant time), else None."""
     found = None
-    for tok, scope in tokens.items():
+    for tok, info in tokens.items():
         if hmac.compare_digest(tok.encode(), presented.encode()):
-            found = scope
+            found = info
     return found
+
+
+def scope_of(tokens: Mapping[str, ApiToken], presented: str) -> str | None:
+    found = token_of(tokens, presented)
+    return found.scope if found else None
 
 
 SESSION_SECONDS = 12 * 3600
@@ -136,21 +144,37 @@ def csrf_for_session(session: str) -> str:
     return hmac.new(b"cronring-csrf", session.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def scope_of_cookie(tokens: dict[str, str], cookie: str) -> str | None:
+def scope_of_cookie(tokens: Mapping[str, ApiToken], cookie: str) -> str | None:
     found = _session_of(tokens, cookie)
-    return found[1] if found else None
+    return found[1].scope if found else None
 
 
-def _session_of(tokens: dict[str, str], cookie: str) -> tuple[str, str] | None:
-    """(token, scope) of a live session cookie, else None."""
+def _session_of(tokens: Mapping[str, ApiToken], cookie: str) -> tuple[str, ApiToken] | None:
+    """(token, its configuration) of a live session cookie, else None."""
     issued_s, _, mac = cookie.partition(".")
     if not issued_s.isdigit() or len(issued_s) > 12 or not 0 <= time.time() - int(issued_s) < SESSION_SECONDS:
         return None
     found = None
-    for tok, scope in tokens.items():
+    for tok, info in tokens.items():
         if hmac.compare_digest(_session_mac(tok, int(issued_s)).encode(), mac.encode()):
-            found = (tok, scope)
+            found = (tok, info)
     return found
+
+
+CLIENT_HEADER = "X-Cronring-Client"  # "cli/<version>" from the CLI, "python/<version>" from the client library
+
+
+def _via(request: web.Request, *, cookie: bool) -> str:
+    """How a write came: the dashboard (its pages and their session), the CLI (its client header), else the API."""
+    if cookie or not request.path.startswith(("/api/", "/metrics", "/livez", "/readyz")):
+        return "dashboard"
+    return "cli" if request.headers.get(CLIENT_HEADER, "").lower().startswith("cli") else "api"
+
+
+def actor_of(request: web.Request) -> Actor:
+    """Who made this request, how, and on which node: the audit log's and the versions' names for it."""
+    return Actor(name=request.get("actor", "anonymous"), via=request.get("via", "api"),
+                 node=request.app[RUNTIME].settings.node_id)
 
 
 @web.middleware
@@ -158,6 +182,8 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
     settings = request.app[RUNTIME].settings
     tokens = settings.api_tokens
     path = request.path
+    request["actor"] = "anonymous"
+    request["via"] = _via(request, cookie=False)
     if not tokens or path.startswith(OPEN_PATHS) or path in PROBES:
         return await handler(request)
     if settings.public_health and path in ("/api/health", "/metrics"):
@@ -165,8 +191,9 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
     scope = None
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
-        scope = scope_of(tokens, header[7:].strip())
-        if scope is None:
+        info = token_of(tokens, header[7:].strip())
+        scope = info.scope if info else None
+        if info is None:
             addr = client_address(request)
             wait = THROTTLE.retry_after(addr)
             if wait:
@@ -175,11 +202,13 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
             THROTTLE.failed(addr)
             raise Unauthorized("invalid API token")
         request["caller"] = _caller_of(header[7:].strip(), tokens)
+        request["actor"] = info.name
     elif COOKIE in request.cookies:
         session = _session_of(tokens, request.cookies[COOKIE])
-        scope = session[1] if session else None
+        scope = session[1].scope if session else None
         if session:
             request["caller"] = _caller_of(session[0], tokens)
+            request["actor"], request["via"] = session[1].name, "dashboard"
         # A browser sends the cookie with any request, also one another page made: a write through
         # the API with a cookie must also carry the session's CSRF token (pages put it in a meta tag).
         if scope is not None and request.method not in READ_METHODS and path.startswith("/api/"):

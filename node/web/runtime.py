@@ -13,6 +13,7 @@ from ..cluster.catalogue import Catalogue
 from ..cluster.fencing import Locks
 from ..cluster.keys import Keys
 from ..cluster.membership import Membership
+from ..scheduling.alerting import AlertSender
 from ..scheduling.audit import Auditor
 from ..scheduling.backfill import BackfillRunner
 from ..scheduling.firing import Firer
@@ -41,6 +42,7 @@ class Runtime:
     backfills: BackfillRunner
     auditor: Auditor
     retention: Retention
+    alerts: AlertSender
 
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)

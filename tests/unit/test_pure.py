@@ -22,7 +22,7 @@ from node.model.jobs import ValidationError, masked_headers, validate
 from node.model.times import now_iso, rfc3339, tick_iso
 from node.scheduling.firing import backoff_delay, parse_retry_after, render, sign
 from node.scheduling.outbound import OutboundDenied, OutboundPolicy
-from node.settings import Settings, SettingsError
+from node.settings import ApiToken, Settings, SettingsError
 
 SEED_EXAMPLE = {
     "uri": "http://external-service:8080/webhook", "httpMethod": "POST",
@@ -186,7 +186,17 @@ def test_settings_fail_clearly() -> None:
         Settings.load([], {"CRONRING_MEMBER_TTL": "1", "CRONRING_HEARTBEAT_INTERVAL": "1"})
     s = Settings.load(["--port", "9999"], {"CRONRING_API_TOKENS": "readtoken1:read,admintoken1"})
     assert s.port == 9999 and s.node_id.endswith(":9999")
-    assert s.api_tokens == {"readtoken1": "read", "admintoken1": "admin"}
+    assert {t: (i.scope, i.name.startswith("token-")) for t, i in s.api_tokens.items()} == {
+        "readtoken1": ("read", True), "admintoken1": ("admin", True)}
+    # named: name=token[:scope]; the unnamed form is named by a digest, the same on every node
+    s = Settings.load([], {"CRONRING_API_TOKENS": "ci-bot=abcdefgh12:admin, alice@ops=zyxwvuts98:read, plaintoken1"})
+    assert s.api_tokens["abcdefgh12"] == ApiToken("ci-bot", "admin")
+    assert s.api_tokens["zyxwvuts98"] == ApiToken("alice@ops", "read")
+    assert s.api_tokens["plaintoken1"].name == "token-" + hashlib.sha256(b"plaintoken1").hexdigest()[:8]
+    for bad, why in (("a=abcdefgh12,a=qwertyuiop", "two tokens are named"), ("x=short", "at least 8"),
+                     ("x=abcdefgh12:write", "scope must be"), ("x=abcdefgh12:admin:team=billing", "one scope")):
+        with pytest.raises(SettingsError, match=why):
+            Settings.load([], {"CRONRING_API_TOKENS": bad})
 
 
 async def test_a_loop_stops_even_when_its_cancellation_comes_out_as_a_timeout() -> None:
