@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import os
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +16,15 @@ from typing import Any
 
 from aiohttp import web
 
+try:  # installed: cronring.receiver beside cronring.verify; a checkout's node.receiver beside node.verify
+    from .. import verify
+except ImportError:  # a checkout's `python -m receiver`: receiver/ is a top-level package, node/ beside it
+    from node import verify  # type: ignore[no-redef]
+
 BODY_LOG_BYTES = 2048
-SIGNATURE_TOLERANCE_S = 300
+SIGNATURE_TOLERANCE_S = verify.TOLERANCE_S
 MAX_DELIVERIES_KEPT = 2_000_000
+MAX_ALERTS_KEPT = 100_000
 
 
 @dataclass(slots=True)
@@ -43,26 +48,18 @@ def percentile(values: list[float], p: float) -> float | None:
     return s[k]
 
 
-def verify_signature(secrets: tuple[str, ...], header: str | None, body: bytes, now: float) -> str:
-    """'ok', 'missing', 'malformed', 'expired' or 'bad'."""
-    if not header:
-        return "missing"
-    parts: dict[str, str] = {}
-    for item in header.split(","):
-        k, sep, v = item.strip().partition("=")
-        if not sep:
-            return "malformed"
-        parts[k] = v
-    t, v1 = parts.get("t", ""), parts.get("v1", "")
-    if not t.isdigit() or len(t) > 12 or not v1:
-        return "malformed"
-    if abs(now - int(t)) > SIGNATURE_TOLERANCE_S:
-        return "expired"
-    for secret in secrets:
-        mac = hmac.new(secret.encode(), t.encode() + b"." + body, hashlib.sha256).hexdigest()
-        if hmac.compare_digest(mac, v1):
-            return "ok"
-    return "bad"
+# the witness's words for cronring.verify's reasons (its log and its answers have always used these)
+_VERDICTS = {verify.Reason.MISSING: "missing", verify.Reason.MALFORMED: "malformed", verify.Reason.EXPIRED: "expired",
+             verify.Reason.BAD_SIGNATURE: "bad"}
+
+
+def signature_verdict(secrets: tuple[str, ...], header: str | None, body: bytes, now: float) -> str:
+    """'ok', 'missing', 'malformed', 'expired' or 'bad' (cronring.verify's check, as a word to record)."""
+    try:
+        verify.verify_signature(secrets, header, body, now=now, tolerance=SIGNATURE_TOLERANCE_S)
+    except verify.Rejected as e:
+        return _VERDICTS.get(e.reason, e.reason.value)
+    return "ok"
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -89,6 +86,8 @@ class Witness:
         self.secrets = secrets
         self.jobs: dict[str, JobStats] = {}
         self.deliveries: deque[dict[str, Any]] = deque(maxlen=MAX_DELIVERIES_KEPT)
+        self.alerts: OrderedDict[str, dict[str, Any]] = OrderedDict()  # Idempotency-Key (or id) -> alert, oldest first
+        self._unkeyed = 0
         self.total = 0
         self.started = time.time()
         self._lines: list[str] = []
@@ -107,6 +106,7 @@ class Witness:
     def reset(self) -> None:
         self.jobs.clear()
         self.deliveries.clear()
+        self.alerts.clear()
         self.total = 0
 
     def observe(self, request: web.Request, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -120,7 +120,7 @@ class Witness:
         fence = _int_or_none(h.get("X-Cron-Fence"))
         attempt = _int_or_none(h.get("X-Cron-Attempt"))
         lateness = (arrival - scheduled).total_seconds() * 1000 if scheduled else None
-        verdict = verify_signature(self.secrets, h.get("X-Cron-Signature"), body, now) if self.secrets else "unchecked"
+        verdict = signature_verdict(self.secrets, h.get("X-Cron-Signature"), body, now) if self.secrets else "unchecked"
         status = 200
         outcome = "delivered"
         stats = self.jobs.setdefault(job_id, JobStats()) if job_id else None
@@ -129,7 +129,7 @@ class Witness:
             if stats:
                 stats.bad_signatures += 1
         elif stats is not None:
-            if fence is not None and fence < stats.max_fence:
+            if fence is not None and verify.fence_is_stale(fence, stats.max_fence):
                 stats.stale_fences += 1
                 status, outcome = 409, "stale fence"
             if fence is not None:
@@ -165,6 +165,42 @@ class Witness:
             self.flush()
         return status, {"success": status == 200, "receivedAt": record["arrivedAt"], "executionId": exec_id,
                         **({} if status == 200 else {"error": outcome})}
+
+    def observe_alert(self, request: web.Request, body: bytes) -> dict[str, Any]:
+        """One POST of an alert, recorded whatever it carries: cronring's JSON (``{id, type, at, job?…}``) or a
+        Slack-style ``{"text": …}`` (its type then from ``X-Cronring-Alert``). Deliveries with the same
+        ``Idempotency-Key`` (else the same id) are one alert seen ``deliveries`` times; its ``signature`` is
+        "ok" only while every delivery's was (else the first other verdict: a witness hides no bad one)."""
+        now = time.time()
+        h = request.headers
+        verdict = signature_verdict(self.secrets, h.get("X-Cron-Signature"), body, now) if self.secrets else "unchecked"
+        try:
+            parsed: Any = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        doc = parsed if isinstance(parsed, dict) else {}
+        raw_id = doc.get("id")
+        alert_id = str(raw_id) if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else None
+        kind = doc.get("type") if isinstance(doc.get("type"), str) else None
+        key = h.get("Idempotency-Key", "")[:200] or alert_id
+        entry = self.alerts.get(key) if key else None
+        if entry is None:
+            entry = {
+                "id": alert_id or key, "type": kind or h.get("X-Cronring-Alert", "")[:100] or None, "at": doc.get("at"),
+                "receivedAt": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "path": request.path, "signature": verdict, "deliveries": 0,
+                "body": parsed if parsed is not None else body[:BODY_LOG_BYTES].decode("utf-8", errors="replace"),
+            }
+            if not key:
+                self._unkeyed += 1
+                key = f" unkeyed {self._unkeyed}"  # no key, no id: an alert of its own
+            self.alerts[key] = entry
+            while len(self.alerts) > MAX_ALERTS_KEPT:
+                self.alerts.popitem(last=False)
+        elif entry["signature"] == "ok":
+            entry["signature"] = verdict
+        entry["deliveries"] += 1
+        return entry
 
     def stats(self, job: str | None = None) -> dict[str, Any]:
         def one(s: JobStats) -> dict[str, Any]:
@@ -224,6 +260,19 @@ async def hook(request: web.Request) -> web.Response:
             status = forced
             payload["success"] = 200 <= forced < 300
     return web.json_response(payload, status=status)
+
+
+async def alert(request: web.Request) -> web.Response:
+    """POST /alerts or /alerts/…: record it (signed or not: the witness judges afterwards) and answer 200."""
+    body = await request.read()
+    entry = request.app[WITNESS].observe_alert(request, body)
+    return web.json_response({"received": True, "id": entry["id"], "deliveries": entry["deliveries"]})
+
+
+async def alerts(request: web.Request) -> web.Response:
+    """GET /alerts[?type=]: the alerts received, oldest first."""
+    kind = request.query.get("type")
+    return web.json_response([a for a in request.app[WITNESS].alerts.values() if kind is None or a["type"] == kind])
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -306,6 +355,9 @@ def create_app(*, log_file: str, secrets: tuple[str, ...] = (), token: str = "")
     app[RESET_TOKEN] = token
     app.router.add_route("*", "/webhook", hook)
     app.router.add_route("*", "/hooks/{name}", hook)
+    app.router.add_post("/alerts", alert)
+    app.router.add_post("/alerts/{tail:.+}", alert)
+    app.router.add_get("/alerts", alerts)
     app.router.add_get("/stats", stats)
     app.router.add_get("/deliveries", deliveries)
     app.router.add_get("/health", health)
