@@ -19,6 +19,7 @@ import jinja2
 from aiohttp import web
 
 from ..aio import Slices
+from ..model.audit import AuditAction, job_changes
 from ..model.calendars import Calendar, CalendarError
 from ..model.errors import Conflict, NotFound, StoreUnavailable, VersionConflict
 from ..model.jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError
@@ -39,7 +40,7 @@ from ..web.auth import (
 )
 from ..web.errors import ApiError
 from ..web.presentation import BODY_READ_SECONDS, cluster_view, enrich, execution_view, ledger, preview
-from ..web.runtime import RUNTIME
+from ..web.runtime import RUNTIME, Runtime
 
 HERE = Path(__file__).parent
 CSRF_COOKIE = "cronring_csrf"
@@ -155,7 +156,7 @@ async def jobs_page(request: web.Request) -> web.Response:
     r = request.app[RUNTIME]
     q = request.query.get("q", "")[:200] or None
     state = request.query.get("state") or "all"
-    if state not in ("all", "active", "paused"):
+    if state not in ("all", "active", "paused", "failing"):
         state = "all"
     try:
         cursor = int(request.query.get("cursor", "0")) or None
@@ -163,7 +164,7 @@ async def jobs_page(request: web.Request) -> web.Response:
         cursor = None
     try:
         jobs = await r.store.jobs.page(limit=PAGE + 1, cursor=cursor, q=q,
-                                       paused={"paused": True, "active": False}.get(state))
+                                       paused={"paused": True, "active": False}.get(state), failing=state == "failing")
         total = await r.store.jobs.count()
     except StoreUnavailable:
         return render(request, "error.html", {"message": "The database is unavailable; this page will work again when it returns."}, 503)
@@ -206,10 +207,74 @@ async def job_page(request: web.Request) -> web.Response:
     strip = await ledger(r, job.id, now - STRIP_SPAN, now, limit=STRIP_MAX)
     resolved = [x.resolved for x in job.parsed_schedules() if x.resolved]
     backfills = [b.to_api() for b in await r.store.backfills.of_job(job.id, limit=10)]
+    versions, diff = await _versions(r, job, request.query)
     return render(request, "job.html", {"job": row, "fires": fires, "history": history, "ledger": strip,
-                                        "resolved": resolved, "backfills": backfills,
+                                        "resolved": resolved, "backfills": backfills, "versions": versions,
+                                        "diff": diff,
                                         "strip_seconds": int(STRIP_SPAN.total_seconds()), "strip_max": STRIP_MAX,
                                         "body_json": json.dumps(job.body, indent=2) if job.body is not None and not isinstance(job.body, str) else job.body})
+
+
+VERSIONS_SHOWN = 30
+
+
+async def _versions(r: Runtime, job: Job, query: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The job's last versions, each with the change that made it; and, when ``?a=&b=`` name two of its
+    versions, the field-by-field difference between them (secrets masked; a changed secret listed)."""
+    versions = await r.store.history.versions(job.id, limit=VERSIONS_SHOWN)
+    made = await r.store.audit.of_versions(job.id, [v.version for v in versions])
+    rows = [{"version": v.version, "at": rfc3339(v.at), "complete": v.spec_kept, "deleted": v.deleted,
+             "change": made[v.version].to_api() if v.version in made else None} for v in versions]
+    a, b = _number(str(query.get("a", ""))), _number(str(query.get("b", "")))
+    if a is None or b is None:
+        return rows, None
+    va, vb = await r.store.history.version(job.id, a), await r.store.history.version(job.id, b)
+    if va is None or vb is None:
+        return rows, {"a": a, "b": b, "missing": True, "fields": {}}
+    return rows, {"a": a, "b": b, "missing": False, "fields": job_changes(va.job, vb.job)}
+
+
+async def restore_form(request: web.Request) -> web.StreamResponse:
+    r = request.app[RUNTIME]
+    form = await check_csrf(request)
+    job_id = request.match_info["id"]
+    try:
+        await actions.restore_job(r, job_id, {"version": _number(form.get("version", "").strip())}, actor_of(request))
+    except ApiError as e:
+        return render(request, "error.html", {"message": f"Restore: {e.message}."}, e.status)
+    raise web.HTTPSeeOther(f"/jobs/{job_id}")
+
+
+AUDIT_PAGE = 100
+
+
+async def audit_page(request: web.Request) -> web.Response:
+    """The audit log with filters (job, actor, action) and an older-page link."""
+    r = request.app[RUNTIME]
+    q = request.query
+    job_id = q.get("jobId", "").strip() or None
+    actor = q.get("actor", "").strip() or None
+    action = q.get("action", "").strip() or None
+    problems = []
+    if job_id is not None and not re.fullmatch(r"[0-9a-f]{1,32}", job_id):
+        problems.append("a job id is up to 32 hex digits")
+        job_id = None
+    if actor is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", actor):
+        problems.append("an actor is a token's name, anonymous or cronring")
+        actor = None
+    if action is not None and action not in {str(a) for a in AuditAction}:
+        problems.append("unknown action")
+        action = None
+    before = _number(q.get("before", ""))
+    try:
+        rows = await r.store.audit.query(job_id=job_id, actor=actor, action=action, limit=AUDIT_PAGE,
+                                         before_id=before)
+    except StoreUnavailable:
+        return render(request, "error.html", {"message": "The database is unavailable; this page will work again when it returns."}, 503)
+    return render(request, "audit.html", {"rows": [x.to_api() for x in rows], "jobId": job_id or "", "actor": actor or "",
+                                          "action": action or "", "actions": [str(a) for a in AuditAction],
+                                          "problems": problems,
+                                          "older": rows[-1].id if len(rows) == AUDIT_PAGE else None})
 
 
 def form_values(job: Job | None) -> dict[str, Any]:
@@ -382,7 +447,12 @@ async def job_action(request: web.Request) -> web.StreamResponse:
 
 
 async def cluster_page(request: web.Request) -> web.Response:
-    return render(request, "cluster.html", {"c": await cluster_view(request.app[RUNTIME])})
+    r = request.app[RUNTIME]
+    try:
+        alerts = [a.to_api() for a in await r.store.alerts.recent(limit=20)]
+    except StoreUnavailable:
+        alerts = []
+    return render(request, "cluster.html", {"c": await cluster_view(r), "alerts": alerts})
 
 
 async def login_page(request: web.Request) -> web.Response:
@@ -524,6 +594,8 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/{action:run|pause|resume|delete|skip|backfill}", job_action)
     app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/backfills/{bid:[0-9a-f]{16}}/cancel", cancel_backfill_form)
     app.router.add_get("/cluster", cluster_page)
+    app.router.add_get("/audit", audit_page)
+    app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/restore", restore_form)
     app.router.add_get("/calendars", calendars_page)
     app.router.add_get("/calendars/new", calendar_form)
     app.router.add_post("/calendars/new", save_calendar)

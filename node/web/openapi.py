@@ -6,6 +6,8 @@ from functools import cache
 from typing import Any
 
 from .. import __version__
+from ..model.alerts import AlertState, AlertType
+from ..model.audit import AuditAction, Via
 from ..model.executions import Fate
 from ..model.jobs import JOB_FIELDS, READ_ONLY, REQUIRED_FIELDS
 
@@ -22,10 +24,10 @@ EXAMPLE_JOB = {
 
 
 def _op(summary: str, ok: dict[str, Any], *, body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,
-        errors: tuple[int, ...] = (400, 401, 403, 404, 503)) -> dict[str, Any]:
+        errors: tuple[int, ...] = (400, 401, 403, 404, 503), required: bool = True) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {**ok, **{str(e): _ERR for e in errors}}}
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": body}}
+        op["requestBody"] = {"required": required, "content": {"application/json": body}}
     if params:
         op["parameters"] = params
     return op
@@ -79,7 +81,36 @@ def spec() -> dict[str, Any]:
         "warnings": {"type": "array", "items": {"type": "string"},
                      "description": "(create and update) what the definition does not do as its fields might suggest"},
         "createdAt": {"type": "string"}, "updatedAt": {"type": "string"},
+        "pausedReason": {"type": ["string", "null"], "description": "the note of the pause (or why it paused itself)"},
+        "pausedBy": {"type": ["string", "null"], "description": "the actor who paused it (cronring: by itself)"},
+        "pausedAt": {"type": ["string", "null"]},
+        "pausedUntil": {"type": ["string", "null"], "description": "the pause ends by itself then"},
+        "failStreak": {"type": "integer", "description": "failed scheduled runs in a row, to the last one recorded"},
+        "failingSince": {"type": ["string", "null"], "description": "the scheduled instant of the streak's first"},
     }}
+    change = {"type": "object", "description": "an audit row", "properties": {
+        "id": {"type": "integer"}, "at": {"type": "string"}, "actor": {"type": "string"},
+        "via": {"type": "string", "enum": [str(v) for v in Via]}, "node": {"type": "string"},
+        "action": {"type": "string", "enum": [str(a) for a in AuditAction]}, "jobId": {"type": ["string", "null"]},
+        "fromVersion": {"type": ["integer", "null"]}, "toVersion": {"type": ["integer", "null"]},
+        "changes": {"type": "object", "description": "{field: [old, new]}, secrets masked"},
+        "note": {"type": ["string", "null"]}, "subject": {"type": ["string", "null"]}}}
+    version_out = {"type": "object", "properties": {
+        "version": {"type": "integer"}, "at": {"type": "string", "description": "when it took force"},
+        "deleted": {"type": "boolean"}, "completed": {"type": "boolean"},
+        "complete": {"type": "boolean", "description": "false: written before release 3 (schedule, zone, pause only)"},
+        "job": job_out, "change": {"anyOf": [change, {"type": "null"}]}}}
+    alert_out = {"type": "object", "properties": {
+        "id": {"type": "string"}, "type": {"type": "string", "enum": [str(t) for t in AlertType]},
+        "at": {"type": "string"}, "jobId": {"type": ["string", "null"]},
+        "state": {"type": "string", "enum": [str(s) for s in AlertState]}, "attempts": {"type": "integer"},
+        "sentAt": {"type": ["string", "null"]}, "sentBy": {"type": ["string", "null"]},
+        "statusCode": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]},
+        "streak": {"type": "integer"}, "node": {"type": "string"}, "execution": {"type": "object"}}}
+    note = {"type": "string", "maxLength": 500, "not": {"pattern": "[\\u0000-\\u0008\\u000a-\\u001f]"}}
+    pause_body = {"type": "object", "additionalProperties": False, "properties": {
+        "note": {**note, "description": "why (shown as pausedReason, kept in the audit log)"},
+        "until": {**INSTANT, "description": "the pause ends by itself then (a future instant)"}}}
     fire = {"type": "object", "required": ["utc", "local", "offset"], "properties": {
         "utc": {"type": "string"}, "local": {"type": "string"}, "offset": {"type": "string"},
         "sendAt": {"type": "string", "description": "with a jitter: when the request leaves"},
@@ -127,7 +158,8 @@ def spec() -> dict[str, Any]:
             "get": _op("List jobs (paginated: X-Next-Cursor / Link headers)", {"200": _json({"type": "array", "items": _JOB})},
                        params=[_q("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
                                _q("cursor", {"type": "integer", "minimum": 0, "maximum": 2**62}), _q("q", {"type": "string", "maxLength": 200}),
-                               _q("state", {"type": "string", "enum": ["all", "active", "paused"]})],
+                               _q("state", {"type": "string", "enum": ["all", "active", "paused", "failing"],
+                                            "description": "failing: the last scheduled run failed (failStreak > 0)"})],
                        errors=(400, 401, 503)),
             "post": _op("Create a job", {"201": _json(_JOB, "Created")},
                         body={"schema": {"$ref": "#/components/schemas/JobInput"}, "example": EXAMPLE_JOB},
@@ -146,8 +178,46 @@ def spec() -> dict[str, Any]:
         },
         "/api/crons/{id}/run": {"post": _op("Run now", {"202": _json({"type": "object"}, "Accepted")}, params=[_ID],
                                             errors=(401, 403, 404, 409, 429, 503))},
-        "/api/crons/{id}/pause": {"post": _op("Pause", {"200": _json(_JOB)}, params=[_ID], errors=(401, 403, 404, 503))},
-        "/api/crons/{id}/resume": {"post": _op("Resume", {"200": _json(_JOB)}, params=[_ID], errors=(401, 403, 404, 503))},
+        "/api/crons/{id}/pause": {"post": _op(
+            "Pause, with a note and an end (both optional; pausing a paused job sets a new note or end)",
+            {"200": _json(_JOB)}, params=[_ID], body={"schema": pause_body,
+                                                      "example": {"note": "database maintenance",
+                                                                  "until": "2026-12-06T18:00:00Z"}},
+            required=False, errors=(400, 401, 403, 404, 413, 415, 503))},
+        "/api/crons/{id}/resume": {"post": _op(
+            "Resume (a note is optional)", {"200": _json(_JOB)}, params=[_ID],
+            body={"schema": {"type": "object", "additionalProperties": False, "properties": {"note": note}}},
+            required=False, errors=(400, 401, 403, 404, 413, 415, 503))},
+        "/api/crons/{id}/versions": {"get": _op(
+            "A job's versions, newest first, each with the change that made it", {"200": _json(
+                {"type": "array", "items": version_out})},
+            params=[_ID, _q("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                    _q("before", {"type": "integer", "minimum": 0, "maximum": 2**31})])},
+        "/api/crons/{id}/versions/{v}": {"get": _op(
+            "One version of a job", {"200": _json(version_out)},
+            params=[_ID, {"name": "v", "in": "path", "required": True,
+                          "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"}}])},
+        "/api/crons/{id}/restore": {"post": _op(
+            "Restore a version: a new version equal to it (every field of its definition), audited",
+            {"200": _json(_JOB)}, params=[_ID],
+            body={"schema": {"type": "object", "required": ["version"], "additionalProperties": False,
+                             "properties": {"version": {"type": "integer", "minimum": 1}}}, "example": {"version": 3}},
+            errors=(400, 401, 403, 404, 409, 413, 415, 503))},
+        "/api/audit": {"get": _op(
+            "The audit log, newest first (X-Next-Cursor: the before of the next page)",
+            {"200": _json({"type": "array", "items": change})},
+            params=[_q("jobId", {"type": "string", "pattern": "^[0-9a-f]{1,32}$"}),
+                    _q("actor", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"}),
+                    _q("action", {"type": "string", "enum": [str(a) for a in AuditAction]}),
+                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                    _q("before", {"type": "string", "description": "a row's id, or an RFC 3339 instant"})],
+            errors=(400, 401, 503))},
+        "/api/alerts": {"get": _op(
+            "Alerts, newest first, with how far each got", {"200": _json({"type": "array", "items": alert_out})},
+            params=[_q("jobId", {"type": "string", "pattern": "^[0-9a-f]{1,32}$"}),
+                    _q("type", {"type": "string", "enum": [str(t) for t in AlertType]}),
+                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 500}), _q("before", INSTANT)],
+            errors=(400, 401, 503))},
         "/api/crons/{id}/executions": {"get": _op(
             "Execution history, newest first", {"200": _json({"type": "array", "items": {"type": "object"}})},
             params=[_ID, _q("limit", {"type": "integer", "minimum": 1, "maximum": 500}),

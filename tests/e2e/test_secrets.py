@@ -24,7 +24,9 @@ AUTH_SECRET = "Bearer s3cr3t-AuthValue-77"
 KEY_SECRET = "k3y-Qw9PzL2m"
 URI_PASSWORD = "pa55-Ur1xKq"
 QUERY_SECRET = "qtok-Mv7Rk2"
-SECRETS = (AUTH_SECRET.split()[1], KEY_SECRET, URI_PASSWORD, QUERY_SECRET, SIGNING)
+KEY_SECRET_2 = "k3y-Second-Hq4Tn"  # an edited secret: versions, the audit log and restore carry both
+ALERT_SECRET = "al3rt-Tok-Pz6Wd"  # in an alertUri's query
+SECRETS = (AUTH_SECRET.split()[1], KEY_SECRET, URI_PASSWORD, QUERY_SECRET, SIGNING, KEY_SECRET_2, ALERT_SECRET)
 
 
 def auth(tok: str) -> dict[str, str]:
@@ -57,15 +59,43 @@ async def _get(s: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> t
         return r.status, await r.text()
 
 
+async def _operated_job(cluster: Cluster, url: str) -> str:
+    """A second job with secrets that went through the operations layer: edited (a new secret), with a secret
+    alertUri, failing (alerts), paused with a note, resumed, restored to version 1."""
+    port = cluster.receiver.url.rsplit(":", 1)[1]
+    status, job, _ = await cluster.request("POST", f"{url}/api/crons", headers=auth(ADMIN), json={
+        "name": "operated", "uri": f"http://svc:{URI_PASSWORD}@127.0.0.1:{port}/webhook?api_key={QUERY_SECRET}",
+        "schedule": "* * * * * *", "headers": {"X-Api-Key": KEY_SECRET}, "expectStatus": 299,
+        "alertUri": f"http://127.0.0.1:{port}/alerts/ops?token={ALERT_SECRET}"})
+    assert status == 201, job
+    jid = job["id"]
+    for method, path, body in (("PATCH", "", {"headers": {"X-Api-Key": KEY_SECRET_2}}),
+                               ("POST", "/pause", {"note": "rotating keys"}), ("POST", "/resume", None),
+                               ("POST", "/restore", {"version": 1})):
+        status, out, _ = await cluster.request(method, f"{url}/api/crons/{jid}{path}", headers=auth(ADMIN), json=body)
+        assert status == 200, (path, out)
+
+    async def alerted() -> bool:
+        _, rows, _ = await cluster.request("GET", f"{url}/api/alerts?jobId={jid}", headers=auth(READER))
+        return any(a["type"] == "job.failing" and a["state"] == "sent" for a in rows)
+
+    await wait_for(alerted, 20, "a job.failing alert sent")
+    return jid
+
+
 async def test_no_route_shows_a_secret(cluster: Cluster, secret_job: dict) -> None:
     url = cluster.any_node().url
     jid = secret_job["id"]
     await wait_for(lambda: _fired(cluster, url, jid), 20, "the job to fire once")
+    operated = await _operated_job(cluster, url)
     doc = await cluster.get_json(f"{url}/api/openapi.json", headers=auth(READER))
     streams = {"/api/crons/status/stream", "/api/crons/status-stream"}
-    paths = [p.replace("{id}", jid) for p, ops in doc["paths"].items() if "get" in ops and p not in streams]
+    paths = [p.replace("{id}", j).replace("{v}", v) for p, ops in doc["paths"].items() if "get" in ops
+             and p not in streams for j in (jid, operated) for v in ("1", "2", "3")]
+    assert {"/api/audit", "/api/alerts", f"/api/crons/{operated}/versions/2"} <= set(paths)
     assert "/api/crons/{id}" in doc["paths"] and len(paths) >= 8
-    pages = ["/", f"/?q={jid}", f"/jobs/{jid}", f"/jobs/{jid}/edit", f"/jobs/{jid}/row", "/jobs/new", "/cluster"]
+    pages = ["/", f"/?q={jid}", f"/jobs/{jid}", f"/jobs/{jid}/edit", f"/jobs/{jid}/row", "/jobs/new", "/cluster",
+             f"/jobs/{operated}", f"/jobs/{operated}/edit", "/audit", f"/audit?jobId={operated}"]
     async with aiohttp.ClientSession() as s:
         for token in (READER, ADMIN):
             for path in paths + pages:
