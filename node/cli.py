@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import yaml
 
+from . import __version__
 from .client import ApiError, Client
 from .model.jobs import FIELDS, MASK, SENSITIVE_HEADER, masked_headers, masked_uri
 
@@ -56,13 +57,17 @@ def _shown(field: str, value: Any) -> Any:
     is compared in this form (the API never returns secrets), and plans and diffs print it."""
     if field == "headers" and isinstance(value, dict):
         return masked_headers({str(k): str(v) for k, v in value.items()})
-    if field == "uri" and isinstance(value, str):
+    if field in URI_FIELDS and isinstance(value, str):
         return masked_uri(value)
     return value
 
 
+URI_FIELDS = ("uri", "alertUri")  # URLs whose credentials the API masks
+SECRET_FIELDS = ("headers", *URI_FIELDS)
+
+
 def has_secrets(want: dict[str, Any]) -> bool:
-    return any(_shown(k, want[k]) != want[k] for k in ("headers", "uri") if k in want)
+    return any(_shown(k, want[k]) != want[k] for k in SECRET_FIELDS if k in want)
 
 
 def plan_apply(current: list[dict[str, Any]], wanted: list[dict[str, Any]], prune: bool, *,
@@ -92,7 +97,7 @@ def plan_apply(current: list[dict[str, Any]], wanted: list[dict[str, Any]], prun
         cur = _editable(have)
         diff = {k: v for k, v in w.items() if cur.get(k) != _shown(k, v)}
         if rotate_secrets and has_secrets(w):
-            diff.update({k: w[k] for k in ("headers", "uri") if k in w})
+            diff.update({k: w[k] for k in SECRET_FIELDS if k in w})
         if diff.keys() & {"headers", "uri"}:
             # the target and its secrets travel together (a new origin needs its secrets again)
             diff.update({k: w[k] for k in ("headers", "uri") if k in w})
@@ -198,8 +203,8 @@ def _expand_job(job: dict[str, Any], env: Mapping[str, str], allow: tuple[str, .
             out[field_] = {k: (_expand(v, env, allow, own, f"{where}: header {k}") if SENSITIVE_HEADER.search(str(k))
                                else _literal(v, f"{where}: header {k} (not a credential header)"))
                            for k, v in value.items()}
-        elif field_ == "uri" and isinstance(value, str):
-            out[field_] = _expand_uri(value, env, allow, own, f"{where}: uri")
+        elif field_ in URI_FIELDS and isinstance(value, str):
+            out[field_] = _expand_uri(value, env, allow, own, f"{where}: {field_}")
         else:
             out[field_] = _literal(value, f"{where}: {field_}")
     return out
@@ -292,7 +297,8 @@ def _escape_placeholders(value: Any) -> Any:
 # Release 3's scheduling fields at their defaults are left out of an exported file (it stays as short as the jobs
 # it describes, and reads the same to a release-2 cluster); apply reads a field left out as "as it is".
 _DEFAULTS: dict[str, Any] = {"startAt": None, "endAt": None, "maxRuns": None, "jitterSeconds": 0,
-                             "dstPolicy": {"gap": "shift", "overlap": "first"}, "excludeCalendars": []}
+                             "dstPolicy": {"gap": "shift", "overlap": "first"}, "excludeCalendars": [],
+                             "pauseAfterFailures": 0, "alertUri": None}
 
 
 def _without_defaults(job: dict[str, Any]) -> dict[str, Any]:
@@ -316,10 +322,11 @@ def export_jobs(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
         e = _escape_placeholders(_without_defaults(_editable(j)))  # a stored "${X}" is the text ${X}: written $${X}
         if isinstance(e.get("headers"), dict):
             e["headers"] = {k: (var(j["name"], k) if v == MASK else v) for k, v in e["headers"].items()}
-        k = 0
-        while isinstance(e.get("uri"), str) and MASK in e["uri"]:  # the password, then credential-named values
-            k += 1
-            e["uri"] = e["uri"].replace(MASK, var(j["name"], "uri" if k == 1 else f"uri_{k}"), 1)
+        for key, what in (("uri", "uri"), ("alertUri", "alert_uri")):
+            k = 0
+            while isinstance(e.get(key), str) and MASK in e[key]:  # the password, then credential-named values
+                k += 1
+                e[key] = e[key].replace(MASK, var(j["name"], what if k == 1 else f"{what}_{k}"), 1)
         out.append(e)
     return {"jobs": out}, needed
 
@@ -443,6 +450,38 @@ def _print_preview(p: dict[str, Any]) -> None:
         _print(f"  DST {t['kind']} at {t['at']} ({t['from']} -> {t['to']}): {t['policy']}")
 
 
+def _print_audit(rows: list[dict[str, Any]]) -> None:
+    _print(f"{'ID':>7}  {'AT':24}  {'ACTOR':16} {'VIA':9} {'ACTION':15} {'JOB':17} {'VERSIONS':9} CHANGES")
+    for r in rows:
+        versions = f"{r['fromVersion'] or '-'}->{r['toVersion']}" if r.get("toVersion") else ""
+        what = ", ".join(r.get("changes") or {}) or (r.get("subject") or "")
+        if r.get("note"):
+            what = f"{what} ({r['note']})" if what else r["note"]
+        _print(f"{r['id']:>7}  {r['at']:24}  {r['actor'][:16]:16} {r['via']:9} {r['action']:15} {(r['jobId'] or ''):17} "
+               f"{versions:9} {what}")
+
+
+def _print_alerts(rows: list[dict[str, Any]]) -> None:
+    _print(f"{'AT':24}  {'TYPE':17} {'JOB':17} {'STATE':9} DETAIL")
+    for a in rows:
+        _print(f"{a['at']:24}  {a['type']:17} {(a['jobId'] or a.get('node') or ''):17} {a['state']:9} {a.get('error') or ''}")
+
+
+def _print_versions(rows: list[dict[str, Any]]) -> None:
+    _print(f"{'VERSION':>7}  {'FROM':24}  {'ACTION':12} {'BY':16} CHANGES")
+    for v in rows:
+        ch = v.get("change") or {}
+        _print(f"{v['version']:>7}  {v['at']:24}  {ch.get('action', ''):12} {ch.get('actor', ''):16} "
+               + ", ".join(ch.get("changes") or {}))
+
+
+def _print_diff(diff: dict[str, list[Any]]) -> None:
+    if not diff:
+        _print("the two versions are the same")
+    for k, (a, b) in diff.items():
+        _print(f"{k}: {json.dumps(a)} -> {json.dumps(b)}")
+
+
 def _print_calendars(cals: list[dict[str, Any]]) -> None:
     _print(f"{'NAME':<24} {'ZONE':<20} {'DATES':>5} {'RANGES':>6} WEEKDAYS  VERSION")
     for c in cals:
@@ -467,7 +506,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cronring", description="cronring: run a node, or talk to any node's API")
     p.add_argument("--url", default=os.environ.get("CRONRING_URL", DEFAULT_URL), help="any node (env CRONRING_URL)")
     p.add_argument("--token", default=os.environ.get("CRONRING_TOKEN"), help="API token (env CRONRING_TOKEN)")
-    sub = p.add_subparsers(dest="group", required=True, metavar="{node,jobs,calendars,cluster}")
+    sub = p.add_subparsers(dest="group", required=True, metavar="{node,jobs,calendars,cluster,audit,alerts}")
     sub.add_parser("node", help="start a node (settings from CRONRING_* variables or --flags; same as python -m node)",
                    add_help=False)
     out = argparse.ArgumentParser(add_help=False)
@@ -476,6 +515,8 @@ def parser() -> argparse.ArgumentParser:
     ls = jobs.add_parser("list", parents=[out], help="every job")
     ls.add_argument("-q", "--query", help="only jobs whose fields contain this text")
     ls.add_argument("--json", action="store_true", help="same as -o json")
+    ls.add_argument("--state", choices=("active", "paused", "failing"),
+                    help="failing: the last scheduled run failed (with the streak and since when)")
     for name, what in (("get", "one job"), ("history", "its recent executions")):
         jobs.add_parser(name, parents=[out], help=what).add_argument("id")
     pv = jobs.add_parser("preview", parents=[out], help="its next fire times (DST notes, send times with a jitter)")
@@ -495,8 +536,21 @@ def parser() -> argparse.ArgumentParser:
     how.add_argument("--count", type=int, help="the next N due instants (0: cancel the skip)")
     how.add_argument("--until", help="every instant up to this RFC 3339 instant")
     how.add_argument("--cancel", action="store_true", help="no skip")
-    for name, what in (("delete", "delete a job"), ("run", "run now"), ("pause", "pause"), ("resume", "resume")):
+    for name, what in (("delete", "delete a job"), ("run", "run now")):
         jobs.add_parser(name, help=what).add_argument("id")
+    pa = jobs.add_parser("pause", help="pause, with why and until when")
+    pa.add_argument("id")
+    pa.add_argument("--note", help="why (shown on the job, kept in the audit log)")
+    pa.add_argument("--until", help="RFC 3339: the pause ends by itself then")
+    re_ = jobs.add_parser("resume", help="resume")
+    re_.add_argument("id")
+    re_.add_argument("--note", help="why")
+    vs = jobs.add_parser("versions", parents=[out], help="its versions: who changed what, when, how")
+    vs.add_argument("id")
+    vs.add_argument("--diff", nargs=2, type=int, metavar=("A", "B"), help="the fields that differ between two versions")
+    rs = jobs.add_parser("restore", help="a new version equal to an earlier one")
+    rs.add_argument("id")
+    rs.add_argument("version", type=int)
     tk = jobs.add_parser("ticks", parents=[out], help="why did or didn't it run: every scheduled instant and its fate")
     tk.add_argument("id")
     tk.add_argument("--from", dest="start", help="RFC 3339 (default: an hour before --to)")
@@ -520,6 +574,16 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--rotate-secrets", action="store_true",
                     help="send the file's secrets again (secret values cannot be compared: the API masks them)")
     sub.add_parser("cluster", parents=[out], help="members, epoch, owned jobs, where Redis and MariaDB are")
+    au = sub.add_parser("audit", parents=[out], help="the audit log: who changed what, when, how (newest first)")
+    au.add_argument("--job", help="one job's rows")
+    au.add_argument("--actor", help="one token's rows (its name; cronring: what it did by itself)")
+    au.add_argument("--action", help="create, update, delete, pause, resume, run, restore, auto-pause, ...")
+    au.add_argument("--limit", type=int, default=50)
+    au.add_argument("--before", help="an older page: a row's id, or an RFC 3339 instant")
+    al = sub.add_parser("alerts", parents=[out], help="alerts raised, and whether they were sent")
+    al.add_argument("--job", help="one job's alerts")
+    al.add_argument("--type", help="job.failing, job.recovered, job.paused, ticks.missed, ...")
+    al.add_argument("--limit", type=int, default=50)
     cal = sub.add_parser("calendars", help="exclusion calendars").add_subparsers(dest="cmd", required=True)
     cal.add_parser("list", parents=[out], help="every calendar")
     cal.add_parser("get", parents=[out], help="one calendar").add_argument("name")
@@ -584,13 +648,18 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     fmt = "json" if getattr(args, "json", False) else getattr(args, "output", "table")
     try:
-        c = Client(args.url, args.token)  # node.client: the same client a program would use
+        c = Client(args.url, args.token, client=f"cli/{__version__}")  # node.client: the one a program would use
         if args.group == "cluster":
             _emit(c.call("GET", "/api/cluster"), fmt, _print_cluster)
+        elif args.group == "audit":
+            _emit(c.audit(job_id=args.job, actor=args.actor, action=args.action, limit=args.limit, before=args.before),
+                  fmt, _print_audit)
+        elif args.group == "alerts":
+            _emit(c.alerts(job_id=args.job, type_=args.type, limit=args.limit), fmt, _print_alerts)
         elif args.group == "calendars":
             return cmd_calendars(c, args, fmt)
         elif args.cmd == "list":
-            found = c.list_jobs()
+            found = c.list_jobs(state=args.state)
             if args.query:
                 found = [j for j in found if args.query.lower() in json.dumps(j).lower()]
             _emit(found, fmt, _print_jobs)
@@ -617,9 +686,24 @@ def main(argv: list[str]) -> int:
             _print(f"deleted {args.id}")
         elif args.cmd == "run":
             _print(json.dumps(c.call("POST", f"/api/crons/{args.id}/run")))
-        elif args.cmd in ("pause", "resume"):
-            j = c.call("POST", f"/api/crons/{args.id}/{args.cmd}")
+        elif args.cmd == "pause":
+            j = c.pause(args.id, args.note, args.until)
+            _print(f"{j['id']} paused" + (f" until {j['pausedUntil']}" if j.get("pausedUntil") else "")
+                   + (f": {j['pausedReason']}" if j.get("pausedReason") else ""))
+        elif args.cmd == "resume":
+            j = c.resume(args.id, args.note)
             _print(f"{j['id']} {'paused' if j['paused'] else 'active'}")
+        elif args.cmd == "versions":
+            if args.diff:
+                a, b = (c.version(args.id, v)["job"] for v in args.diff)
+                _emit({k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b))
+                       if a.get(k) != b.get(k) and k not in ("version", "updatedAt", "createdAt", "owner")},
+                      fmt, _print_diff)
+            else:
+                _emit(c.versions(args.id), fmt, _print_versions)
+        elif args.cmd == "restore":
+            j = c.restore(args.id, args.version)
+            _print(f"{j['id']} restored version {args.version} as version {j['version']}")
         elif args.cmd == "export":
             doc, needed = export_jobs(cast(list[dict[str, Any]], c.list_jobs()))
             cals = c.calendars()

@@ -24,6 +24,8 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
+from . import __version__
+
 
 class Job(TypedDict, total=False):
     """A job as the API shows it (secret header values and credentials in the target masked)."""
@@ -51,6 +53,14 @@ class Job(TypedDict, total=False):
     excludeCalendars: list[str]
     skipUntil: str | None
     completedAt: str | None
+    pauseAfterFailures: int
+    alertUri: str | None
+    pausedReason: str | None
+    pausedBy: str | None
+    pausedAt: str | None
+    pausedUntil: str | None
+    failStreak: int
+    failingSince: str | None
     version: int
     state: str
     owner: str | None
@@ -137,6 +147,28 @@ def _backfill_body(start: str, end: str, policy: str | None, max_per_second: int
             **({"maxPerSecond": max_per_second} if max_per_second else {})}
 
 
+def _pause_body(note: str | None, until: str | None = None) -> dict[str, Any] | None:
+    body = {k: v for k, v in (("note", note), ("until", until)) if v is not None}
+    return body or None
+
+
+def _query(path: str, **params: Any) -> str:
+    query = urlencode({k: str(v) for k, v in params.items() if v is not None})
+    return path + (f"?{query}" if query else "")
+
+
+def _audit_path(job_id: str | None, actor: str | None, action: str | None, limit: int | None,
+                before: int | str | None) -> str:
+    return _query("/api/audit", jobId=job_id, actor=actor, action=action, limit=limit, before=before)
+
+
+def _alerts_path(job_id: str | None, type_: str | None, limit: int | None) -> str:
+    return _query("/api/alerts", jobId=job_id, type=type_, limit=limit)
+
+
+CLIENT_HEADER = "X-Cronring-Client"  # how a write came, in the audit log: "cli/..." is the CLI, else the API
+
+
 def _backfill_path(job_id: str, backfill_id: str) -> str:
     return f"/api/crons/{quote(job_id)}/backfills/{quote(backfill_id)}"
 
@@ -148,8 +180,9 @@ def _calendar_path(name: str) -> str:
 class Client:
     """Blocking client (urllib): scripts, the CLI, anything without an event loop."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 15.0) -> None:
-        self.url, self.token, self.timeout = _check_url(url), token, timeout
+    def __init__(self, url: str, token: str | None = None, timeout: float = 15.0, *,
+                 client: str = f"python/{__version__}") -> None:
+        self.url, self.token, self.timeout, self.client = _check_url(url), token, timeout, client
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         return self._call(method, path, body)[0]
@@ -161,6 +194,7 @@ class Client:
             req.add_header("Content-Type", "application/json")
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
+        req.add_header(CLIENT_HEADER, self.client)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 (http(s) only)
                 raw, headers = resp.read(), dict(resp.headers)
@@ -170,12 +204,13 @@ class Client:
             raise Unavailable(0, f"cannot reach {self.url}: {getattr(e, 'reason', e)}") from None
         return (json.loads(raw) if raw else None), headers
 
-    def list_jobs(self, q: str | None = None) -> list[Job]:
-        """Every job (all pages)."""
+    def list_jobs(self, q: str | None = None, state: str | None = None) -> list[Job]:
+        """Every job (all pages); ``state``: active, paused or failing (the last scheduled run failed)."""
         out: list[Job] = []
         cursor = None
         while True:
-            params = {"limit": "500", **({"q": q} if q else {}), **({"cursor": cursor} if cursor else {})}
+            params = {"limit": "500", **({"q": q} if q else {}), **({"cursor": cursor} if cursor else {}),
+                      **({"state": state} if state else {})}
             page, headers = self._call("GET", "/api/crons?" + urlencode(params))
             out += page
             cursor = headers.get("X-Next-Cursor")
@@ -201,11 +236,32 @@ class Client:
     def run(self, job_id: str) -> dict[str, Any]:
         return cast("dict[str, Any]", self.call("POST", f"/api/crons/{quote(job_id)}/run"))
 
-    def pause(self, job_id: str) -> Job:
-        return cast("Job", self.call("POST", f"/api/crons/{quote(job_id)}/pause"))
+    def pause(self, job_id: str, note: str | None = None, until: str | None = None) -> Job:
+        """Pause, with why (``note``) and when it ends by itself (``until``, RFC 3339)."""
+        return cast("Job", self.call("POST", f"/api/crons/{quote(job_id)}/pause", _pause_body(note, until)))
 
-    def resume(self, job_id: str) -> Job:
-        return cast("Job", self.call("POST", f"/api/crons/{quote(job_id)}/resume"))
+    def resume(self, job_id: str, note: str | None = None) -> Job:
+        return cast("Job", self.call("POST", f"/api/crons/{quote(job_id)}/resume", _pause_body(note)))
+
+    def versions(self, job_id: str) -> list[dict[str, Any]]:
+        """Its versions, newest first, each with the change that made it (who, how, what)."""
+        return cast("list[dict[str, Any]]", self.call("GET", f"/api/crons/{quote(job_id)}/versions"))
+
+    def version(self, job_id: str, version: int) -> dict[str, Any]:
+        return cast("dict[str, Any]", self.call("GET", f"/api/crons/{quote(job_id)}/versions/{int(version)}"))
+
+    def restore(self, job_id: str, version: int) -> Job:
+        """A new version equal to ``version`` (every field of its definition)."""
+        return cast("Job", self.call("POST", f"/api/crons/{quote(job_id)}/restore", {"version": version}))
+
+    def audit(self, *, job_id: str | None = None, actor: str | None = None, action: str | None = None,
+              limit: int | None = None, before: int | str | None = None) -> list[dict[str, Any]]:
+        """The audit log, newest first (``before``: a row's id, or an RFC 3339 instant)."""
+        return cast("list[dict[str, Any]]", self.call("GET", _audit_path(job_id, actor, action, limit, before)))
+
+    def alerts(self, *, job_id: str | None = None, type_: str | None = None, limit: int | None = None
+               ) -> list[dict[str, Any]]:
+        return cast("list[dict[str, Any]]", self.call("GET", _alerts_path(job_id, type_, limit)))
 
     def executions(self, job_id: str) -> list[dict[str, Any]]:
         return cast("list[dict[str, Any]]", self.call("GET", f"/api/crons/{quote(job_id)}/executions"))
@@ -260,8 +316,9 @@ class Client:
 class AsyncClient:
     """The same API for asyncio code (aiohttp). Use as ``async with AsyncClient(url) as c``."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 15.0) -> None:
-        self.url, self.token = _check_url(url), token
+    def __init__(self, url: str, token: str | None = None, timeout: float = 15.0, *,
+                 client: str = f"python/{__version__}") -> None:
+        self.url, self.token, self.client = _check_url(url), token, client
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -282,6 +339,7 @@ class AsyncClient:
     async def _call(self, method: str, path: str, body: Any = None) -> tuple[Any, dict[str, str]]:
         if self._session is None:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            headers[CLIENT_HEADER] = self.client
             self._session = aiohttp.ClientSession(timeout=self.timeout, headers=headers)
         try:
             async with self._session.request(method, self.url + path, json=body) as resp:
@@ -292,11 +350,12 @@ class AsyncClient:
         except (aiohttp.ClientConnectionError, TimeoutError) as e:
             raise Unavailable(0, f"cannot reach {self.url}: {e}") from None
 
-    async def list_jobs(self, q: str | None = None) -> list[Job]:
+    async def list_jobs(self, q: str | None = None, state: str | None = None) -> list[Job]:
         out: list[Job] = []
         cursor = None
         while True:
-            params = {"limit": "500", **({"q": q} if q else {}), **({"cursor": cursor} if cursor else {})}
+            params = {"limit": "500", **({"q": q} if q else {}), **({"cursor": cursor} if cursor else {}),
+                      **({"state": state} if state else {})}
             page, headers = await self._call("GET", "/api/crons?" + urlencode(params))
             out += page
             cursor = headers.get("X-Next-Cursor")
@@ -321,11 +380,28 @@ class AsyncClient:
     async def run(self, job_id: str) -> dict[str, Any]:
         return cast("dict[str, Any]", await self.call("POST", f"/api/crons/{quote(job_id)}/run"))
 
-    async def pause(self, job_id: str) -> Job:
-        return cast("Job", await self.call("POST", f"/api/crons/{quote(job_id)}/pause"))
+    async def pause(self, job_id: str, note: str | None = None, until: str | None = None) -> Job:
+        return cast("Job", await self.call("POST", f"/api/crons/{quote(job_id)}/pause", _pause_body(note, until)))
 
-    async def resume(self, job_id: str) -> Job:
-        return cast("Job", await self.call("POST", f"/api/crons/{quote(job_id)}/resume"))
+    async def resume(self, job_id: str, note: str | None = None) -> Job:
+        return cast("Job", await self.call("POST", f"/api/crons/{quote(job_id)}/resume", _pause_body(note)))
+
+    async def versions(self, job_id: str) -> list[dict[str, Any]]:
+        return cast("list[dict[str, Any]]", await self.call("GET", f"/api/crons/{quote(job_id)}/versions"))
+
+    async def version(self, job_id: str, version: int) -> dict[str, Any]:
+        return cast("dict[str, Any]", await self.call("GET", f"/api/crons/{quote(job_id)}/versions/{int(version)}"))
+
+    async def restore(self, job_id: str, version: int) -> Job:
+        return cast("Job", await self.call("POST", f"/api/crons/{quote(job_id)}/restore", {"version": version}))
+
+    async def audit(self, *, job_id: str | None = None, actor: str | None = None, action: str | None = None,
+                    limit: int | None = None, before: int | str | None = None) -> list[dict[str, Any]]:
+        return cast("list[dict[str, Any]]", await self.call("GET", _audit_path(job_id, actor, action, limit, before)))
+
+    async def alerts(self, *, job_id: str | None = None, type_: str | None = None, limit: int | None = None
+                     ) -> list[dict[str, Any]]:
+        return cast("list[dict[str, Any]]", await self.call("GET", _alerts_path(job_id, type_, limit)))
 
     async def executions(self, job_id: str) -> list[dict[str, Any]]:
         return cast("list[dict[str, Any]]", await self.call("GET", f"/api/crons/{quote(job_id)}/executions"))

@@ -214,6 +214,8 @@ jobs:
     dstPolicy: {gap: skip, overlap: both}
     excludeCalendars: [eco-holidays]
     concurrencyPolicy: buffer_all
+    pauseAfterFailures: 5
+    alertUri: http://127.0.0.1:9/alerts/eco
   - name: eco-once
     uri: http://127.0.0.1:9/hook
     schedule: '@at 2099-12-24T18:00:00'
@@ -234,13 +236,15 @@ async def test_apply_round_trips_every_scheduling_field_and_the_calendars(cluste
     assert knob["schedules"] == ["H 9 * * 1-5", "0 12 L * *", "30 8 * * 5L"] and knob["maxRuns"] == 500
     assert knob["dstPolicy"] == {"gap": "skip", "overlap": "both"} and knob["excludeCalendars"] == ["eco-holidays"]
     assert knob["concurrencyPolicy"] == "buffer_all" and jobs["eco-once"]["state"] == "waiting"
+    assert knob["pauseAfterFailures"] == 5 and knob["alertUri"] == "http://127.0.0.1:9/alerts/eco"
     # export writes what apply reads back unchanged (calendars included, defaults left out)
     exported = tmp_path / "exported.yaml"
     code, out = await cli(cluster, "jobs", "export", "-f", str(exported))
     assert code == 0, out
     text = exported.read_text()
     assert "eco-holidays" in text and "dstPolicy" in text and "jitterSeconds: 120" in text
-    assert "jitterSeconds: 0" not in text  # a default is left out
+    assert "jitterSeconds: 0" not in text and "pauseAfterFailures: 0" not in text  # a default is left out
+    assert "pauseAfterFailures: 5" in text
     doc = yaml.safe_load(text)  # (this module's other tests' jobs, one with a secret, are left out)
     doc["jobs"] = [j for j in doc["jobs"] if j["name"].startswith("eco-")]
     assert len(doc["jobs"]) == 2
@@ -264,3 +268,49 @@ async def test_apply_round_trips_every_scheduling_field_and_the_calendars(cluste
     assert code == 0 and "weekends" in out, out
     code, out = await cli(cluster, "calendars", "delete", "weekends")
     assert code == 0, out
+
+
+async def test_operations_through_the_cli_and_the_client(cluster: Cluster) -> None:
+    """Pause with a note and an end, versions with a diff, restore, the audit log (via cli) and alerts: the CLI
+    and both clients."""
+    from node.client import AsyncClient, Client
+
+    url = cluster.any_node().url
+    job = await cluster.create_job(schedule="0 0 1 1 *", name="eco-ops")
+    jid = job["id"]
+    code, out = await cli(cluster, "jobs", "pause", jid, "--note", "quarter close", "--until", "2099-01-01T00:00:00Z")
+    assert code == 0 and "paused until 2099-01-01T00:00:00.000Z: quarter close" in out, out
+    code, out = await cli(cluster, "jobs", "update", jid, '{"retries": 3}')
+    assert code == 0, out
+    code, out = await cli(cluster, "jobs", "versions", jid)
+    assert code == 0 and "pause" in out and "update" in out and "create" in out, out
+    code, out = await cli(cluster, "jobs", "versions", jid, "--diff", "1", "3")
+    assert code == 0 and "retries: 0 -> 3" in out and "paused: false -> true" in out, out
+    code, out = await cli(cluster, "jobs", "restore", jid, "1")
+    assert code == 0 and "restored version 1 as version 4" in out, out
+    code, out = await cli(cluster, "audit", "--job", jid, "-o", "json")
+    rows = yaml.safe_load(out)
+    assert code == 0 and [(r["action"], r["via"]) for r in rows] == [
+        ("restore", "cli"), ("update", "cli"), ("pause", "cli"), ("create", "api")], rows
+    code, out = await cli(cluster, "audit", "--job", jid, "--action", "pause")
+    assert code == 0 and "quarter close" in out and "restore" not in out, out
+    code, out = await cli(cluster, "audit", "--action", "drop")
+    assert code == 1 and "action must be one of" in out, out
+    code, out = await cli(cluster, "alerts")
+    assert code == 0 and "TYPE" in out, out
+    code, out = await cli(cluster, "jobs", "list", "--state", "failing")
+    assert code == 0 and "eco-ops" not in out, out
+
+    c = Client(url)
+    assert c.get_job(jid)["paused"] is False  # version 1 was not paused
+    assert [v["version"] for v in c.versions(jid)][:2] == [4, 3]
+    paused = c.pause(jid, "from the client")
+    assert paused["pausedReason"] == "from the client"
+    assert c.audit(job_id=jid, limit=1)[0]["via"] == "api"
+    assert c.restore(jid, 3)["retries"] == 3
+    async with AsyncClient(url) as ac:
+        assert (await ac.resume(jid, "done"))["paused"] is False
+        assert (await ac.version(jid, 1))["job"]["retries"] == 0
+        assert (await ac.audit(job_id=jid, action="resume"))[0]["note"] == "done"
+        assert isinstance(await ac.alerts(limit=5), list)
+        assert all(j["failStreak"] > 0 for j in await ac.list_jobs(state="failing"))
