@@ -23,6 +23,7 @@ from .. import fastjson, metrics
 from ..aio import raise_if_cancelling
 from ..cluster.keys import Keys
 from ..cluster.messages import ExecutionBatch, JobEvent, MembershipEvent, MessageError, Record, unpack
+from ..model.labels import Selector
 from ..web.auth import caller
 from ..web.errors import TooManyRequests
 from ..web.presentation import enrich
@@ -184,21 +185,59 @@ async def snapshot(request: web.Request) -> tuple[str, str]:
     return await asyncio.shield(task)
 
 
-async def _build_snapshot(request: web.Request) -> tuple[str, str]:
+async def _build_snapshot(request: web.Request, selector: Selector | None = None) -> tuple[str, str]:
     r = request.app[RUNTIME]
     since = request.app[HUB].last_id  # what happens from here on reaches the clients as events
     crons: list[dict[str, Any]] = []
     total = None
     try:
-        jobs = await r.store.jobs.page(limit=SNAPSHOT_JOBS, cursor=None, q=None, paused=None)
+        jobs = await r.store.jobs.page(limit=SNAPSHOT_JOBS, cursor=None, q=None, paused=None, selector=selector)
         crons = [{k: d[k] for k in ("id", "name", "schedule", "uri", "running", "lastExecutedAt", "isLocked", "owner",
                                     "state", "nextRunAt")} for d in await enrich(r, jobs)]
-        total = await r.store.jobs.count()
+        total = await r.store.jobs.count(selector)
     except Exception as e:
         log.warning("snapshot without jobs", error=str(e))
     return fastjson.dumps({"instanceId": r.settings.node_id, "totalCrons": total, "activeCrons": len(r.ownership.owned),
                            "epoch": r.membership.view.epoch, "members": sorted(r.membership.view.members),
                            "crons": crons}), since
+
+
+class Scope:
+    """What a token limited to a selector may see of the stream: events of the jobs it matches (their ids,
+    read again when a job event names one it does not know: a job created or relabelled meanwhile), and the
+    cluster's own events. A scoped stream parses what it forwards; the others do not pay for it."""
+
+    PASS = frozenset({"node", "node-info", "calendar"})
+    RELOAD_EVERY = 1.0  # at most one re-read of the ids a second
+
+    def __init__(self, r: Any, selector: Selector) -> None:
+        self.r, self.selector = r, selector
+        self.ids: set[str] = set()
+        self.loaded = 0.0
+
+    async def load(self) -> None:
+        self.loaded = asyncio.get_running_loop().time()
+        self.ids = set(await self.r.store.jobs.ids_matching(self.selector))
+
+    async def admit(self, name: str, data: str) -> str | None:
+        if name in self.PASS:
+            return data
+        doc = json.loads(data)
+        if name == "executions":
+            kept = [e for e in doc if e.get("job_id") in self.ids]
+            return fastjson.dumps(kept) if kept else None
+        job_id = doc.get("id") if name == "job" else (doc.get("backfill") or {}).get("jobId") if name == "backfill" else None
+        if job_id is None:
+            return None
+        if job_id not in self.ids and name == "job" and \
+                asyncio.get_running_loop().time() - self.loaded >= self.RELOAD_EVERY:
+            try:
+                await self.load()
+            except Exception as e:
+                log.warning("scoped stream: could not read its jobs", error=str(e))
+        if name == "job" and doc.get("op") == "deleted":
+            return data if job_id in self.ids else None  # (its labels were read while it lived)
+        return data if job_id in self.ids else None
 
 
 async def status_stream(request: web.Request) -> web.StreamResponse:
@@ -211,6 +250,10 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
     if sum(1 for x in hub.listeners if x.caller == who) >= settings.stream_max_per_token:
         raise TooManyRequests(f"at most {settings.stream_max_per_token} live streams per token on a node "
                               "(CRONRING_STREAM_MAX_PER_TOKEN)")
+    selector = request.get("selector")
+    scope = Scope(request.app[RUNTIME], selector) if selector else None
+    if scope is not None:
+        await scope.load()
     listened_at = hub.last_id
     listener = hub.listen(who)  # before the snapshot: nothing falls between the two
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
@@ -220,7 +263,14 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
                                 ping_interval=PING_SECONDS) as resp:
             hub.responses.add(resp)
             replay = await hub.replay(last_event_id) if last_event_id else None
-            if replay is None:
+            if replay is None and scope is not None:
+                data, since = await _build_snapshot(request, selector)  # its own: only its jobs
+                await resp.send(data, id=since, retry=RETRY_MS)
+                replay = await hub.replay(since) if since != listened_at else []
+                for entry_id, name, data in replay or ():
+                    if (data := await scope.admit(name, data)) is not None:
+                        await resp.send(data, id=entry_id, event=name)
+            elif replay is None:
                 data, since = await snapshot(request)
                 if since != listened_at:  # a shared snapshot built before we listened: the events since
                     replay = await hub.replay(since)
@@ -232,6 +282,8 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
             else:
                 await resp.send(json.dumps({"resumed": True, "after": last_event_id}), event="resumed", retry=RETRY_MS)
                 for entry_id, name, data in replay:
+                    if scope is not None and (data := await scope.admit(name, data)) is None:
+                        continue
                     await resp.send(data, id=entry_id, event=name)
             seen = {w[0] for w in replay} if replay else set()
             while resp.is_connected():
@@ -243,6 +295,8 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
                                     event="resync")
                     break
                 if entry_id in seen:
+                    continue
+                if scope is not None and (data := await scope.admit(name, data)) is None:
                     continue
                 await resp.send(data, id=entry_id, event=name)
     except (ConnectionResetError, asyncio.CancelledError):

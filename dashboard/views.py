@@ -23,6 +23,7 @@ from ..model.audit import AuditAction, job_changes
 from ..model.calendars import Calendar, CalendarError
 from ..model.errors import Conflict, NotFound, StoreUnavailable, VersionConflict
 from ..model.jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError
+from ..model.labels import LabelError, parse_selector
 from ..model.schedule import Budget, ScheduleError, describe, has_h
 from ..model.times import rfc3339
 from ..scheduling.outbound import OutboundDenied
@@ -51,7 +52,8 @@ STRIP_MAX = 600  # ... at most this many instants (the newest)
 FIELDS = ["name", "uri", "httpMethod", "headers", "body", "bodyType", "schedule", "timeZone", "paused", "timeoutMs",
           "retries", "retryBackoffMs", "retryMaxBackoffMs", "expectStatus", "misfirePolicy", "misfireGraceSeconds",
           "concurrencyPolicy", "followRedirects", "delivery"]
-INT_FIELDS = ("timeoutMs", "retries", "retryBackoffMs", "retryMaxBackoffMs", "misfireGraceSeconds", "jitterSeconds")
+INT_FIELDS = ("timeoutMs", "retries", "retryBackoffMs", "retryMaxBackoffMs", "misfireGraceSeconds", "jitterSeconds",
+              "pauseAfterFailures")
 
 
 def is_https(request: web.Request) -> bool:
@@ -162,10 +164,19 @@ async def jobs_page(request: web.Request) -> web.Response:
         cursor = int(request.query.get("cursor", "0")) or None
     except ValueError:
         cursor = None
+    label = request.query.get("label", "").strip()
+    selector = request.get("selector")
+    label_error = None
+    if label:
+        try:
+            selector = parse_selector(label) & selector
+        except LabelError as e:
+            label_error = str(e)
     try:
         jobs = await r.store.jobs.page(limit=PAGE + 1, cursor=cursor, q=q,
-                                       paused={"paused": True, "active": False}.get(state), failing=state == "failing")
-        total = await r.store.jobs.count()
+                                       paused={"paused": True, "active": False}.get(state), failing=state == "failing",
+                                       selector=selector)
+        total = await r.store.jobs.count(request.get("selector"))
     except StoreUnavailable:
         return render(request, "error.html", {"message": "The database is unavailable; this page will work again when it returns."}, 503)
     more = len(jobs) > PAGE
@@ -175,15 +186,16 @@ async def jobs_page(request: web.Request) -> web.Response:
     for row, job in zip(rows, jobs, strict=True):
         row["describe"] = describe(row["schedule"])
         row["upcoming"] = await upcoming(row, slices, job, r.catalogue.calendars)
-    return render(request, "jobs.html", {"rows": rows, "q": q or "", "state": state, "total": total,
+    return render(request, "jobs.html", {"rows": rows, "q": q or "", "state": state, "total": total, "label": label,
+                                         "label_error": label_error, "scope": str(request.get("selector") or ""),
                                          "next_cursor": jobs[-1].seq if more and jobs else None,
-                                         "first_page": cursor is None and not q and state == "all"})
+                                         "first_page": cursor is None and not q and state == "all" and not label})
 
 
 async def job_row(request: web.Request) -> web.Response:
     """One table row, for the live jobs page to insert or refresh."""
     r = request.app[RUNTIME]
-    job = await r.store.jobs.get(request.match_info["id"])
+    job = await actions.visible_job(r, request.match_info["id"], actor_of(request))
     (row,) = await enrich(r, [job])
     row["describe"] = describe(row["schedule"])
     row["upcoming"] = await upcoming(row, Slices(), job, r.catalogue.calendars)
@@ -193,7 +205,7 @@ async def job_row(request: web.Request) -> web.Response:
 async def job_page(request: web.Request) -> web.Response:
     r = request.app[RUNTIME]
     try:
-        job = await r.store.jobs.get(request.match_info["id"])
+        job = await actions.visible_job(r, request.match_info["id"], actor_of(request))
     except NotFound:
         return render(request, "error.html", {"message": "No such job (it may have been deleted)."}, 404)
     (row,) = await enrich(r, [job])
@@ -268,7 +280,7 @@ async def audit_page(request: web.Request) -> web.Response:
     before = _number(q.get("before", ""))
     try:
         rows = await r.store.audit.query(job_id=job_id, actor=actor, action=action, limit=AUDIT_PAGE,
-                                         before_id=before)
+                                         before_id=before, selector=request.get("selector"))
     except StoreUnavailable:
         return render(request, "error.html", {"message": "The database is unavailable; this page will work again when it returns."}, 503)
     return render(request, "audit.html", {"rows": [x.to_api() for x in rows], "jobId": job_id or "", "actor": actor or "",
@@ -282,7 +294,8 @@ def form_values(job: Job | None) -> dict[str, Any]:
         return {"httpMethod": "POST", "timeZone": "UTC", "timeoutMs": 10000, "retries": 0, "retryBackoffMs": 1000,
                 "retryMaxBackoffMs": 30000, "misfirePolicy": "fire_once", "misfireGraceSeconds": 60,
                 "concurrencyPolicy": "allow", "delivery": "at_most_once", "bodyType": "json", "headers": "", "body": "",
-                "expectStatus": "", "jitterSeconds": 0, "dstGap": "shift", "dstOverlap": "first", "excludeCalendars": []}
+                "expectStatus": "", "jitterSeconds": 0, "dstGap": "shift", "dstOverlap": "first", "excludeCalendars": [],
+                "labels": "", "pauseAfterFailures": 0, "alertUri": ""}
     d = job.to_api()  # secrets masked: a reader may open the form; a masked value sent back keeps the secret
     d["schedule"] = "\n".join(job.schedules)
     d["dstGap"], d["dstOverlap"] = str(job.dst_policy.gap), str(job.dst_policy.overlap)
@@ -290,6 +303,8 @@ def form_values(job: Job | None) -> dict[str, Any]:
     d["bodyType"] = "text" if isinstance(job.body, str) else "json"
     d["body"] = "" if job.body is None else (job.body if isinstance(job.body, str) else json.dumps(job.body, indent=2))
     d["expectStatus"] = ", ".join(str(s) for s in job.expect_status)
+    d["labels"] = "\n".join(f"{k}={v}" for k, v in job.labels.items())
+    d["alertUri"] = d["alertUri"] or ""
     return d
 
 
@@ -329,6 +344,19 @@ def payload_from_form(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, s
                 errors[k] = "must be a whole number"
     p["paused"] = form.get("paused") == "on"
     p["followRedirects"] = form.get("followRedirects") == "on"
+    if "alertUri" in form:
+        p["alertUri"] = form["alertUri"].strip() or None
+    if "labels" in form:  # one key=value a line
+        labels: dict[str, str] = {}
+        for line in form["labels"].splitlines():
+            if not line.strip():
+                continue
+            key, sep, value = line.partition("=")
+            if not sep:
+                errors["labels"] = f"each line must be 'key=value' (got {line[:40]!r})"
+                break
+            labels[key.strip()] = value.strip()
+        p["labels"] = labels
     headers: dict[str, str] = {}
     for line in form.get("headers", "").splitlines():
         if not line.strip():
@@ -375,7 +403,7 @@ async def new_form(request: web.Request) -> web.Response:
 
 
 async def edit_form(request: web.Request) -> web.Response:
-    job = await request.app[RUNTIME].store.jobs.get(request.match_info["id"])
+    job = await actions.visible_job(request.app[RUNTIME], request.match_info["id"], actor_of(request))
     return await _form_page(request, job, form_values(job), {})
 
 
@@ -383,7 +411,7 @@ async def save_form(request: web.Request) -> web.StreamResponse:
     r = request.app[RUNTIME]
     form = await check_csrf(request)
     job_id = request.match_info.get("id")
-    job = await r.store.jobs.get(job_id) if job_id else None
+    job = await actions.visible_job(r, job_id, actor_of(request)) if job_id else None
     payload, errors = payload_from_form(form)
     if not errors:
         try:
@@ -413,7 +441,7 @@ async def job_action(request: web.Request) -> web.StreamResponse:
     action = request.match_info["action"]
     if action == "delete":
         if form.get("confirm") != "yes":
-            job = await r.store.jobs.get(job_id)
+            job = await actions.visible_job(r, job_id, actor_of(request))
             return render(request, "confirm.html", {"job": job})
         await actions.delete_job(r, job_id, None, actor_of(request))
         raise web.HTTPSeeOther("/")
@@ -449,7 +477,7 @@ async def job_action(request: web.Request) -> web.StreamResponse:
 async def cluster_page(request: web.Request) -> web.Response:
     r = request.app[RUNTIME]
     try:
-        alerts = [a.to_api() for a in await r.store.alerts.recent(limit=20)]
+        alerts = [a.to_api() for a in await r.store.alerts.recent(limit=20, selector=request.get("selector"))]
     except StoreUnavailable:
         alerts = []
     return render(request, "cluster.html", {"c": await cluster_view(r), "alerts": alerts})

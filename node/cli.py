@@ -25,6 +25,7 @@ import yaml
 from . import __version__
 from .client import ApiError, Client
 from .model.jobs import FIELDS, MASK, SENSITIVE_HEADER, masked_headers, masked_uri
+from .model.labels import LabelError, parse_selector
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 # What would make a terminal show something other than what is there: C0 and C1 controls (ESC, CSI) but
@@ -334,10 +335,21 @@ def export_jobs(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
 def cmd_apply(c: Client, args: argparse.Namespace) -> int:
     wanted = load_file(args.file, allow=tuple(args.env or ()))
     calendars = load_calendars(args.file)
-    plan = plan_apply(cast(list[dict[str, Any]], c.list_jobs()), wanted, args.prune, rotate_secrets=args.rotate_secrets)
+    if args.selector:
+        try:
+            selector = parse_selector(args.selector)
+        except LabelError as e:
+            raise CliError(f"--selector: {e}") from None
+        outside = [w.get("name") for w in wanted if not selector.matches(w.get("labels") or {})]
+        if outside:
+            raise CliError(f"{args.file}: these jobs' labels do not match --selector {selector}: {outside} (a file "
+                           "applied with a selector holds only the jobs it matches)")
+    plan = plan_apply(cast(list[dict[str, Any]], c.list_jobs(label=args.selector)), wanted, args.prune,
+                      rotate_secrets=args.rotate_secrets)
     write = not (args.dry_run or args.diff)
     changes = 0
-    cal_plan = plan_calendars(c.calendars(), calendars, args.prune) if calendars is not None else []
+    # calendars are the cluster's, not one team's: with a selector, a file's calendars are put, never pruned
+    cal_plan = plan_calendars(c.calendars(), calendars, args.prune and not args.selector) if calendars is not None else []
     # calendars first (a job may name a new one), their deletions last (after the jobs that named them)
     for action, cal_name, fields in [x for x in cal_plan if x[0] != "delete"]:
         if action == "unchanged":
@@ -515,6 +527,7 @@ def parser() -> argparse.ArgumentParser:
     ls = jobs.add_parser("list", parents=[out], help="every job")
     ls.add_argument("-q", "--query", help="only jobs whose fields contain this text")
     ls.add_argument("--json", action="store_true", help="same as -o json")
+    ls.add_argument("-l", "--selector", help="only jobs whose labels match (kubectl syntax: team=billing,env!=dev)")
     ls.add_argument("--state", choices=("active", "paused", "failing"),
                     help="failing: the last scheduled run failed (with the streak and since when)")
     for name, what in (("get", "one job"), ("history", "its recent executions")):
@@ -536,14 +549,16 @@ def parser() -> argparse.ArgumentParser:
     how.add_argument("--count", type=int, help="the next N due instants (0: cancel the skip)")
     how.add_argument("--until", help="every instant up to this RFC 3339 instant")
     how.add_argument("--cancel", action="store_true", help="no skip")
+    bulk = argparse.ArgumentParser(add_help=False)
+    bulk.add_argument("id", nargs="?", help="one job (or -l for every job a selector matches)")
+    bulk.add_argument("-l", "--selector", help="every job whose labels match (kubectl syntax), each audited")
+    bulk.add_argument("--dry-run", action="store_true", help="with -l: list the jobs, change nothing")
     for name, what in (("delete", "delete a job"), ("run", "run now")):
-        jobs.add_parser(name, help=what).add_argument("id")
-    pa = jobs.add_parser("pause", help="pause, with why and until when")
-    pa.add_argument("id")
+        jobs.add_parser(name, parents=[bulk], help=what)
+    pa = jobs.add_parser("pause", parents=[bulk], help="pause, with why and until when")
     pa.add_argument("--note", help="why (shown on the job, kept in the audit log)")
     pa.add_argument("--until", help="RFC 3339: the pause ends by itself then")
-    re_ = jobs.add_parser("resume", help="resume")
-    re_.add_argument("id")
+    re_ = jobs.add_parser("resume", parents=[bulk], help="resume")
     re_.add_argument("--note", help="why")
     vs = jobs.add_parser("versions", parents=[out], help="its versions: who changed what, when, how")
     vs.add_argument("id")
@@ -566,6 +581,8 @@ def parser() -> argparse.ArgumentParser:
     ap = jobs.add_parser("apply", help="make the cluster match a file (jobs matched by name)")
     ap.add_argument("-f", "--file", required=True)
     ap.add_argument("--prune", action="store_true", help="delete named jobs the file no longer has")
+    ap.add_argument("-l", "--selector", help="only the jobs whose labels match (the diff and --prune leave the others "
+                                                "alone; every job in the file must match): one team's file")
     ap.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     ap.add_argument("--diff", action="store_true", help="print a field-by-field diff (secrets masked), change nothing")
     ap.add_argument("--exit-code", action="store_true", help="exit 2 when there are changes (drift checks in CI)")
@@ -658,8 +675,20 @@ def main(argv: list[str]) -> int:
             _emit(c.alerts(job_id=args.job, type_=args.type, limit=args.limit), fmt, _print_alerts)
         elif args.group == "calendars":
             return cmd_calendars(c, args, fmt)
+        elif args.cmd in ("pause", "resume", "run", "delete") and (args.selector is not None) == (args.id is not None):
+            raise CliError(f"jobs {args.cmd}: give a job id or -l SELECTOR (not both)")
+        elif args.cmd in ("pause", "resume", "run", "delete") and args.selector is not None:
+            note = getattr(args, "note", None)
+            if getattr(args, "until", None):
+                raise CliError("--until is for one job's pause")
+            res = c.bulk(args.cmd, selector=args.selector, dry_run=args.dry_run, note=note)
+            for j in res["jobs"]:
+                state = "would " + args.cmd if res["dryRun"] else ("ok" if j.get("ok") else f"failed: {j.get('error')}")
+                _print(f"  {j['id']}  {j.get('name') or '':30}  {state}")
+            _print(f"{res['matched']} job(s) match {res['selector']}" + (" (dry run: nothing changed)" if res["dryRun"] else ""))
+            return 0 if all(j.get("ok", True) for j in res["jobs"]) else 1
         elif args.cmd == "list":
-            found = c.list_jobs(state=args.state)
+            found = c.list_jobs(state=args.state, label=args.selector)
             if args.query:
                 found = [j for j in found if args.query.lower() in json.dumps(j).lower()]
             _emit(found, fmt, _print_jobs)
@@ -682,7 +711,7 @@ def main(argv: list[str]) -> int:
         elif args.cmd == "update":
             _print(json.dumps(c.call("PATCH", f"/api/crons/{args.id}", _body(args.json)), indent=2))
         elif args.cmd == "delete":
-            c.call("DELETE", f"/api/crons/{args.id}")
+            c.delete_job(args.id)
             _print(f"deleted {args.id}")
         elif args.cmd == "run":
             _print(json.dumps(c.call("POST", f"/api/crons/{args.id}/run")))

@@ -39,6 +39,7 @@ class Job(TypedDict, total=False):
     schedule: str
     timeZone: str
     paused: bool
+    labels: dict[str, str]
     delivery: str
     misfirePolicy: str
     misfireGraceSeconds: int
@@ -166,6 +167,17 @@ def _alerts_path(job_id: str | None, type_: str | None, limit: int | None) -> st
     return _query("/api/alerts", jobId=job_id, type=type_, limit=limit)
 
 
+def _bulk(action: str) -> str:
+    if action not in ("pause", "resume", "run", "delete"):
+        raise BadRequest(0, f"bulk actions are pause, resume, run and delete, not {action!r}")
+    return action
+
+
+def _bulk_body(selector: str | None, ids: list[str] | None, dry_run: bool, note: str | None) -> dict[str, Any]:
+    return {**({"selector": selector} if selector is not None else {}), **({"ids": ids} if ids is not None else {}),
+            **({"dryRun": True} if dry_run else {}), **({"note": note} if note is not None else {})}
+
+
 CLIENT_HEADER = "X-Cronring-Client"  # how a write came, in the audit log: "cli/..." is the CLI, else the API
 
 
@@ -204,13 +216,13 @@ class Client:
             raise Unavailable(0, f"cannot reach {self.url}: {getattr(e, 'reason', e)}") from None
         return (json.loads(raw) if raw else None), headers
 
-    def list_jobs(self, q: str | None = None, state: str | None = None) -> list[Job]:
+    def list_jobs(self, q: str | None = None, state: str | None = None, label: str | None = None) -> list[Job]:
         """Every job (all pages); ``state``: active, paused or failing (the last scheduled run failed)."""
         out: list[Job] = []
         cursor = None
         while True:
             params = {"limit": "500", **({"q": q} if q else {}), **({"cursor": cursor} if cursor else {}),
-                      **({"state": state} if state else {})}
+                      **({"state": state} if state else {}), **({"label": label} if label else {})}
             page, headers = self._call("GET", "/api/crons?" + urlencode(params))
             out += page
             cursor = headers.get("X-Next-Cursor")
@@ -262,6 +274,12 @@ class Client:
     def alerts(self, *, job_id: str | None = None, type_: str | None = None, limit: int | None = None
                ) -> list[dict[str, Any]]:
         return cast("list[dict[str, Any]]", self.call("GET", _alerts_path(job_id, type_, limit)))
+
+    def bulk(self, action: str, *, selector: str | None = None, ids: list[str] | None = None, dry_run: bool = False,
+             note: str | None = None) -> dict[str, Any]:
+        """pause, resume, run or delete every job a label selector matches (and/or ``ids``); the jobs touched."""
+        return cast("dict[str, Any]", self.call("POST", f"/api/crons/{_bulk(action)}",
+                                                _bulk_body(selector, ids, dry_run, note)))
 
     def executions(self, job_id: str) -> list[dict[str, Any]]:
         return cast("list[dict[str, Any]]", self.call("GET", f"/api/crons/{quote(job_id)}/executions"))
@@ -350,12 +368,12 @@ class AsyncClient:
         except (aiohttp.ClientConnectionError, TimeoutError) as e:
             raise Unavailable(0, f"cannot reach {self.url}: {e}") from None
 
-    async def list_jobs(self, q: str | None = None, state: str | None = None) -> list[Job]:
+    async def list_jobs(self, q: str | None = None, state: str | None = None, label: str | None = None) -> list[Job]:
         out: list[Job] = []
         cursor = None
         while True:
             params = {"limit": "500", **({"q": q} if q else {}), **({"cursor": cursor} if cursor else {}),
-                      **({"state": state} if state else {})}
+                      **({"state": state} if state else {}), **({"label": label} if label else {})}
             page, headers = await self._call("GET", "/api/crons?" + urlencode(params))
             out += page
             cursor = headers.get("X-Next-Cursor")
@@ -402,6 +420,11 @@ class AsyncClient:
     async def alerts(self, *, job_id: str | None = None, type_: str | None = None, limit: int | None = None
                      ) -> list[dict[str, Any]]:
         return cast("list[dict[str, Any]]", await self.call("GET", _alerts_path(job_id, type_, limit)))
+
+    async def bulk(self, action: str, *, selector: str | None = None, ids: list[str] | None = None,
+                   dry_run: bool = False, note: str | None = None) -> dict[str, Any]:
+        return cast("dict[str, Any]", await self.call("POST", f"/api/crons/{_bulk(action)}",
+                                                      _bulk_body(selector, ids, dry_run, note)))
 
     async def executions(self, job_id: str) -> list[dict[str, Any]]:
         return cast("list[dict[str, Any]]", await self.call("GET", f"/api/crons/{quote(job_id)}/executions"))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 
 from .cluster.redisconn import RedisURLError, check_url
+from .model.labels import LabelError, Selector, parse_selector
 from .store.connection import DatabaseURL, DatabaseURLError
 
 
@@ -60,25 +61,54 @@ class ApiToken:
 
     name: str
     scope: str  # read | admin
+    selector: Selector | None = None  # it sees and changes only the jobs this matches
+
+
+def _token_entries(value: str) -> list[str]:
+    """Entries split at commas (or newlines, or ``;``) outside parentheses; a part without ``:`` after an entry
+    with a selector continues that selector (``t=tok:admin:team=billing,env=prod`` is one token)."""
+    parts: list[str] = []
+    depth, cur = 0, ""
+    for ch in value:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch in ",;\n" and depth <= 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    out: list[str] = []
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        if out and ":" not in part and out[-1].count(":") >= 2:
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
 
 
 def _tokens(name: str, value: str) -> dict[str, ApiToken]:
-    """``name=token[:read|:admin]`` or ``token[:read|:admin]`` (named ``token-<digest>``), comma-separated;
-    admin when no scope is given. A token holding ``=`` must be written with a name."""
+    """``name=token[:read|:admin[:selector]]`` or ``token[:read|:admin]`` (named ``token-<digest>``), comma-
+    separated; admin when no scope is given. A token holding ``=`` must be written with a name."""
     out: dict[str, ApiToken] = {}
     names: set[str] = set()
-    for part in value.split(","):
-        part = part.strip()
-        if not part:
-            continue
+    for part in _token_entries(value):
         label, eq, rest = part.partition("=")
         named = bool(eq) and bool(rest) and _TOKEN_NAME.fullmatch(label) is not None
         body = rest if named else part
         tok, _, scope = body.partition(":")
+        scope, _, selector_text = scope.partition(":")
         scope = scope or "admin"
-        if ":" in scope:
-            raise SettingsError(f"{name}: a token takes one scope, read or admin (label selectors on tokens are "
-                                f"not supported yet), got {scope!r}")
+        selector = None
+        if selector_text:
+            if not named:
+                raise SettingsError(f"{name}: a token limited to a selector needs a name (name=token:admin:selector)")
+            try:
+                selector = parse_selector(selector_text)
+            except LabelError as e:
+                raise SettingsError(f"{name}: token {label!r}: {e}") from None
         if scope not in ("read", "admin"):
             raise SettingsError(f"{name}: scope must be read or admin, got {scope!r}")
         if len(tok) < 8:
@@ -89,7 +119,7 @@ def _tokens(name: str, value: str) -> dict[str, ApiToken]:
         if tok in out:
             raise SettingsError(f"{name}: the token named {token_name!r} is listed twice")
         names.add(token_name)
-        out[tok] = ApiToken(token_name, scope)
+        out[tok] = ApiToken(token_name, scope, selector)
     return out
 
 

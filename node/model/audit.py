@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .jobs import Job
+    from .labels import Selector
 
 SYSTEM_ACTOR = "cronring"  # the actor of what the scheduler does by itself (auto-pause, a pause ending)
 
@@ -47,6 +48,10 @@ class Actor:
     name: str
     via: str
     node: str
+    selector: Selector | None = field(default=None, compare=False)  # a scoped token: only the jobs it matches
+
+    def sees(self, labels: dict[str, str]) -> bool:
+        return self.selector is None or self.selector.matches(labels)
 
     @classmethod
     def system(cls, node: str) -> Actor:

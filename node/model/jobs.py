@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from . import schedule as sched
 from .calendars import Calendar
+from .labels import KEY_PATTERN, MAX_LABELS, VALUE_PATTERN, check_labels
 from .schedule import DEFAULT_DST, DstPolicy, GapPolicy, OverlapPolicy
 from .times import rfc3339
 from .timetable import MAX_SCHEDULES, Timetable, shortest_interval
@@ -94,6 +95,7 @@ class Job:
     exclude_calendars: tuple[str, ...] = ()
     skip_until: datetime | None = None  # instants up to it are skipped by request (POST .../skip)
     # operations (release 3): alerts, auto-pause, why and by whom it is paused
+    labels: dict[str, str] = field(default_factory=dict)  # team=billing: selectors, scoped tokens, alerts
     pause_after_failures: int = 0  # consecutive failed scheduled runs after which it pauses itself (0: never)
     alert_uri: str | None = None  # where its alerts go (else CRONRING_ALERT_URL)
     paused_reason: str | None = None
@@ -148,6 +150,8 @@ class Job:
             out["dst_policy"] = self.dst_policy.to_api()
         if self.exclude_calendars:
             out["exclude_calendars"] = list(self.exclude_calendars)
+        if self.labels:
+            out["labels"] = self.labels
         if self.pause_after_failures:
             out["pause_after_failures"] = self.pause_after_failures
         if self.alert_uri:
@@ -228,7 +232,8 @@ class Job:
             "endAt": rfc3339(self.end_at), "maxRuns": self.max_runs, "remainingRuns": self.remaining_runs,
             "jitterSeconds": self.jitter_seconds, "dstPolicy": self.dst_policy.to_api(),
             "excludeCalendars": list(self.exclude_calendars), "skipUntil": rfc3339(self.skip_until),
-            "completedAt": rfc3339(self.completed_at), "pauseAfterFailures": self.pause_after_failures,
+            "completedAt": rfc3339(self.completed_at), "labels": self.labels,
+            "pauseAfterFailures": self.pause_after_failures,
             "alertUri": masked_uri(self.alert_uri) if self.alert_uri else None, "pausedReason": self.paused_reason,
             "pausedBy": self.paused_by, "pausedAt": rfc3339(self.paused_at), "pausedUntil": rfc3339(self.paused_until),
             "failStreak": self.fail_streak, "failingSince": rfc3339(self.failing_since),
@@ -277,9 +282,13 @@ def scheduling_from_spec(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_NO_LABELS: dict[str, str] = {}  # shared: most jobs have none
+
+
 def operations_from_spec(spec: dict[str, Any], paused: bool) -> dict[str, Any]:
     """The operations fields of a stored spec: alerts, auto-pause, the pause's reason (while paused)."""
-    out: dict[str, Any] = {"pause_after_failures": int(spec.get("pause_after_failures") or 0),
+    out: dict[str, Any] = {"labels": spec.get("labels") or _NO_LABELS,
+                           "pause_after_failures": int(spec.get("pause_after_failures") or 0),
                            "alert_uri": spec.get("alert_uri")}
     if paused:
         out.update(paused_reason=spec.get("paused_reason"), paused_by=spec.get("paused_by"),
@@ -710,6 +719,11 @@ JOB_FIELDS: dict[str, FieldSpec] = {f.api: f for f in (
         "items": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"},
         "description": "names of exclusion calendars (/api/calendars): an instant any of them excludes is not "
                        "sent and is recorded excluded"}), (), exact=False),
+    FieldSpec("labels", "labels", lambda v, _m: check_labels(v), _nullable({
+        "type": "object", "maxProperties": MAX_LABELS, "propertyNames": {"pattern": KEY_PATTERN, "maxLength": 317},
+        "additionalProperties": {"type": "string", "pattern": VALUE_PATTERN},
+        "description": "a string map in Kubernetes' syntax (team: billing); select with ?label=team=billing; a token "
+                       "limited to a selector sees and changes only the jobs it matches"}), {}, exact=False),
     _integer("pauseAfterFailures", "pause_after_failures", 0, MAX_PAUSE_AFTER,
              "after this many consecutive failed scheduled runs the job pauses itself (audited as cronring, a "
              "job.paused alert); 0: never"),

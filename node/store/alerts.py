@@ -14,7 +14,8 @@ from typing import Any
 import aiomysql
 
 from ..model.alerts import Alert, AlertState
-from .codec import to_db
+from ..model.labels import Selector
+from .codec import selector_sql, to_db
 from .connection import Database
 
 
@@ -83,7 +84,7 @@ class Alerts:
             (str(state), node, status, error[:1000] if error else None, str(state), retry_in or 0, alert_id_, claimer))
 
     async def recent(self, *, limit: int = 100, type_: str | None = None, job_id: str | None = None,
-                     before: datetime | None = None) -> list[Alert]:
+                     before: datetime | None = None, selector: Selector | None = None) -> list[Alert]:
         where: list[str] = ["1=1"]
         args: list[Any] = []
         for col, value in (("type", type_), ("job_id", job_id)):
@@ -93,6 +94,10 @@ class Alerts:
         if before is not None:
             where.append("at < %s")
             args.append(to_db(before))
+        if selector:
+            cond, cond_args = selector_sql(selector)
+            where.append(f"job_id IN (SELECT id FROM jobs WHERE {cond})")
+            args += cond_args
         rows = await self.db.fetchall(f"SELECT {_COLS} FROM alerts WHERE {' AND '.join(where)} ORDER BY at DESC"
                                       " LIMIT %s", [*args, limit])
         return [_alert(r) for r in rows]

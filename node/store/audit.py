@@ -11,7 +11,8 @@ from typing import Any
 import aiomysql
 
 from ..model.audit import AuditEntry, AuditRecord
-from .codec import to_db
+from ..model.labels import Selector
+from .codec import selector_sql, to_db
 from .connection import Database
 
 
@@ -55,9 +56,10 @@ class AuditLog:
         self.db = db
 
     async def query(self, *, job_id: str | None = None, actor: str | None = None, action: str | None = None,
-                    limit: int = 100, before_id: int | None = None, before: datetime | None = None
-                    ) -> list[AuditRecord]:
-        """Newest first; ``before_id`` (a row's id) pages on, ``before`` (an instant) starts there."""
+                    limit: int = 100, before_id: int | None = None, before: datetime | None = None,
+                    selector: Selector | None = None) -> list[AuditRecord]:
+        """Newest first; ``before_id`` (a row's id) pages on, ``before`` (an instant) starts there. ``selector``:
+        only rows of the jobs it matches (a scoped token's view)."""
         where: list[str] = ["1=1"]
         args: list[Any] = []
         for col, value in (("job_id", job_id), ("actor", actor), ("action", action)):
@@ -70,6 +72,10 @@ class AuditLog:
         if before is not None:
             where.append("at < %s")
             args.append(to_db(before))
+        if selector:
+            cond, cond_args = selector_sql(selector)
+            where.append(f"job_id IN (SELECT id FROM jobs WHERE {cond})")
+            args += cond_args
         rows = await self.db.fetchall(f"SELECT {_COLS} FROM audit_log WHERE {' AND '.join(where)}"
                                       " ORDER BY id DESC LIMIT %s", [*args, limit])
         return [_record(r) for r in rows]

@@ -25,6 +25,7 @@ from ..model.executions import (
     ExecutionState,
 )
 from ..model.jobs import Job, JobSummary
+from ..model.labels import Op, Selector
 
 
 def ph(n: int) -> str:
@@ -151,3 +152,32 @@ def ledger_execution(job_id: str, v: Sequence[Any]) -> Execution:
                      missed_count=int(v[5] or 0), error=v[6], attempts=int(v[7] or 0), node=v[8], status_code=v[9],
                      redelivered=bool(v[10]), fence=int(v[11]), instant=from_text(v[12]) if len(v) > 12 else None,
                      backfill=v[13] if len(v) > 13 else None)
+
+
+def selector_sql(selector: Selector, alias: str = "") -> tuple[str, list[Any]]:
+    """A label selector as a condition on the jobs table (``alias``: its alias with the dot), and its arguments.
+    The key goes in a JSON path as a parameter: its syntax (letters, digits, ``-_./``) needs no escape there."""
+    conds: list[str] = []
+    args: list[Any] = []
+    for r in selector.requirements:
+        value = f"JSON_VALUE({alias}spec, %s)"
+        path = f'$.labels."{r.key}"'
+        if r.op is Op.EQ:
+            conds.append(f"{value} = %s")
+            args += [path, r.values[0]]
+        elif r.op is Op.NE:
+            conds.append(f"({value} IS NULL OR {value} <> %s)")
+            args += [path, path, r.values[0]]
+        elif r.op is Op.IN:
+            conds.append(f"{value} IN ({ph(len(r.values))})")
+            args += [path, *r.values]
+        elif r.op is Op.NOTIN:
+            conds.append(f"({value} IS NULL OR {value} NOT IN ({ph(len(r.values))}))")
+            args += [path, path, *r.values]
+        elif r.op is Op.EXISTS:
+            conds.append(f"{value} IS NOT NULL")
+            args.append(path)
+        else:
+            conds.append(f"{value} IS NULL")
+            args.append(path)
+    return " AND ".join(conds) or "1=1", args

@@ -20,6 +20,7 @@ from ..model.audit import AuditEntry
 from ..model.errors import NotFound, StoreUnavailable, TooManyJobs, UnknownCalendars, VersionConflict
 from ..model.executions import Execution
 from ..model.jobs import Job, JobSummary
+from ..model.labels import Selector
 from ..model.times import rfc3339
 from .audit import Versions, write_audit
 from .codec import (
@@ -36,6 +37,7 @@ from .codec import (
     job_from_json,
     job_row,
     ph,
+    selector_sql,
     summary,
     to_db,
 )
@@ -277,7 +279,7 @@ class Jobs:
         return out
 
     async def page(self, *, limit: int, cursor: int | None, q: str | None, paused: bool | None,
-                   failing: bool = False) -> list[Job]:
+                   failing: bool = False, selector: Selector | None = None) -> list[Job]:
         """A page in creation order after ``cursor`` (``seq``). ``q`` searches names, ids, schedules and the
         target as scheme://host:port/path (``search_target``): never header values, userinfo or queries."""
         where: list[str] = ["deleted_at IS NULL"]
@@ -294,6 +296,10 @@ class Jobs:
             args.append(int(paused))
         if failing:
             where.append("fail_streak > 0")
+        if selector:
+            cond, cond_args = selector_sql(selector)
+            where.append(cond)
+            args += cond_args
         rows = await self.db.fetchall(f"SELECT {JOB_JSON} AS j FROM jobs j WHERE {' AND '.join(where)}"
                                       " ORDER BY seq LIMIT %s", [*args, limit])
         return [job_from_json(r["j"]) for r in rows]
@@ -306,9 +312,15 @@ class Jobs:
             " GROUP BY c.name")
         return {r["name"]: int(r["n"]) for r in rows}
 
-    async def count(self) -> int:
-        row = await self.db.fetchone("SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL")
+    async def count(self, selector: Selector | None = None) -> int:
+        cond, args = selector_sql(selector) if selector else ("1=1", [])
+        row = await self.db.fetchone(f"SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL AND {cond}", args)
         return int(row["n"]) if row else 0
+
+    async def ids_matching(self, selector: Selector) -> list[str]:
+        """The live jobs a selector matches (a scoped token's stream)."""
+        cond, args = selector_sql(selector)
+        return [r["id"] for r in await self.db.fetchall(f"SELECT id FROM jobs WHERE deleted_at IS NULL AND {cond}", args)]
 
     async def changed_since(self, watermark: datetime | None) -> tuple[list[JobSummary], datetime | None]:
         """The catalogue's feed: summaries (tombstones included) changed at or after ``watermark``; all live

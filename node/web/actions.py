@@ -7,6 +7,7 @@ Redis; our own catalogue first, so this node needs no round trip).
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import replace
@@ -27,12 +28,13 @@ from ..model.backfills import DEFAULT_PER_SECOND, MAX_INSTANTS, MAX_PER_SECOND, 
 from ..model.calendars import Calendar
 from ..model.errors import Conflict, NotFound, StoreUnavailable
 from ..model.jobs import Job
+from ..model.labels import LabelError, parse_selector
 from ..model.schedule import Budget, ScheduleError, ScheduleTooCostly
 from ..scheduling.ledger import missed_in_gap
 from ..scheduling.outbound import OutboundDenied
 from ..store.backfills import Backfills
 from ..store.jobs import Jobs
-from .errors import BadRequest, PreconditionFailed, TooManyRequests
+from .errors import ApiError, BadRequest, Forbidden, PreconditionFailed, TooManyRequests
 from .presentation import PREVIEW_STEPS
 from .runtime import Runtime
 
@@ -108,6 +110,29 @@ def can_fire_again(job: Job, calendars: Mapping[str, Calendar], now: datetime) -
     return True
 
 
+async def visible_job(r: Runtime, job_id: str, actor: Actor, *, include_deleted: bool = False) -> Job:
+    """The job, if this actor may see it (a token limited to a selector sees only the jobs it matches: any other
+    is not found, as if it did not exist)."""
+    job = await r.store.jobs.get(job_id, include_deleted=include_deleted)
+    if not actor.sees(job.labels):
+        raise NotFound(job_id)
+    return job
+
+
+def _may_hold(actor: Actor, job: Job, what: str) -> None:
+    """A scoped token may not create or change a job into one outside its selector (403 naming it)."""
+    if not actor.sees(job.labels):
+        raise Forbidden(f"this token is limited to jobs matching {actor.selector}: {what} would be outside it "
+                        "(set labels that match)", {"selector": str(actor.selector), "labels": job.labels})
+
+
+def refuse_scoped(actor: Actor, what: str) -> None:
+    """What is cluster-wide (calendars) is not for a token limited to some jobs."""
+    if actor.selector is not None:
+        raise Forbidden(f"{what} is cluster-wide: a token limited to jobs matching {actor.selector} cannot change it",
+                        {"selector": str(actor.selector)})
+
+
 def _check_targets(r: Runtime, job: Job) -> None:
     r.firer.check_target(job.uri)
     if job.alert_uri:
@@ -120,6 +145,7 @@ def _check_targets(r: Runtime, job: Job) -> None:
 async def create_job(r: Runtime, payload: Any, actor: Actor) -> Job:
     now = datetime.now(UTC)
     job = jobmod.validate(payload, max_body_bytes=r.settings.max_job_body_bytes, now=now)
+    _may_hold(actor, job, "the new job")
     if job.uses_release_3_scheduling:
         require_release(r, "this job's scheduling")
     _check_targets(r, job)
@@ -132,7 +158,7 @@ async def create_job(r: Runtime, payload: Any, actor: Actor) -> Job:
 
 
 async def update_job(r: Runtime, job_id: str, payload: Any, if_version: int | None, actor: Actor) -> Job:
-    current = await r.store.jobs.get(job_id)
+    current = await visible_job(r, job_id, actor)
     if if_version is not None and if_version != current.version:
         raise PreconditionFailed("version mismatch: reload and retry", {"currentVersion": current.version})
     now = datetime.now(UTC)
@@ -144,6 +170,7 @@ async def _save(r: Runtime, current: Job, new: Job, actor: Actor, action: AuditA
                 note: str | None = None) -> Job:
     """Write an edited definition (an update, a restore) over ``current``, audited."""
     job_id = current.id
+    _may_hold(actor, new, "the job as changed")
     if new.uses_release_3_scheduling and new.spec() != current.spec():
         require_release(r, "this job's scheduling")
     _check_targets(r, new)
@@ -174,7 +201,7 @@ async def skip_job(r: Runtime, job_id: str, payload: Any, actor: Actor) -> Job:
     ``{"count": 0}`` or ``{"until": null}`` cancels a skip. Kept in the definition: it survives a hand-over."""
     if not isinstance(payload, dict) or len(payload) != 1 or not set(payload) <= {"count", "until"}:
         raise BadRequest("send {\"count\": n} or {\"until\": \"<RFC 3339 instant>\"}", {"body": "one of count, until"})
-    job = await r.store.jobs.get(job_id)
+    job = await visible_job(r, job_id, actor)
     now = datetime.now(UTC)
     until: datetime | None
     if "count" in payload:
@@ -257,7 +284,7 @@ async def create_backfill(r: Runtime, job_id: str, payload: Any, actor: Actor) -
         errors["maxPerSecond"] = f"must be an integer between 1 and {MAX_PER_SECOND}"
     if errors:
         raise BadRequest("invalid input", errors)
-    job = await r.store.jobs.get(job_id)
+    job = await visible_job(r, job_id, actor)
     if job.completed:
         raise Conflict("the job has completed: it has no owner to run a backfill. Reopen it first (a higher "
                        "maxRuns, a later endAt), or create a job for these instants",
@@ -291,6 +318,7 @@ async def create_backfill(r: Runtime, job_id: str, payload: Any, actor: Actor) -
 
 async def put_calendar(r: Runtime, name: str, payload: Any, if_version: int | None, actor: Actor
                        ) -> tuple[Calendar, bool]:
+    refuse_scoped(actor, "a calendar")
     cal = calendars.validate(name, payload)
     stored, created = await r.store.calendars.put(cal, if_version=if_version,
                                                   audit=AuditEntry(actor, AuditAction.CALENDAR_PUT))
@@ -299,6 +327,7 @@ async def put_calendar(r: Runtime, name: str, payload: Any, if_version: int | No
 
 
 async def delete_calendar(r: Runtime, name: str, if_version: int | None, actor: Actor) -> None:
+    refuse_scoped(actor, "a calendar")
     version = await r.store.calendars.delete(name, if_version=if_version,
                                              audit=AuditEntry(actor, AuditAction.CALENDAR_DELETE))
     await _calendar_changed(r, "deleted", name, version)
@@ -315,6 +344,7 @@ async def _calendar_changed(r: Runtime, op: str, name: str, version: int) -> Non
 
 
 async def delete_job(r: Runtime, job_id: str, if_version: int | None, actor: Actor) -> None:
+    await visible_job(r, job_id, actor)
     version = await r.store.jobs.delete(job_id, if_version=if_version, audit=AuditEntry(actor, AuditAction.DELETE))
     await publish_job(r, "deleted", job_id, version)
     await _record_gap(r, job_id)
@@ -369,7 +399,7 @@ async def set_paused(r: Runtime, job_id: str, paused: bool, actor: Actor, *, not
                      until: datetime | None = None) -> Job:
     """Pause (why, until when: it resumes by itself then) or resume. Pausing a paused job again changes its
     reason or its end (a new version); resuming an active one changes nothing."""
-    before = await r.store.jobs.get(job_id)
+    before = await visible_job(r, job_id, actor)
     if paused and before.paused and (note, until) != (None, None) and (note, until) != (
             before.paused_reason, before.paused_until):
         # a new reason or end for a pause under way: written as an edit of those fields
@@ -410,7 +440,7 @@ async def restore_job(r: Runtime, job_id: str, payload: Any, actor: Actor) -> Jo
     if not isinstance(payload, dict) or set(payload) != {"version"} or isinstance(payload["version"], bool) or \
             not isinstance(payload["version"], int) or payload["version"] < 1:
         raise BadRequest("invalid input", {"version": "send {\"version\": n}, a version of the job"})
-    current = await r.store.jobs.get(job_id)
+    current = await visible_job(r, job_id, actor)
     old = await r.store.history.version(job_id, payload["version"])
     if old is None:
         raise NotFound(f"{job_id} version {payload['version']}")
@@ -425,7 +455,7 @@ async def restore_job(r: Runtime, job_id: str, payload: Any, actor: Actor) -> Jo
 RESTORED = ("name", "schedule", "time_zone", "paused", "uri", "method", "headers", "body", "timeout_ms", "retries",
             "retry_backoff_ms", "retry_max_backoff_ms", "expect_status", "misfire_policy", "misfire_grace_seconds",
             "concurrency_policy", "follow_redirects", "delivery", "more_schedules", "start_at", "end_at", "max_runs",
-            "jitter_seconds", "dst_policy", "exclude_calendars", "skip_until", "pause_after_failures", "alert_uri",
+            "jitter_seconds", "dst_policy", "exclude_calendars", "skip_until", "labels", "pause_after_failures", "alert_uri",
             "paused_reason", "paused_by", "paused_at", "paused_until")
 
 
@@ -445,7 +475,7 @@ return 1
 async def run_now(r: Runtime, job_id: str, caller: str, actor: Actor) -> str:
     """A run now, within two sliding minutes on Redis server time (so across the cluster): per job, and
     per caller (a token or a session: one reader of many jobs must not make every target a flood)."""
-    job = await r.store.jobs.get(job_id)
+    job = await visible_job(r, job_id, actor)
     s = r.settings
     for key, limit, what in ((r.keys.run_now_by(caller), s.run_now_per_token_per_minute, "per token"),
                              (f"{r.keys.run_now_prefix}{job.id}", s.run_now_per_minute, "per job")):
@@ -460,4 +490,68 @@ async def run_now(r: Runtime, job_id: str, caller: str, actor: Actor) -> str:
 
 
 async def cancel_backfill(r: Runtime, job_id: str, backfill_id: str, actor: Actor) -> Backfill:
+    await visible_job(r, job_id, actor, include_deleted=True)
     return await r.store.backfills.cancel(job_id, backfill_id, audit=AuditEntry(actor, AuditAction.BACKFILL_CANCEL))
+
+
+# ---- bulk actions --------------------------------------------------------------------------
+
+BULK_MAX = 1000
+BULK_ACTIONS = ("pause", "resume", "run", "delete")
+
+
+async def bulk(r: Runtime, action: str, payload: Any, actor: Actor, caller: str) -> dict[str, Any]:
+    """One action on every job a label selector matches (and/or the ``ids`` listed), within the token's own
+    selector: each job's action is its own, audited as any other; ``dryRun`` lists them and changes nothing."""
+    if not isinstance(payload, dict) or not set(payload) <= {"selector", "ids", "dryRun", "note"}:
+        raise BadRequest("invalid input", {"body": "an object with selector and/or ids, and optionally dryRun, note"})
+    errors: dict[str, str] = {}
+    selector = None
+    raw = payload.get("selector")
+    if raw is not None:
+        try:
+            selector = parse_selector(raw)
+        except LabelError as e:
+            errors["selector"] = str(e)
+    ids = payload.get("ids")
+    if ids is not None and (not isinstance(ids, list) or len(ids) > BULK_MAX or not all(
+            isinstance(i, str) and re.fullmatch(r"[0-9a-f]{1,32}", i) for i in ids)):
+        errors["ids"] = f"a list of at most {BULK_MAX} job ids"
+    if raw is None and ids is None:
+        errors["selector"] = "give a selector (team=billing), ids, or both"
+    dry = payload.get("dryRun", False)
+    if not isinstance(dry, bool):
+        errors["dryRun"] = "must be true or false"
+    note = payload.get("note")
+    if note is not None and action not in ("pause", "resume"):
+        errors["note"] = "only pause and resume take a note"
+    if errors:
+        raise BadRequest("invalid input", errors)
+    if note is not None:
+        note, _ = pause_request({"note": note}, resume=True)
+    scope = selector & actor.selector if selector is not None else actor.selector
+    if ids is not None:
+        jobs = [j for j in await r.store.jobs.get_many(ids) if scope is None or scope.matches(j.labels)]
+    else:
+        jobs = await r.store.jobs.page(limit=BULK_MAX + 1, cursor=None, q=None, paused=None, selector=scope)
+        if len(jobs) > BULK_MAX:
+            raise BadRequest(f"the selector matches more than {BULK_MAX} jobs: narrow it (or send ids)",
+                             {"selector": str(selector)})
+    out: list[dict[str, Any]] = []
+    for job in jobs:
+        row: dict[str, Any] = {"id": job.id, "name": job.name, "labels": job.labels}
+        if not dry:
+            try:
+                if action == "delete":
+                    await delete_job(r, job.id, None, actor)
+                elif action == "run":
+                    row["executionId"] = await run_now(r, job.id, caller, actor)
+                else:
+                    done = await set_paused(r, job.id, action == "pause", actor, note=note)
+                    row["version"] = done.version
+                row["ok"] = True
+            except (ApiError, NotFound, Conflict) as e:
+                row["ok"], row["error"] = False, str(getattr(e, "message", e))
+        out.append(row)
+    return {"action": action, "dryRun": dry, "selector": str(scope) if scope else None, "matched": len(out),
+            "jobs": out}

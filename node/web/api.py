@@ -22,6 +22,7 @@ from ..model.alerts import AlertType
 from ..model.audit import AuditAction
 from ..model.errors import NotFound
 from ..model.jobs import warnings
+from ..model.labels import LabelError, Selector, parse_selector
 from ..model.schedule import ScheduleTooCostly, describe
 from ..model.times import rfc3339
 from ..model.timetable import Timetable
@@ -119,6 +120,17 @@ def _if_match(request: web.Request) -> int | None:
     return int(v)
 
 
+def label_selector(request: web.Request) -> Selector | None:
+    """``?label=`` selectors (repeatable: all must hold), and the token's own selector, if it has one."""
+    selector = request.get("selector")
+    for raw in request.query.getall("label", []):
+        try:
+            selector = parse_selector(raw) & selector
+        except LabelError as e:
+            raise BadRequest(str(e), {"label": raw[:100]}) from None
+    return selector
+
+
 # ---- handlers --------------------------------------------------------------------
 
 async def list_crons(request: web.Request) -> web.Response:
@@ -131,9 +143,10 @@ async def list_crons(request: web.Request) -> web.Response:
     state = request.query.get("state")
     if state not in (None, "all", "paused", "active", "failing"):
         raise BadRequest("state must be all, active, paused or failing", {"state": state[:30]})
+    selector = label_selector(request)
     jobs = await r.store.jobs.page(limit=limit + 1, cursor=cursor, q=q,
                                    paused={"paused": True, "active": False}.get(state or "all"),
-                                   failing=state == "failing")
+                                   failing=state == "failing", selector=selector)
     more = len(jobs) > limit
     jobs = jobs[:limit]
     headers = {}
@@ -159,6 +172,8 @@ async def create_cron(request: web.Request) -> web.Response:
 async def get_cron(request: web.Request) -> web.Response:
     r = rt(request)
     job, last = await r.store.jobs.get_and_last(request.match_info["id"])
+    if not actor_of(request).sees(job.labels):
+        raise NotFound(job.id)
     (body,) = await enrich(r, [job], {job.id: last} if last else {})
     return web.json_response(body, headers={"ETag": f'"{job.version}"'})
 
@@ -215,7 +230,7 @@ async def run_cron(request: web.Request) -> web.Response:
 async def list_executions(request: web.Request) -> web.Response:
     r = rt(request)
     job_id = request.match_info["id"]
-    await r.store.jobs.get(job_id, include_deleted=True)
+    await actions.visible_job(r, job_id, actor_of(request), include_deleted=True)
     limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
     before = _instant_param(request.query["before"], "before") if "before" in request.query else None
     rows = await r.store.history.executions(job_id, limit=limit, before=before)
@@ -229,7 +244,7 @@ async def job_ticks(request: web.Request) -> web.Response:
     """The tick ledger: every scheduled instant in [from, to) with its fate (why did or didn't it run?)."""
     r = rt(request)
     job_id = request.match_info["id"]
-    await r.store.jobs.get(job_id, include_deleted=True)
+    await actions.visible_job(r, job_id, actor_of(request), include_deleted=True)
     end = _instant_param(request.query.get("to"), "to")
     start = _instant_param(request.query["from"], "from") if "from" in request.query else end - timedelta(hours=1)
     if start >= end:
@@ -253,7 +268,7 @@ def _bool_param(request: web.Request, name: str) -> bool:
 
 async def preview_cron(request: web.Request) -> web.Response:
     r = rt(request)
-    job = await r.store.jobs.get(request.match_info["id"])
+    job = await actions.visible_job(r, request.match_info["id"], actor_of(request))
     count = _int_param(request, "count", 10, 1, MAX_PREVIEW)
     start = _instant_param(request.query.get("from"), "from")
     tt = job.timetable(r.catalogue.calendars)
@@ -327,6 +342,13 @@ async def preview_schedule(request: web.Request) -> web.Response:
                               **({"warnings": notes} if (notes := warnings(job)) else {})})
 
 
+async def bulk_action(request: web.Request) -> web.Response:
+    """``POST /api/crons/{pause|resume|run|delete}`` with a label selector (and/or ids): the jobs it touched."""
+    action = request.path.rsplit("/", 1)[1]
+    result = await actions.bulk(rt(request), action, await read_json(request), actor_of(request), caller(request))
+    return web.json_response(result)
+
+
 # ---- versions and the audit log ------------------------------------------------------
 
 
@@ -334,7 +356,7 @@ async def list_versions(request: web.Request) -> web.Response:
     """A job's versions, newest first, each with the change that made it (who, how, what)."""
     r = rt(request)
     job_id = request.match_info["id"]
-    await r.store.jobs.get(job_id, include_deleted=True)
+    await actions.visible_job(r, job_id, actor_of(request), include_deleted=True)
     limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
     before = _int_param(request, "before", 0, 0, 2**31) or None
     versions = await r.store.history.versions(job_id, limit=limit, before=before)
@@ -351,7 +373,7 @@ async def list_versions(request: web.Request) -> web.Response:
 async def get_version(request: web.Request) -> web.Response:
     r = rt(request)
     job_id = request.match_info["id"]
-    await r.store.jobs.get(job_id, include_deleted=True)
+    await actions.visible_job(r, job_id, actor_of(request), include_deleted=True)
     v = await r.store.history.version(job_id, int(request.match_info["v"]))
     if v is None:
         raise NotFound(f"{job_id} version {request.match_info['v']}")
@@ -392,7 +414,7 @@ async def audit_log(request: web.Request) -> web.Response:
         else:
             before = _instant_param(before_raw, "before")
     rows = await r.store.audit.query(job_id=job_id, actor=actor, action=action, limit=limit, before_id=before_id,
-                                     before=before)
+                                     before=before, selector=request.get("selector"))
     headers = {}
     if len(rows) == limit:
         headers["X-Next-Cursor"] = str(rows[-1].id)
@@ -414,7 +436,8 @@ async def list_alerts(request: web.Request) -> web.Response:
         raise BadRequest(f"type must be one of {', '.join(sorted(ALERT_TYPES))}", {"type": kind[:40]})
     before = _instant_param(q["before"], "before") if "before" in q else None
     limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
-    rows = await r.store.alerts.recent(limit=limit, type_=kind, job_id=job_id, before=before)
+    rows = await r.store.alerts.recent(limit=limit, type_=kind, job_id=job_id, before=before,
+                                       selector=request.get("selector"))
     return web.json_response([a.to_api() for a in rows])
 
 
@@ -430,11 +453,12 @@ async def create_backfill(request: web.Request) -> web.Response:
 async def list_backfills(request: web.Request) -> web.Response:
     r = rt(request)
     job_id = request.match_info["id"]
-    await r.store.jobs.get(job_id, include_deleted=True)
+    await actions.visible_job(r, job_id, actor_of(request), include_deleted=True)
     return web.json_response([b.to_api() for b in await r.store.backfills.of_job(job_id)])
 
 
 async def get_backfill(request: web.Request) -> web.Response:
+    await actions.visible_job(rt(request), request.match_info["id"], actor_of(request), include_deleted=True)
     b = await rt(request).store.backfills.get(request.match_info["id"], request.match_info["bid"])
     return web.json_response(b.to_api())
 
@@ -556,6 +580,8 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/crons/{id:[0-9a-f]{1,32}}/versions/{v:[0-9]{1,9}}", get_version)
     app.router.add_post("/api/crons/{id:[0-9a-f]{1,32}}/restore", restore_cron)
     app.router.add_get("/api/audit", audit_log)
+    for name in actions.BULK_ACTIONS:
+        app.router.add_post(f"/api/crons/{name}", bulk_action)
     app.router.add_get("/api/alerts", list_alerts)
     app.router.add_post("/api/crons/{id:[0-9a-f]{1,32}}/skip", skip_cron)
     app.router.add_post("/api/crons/{id:[0-9a-f]{1,32}}/backfill", create_backfill)

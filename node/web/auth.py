@@ -174,7 +174,7 @@ def _via(request: web.Request, *, cookie: bool) -> str:
 def actor_of(request: web.Request) -> Actor:
     """Who made this request, how, and on which node: the audit log's and the versions' names for it."""
     return Actor(name=request.get("actor", "anonymous"), via=request.get("via", "api"),
-                 node=request.app[RUNTIME].settings.node_id)
+                 node=request.app[RUNTIME].settings.node_id, selector=request.get("selector"))
 
 
 @web.middleware
@@ -202,13 +202,14 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
             THROTTLE.failed(addr)
             raise Unauthorized("invalid API token")
         request["caller"] = _caller_of(header[7:].strip(), tokens)
-        request["actor"] = info.name
+        request["actor"], request["selector"] = info.name, info.selector
     elif COOKIE in request.cookies:
         session = _session_of(tokens, request.cookies[COOKIE])
         scope = session[1].scope if session else None
         if session:
             request["caller"] = _caller_of(session[0], tokens)
             request["actor"], request["via"] = session[1].name, "dashboard"
+            request["selector"] = session[1].selector
         # A browser sends the cookie with any request, also one another page made: a write through
         # the API with a cookie must also carry the session's CSRF token (pages put it in a meta tag).
         if scope is not None and request.method not in READ_METHODS and path.startswith("/api/"):

@@ -107,6 +107,22 @@ def spec() -> dict[str, Any]:
         "sentAt": {"type": ["string", "null"]}, "sentBy": {"type": ["string", "null"]},
         "statusCode": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]},
         "streak": {"type": "integer"}, "node": {"type": "string"}, "execution": {"type": "object"}}}
+    bulk_out = {"type": "object", "properties": {
+        "action": {"type": "string"}, "dryRun": {"type": "boolean"}, "selector": {"type": ["string", "null"]},
+        "matched": {"type": "integer"}, "jobs": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "labels": {"type": "object"}, "ok": {"type": "boolean"},
+            "error": {"type": "string"}, "executionId": {"type": "string"}, "version": {"type": "integer"}}}}}}
+
+    def bulk_in(name: str) -> dict[str, Any]:
+        props: dict[str, Any] = {
+            "selector": {"type": "string", "maxLength": 1000, "description": "kubectl syntax: team=billing,env!=dev"},
+            "ids": {"type": "array", "maxItems": 1000, "items": {"type": "string", "pattern": "^[0-9a-f]{1,32}$"}},
+            "dryRun": {"type": "boolean"}}
+        if name in ("pause", "resume"):
+            props["note"] = note
+        return {"type": "object", "additionalProperties": False, "properties": props,
+                "anyOf": [{"required": ["selector"]}, {"required": ["ids"]}]}
+
     note = {"type": "string", "maxLength": 500, "not": {"pattern": "[\\u0000-\\u0008\\u000a-\\u001f]"}}
     pause_body = {"type": "object", "additionalProperties": False, "properties": {
         "note": {**note, "description": "why (shown as pausedReason, kept in the audit log)"},
@@ -203,6 +219,11 @@ def spec() -> dict[str, Any]:
             body={"schema": {"type": "object", "required": ["version"], "additionalProperties": False,
                              "properties": {"version": {"type": "integer", "minimum": 1}}}, "example": {"version": 3}},
             errors=(400, 401, 403, 404, 409, 413, 415, 503))},
+        **{f"/api/crons/{name}": {"post": _op(
+            f"Bulk {name}: every job a label selector matches (and/or the ids listed), within the token's own "
+            "selector; each audited; dryRun lists them", {"200": _json(bulk_out)},
+            body={"schema": bulk_in(name), "example": {"selector": "team=billing", "dryRun": True}},
+            errors=(400, 401, 403, 413, 415, 503))} for name in ("pause", "resume", "run", "delete")},
         "/api/audit": {"get": _op(
             "The audit log, newest first (X-Next-Cursor: the before of the next page)",
             {"200": _json({"type": "array", "items": change})},
