@@ -468,7 +468,8 @@ async def job_action(request: web.Request) -> web.StreamResponse:
         except ApiError as e:
             details = "; ".join(f"{k}: {v}" for k, v in (e.details or {}).items()) if isinstance(e.details, dict) else ""
             return render(request, "error.html", {"message": f"Pause: {e.message}. {details}"}, e.status)
-        await actions.set_paused(r, job_id, action == "pause", actor_of(request), note=note_, until=until)
+        await actions.set_paused(r, job_id, action == "pause", actor_of(request), note=note_, until=until,
+                                 given=bool(note))
     else:
         raise web.HTTPNotFound()
     raise web.HTTPSeeOther(f"/jobs/{job_id}")

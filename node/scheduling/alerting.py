@@ -66,7 +66,8 @@ class AlertSender:
         if not self.fresh():
             return 0  # a node cut off from the cluster leaves the sending to the others
         claimer = self.claimer()
-        due = await self.outbox.claim(claimer, lease_seconds=LEASE_SECONDS)
+        # one at a time: the lease (15 s) outlasts its one POST (10 s at most), so no other node sends it meanwhile
+        due = await self.outbox.claim(claimer, lease_seconds=LEASE_SECONDS, limit=1)
         if not due:
             return 0
         jobs = await self.outbox.targets(sorted({a.job_id for a in due if a.job_id}))

@@ -49,9 +49,12 @@ class Recorder:
 
     def __init__(self, sink: OutcomeSink, *, max_buffer: int = 200_000, running_after: float = 1.0) -> None:
         self.sink = sink
-        # after each batch is written: the jobs' health (streaks, alerts, auto-pause); its paused jobs announced
+        # after each batch is written, outside the flush: the jobs' health (streaks, alerts, auto-pause), from the
+        # outcomes that count for it (``relevant``); the jobs that paused themselves are announced
         self.health: Callable[[Sequence[Execution]], Awaitable[list[str]]] | None = None
+        self.relevant: Callable[[Execution], bool] = lambda e: True
         self.on_paused: Callable[[list[str]], Awaitable[None]] | None = None
+        self.health_queue: list[Execution] = []
         self.buffer: dict[str, Execution] = {}
         self.running: dict[str, tuple[float, Execution]] = {}  # held back, in the order they started
         self.running_after = running_after
@@ -117,15 +120,39 @@ class Recorder:
             while True:
                 for batch in chunks(list(self.buffer.values()), OUTCOME_BATCH):
                     await self.sink.record(batch)
-                    if self.health is not None:  # before the batch leaves the buffer: a failure writes both again
-                        paused = await self.health(batch)
-                        if paused and self.on_paused is not None:
-                            await self.on_paused(paused)
+                    if self.health is not None:
+                        self._queue_health(batch)
                     for o in batch:
                         if self.buffer.get(o.id) is o:
                             del self.buffer[o.id]
                 if not (everything and self.buffer):
                     return
+
+    HEALTH_QUEUE = 50_000
+
+    def _queue_health(self, batch: Iterable[Execution]) -> None:
+        self.health_queue.extend(o for o in batch if self.relevant(o))
+        if len(self.health_queue) > self.HEALTH_QUEUE:  # MariaDB away for long: the oldest go (streaks miss them)
+            log.error("health queue full: dropping the oldest outcomes from the failure streaks",
+                      dropped=len(self.health_queue) - self.HEALTH_QUEUE)
+            del self.health_queue[: len(self.health_queue) - self.HEALTH_QUEUE]
+
+    async def drain_health(self) -> None:
+        """Count what was written into the jobs' health, a batch at a time; kept for the next pass when MariaDB is
+        away, dropped (logged) when the health step itself fails (the outcomes are written either way)."""
+        while self.health is not None and self.health_queue:
+            batch = self.health_queue[:OUTCOME_BATCH]
+            try:
+                paused = await self.health(batch)
+            except StoreUnavailable:
+                raise
+            except Exception:
+                raise_if_cancelling()
+                log.exception("health step failed for a batch of outcomes; skipped", outcomes=len(batch))
+                paused = []
+            del self.health_queue[: len(batch)]
+            if paused and self.on_paused is not None:
+                await self.on_paused(paused)
 
     async def write_now(self, ids: set[str]) -> None:
         """These executions' rows (held-back running rows too) written before this returns."""
@@ -140,6 +167,7 @@ class Recorder:
             self.wake.clear()
             try:
                 await self.flush()
+                await self.drain_health()
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as e:

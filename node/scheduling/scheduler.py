@@ -816,5 +816,6 @@ class Scheduler:
         await self.tasks.wait(grace)
         try:
             await self.outcomes.recorder.flush(everything=True)
+            await self.outcomes.recorder.drain_health()  # the streaks, alerts and auto-pauses they make
         except Exception as e:
             log.warning("final outcome flush failed", error=str(e))

@@ -93,6 +93,11 @@ class AuditLog:
         """An action's row on its own (a run-now, whose claim is the scheduler's transaction)."""
         async for attempt in self.db.attempts(transaction=True):
             async with attempt as cur:
+                if attempt.again and entry.subject:  # the first attempt may have committed it
+                    await cur.execute("SELECT 1 FROM audit_log WHERE job_id = %s AND subject = %s AND action = %s",
+                                      (job_id, entry.subject, str(entry.action)))
+                    if await cur.fetchone() is not None:
+                        return
                 await write_audit(cur, entry, job_id, Versions.SAME)
 
     async def purge(self, older_than_days: int) -> int:

@@ -204,7 +204,8 @@ class Jobs:
         if if_streak_at_least is not None:
             cond += " AND fail_streak >= %s"
         sql = (f"UPDATE jobs SET paused=%s, spec={spec}, paused_until=%s, version=version+1, updated_at=NOW(3)"
-               + ("" if paused else ", active_since=NOW(3)")
+               # a resume: the auto-pause counts its failures from here (pause_base), instants from now
+               + ("" if paused else ", active_since=NOW(3), pause_base=fail_streak")
                + f" WHERE id=%s AND deleted_at IS NULL AND paused<>%s{cond}")
         values = [int(paused), *args, to_db(until) if paused and until else None, job_id, int(paused),
                   *([if_streak_at_least] if if_streak_at_least is not None else [])]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import aiomysql
 import structlog
 
+from ..model.errors import StoreUnavailable
 from ..model.executions import ExecutionKind
 
 log = structlog.get_logger("store")
@@ -230,6 +231,7 @@ MIGRATIONS.append((
         "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS fail_streak INT NOT NULL DEFAULT 0",
         "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS failing_since DATETIME(3) NULL",
         "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS health_at DATETIME(3) NULL",
+        "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS pause_base INT NOT NULL DEFAULT 0",
         "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS paused_until DATETIME(3) NULL",
         "ALTER TABLE jobs ADD INDEX IF NOT EXISTS ix_jobs_paused_until (paused_until)",
         "ALTER TABLE jobs ADD INDEX IF NOT EXISTS ix_jobs_failing (fail_streak)",
@@ -242,6 +244,9 @@ async def migrate(pool: aiomysql.Pool, database: str) -> None:
     lock = f"cronring-migrate-{database}"
     async with pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute("SELECT GET_LOCK(%s, 60)", (lock,))
+        (got,) = await cur.fetchone()
+        if got != 1:  # another node has been migrating for a minute (an index on a big table): not twice at once
+            raise StoreUnavailable("another node is still migrating the schema; will retry")
         try:
             await cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY,"
                               " applied_at DATETIME(3) NOT NULL)")

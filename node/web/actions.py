@@ -396,14 +396,13 @@ def pause_request(payload: Any, *, resume: bool = False) -> tuple[str | None, da
 
 
 async def set_paused(r: Runtime, job_id: str, paused: bool, actor: Actor, *, note: str | None = None,
-                     until: datetime | None = None) -> Job:
-    """Pause (why, until when: it resumes by itself then) or resume. Pausing a paused job again changes its
-    reason or its end (a new version); resuming an active one changes nothing."""
+                     until: datetime | None = None, given: bool = False) -> Job:
+    """Pause (why, until when: it resumes by itself then) or resume. Pausing a paused job with a body (``given``)
+    replaces its note and its end (no ``until``: no end); without one it changes nothing (the seed's clients
+    pause twice); resuming an active one changes nothing."""
     before = await visible_job(r, job_id, actor)
-    if paused and before.paused and (note, until) != (None, None) and (note, until) != (
-            before.paused_reason, before.paused_until):
-        # a new reason or end for a pause under way: written as an edit of those fields
-        new = replace(before, paused_reason=note or before.paused_reason, paused_until=until or before.paused_until)
+    if paused and before.paused and given and (note, until) != (before.paused_reason, before.paused_until):
+        new = replace(before, paused_reason=note, paused_until=until)
         updated = await r.store.jobs.update(job_id, new, if_version=before.version, schedule_changed=False,
                                             audit=AuditEntry(actor, AuditAction.PAUSE, job_changes(before, new), note))
         await publish_job(r, "paused", updated.id, updated.version, updated.paused, updated.name)
@@ -447,6 +446,8 @@ async def restore_job(r: Runtime, job_id: str, payload: Any, actor: Actor) -> Jo
     if old.spec_kept is False:
         raise Conflict(f"version {payload['version']} was written before release 3: its definition is not kept")
     target = replace(current, **{f: getattr(old.job, f) for f in RESTORED})
+    if target.paused_until is not None and target.paused_until <= datetime.now(UTC):
+        target = replace(target, paused_until=None)  # an end already past: paused, as it was, until resumed
     return await _save(r, current, target, actor, AuditAction.RESTORE, datetime.now(UTC),
                        note=f"restored version {payload['version']}")
 
@@ -547,7 +548,7 @@ async def bulk(r: Runtime, action: str, payload: Any, actor: Actor, caller: str)
                 elif action == "run":
                     row["executionId"] = await run_now(r, job.id, caller, actor)
                 else:
-                    done = await set_paused(r, job.id, action == "pause", actor, note=note)
+                    done = await set_paused(r, job.id, action == "pause", actor, note=note, given=note is not None)
                     row["version"] = done.version
                 row["ok"] = True
             except (ApiError, NotFound, Conflict) as e:

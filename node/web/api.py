@@ -208,7 +208,8 @@ async def _set_paused(request: web.Request, paused: bool) -> web.Response:
     r = rt(request)
     payload = await read_json(request) if request.can_read_body else None
     note, until = actions.pause_request(payload, resume=not paused)
-    job = await actions.set_paused(r, request.match_info["id"], paused, actor_of(request), note=note, until=until)
+    job = await actions.set_paused(r, request.match_info["id"], paused, actor_of(request), note=note, until=until,
+                                   given=payload is not None)
     (body,) = await enrich(r, [job])
     return web.json_response(body)
 

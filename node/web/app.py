@@ -47,6 +47,7 @@ from ..scheduling.retention import Retention
 from ..scheduling.scheduler import Scheduler
 from ..settings import Settings
 from ..store import Store
+from ..store.health import relevant as health_relevant
 from . import api, apidocs
 from .actions import ClusterCancels, JobCompletions, announce, end_pauses
 from .auth import auth_middleware
@@ -91,6 +92,7 @@ def build_runtime(settings: Settings) -> Runtime:
                           cancels=ClusterCancels(bus, keys, settings.node_id))
     ownership.hooks = scheduler  # the scheduler drives the ownership; the ownership tells it what changed
     outcomes.recorder.health = lambda batch: store.health.record(batch, settings.node_id)
+    outcomes.recorder.relevant = health_relevant
 
     async def auto_paused(job_ids: list[str]) -> None:  # announced as any pause is (the owner stops at once)
         for job in await store.jobs.get_many(job_ids):

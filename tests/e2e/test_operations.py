@@ -206,6 +206,8 @@ async def test_a_pause_with_a_reason_ends_by_itself(ops: tuple[Cluster, Target])
         assert s == 400, (bad, s, err)
     s, unchanged = await api(c, "GET", f"/api/crons/{jid}", READER)
     assert unchanged["version"] == body["version"]
+    s, again = await api(c, "POST", f"/api/crons/{jid}/pause", BOB)  # no body: a second pause changes nothing
+    assert s == 200 and again["version"] == body["version"] and again["pausedUntil"] == iso(until)
 
     async def resumed() -> Any:
         s, j = await api(c, "GET", f"/api/crons/{jid}", READER)
@@ -273,3 +275,18 @@ async def test_one_failing_alert_when_the_node_that_recorded_it_is_killed(ops: t
     await api(c, "DELETE", f"/api/crons/{jid}", ALICE)
     got = [a for a in await alerts_at_receiver(c, jid) if a["type"] == "job.failing"]
     assert len({a["id"] for a in got}) == 1, got
+
+
+async def test_pausing_a_paused_job_with_a_body_replaces_its_note_and_end(ops: tuple[Cluster, Target]) -> None:
+    c, target = ops
+    s, job = await api(c, "POST", "/api/crons", ALICE, json={"schedule": "0 0 1 1 *", "uri": target.server.url})
+    jid = job["id"]
+    soon = iso(datetime.now(UTC) + timedelta(hours=1))
+    s, body = await api(c, "POST", f"/api/crons/{jid}/pause", BOB, json={"note": "until lunch", "until": soon})
+    assert s == 200 and body["pausedUntil"] == soon
+    s, body = await api(c, "POST", f"/api/crons/{jid}/pause", ALICE, json={"note": "indefinitely"})
+    assert s == 200 and body["pausedUntil"] is None and body["pausedReason"] == "indefinitely", body
+    assert body["paused"] and body["pausedBy"] == "bob"  # who paused it; the audit log says who changed the note
+    s, rows = await api(c, "GET", f"/api/audit?jobId={jid}&limit=1", READER)
+    assert rows[0]["actor"] == "alice" and rows[0]["changes"]["pausedUntil"] == [soon, None], rows
+    await api(c, "DELETE", f"/api/crons/{jid}", ALICE)
