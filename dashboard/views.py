@@ -295,7 +295,8 @@ def form_values(job: Job | None) -> dict[str, Any]:
                 "retryMaxBackoffMs": 30000, "misfirePolicy": "fire_once", "misfireGraceSeconds": 60,
                 "concurrencyPolicy": "allow", "delivery": "at_most_once", "bodyType": "json", "headers": "", "body": "",
                 "expectStatus": "", "jitterSeconds": 0, "dstGap": "shift", "dstOverlap": "first", "excludeCalendars": [],
-                "labels": "", "pauseAfterFailures": 0, "alertUri": ""}
+                "labels": "", "pauseAfterFailures": 0, "alertUri": "", "expectBody": "", "expectJson": "",
+                "maxDurationMs": ""}
     d = job.to_api()  # secrets masked: a reader may open the form; a masked value sent back keeps the secret
     d["schedule"] = "\n".join(job.schedules)
     d["dstGap"], d["dstOverlap"] = str(job.dst_policy.gap), str(job.dst_policy.overlap)
@@ -305,6 +306,9 @@ def form_values(job: Job | None) -> dict[str, Any]:
     d["expectStatus"] = ", ".join(str(s) for s in job.expect_status)
     d["labels"] = "\n".join(f"{k}={v}" for k, v in job.labels.items())
     d["alertUri"] = d["alertUri"] or ""
+    d["expectBody"] = job.expect_body or ""
+    d["expectJson"] = "\n".join(f"{p} = {json.dumps(v)}" for p, v in job.expect_json)
+    d["maxDurationMs"] = job.max_duration_ms or ""
     return d
 
 
@@ -346,6 +350,28 @@ def payload_from_form(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, s
     p["followRedirects"] = form.get("followRedirects") == "on"
     if "alertUri" in form:
         p["alertUri"] = form["alertUri"].strip() or None
+    if "expectBody" in form:
+        p["expectBody"] = form["expectBody"] or None
+    if "maxDurationMs" in form:
+        raw = form["maxDurationMs"].strip()
+        try:
+            p["maxDurationMs"] = int(raw) if raw else None
+        except ValueError:
+            errors["maxDurationMs"] = "must be a whole number of milliseconds (or empty: no limit)"
+    if "expectJson" in form:  # one check a line: $.path = <JSON value>
+        checks: list[dict[str, Any]] = []
+        for line in form["expectJson"].splitlines():
+            if not line.strip():
+                continue
+            path, sep, value = line.partition("=")
+            try:
+                if not sep:
+                    raise ValueError
+                checks.append({"path": path.strip(), "equals": json.loads(value.strip())})
+            except ValueError:
+                errors["expectJson"] = f"each line must be '$.path = <JSON value>' (got {line[:40]!r})"
+                break
+        p["expectJson"] = checks or None
     if "labels" in form:  # one key=value a line
         labels: dict[str, str] = {}
         for line in form["labels"].splitlines():

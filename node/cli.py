@@ -299,7 +299,8 @@ def _escape_placeholders(value: Any) -> Any:
 # it describes, and reads the same to a release-2 cluster); apply reads a field left out as "as it is".
 _DEFAULTS: dict[str, Any] = {"startAt": None, "endAt": None, "maxRuns": None, "jitterSeconds": 0,
                              "dstPolicy": {"gap": "shift", "overlap": "first"}, "excludeCalendars": [],
-                             "pauseAfterFailures": 0, "alertUri": None}
+                             "pauseAfterFailures": 0, "alertUri": None, "labels": {}, "expectBody": None,
+                             "expectJson": None, "maxDurationMs": None}
 
 
 def _without_defaults(job: dict[str, Any]) -> dict[str, Any]:

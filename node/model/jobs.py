@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import schedule as sched
+from .assertions import check_expect_body, check_expect_json
 from .calendars import Calendar
 from .labels import KEY_PATTERN, MAX_LABELS, VALUE_PATTERN, check_labels
 from .schedule import DEFAULT_DST, DstPolicy, GapPolicy, OverlapPolicy
@@ -96,6 +97,10 @@ class Job:
     skip_until: datetime | None = None  # instants up to it are skipped by request (POST .../skip)
     # operations (release 3): alerts, auto-pause, why and by whom it is paused
     labels: dict[str, str] = field(default_factory=dict)  # team=billing: selectors, scoped tokens, alerts
+    # response assertions besides expect_status (model/assertions.py)
+    expect_body: str | None = None  # a substring, or /regex/flags
+    expect_json: tuple[tuple[str, Any], ...] = ()  # (path, equals)
+    max_duration_ms: int | None = None
     pause_after_failures: int = 0  # consecutive failed scheduled runs after which it pauses itself (0: never)
     alert_uri: str | None = None  # where its alerts go (else CRONRING_ALERT_URL)
     paused_reason: str | None = None
@@ -152,6 +157,12 @@ class Job:
             out["exclude_calendars"] = list(self.exclude_calendars)
         if self.labels:
             out["labels"] = self.labels
+        if self.expect_body is not None:
+            out["expect_body"] = self.expect_body
+        if self.expect_json:
+            out["expect_json"] = [{"path": p, "equals": v} for p, v in self.expect_json]
+        if self.max_duration_ms is not None:
+            out["max_duration_ms"] = self.max_duration_ms
         if self.pause_after_failures:
             out["pause_after_failures"] = self.pause_after_failures
         if self.alert_uri:
@@ -232,7 +243,9 @@ class Job:
             "endAt": rfc3339(self.end_at), "maxRuns": self.max_runs, "remainingRuns": self.remaining_runs,
             "jitterSeconds": self.jitter_seconds, "dstPolicy": self.dst_policy.to_api(),
             "excludeCalendars": list(self.exclude_calendars), "skipUntil": rfc3339(self.skip_until),
-            "completedAt": rfc3339(self.completed_at), "labels": self.labels,
+            "completedAt": rfc3339(self.completed_at), "labels": self.labels, "expectBody": self.expect_body,
+            "expectJson": [{"path": p, "equals": v} for p, v in self.expect_json] or None,
+            "maxDurationMs": self.max_duration_ms,
             "pauseAfterFailures": self.pause_after_failures,
             "alertUri": masked_uri(self.alert_uri) if self.alert_uri else None, "pausedReason": self.paused_reason,
             "pausedBy": self.paused_by, "pausedAt": rfc3339(self.paused_at), "pausedUntil": rfc3339(self.paused_until),
@@ -287,7 +300,9 @@ _NO_LABELS: dict[str, str] = {}  # shared: most jobs have none
 
 def operations_from_spec(spec: dict[str, Any], paused: bool) -> dict[str, Any]:
     """The operations fields of a stored spec: alerts, auto-pause, the pause's reason (while paused)."""
-    out: dict[str, Any] = {"labels": spec.get("labels") or _NO_LABELS,
+    out: dict[str, Any] = {"labels": spec.get("labels") or _NO_LABELS, "expect_body": spec.get("expect_body"),
+                           "expect_json": tuple((a["path"], a["equals"]) for a in spec.get("expect_json") or ()),
+                           "max_duration_ms": spec.get("max_duration_ms"),
                            "pause_after_failures": int(spec.get("pause_after_failures") or 0),
                            "alert_uri": spec.get("alert_uri")}
     if paused:
@@ -724,6 +739,19 @@ JOB_FIELDS: dict[str, FieldSpec] = {f.api: f for f in (
         "additionalProperties": {"type": "string", "pattern": VALUE_PATTERN},
         "description": "a string map in Kubernetes' syntax (team: billing); select with ?label=team=billing; a token "
                        "limited to a selector sees and changes only the jobs it matches"}), {}, exact=False),
+    FieldSpec("expectBody", "expect_body", lambda v, _m: check_expect_body(v), _nullable(
+        {"type": "string", "minLength": 1, "maxLength": 1000,
+         "description": "the response must contain this text, or match /regex/ (flags i, m, s; a match may take at "
+                        "most 50 ms), within its first 64 KiB; else the run failed and says why"}), None, exact=False),
+    FieldSpec("expectJson", "expect_json", lambda v, _m: check_expect_json(v), _nullable(
+        {"type": "array", "minItems": 1, "maxItems": 20, "items": {
+            "type": "object", "required": ["path", "equals"], "additionalProperties": False,
+            "properties": {"path": {"type": "string", "pattern": "^\\$", "maxLength": 200}, "equals": {}}},
+         "description": "the JSON response's value at each path ($.status, $.items[0].id, $[\"a b\"]) must equal"}),
+        (), exact=False),
+    FieldSpec("maxDurationMs", "max_duration_ms", lambda v, _m: _int_field(v, 1, 3_600_000), _nullable(
+        {"type": "integer", "minimum": 1, "maximum": 3_600_000,
+         "description": "a run slower than this (all its attempts) failed: too slow"}), None),
     _integer("pauseAfterFailures", "pause_after_failures", 0, MAX_PAUSE_AFTER,
              "after this many consecutive failed scheduled runs the job pauses itself (audited as cronring, a "
              "job.paused alert); 0: never"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -77,6 +77,8 @@ class Auditor:
         self.clock = clock
         self.unaccounted = 0  # since this node started
         self.last_minute: datetime | None = None
+        # (job id, its first unaccounted instant of the minute, how many): the ticks.unaccounted alert
+        self.on_unaccounted: Callable[[str, datetime, int], Awaitable[None]] | None = None
 
     async def audit(self, minute_end: datetime) -> dict[str, int]:
         """Account for ``[minute_end - 60 s, minute_end)`` of every owned job planned past it."""
@@ -92,10 +94,15 @@ class Auditor:
                                  settle=timedelta(0), kept_from=oldest.get(j))
                 for fate, n in ledger.counts.items():
                     totals[fate] += n
-                for t in ledger.ticks:
-                    if t.fate is Fate.UNACCOUNTED:
-                        log.error("unaccounted tick: due, not paused, and no execution row", job=j,
-                                  tick=rfc3339(t.scheduled_at), detail=t.detail)
+                lost = [t for t in ledger.ticks if t.fate is Fate.UNACCOUNTED]
+                for t in lost:
+                    log.error("unaccounted tick: due, not paused, and no execution row", job=j,
+                              tick=rfc3339(t.scheduled_at), detail=t.detail)
+                if lost and self.on_unaccounted is not None:
+                    try:
+                        await self.on_unaccounted(j, lost[0].scheduled_at, len(lost))
+                    except StoreUnavailable as e:
+                        log.warning("ticks.unaccounted alert not recorded", job=j, error=str(e))
                 await slices.pause()
             await asyncio.sleep(0)
         for fate, n in totals.items():

@@ -16,13 +16,14 @@ import random
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from ..model.assertions import ASSERT_BYTES, check_body, compile_regex, too_slow
 from ..model.executions import ExecutionState
 from ..model.jobs import RETRY_FLOOR_MS, SENSITIVE_HEADER, Job
 from ..model.times import now_iso, tick_iso
@@ -34,6 +35,24 @@ RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 CHECKED_URLS = 20_000  # targets remembered as checked (then forgotten at once, and checked again)
 
 
+async def _read_upto(content: aiohttp.StreamReader, n: int) -> bytes:
+    """Up to ``n`` bytes of a response (fewer only at its end)."""
+    out = bytearray()
+    while len(out) < n:
+        chunk = await content.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+async def _check_body(job: Job, body: str, truncated: bool) -> str | None:
+    """The body assertions; a /regex/ is matched off the loop (its time is bounded, but not zero)."""
+    if job.expect_body is not None and compile_regex(job.expect_body) is not None:
+        return await asyncio.to_thread(check_body, job.expect_body, job.expect_json, body, truncated)
+    return check_body(job.expect_body, job.expect_json, body, truncated)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Attempt:
     status_code: int | None
@@ -42,6 +61,8 @@ class Attempt:
     retry_after: float | None
     excerpt: str | None
     not_sent: bool = False  # the lease lapsed before the request could leave
+    body: str | None = None  # for the body assertions: the response's first ASSERT_BYTES
+    truncated: bool = False  # the response was longer than that
 
 
 # Never carried to another origin by a followed redirect (as browsers and curl do): credentials and
@@ -280,11 +301,14 @@ class Firer:
                                 leased.connected = False
                                 tm.reschedule(min(deadline, loop.time() + lease_left()))
                             continue
-                        raw = await resp.content.read(RESPONSE_EXCERPT_BYTES)
+                        asserts = job.expect_body is not None or bool(job.expect_json)
+                        raw = await _read_upto(resp.content, ASSERT_BYTES + 1 if asserts else RESPONSE_EXCERPT_BYTES)
+                        text = raw[:ASSERT_BYTES].decode("utf-8", errors="replace") if asserts else None
                         return Attempt(
                             status_code=resp.status, error=None, timed_out=False,
                             retry_after=parse_retry_after(resp.headers.get("Retry-After")),
-                            excerpt=raw.decode("utf-8", errors="replace"),
+                            excerpt=raw[:RESPONSE_EXCERPT_BYTES].decode("utf-8", errors="replace"), body=text,
+                            truncated=len(raw) > ASSERT_BYTES,
                         )
                 return Attempt(status_code=None, error=f"more than {MAX_REDIRECTS} redirects", timed_out=False,
                                retry_after=None, excerpt=None)
@@ -364,6 +388,11 @@ class Firer:
                 attempt_no -= 1  # nothing left this node
                 break
             ok = last.status_code is not None and job.succeeded(last.status_code)
+            if ok and last.body is not None:  # the response arrived: its body's assertions (never retried)
+                why = await _check_body(job, last.body, last.truncated)
+                if why is not None:
+                    last = replace(last, error=why)
+                    break
             denied = last.error is not None and "outbound policy" in last.error
             retryable = not ok and not denied and (last.status_code is None or last.status_code in RETRY_STATUSES)
             retries_left -= 1
@@ -373,6 +402,10 @@ class Firer:
             if not may_send():
                 break  # lost our heartbeat meanwhile: a later attempt could be stale
         duration_ms = int((time.perf_counter() - t0) * 1000)
+        if ok and (slow := too_slow(job.max_duration_ms, duration_ms)) is not None:
+            ok, last = False, replace(last, error=slow)
+        if ok and last.error is not None:  # a body assertion failed
+            ok = False
         if ok:
             state = ExecutionState.SUCCEEDED
         elif last.not_sent and attempt_no == attempts_before:

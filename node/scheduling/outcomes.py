@@ -137,6 +137,12 @@ class Recorder:
                       dropped=len(self.health_queue) - self.HEALTH_QUEUE)
             del self.health_queue[: len(self.health_queue) - self.HEALTH_QUEUE]
 
+    def note(self, written: Iterable[Execution]) -> None:
+        """Rows written elsewhere (missed instants, in their claim): for the health step only."""
+        if self.health is not None:
+            self._queue_health(written)
+            self.wake.set()
+
     async def drain_health(self) -> None:
         """Count what was written into the jobs' health, a batch at a time; kept for the next pass when MariaDB is
         away, dropped (logged) when the health step itself fails (the outcomes are written either way)."""

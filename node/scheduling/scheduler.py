@@ -472,6 +472,10 @@ class Scheduler:
         for o, _, _, _ in plans:
             o.claiming -= 1  # (a release waiting for this claim finishes below, once its runs are pending)
         metrics.CLAIMS.labels("won").inc(len(won))
+        missed = [c for c in all_claims if c.state == ExecutionState.MISSED and c.id in won]
+        if missed:  # missed instants recorded in the claim itself: the ticks.missed alerts come from them
+            self.outcomes.recorder.note([c.execution(state=ExecutionState.MISSED, node=self.node_id, error=c.error)
+                                         for c in missed])
         for o, claims, p, gen in plans:
             if self.owned.get(o.job.id) is not o:
                 # dropped while claiming: what was won will not be sent by us

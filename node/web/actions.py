@@ -456,7 +456,8 @@ async def restore_job(r: Runtime, job_id: str, payload: Any, actor: Actor) -> Jo
 RESTORED = ("name", "schedule", "time_zone", "paused", "uri", "method", "headers", "body", "timeout_ms", "retries",
             "retry_backoff_ms", "retry_max_backoff_ms", "expect_status", "misfire_policy", "misfire_grace_seconds",
             "concurrency_policy", "follow_redirects", "delivery", "more_schedules", "start_at", "end_at", "max_runs",
-            "jitter_seconds", "dst_policy", "exclude_calendars", "skip_until", "labels", "pause_after_failures", "alert_uri",
+            "jitter_seconds", "dst_policy", "exclude_calendars", "skip_until", "labels", "expect_body", "expect_json",
+            "max_duration_ms", "pause_after_failures", "alert_uri",
             "paused_reason", "paused_by", "paused_at", "paused_until")
 
 

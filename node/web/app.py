@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
+from datetime import datetime
 from functools import partial
 
 import redis.asyncio as aioredis
@@ -107,6 +108,10 @@ def build_runtime(settings: Settings) -> Runtime:
                 "node": node, "detectedBy": settings.node_id, "epoch": epoch})))
 
     membership.on_dead = node_down
+
+    async def unaccounted(job_id: str, first: datetime, count: int) -> None:  # a bug in cronring: say it loudly
+        await store.alerts.add(f"unaccounted:{job_id}:{first.isoformat()}", str(AlertType.TICKS_UNACCOUNTED), job_id,
+                               {"count": count, "first": first.isoformat(), "node": settings.node_id})
     alerts = AlertSender(store.alerts, firer, node_id=settings.node_id, claimer=lambda: membership.claimer,
                          alert_url=settings.alert_url, alert_format=settings.alert_format, fresh=membership.fresh)
 
@@ -131,10 +136,12 @@ def build_runtime(settings: Settings) -> Runtime:
         catalogue.request_full()
 
     bus.on_reconnect.append(resync_after_reconnect)
+    auditor = Auditor(store.history, lambda: ownership.owned, calendars=lambda: catalogue.calendars)
+    auditor.on_unaccounted = unaccounted
     return Runtime(settings=settings, version=__version__, keys=keys, redis=redis, store=store, bus=bus,
                    catalogue=catalogue, membership=membership, locks=locks, firer=firer, tasks=tasks,
                    ownership=ownership, scheduler=scheduler, backfills=backfills, alerts=alerts,
-                   auditor=Auditor(store.history, lambda: ownership.owned, calendars=lambda: catalogue.calendars),
+                   auditor=auditor,
                    retention=Retention(store.history, lambda: ownership.owned, keep=settings.history_per_job))
 
 

@@ -216,6 +216,10 @@ jobs:
     concurrencyPolicy: buffer_all
     pauseAfterFailures: 5
     alertUri: http://127.0.0.1:9/alerts/eco
+    labels: {team: eco, tier: batch}
+    expectBody: /^ok$/i
+    expectJson: [{path: '$.items[0]["a b"]', equals: {x: [1, true]}}]
+    maxDurationMs: 1500
   - name: eco-once
     uri: http://127.0.0.1:9/hook
     schedule: '@at 2099-12-24T18:00:00'
@@ -237,6 +241,9 @@ async def test_apply_round_trips_every_scheduling_field_and_the_calendars(cluste
     assert knob["dstPolicy"] == {"gap": "skip", "overlap": "both"} and knob["excludeCalendars"] == ["eco-holidays"]
     assert knob["concurrencyPolicy"] == "buffer_all" and jobs["eco-once"]["state"] == "waiting"
     assert knob["pauseAfterFailures"] == 5 and knob["alertUri"] == "http://127.0.0.1:9/alerts/eco"
+    assert knob["labels"] == {"team": "eco", "tier": "batch"} and knob["maxDurationMs"] == 1500
+    assert knob["expectBody"] == "/^ok$/i" and knob["expectJson"] == [{"path": '$.items[0]["a b"]',
+                                                                       "equals": {"x": [1, True]}}]
     # export writes what apply reads back unchanged (calendars included, defaults left out)
     exported = tmp_path / "exported.yaml"
     code, out = await cli(cluster, "jobs", "export", "-f", str(exported))

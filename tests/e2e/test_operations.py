@@ -4,6 +4,7 @@ end. The receiver is the alerts' witness; a target in the test's own loop fails 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,11 @@ class Target:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.hits += 1
+        if request.path == "/json":  # ?status=green&delay_ms=
+            await asyncio.sleep(int(request.query.get("delay_ms", "0")) / 1000)
+            return web.json_response({"status": request.query.get("status", "green"), "items": [{"id": 7}]})
+        if request.path == "/text":
+            return web.Response(text=request.query.get("text", ""))
         return web.Response(status=500 if self.failing else 200, text="down" if self.failing else "ok")
 
 
@@ -290,3 +296,47 @@ async def test_pausing_a_paused_job_with_a_body_replaces_its_note_and_end(ops: t
     s, rows = await api(c, "GET", f"/api/audit?jobId={jid}&limit=1", READER)
     assert rows[0]["actor"] == "alice" and rows[0]["changes"]["pausedUntil"] == [soon, None], rows
     await api(c, "DELETE", f"/api/crons/{jid}", ALICE)
+
+
+async def test_response_assertions_say_which_failed_and_why(ops: tuple[Cluster, Target]) -> None:
+    c, target = ops
+    base = target.server.url
+
+    async def run(**fields: Any) -> dict[str, Any]:
+        s, job = await api(c, "POST", "/api/crons", ALICE, json={"schedule": "0 0 1 1 *", **fields})
+        assert s == 201, job
+        s, _ = await api(c, "POST", f"/api/crons/{job['id']}/run", ALICE)
+        assert s == 202
+
+        async def done() -> Any:
+            s, rows = await api(c, "GET", f"/api/crons/{job['id']}/executions", READER)
+            return rows[0] if rows and rows[0]["state"] not in ("claimed", "running") else None
+
+        row = await wait_for(done, 20, "the run to end")
+        await api(c, "DELETE", f"/api/crons/{job['id']}", ALICE)
+        return dict(row)
+
+    checks = {"expectBody": "green", "expectJson": [{"path": "$.status", "equals": "green"},
+                                                    {"path": "$.items[0].id", "equals": 7}], "maxDurationMs": 2000}
+    row = await run(uri=f"{base}/json?status=green", **checks)
+    assert row["state"] == "succeeded", row
+    row = await run(uri=f"{base}/json?status=amber", **{**checks, "expectBody": "/amb(er)?/i"})
+    assert row["state"] == "failed" and row["error"] == 'expectJson $.status: expected "green", got "amber"', row
+    row = await run(uri=f"{base}/json?status=green", expectBody="/^RED$/m")
+    assert row["state"] == "failed" and row["error"].startswith("expectBody: /^RED$/m does not match"), row
+    row = await run(uri=f"{base}/json?delay_ms=300", maxDurationMs=100)
+    assert row["state"] == "failed" and row["error"].startswith("too slow: ") and row["attempts"] == 1, row
+    row = await run(uri=f"{base}/json", expectJson=[{"path": "$.missing[2]", "equals": None}])
+    assert row["error"] == "expectJson $.missing[2]: not in the response", row
+    # a pattern that backtracks for ever fails within its time bound, and the node answers meanwhile
+    evil = "a" * 50 + "!"
+    row = await run(uri=f"{base}/text?text={evil}", expectBody="/^(a|aa)+$/")
+    assert row["state"] == "failed" and "took longer than 50 ms" in row["error"], row
+    s, _ = await api(c, "GET", "/livez", READER)
+    assert s == 200
+    # bad assertions are refused, naming the field
+    for bad in ({"expectBody": "/(unclosed/"}, {"expectBody": ""}, {"expectJson": [{"path": "status", "equals": 1}]},
+                {"expectJson": [{"path": "$..x", "equals": 1}]}, {"expectJson": []}, {"maxDurationMs": 0},
+                {"expectJson": [{"path": "$.a"}]}):
+        s, body = await api(c, "POST", "/api/crons", ALICE, json={"schedule": "0 0 1 1 *", "uri": base, **bad})
+        assert s == 400 and set(body["details"]) == set(bad), (bad, body)

@@ -1,0 +1,144 @@
+"""Response assertions, besides ``expectStatus``: ``expectBody`` (a substring, or ``/regex/`` with flags i, m, s,
+matched under a time bound), ``expectJson`` (``[{path, equals}]`` in a small JSONPath subset: ``$``, ``.name``,
+``["name"]``, ``[0]``), and ``maxDurationMs``. A run whose response fails one is ``failed``, and its error says
+which assertion and why. Checked against the response's first ``ASSERT_BYTES``; never retried (the target did
+its work: a retry would do it again)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import regex
+
+ASSERT_BYTES = 64 * 1024  # the response read for body assertions
+REGEX_TIMEOUT = 0.05  # seconds one match may take (a pattern that backtracks badly fails, it never hangs)
+MAX_PATTERN = 1000
+MAX_JSON_ASSERTIONS = 20
+MAX_PATH = 200
+_SEGMENT = re.compile(r'\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d{1,6})\]|\["((?:[^"\\]|\\.)*)"\]')
+_REGEX = re.compile(r"/(.*)/([ims]*)", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyExpectation:
+    text: str  # as given: a substring, or /regex/flags
+
+    @property
+    def pattern(self) -> regex.Pattern[str] | None:
+        return compile_regex(self.text)
+
+
+def compile_regex(text: str) -> regex.Pattern[str] | None:
+    """The compiled pattern of a ``/regex/flags`` expectation; None for a substring."""
+    m = _REGEX.fullmatch(text)
+    if m is None or len(text) < 2:
+        return None
+    flags = 0
+    for f in m.group(2):
+        flags |= {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL}[f]
+    return regex.compile(m.group(1), flags)
+
+
+def check_expect_body(v: Any) -> str:
+    if not isinstance(v, str) or not v or len(v) > MAX_PATTERN:
+        raise ValueError(f"must be a non-empty string of at most {MAX_PATTERN} characters: a substring, or /regex/")
+    try:
+        compile_regex(v)
+    except regex.error as e:
+        raise ValueError(f"is not a valid /regex/: {e}") from None
+    return v
+
+
+def parse_path(path: Any) -> tuple[str | int, ...]:
+    """``$.a.b[0]["c d"]`` -> ("a", "b", 0, "c d"); ValueError when it is not in the subset."""
+    if not isinstance(path, str) or not path.startswith("$") or len(path) > MAX_PATH:
+        raise ValueError(f"a path starts with $ and is at most {MAX_PATH} characters ($.status, $.items[0].id)")
+    out: list[str | int] = []
+    pos = 1
+    while pos < len(path):
+        m = _SEGMENT.match(path, pos)
+        if m is None:
+            raise ValueError(f"path {path[:60]!r}: cannot read it at character {pos + 1} (use .name, [0] or [\"name\"])")
+        if m.group(1) is not None:
+            out.append(m.group(1))
+        elif m.group(2) is not None:
+            out.append(int(m.group(2)))
+        else:
+            out.append(json.loads(f'"{m.group(3)}"'))
+        pos = m.end()
+    return tuple(out)
+
+
+def check_expect_json(v: Any) -> tuple[tuple[str, Any], ...]:
+    if not isinstance(v, list) or not v or len(v) > MAX_JSON_ASSERTIONS:
+        raise ValueError(f"must be a list of 1 to {MAX_JSON_ASSERTIONS} {{path, equals}} objects")
+    out = []
+    for i, item in enumerate(v):
+        if not isinstance(item, dict) or set(item) != {"path", "equals"}:
+            raise ValueError(f"item {i}: an object with path and equals, nothing else")
+        try:
+            parse_path(item["path"])
+        except ValueError as e:
+            raise ValueError(f"item {i}: {e}") from None
+        if len(json.dumps(item["equals"])) > 4096:
+            raise ValueError(f"item {i}: equals is longer than 4096 characters as JSON")
+        out.append((item["path"], item["equals"]))
+    return tuple(out)
+
+
+def _at(doc: Any, path: tuple[str | int, ...]) -> tuple[bool, Any]:
+    for seg in path:
+        if isinstance(seg, int):
+            if not isinstance(doc, list) or seg >= len(doc):
+                return False, None
+            doc = doc[seg]
+        else:
+            if not isinstance(doc, dict) or seg not in doc:
+                return False, None
+            doc = doc[seg]
+    return True, doc
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_body(expect_body: str | None, expect_json: tuple[tuple[str, Any], ...], body: str, truncated: bool
+               ) -> str | None:
+    """Why the response fails its body assertions, or None. (May block up to REGEX_TIMEOUT: call it off the loop
+    when ``expect_body`` is a regex.)"""
+    where = f"the response's first {ASSERT_BYTES} bytes" if truncated else "the response"
+    if expect_body is not None:
+        pattern = compile_regex(expect_body)
+        if pattern is None:
+            if expect_body not in body:
+                return f"expectBody: {_short(expect_body)} not found in {where}"
+        else:
+            try:
+                if pattern.search(body, timeout=REGEX_TIMEOUT) is None:
+                    return f"expectBody: {expect_body[:80]} does not match {where}"
+            except TimeoutError:
+                return (f"expectBody: {expect_body[:80]} took longer than {int(REGEX_TIMEOUT * 1000)} ms on {where} "
+                        "(simplify the pattern)")
+    if expect_json:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return f"expectJson: {where} is not JSON" + (" (or longer than that)" if truncated else "")
+        for path, want in expect_json:
+            found, got = _at(doc, parse_path(path))
+            if not found:
+                return f"expectJson {path}: not in the response"
+            if got != want or type(got) is bool and type(want) is not bool or type(want) is bool and type(got) is not bool:
+                return f"expectJson {path}: expected {_short(want)}, got {_short(got)}"
+    return None
+
+
+def too_slow(max_duration_ms: int | None, duration_ms: int) -> str | None:
+    if max_duration_ms is not None and duration_ms > max_duration_ms:
+        return f"too slow: {duration_ms} ms > maxDurationMs {max_duration_ms}"
+    return None
