@@ -47,12 +47,18 @@ The parts, in the order a run uses them:
      (from ``EDIT_GRACE`` after the skip's reply), nor for an instant the calendar it names excluded under every
      definition of the calendar that may have been in force then; and backfills (which send instants again, as
      executions of their own) never make an instant delivered twice: at most one tick execution and one
-     successful execution per instant.
+     successful execution per instant;
+  8. failure alerts (issue 21) come once per streak: for each job, ``job.failing`` and ``job.recovered`` alternate
+     in the order of their runs' instants (the first a ``job.failing``), whatever was killed or cut while they
+     were raised and sent; and every alert the cluster lists as sent arrived at the receiver.
 
 Jobs are drawn with every overlap policy (``allow``, ``forbid``, ``buffer_one``, ``buffer_all``, ``replace``) and
 some name the run's exclusion calendar (``nem-cal``); the operations add skips, backfills of the last minute and
 calendar edits (nothing excluded, today excluded, the next seconds excluded) to creates, edits, pauses, deletes,
-run-nows, applies and readers.
+run-nows, applies and readers; and the operations layer's (issue 21): pauses with a note and an end (the cluster
+resumes the job itself: the history gets that resume as a record of its own, confirmed a few seconds after the
+end), restores of one of a job's last versions, bulk pause/resume by label (every job carries ``nem=a|b``), and
+jobs that fail and pause themselves (``pauseAfterFailures``). Alerts go to the receiver (``CRONRING_ALERT_URL``).
 
   Besides, the API never answers a 5xx other than 503, nor a 400 to the valid requests sent here (a
   reader's 400 "range too large" excepted), and a node exits 0 within 30 s of SIGTERM and becomes healthy
@@ -134,7 +140,9 @@ FAULT_WEIGHTS = {"kill": 1.0, "stop": 1.0, "term": 0.7, "join": 0.6, "leave": 0.
                  "redis_pause": 0.7, "redis_restart": 0.4, "db_cut": 0.7}
 OP_WEIGHTS = {"create": 1.5, "edit_uri": 3.0, "edit_schedule": 1.5, "edit_zone": 1.0, "pause": 1.0,
               "resume": 1.5, "delete": 1.0, "run_now": 2.0, "apply": 0.7, "read": 1.0, "skip": 0.8, "backfill": 0.5,
-              "calendar": 0.6}
+              "calendar": 0.6, "pause_until": 0.6, "restore": 0.5, "bulk": 0.3}
+GROUPS = ("a", "b")  # the label nem=<group> a created job carries: bulk pause/resume select by it
+AUTO_RESUME_SLACK = 4.0  # seconds after a pause's end by which a node's sweep (every 2 s) has resumed the job
 OVERLAP_POLICIES = {"allow": 6.0, "forbid": 1.0, "buffer_one": 1.0, "buffer_all": 1.0, "replace": 1.0}
 CALENDAR = "nem-cal"  # the run's exclusion calendar: some jobs name it; op ``calendar`` edits it
 FAULT_SHARE = 0.25
@@ -312,11 +320,11 @@ def _draw_op(m: _Model, rng: random.Random, t: float) -> Step | None:
         weights["create"] = 6.0
     if m.live_jobs() >= MAX_JOBS - MAX_APPLY_JOBS:
         weights["create"] = 0
-    for k in ("edit_uri", "edit_schedule", "edit_zone", "run_now", "skip", "backfill"):
+    for k in ("edit_uri", "edit_schedule", "edit_zone", "run_now", "skip", "backfill", "restore", "bulk"):
         if not live:
             weights[k] = 0
     if not running:
-        weights["pause"] = 0
+        weights["pause"] = weights["pause_until"] = 0
     if not paused:
         weights["resume"] = 0
     if len(live) <= 6:
@@ -337,9 +345,11 @@ def _draw_op(m: _Model, rng: random.Random, t: float) -> Step | None:
             "concurrencyPolicy": _weighted(rng, OVERLAP_POLICIES),
             "retries": 1 if target["kind"] == "fail" or rng.random() < 0.2 else 0,
             "delivery": "at_least_once" if rng.random() < 0.3 else "at_most_once",
-            "calendar": rng.random() < 0.3,
+            "calendar": rng.random() < 0.3, "group": rng.choice(GROUPS),
         }
-        m.slots[slot] = {"live": True, "paused": False, "version": 1}
+        if target["kind"] == "fail" and rng.random() < 0.4:
+            spec["pauseAfterFailures"] = rng.randint(2, 4)  # it pauses itself: an auto-pause, audited
+        m.slots[slot] = {"live": True, "paused": False, "version": 1, "group": spec["group"]}
         return Step(at=t, kind=kind, args={"slot": slot, "via": via, **spec})
     if kind == "apply":
         return Step(at=t, kind=kind, args={"via": via, "jobs": _draw_apply(m, rng)})
@@ -355,6 +365,16 @@ def _draw_op(m: _Model, rng: random.Random, t: float) -> Step | None:
     if kind == "backfill":
         return Step(at=t, kind=kind, args={"via": via, "slot": rng.choice(live), "ago": rng.randint(15, 90),
                                            "span": rng.randint(5, 40), "policy": rng.choice(("forbid", "allow"))})
+    if kind == "restore":  # one of the job's last versions, picked when it runs (``pick``: where in the list)
+        return Step(at=t, kind=kind, args={"via": via, "slot": rng.choice(live), "pick": round(rng.random(), 4)})
+    if kind == "bulk":
+        group, action = rng.choice(GROUPS), rng.choice(("pause", "resume"))
+        for k in live:
+            if m.slots[k].get("group") == group:
+                m.slots[k]["paused"] = action == "pause"
+        return Step(at=t, kind=kind, args={"via": via, "group": group, "action": action})
+    if kind == "pause_until":  # paused for a few seconds, with a note: the cluster resumes it by itself
+        return Step(at=t, kind=kind, args={"via": via, "slot": rng.choice(running), "seconds": rng.randint(3, 12)})
     slot = rng.choice(paused if kind == "resume" else running if kind == "pause" else live)
     s = m.slots[slot]
     args: dict[str, Any] = {"slot": slot, "via": via}
@@ -744,6 +764,10 @@ class Nemesis:
         }
         if a.get("calendar"):
             payload["excludeCalendars"] = [CALENDAR]
+        if a.get("group"):
+            payload["labels"] = {"nem": a["group"]}
+        if a.get("pauseAfterFailures"):
+            payload["pauseAfterFailures"] = a["pauseAfterFailures"]
         if a["delivery"] == "at_least_once" and self.at_least_once is not False:
             payload["delivery"] = "at_least_once"
         status, body = await self.call(step, "create", "POST", "/api/crons", body=payload, want=payload, slot=slot,
@@ -820,6 +844,63 @@ class Nemesis:
         if (jid := await self._job(step)) is None:
             return
         await self.call(step, "pause", "POST", f"/api/crons/{jid}/pause", job=jid, want={"paused": True})
+
+    async def _o_pause_until(self, step: Step) -> None:
+        """A pause with a note and an end: the cluster resumes the job by itself at its end (a node's sweep). The
+        history gets that resume as a record of its own (``auto_resume``), confirmed AUTO_RESUME_SLACK after."""
+        if (jid := await self._job(step)) is None:
+            return
+        until = time.time() + step.args["seconds"]
+        status, _ = await self.call(step, "pause_until", "POST", f"/api/crons/{jid}/pause", job=jid,
+                                    body={"note": "nemesis", "until": _iso(until)}, want={"paused": True})
+        if status is not None and 200 <= status < 300:
+            self.record("op", "auto_resume", t=until, reply=round(until + AUTO_RESUME_SLACK, 4), status=200,
+                        job=jid, want={"paused": False}, got=None, error=None, synthetic=True)
+
+    async def _o_restore(self, step: Step) -> None:
+        """A restore of one of the job's last versions (its definition read first: what the restore puts back)."""
+        if (jid := await self._job(step)) is None:
+            return
+        node = self._via(step)
+        if node is None:
+            self.record("op", "restore", skipped="no node up", job=jid)
+            return
+        try:
+            status, versions, _ = await asyncio.wait_for(
+                self.c.request("GET", f"{node.url}/api/crons/{jid}/versions", params={"limit": "6"}), OP_TIMEOUT)
+        except Exception as e:
+            self.record("op", "restore", skipped=f"versions not read: {type(e).__name__}", job=jid)
+            return
+        # not a version paused with an end still to come (its resume would be the sweep's, unseen here)
+        usable = [v for v in versions or [] if v.get("complete") and not v["job"].get("pausedUntil")
+                  and not v.get("deleted")] if status == 200 else []
+        if len(usable) < 2:
+            self.record("op", "restore", skipped="no earlier version to restore", job=jid)
+            return
+        v = usable[1:][min(len(usable) - 2, int(step.args["pick"] * (len(usable) - 1)))]
+        want = {k: v["job"][k] for k in ("uri", "schedule", "timeZone", "paused")}
+        await self.call(step, "restore", "POST", f"/api/crons/{jid}/restore", node=node,
+                        body={"version": v["version"]}, job=jid, want=want, version=v["version"])
+
+    async def _o_bulk(self, step: Step) -> None:
+        """Pause or resume every job of a label group in one request; a record per job it names (or, when the
+        reply is lost, per job of the group: each may or may not have changed)."""
+        a = step.args
+        paused = a["action"] == "pause"
+        status, reply = await self.call(step, f"bulk_{a['action']}", "POST", f"/api/crons/{a['action']}",
+                                        body={"selector": f"nem={a['group']}"}, group=a["group"])
+        t0 = self.history[-1]["t"]
+        reply_at = self.history[-1].get("reply", t0)
+        if status == 200 and isinstance(reply, dict):
+            for j in reply.get("jobs", []):
+                if j.get("ok"):
+                    self.record("op", f"bulk_{a['action']}", t=t0, reply=reply_at, status=200, job=j["id"],
+                                want={"paused": paused}, got=None, error=None, synthetic=True)
+        elif status is None or status >= 500:
+            for jid in self.slot_ids.values():
+                if jid is not None:
+                    self.record("op", f"bulk_{a['action']}", t=t0, reply=reply_at, status=None, job=jid,
+                                want={"paused": paused}, got=None, error="unknown outcome", synthetic=True)
 
     async def _o_resume(self, step: Step) -> None:
         if (jid := await self._job(step)) is None:
@@ -1049,6 +1130,14 @@ async def settle(nem: Nemesis, start: float, healed: float) -> dict[str, Any]:
     except AssertionError as e:
         nem.record("phase", "settle deadline passed", detail=str(e)[:300])
     nem.record("phase", "settled")
+    alerts: dict[str, Any] = {}
+    try:  # the alerts the cluster raised (and how far each got), and what the receiver got
+        status, body, _ = await c.request("GET", f"{node.url}/api/alerts", params={"limit": "500"})
+        alerts["cluster"] = body if status == 200 else None
+        assert c.receiver is not None
+        alerts["received"] = await c.get_json(f"{c.receiver.url}/alerts")
+    except Exception as e:
+        alerts["error"] = f"{type(e).__name__}: {e}"
     health = {}
     for n in nem.up():
         try:
@@ -1064,6 +1153,7 @@ async def settle(nem: Nemesis, start: float, healed: float) -> dict[str, Any]:
         "history": nem.history, "deliveries": await c.deliveries(),
         "executions": [_exec_json(r) for r in await c.executions()], "ledgers": latest, "jobs": jobs,
         "health": health, "stalls": stall_lines({n: node.log_path for n, node in c.nodes.items()}),
+        "alerts": alerts,
     }
 
 
@@ -1110,6 +1200,7 @@ def check(ev: Mapping[str, Any]) -> Verdict:
     _check_leases(v, ev["history"], deliveries, rows, end, p["memberTtl"] + p["leaseTolerance"])
     _check_at_least_once(v, ev)
     _check_api(v, ev["history"])
+    _check_alerts(v, ev)
     _check_stalls(v, ev["history"], ev.get("stalls", []), end, p.get("stallSeconds", STALL_SECONDS),
                   p.get("stallAfterResume", STALL_AFTER_RESUME))
     _check_skips_and_calendars(v, ev, deliveries, rows, p["editGrace"])
@@ -1299,8 +1390,16 @@ def _states_at(recs: list[dict], at: float, grace: float) -> list[dict[str, Any]
             base = i
     if base is None:
         return None
-    h = recs[base]
-    first = {"deleted": True} if h["kind"].endswith("delete") else dict(h["got"] or {})
+    first: dict[str, Any] = {}
+    for h in recs[: base + 1]:  # the last confirmed view, then what confirmed calls without a view changed
+        if not _ok(h):
+            continue
+        if h["kind"].endswith("delete"):
+            first = {"deleted": True}
+        elif h.get("got"):
+            first = dict(h["got"])
+        else:  # a bulk action's job, a pause's end: no view in the reply, the change it made
+            first = {**first, **(h["want"] or {})}
     states = [first]
     for later in recs[base + 1:]:
         if later["t"] > at:
@@ -1431,6 +1530,44 @@ def _too_large(h: Mapping[str, Any]) -> bool:
     return h["kind"].startswith("read.") and h["status"] == 400 and TOO_LARGE in str(h.get("message") or "")
 
 
+def _check_alerts(v: Verdict, ev: Mapping[str, Any]) -> None:
+    """8. Failure alerts: once per streak (a job's job.failing and job.recovered alternate in the order of their
+    runs' instants, a streak's first alert being job.failing), and every alert the cluster calls sent arrived."""
+    alerts = ev.get("alerts") or {}
+    received = alerts.get("received")
+    if received is None:
+        if "error" in alerts:
+            v.warn("8 alerts", f"the alerts were not read: {alerts['error']}")
+        return
+    by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for a in received:
+        body = a.get("body") or {}
+        if a.get("type") in ("job.failing", "job.recovered") and (body.get("job") or {}).get("id"):
+            by_job[body["job"]["id"]].append(a)
+    for job, got in sorted(by_job.items()):
+        got.sort(key=lambda a: ((a["body"].get("execution") or {}).get("scheduledAt") or "", a["type"]))
+        previous = "job.recovered"
+        for a in got:
+            if a["type"] == previous:
+                v.add("8 alert twice", f"job {job}: {a['type']} for the run at "
+                      f"{(a['body'].get('execution') or {}).get('scheduledAt')} follows another {previous} with no "
+                      f"{'job.recovered' if previous == 'job.failing' else 'job.failing'} between", job=job,
+                      alert=a["id"])
+            previous = a["type"]
+    ids = {a["id"] for a in received}
+    cluster = alerts.get("cluster") or []
+    for a in cluster:
+        if a.get("state") == "sent" and a["id"] not in ids:
+            v.add("8 alert lost", f"alert {a['id']} ({a['type']}, job {a.get('jobId')}) is sent in the cluster's "
+                  "list but never arrived", alert=a["id"], job=a.get("jobId"))
+        elif a.get("state") in ("pending", "sending"):
+            v.warn("8 alert pending", f"alert {a['id']} ({a['type']}) still {a['state']} after the settle",
+                   alert=a["id"])
+    kinds = Counter(a["type"] for a in received)
+    v.counts["alerts"] = {"received": len(received), "resent": sum(max(0, a.get("deliveries", 1) - 1) for a in received),
+                          **{k: kinds[k] for k in sorted(kinds)}, "raised": len(cluster)}
+
+
 def _check_api(v: Verdict, history: list[dict]) -> None:
     """The API answers 503 during outages, never another 5xx, and no 400 to a valid request (a reader's
     "range too large" excepted: a preview or ledger may refuse a range too costly to compute); a node stops on
@@ -1556,6 +1693,8 @@ async def run(seed: int, seconds: float, *, progress: Callable[[str], None] = pr
         cluster.redis_url = redis.url
         cluster.db_host, cluster.db_port = "127.0.0.1", proxy.port
         await cluster.start_receiver()
+        assert cluster.receiver is not None
+        cluster.node_env["CRONRING_ALERT_URL"] = f"{cluster.receiver.url}/alerts/nemesis"  # check 8's witness
         nem = Nemesis(cluster, redis, proxy, seed=seed, progress=progress)
         await nem.start()
         progress(f"[nemesis] seed {seed}: {len(steps)} steps over {seconds:.0f} s; logs in {cluster.dir}")

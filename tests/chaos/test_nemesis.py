@@ -151,6 +151,47 @@ def test_the_checker_passes_a_clean_history_and_names_each_violation() -> None:
     assert got["node stop"] == 1, got  # a node that does not stop on SIGTERM
 
 
+def test_the_checker_reads_a_pause_that_ends_by_itself_and_bulk_changes() -> None:
+    """A pause with an end: the cluster resumes the job (an ``auto_resume`` record); ticks after it are fine, ticks
+    inside the pause are not. A bulk resume (a change without a job view) ends a pause too."""
+    ev, t0, iso = _ev()
+    pause = {"t": t0 + 30, "time": iso(t0 + 30), "type": "op", "kind": "pause_until", "job": "j1", "status": 200,
+             "reply": t0 + 30.1, "want": {"paused": True},
+             "got": {"uri": "http://r/hooks/s0v2", "schedule": "* * * * * *", "timeZone": "UTC", "paused": True}}
+    resumed = {"t": t0 + 40, "time": iso(t0 + 40), "type": "op", "kind": "auto_resume", "job": "j1", "status": 200,
+               "reply": t0 + 44, "want": {"paused": False}, "got": None, "synthetic": True}
+    sends = [_send(t0, iso, s, path="/hooks/s0v2") for s in (36, 41, 50)]
+    ev["deliveries"], ev["executions"] = [d for d, _ in sends], [r for _, r in sends]
+    ev["history"] = ev["history"] + [pause, resumed]
+    got = Counter(x["check"] for x in check(ev).violations)
+    assert got["3 edit not applied"] == 1, got  # 36 s: 6 s into the pause; 41 s and 50 s: after its end
+    ev["history"][-1] = {**resumed, "kind": "bulk_resume", "t": t0 + 45, "reply": t0 + 45.2}
+    got = Counter(x["check"] for x in check(ev).violations)
+    assert got["3 edit not applied"] == 2, got  # 36 s and 41 s, before the bulk resume; 50 s: after it
+    ev["history"].pop()
+    got = Counter(x["check"] for x in check(ev).violations)
+    assert got["3 edit not applied"] == 3, got  # without its end, all three were inside the pause
+
+
+def test_the_checker_counts_failure_alerts_once_per_streak() -> None:
+    ev, t0, iso = _ev()
+
+    def alert(kind: str, sec: int, aid: str) -> dict:
+        return {"id": aid, "type": kind, "deliveries": 1, "body": {"type": kind, "job": {"id": "j1"},
+                                                                   "execution": {"scheduledAt": iso(t0 + sec)}}}
+
+    ev["alerts"] = {"received": [alert("job.failing", 5, "a1"), alert("job.recovered", 9, "a2"),
+                                 alert("job.failing", 12, "a3")],
+                    "cluster": [{"id": x, "type": "job.failing", "state": "sent"} for x in ("a1", "a3")]}
+    v = check(ev)
+    assert not [x for x in v.violations if x["check"].startswith("8")], v.violations
+    assert v.counts["alerts"]["job.failing"] == 2
+    ev["alerts"]["received"].append(alert("job.failing", 7, "a4"))  # a second alert inside the first streak
+    ev["alerts"]["cluster"].append({"id": "a5", "type": "job.paused", "state": "sent", "jobId": "j1"})  # never came
+    got = Counter(x["check"] for x in check(ev).violations)
+    assert got["8 alert twice"] == 1 and got["8 alert lost"] == 1, got
+
+
 def test_the_checker_holds_a_skip_until_the_next_skip_replaces_it() -> None:
     """A skip covers its instants from editGrace after its reply; a later skip request of the job replaces it
     (the soak of seed 2021 flagged ticks a shorter skip had let go)."""

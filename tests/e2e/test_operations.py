@@ -279,6 +279,13 @@ async def test_one_failing_alert_when_the_node_that_recorded_it_is_killed(ops: t
 
     await wait_for(more_failures, 30, "the streak to go on under the survivor")
     await api(c, "DELETE", f"/api/crons/{jid}", ALICE)
+
+    async def node_down() -> Any:  # the survivor noticed the death: one node.down, naming it
+        got = [a for a in await alerts_at_receiver(c) if a["type"] == "node.down"]
+        return got or None
+
+    down = await wait_for(node_down, 20, "a node.down alert")
+    assert len({a["id"] for a in down}) == 1 and down[0]["body"]["node"] == killed.name, down
     got = [a for a in await alerts_at_receiver(c, jid) if a["type"] == "job.failing"]
     assert len({a["id"] for a in got}) == 1, got
 
