@@ -1648,7 +1648,7 @@ class Report:
                 f"in the window ({c.get('deliveries')} in all)"
                 f"(redelivered executions {c.get('redelivered')}); edits judged {c.get('editsJudged')}; lease windows "
                 f"{c.get('leaseWindows')}; at_least_once {c.get('atLeastOnce')}; reads {c.get('reads')}; "
-                f"loop stalls {c.get('stalls')}; "
+                f"loop stalls {c.get('stalls')}; alerts {c.get('alerts')}; "
                 f"violations {len(self.verdict.violations)}; warnings {len(self.verdict.warnings)}")
 
     def failure(self) -> str:
