@@ -257,6 +257,35 @@ async def restore_form(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/jobs/{job_id}")
 
 
+async def bulk_form(request: web.Request) -> web.StreamResponse:
+    """The jobs page's bulk action: on the rows ticked, or on every job its label filter matches. Without
+    JavaScript (no confirm dialog) a page lists what it would touch and asks first."""
+    r = request.app[RUNTIME]
+    form = await check_csrf(request)
+    action = form.get("action", "")
+    if action not in actions.BULK_ACTIONS:
+        return render(request, "error.html", {"message": "Choose pause, resume, run or delete."}, 400)
+    payload: dict[str, Any] = {}
+    if form.get("all") == "1":
+        if not form.get("label", "").strip():
+            return render(request, "error.html", {"message": "“Every matching job” needs a label filter."}, 400)
+        payload["selector"] = form["label"].strip()
+    else:
+        ids = [i for i in form.get("ids", "").splitlines() if i]
+        if not ids:
+            return render(request, "error.html", {"message": "Tick the jobs to act on first."}, 400)
+        payload["ids"] = ids
+    confirmed = form.get("confirm") == "yes"
+    try:
+        result = await actions.bulk(r, action, {**payload, "dryRun": not confirmed}, actor_of(request),
+                                    caller(request))
+    except ApiError as e:
+        details = "; ".join(f"{k}: {v}" for k, v in (e.details or {}).items()) if isinstance(e.details, dict) else ""
+        return render(request, "error.html", {"message": f"{action}: {e.message}. {details}"}, e.status)
+    return render(request, "bulk.html", {"result": result, "form": form, "confirmed": confirmed,
+                                         "ids": payload.get("ids", [])})
+
+
 AUDIT_PAGE = 100
 
 
@@ -650,6 +679,7 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/backfills/{bid:[0-9a-f]{16}}/cancel", cancel_backfill_form)
     app.router.add_get("/cluster", cluster_page)
     app.router.add_get("/audit", audit_page)
+    app.router.add_post("/jobs/bulk", bulk_form)
     app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/restore", restore_form)
     app.router.add_get("/calendars", calendars_page)
     app.router.add_get("/calendars/new", calendar_form)
