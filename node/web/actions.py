@@ -510,23 +510,23 @@ async def bulk(r: Runtime, action: str, payload: Any, actor: Actor, caller: str)
     errors: dict[str, str] = {}
     selector = None
     raw = payload.get("selector")
-    if raw is not None:
+    if "selector" in payload:
         try:
             selector = parse_selector(raw)
         except LabelError as e:
             errors["selector"] = str(e)
     ids = payload.get("ids")
-    if ids is not None and (not isinstance(ids, list) or len(ids) > BULK_MAX or not all(
+    if "ids" in payload and (not isinstance(ids, list) or len(ids) > BULK_MAX or not all(
             isinstance(i, str) and re.fullmatch(r"[0-9a-f]{1,32}", i) for i in ids)):
         errors["ids"] = f"a list of at most {BULK_MAX} job ids"
-    if raw is None and ids is None:
+    if "selector" not in payload and "ids" not in payload:
         errors["selector"] = "give a selector (team=billing), ids, or both"
     dry = payload.get("dryRun", False)
     if not isinstance(dry, bool):
         errors["dryRun"] = "must be true or false"
     note = payload.get("note")
-    if note is not None and action not in ("pause", "resume"):
-        errors["note"] = "only pause and resume take a note"
+    if "note" in payload and (action not in ("pause", "resume") or not isinstance(note, str)):
+        errors["note"] = "a string, and only pause and resume take one"
     if errors:
         raise BadRequest("invalid input", errors)
     if note is not None:

@@ -56,8 +56,11 @@ async def test_unsigned_or_bad_signature_rejected_by_receiver(cluster: Cluster) 
     status, body, _ = await cluster.request("POST", f"{r}/webhook", json={"x": 1}, headers={"X-Cron-Job-Id": "j"})
     assert status == 401
     status, body, _ = await cluster.request("POST", f"{r}/webhook", data=b"{}", headers={
-        "X-Cron-Job-Id": "j", "X-Cron-Signature": "t=1,v1=00"})
+        "X-Cron-Job-Id": "j", "X-Cron-Signature": "t=1,v1=" + "0" * 64})
     assert status == 401 and "expired" in body["error"]
+    status, body, _ = await cluster.request("POST", f"{r}/webhook", data=b"{}", headers={
+        "X-Cron-Job-Id": "j", "X-Cron-Signature": "t=1,v1=00"})  # (a MAC that is no SHA-256 is malformed first)
+    assert status == 401 and "malformed" in body["error"]
 
 
 async def test_target_behind_denied_name_is_refused_at_send(cluster: Cluster) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import calendar as cal
 import hashlib
+import os
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from itertools import islice
@@ -174,7 +175,9 @@ def calendars(draw: st.DrawFn, start: datetime) -> list[Calendar]:
     return out
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow,
+# 60 examples in the suite (about 25 s); CRONRING_PROPERTY_EXAMPLES=1000 for a deeper run
+@settings(max_examples=int(os.environ.get("CRONRING_PROPERTY_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow,
                                                                    HealthCheck.data_too_large])
 @given(rs=st.lists(rules(), min_size=1, max_size=3), zone=st.sampled_from(ZONES), start=WINDOWS,
        gap=st.sampled_from(list(GapPolicy)), overlap=st.sampled_from(list(OverlapPolicy)),
