@@ -237,6 +237,13 @@ class Scope:
                 log.warning("scoped stream: could not read its jobs", error=str(e))
         if name == "job" and doc.get("op") == "deleted":
             return data if job_id in self.ids else None  # (its labels were read while it lived)
+        if name == "job" and job_id in self.ids:  # a change may have moved it out of the selector: read it
+            try:
+                job = await self.r.store.jobs.get(job_id)
+                if not self.selector.matches(job.labels):
+                    self.ids.discard(job_id)
+            except Exception as e:  # gone meanwhile, or the store away: its next event decides
+                log.info("scoped stream: could not read a job's labels", job=job_id, error=str(e))
         return data if job_id in self.ids else None
 
 

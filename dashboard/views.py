@@ -40,7 +40,7 @@ from ..web.auth import (
     session_value,
 )
 from ..web.errors import ApiError
-from ..web.presentation import BODY_READ_SECONDS, cluster_view, enrich, execution_view, ledger, preview
+from ..web.presentation import BODY_READ_SECONDS, enrich, execution_view, ledger, preview, scoped_cluster_view
 from ..web.runtime import RUNTIME, Runtime
 
 HERE = Path(__file__).parent
@@ -341,6 +341,10 @@ def form_values(job: Job | None) -> dict[str, Any]:
     return d
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def payload_from_form(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Form strings -> an API payload, with errors for what cannot even be converted."""
     errors: dict[str, str] = {}
@@ -392,11 +396,11 @@ def payload_from_form(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, s
         for line in form["expectJson"].splitlines():
             if not line.strip():
                 continue
-            path, sep, value = line.partition("=")
+            path, sep, value = line.partition(" = ") if " = " in line else line.partition("=")
             try:
                 if not sep:
                     raise ValueError
-                checks.append({"path": path.strip(), "equals": json.loads(value.strip())})
+                checks.append({"path": path.strip(), "equals": json.loads(value.strip(), parse_constant=_no_constant)})
             except ValueError:
                 errors["expectJson"] = f"each line must be '$.path = <JSON value>' (got {line[:40]!r})"
                 break
@@ -427,7 +431,7 @@ def payload_from_form(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, s
         p["body"] = None
     elif form.get("bodyType", "json") == "json":
         try:
-            p["body"] = json.loads(body)
+            p["body"] = json.loads(body, parse_constant=_no_constant)
         except ValueError as e:
             errors["body"] = f"not valid JSON ({e}); choose 'text' to send it as is"
     else:
@@ -536,7 +540,7 @@ async def cluster_page(request: web.Request) -> web.Response:
         alerts = [a.to_api() for a in await r.store.alerts.recent(limit=20, selector=request.get("selector"))]
     except StoreUnavailable:
         alerts = []
-    return render(request, "cluster.html", {"c": await cluster_view(r), "alerts": alerts})
+    return render(request, "cluster.html", {"c": await scoped_cluster_view(r, request.get("selector")), "alerts": alerts})
 
 
 async def login_page(request: web.Request) -> web.Response:
@@ -586,7 +590,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def cancel_backfill_form(request: web.Request) -> web.StreamResponse:
     await check_csrf(request)
     job_id = request.match_info["id"]
-    await request.app[RUNTIME].store.backfills.cancel(job_id, request.match_info["bid"])
+    await actions.cancel_backfill(request.app[RUNTIME], job_id, request.match_info["bid"], actor_of(request))
     raise web.HTTPSeeOther(f"/jobs/{job_id}")
 
 

@@ -88,7 +88,13 @@ def _tokens(name: str, value: str) -> dict[str, ApiToken]:
     separated; admin when no scope is given. A token holding ``=`` must be written with a name."""
     out: dict[str, ApiToken] = {}
     names: set[str] = set()
-    for position, part in enumerate(_token_entries(value), start=1):
+    entries = _token_entries(value)
+    if len(entries) > 1 and not (";" in value or "\n" in value) and any(e.count(":") >= 2 for e in entries):
+        # a,b with a selector: "t=tok:admin:team=billing,env=prod" would read as a second token named env
+        # (secret "prod"), an unscoped admin; never guess: ask for ';' between the entries
+        raise SettingsError(f"{name}: a token limited to a selector must be separated from the others by ';' "
+                            "(name=token:admin:team=billing,env!=dev; other=token2:read)")
+    for position, part in enumerate(entries, start=1):
         label, eq, rest = part.partition("=")
         named = bool(eq) and bool(rest) and _TOKEN_NAME.fullmatch(label) is not None
         body = rest if named else part

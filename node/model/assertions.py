@@ -6,6 +6,7 @@ its work: a retry would do it again)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -31,8 +32,14 @@ class BodyExpectation:
         return compile_regex(self.text)
 
 
+def is_regex(text: str) -> bool:
+    return len(text) >= 2 and _REGEX.fullmatch(text) is not None
+
+
+@functools.lru_cache(maxsize=2048)
 def compile_regex(text: str) -> regex.Pattern[str] | None:
-    """The compiled pattern of a ``/regex/flags`` expectation; None for a substring."""
+    """The compiled pattern of a ``/regex/flags`` expectation (cached: compiled once, not per fire); None for a
+    substring."""
     m = _REGEX.fullmatch(text)
     if m is None or len(text) < 2:
         return None
@@ -83,10 +90,42 @@ def check_expect_json(v: Any) -> tuple[tuple[str, Any], ...]:
             parse_path(item["path"])
         except ValueError as e:
             raise ValueError(f"item {i}: {e}") from None
-        if len(json.dumps(item["equals"])) > 4096:
+        try:
+            text = json.dumps(item["equals"], allow_nan=False)
+        except (ValueError, TypeError, RecursionError):
+            raise ValueError(f"item {i}: equals must be a JSON value (no NaN or Infinity)") from None
+        if len(text) > 4096:
             raise ValueError(f"item {i}: equals is longer than 4096 characters as JSON")
+        if _depth(item["equals"]) > MAX_EQUALS_DEPTH:
+            raise ValueError(f"item {i}: equals nests more than {MAX_EQUALS_DEPTH} levels")
         out.append((item["path"], item["equals"]))
     return tuple(out)
+
+
+MAX_EQUALS_DEPTH = 10
+
+
+def _depth(v: Any, level: int = 0) -> int:
+    if level > MAX_EQUALS_DEPTH:
+        return level
+    if isinstance(v, dict):
+        return max((_depth(x, level + 1) for x in v.values()), default=level + 1)
+    if isinstance(v, list):
+        return max((_depth(x, level + 1) for x in v), default=level + 1)
+    return level
+
+
+def same(a: Any, b: Any) -> bool:
+    """JSON equality: true is not 1, 1 is 1.0; objects and arrays compared the same way all the way down."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    return type(a) is type(b) and a == b
 
 
 def _at(doc: Any, path: tuple[str | int, ...]) -> tuple[bool, Any]:
@@ -102,15 +141,17 @@ def _at(doc: Any, path: tuple[str | int, ...]) -> tuple[bool, Any]:
     return True, doc
 
 
-def _short(v: Any) -> str:
+def _short(v: Any, secrets: tuple[str, ...] | list[str] = ()) -> str:
     text = json.dumps(v, ensure_ascii=False)
+    for s in secrets:  # before the cut: a secret cut in two would no longer be found by the outcome's redaction
+        text = text.replace(json.dumps(s, ensure_ascii=False)[1:-1], "***").replace(s, "***")
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def check_body(expect_body: str | None, expect_json: tuple[tuple[str, Any], ...], body: str, truncated: bool
-               ) -> str | None:
-    """Why the response fails its body assertions, or None. (May block up to REGEX_TIMEOUT: call it off the loop
-    when ``expect_body`` is a regex.)"""
+def check_body(expect_body: str | None, expect_json: tuple[tuple[str, Any], ...], body: str, truncated: bool, *,
+               secrets: tuple[str, ...] | list[str] = ()) -> str | None:
+    """Why the response fails its body assertions, or None (``secrets``: masked in what it quotes). May block up
+    to REGEX_TIMEOUT: call it off the loop when ``expect_body`` is a regex."""
     where = f"the response's first {ASSERT_BYTES} bytes" if truncated else "the response"
     if expect_body is not None:
         pattern = compile_regex(expect_body)
@@ -127,14 +168,14 @@ def check_body(expect_body: str | None, expect_json: tuple[tuple[str, Any], ...]
     if expect_json:
         try:
             doc = json.loads(body)
-        except ValueError:
-            return f"expectJson: {where} is not JSON" + (" (or longer than that)" if truncated else "")
+        except (ValueError, RecursionError):
+            return f"expectJson: {where} is not JSON (or nests too deeply)"
         for path, want in expect_json:
             found, got = _at(doc, parse_path(path))
             if not found:
                 return f"expectJson {path}: not in the response"
-            if got != want or type(got) is bool and type(want) is not bool or type(want) is bool and type(got) is not bool:
-                return f"expectJson {path}: expected {_short(want)}, got {_short(got)}"
+            if not same(got, want):
+                return f"expectJson {path}: expected {_short(want)}, got {_short(got, secrets)}"
     return None
 
 

@@ -508,9 +508,9 @@ def _check_body(v: Any, max_bytes: int) -> Any:
     if _depth(v) > MAX_BODY_DEPTH:
         raise ValueError(f"must not nest more than {MAX_BODY_DEPTH} levels deep")
     try:
-        size = len(v.encode()) if isinstance(v, str) else len(json.dumps(v))
+        size = len(v.encode()) if isinstance(v, str) else len(json.dumps(v, allow_nan=False))
     except (TypeError, ValueError, RecursionError):
-        raise ValueError("must be a JSON value or a string") from None
+        raise ValueError("must be a JSON value or a string (no NaN or Infinity)") from None
     if isinstance(v, str) and "\x00" in v:
         raise ValueError("must not contain NUL characters")
     if isinstance(v, str) and not _encodable(v):

@@ -15,17 +15,19 @@ import json
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
-from ..model.assertions import ASSERT_BYTES, check_body, compile_regex, too_slow
+from ..model.assertions import ASSERT_BYTES, check_body, is_regex, too_slow
 from ..model.executions import ExecutionState
-from ..model.jobs import RETRY_FLOOR_MS, SENSITIVE_HEADER, Job
+from ..model.jobs import RETRY_FLOOR_MS, SENSITIVE_HEADER, Job, secret_values
 from ..model.times import now_iso, tick_iso
 from .outbound import OutboundDenied, OutboundPolicy, PolicyResolver
 
@@ -46,11 +48,17 @@ async def _read_upto(content: aiohttp.StreamReader, n: int) -> bytes:
     return bytes(out)
 
 
+_REGEX_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="expect-body")  # not the resolver's pool
+
+
 async def _check_body(job: Job, body: str, truncated: bool) -> str | None:
-    """The body assertions; a /regex/ is matched off the loop (its time is bounded, but not zero)."""
-    if job.expect_body is not None and compile_regex(job.expect_body) is not None:
-        return await asyncio.to_thread(check_body, job.expect_body, job.expect_json, body, truncated)
-    return check_body(job.expect_body, job.expect_json, body, truncated)
+    """The body assertions (the job's secrets masked in what they quote); a /regex/ is matched off the loop, in a
+    pool of its own (its time is bounded, but not zero: slow patterns must not hold up DNS)."""
+    secrets = secret_values(job)
+    if job.expect_body is not None and is_regex(job.expect_body):
+        return await asyncio.get_running_loop().run_in_executor(
+            _REGEX_POOL, partial(check_body, job.expect_body, job.expect_json, body, truncated, secrets=secrets))
+    return check_body(job.expect_body, job.expect_json, body, truncated, secrets=secrets)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -277,6 +285,7 @@ class Firer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + job.timeout_ms / 1000
         leased: _Leased | None = None
+        answered: int | None = None  # the status, once a job with body assertions got it
         try:
             url = self.check_target(uri)  # parsed once: the URL requested is the URL checked
             # waiting for a pooled connection and connecting end while the lease surely holds; the
@@ -302,7 +311,11 @@ class Firer:
                                 tm.reschedule(min(deadline, loop.time() + lease_left()))
                             continue
                         asserts = job.expect_body is not None or bool(job.expect_json)
-                        raw = await _read_upto(resp.content, ASSERT_BYTES + 1 if asserts else RESPONSE_EXCERPT_BYTES)
+                        if asserts:  # the body up to its bound; a body that never ends fails, it is not retried
+                            answered = resp.status
+                            raw = await _read_upto(resp.content, ASSERT_BYTES + 1)
+                        else:  # the first chunk, as always: a target that holds the connection open costs nothing
+                            raw = await resp.content.read(RESPONSE_EXCERPT_BYTES)
                         text = raw[:ASSERT_BYTES].decode("utf-8", errors="replace") if asserts else None
                         return Attempt(
                             status_code=resp.status, error=None, timed_out=False,
@@ -316,6 +329,9 @@ class Firer:
             return Attempt(status_code=None, error=str(e), timed_out=False, retry_after=None, excerpt=None,
                            not_sent=True)
         except TimeoutError:
+            if answered is not None:  # it answered, then its body did not end: its assertions cannot hold
+                return Attempt(status_code=answered, error=f"the response's body did not end within {job.timeout_ms} "
+                               "ms: its assertions were not checked", timed_out=False, retry_after=None, excerpt=None)
             if not may_send():
                 return Attempt(status_code=None, error="heartbeat lease lapsed while connecting; not sent",
                                timed_out=False, retry_after=None, excerpt=None, not_sent=True)

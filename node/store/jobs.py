@@ -203,12 +203,14 @@ class Jobs:
         cond = " AND paused_until <= NOW(3)" if expired else ""
         if if_streak_at_least is not None:
             cond += " AND fail_streak >= %s"
+        # a pause of a job whose pause has ended (the sweep has not come yet) pauses it anew, with no end
+        changes = "(paused = 0 OR paused_until <= NOW(3))" if paused else "paused <> %s"
         sql = (f"UPDATE jobs SET paused=%s, spec={spec}, paused_until=%s, version=version+1, updated_at=NOW(3)"
                # a resume: the auto-pause counts its failures from here (pause_base), instants from now
                + ("" if paused else ", active_since=NOW(3), pause_base=fail_streak")
-               + f" WHERE id=%s AND deleted_at IS NULL AND paused<>%s{cond}")
-        values = [int(paused), *args, to_db(until) if paused and until else None, job_id, int(paused),
-                  *([if_streak_at_least] if if_streak_at_least is not None else [])]
+               + f" WHERE id=%s AND deleted_at IS NULL AND {changes}{cond}")
+        values = [int(paused), *args, to_db(until) if paused and until else None, job_id,
+                  *([] if paused else [int(paused)]), *([if_streak_at_least] if if_streak_at_least is not None else [])]
         changed = False
         async for attempt in self.db.attempts(transaction=True):
             async with attempt as cur:

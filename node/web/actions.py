@@ -6,6 +6,7 @@ Redis; our own catalogue first, so this node needs no round trip).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import secrets
@@ -26,7 +27,7 @@ from ..model import jobs as jobmod
 from ..model.audit import Actor, AuditAction, AuditEntry, job_changes
 from ..model.backfills import DEFAULT_PER_SECOND, MAX_INSTANTS, MAX_PER_SECOND, Backfill, BackfillPolicy
 from ..model.calendars import Calendar
-from ..model.errors import Conflict, NotFound, StoreUnavailable
+from ..model.errors import Conflict, LeaseNotFresh, NotFound, RunInFlight, StoreUnavailable, VersionConflict
 from ..model.jobs import Job
 from ..model.labels import LabelError, parse_selector
 from ..model.schedule import Budget, ScheduleError, ScheduleTooCostly
@@ -512,6 +513,8 @@ async def bulk(r: Runtime, action: str, payload: Any, actor: Actor, caller: str)
     raw = payload.get("selector")
     if "selector" in payload:
         try:
+            if not isinstance(raw, str):
+                raise LabelError("a selector is a string (team=billing)")
             selector = parse_selector(raw)
         except LabelError as e:
             errors["selector"] = str(e)
@@ -552,8 +555,13 @@ async def bulk(r: Runtime, action: str, payload: Any, actor: Actor, caller: str)
                     done = await set_paused(r, job.id, action == "pause", actor, note=note, given=note is not None)
                     row["version"] = done.version
                 row["ok"] = True
-            except (ApiError, NotFound, Conflict) as e:
-                row["ok"], row["error"] = False, str(getattr(e, "message", e))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # each job's own outcome: one refused (a run in flight, a store away) stops none
+                row["ok"], row["error"] = False, str(getattr(e, "message", e))[:300] or type(e).__name__
+                if not isinstance(e, (ApiError, NotFound, Conflict, StoreUnavailable, VersionConflict, RunInFlight,
+                                      LeaseNotFresh)):
+                    log.exception("bulk action failed on a job", action=action, job=job.id)
         out.append(row)
     return {"action": action, "dryRun": dry, "selector": str(scope) if scope else None, "matched": len(out),
             "jobs": out}

@@ -30,7 +30,7 @@ from . import actions
 from .auth import actor_of, caller
 from .errors import BadRequest, RequestTimeout, UnsupportedMediaType
 from .openapi import spec as openapi_spec
-from .presentation import BODY_READ_SECONDS, cluster_view, enrich, execution_view, ledger, preview, transitions
+from .presentation import BODY_READ_SECONDS, enrich, execution_view, ledger, preview, scoped_cluster_view, transitions
 from .runtime import RUNTIME, Runtime
 
 MAX_PAGE = 500
@@ -499,7 +499,7 @@ async def delete_calendar(request: web.Request) -> web.Response:
 
 
 async def cluster(request: web.Request) -> web.Response:
-    return web.json_response(await cluster_view(rt(request)))
+    return web.json_response(await scoped_cluster_view(rt(request), request.get("selector")))
 
 
 async def health(request: web.Request) -> web.Response:

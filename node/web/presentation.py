@@ -14,6 +14,7 @@ from ..cluster.redisconn import SentinelURL, is_sentinel
 from ..model.calendars import Calendar
 from ..model.executions import FAILED_STATES, OPEN_STATES, Execution
 from ..model.jobs import Job
+from ..model.labels import Selector
 from ..model.schedule import Budget, ScheduleError, has_h, zone_transitions
 from ..model.times import rfc3339
 from ..model.timetable import Timetable
@@ -168,6 +169,16 @@ def job_state(job: Job, last: Execution | None) -> JobState:
     if last is not None and last.state in FAILED_STATES:
         return JobState.FAILING
     return JobState.WAITING
+
+
+async def scoped_cluster_view(r: Runtime, selector: Selector | None) -> dict[str, Any]:
+    """The cluster view, as a token limited to a selector may see it: the stuck jobs it lists are its own."""
+    view = await cluster_view(r)
+    if selector is not None and view.get("stuckJobs"):
+        ids = [s["jobId"] for s in view["stuckJobs"]]
+        mine = {j.id for j in await r.store.jobs.get_many(ids) if selector.matches(j.labels)}
+        view["stuckJobs"] = [s for s in view["stuckJobs"] if s["jobId"] in mine]
+    return view
 
 
 async def enrich(r: Runtime, jobs: list[Job], last: dict[str, Execution] | None = None) -> list[dict[str, Any]]:

@@ -459,6 +459,7 @@ class Nemesis:
         self.ops: asyncio.Queue[Step | None] = asyncio.Queue()
         self.slot_ids: dict[int, str | None] = {}
         self.slot_unsure: set[int] = set()  # create sent, reply lost: look the job up by name
+        self.slot_groups: dict[int, str] = {}  # the label group (nem=a|b) each slot's job was created in
         self.at_least_once: bool | None = None  # does the API know the delivery field?
         self.redis_paused_until = 0.0
         self.db_cut = False
@@ -766,6 +767,7 @@ class Nemesis:
             payload["excludeCalendars"] = [CALENDAR]
         if a.get("group"):
             payload["labels"] = {"nem": a["group"]}
+            self.slot_groups[slot] = a["group"]
         if a.get("pauseAfterFailures"):
             payload["pauseAfterFailures"] = a["pauseAfterFailures"]
         if a["delivery"] == "at_least_once" and self.at_least_once is not False:
@@ -896,9 +898,9 @@ class Nemesis:
                 if j.get("ok"):
                     self.record("op", f"bulk_{a['action']}", t=t0, reply=reply_at, status=200, job=j["id"],
                                 want={"paused": paused}, got=None, error=None, synthetic=True)
-        elif status is None or status >= 500:
-            for jid in self.slot_ids.values():
-                if jid is not None:
+        elif status is None or status >= 500:  # each job of the group may or may not have changed
+            for slot, jid in self.slot_ids.items():
+                if jid is not None and self.slot_groups.get(slot) == a["group"]:
                     self.record("op", f"bulk_{a['action']}", t=t0, reply=reply_at, status=None, job=jid,
                                 want={"paused": paused}, got=None, error="unknown outcome", synthetic=True)
 
@@ -1131,9 +1133,18 @@ async def settle(nem: Nemesis, start: float, healed: float) -> dict[str, Any]:
         nem.record("phase", "settle deadline passed", detail=str(e)[:300])
     nem.record("phase", "settled")
     alerts: dict[str, Any] = {}
-    try:  # the alerts the cluster raised (and how far each got), and what the receiver got
-        status, body, _ = await c.request("GET", f"{node.url}/api/alerts", params={"limit": "500"})
-        alerts["cluster"] = body if status == 200 else None
+    try:  # the alerts the cluster raised (every page; how far each got), and what the receiver got
+        raised: list[dict[str, Any]] = []
+        params = {"limit": "500"}
+        while True:
+            status, body, _ = await c.request("GET", f"{node.url}/api/alerts", params=params)
+            if status != 200:
+                raise AssertionError(f"GET /api/alerts answered {status}")
+            raised += body
+            if len(body) < 500:
+                break
+            params = {"limit": "500", "before": body[-1]["at"]}
+        alerts["cluster"] = raised
         assert c.receiver is not None
         alerts["received"] = await c.get_json(f"{c.receiver.url}/alerts")
     except Exception as e:
@@ -1539,23 +1550,28 @@ def _check_alerts(v: Verdict, ev: Mapping[str, Any]) -> None:
         if "error" in alerts:
             v.warn("8 alerts", f"the alerts were not read: {alerts['error']}")
         return
+    # the alternation is judged on what the cluster raised (whatever state each is in: one still pending is
+    # no second alert); what arrived is judged against it below. Without the cluster's list, on what arrived.
+    cluster = alerts.get("cluster")
+    raised = cluster if cluster is not None else [{**(a.get("body") or {}), "id": a["id"], "type": a.get("type"),
+                                                   "jobId": ((a.get("body") or {}).get("job") or {}).get("id")}
+                                                  for a in received]
     by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for a in received:
-        body = a.get("body") or {}
-        if a.get("type") in ("job.failing", "job.recovered") and (body.get("job") or {}).get("id"):
-            by_job[body["job"]["id"]].append(a)
+    for a in raised:
+        if a.get("type") in ("job.failing", "job.recovered") and a.get("jobId"):
+            by_job[a["jobId"]].append(a)
     for job, got in sorted(by_job.items()):
-        got.sort(key=lambda a: ((a["body"].get("execution") or {}).get("scheduledAt") or "", a["type"]))
+        got.sort(key=lambda a: ((a.get("execution") or {}).get("scheduledAt") or "", a["type"]))
         previous = "job.recovered"
         for a in got:
             if a["type"] == previous:
                 v.add("8 alert twice", f"job {job}: {a['type']} for the run at "
-                      f"{(a['body'].get('execution') or {}).get('scheduledAt')} follows another {previous} with no "
+                      f"{(a.get('execution') or {}).get('scheduledAt')} follows another {previous} with no "
                       f"{'job.recovered' if previous == 'job.failing' else 'job.failing'} between", job=job,
                       alert=a["id"])
             previous = a["type"]
     ids = {a["id"] for a in received}
-    cluster = alerts.get("cluster") or []
+    cluster = cluster or []
     for a in cluster:
         if a.get("state") == "sent" and a["id"] not in ids:
             v.add("8 alert lost", f"alert {a['id']} ({a['type']}, job {a.get('jobId')}) is sent in the cluster's "

@@ -17,8 +17,8 @@ from tests.harness import Cluster, wait_for
 ROOT_TOKEN = "root-token-000001"
 BILLING = "billing-token-0002"
 SEARCH = "search-token-00003"
-TOKENS = (f"root={ROOT_TOKEN}:admin,billing={BILLING}:admin:team=billing,"
-          f"search={SEARCH}:admin:team in (search, search-infra),reader=reader-token-4:read")
+TOKENS = (f"root={ROOT_TOKEN}:admin; billing={BILLING}:admin:team=billing;"
+          f"search={SEARCH}:admin:team in (search, search-infra),tier!=secret; reader=reader-token-4:read")
 
 
 def auth(tok: str) -> dict[str, str]:

@@ -99,3 +99,17 @@ async def test_the_outbox_leases_one_alert_at_a_time(store: Store) -> None:
     await store.alerts.finish(a[0].id, "c2", AlertState.FAILED, node="n2", error="not its lease")  # ignored
     (sent,) = [x for x in await store.alerts.recent() if x.id == a[0].id]
     assert sent.state == AlertState.SENT and sent.node == "n1"
+
+
+async def test_a_pause_after_its_end_passed_pauses_anew(store: Store) -> None:
+    """Paused until a moment now past, not yet swept: a pause (no body) pauses it again, with no end; it is not
+    lost to the sweep that comes next."""
+    jid = await _job(store)
+    assert await store.jobs.set_paused(jid, True, until=datetime.now(UTC) + timedelta(seconds=30))
+    await store.db.execute("UPDATE jobs SET paused_until = NOW(3) - INTERVAL 1 SECOND WHERE id = %s", (jid,))
+    assert await store.jobs.pauses_ended() == [jid]
+    assert await store.jobs.set_paused(jid, True, reason="again")  # applies: a fresh pause
+    assert await store.jobs.pauses_ended() == []
+    job = await store.jobs.get(jid)
+    assert job.paused and job.paused_until is None and job.paused_reason == "again"
+    assert not await store.jobs.set_paused(jid, True)  # a pause of a paused job (no end) changes nothing

@@ -199,8 +199,13 @@ def test_settings_fail_clearly() -> None:
     assert str(s.api_tokens["abcdefgh12"].selector) == "team=billing,env!=dev"
     assert str(s.api_tokens["zyxwvuts98"].selector) == "team in (ops,sre)"
     assert s.api_tokens["qwertyuiop"].selector is None and s.api_tokens["qwertyuiop"].scope == "admin"
-    s = Settings.load([], {"CRONRING_API_TOKENS": "a=abcdefgh12:admin:team in (x, y),b=zyxwvuts98:read"})
-    assert str(s.api_tokens["abcdefgh12"].selector) == "team in (x,y)" and s.api_tokens["zyxwvuts98"].scope == "read"
+    s = Settings.load([], {"CRONRING_API_TOKENS": "a=abcdefgh12:admin:team in (x, y)"})
+    assert str(s.api_tokens["abcdefgh12"].selector) == "team in (x,y)"
+    # commas between entries when one has a selector: refused, never read as a second, unscoped admin token
+    for ambiguous in ("billing=abcdefgh12:admin:team=billing,environment=production",
+                      "billing=abcdefgh12:admin:team=billing,env!=dev", "a=abcdefgh12:admin:t in (x, y),b=zyxwvuts98:read"):
+        with pytest.raises(SettingsError, match="separated from the others by ';'"):
+            Settings.load([], {"CRONRING_API_TOKENS": ambiguous})
     for bad, why in (("a=abcdefgh12,a=qwertyuiop", "two tokens are named"), ("x=short", "at least 8"),
                      ("x=abcdefgh12:write", "scope must be"), ("x=abcdefgh12:admin:team in (", "expected"),
                      ("abcdefgh12:admin:team=x", "needs a name")):
