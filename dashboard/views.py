@@ -19,7 +19,7 @@ import jinja2
 from aiohttp import web
 
 from ..aio import Slices
-from ..model.audit import AuditAction, job_changes
+from ..model.audit import ACTOR_NAME, AuditAction, job_changes
 from ..model.calendars import Calendar, CalendarError
 from ..model.errors import Conflict, NotFound, StoreUnavailable, VersionConflict
 from ..model.jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolicy, ValidationError
@@ -300,7 +300,7 @@ async def audit_page(request: web.Request) -> web.Response:
     if job_id is not None and not re.fullmatch(r"[0-9a-f]{1,32}", job_id):
         problems.append("a job id is up to 32 hex digits")
         job_id = None
-    if actor is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", actor):
+    if actor is not None and not ACTOR_NAME.fullmatch(actor):
         problems.append("an actor is a token's name, anonymous or cronring")
         actor = None
     if action is not None and action not in {str(a) for a in AuditAction}:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 
 from .cluster.redisconn import RedisURLError, check_url
+from .model.audit import ACTOR_NAME
 from .model.labels import LabelError, Selector, parse_selector
 from .store.connection import DatabaseURL, DatabaseURLError
 
@@ -51,7 +51,7 @@ def _bool(name: str, value: str) -> bool:
     raise SettingsError(f"{name} must be true or false, got {value!r}")
 
 
-_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+_TOKEN_NAME = ACTOR_NAME
 
 
 @dataclass(frozen=True, slots=True)

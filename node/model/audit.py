@@ -6,6 +6,7 @@ describes: a change without its row, or a row without its change, cannot be comm
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from .jobs import Job
     from .labels import Selector
 
+ACTOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")  # a token's name: the actor of its writes
 SYSTEM_ACTOR = "cronring"  # the actor of what the scheduler does by itself (auto-pause, a pause ending)
 
 

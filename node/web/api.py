@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .. import metrics
 from ..model import jobs as jobmod
 from ..model.alerts import AlertType
-from ..model.audit import AuditAction
+from ..model.audit import ACTOR_NAME, AuditAction
 from ..model.errors import NotFound
 from ..model.jobs import warnings
 from ..model.labels import LabelError, Selector, parse_selector
@@ -401,7 +401,7 @@ async def audit_log(request: web.Request) -> web.Response:
     if job_id is not None and not re.fullmatch(r"[0-9a-f]{1,32}", job_id):
         raise BadRequest("jobId must be a job id", {"jobId": job_id[:40]})
     actor = q.get("actor")
-    if actor is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", actor):
+    if actor is not None and not ACTOR_NAME.fullmatch(actor):
         raise BadRequest("actor must be a token's name, anonymous or cronring", {"actor": actor[:70]})
     action = q.get("action")
     if action is not None and action not in AUDIT_ACTIONS:
