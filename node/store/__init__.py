@@ -4,6 +4,7 @@
 * ``schema`` — the migrations;
 * ``codec`` — how records are spelled in rows (columns, instants, the vocabulary as SQL literals);
 * ``jobs`` — definitions and versions, the catalogue's change feed;
+* ``bulk`` — bulk apply: a batch of creates and edits in one transaction;
 * ``calendars`` — exclusion calendars;
 * ``backfills`` — backfills and how far each is;
 * ``executions`` — fenced claims, outcomes, takeovers, missed rows (the two rules of "never twice");
@@ -23,6 +24,7 @@ from functools import partial
 from .alerts import Alerts
 from .audit import AuditLog
 from .backfills import Backfills
+from .bulk import BulkJobs
 from .calendars import Calendars
 from .connection import Database, DatabaseURL, DatabaseURLError
 from .executions import Executions
@@ -35,14 +37,15 @@ __all__ = ["MIGRATIONS", "Database", "DatabaseURL", "DatabaseURLError", "Store"]
 
 
 class Store:
-    """The database and its repositories: ``store.jobs``, ``store.calendars``, ``store.executions``,
-    ``store.history``."""
+    """The database and its repositories: ``store.jobs``, ``store.bulk``, ``store.calendars``,
+    ``store.executions``, ``store.history``."""
 
     def __init__(self, url: DatabaseURL, *, pool_size: int = 10, connect_timeout: float = 3.0,
                  keep_per_job: int = 200) -> None:
         self.db = Database(url, pool_size=pool_size, connect_timeout=connect_timeout,
                            on_connect=partial(migrate, database=url.database))
         self.jobs = Jobs(self.db)
+        self.bulk = BulkJobs(self.db)
         self.calendars = Calendars(self.db)
         self.backfills = Backfills(self.db)
         self.executions = Executions(self.db)

@@ -24,12 +24,18 @@ class Versions(StrEnum):
     SAME = "same"  # the version it acted under (a run, a backfill): from = to
 
 
+def audit_columns(entry: AuditEntry) -> tuple[Any, ...]:
+    """(actor, via, node, action, changes, note, subject): an entry as the columns of its row."""
+    return (entry.actor.name[:64], entry.actor.via[:16], entry.actor.node[:200], str(entry.action),
+            json.dumps(entry.changes, default=str) if entry.changes else None,
+            entry.note[:1000] if entry.note else None, entry.subject)
+
+
 async def write_audit(cur: aiomysql.Cursor, entry: AuditEntry, job_id: str | None, versions: Versions = Versions.BUMPED
                 ) -> None:
     """The audit row of a change, in the change's transaction (the cursor's): both commit, or neither."""
-    head = (entry.actor.name[:64], entry.actor.via[:16], entry.actor.node[:200], str(entry.action))
-    tail = (json.dumps(entry.changes, default=str) if entry.changes else None,
-            entry.note[:1000] if entry.note else None, entry.subject)
+    columns = audit_columns(entry)
+    head, tail = columns[:4], columns[4:]
     if job_id is None:
         await cur.execute("INSERT INTO audit_log (at, actor, via, node, action, changes, note, subject)"
                           " VALUES (NOW(3), %s, %s, %s, %s, %s, %s, %s)", (*head, *tail))

@@ -1,0 +1,186 @@
+"""Bulk apply: a batch of creates and edits written in one transaction — all of it, or nothing.
+
+Each row is written as the single paths write it (``jobs.py``: ``create``, ``update``), many rows a statement:
+the job's row (version 1, or its version + 1), the history row of its new version, and its audit row (actor,
+how, node, versions, what changed). The transaction first
+
+* locks every edited row (``FOR UPDATE``) and checks it is still at the version the batch was validated against:
+  ``StaleJobs`` otherwise (nothing written; the caller validates again against what is there now);
+* with creates, holds the job-count lock of ``Jobs.create`` (one named lock on every node) and keeps the cap;
+* locks the calendars the batch names in share mode (a delete of one waits, then finds a job naming it):
+  ``UnknownCalendars`` when one is missing.
+
+Every row of a batch carries one instant (``updated_at``, ``created_at``, ``active_since`` where the edit
+restarts the timetable, the audit rows' ``at``): the database's clock, read once the locks are held, just
+before the writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiomysql
+
+from ..batching import STATEMENT_ROWS, chunks
+from ..model.audit import AuditEntry
+from ..model.errors import StoreUnavailable, TooManyJobs, UnknownCalendars
+from ..model.jobs import Job
+from .audit import audit_columns
+from .codec import HISTORY_SQL, job_row, ph, to_db
+from .connection import Database
+
+# the lock Jobs.create holds around the count and the insert (jobs.py): creates of both paths keep one cap
+CREATE_LOCK = "cronring-create-{}"
+LOCK_WAIT_SECONDS = 10
+
+_INSERT = ("INSERT INTO jobs (id, name, schedule, time_zone, paused, spec, version, fence, active_since, created_at,"
+           " updated_at) VALUES ")
+_INSERT_ROW = "(%s,%s,%s,%s,%s,%s,1,0,%s,%s,%s)"
+# An edit's values as the rows of a derived table (the first row names the columns), joined to the jobs it
+# changes at the version it was validated against. ``restart``: its instants are new from the edit on (a new
+# schedule, zone, start or DST policy, a resume); ``reopen``: a completed job the edit lets fire again.
+_EDIT_FIRST = ("SELECT %s AS id, %s AS version, %s AS name, %s AS schedule, %s AS time_zone, %s AS paused,"
+               " %s AS spec, %s AS paused_until, %s AS restart, %s AS reopen")
+_EDIT_NEXT = "SELECT %s,%s,%s,%s,%s,%s,%s,%s,%s,%s"
+_EDIT_SET = (") v ON j.id = v.id COLLATE utf8mb4_bin AND j.version = v.version AND j.deleted_at IS NULL"
+             " SET j.name = v.name, j.schedule = v.schedule, j.time_zone = v.time_zone, j.paused = v.paused,"
+             " j.spec = v.spec, j.paused_until = v.paused_until, j.version = j.version + 1, j.updated_at = %s,"
+             " j.active_since = IF(v.restart, %s, j.active_since), j.completed_at = IF(v.reopen, NULL, j.completed_at)")
+_AUDIT = ("INSERT INTO audit_log (at, actor, via, node, action, changes, note, subject, job_id, from_version,"
+          " to_version) VALUES ")
+_AUDIT_ROW = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    """A job the batch creates, under the id chosen for it (``jobs.new_id``), at version 1."""
+
+    id: str
+    job: Job
+    audit: AuditEntry
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobEdit:
+    """A new definition of an existing job, validated against its ``version`` (it becomes ``version + 1``)."""
+
+    id: str
+    job: Job
+    version: int
+    restart: bool = False  # new instants from the edit on (Jobs.update's schedule_changed)
+    reopen: bool = False  # a completed job the edit lets fire again
+    audit: AuditEntry
+
+
+class StaleJobs(Exception):
+    """Jobs of the batch changed (or went) after it was validated: nothing was written."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(f"changed since the batch was validated: {', '.join(ids[:10])}")
+        self.ids = ids
+
+
+class BulkJobs:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def apply(self, creates: Sequence[NewJob], edits: Sequence[JobEdit], *, max_jobs: int) -> None:
+        """Write the whole batch in one transaction, or nothing (``StaleJobs``, ``UnknownCalendars``,
+        ``TooManyJobs``, ``StoreUnavailable``)."""
+        if not creates and not edits:
+            return
+        lock = CREATE_LOCK.format(self.db.url.database)
+        jobs = [c.job for c in creates] + [e.job for e in edits]
+        names = sorted({n for job in jobs for n in job.exclude_calendars})
+        async for attempt in self.db.attempts():
+            async with attempt as cur:
+                if attempt.again and await self._committed(cur, creates, edits):
+                    break  # the first attempt committed (its connection was lost after): every row is there
+                if creates:
+                    await cur.execute("SELECT GET_LOCK(%s, %s) AS ok", (lock, LOCK_WAIT_SECONDS))
+                    if not (await cur.fetchone())["ok"]:
+                        raise StoreUnavailable(f"another create held the job-count lock for {LOCK_WAIT_SECONDS} s")
+                try:
+                    await cur.execute("START TRANSACTION")
+                    try:
+                        await self._write(cur, creates, edits, names, max_jobs)
+                    except BaseException:
+                        await cur.execute("ROLLBACK")
+                        raise
+                    await cur.execute("COMMIT")
+                finally:
+                    if creates:
+                        await cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
+
+    @staticmethod
+    async def _write(cur: aiomysql.Cursor, creates: Sequence[NewJob], edits: Sequence[JobEdit], names: list[str],
+                     max_jobs: int) -> None:
+        if edits:
+            await _lock_versions(cur, edits)
+        if creates:
+            await cur.execute("SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL")
+            have = int((await cur.fetchone())["n"])
+            if have + len(creates) > max_jobs:
+                raise TooManyJobs(f"the cluster has {have} jobs: {len(creates)} more would pass {max_jobs} "
+                                  "(CRONRING_MAX_JOBS)")
+        if names:
+            await cur.execute(f"SELECT name FROM calendars WHERE name IN ({ph(len(names))}) LOCK IN SHARE MODE", names)
+            found = {r["name"] for r in await cur.fetchall()}
+            if missing := [n for n in names if n not in found]:
+                raise UnknownCalendars(missing)
+        await cur.execute("SELECT NOW(3) AS now")
+        at: datetime = (await cur.fetchone())["now"]
+        for new in chunks(creates, STATEMENT_ROWS):
+            await cur.execute(_INSERT + ",".join([_INSERT_ROW] * len(new)),
+                              [v for c in new for v in (c.id, *job_row(c.job), at, at, at)])
+        for part in chunks(edits, STATEMENT_ROWS):
+            rows = [(e.id, e.version, *job_row(e.job), _paused_until(e.job), int(e.restart), int(e.reopen))
+                    for e in part]
+            await cur.execute("UPDATE jobs j JOIN (" + " UNION ALL ".join([_EDIT_FIRST] + [_EDIT_NEXT] * (len(rows) - 1))
+                              + _EDIT_SET, [*(v for r in rows for v in r), at, at])
+            if cur.rowcount != len(rows):  # the rows are locked at these versions: never, unless a bug
+                raise StaleJobs([e.id for e in part])
+        ids = [c.id for c in creates] + [e.id for e in edits]
+        for some in chunks(ids, STATEMENT_ROWS):
+            await cur.execute(HISTORY_SQL.format(ph(len(some))), list(some))
+        audit = [(at, *audit_columns(c.audit), c.id, None, 1) for c in creates]
+        audit += [(at, *audit_columns(e.audit), e.id, e.version, e.version + 1) for e in edits]
+        for lines in chunks(audit, STATEMENT_ROWS):
+            await cur.execute(_AUDIT + ",".join([_AUDIT_ROW] * len(lines)), [v for r in lines for v in r])
+
+    @staticmethod
+    async def _committed(cur: aiomysql.Cursor, creates: Sequence[NewJob], edits: Sequence[JobEdit]) -> bool:
+        """A second attempt: did the first commit? (One transaction: its first row tells for all of them —
+        a created id exists only if it did, an edit is in place at the version after the one it was made on.)"""
+        if creates:
+            await cur.execute("SELECT 1 FROM jobs WHERE id = %s", (creates[0].id,))
+            return await cur.fetchone() is not None
+        first = edits[0]
+        await cur.execute("SELECT version, name, schedule, time_zone, paused, spec FROM jobs WHERE id = %s"
+                          " AND deleted_at IS NULL", (first.id,))
+        row = await cur.fetchone()
+        cols = job_row(first.job)
+        return row is not None and row["version"] == first.version + 1 and \
+            (row["name"], row["schedule"], row["time_zone"], row["paused"], json.loads(row["spec"])) == \
+            (*cols[:4], json.loads(cols[4]))
+
+
+async def _lock_versions(cur: aiomysql.Cursor, edits: Sequence[JobEdit]) -> None:
+    """Lock the edited rows (in id order: two batches lock in one order) and check their versions."""
+    found: dict[str, int] = {}
+    ids = sorted(e.id for e in edits)
+    for chunk in chunks(ids, STATEMENT_ROWS):
+        await cur.execute(f"SELECT id, version FROM jobs WHERE id IN ({ph(len(chunk))}) AND deleted_at IS NULL"
+                          " ORDER BY id FOR UPDATE", list(chunk))
+        found.update({r["id"]: int(r["version"]) for r in await cur.fetchall()})
+    if stale := [e.id for e in edits if found.get(e.id) != e.version]:
+        raise StaleJobs(stale)
+
+
+def _paused_until(job: Job) -> Any:
+    """The ``paused_until`` column of a definition (Jobs.update's: the end of a pause, while paused)."""
+    return to_db(job.paused_until) if job.paused and job.paused_until else None

@@ -1,0 +1,104 @@
+"""Bulk apply's store (node/store/bulk.py) against a real MariaDB: a batch is written whole, in one transaction,
+as the single paths write each job (row, history, audit), or not at all."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from node.model.audit import Actor, AuditAction, AuditEntry, job_changes
+from node.model.calendars import validate as validate_calendar
+from node.model.errors import TooManyJobs, UnknownCalendars
+from node.model.jobs import validate
+from node.store import Store
+from node.store.bulk import JobEdit, NewJob, StaleJobs
+from node.store.jobs import new_id
+
+ACTOR = Actor("ops", "cli", "node-a")
+
+
+def _new(i: int, **fields: object) -> NewJob:
+    job = validate({"uri": f"http://127.0.0.1:9/{i}", "schedule": "0 3 * * *", "name": f"job-{i}", **fields})
+    return NewJob(id=new_id(), job=job, audit=AuditEntry(ACTOR, AuditAction.CREATE, job_changes(None, job)))
+
+
+async def _count(store: Store, sql: str, args: tuple[object, ...] = ()) -> int:
+    row = await store.db.fetchone(sql, args)
+    assert row is not None
+    return int(next(iter(row.values())))
+
+
+async def test_creates_and_edits_in_one_transaction_as_the_single_paths_write_them(store: Store) -> None:
+    first = [_new(i) for i in range(1500)]  # more than one statement's rows
+    await store.bulk.apply(first, [], max_jobs=10_000)
+    assert await _count(store, "SELECT COUNT(*) FROM jobs WHERE deleted_at IS NULL AND version = 1") == 1500
+    assert await _count(store, "SELECT COUNT(*) FROM job_history WHERE version = 1") == 1500
+    assert await _count(store, "SELECT COUNT(*) FROM audit_log WHERE action = 'create' AND from_version IS NULL"
+                               " AND to_version = 1 AND actor = 'ops' AND via = 'cli' AND node = 'node-a'") == 1500
+    # one instant for the batch: created, updated, active since, the history's valid_from, the audit's at
+    row = await store.db.fetchone("SELECT COUNT(DISTINCT created_at) AS a, COUNT(DISTINCT updated_at) AS b,"
+                                  " SUM(created_at = updated_at AND updated_at = active_since) AS c FROM jobs")
+    assert row == {"a": 1, "b": 1, "c": 1500}
+    job = await store.jobs.get(first[7].id)
+    assert (job.name, job.version, job.uri) == ("job-7", 1, "http://127.0.0.1:9/7")
+    hit = await store.jobs.page(limit=5, cursor=None, q="127.0.0.1:9/7", paused=None)
+    assert first[7].id in {j.id for j in hit}
+
+    # edits: a new schedule restarts the timetable, a rename does not, a pause keeps who paused it
+    before = {j.id: j for j in await store.jobs.get_many([first[0].id, first[1].id, first[2].id])}
+    a = replace(before[first[0].id], schedule="*/5 * * * *")
+    b = replace(before[first[1].id], name="renamed")
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    c = replace(before[first[2].id], paused=True, paused_by="ops", paused_until=until)
+    edits = [JobEdit(id=j.id, job=j, version=1, restart=r,
+                     audit=AuditEntry(ACTOR, AuditAction.UPDATE, job_changes(before[j.id], j)))
+             for j, r in ((a, True), (b, False), (c, False))]
+    more = [_new(5000)]
+    await store.bulk.apply(more, edits, max_jobs=10_000)
+    after = {j.id: j for j in await store.jobs.get_many([a.id, b.id, c.id])}
+    assert [after[x.id].version for x in (a, b, c)] == [2, 2, 2]
+    assert after[a.id].schedule == "*/5 * * * *" and after[a.id].active_since == after[a.id].updated_at
+    assert after[b.id].name == "renamed" and after[b.id].active_since == before[b.id].active_since
+    assert after[c.id].paused and after[c.id].paused_by == "ops" and after[c.id].paused_until == until
+    assert await store.jobs.pauses_ended() == []  # (its end is in the column the sweep reads, not yet passed)
+    assert await _count(store, "SELECT COUNT(*) FROM jobs WHERE paused_until IS NOT NULL") == 1
+    rows = await store.db.fetchall("SELECT job_id, from_version, to_version, changes FROM audit_log"
+                                   " WHERE action = 'update' ORDER BY job_id")
+    assert {(r["job_id"], r["from_version"], r["to_version"]) for r in rows} == {(x.id, 1, 2) for x in (a, b, c)}
+    assert json.loads(next(r["changes"] for r in rows if r["job_id"] == b.id)) == {"name": ["job-1", "renamed"]}
+    versions = await store.history.versions(a.id, limit=10)
+    assert [v.version for v in versions] == [2, 1] and versions[0].job.schedule == "*/5 * * * *"
+    assert (await store.jobs.get(more[0].id)).version == 1
+
+
+async def test_a_stale_edit_writes_nothing(store: Store) -> None:
+    (one, two) = [_new(i) for i in range(2)]
+    await store.bulk.apply([one, two], [], max_jobs=100)
+    await store.jobs.update(one.id, replace(one.job, name="someone else"), if_version=1, schedule_changed=False)
+    edits = [JobEdit(id=x.id, job=replace(x.job, name="mine"), version=1, audit=AuditEntry(ACTOR, AuditAction.UPDATE))
+             for x in (one, two)]
+    with pytest.raises(StaleJobs) as e:
+        await store.bulk.apply([_new(9)], edits, max_jobs=100)
+    assert e.value.ids == [one.id]
+    assert await _count(store, "SELECT COUNT(*) FROM jobs") == 2  # not the create either
+    assert (await store.jobs.get(two.id)).version == 1
+    await store.jobs.delete(two.id)
+    with pytest.raises(StaleJobs):  # a deleted job is not edited
+        await store.bulk.apply([], edits[1:], max_jobs=100)
+
+
+async def test_a_missing_calendar_and_the_job_cap_write_nothing(store: Store) -> None:
+    await store.calendars.put(validate_calendar("holidays", {"dates": ["2026-12-25"]}), if_version=None)
+    ok, bad = _new(1, excludeCalendars=["holidays"]), _new(2, excludeCalendars=["holidays", "nope"])
+    with pytest.raises(UnknownCalendars) as e:
+        await store.bulk.apply([ok, bad], [], max_jobs=100)
+    assert e.value.names == ["nope"]
+    with pytest.raises(TooManyJobs):
+        await store.bulk.apply([_new(i) for i in range(11)], [], max_jobs=10)
+    assert await _count(store, "SELECT COUNT(*) FROM jobs") == 0
+    assert await _count(store, "SELECT COUNT(*) FROM audit_log") == 0
+    await store.bulk.apply([ok, *[_new(i) for i in range(3, 12)]], [], max_jobs=10)  # exactly the cap
+    assert await _count(store, "SELECT COUNT(*) FROM jobs") == 10
