@@ -37,7 +37,7 @@ Bounded work, whatever the gap since the anchor:
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -142,13 +142,23 @@ def plan(schedule: Schedule | Timetable, anchor: datetime, now: datetime, horizo
         if len(covered) < n_late:
             cut = late[len(covered)]
 
-    missed: tuple[MissedRange, ...] = ()
-    if head.count or covered:
-        first = head.first if head.count else covered[0]
-        last = covered[-1] if covered else head.last
-        fate = Fate.SKIPPED if policy is MisfirePolicy.SKIP else Fate.MISSED
-        reason = _reason(policy, grace, catchup_cap, past=first < grace_line, in_grace=last >= grace_line)
-        missed = (MissedRange(first=first, last=last, count=head.count + len(covered), fate=fate, reason=reason),)
+    # The late instants that do not run, in ranges of consecutive instants: one not due (a calendar, a skip
+    # request) between two of them ends a range, so a range holds exactly the instants from its first to its last.
+    fate = Fate.SKIPPED if policy is MisfirePolicy.SKIP else Fate.MISSED
+    spans: list[tuple[datetime, datetime, int]] = [(head.first, head.last, head.count)] if head.count else []
+    not_due_at = [x[0] for x in not_due]
+    for t in covered:
+        if spans:
+            first, last, count = spans[-1]
+            i = bisect_right(not_due_at, last)
+            if not (i < len(not_due_at) and not_due_at[i] < t):
+                spans[-1] = (first, t, count + 1)
+                continue
+        spans.append((t, t, 1))
+    missed = tuple(MissedRange(first=first, last=last, count=count, fate=fate,
+                               reason=_reason(policy, grace, catchup_cap, past=first < grace_line,
+                                              in_grace=last >= grace_line))
+                   for first, last, count in spans)
 
     runs: list[Run] = []
     skips: list[Skip] = []

@@ -341,6 +341,20 @@ def test_count_between_is_exact(expr: str, after: datetime, micros: int, span: i
     assert s.next_after(after) == replace(s, every_seconds=0).next_after(after)
 
 
+def test_a_missed_range_never_spans_an_excluded_instant() -> None:
+    """Late minutes 01:07, 01:08 (a calendar excludes it) and 01:09 with ``skip``: two skipped ranges and the
+    excluded one, so a range holds exactly the instants from its first to its last (found by hypothesis: one
+    range 01:07-01:09 counting 2 accounted 01:08 twice)."""
+    cal = Calendar(name="c", time_zone="UTC", dates=frozenset(), weekdays=frozenset(),
+                   ranges=((datetime(2026, 10, 25, 1, 8), datetime(2026, 10, 25, 1, 9)),))
+    tt = Timetable(schedules=(parse("* * * * *", "Europe/Lisbon"),), calendars=(cal,), seed="j")
+    at = datetime(2026, 10, 25, 1, 6, tzinfo=UTC)
+    p = plan(tt, at, at + sec(182), at + sec(182), policy=MisfirePolicy.SKIP, grace=sec(0), busy=False, forbid=False,
+             budget=3)
+    assert [(m.first.minute, m.last.minute, m.count) for m in p.missed] == [(7, 7, 1), (9, 9, 1)]
+    assert [(x.first.minute, x.count, str(x.fate)) for x in p.excluded] == [(8, 1, "excluded")]
+
+
 # ---------------------------------------------------------------- the timetable's rules
 
 
