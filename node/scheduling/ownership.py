@@ -109,6 +109,9 @@ class JobIndex(Protocol):
 
     def active_ids(self) -> list[str]: ...
     async def sync_calendars(self) -> None: ...
+    async def focus(self, ring: Ring, still: Callable[[], bool] = ...) -> bool:
+        """Hold this node's share of the ring (the jobs whose point the ring gives it); True when all read."""
+        ...
 
 
 class Handle(Protocol):
@@ -294,6 +297,9 @@ class Ownership:
             self._desired = set()
             return self._desired
         if self._desired_members != ring.members:
+            # the catalogue holds this node's share of the ring: the new share first (read in slices; it stops
+            # early if the ring moves on meanwhile, and the next pass goes on from there)
+            whole = await self.catalogue.focus(ring, lambda: self.lease.ring.members == ring.members)
             self.catalogue.changed_ids.clear()  # every job is looked at below
             ids = self.catalogue.active_ids()
             desired: set[str] = set()
@@ -301,7 +307,7 @@ class Ownership:
                 desired.update(j for j in part if ring.owner(j) == self.node_id)
                 await asyncio.sleep(0)  # 100k jobs: never starve the heartbeat
             self._desired = desired
-            self._desired_members = ring.members
+            self._desired_members = ring.members if whole else None
         elif self.catalogue.changed_ids:
             changed, self.catalogue.changed_ids = self.catalogue.changed_ids, set()
             for j in changed:

@@ -93,6 +93,30 @@ HISTORY_SQL = (
     " deleted_at IS NOT NULL, name, spec, completed_at IS NOT NULL FROM jobs WHERE id IN ({})"
 )
 
+POINTS = 1 << 128  # the ring's point space (cluster/ring.py): jobs.ring_point is UNHEX(MD5(id)), 16 bytes
+
+
+def arcs_sql(arcs: Sequence[tuple[int, int]], column: str = "ring_point") -> tuple[str, list[Any]]:
+    """A condition selecting the jobs whose ring point lies in one of the half-open arcs ``[lo, hi)`` (integers,
+    0 <= lo < hi <= 2**128): the share of a member of the ring. No arcs: no job. The bounds are written as hex
+    literals (made here from integers, never from input; aiomysql cannot pass bytes as parameters)."""
+    if not arcs:
+        return "FALSE", []
+    parts: list[str] = []
+    for lo, hi in arcs:
+        if not 0 <= lo < hi <= POINTS:
+            raise ValueError(f"not an arc of the ring: [{lo}, {hi})")
+        cond = []
+        if lo > 0:
+            cond.append(f"{column} >= X'{lo:032x}'")
+        if hi < POINTS:
+            cond.append(f"{column} < X'{hi:032x}'")
+        if not cond:
+            return "TRUE", []
+        parts.append("(" + " AND ".join(cond) + ")")
+    return "(" + " OR ".join(parts) + ")", []
+
+
 def job_row(job: Job) -> tuple[Any, ...]:
     """(name, schedule, time_zone, paused, spec): the columns a write sets from a definition."""
     return job.name, job.schedule, job.time_zone, int(job.paused), json.dumps(job.spec())

@@ -32,6 +32,7 @@ from .codec import (
     JOB_JSON,
     MISSED,
     OPEN,
+    arcs_sql,
     execution_from_json,
     from_db,
     job_from_json,
@@ -325,18 +326,26 @@ class Jobs:
         cond, args = selector_sql(selector)
         return [r["id"] for r in await self.db.fetchall(f"SELECT id FROM jobs WHERE deleted_at IS NULL AND {cond}", args)]
 
-    async def changed_since(self, watermark: datetime | None) -> tuple[list[JobSummary], datetime | None]:
+    async def changed_since(self, watermark: datetime | None, arcs: Sequence[tuple[int, int]] | None = None
+                            ) -> tuple[list[JobSummary], datetime | None]:
         """The catalogue's feed: summaries (tombstones included) changed at or after ``watermark``; all live
-        ones when None. And the database's now, the next watermark."""
+        ones when None. Only the jobs whose ring point lies in ``arcs`` (a node's share; None: every job). And
+        the database's now, the next watermark."""
         cols = "id, paused, version, deleted_at, completed_at"
+        share, share_args = arcs_sql(arcs) if arcs is not None else ("TRUE", [])
         async for attempt in self.db.attempts():
             async with attempt as cur:
                 await cur.execute("SELECT NOW(3) AS now")
                 now = (await cur.fetchone())["now"]
+                if share == "FALSE":
+                    return [], from_db(now)
                 if watermark is None:
-                    await cur.execute(f"SELECT {cols} FROM jobs WHERE deleted_at IS NULL")
+                    index = " FORCE INDEX (ix_jobs_ring)" if share != "TRUE" else ""
+                    await cur.execute(f"SELECT {cols} FROM jobs{index} WHERE deleted_at IS NULL AND {share}",
+                                      share_args)
                 else:
-                    await cur.execute(f"SELECT {cols} FROM jobs WHERE updated_at >= %s", (to_db(watermark),))
+                    await cur.execute(f"SELECT {cols} FROM jobs WHERE updated_at >= %s AND {share}",
+                                      (to_db(watermark), *share_args))
                 rows = await cur.fetchall()
                 return [summary(r) for r in rows], from_db(now)
         return [], None

@@ -239,6 +239,17 @@ MIGRATIONS.append((
 ))
 
 
+# Scale (release 3): a job's place on the ring, so a node reads only its own share of the jobs (cluster/ring.py:
+# the md5 of the id, as uhashring hashes keys), through a covering index (a range scan, never the whole table).
+MIGRATIONS.append((
+    9,
+    [
+        "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS ring_point BINARY(16) AS (UNHEX(MD5(id))) PERSISTENT",
+        "ALTER TABLE jobs ADD INDEX IF NOT EXISTS ix_jobs_ring (ring_point, deleted_at, version, paused, completed_at)",
+    ],
+))
+
+
 async def migrate(pool: aiomysql.Pool, database: str) -> None:
     """Apply the migrations this release knows and the database lacks, in order, under a named lock."""
     lock = f"cronring-migrate-{database}"

@@ -70,7 +70,7 @@ def build_runtime(settings: Settings) -> Runtime:
                               health_check_interval=10, retry=REDIS_RETRY)
     store = Store(settings.database, keep_per_job=settings.history_per_job)
     bus = Bus(redis, keys)
-    catalogue = Catalogue(store.jobs, settings.resync_interval, calendar_feed=store.calendars)
+    catalogue = Catalogue(store.jobs, settings.resync_interval, calendar_feed=store.calendars, node_id=settings.node_id)
     membership = Membership(
         redis=redis, keys=keys, node_id=settings.node_id, url=settings.advertise_url, version=__version__,
         heartbeat_interval=settings.heartbeat_interval, member_ttl=settings.member_ttl,

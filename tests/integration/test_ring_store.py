@@ -1,0 +1,53 @@
+"""MariaDB selects a node's share of the ring as the ring computes it: ``jobs.ring_point`` is the job's point,
+and ``changed_since`` with a member's arcs returns exactly the jobs the ring gives that member, through the
+covering index (a range scan, not the table)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.cluster.catalogue import Catalogue, slices
+from node.cluster.ring import Ring, point
+from node.model.jobs import validate
+from node.store import Store
+
+
+async def _jobs(store: Store, n: int) -> list[str]:
+    return [(await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "0 0 1 1 *"}), 10_000)).id
+            for _ in range(n)]
+
+
+async def test_the_tables_ring_point_is_the_rings(store: Store) -> None:
+    ids = await _jobs(store, 40)
+    rows = await store.db.fetchall("SELECT id, ring_point FROM jobs")
+    assert {r["id"]: int.from_bytes(r["ring_point"], "big") for r in rows} == {j: point(j) for j in ids}
+
+
+async def test_a_members_arcs_select_its_jobs(store: Store) -> None:
+    ids = await _jobs(store, 200)
+    ring = Ring(["node-a", "node-b", "node-c"])
+    got: dict[str, set[str]] = {}
+    for m in ring.members:
+        summaries: list[Any] = []
+        for part in slices(ring.arcs(m)):
+            out, now = await store.jobs.changed_since(None, part)
+            assert now is not None
+            summaries += out
+        got[m] = {s.id for s in summaries}
+        assert got[m] == ring.owned_by(m, ids)
+    assert sum(len(v) for v in got.values()) == len(ids)
+    assert (await store.jobs.changed_since(None, ()))[0] == []
+    plan = await store.db.fetchall("EXPLAIN SELECT id FROM jobs FORCE INDEX (ix_jobs_ring) WHERE deleted_at IS NULL"
+                                   " AND ring_point >= X'00' AND ring_point < X'80000000000000000000000000000000'")
+    assert plan[0]["key"] == "ix_jobs_ring"
+
+
+async def test_the_catalogue_of_a_node_reads_its_share_from_mariadb(store: Store) -> None:
+    ids = await _jobs(store, 120)
+    ring = Ring(["node-a", "node-b"])
+    c = Catalogue(store.jobs, 5.0, node_id="node-b")
+    assert await c.focus(ring)
+    assert set(c.active_ids()) == ring.owned_by("node-b", ids)
+    await store.jobs.delete(sorted(c.active_ids())[0])
+    await c.full_sync()
+    assert set(c.active_ids()) == ring.owned_by("node-b", ids) - {sorted(ring.owned_by("node-b", ids))[0]}

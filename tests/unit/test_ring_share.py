@@ -1,0 +1,130 @@
+"""A node's share of the ring: the arcs a member owns agree with who owns each job, a share is read in slices,
+and the catalogue holds exactly its share through ring changes, events and re-syncs (a fake feed that selects by
+ring point as MariaDB does; tests/integration/test_ring_store.py holds MariaDB to the same)."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from uhashring import HashRing
+
+from node.cluster.catalogue import SLICE, SLICE_ARCS, Catalogue, slices
+from node.cluster.messages import JobEvent
+from node.cluster.ring import SPACE, Arc, Ring, covers, merge, point, subtract
+from node.model.jobs import JobSummary
+
+IDS = [secrets.token_hex(8) for _ in range(3000)]
+
+
+def test_the_owner_is_uhashrings() -> None:
+    for n in range(1, 7):
+        members = [f"node-{i}" for i in range(n)]
+        ring, theirs = Ring(members), HashRing(nodes=members)
+        assert all(ring.owner(j) == (theirs.get_node(j) if n > 1 else "node-0") for j in IDS)
+
+
+def test_the_arcs_split_the_ring_between_the_members() -> None:
+    for n in (1, 2, 5, 6):
+        members = [f"node-{i}" for i in range(n)]
+        ring = Ring(members)
+        arcs = {m: ring.arcs(m) for m in members}
+        assert sum(hi - lo for a in arcs.values() for lo, hi in a) == SPACE
+        assert all(covers(arcs[m], point(j)) == (ring.owner(j) == m) for j in IDS[:500] for m in members)
+    assert Ring(["a", "b"]).arcs("c") == ()
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.lists(st.tuples(st.integers(0, 60), st.integers(1, 20))), b=st.lists(st.tuples(st.integers(0, 60),
+                                                                                         st.integers(1, 20))))
+def test_subtract_is_set_difference(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> None:
+    xs, ys = merge((lo, lo + w) for lo, w in a), merge((lo, lo + w) for lo, w in b)
+    points = lambda arcs: {p for lo, hi in arcs for p in range(lo, hi)}  # noqa: E731
+    out = subtract(xs, ys)
+    assert points(out) == points(xs) - points(ys)
+    assert list(out) == sorted(out) and all(lo < hi for lo, hi in out)
+
+
+def test_slices_cover_the_share_in_bounded_reads() -> None:
+    arcs = Ring([f"node-{i}" for i in range(5)]).arcs("node-2")
+    parts = slices(arcs)
+    assert merge(a for part in parts for a in part) == arcs
+    assert all(sum(hi - lo for lo, hi in part) <= SLICE and len(part) <= SLICE_ARCS for part in parts)
+    assert len(slices(((0, SPACE),))) == SPACE // SLICE
+
+
+class Feed:
+    """MariaDB's jobs table as the catalogue reads it: live jobs by ring point, changes since a watermark."""
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        self.rows = {j: JobSummary(id=j, version=1, paused=False, deleted=False) for j in ids}
+        self.read = 0  # summaries returned
+
+    async def changed_since(self, watermark: datetime | None, arcs: Sequence[Arc] | None = None
+                            ) -> tuple[list[JobSummary], datetime | None]:
+        out = [s for s in self.rows.values() if not s.deleted and (arcs is None or covers(merge(arcs), point(s.id)))]
+        self.read += len(out)
+        return out, datetime.now(UTC)
+
+
+async def test_the_catalogue_holds_its_share_through_ring_changes() -> None:
+    feed = Feed(IDS)
+    c = Catalogue(feed, 5.0, node_id="node-1")
+    await c.full_sync()  # before any focus: nothing is this node's
+    assert c.live_count() == 0
+    three = Ring(["node-0", "node-1", "node-2"])
+    assert await c.focus(three)
+    assert set(c.active_ids()) == three.owned_by("node-1", IDS) and feed.read == len(c.jobs)
+    four = Ring(["node-0", "node-1", "node-2", "node-3"])
+    feed.read = 0
+    assert await c.focus(four)
+    assert set(c.active_ids()) == four.owned_by("node-1", IDS)
+    assert feed.read == 0  # a share that only shrank reads nothing
+    feed.read = 0
+    assert await c.focus(three)  # node-3 left: only the arcs that came back are read
+    assert set(c.active_ids()) == three.owned_by("node-1", IDS)
+    assert feed.read == len(three.owned_by("node-1", IDS) - four.owned_by("node-1", IDS))
+
+
+async def test_events_outside_the_share_are_not_held() -> None:
+    ring = Ring(["node-0", "node-1", "node-2"])
+    c = Catalogue(Feed([]), 5.0, node_id="node-1")
+    await c.focus(ring)
+    new = [secrets.token_hex(8) for _ in range(300)]
+    for j in new:
+        c.on_record(JobEvent(op="created", id=j, version=1, paused=False))
+    assert set(c.active_ids()) == ring.owned_by("node-1", new)
+
+
+async def test_a_focus_stopped_by_a_moving_ring_finishes_on_the_next() -> None:
+    feed = Feed(IDS)
+    c = Catalogue(feed, 5.0, node_id="node-0")
+    alone = Ring(["node-0"])
+    calls = {"n": 0}
+
+    def still() -> bool:
+        calls["n"] += 1
+        return calls["n"] <= 3  # the ring moves on after three slices
+
+    assert not await c.focus(alone, still)
+    assert c.unread and 0 < c.live_count() < len(IDS)
+    assert await c.focus(alone)
+    assert c.unread == () and set(c.active_ids()) == set(IDS)
+
+
+async def test_a_full_resync_tombstones_only_within_the_share() -> None:
+    feed = Feed(IDS)
+    ring = Ring(["node-0", "node-1"])
+    c = Catalogue(feed, 5.0, node_id="node-0")
+    await c.focus(ring)
+    mine = sorted(ring.owned_by("node-0", IDS))
+    gone = random.Random(7).sample(mine, 20)
+    for j in gone:
+        feed.rows[j] = JobSummary(id=j, version=2, paused=False, deleted=True)
+    await c.full_sync()
+    assert set(c.active_ids()) == set(mine) - set(gone)
+    assert all(c.jobs[j].deleted for j in gone)
