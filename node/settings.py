@@ -164,6 +164,8 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object], str]] = {
     "max_jobs": ("CRONRING_MAX_JOBS", _int, "jobs per cluster"),
     "max_body_bytes": ("CRONRING_MAX_BODY_BYTES", _int, "largest API request body"),
     "max_job_body_bytes": ("CRONRING_MAX_JOB_BODY_BYTES", _int, "largest job request body"),
+    "max_apply_body_bytes": ("CRONRING_MAX_APPLY_BODY_BYTES", _int,
+                             "largest body of a bulk apply (POST /api/crons/apply, up to 1,000 jobs)"),
     "max_headers": ("CRONRING_MAX_HEADERS", _int, "most headers in an API request"),
     "max_header_bytes": ("CRONRING_MAX_HEADER_BYTES", _int, "largest header line of an API request"),
     "run_now_per_minute": ("CRONRING_RUN_NOW_PER_MINUTE", _int, "run-now calls per job per minute"),
@@ -205,6 +207,7 @@ class Settings:
     max_jobs: int = 200_000
     max_body_bytes: int = 256 * 1024
     max_job_body_bytes: int = 64 * 1024
+    max_apply_body_bytes: int = 8 * 1024 * 1024
     max_headers: int = 100
     max_header_bytes: int = 8190
     run_now_per_minute: int = 30

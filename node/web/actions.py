@@ -11,31 +11,41 @@ import contextlib
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
 from ..aio import Slices
+from ..batching import STATEMENT_ROWS, chunks
 from ..cluster.bus import Bus
 from ..cluster.catalogue import Catalogue
-from ..cluster.keys import Keys
+from ..cluster.keys import EVENTS_STREAM_LENGTH, Keys
 from ..cluster.messages import CalendarEvent, CancelEvent, JobEvent
 from ..model import calendars
 from ..model import jobs as jobmod
 from ..model.audit import Actor, AuditAction, AuditEntry, job_changes
 from ..model.backfills import DEFAULT_PER_SECOND, MAX_INSTANTS, MAX_PER_SECOND, Backfill, BackfillPolicy
 from ..model.calendars import Calendar
-from ..model.errors import Conflict, LeaseNotFresh, NotFound, RunInFlight, StoreUnavailable, VersionConflict
+from ..model.errors import (
+    Conflict,
+    LeaseNotFresh,
+    NotFound,
+    RunInFlight,
+    StoreUnavailable,
+    UnknownCalendars,
+    VersionConflict,
+)
 from ..model.jobs import Job
 from ..model.labels import LabelError, parse_selector
 from ..model.schedule import Budget, ScheduleError, ScheduleTooCostly
 from ..scheduling.ledger import missed_in_gap
 from ..scheduling.outbound import OutboundDenied
 from ..store.backfills import Backfills
-from ..store.jobs import Jobs
-from .errors import ApiError, BadRequest, Forbidden, PreconditionFailed, TooManyRequests
+from ..store.bulk import JobEdit, NewJob, StaleJobs
+from ..store.jobs import Jobs, new_id
+from .errors import ApiError, BadRequest, BatchRefused, Forbidden, PreconditionFailed, TooManyRequests
 from .presentation import PREVIEW_STEPS
 from .runtime import Runtime
 
@@ -565,3 +575,213 @@ async def bulk(r: Runtime, action: str, payload: Any, actor: Actor, caller: str)
         out.append(row)
     return {"action": action, "dryRun": dry, "selector": str(scope) if scope else None, "matched": len(out),
             "jobs": out}
+
+
+# ---- bulk apply ----------------------------------------------------------------------------
+
+APPLY_MAX = 1000  # jobs per POST /api/crons/apply
+APPLY_ATTEMPTS = 3  # a batch whose jobs changed between its validation and its write is validated again
+_JOB_ID = re.compile(r"[0-9a-f]{1,32}")
+
+
+@dataclass(slots=True)
+class _Planned:
+    """One item of a batch, validated: what it does (created, updated, unchanged) and the definition it writes."""
+
+    index: int
+    result: str
+    job: Job
+    current: Job | None = None
+    restart: bool = False  # its instants are new from the edit on (as _save's schedule_changed)
+    reopen: bool = False
+
+
+async def apply_jobs(r: Runtime, payload: Any, actor: Actor) -> dict[str, Any]:
+    """``POST /api/crons/apply``: up to APPLY_MAX creates (a job spec) and updates (a spec with the ``id`` of a job:
+    PUT's semantics, a field left out stays) validated as a whole and written in one transaction — all, or nothing
+    and a ``BatchRefused`` naming each item that failed. Each job as the single routes would: the token's selector,
+    the release check, the outbound policy, who paused it, versions, history, audit. An update equal to the stored
+    definition is ``unchanged`` and writes nothing. ``dryRun``: the same answer, nothing written."""
+    if not isinstance(payload, dict) or not set(payload) <= {"jobs", "dryRun"} or "jobs" not in payload:
+        raise BadRequest("invalid input", {"body": "an object with jobs (a list of job specs) and optionally dryRun"})
+    items, dry = payload["jobs"], payload.get("dryRun", False)
+    if not isinstance(items, list):
+        raise BadRequest("invalid input", {"jobs": "must be a list of job specs"})
+    if len(items) > APPLY_MAX:
+        raise BadRequest(f"at most {APPLY_MAX} jobs per request: send the others in further batches",
+                         {"jobs": f"{len(items)} jobs; at most {APPLY_MAX}"})
+    if not isinstance(dry, bool):
+        raise BadRequest("invalid input", {"dryRun": "must be true or false"})
+    for _ in range(APPLY_ATTEMPTS):
+        plan = await _plan_batch(r, items, actor)
+        if dry:
+            return _applied(plan, {}, dry=True)
+        creates = [NewJob(id=new_id(), job=p.job, audit=AuditEntry(actor, AuditAction.CREATE, job_changes(None, p.job)))
+                   for p in plan if p.result == "created"]
+        edits = [JobEdit(id=p.current.id, job=p.job, version=p.current.version, restart=p.restart, reopen=p.reopen,
+                         audit=AuditEntry(actor, AuditAction.UPDATE, job_changes(p.current, p.job)))
+                 for p in plan if p.result == "updated" and p.current is not None]
+        try:
+            await r.store.bulk.apply(creates, edits, max_jobs=r.settings.max_jobs)
+        except StaleJobs as e:
+            log.info("bulk apply: jobs changed since the batch was validated; validating again", jobs=len(e.ids))
+            continue
+        except UnknownCalendars as e:  # deleted between the check and the write
+            raise BatchRefused(_missing_calendars(items, plan, set(e.names)), len(items)) from None
+        break
+    else:
+        raise Conflict(f"jobs of this batch were changed by others while it was written ({APPLY_ATTEMPTS} times): "
+                       "nothing was written; retry")
+    ids = iter(c.id for c in creates)
+    created = {p.index: next(ids) for p in plan if p.result == "created"}
+    events = [JobEvent(op="created", id=c.id, version=1, paused=c.job.paused, origin=r.settings.node_id,
+                       name=c.job.name) for c in creates]
+    events += [JobEvent(op="updated", id=e.id, version=e.version + 1, paused=e.job.paused, origin=r.settings.node_id,
+                        name=e.job.name, completed=e.job.completed and not e.reopen) for e in edits]
+    await _announce_all(r, events)
+    for p in plan:
+        if p.result == "updated" and p.current is not None and p.job.paused and not p.current.paused:
+            await _record_gap(r, p.current.id)
+    return _applied(plan, created, dry=False)
+
+
+async def _plan_batch(r: Runtime, items: list[Any], actor: Actor) -> list[_Planned]:
+    """Validate every item (in slices: the loop is never held for long), against the jobs as they are now."""
+    wanted = [i["id"] for i in items if isinstance(i, dict) and isinstance(i.get("id"), str) and _JOB_ID.fullmatch(i["id"])]
+    current = {j.id: j for j in await r.store.jobs.get_many(sorted(set(wanted)))} if wanted else {}
+    calendar_names: set[str] | None = None  # read once, if a job of the batch names calendars
+    now = datetime.now(UTC)
+    plan: list[_Planned] = []
+    errors: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    slices = Slices()
+    for index, raw in enumerate(items):
+        try:
+            planned = _plan_item(r, index, raw, current, seen, actor, now)
+            if planned.job.exclude_calendars and calendar_names is None:
+                calendar_names = {c.name for c in await r.store.calendars.all()}
+            if missing := [n for n in planned.job.exclude_calendars if n not in (calendar_names or ())]:
+                raise BadRequest("invalid input", {"excludeCalendars": f"no such calendar: {', '.join(missing)}"})
+            plan.append(planned)
+        except (jobmod.ValidationError, ApiError, Conflict, NotFound, OutboundDenied) as e:
+            known = current.get(raw["id"]) if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
+            errors.append(_item_error(index, raw, e, known.name if known and actor.sees(known.labels) else None))
+        await slices.pause()
+    if errors:
+        raise BatchRefused(errors, len(items))
+    return plan
+
+
+def _plan_item(r: Runtime, index: int, raw: Any, current: dict[str, Job], seen: dict[str, int], actor: Actor,
+               now: datetime) -> _Planned:
+    """One item as create_job or update_job (its _save) would take it; raises what they would raise."""
+    if not isinstance(raw, dict):
+        raise BadRequest("invalid input", {"body": "each job must be a JSON object"})
+    if "id" not in raw:
+        job = jobmod.validate(raw, max_body_bytes=r.settings.max_job_body_bytes, now=now)
+        _may_hold(actor, job, "the new job")
+        if job.uses_release_3_scheduling:
+            require_release(r, "this job's scheduling")
+        _check_targets(r, job)
+        if job.paused:
+            job = replace(job, paused_by=actor.name, paused_at=now)
+        return _Planned(index=index, result="created", job=job)
+    job_id = raw["id"]
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise BadRequest("invalid input", {"id": "must be a job id (up to 32 hexadecimal digits)"})
+    if job_id in seen:
+        raise BadRequest(f"this job is also item {seen[job_id]} of the batch: one change per job", {"id": job_id})
+    seen[job_id] = index
+    old = current.get(job_id)
+    if old is None or not actor.sees(old.labels):  # as visible_job: another token's job does not exist
+        raise NotFound(job_id)
+    new = jobmod.validate(raw, base=old, max_body_bytes=r.settings.max_job_body_bytes, now=now)
+    _may_hold(actor, new, "the job as changed")
+    if new.paused and not old.paused:
+        new = replace(new, paused_by=actor.name, paused_at=now)
+    elif not new.paused:
+        new = replace(new, paused_reason=None, paused_by=None, paused_at=None, paused_until=None)
+    if (new.name, new.schedule, new.time_zone, new.paused, new.spec()) == \
+            (old.name, old.schedule, old.time_zone, old.paused, old.spec()):
+        return _Planned(index=index, result="unchanged", job=old, current=old)
+    if new.uses_release_3_scheduling and new.spec() != old.spec():
+        require_release(r, "this job's scheduling")
+    _check_targets(r, new)
+    return _Planned(index=index, result="updated", job=new, current=old,
+                    restart=_timetable_changed(new, old) or (old.paused and not new.paused),
+                    reopen=old.completed and can_fire_again(new, r.catalogue.calendars, now))
+
+
+def _item_error(index: int, raw: Any, e: Exception, known_name: str | None = None) -> dict[str, Any]:
+    """An item's refusal as the single route would answer it (status, message, fields), its secrets masked;
+    named by its ``name``, else (an update) by the name of the job it would change, if the token sees it."""
+    status, message, fields = 400, "invalid input", {}
+    if isinstance(e, jobmod.ValidationError):
+        fields = e.details
+    elif isinstance(e, OutboundDenied):
+        fields = {"uri": str(e)}
+    elif isinstance(e, NotFound):
+        status, message, fields = 404, "not found", {"id": "no such job"}
+    elif isinstance(e, Conflict):
+        status, message = 409, str(e)
+    elif isinstance(e, ApiError):
+        status, message = e.status, e.message
+        fields = e.details if isinstance(e.details, dict) and all(isinstance(v, str) for v in e.details.values()) else {}
+    shown = _secrets_of(raw)
+    fields = {str(k): jobmod.redact(str(v), shown) or "" for k, v in fields.items()}
+    text = "; ".join(f"{k}: {v}" for k, v in fields.items()) if message == "invalid input" and fields else message
+    item = raw if isinstance(raw, dict) else {}
+    name, job_id = item.get("name"), item.get("id")
+    return {"index": index, "name": name[:200] if isinstance(name, str) else known_name,
+            "id": job_id[:40] if isinstance(job_id, str) else None, "status": status,
+            "error": jobmod.redact(text, shown), "field": next(iter(fields), None), "fields": fields}
+
+
+def _secrets_of(raw: Any) -> list[str]:
+    """The secrets an item carries (credential headers' values, a target's password or credential-named query
+    values), as the single path masks them: never echoed in its errors."""
+    if not isinstance(raw, dict):
+        return []
+    headers, uri, alert = raw.get("headers"), raw.get("uri"), raw.get("alertUri")
+    probe = Job(schedule="", uri=uri if isinstance(uri, str) else "", alert_uri=alert if isinstance(alert, str) else None,
+                headers={str(k): v for k, v in headers.items() if isinstance(v, str)} if isinstance(headers, dict) else {})
+    try:
+        return jobmod.secret_values(probe)
+    except ValueError:  # a target urlsplit cannot read: its parts are not shown either
+        return [v for v in (uri, alert) if isinstance(v, str)]
+
+
+def _missing_calendars(items: list[Any], plan: list[_Planned], names: set[str]) -> list[dict[str, Any]]:
+    return [_item_error(p.index, items[p.index], BadRequest("invalid input", {
+        "excludeCalendars": f"no such calendar: {', '.join(n for n in p.job.exclude_calendars if n in names)}"}))
+            for p in plan if names & set(p.job.exclude_calendars)]
+
+
+def _applied(plan: list[_Planned], created: dict[int, str], *, dry: bool) -> dict[str, Any]:
+    jobs = []
+    for p in plan:
+        version = 1 if p.result == "created" else (p.job.version + (p.result == "updated"))
+        row: dict[str, Any] = {"index": p.index, "id": created.get(p.index) if p.current is None else p.current.id,
+                               "name": p.job.name, "version": version, "result": p.result}
+        if p.result != "unchanged" and (notes := jobmod.warnings(p.job)):
+            row["warnings"] = notes
+        jobs.append(row)
+    return {"dryRun": dry, **{k: sum(p.result == k for p in plan) for k in ("created", "updated", "unchanged")},
+            "jobs": jobs}
+
+
+async def _announce_all(r: Runtime, events: list[JobEvent]) -> None:
+    """``announce`` for a batch: our catalogue first, then the cluster in one pipeline of Bus.publish's two
+    commands per event (a lost one heals at the catalogues' re-sync)."""
+    for ev in events:
+        r.catalogue.on_record(ev)
+    try:
+        for part in chunks(events, STATEMENT_ROWS):
+            pipe = r.redis.pipeline(transaction=False)
+            for ev in part:
+                payload = ev.pack()
+                pipe.publish(r.keys.jobs_channel, payload)
+                pipe.xadd(r.keys.events_stream, {b"r": payload}, maxlen=EVENTS_STREAM_LENGTH, approximate=True)
+            await pipe.execute()
+    except Exception as e:  # peers heal within resync_interval
+        log.warning("bulk apply: job events not published", jobs=len(events), error=str(e))

@@ -28,7 +28,7 @@ from ..model.times import rfc3339
 from ..model.timetable import Timetable
 from . import actions
 from .auth import actor_of, caller
-from .errors import BadRequest, RequestTimeout, UnsupportedMediaType
+from .errors import BadRequest, BatchRefused, RequestTimeout, UnsupportedMediaType
 from .openapi import spec as openapi_spec
 from .presentation import BODY_READ_SECONDS, enrich, execution_view, ledger, preview, scoped_cluster_view, transitions
 from .runtime import RUNTIME, Runtime
@@ -350,6 +350,19 @@ async def bulk_action(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+async def apply_crons(request: web.Request) -> web.Response:
+    """``POST /api/crons/apply``: a batch of creates and updates, all written or none (400/403 with the items that
+    failed). Its body may be larger than other requests' (CRONRING_MAX_APPLY_BODY_BYTES): up to 1,000 jobs."""
+    r = rt(request)
+    payload = await read_json(request.clone(client_max_size=max(r.settings.max_apply_body_bytes,
+                                                                 r.settings.max_body_bytes)))
+    try:
+        result = await actions.apply_jobs(r, payload, actor_of(request))
+    except BatchRefused as e:
+        return web.json_response({"error": e.message, "details": e.items, "items": e.items}, status=e.status)
+    return web.json_response(result)
+
+
 # ---- versions and the audit log ------------------------------------------------------
 
 
@@ -583,6 +596,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/audit", audit_log)
     for name in actions.BULK_ACTIONS:
         app.router.add_post(f"/api/crons/{name}", bulk_action)
+    app.router.add_post("/api/crons/apply", apply_crons)
     app.router.add_get("/api/alerts", list_alerts)
     app.router.add_post("/api/crons/{id:[0-9a-f]{1,32}}/skip", skip_cron)
     app.router.add_post("/api/crons/{id:[0-9a-f]{1,32}}/backfill", create_backfill)

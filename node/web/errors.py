@@ -69,6 +69,16 @@ class TooManyRequests(ApiError):
     status = 429
 
 
+class BatchRefused(ApiError):
+    """A batch refused whole, nothing of it written: one entry per item that failed (``items``: index, name, id,
+    status, error, field, fields). 403 when every one is a scoped token's refusal, else 400."""
+
+    def __init__(self, items: list[dict[str, Any]], total: int) -> None:
+        super().__init__(f"{len(items)} of {total} job(s) refused: nothing was written", items)
+        self.items = items
+        self.status = 403 if items and all(i["status"] == 403 for i in items) else 400
+
+
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 

@@ -123,6 +123,40 @@ def spec() -> dict[str, Any]:
         return {"type": "object", "additionalProperties": False, "properties": props,
                 "anyOf": [{"required": ["selector"]}, {"required": ["ids"]}]}
 
+    apply_item = {
+        "type": "object", "additionalProperties": False,
+        "properties": {**job_props, **{k: v for k, v in echoed.items() if k != "id"}, "id": {
+            "type": "string", "pattern": "^[0-9a-f]{1,32}$",
+            "description": "an existing job's: update it (PUT's semantics: a field left out stays as it is); "
+                           "absent: create a job"}},
+        # a create names its target and its schedule (or every schedule); an update names its job
+        "anyOf": [{"required": ["uri", "schedule"]}, {"required": ["uri", "schedules"]}, {"required": ["id"]}]}
+    apply_in = {"type": "object", "additionalProperties": False, "required": ["jobs"], "properties": {
+        "jobs": {"type": "array", "maxItems": 1000, "items": apply_item,
+                 "description": "at most 1,000 jobs; validated as a whole, written in one transaction or not at all"},
+        "dryRun": {"type": "boolean", "description": "validate and answer as if written; write nothing"}}}
+    apply_out = {"type": "object", "required": ["dryRun", "created", "updated", "unchanged", "jobs"], "properties": {
+        "dryRun": {"type": "boolean"}, "created": {"type": "integer"}, "updated": {"type": "integer"},
+        "unchanged": {"type": "integer", "description": "updates equal to the stored definition: nothing written"},
+        "jobs": {"type": "array", "items": {"type": "object", "required": ["index", "id", "name", "version", "result"],
+                                            "properties": {
+            "index": {"type": "integer", "description": "the item's place in jobs"},
+            "id": {"type": ["string", "null"], "description": "null: a create in a dry run"},
+            "name": {"type": "string"}, "version": {"type": "integer", "description": "the job's version now"},
+            "result": {"type": "string", "enum": ["created", "updated", "unchanged"]},
+            "warnings": {"type": "array", "items": {"type": "string"}}}}}}}
+    refused_item = {"type": "object", "required": ["index", "status", "error"], "properties": {
+        "index": {"type": "integer", "description": "the item's place in jobs"},
+        "name": {"type": ["string", "null"]}, "id": {"type": ["string", "null"]},
+        "status": {"type": "integer", "description": "the single route's status for it: 400, 403, 404 (a job this "
+                                                     "token cannot see), 409"},
+        "error": {"type": "string", "description": "why (secrets masked)"},
+        "field": {"type": ["string", "null"], "description": "the first field refused"},
+        "fields": {"type": "object", "additionalProperties": {"type": "string"}, "description": "each field's reason"}}}
+    apply_refused = {"type": "object", "required": ["error"], "properties": {
+        "error": {"type": "string"},
+        "details": {"description": "a refused batch: its items; else what was wrong with the request"},
+        "items": {"type": "array", "items": refused_item, "description": "(a refused batch) each item that failed"}}}
     note = {"type": "string", "maxLength": 500, "not": {"pattern": "[\\u0000-\\u0008\\u000a-\\u001f]"}}
     pause_body = {"type": "object", "additionalProperties": False, "properties": {
         "note": {**note, "description": "why (shown as pausedReason, kept in the audit log)"},
@@ -224,6 +258,16 @@ def spec() -> dict[str, Any]:
             "selector; each audited; dryRun lists them", {"200": _json(bulk_out)},
             body={"schema": bulk_in(name), "example": {"selector": "team=billing", "dryRun": True}},
             errors=(400, 401, 403, 413, 415, 503))} for name in ("pause", "resume", "run", "delete")},
+        "/api/crons/apply": {"post": _op(
+            "Bulk apply: create (a job spec) and update (a spec with the id of a job) up to 1,000 jobs, validated as "
+            "a whole and written in one transaction, or nothing (400, or 403 when a scoped token's selector refuses "
+            "every one: items names each item that failed); an update equal to the stored definition is unchanged",
+            {"200": _json(apply_out), "400": _json(apply_refused, "Refused, nothing written"),
+             "403": _json(apply_refused, "Refused by the token's selector (or a read token), nothing written")},
+            body={"schema": apply_in, "example": {"jobs": [
+                {**EXAMPLE_JOB, "name": "nightly-report", "schedule": "0 3 * * *"},
+                {"id": "0123456789abcdef", "paused": True}], "dryRun": True}},
+            errors=(401, 409, 413, 415, 503))},
         "/api/audit": {"get": _op(
             "The audit log, newest first (X-Next-Cursor: the before of the next page)",
             {"200": _json({"type": "array", "items": change})},

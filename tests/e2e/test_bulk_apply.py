@@ -1,0 +1,330 @@
+"""Bulk apply (issue 22) against a real node: ``POST /api/crons/apply`` validates a batch as a whole and writes it in
+one transaction or not at all (rows, history, audit, events), as the single routes would write each job. The node
+reaches MariaDB through a proxy the last test cuts (a 503, never a 500)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import redis.asyncio as aioredis
+
+from node.cluster.messages import JobEvent, unpack
+from tests.harness import DATABASE_URL, REDIS_URL, Cluster, TcpProxy, wait_for
+
+ROOT_TOKEN = "bulk-root-token-001"
+BILLING = "bulk-billing-token-02"
+READER = "bulk-reader-token-03"
+TOKENS = f"root={ROOT_TOKEN}:admin; billing={BILLING}:admin:team=billing; reader={READER}:read"
+APPLY_LIMIT = 1 << 20  # CRONRING_MAX_APPLY_BODY_BYTES here: 1 MiB (the default API limit is 256 KiB)
+SECRET = "sekrit-Tq93Lx"  # a header's value
+PASSWORD = "pw-Hn27Rv"  # a target's password
+
+
+@pytest.fixture(scope="module")
+async def bulk() -> AsyncIterator[tuple[Cluster, TcpProxy]]:
+    u = urlparse(DATABASE_URL)
+    proxy = await TcpProxy(u.hostname or "127.0.0.1", u.port or 3306).start()
+    c = Cluster("bulk", CRONRING_API_TOKENS=TOKENS, CRONRING_MAX_APPLY_BODY_BYTES=str(APPLY_LIMIT))
+    c.db_host, c.db_port = "127.0.0.1", proxy.port
+    try:
+        await c.start_node("bulk-1")
+        yield c, proxy
+    finally:
+        await c.close()
+        await proxy.close()
+
+
+@pytest.fixture
+def cluster(bulk: tuple[Cluster, TcpProxy]) -> Cluster:
+    return bulk[0]
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def api(c: Cluster, method: str, path: str, token: str = ROOT_TOKEN, **kw: Any) -> tuple[int, Any]:
+    status, body, _ = await c.request(method, f"{c.any_node().url}{path}", headers=auth(token), **kw)
+    return status, body
+
+
+async def apply(c: Cluster, jobs: list[Any], token: str = ROOT_TOKEN, **extra: Any) -> tuple[int, Any]:
+    return await api(c, "POST", "/api/crons/apply", token, json={"jobs": jobs, **extra})
+
+
+def spec(prefix: str, i: int, **fields: Any) -> dict[str, Any]:
+    return {"name": f"{prefix}-{i:04d}", "uri": f"http://127.0.0.1:9/hook/{prefix}/{i}", "schedule": "0 3 * * *",
+            **fields}
+
+
+async def scalar(c: Cluster, sql: str, *args: Any) -> Any:
+    conn = await c.db_conn()
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(sql, args)
+            return (await cur.fetchone())[0]
+    finally:
+        conn.close()
+
+
+async def named(c: Cluster, prefix: str) -> dict[str, dict[str, Any]]:
+    """The live jobs whose name starts with ``prefix-``, by name (every page)."""
+    out: dict[str, dict[str, Any]] = {}
+    cursor = ""
+    while True:
+        status, body, headers = await c.request("GET", f"{c.any_node().url}/api/crons?limit=500&q={prefix}-{cursor}",
+                                                headers=auth(ROOT_TOKEN))
+        assert status == 200, body
+        out.update({j["name"]: j for j in body if j["name"].startswith(f"{prefix}-")})
+        if "X-Next-Cursor" not in headers:
+            return out
+        cursor = f"&cursor={headers['X-Next-Cursor']}"
+
+
+async def audit_rows(c: Cluster) -> int:
+    return int(await scalar(c, "SELECT COUNT(*) FROM audit_log"))
+
+
+async def stream_tip(c: Cluster) -> str:
+    r = aioredis.from_url(REDIS_URL)
+    try:
+        last = await r.xrevrange(f"{c.namespace}:events", count=1)
+        return last[0][0].decode() if last else "0-0"
+    finally:
+        await r.aclose()
+
+
+async def job_events(c: Cluster, since: str) -> list[JobEvent]:
+    """The job events the node put on the cluster's events stream after ``since``."""
+    r = aioredis.from_url(REDIS_URL)
+    try:
+        entries = await r.xrange(f"{c.namespace}:events", min=f"({since}")
+    finally:
+        await r.aclose()
+    records = [unpack(fields[b"r"]) for _, fields in entries]
+    return [x for x in records if isinstance(x, JobEvent)]
+
+
+async def api_requests(c: Cluster, route: str, method: str) -> float:
+    """How many requests the node served on a route (its latency histogram's count)."""
+    _, text = await api(c, "GET", "/metrics")
+    for labels, value in re.findall(r"^cronring_api_request_duration_seconds_count\{([^}]*)\} (\S+)$", text, re.M):
+        if dict(re.findall(r'(\w+)="([^"]*)"', labels)) == {"route": route, "method": method}:
+            return float(value)
+    return 0.0
+
+
+# ---- the route --------------------------------------------------------------------------------------------
+
+
+async def test_a_batch_is_created_with_history_audit_and_events(cluster: Cluster) -> None:
+    tip, audited = await stream_tip(cluster), await audit_rows(cluster)
+    specs = [spec("first", i, labels={"team": "billing" if i % 2 else "search"}) for i in range(300)]
+    s, body = await apply(cluster, specs)
+    assert s == 200, body
+    assert (body["created"], body["updated"], body["unchanged"], body["dryRun"]) == (300, 0, 0, False)
+    assert [(j["index"], j["name"], j["version"], j["result"]) for j in body["jobs"]] == [
+        (i, f"first-{i:04d}", 1, "created") for i in range(300)]
+    ids = [j["id"] for j in body["jobs"]]
+    assert len(set(ids)) == 300 and all(re.fullmatch("[0-9a-f]{16}", i) for i in ids)
+    listed = await named(cluster, "first")
+    assert {n: j["id"] for n, j in listed.items()} == {j["name"]: j["id"] for j in body["jobs"]}
+    one = listed["first-0007"]
+    assert (one["uri"], one["schedule"], one["labels"], one["version"]) == (
+        "http://127.0.0.1:9/hook/first/7", "0 3 * * *", {"team": "billing"}, 1)
+    assert one["nextRunAt"]  # the node's own view of it
+    ph = ",".join(["%s"] * 300)
+    assert await scalar(cluster, f"SELECT COUNT(*) FROM job_history WHERE version = 1 AND job_id IN ({ph})", *ids) == 300
+    assert await audit_rows(cluster) - audited == 300
+    assert await scalar(cluster, "SELECT COUNT(*) FROM audit_log WHERE action = 'create' AND actor = 'root' AND"
+                                 f" via = 'api' AND node = 'bulk-1' AND to_version = 1 AND job_id IN ({ph})", *ids) == 300
+    events = await job_events(cluster, tip)
+    assert sorted((e.op, e.id, e.version, e.origin) for e in events) == sorted(("created", i, 1, "bulk-1") for i in ids)
+    s, versions = await api(cluster, "GET", f"/api/crons/{ids[0]}/versions")
+    assert s == 200 and [v["version"] for v in versions] == [1] and versions[0]["change"]["action"] == "create"
+
+
+async def test_unchanged_writes_nothing_and_changes_bump_versions(cluster: Cluster) -> None:
+    specs = [spec("same", i) for i in range(20)]
+    specs[0] |= {"uri": f"http://ops:{PASSWORD}@127.0.0.1:9/hook/same/0", "headers": {"X-Api-Key": SECRET}}
+    s, body = await apply(cluster, specs)
+    assert s == 200 and body["created"] == 20, body
+    # every job sent back as the API shows it (read-only fields, masked secrets): all unchanged, nothing written
+    shown = list((await named(cluster, "same")).values())
+    assert next(j for j in shown if j["name"] == "same-0000")["headers"] == {"X-Api-Key": "***"}
+    tip, audited = await stream_tip(cluster), await audit_rows(cluster)
+    s, body = await apply(cluster, shown)
+    assert s == 200 and (body["created"], body["updated"], body["unchanged"]) == (0, 0, 20), body
+    assert {j["result"] for j in body["jobs"]} == {"unchanged"} and {j["version"] for j in body["jobs"]} == {1}
+    assert await audit_rows(cluster) == audited and await job_events(cluster, tip) == []
+    # the secrets are still the ones stored (a masked value sent back keeps them)
+    by_name = {j["name"]: j for j in shown}
+    spec_col = await scalar(cluster, "SELECT spec FROM jobs WHERE id = %s", by_name["same-0000"]["id"])
+    assert SECRET in spec_col and PASSWORD in await scalar(cluster, "SELECT spec FROM jobs WHERE id = %s",
+                                                           by_name["same-0000"]["id"])
+    # five new schedules, three renames, two pauses; the other ten as they are
+    changes: list[dict[str, Any]] = []
+    for i in range(20):
+        job = by_name[f"same-{i:04d}"]
+        change: dict[str, Any] = {"id": job["id"]}
+        if i < 5:
+            change["schedule"] = "*/10 * * * *"
+        elif i < 8:
+            change["name"] = f"same-renamed-{i}"
+        elif i < 10:
+            change["paused"] = True
+        else:
+            change["schedule"] = job["schedule"]  # the same value: unchanged
+        changes.append(change)
+    s, body = await apply(cluster, changes)
+    assert s == 200 and (body["created"], body["updated"], body["unchanged"]) == (0, 10, 10), body
+    assert [j["result"] for j in body["jobs"]] == ["updated"] * 10 + ["unchanged"] * 10
+    assert [j["version"] for j in body["jobs"]] == [2] * 10 + [1] * 10
+    assert await audit_rows(cluster) - audited == 10
+    events = await job_events(cluster, tip)
+    assert sorted((e.id, e.version) for e in events) == sorted((c["id"], 2) for c in changes[:10])
+    assert {e.paused for e in events if e.id in {c["id"] for c in changes[8:10]}} == {True}
+    s, paused = await api(cluster, "GET", f"/api/crons/{changes[8]['id']}")
+    assert paused["paused"] and paused["pausedBy"] == "root", paused
+    s, rows = await api(cluster, "GET", f"/api/audit?jobId={changes[5]['id']}")
+    assert rows[0]["action"] == "update" and rows[0]["changes"] == {"name": ["same-0005", "same-renamed-5"]}, rows
+    assert (rows[0]["fromVersion"], rows[0]["toVersion"]) == (1, 2)
+    # a new schedule restarts the timetable from the edit; a rename does not
+    restarted = await scalar(cluster, "SELECT active_since = updated_at FROM jobs WHERE id = %s", changes[0]["id"])
+    kept = await scalar(cluster, "SELECT active_since < updated_at FROM jobs WHERE id = %s", changes[5]["id"])
+    assert restarted == 1 and kept == 1
+    s, versions = await api(cluster, "GET", f"/api/crons/{changes[0]['id']}/versions")
+    assert [(v["version"], v["job"]["schedule"]) for v in versions] == [(2, "*/10 * * * *"), (1, "0 3 * * *")]
+
+
+async def test_one_bad_item_writes_nothing_and_names_it_without_its_secrets(cluster: Cluster) -> None:
+    s, existing = await api(cluster, "POST", "/api/crons", json=spec("held", 0))
+    assert s == 201
+    tip, audited = await stream_tip(cluster), await audit_rows(cluster)
+    specs: list[Any] = [spec("bad", i) for i in range(40)]
+    specs[12] |= {"timeoutMs": 0, "headers": {"X-Api-Key": SECRET},
+                  "uri": f"http://ops:{PASSWORD}@127.0.0.1:9/hook?api_key={SECRET}x"}
+    specs[33]["schedule"] = "61 * * * *"
+    specs[20] = {"id": existing["id"], "schedule": "0 4 * * *"}  # a good update in a bad batch: not written either
+    specs.append({"id": "0123456789abcdef", "retries": 1})  # no such job
+    specs.append({"uri": f"https://user:{PASSWORD}@[::1/x", "schedule": "* * * * *", "name": "unparsable"})
+    s, body = await apply(cluster, specs)
+    assert s == 400, body
+    assert body["error"] == "4 of 42 job(s) refused: nothing was written"
+    assert body["items"] == body["details"]
+    by_index = {i["index"]: i for i in body["items"]}
+    assert sorted(by_index) == [12, 33, 40, 41], body
+    assert by_index[12]["name"] == "bad-0012" and by_index[12]["field"] == "timeoutMs" and by_index[12]["status"] == 400
+    assert "timeoutMs" in by_index[12]["error"] and by_index[12]["fields"]["timeoutMs"]
+    assert by_index[33]["field"] == "schedule" and "61" in by_index[33]["error"], by_index[33]
+    assert by_index[40] | {"fields": None} == {"index": 40, "name": None, "id": "0123456789abcdef", "status": 404,
+                                               "error": "not found", "field": "id", "fields": None}
+    text = json.dumps(body)
+    assert SECRET not in text and PASSWORD not in text, text
+    assert await named(cluster, "bad") == {}
+    assert (await api(cluster, "GET", f"/api/crons/{existing['id']}"))[1]["version"] == 1
+    assert await audit_rows(cluster) == audited and await job_events(cluster, tip) == []
+
+
+async def test_a_scoped_token_as_on_the_single_routes(cluster: Cluster) -> None:
+    s, theirs = await api(cluster, "POST", "/api/crons", json=spec("scoped", 0, labels={"team": "search"}))
+    s, mine = await api(cluster, "POST", "/api/crons", json=spec("scoped", 1, labels={"team": "billing"}))
+    audited = await audit_rows(cluster)
+    # creating outside its selector: 403 (each such item), nothing written
+    s, body = await apply(cluster, [spec("scoped", 2, labels={"team": "billing"}), spec("scoped", 3)], BILLING)
+    assert s == 403 and [(i["index"], i["status"]) for i in body["items"]] == [(1, 403)], body
+    assert "team=billing" in body["items"][0]["error"]
+    # another team's job does not exist for it (its name is not told either); relabelling out of it is a 403
+    s, body = await apply(cluster, [{"id": theirs["id"], "retries": 2}], BILLING)
+    assert s == 400 and body["items"] == [{"index": 0, "name": None, "id": theirs["id"], "status": 404,
+                                           "error": "not found", "field": "id", "fields": {"id": "no such job"}}], body
+    s, body = await apply(cluster, [{"id": mine["id"], "labels": {"team": "search"}}], BILLING)
+    assert s == 403 and body["items"][0]["name"] == "scoped-0001", body
+    assert await audit_rows(cluster) == audited and "scoped-0002" not in await named(cluster, "scoped")
+    # inside it: written, audited as the token's
+    s, body = await apply(cluster, [{"id": mine["id"], "retries": 2}, spec("scoped", 4, labels={"team": "billing"})],
+                          BILLING)
+    assert s == 200 and (body["created"], body["updated"]) == (1, 1), body
+    s, rows = await api(cluster, "GET", f"/api/audit?jobId={mine['id']}")
+    assert (rows[0]["actor"], rows[0]["action"], rows[0]["changes"]) == ("billing", "update", {"retries": [0, 2]})
+    s, body = await apply(cluster, [spec("scoped", 5)], READER)
+    assert s == 403 and "read-only" in body["error"], body
+
+
+async def test_a_dry_run_answers_and_writes_nothing(cluster: Cluster) -> None:
+    s, job = await api(cluster, "POST", "/api/crons", json=spec("dry", 0))
+    tip, audited = await stream_tip(cluster), await audit_rows(cluster)
+    s, body = await apply(cluster, [spec("dry", 1), {"id": job["id"], "retries": 3}, {"id": job["id"]}], dryRun=True)
+    assert s == 400 and body["items"][0]["index"] == 2 and "also item 1" in body["items"][0]["error"], body
+    s, body = await apply(cluster, [spec("dry", 1), {"id": job["id"], "retries": 3}], dryRun=True)
+    assert s == 200 and body["dryRun"] is True and (body["created"], body["updated"]) == (1, 1), body
+    assert body["jobs"] == [{"index": 0, "id": None, "name": "dry-0001", "version": 1, "result": "created"},
+                            {"index": 1, "id": job["id"], "name": "dry-0000", "version": 2, "result": "updated"}]
+    assert list(await named(cluster, "dry")) == ["dry-0000"]
+    assert (await api(cluster, "GET", f"/api/crons/{job['id']}"))[1]["retries"] == 0
+    assert await audit_rows(cluster) == audited and await job_events(cluster, tip) == []
+
+
+async def test_limits_and_malformed_requests(cluster: Cluster) -> None:
+    s, body = await apply(cluster, [spec("many", i) for i in range(1001)])
+    assert s == 400 and "at most 1000 jobs per request" in body["error"], body
+    # this route's body limit is its own: above the API's 256 KiB, bounded by CRONRING_MAX_APPLY_BODY_BYTES
+    padding = "x" * 1000
+    s, body = await apply(cluster, [spec("big", i, body={"pad": padding}) for i in range(500)], dryRun=True)
+    assert s == 200 and body["created"] == 500, body  # ~0.55 MB
+    s, body = await apply(cluster, [spec("big", i, body={"pad": padding}) for i in range(1000)], dryRun=True)
+    assert s == 413, body  # ~1.1 MB
+    s, body = await apply(cluster, [])
+    assert s == 200 and body == {"dryRun": False, "created": 0, "updated": 0, "unchanged": 0, "jobs": []}
+    for bad in ({}, {"jobs": {}}, {"jobs": [], "dryRun": "yes"}, {"jobs": [], "extra": 1}, [], {"jobs": None}):
+        s, body = await api(cluster, "POST", "/api/crons/apply", json=bad)
+        assert s == 400, (bad, body)
+    status, body, _ = await cluster.request("POST", f"{cluster.any_node().url}/api/crons/apply", data=b"{nope",
+                                            headers={**auth(ROOT_TOKEN), "Content-Type": "application/json"})
+    assert status == 400, body
+    status, body, _ = await cluster.request("POST", f"{cluster.any_node().url}/api/crons/apply", data=b"jobs",
+                                            headers={**auth(ROOT_TOKEN), "Content-Type": "text/plain"})
+    assert status == 415, body
+
+
+async def test_a_missing_calendar_is_named_on_its_items(cluster: Cluster) -> None:
+    s, _ = await api(cluster, "PUT", "/api/calendars/bulk-holidays", json={"dates": ["2026-12-25"]})
+    assert s in (200, 201)
+    s, body = await apply(cluster, [spec("cal", 0, excludeCalendars=["bulk-holidays"]),
+                                    spec("cal", 1, excludeCalendars=["bulk-holidays", "no-such-cal"])])
+    assert s == 400 and [(i["index"], i["field"]) for i in body["items"]] == [(1, "excludeCalendars")], body
+    assert "no such calendar: no-such-cal" in body["items"][0]["error"]
+    s, body = await apply(cluster, [spec("cal", 0, excludeCalendars=["bulk-holidays"])])
+    assert s == 200 and body["created"] == 1
+    s, body = await apply(cluster, [{"id": body["jobs"][0]["id"], "retries": 1}])  # it keeps naming it
+    assert s == 200 and body["updated"] == 1, body
+    s, body = await api(cluster, "DELETE", "/api/calendars/bulk-holidays")
+    assert s == 409  # a job names it (locked in share mode when the batch was written)
+
+
+# ---- last: MariaDB away -------------------------------------------------------------------------------------
+
+
+async def test_mariadb_away_is_a_503_and_nothing_half_written(bulk: tuple[Cluster, TcpProxy]) -> None:
+    cluster, proxy = bulk
+    proxy.cut()
+    try:
+        async def refused() -> bool:
+            s, body = await apply(cluster, [spec("away", i) for i in range(50)])
+            assert s in (200, 503), (s, body)
+            return s == 503 and body["error"].startswith("database unavailable")
+
+        await wait_for(refused, 20, "bulk apply to answer 503 while MariaDB is cut off")
+    finally:
+        proxy.restore()
+
+    async def healthy() -> bool:
+        return (await api(cluster, "GET", "/api/health"))[0] == 200
+
+    await wait_for(healthy, 30, "the node to reach MariaDB again")
+    assert await named(cluster, "away") == {}
