@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from typing import Any, TypedDict, cast
 from urllib.parse import quote, urlencode
 
@@ -69,7 +70,10 @@ class Job(TypedDict, total=False):
 
 
 class ApiError(Exception):
-    """The API answered with an error (``status`` 0: the node could not be reached)."""
+    """The API answered with an error (``status`` 0: the node could not be reached). ``applied``: from
+    ``apply_jobs``, what the batches before the refused one did (its merged result)."""
+
+    applied: dict[str, Any] | None = None
 
     def __init__(self, status: int, message: str, details: Any = None) -> None:
         super().__init__(f"{status} {message}" + (f" {json.dumps(details)}" if details else "") if status else message)
@@ -180,6 +184,75 @@ def _bulk_body(selector: str | None, ids: list[str] | None, dry_run: bool, note:
 
 CLIENT_HEADER = "X-Cronring-Client"  # how a write came, in the audit log: "cli/..." is the CLI, else the API
 
+APPLY_BATCH = 1000  # jobs per POST /api/crons/apply (the node's limit)
+APPLY_BATCH_BYTES = 4 * 1024 * 1024  # ... and about this much JSON (half the node's default limit)
+Progress = Callable[[int, int], None]  # (jobs done, jobs in all)
+
+
+def _apply_batches(jobs: Sequence[dict[str, Any]], batch: int) -> list[tuple[int, list[bytes]]]:
+    """The jobs as consecutive batches (their first job's index, each job as JSON) of at most ``batch`` jobs
+    and about APPLY_BATCH_BYTES."""
+    if not 1 <= batch <= APPLY_BATCH:
+        raise BadRequest(0, f"batch must be between 1 and {APPLY_BATCH}, got {batch}")
+    out: list[tuple[int, list[bytes]]] = []
+    part: list[bytes] = []
+    size = start = 0
+    for i, job in enumerate(jobs):
+        doc = json.dumps(job).encode()
+        if part and (len(part) >= batch or size + len(doc) > APPLY_BATCH_BYTES):
+            out.append((start, part))
+            part, size, start = [], 0, i
+        part.append(doc)
+        size += len(doc) + 1
+    if part:
+        out.append((start, part))
+    return out
+
+
+def _apply_body(part: list[bytes], dry_run: bool) -> bytes:
+    return b'{"jobs": [' + b", ".join(part) + b'], "dryRun": ' + (b"true" if dry_run else b"false") + b"}"
+
+
+def _apply_total(dry_run: bool) -> dict[str, Any]:
+    return {"dryRun": dry_run, "created": 0, "updated": 0, "unchanged": 0, "jobs": [], "batches": 0}
+
+
+def _merge(total: dict[str, Any], part: dict[str, Any], offset: int) -> None:
+    """A batch's answer into the whole one: counts added, its jobs' indexes made indexes of the whole list."""
+    for key in ("created", "updated", "unchanged"):
+        total[key] += int(part.get(key) or 0)
+    total["jobs"] += [{**j, "index": int(j["index"]) + offset} for j in part.get("jobs") or []]
+    total["batches"] += 1
+
+
+def _refused(e: ApiError, offset: int, total: dict[str, Any]) -> ApiError:
+    """A batch's refusal, its items' indexes made indexes of the whole list, with what was applied before it."""
+    if isinstance(e.details, list):
+        e.details = [{**i, "index": int(i["index"]) + offset} if isinstance(i, dict) and isinstance(i.get("index"), int)
+                     else i for i in e.details]
+    e.applied = total
+    return e
+
+
+def _older_node(e: ApiError) -> bool:
+    """A node without POST /api/crons/apply (release 2 or older, say in a rolling upgrade) answers 404 or 405;
+    this one never does (a refused batch is a 400 or a 403)."""
+    return e.status in (404, 405)
+
+
+def _one_by_one(job: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """The single route that does what an item of a batch does: (method, path, body)."""
+    if "id" in job:
+        return "PUT", f"/api/crons/{quote(str(job['id']))}", {k: v for k, v in job.items() if k != "id"}
+    return "POST", "/api/crons", job
+
+
+def _one_done(total: dict[str, Any], index: int, job: dict[str, Any], answer: Any) -> None:
+    result = "updated" if "id" in job else "created"
+    total[result] += 1
+    total["jobs"].append({"index": index, "id": answer.get("id"), "name": answer.get("name"),
+                          "version": answer.get("version"), "result": result})
+
 
 def _backfill_path(job_id: str, backfill_id: str) -> str:
     return f"/api/crons/{quote(job_id)}/backfills/{quote(backfill_id)}"
@@ -200,7 +273,7 @@ class Client:
         return self._call(method, path, body)[0]
 
     def _call(self, method: str, path: str, body: Any = None) -> tuple[Any, dict[str, str]]:
-        data = None if body is None else json.dumps(body).encode()
+        data = None if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310 (http(s) only)
         if data is not None:
             req.add_header("Content-Type", "application/json")
@@ -281,6 +354,40 @@ class Client:
         return cast("dict[str, Any]", self.call("POST", f"/api/crons/{_bulk(action)}",
                                                 _bulk_body(selector, ids, dry_run, note)))
 
+    def apply_jobs(self, jobs: Sequence[dict[str, Any]], dry_run: bool = False, batch: int = APPLY_BATCH,
+                   progress: Progress | None = None) -> dict[str, Any]:
+        """Create (a job spec) and update (a spec with the ``id`` of a job; a field left out stays) many jobs through
+        ``POST /api/crons/apply``, ``batch`` at a time, each batch all or nothing. The merged answer: ``created``,
+        ``updated``, ``unchanged``, ``jobs`` (``index`` into ``jobs``, ``id``, ``name``, ``version``, ``result``),
+        ``batches``. A refused batch raises its ``ApiError``: ``details`` lists the items that failed (indexes
+        into ``jobs``), ``applied`` what the batches before it did. ``progress(done, total)`` after each batch. A
+        node without the route (an older release) gets one request per job (not all or nothing then)."""
+        total = _apply_total(dry_run)
+        batches = _apply_batches(jobs, batch)
+        for offset, part in batches:
+            try:
+                answer = self.call("POST", "/api/crons/apply", _apply_body(part, dry_run))
+            except ApiError as e:
+                if not (_older_node(e) and not dry_run):
+                    raise _refused(e, offset, total) from None
+                return self._apply_one_by_one(jobs, offset, total, progress)
+            _merge(total, answer, offset)
+            if progress is not None:
+                progress(offset + len(part), len(jobs))
+        return total
+
+    def _apply_one_by_one(self, jobs: Sequence[dict[str, Any]], start: int, total: dict[str, Any],
+                          progress: Progress | None) -> dict[str, Any]:
+        for index in range(start, len(jobs)):
+            try:
+                _one_done(total, index, jobs[index], self.call(*_one_by_one(jobs[index])))
+            except ApiError as e:
+                e.applied = total
+                raise
+            if progress is not None:
+                progress(index + 1, len(jobs))
+        return total
+
     def executions(self, job_id: str) -> list[dict[str, Any]]:
         return cast("list[dict[str, Any]]", self.call("GET", f"/api/crons/{quote(job_id)}/executions"))
 
@@ -359,8 +466,10 @@ class AsyncClient:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
             headers[CLIENT_HEADER] = self.client
             self._session = aiohttp.ClientSession(timeout=self.timeout, headers=headers)
+        kw: dict[str, Any] = {"data": body, "headers": {"Content-Type": "application/json"}} \
+            if isinstance(body, bytes) else {"json": body}
         try:
-            async with self._session.request(method, self.url + path, json=body) as resp:
+            async with self._session.request(method, self.url + path, **kw) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise error_for(resp.status, raw)
@@ -425,6 +534,35 @@ class AsyncClient:
                    dry_run: bool = False, note: str | None = None) -> dict[str, Any]:
         return cast("dict[str, Any]", await self.call("POST", f"/api/crons/{_bulk(action)}",
                                                       _bulk_body(selector, ids, dry_run, note)))
+
+    async def apply_jobs(self, jobs: Sequence[dict[str, Any]], dry_run: bool = False, batch: int = APPLY_BATCH,
+                         progress: Progress | None = None) -> dict[str, Any]:
+        """``Client.apply_jobs`` for asyncio code."""
+        total = _apply_total(dry_run)
+        batches = _apply_batches(jobs, batch)
+        for offset, part in batches:
+            try:
+                answer = await self.call("POST", "/api/crons/apply", _apply_body(part, dry_run))
+            except ApiError as e:
+                if not (_older_node(e) and not dry_run):
+                    raise _refused(e, offset, total) from None
+                return await self._apply_one_by_one(jobs, offset, total, progress)
+            _merge(total, answer, offset)
+            if progress is not None:
+                progress(offset + len(part), len(jobs))
+        return total
+
+    async def _apply_one_by_one(self, jobs: Sequence[dict[str, Any]], start: int, total: dict[str, Any],
+                                progress: Progress | None) -> dict[str, Any]:
+        for index in range(start, len(jobs)):
+            try:
+                _one_done(total, index, jobs[index], await self.call(*_one_by_one(jobs[index])))
+            except ApiError as e:
+                e.applied = total
+                raise
+            if progress is not None:
+                progress(index + 1, len(jobs))
+        return total
 
     async def executions(self, job_id: str) -> list[dict[str, Any]]:
         return cast("list[dict[str, Any]]", await self.call("GET", f"/api/crons/{quote(job_id)}/executions"))

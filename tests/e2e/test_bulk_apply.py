@@ -1,20 +1,26 @@
 """Bulk apply (issue 22) against a real node: ``POST /api/crons/apply`` validates a batch as a whole and writes it in
-one transaction or not at all (rows, history, audit, events), as the single routes would write each job. The node
-reaches MariaDB through a proxy the last test cuts (a 503, never a 500)."""
+one transaction or not at all (rows, history, audit, events), as the single routes would write each job; the client
+library's ``apply_jobs`` and ``cronring jobs apply`` go through it, and fall back to one request per job on a node
+without it. The node reaches MariaDB through a proxy the last test cuts (a 503, never a 500)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlparse
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
+import yaml
+from aiohttp import web
 
 from node.cluster.messages import JobEvent, unpack
-from tests.harness import DATABASE_URL, REDIS_URL, Cluster, TcpProxy, wait_for
+from tests.e2e.test_ecosystem import cli
+from tests.harness import DATABASE_URL, REDIS_URL, Cluster, TcpProxy, free_port, wait_for
 
 ROOT_TOKEN = "bulk-root-token-001"
 BILLING = "bulk-billing-token-02"
@@ -305,6 +311,137 @@ async def test_a_missing_calendar_is_named_on_its_items(cluster: Cluster) -> Non
     assert s == 200 and body["updated"] == 1, body
     s, body = await api(cluster, "DELETE", "/api/calendars/bulk-holidays")
     assert s == 409  # a job names it (locked in share mode when the batch was written)
+
+
+# ---- the client library -------------------------------------------------------------------------------------
+
+
+async def test_the_client_applies_in_batches_and_reports_a_refused_one(cluster: Cluster) -> None:
+    from node.client import AsyncClient, BadRequest, Client
+
+    url = cluster.any_node().url
+    sync = Client(url, ROOT_TOKEN)
+    seen: list[tuple[int, int]] = []
+    specs = [spec("lib", i) for i in range(250)]
+    done = await asyncio.to_thread(sync.apply_jobs, specs, batch=100, progress=lambda d, t: seen.append((d, t)))
+    assert (done["created"], done["batches"], seen) == (250, 3, [(100, 250), (200, 250), (250, 250)])
+    assert [j["index"] for j in done["jobs"]] == list(range(250))
+    ids = [j["id"] for j in done["jobs"]]
+    async with AsyncClient(url, ROOT_TOKEN) as c:
+        again = await c.apply_jobs([{"id": i, **s} for i, s in zip(ids, specs, strict=True)], batch=120)
+        assert (again["unchanged"], again["batches"]) == (250, 3)
+        dry = await c.apply_jobs([{"id": ids[0], "retries": 4}], dry_run=True)
+        assert dry["dryRun"] and dry["jobs"][0]["result"] == "updated"
+    # a refused second batch: the first was written, the error names the item by its place in the whole list
+    more = [spec("libmore", i) for i in range(250)]
+    more[180]["retries"] = 99
+    with pytest.raises(BadRequest) as refused:
+        await asyncio.to_thread(sync.apply_jobs, more, batch=100)
+    e = refused.value
+    assert e.status == 400 and [i["index"] for i in e.details] == [180] and e.details[0]["name"] == "libmore-0180"
+    assert e.applied is not None and (e.applied["batches"], e.applied["created"]) == (1, 100)
+    assert sorted(await named(cluster, "libmore")) == [f"libmore-{i:04d}" for i in range(100)]
+
+
+# ---- the CLI ------------------------------------------------------------------------------------------------
+
+
+def jobs_file(path: Any, prefix: str, n: int) -> str:
+    """A file of ``n`` jobs labelled ``suite: <prefix>`` (applied with ``--selector suite=<prefix>``: its diff and
+    ``--prune`` leave the other tests' jobs alone)."""
+    jobs = [spec(prefix, i, labels={"suite": prefix}) for i in range(n)]
+    path.write_text(yaml.safe_dump({"jobs": jobs}, sort_keys=False))
+    return str(path)
+
+
+async def test_cli_apply_goes_through_the_bulk_route(cluster: Cluster, tmp_path: Any) -> None:
+    f = tmp_path / "cli.yaml"
+    bulk_before = await api_requests(cluster, "/api/crons/apply", "POST")
+    single_before = await api_requests(cluster, "/api/crons", "POST")
+    code, out = await cli(cluster, "--token", ROOT_TOKEN, "jobs", "apply", "-f", jobs_file(f, "cli", 400), "-l",
+                          "suite=cli")
+    assert code == 0 and out.count("  create     cli-") == 400 and "400 change(s)" in out, out[-2000:]
+    assert "sent 400 job(s) in 1 request(s): 400 new" in out and "400/400 job(s) done" in out, out[-500:]
+    assert await api_requests(cluster, "/api/crons/apply", "POST") - bulk_before == 1
+    assert await api_requests(cluster, "/api/crons", "POST") == single_before
+    code, out = await cli(cluster, "--token", ROOT_TOKEN, "jobs", "apply", "-f", str(f), "-l", "suite=cli")
+    assert code == 0 and out.count("unchanged") == 400 and "0 change(s)" in out, out[-500:]
+    assert await api_requests(cluster, "/api/crons/apply", "POST") - bulk_before == 1  # nothing to send
+    doc = yaml.safe_load(f.read_text())
+    for job in doc["jobs"][:40]:
+        job["schedule"] = "15 3 * * *"
+    doc["jobs"] = doc["jobs"][:370]  # the last 30 go with --prune
+    f.write_text(yaml.safe_dump(doc, sort_keys=False))
+    code, out = await cli(cluster, "--token", ROOT_TOKEN, "jobs", "apply", "-f", str(f), "--prune", "-l", "suite=cli")
+    assert code == 0 and out.count("  update     cli-") == 40 and out.count("  delete     cli-") == 30, out[-2000:]
+    assert "pruned 30 job(s)" in out and "70 change(s)" in out, out[-500:]
+    jobs = await named(cluster, "cli")
+    assert len(jobs) == 370 and {j["version"] for n, j in jobs.items() if n < "cli-0040"} == {2}
+    assert {j["schedule"] for n, j in jobs.items() if n < "cli-0040"} == {"15 3 * * *"}
+    rows = await scalar(cluster, "SELECT COUNT(*) FROM audit_log WHERE via = 'cli' AND action = 'update'")
+    assert rows >= 40
+
+
+async def test_cli_stops_at_a_refused_batch_and_says_how_far_it_got(cluster: Cluster, tmp_path: Any) -> None:
+    f = tmp_path / "half.yaml"
+    doc = {"jobs": [spec("half", i) for i in range(1500)]}
+    doc["jobs"][1200]["timeoutMs"] = -5
+    f.write_text(yaml.safe_dump(doc, sort_keys=False))
+    code, out = await cli(cluster, "--token", ROOT_TOKEN, "jobs", "apply", "-f", str(f))
+    assert code == 1, out[-2000:]
+    assert "job #1201 half-1200: timeoutMs: must be between 1 and 300000" in out, out[-2000:]
+    assert "1 of 2 batch(es) applied before it (1000 of 1500 job(s))" in out, out[-2000:]
+    assert "change(s)" not in out.splitlines()[-1]
+    assert len(await named(cluster, "half")) == 1000
+
+
+@pytest.fixture
+async def older_node(cluster: Cluster) -> AsyncIterator[str]:
+    """A node of an older release in front of the real one: no bulk apply, no bulk delete (404)."""
+    target = cluster.any_node().url
+    session = aiohttp.ClientSession()
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        if request.method == "POST" and request.path in ("/api/crons/apply", "/api/crons/delete"):
+            return web.json_response({"error": "Not Found", "details": None}, status=404)
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type",
+                                                                             "x-cronring-client")}
+        async with session.request(request.method, target + request.path_qs, headers=headers,
+                                   data=await request.read()) as r:
+            kept = {k: v for k, v in r.headers.items() if k.lower() in ("content-type", "x-next-cursor", "etag")}
+            return web.Response(body=await r.read(), status=r.status, headers=kept)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+        await session.close()
+
+
+async def test_cli_falls_back_to_one_request_per_job_on_an_older_node(cluster: Cluster, older_node: str,
+                                                                       tmp_path: Any) -> None:
+    f = tmp_path / "old.yaml"
+    single_before = await api_requests(cluster, "/api/crons", "POST")
+    code, out = await cli(cluster, "--url", older_node, "--token", ROOT_TOKEN, "jobs", "apply", "-f",
+                          jobs_file(f, "old", 30), "-l", "suite=old")
+    assert code == 0 and out.count("  create     old-") == 30, out
+    assert "sent 30 job(s) in 30 request(s): 30 new" in out, out
+    assert await api_requests(cluster, "/api/crons", "POST") - single_before == 30
+    doc = yaml.safe_load(f.read_text())
+    doc["jobs"] = doc["jobs"][:25]
+    doc["jobs"][0]["retries"] = 1
+    f.write_text(yaml.safe_dump(doc, sort_keys=False))
+    code, out = await cli(cluster, "--url", older_node, "--token", ROOT_TOKEN, "jobs", "apply", "-f", str(f), "--prune",
+                          "-l", "suite=old")
+    assert code == 0 and "pruned 5 job(s)" in out and "6 change(s)" in out, out
+    jobs = await named(cluster, "old")
+    assert len(jobs) == 25 and jobs["old-0000"]["retries"] == 1 and jobs["old-0000"]["version"] == 2
 
 
 # ---- last: MariaDB away -------------------------------------------------------------------------------------
