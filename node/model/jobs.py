@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -220,8 +221,10 @@ class Job:
         """Every instant the job is scheduled for (``calendars``: by name; a name not found excludes nothing,
         as a calendar deleted under a job cannot be: the API refuses it)."""
         cals = tuple(c for n in self.exclude_calendars if calendars and (c := calendars.get(n)) is not None)
-        return Timetable(schedules=self.parsed_schedules(), start_at=self.start_at, end_at=self.end_at,
-                         calendars=cals, jitter=self.jitter_seconds, seed=self.id)
+        if self.jitter_seconds:  # the jitter's offsets are the job's own (seeded by its id)
+            return Timetable(schedules=self.parsed_schedules(), start_at=self.start_at, end_at=self.end_at,
+                             calendars=cals, jitter=self.jitter_seconds, seed=self.id)
+        return _shared_timetable(self.parsed_schedules(), self.start_at, self.end_at, cals)
 
     @property
     def remaining_runs(self) -> int | None:
@@ -273,6 +276,14 @@ class JobSummary:
     def from_row(cls, row: dict[str, Any]) -> JobSummary:
         return cls(id=row["id"], version=int(row["version"]), paused=bool(row["paused"]),
                    deleted=row["deleted_at"] is not None, completed=row.get("completed_at") is not None)
+
+
+@lru_cache(maxsize=4096)
+def _shared_timetable(schedules: tuple[sched.Schedule, ...], start_at: datetime | None, end_at: datetime | None,
+                      calendars: tuple[Calendar, ...]) -> Timetable:
+    """One timetable for every job with the same instants (no jitter): a hundred thousand yearly jobs share one
+    (it is frozen; memory per owned job)."""
+    return Timetable(schedules=schedules, start_at=start_at, end_at=end_at, calendars=calendars)
 
 
 def _utc(dt: datetime | None) -> datetime | None:

@@ -55,7 +55,7 @@ from ..model.timetable import Timetable
 from . import planning
 from .firing import Result
 from .outcomes import Outcomes
-from .ownership import Handle, Lease, Owned, Ownership
+from .ownership import NO_PENDING, Handle, Lease, Owned, Ownership
 
 
 class Sender(Protocol):
@@ -272,7 +272,7 @@ class Scheduler:
             metrics.REDELIVERIES.inc()
             # a tick claimed ahead waits for its send time
             delay = max(0.0, o.timetable.fire_at(r.scheduled_at).timestamp() - self.clock())
-            o.pending[claim.id] = (self.later(delay, self._send_due, o, claim), claim)
+            o.pend(claim, self.later(delay, self._send_due, o, claim))
 
     def reloaded(self, o: Owned) -> None:
         self._push(o, self.clock())
@@ -281,7 +281,7 @@ class Scheduler:
         for handle, claim in list(o.pending.values()):
             handle.cancel()
             self._not_sent(o, claim, reason)
-        o.pending.clear()
+        o.pending = NO_PENDING
 
     def _not_sent(self, o: Owned, claim: Claim, reason: str) -> None:
         """A claimed execution this node will not send. at_most_once: abandoned, never re-sent.
@@ -433,7 +433,7 @@ class Scheduler:
             try:
                 claims, p = self._plan(o, self.clock())
                 if o.extra:
-                    claims, o.extra = o.extra + claims, []
+                    claims, o.extra = [*o.extra, *claims], ()
             except Exception:
                 log.exception("planning failed; retrying the job later", job=o.job.id, schedule=o.job.schedule)
                 self._push(o, self.clock() + 5.0)
@@ -462,7 +462,7 @@ class Scheduler:
                 log.exception("claim statement failed; retrying")
             for o, claims, _, _ in plans:
                 o.claiming -= 1
-                o.unconfirmed.extend(claims)
+                o.unconfirmed = [*o.unconfirmed, *claims]
                 self._push(o, self.clock() + self.claim_ahead + 1.0)
                 self.ownership.maybe_finish_release(o)  # a release that waited for this claim
             if not isinstance(e, Exception):
@@ -518,13 +518,13 @@ class Scheduler:
             o.claims_since_retention += 1
             if c.state == ExecutionState.CLAIMED:
                 delay = max(0.0, o.timetable.fire_at(c.scheduled_at).timestamp() - self.clock())
-                o.pending[c.id] = (self.later(delay, self._send_due, o, c), c)
+                o.pend(c, self.later(delay, self._send_due, o, c))
             elif c.state == ExecutionState.BUFFERED:
-                o.queue.append(c)
+                o.queue = [*o.queue, c]
                 self.outcomes.told(c, c.state, c.error)
                 if o.job.concurrency_policy is ConcurrencyPolicy.BUFFER_ONE and len(o.queue) > 1:
                     # (buffered by the claim statement while one already waited: the buffer holds one)
-                    late = o.queue.pop()
+                    late, o.queue = o.queue[-1], o.queue[:-1]
                     self.outcomes.mark(late, ExecutionState.SKIPPED, error=BUFFER_FULL_REASON)
                 self._poll_queue(o)
             else:
@@ -567,9 +567,9 @@ class Scheduler:
             finally:
                 o.claiming -= 1
             if not ok:
-                o.queue.clear()  # a takeover made them another owner's meanwhile
+                o.queue = ()  # a takeover made them another owner's meanwhile
                 break
-            o.queue.pop(0)
+            o.queue = o.queue[1:]
             claim = replace(c, state=ExecutionState.CLAIMED)
             if self.owned.get(o.job.id) is not o:  # dropped meanwhile (a lapse): not ours to send
                 self._not_sent(o, claim, "ownership lost while a buffered tick was taken; not sent")
@@ -578,7 +578,7 @@ class Scheduler:
                 self.outcomes.mark(claim, ExecutionState.MISSED, error=BUFFER_LATE_REASON)
                 continue
             delay = max(0.0, o.timetable.fire_at(c.scheduled_at).timestamp() - self.clock())
-            o.pending[claim.id] = (self.later(delay, self._send_due, o, claim), claim)
+            o.pend(claim, self.later(delay, self._send_due, o, claim))
             break
         self.ownership.maybe_finish_release(o)  # (one that began while the tick was being taken)
 
@@ -593,13 +593,13 @@ class Scheduler:
             return False
         late_line = self.clock() - 1.0
         for o in jobs:
-            claims, o.unconfirmed = o.unconfirmed, []
+            claims, o.unconfirmed = o.unconfirmed, ()
             if self.owned.get(o.job.id) is not o:
                 continue
             mine = [c for c in claims if c.id in exist]
             # rows recorded before an edit's anchor are not planned again: queue the ones not inserted
-            o.extra += [c for c in claims if c.id not in exist and c.kind == ExecutionKind.MISFIRE
-                        and c.scheduled_at <= o.anchor]
+            o.extra = [*o.extra, *(c for c in claims if c.id not in exist and c.kind == ExecutionKind.MISFIRE
+                                   and c.scheduled_at <= o.anchor)]
             on_time = [c for c in mine if c.state != ExecutionState.CLAIMED or c.scheduled_at.timestamp() >= late_line]
             for c in mine:
                 if c not in on_time:
@@ -613,7 +613,7 @@ class Scheduler:
     # ------------------------------------------------------------------ firing
 
     def _send_due(self, o: Owned, claim: Claim) -> None:
-        o.pending.pop(claim.id, None)
+        o.unpend(claim.id)
         if not self.membership.fresh():
             self._not_sent(o, claim, "heartbeat lease lapsed before send; not sent")
             self._maybe_complete(o)
