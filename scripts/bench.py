@@ -4,7 +4,7 @@ Prints one JSON line per scenario, then a table. Every cluster figure is printed
 "the floor": one plain asyncio + aiohttp process sending the same requests to the same
 receiver at the same instants with no coordination at all.
 
-    scripts/bench [--quick] [--only fire,rare,failover,api,scale,stream] [--seconds N] [--tree DIR]
+    scripts/bench [--quick] [--only fire,rare,failover,api,scale,memory,stream] [--seconds N] [--tree DIR]
     scripts/bench --only scale --jobs 1000000 --nodes 5
 
 A fire window is a whole minute unless ``--seconds`` says otherwise: every node audits its jobs' last minute
@@ -440,6 +440,41 @@ async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20) -> dict[s
         await c.close()
 
 
+async def scenario_memory(counts: list[int]) -> dict[str, Any]:
+    """One node owning N yearly jobs, for each N: its RSS once all are owned, and the time from start-up to all
+    owned. Bytes per owned job: the slope beyond the node's RSS with none (the interpreter's baseline)."""
+    c = Cluster("memory", CRONRING_HEARTBEAT_INTERVAL="1", CRONRING_MEMBER_TTL="3", CRONRING_RESYNC_INTERVAL="5")
+    points: list[dict[str, Any]] = []
+    try:
+        await c.start_receiver()
+        have = 0
+        for i, n in enumerate(sorted(counts)):
+            await fill_jobs(c, n - have, "0 0 1 1 *")
+            have = n
+            t0 = time.time()
+            node = await c.start_node(f"memory-{i}", wait=False)
+
+            async def owned_all(node: Any = node, n: int = n) -> bool:
+                try:
+                    return (await c.get_json(f"{node.url}/api/cluster"))["ownedHere"] == n
+                except (aiohttp.ClientError, OSError):
+                    return False
+
+            await wait_for(owned_all, 900, f"{n} jobs owned", interval=0.25)
+            startup = time.time() - t0
+            await asyncio.sleep(3)
+            points.append({"jobs": n, "rss_mb": round(rss_mb(node.pid), 1), "startup_to_all_owned_s": round(startup, 2)})
+            node.kill()
+            await asyncio.sleep(4)  # its membership expires before the next one starts
+        base = points[0]["rss_mb"]
+        top = points[-1]
+        per_job = (top["rss_mb"] - base) * 1024 * 1024 / top["jobs"] if top["jobs"] else None
+        return emit({"scenario": "memory", "points": points, "baseline_rss_mb": base,
+                     "bytes_per_owned_job": round(per_job) if per_job else None})
+    finally:
+        await c.close()
+
+
 async def scenario_stream(clients: int, rate: int, duration: int) -> dict[str, Any]:
     c, ids = await start_cluster("stream", rate)
     try:
@@ -505,7 +540,7 @@ def table(results: list[dict[str, Any]]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    only = set(args.only.split(",")) if args.only else {"fire", "rare", "failover", "api", "scale", "stream"}
+    only = set(args.only.split(",")) if args.only else {"fire", "rare", "failover", "api", "scale", "memory", "stream"}
     seconds = args.seconds or (8 if args.quick else 15)
     fire_seconds = args.seconds or (15 if args.quick else 60)
     print(json.dumps({"machine": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
@@ -530,6 +565,8 @@ async def main(args: argparse.Namespace) -> None:
         results += await scenario_api(500 if args.quick else 2000)
     if "scale" in only:
         results.append(await scenario_scale(args.jobs or (10_000 if args.quick else 100_000), args.nodes or 3))
+    if "memory" in only:
+        results.append(await scenario_memory([0, 10_000, 25_000, 50_000, 100_000] if not args.quick else [0, 5_000, 20_000]))
     if "stream" in only:
         results.append(await scenario_stream(50 if args.quick else 200, 500, seconds))
     table(results)
