@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from ..aio import Slices
-from ..batching import STATEMENT_ROWS, chunks
+from ..batching import chunks
 from ..cluster.bus import Bus
 from ..cluster.catalogue import Catalogue
 from ..cluster.keys import EVENTS_STREAM_LENGTH, Keys
@@ -581,12 +581,14 @@ async def bulk(r: Runtime, action: str, payload: Any, actor: Actor, caller: str)
 
 APPLY_MAX = 1000  # jobs per POST /api/crons/apply
 APPLY_ATTEMPTS = 3  # a batch whose jobs changed between its validation and its write is validated again
+EVENTS_A_PIPELINE = 250  # job events published per Redis round trip (packing more holds the loop longer)
 _JOB_ID = re.compile(r"[0-9a-f]{1,32}")
 
 
 @dataclass(slots=True)
 class _Planned:
-    """One item of a batch, validated: what it does (created, updated, unchanged) and the definition it writes."""
+    """One item of a batch, validated: what it does (created, updated, unchanged), the definition it writes and what
+    that changes (its audit row's)."""
 
     index: int
     result: str
@@ -594,6 +596,7 @@ class _Planned:
     current: Job | None = None
     restart: bool = False  # its instants are new from the edit on (as _save's schedule_changed)
     reopen: bool = False
+    changes: dict[str, list[Any]] | None = None
 
 
 async def apply_jobs(r: Runtime, payload: Any, actor: Actor) -> dict[str, Any]:
@@ -616,10 +619,10 @@ async def apply_jobs(r: Runtime, payload: Any, actor: Actor) -> dict[str, Any]:
         plan = await _plan_batch(r, items, actor)
         if dry:
             return _applied(plan, {}, dry=True)
-        creates = [NewJob(id=new_id(), job=p.job, audit=AuditEntry(actor, AuditAction.CREATE, job_changes(None, p.job)))
+        creates = [NewJob(id=new_id(), job=p.job, audit=AuditEntry(actor, AuditAction.CREATE, p.changes or {}))
                    for p in plan if p.result == "created"]
         edits = [JobEdit(id=p.current.id, job=p.job, version=p.current.version, restart=p.restart, reopen=p.reopen,
-                         audit=AuditEntry(actor, AuditAction.UPDATE, job_changes(p.current, p.job)))
+                         audit=AuditEntry(actor, AuditAction.UPDATE, p.changes or {}))
                  for p in plan if p.result == "updated" and p.current is not None]
         try:
             await r.store.bulk.apply(creates, edits, max_jobs=r.settings.max_jobs)
@@ -662,6 +665,8 @@ async def _plan_batch(r: Runtime, items: list[Any], actor: Actor) -> list[_Plann
                 calendar_names = {c.name for c in await r.store.calendars.all()}
             if missing := [n for n in planned.job.exclude_calendars if n not in (calendar_names or ())]:
                 raise BadRequest("invalid input", {"excludeCalendars": f"no such calendar: {', '.join(missing)}"})
+            if planned.result != "unchanged":  # (its audit row's, computed here: in slices too)
+                planned.changes = job_changes(planned.current, planned.job)
             plan.append(planned)
         except (jobmod.ValidationError, ApiError, Conflict, NotFound, OutboundDenied) as e:
             known = current.get(raw["id"]) if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
@@ -776,7 +781,7 @@ async def _announce_all(r: Runtime, events: list[JobEvent]) -> None:
     for ev in events:
         r.catalogue.on_record(ev)
     try:
-        for part in chunks(events, STATEMENT_ROWS):
+        for part in chunks(events, EVENTS_A_PIPELINE):
             pipe = r.redis.pipeline(transaction=False)
             for ev in part:
                 payload = ev.pack()
