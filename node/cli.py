@@ -6,6 +6,7 @@ jobs are matched by ``name`` (unique in the file); missing ones are created,
 differing ones updated, equal ones left alone; ``--prune`` deletes named jobs the
 file no longer has; ``--dry-run`` only prints the plan, ``--diff`` a field diff; ``--exit-code``
 exits 2 when there are changes. Secrets are compared and printed masked, as the API shows them.
+The changes go through the bulk apply route, a thousand jobs a request (``send_plan``).
 """
 
 from __future__ import annotations
