@@ -4,7 +4,7 @@ Prints one JSON line per scenario, then a table. Every cluster figure is printed
 "the floor": one plain asyncio + aiohttp process sending the same requests to the same
 receiver at the same instants with no coordination at all.
 
-    scripts/bench [--quick] [--only fire,rare,failover,api,scale,memory,stream] [--seconds N] [--tree DIR]
+    scripts/bench [--quick] [--only fire,floor,rare,failover,api,scale,memory,stream] [--seconds N] [--tree DIR]
     scripts/bench --only scale --jobs 1000000 --nodes 5
 
 A fire window is a whole minute unless ``--seconds`` says otherwise: every node audits its jobs' last minute
@@ -77,15 +77,34 @@ def emit(record: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- the floor
 
-async def floor_sender(url: str, rate: int, duration: int) -> dict[str, Any]:
-    """Send `rate` requests at every whole second for `duration` seconds; no coordination at all."""
-    conn = aiohttp.TCPConnector(limit=max(100, rate))
-    async with aiohttp.ClientSession(connector=conn) as s:
-        start = int(time.time()) + 2
+async def floor_sender(url: str, rate: int, duration: int, mode: str = "prepared") -> dict[str, Any]:
+    """Send ``rate`` requests at every whole second for ``duration`` seconds; no coordination at all.
+
+    ``prepared`` (the floor): the fastest plain sender this machine allows, as the node runs (uvloop): one
+    session, kept-alive connections, every request's headers and body made before its second, and every send
+    task made before it too and started at the instant by one timer (the node claims ahead and arms a timer the
+    same way). ``plain``: the floor before issue 22 (made at the instant, JSON encoded per request), to show
+    what the change alone moves."""
+    conn = aiohttp.TCPConnector(limit=max(100, rate), limit_per_host=0, ttl_dns_cache=None, enable_cleanup_closed=False)
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(connector=conn, auto_decompress=False, skip_auto_headers=("User-Agent",)) as s:
+        start = int(time.time()) + 3
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         lateness: list[float] = []
 
-        async def one(i: int, tick: int) -> None:
+        def prepare(i: int, tick: int) -> tuple[dict[str, str], bytes]:
+            sched = datetime.fromtimestamp(tick, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            return ({"Content-Type": "application/json", "X-Cron-Job-Id": f"floor-{i}",
+                     "X-Cron-Execution-Id": uuid.uuid4().hex, "X-Cron-Scheduled-At": sched, "X-Cron-Fence": "1",
+                     "X-Cron-Attempt": "1"}, b'{"i": %d}' % i)
+
+        async def send(go: asyncio.Future[None], tick: int, headers: dict[str, str], body: bytes) -> None:
+            await go
+            lateness.append((time.time() - tick) * 1000)
+            async with s.post(url, data=body, headers=headers) as r:
+                await r.read()
+
+        async def plain(i: int, tick: int) -> None:
             sched = datetime.fromtimestamp(tick, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
             lateness.append((time.time() - tick) * 1000)
             async with s.post(url, json={"i": i}, headers={
@@ -93,20 +112,31 @@ async def floor_sender(url: str, rate: int, duration: int) -> dict[str, Any]:
                 "X-Cron-Fence": "1", "X-Cron-Attempt": "1"}) as r:
                 await r.read()
 
-        for k in range(duration):
+        pending: list[asyncio.Task[None]] = []
+        # a second before the window warms the connections up, as the node's are by its earlier fires (the
+        # receiver counts only the window's, by the floor- prefix and the instant)
+        for k in range(-1, duration):
             tick = start + k
-            await asyncio.sleep(max(0.0, tick - time.time()))
-            await asyncio.gather(*(one(i, tick) for i in range(rate)))
+            if mode == "plain":
+                await asyncio.sleep(max(0.0, tick - time.time()))
+                pending.append(asyncio.ensure_future(asyncio.gather(*(plain(i, tick) for i in range(rate)))))
+                continue
+            # half a second ahead (the node's claim-ahead): the requests and their tasks, waiting on one future
+            await asyncio.sleep(max(0.0, tick - 0.5 - time.time()))
+            go: asyncio.Future[None] = loop.create_future()
+            pending += [asyncio.ensure_future(send(go, tick, *prepare(i, tick))) for i in range(rate)]
+            loop.call_at(loop.time() + (tick - time.time()), go.set_result, None)
+        await asyncio.gather(*pending)
         r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    return {"sent": rate * duration, "cpu_s": round(cpu, 3), "send_late_p99_ms": pct(lateness, 99), "start": start,
-            "end": start + duration}
+    return {"sent": rate * (duration + 1), "cpu_s": round(cpu, 3), "send_late_p99_ms": pct(lateness, 99), "start": start,
+            "end": start + duration, "mode": mode}
 
 
-async def run_floor(receiver_url: str, rate: int, duration: int) -> dict[str, Any]:
+async def run_floor(receiver_url: str, rate: int, duration: int, mode: str = "prepared") -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "floor", "--url", f"{receiver_url}/hooks/floor", "--rate", str(rate),
-        "--duration", str(duration), stdout=asyncio.subprocess.PIPE)
+        "--duration", str(duration), "--mode", mode, stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     return json.loads(out.decode().strip().splitlines()[-1])
 
@@ -222,6 +252,26 @@ async def scenario_fire(rate: int, duration: int, *, rare: bool = False) -> dict
     finally:
         stop.set()
         await c.close()
+
+
+async def scenario_floor(rate: int, duration: int, pairs: int = 2) -> list[dict[str, Any]]:
+    """The floor itself, both ways, alternating (plain, prepared) pair by pair against one receiver: what the
+    prepared sender buys (issue 22: the floor must be the fastest plain sender, or the ratios flatter us)."""
+    c = Cluster("floor")
+    out: list[dict[str, Any]] = []
+    try:
+        await c.start_receiver()
+        for k in range(pairs):
+            for mode in ("plain", "prepared"):
+                f = await run_floor(c.receiver.url, rate, duration, mode)
+                v = receiver_view(await c.deliveries(), f["start"], f["end"], prefix="floor-")
+                out.append(emit({"scenario": "floor", "pair": k + 1, "mode": mode, "rate": rate, "delivered": v["ticks"],
+                                 "recv_late_p50_ms": v["late_p50_ms"], "recv_late_p99_ms": v["late_p99_ms"],
+                                 "recv_late_max_ms": v["late_max_ms"],
+                                 "cpu_s_per_1000": round(f["cpu_s"] / max(1, f["sent"]) * 1000, 3)}))
+    finally:
+        await c.close()
+    return out
 
 
 async def scenario_rare(rate: int, duration: int) -> dict[str, Any]:
@@ -557,6 +607,9 @@ async def main(args: argparse.Namespace) -> None:
             rec["node_cpu_s_per_1000_beyond_idle"] = round(
                 rec["node_cpu_s_per_1000"] - idle["cpu_s_per_s_all_nodes"] * 1000 / rate, 3)
             results.append(rec)
+    if "floor" in only:
+        for rate in [int(r) for r in args.rates.split(",")] if args.rates else [1000]:
+            results += await scenario_floor(rate, seconds)
     if "rare" in only:
         results.append(await scenario_rare(300, seconds))
     if "failover" in only:
@@ -579,8 +632,11 @@ if __name__ == "__main__":
         p.add_argument("--url", required=True)
         p.add_argument("--rate", type=int, required=True)
         p.add_argument("--duration", type=int, required=True)
+        p.add_argument("--mode", default="prepared", choices=("prepared", "plain"))
         a = p.parse_args()
-        print(json.dumps(asyncio.run(floor_sender(a.url, a.rate, a.duration))))
+        import uvloop  # as the node runs
+
+        print(json.dumps(uvloop.run(floor_sender(a.url, a.rate, a.duration, a.mode))))
         sys.exit(0)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="shorter runs and smaller loads")
