@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 from node.model.executions import Execution, ExecutionState
 from node.scheduling.outcomes import Recorder
@@ -71,3 +72,34 @@ async def test_everything_writes_held_back_running_rows_too() -> None:
     assert set(sink.written) == {("e2", ExecutionState.SUCCEEDED)}
     await rec.flush(everything=True)
     assert sink.written[("e1", ExecutionState.RUNNING)] == 1 and not rec.buffer and not rec.running
+
+
+async def test_the_health_step_runs_at_most_once_a_second_and_misses_nothing() -> None:
+    """At 100 fires/s the recorder flushes ~20 small batches a second; the health step (a read each) gathers them
+    into one a second, and every outcome reaches it once."""
+    sink = SlowSink()
+    rec = Recorder(sink, running_after=60)
+    rec.HEALTH_EVERY = 0.3
+    steps: list[tuple[float, int]] = []
+    seen: list[str] = []
+
+    async def health(batch: Any) -> list[str]:
+        steps.append((asyncio.get_running_loop().time(), len(batch)))
+        seen.extend(e.id for e in batch)
+        return []
+
+    rec.health = health
+    runner = asyncio.create_task(rec.run())
+    try:
+        for k in range(60):  # 60 small flushes over ~1.2 s
+            rec.put(_outcome(k))
+            rec.wake.set()
+            await asyncio.sleep(0.02)
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(seen) < 60 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        runner.cancel()
+    assert sorted(seen) == sorted(f"e{k}" for k in range(60))  # each once
+    gaps = [b[0] - a[0] for a, b in zip(steps, steps[1:], strict=False)]
+    assert len(steps) <= 6 and all(g >= 0.29 for g in gaps), steps
