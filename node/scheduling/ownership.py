@@ -433,8 +433,10 @@ class Ownership:
         return out
 
     def _own(self, t: Takeover, gap: list[Claim]) -> None:
-        # the owner needs neither timestamps nor the stored owner: drop them (memory at 100k jobs)
-        job = replace(t.job, created_at=None, updated_at=None, owner=None)
+        # the owner needs neither timestamps nor the stored owner: drop them (memory at 100k jobs); and its id is
+        # the catalogue's string (one object a job, not one per structure that names it)
+        s = self.catalogue.jobs.get(t.job.id)
+        job = replace(t.job, id=s.id if s is not None else t.job.id, created_at=None, updated_at=None, owner=None)
         last, since = t.last_tick, t.job.active_since
         if last is not None and since is not None and since < last <= since + EDIT_REPLAN:
             # The schedule changed shortly before the last tick claimed: that tick (and any
@@ -486,7 +488,7 @@ class Ownership:
             return
         schedule_changed = job.active_since != o.job.active_since
         old_timetable, old_paused = o.timetable, o.job.paused
-        o.job = replace(job, created_at=None, updated_at=None, owner=None)
+        o.job = replace(job, id=o.job.id, created_at=None, updated_at=None, owner=None)
         o.timetable = job.timetable(self.catalogue.calendars)
         o.runs = max(o.runs, job.runs)
         o.completing, o.complete_at = False, None
