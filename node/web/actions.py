@@ -18,10 +18,9 @@ from typing import Any
 import structlog
 
 from ..aio import Slices
-from ..batching import chunks
 from ..cluster.bus import Bus
 from ..cluster.catalogue import Catalogue
-from ..cluster.keys import EVENTS_STREAM_LENGTH, Keys
+from ..cluster.keys import Keys
 from ..cluster.messages import CalendarEvent, CancelEvent, JobEvent
 from ..model import calendars
 from ..model import jobs as jobmod
@@ -776,17 +775,11 @@ def _applied(plan: list[_Planned], created: dict[int, str], *, dry: bool) -> dic
 
 
 async def _announce_all(r: Runtime, events: list[JobEvent]) -> None:
-    """``announce`` for a batch: our catalogue first, then the cluster in one pipeline of Bus.publish's two
-    commands per event (a lost one heals at the catalogues' re-sync)."""
+    """``announce`` for a batch: our catalogue first, then the cluster, a round trip per EVENTS_A_PIPELINE events
+    (a lost one heals at the catalogues' re-sync)."""
     for ev in events:
         r.catalogue.on_record(ev)
     try:
-        for part in chunks(events, EVENTS_A_PIPELINE):
-            pipe = r.redis.pipeline(transaction=False)
-            for ev in part:
-                payload = ev.pack()
-                pipe.publish(r.keys.jobs_channel, payload)
-                pipe.xadd(r.keys.events_stream, {b"r": payload}, maxlen=EVENTS_STREAM_LENGTH, approximate=True)
-            await pipe.execute()
+        await r.bus.publish_many(r.keys.jobs_channel, events, EVENTS_A_PIPELINE)
     except Exception as e:  # peers heal within resync_interval
         log.warning("bulk apply: job events not published", jobs=len(events), error=str(e))
