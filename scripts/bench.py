@@ -425,9 +425,9 @@ async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20) -> dict[s
         seed = await c.start_node("scale-seed")
         tf = time.time()
         ticking_ids = [(await c.create_job(schedule="* * * * * *"))["id"] for _ in range(ticking)]
+        seed.kill()  # (before the fill: alone, it would take every job over as they come)
         await fill_jobs(c, jobs - ticking, "0 0 1 1 *")
         fill_s = time.time() - tf
-        seed.kill()
         await asyncio.sleep(4)  # the seed's membership expires
         t0 = time.time()
         started = [await c.start_node(f"scale-{i}", wait=False) for i in range(1, nodes + 1)]
