@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -42,7 +42,7 @@ _TINY = timedelta(microseconds=1)
 class BackfillStore(Protocol):
     """store/backfills.py and store/executions.py, as the runner needs them."""
 
-    async def active(self, job_ids: Sequence[str] | None = None) -> list[Backfill]: ...
+    async def active(self, job_ids: Container[str] | None = None) -> list[Backfill]: ...
     async def progress(self, b: Backfill, *, node: str) -> BackfillState | None: ...
     async def counts(self, backfill_id: str) -> dict[str, int]: ...
 
@@ -104,7 +104,7 @@ class BackfillRunner:
             return
         for job_id in [j for j, t in self.running.items() if t.done()]:
             del self.running[job_id]
-        for b in await self.store.active(list(owned)):
+        for b in await self.store.active(owned):
             task = self.running.get(b.job_id)
             if task is None or task.done():
                 self.running[b.job_id] = asyncio.get_running_loop().create_task(self._job(b.job_id))
@@ -115,7 +115,7 @@ class BackfillRunner:
             o = self.sends.owned.get(job_id)
             if o is None or o.releasing or not self.fresh():
                 return
-            todo = [b for b in await self.store.active([job_id]) if b.job_id == job_id]
+            todo = [b for b in await self.store.active((job_id,)) if b.job_id == job_id]
             if not todo:
                 return
             try:
