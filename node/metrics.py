@@ -46,7 +46,10 @@ RETRIES = Counter("cronring_retries_total", "Retried attempts", registry=REGISTR
 MEMBERS = Gauge("cronring_members", "Live members in this node's view", registry=REGISTRY)
 EPOCH = Gauge("cronring_ring_epoch", "Ring epoch in this node's view", registry=REGISTRY)
 OWNED = Gauge("cronring_owned_jobs", "Jobs this node owns", registry=REGISTRY)
-JOBS = Gauge("cronring_catalogue_jobs", "Jobs in this node's catalogue", registry=REGISTRY)
+JOBS = Gauge("cronring_catalogue_jobs", "Jobs in this node's catalogue (its share of the ring)", registry=REGISTRY)
+CATALOGUE_RESYNCS = Counter("cronring_catalogue_full_resyncs_total",
+                            "Full re-syncs of the catalogue's share: 'digest' (matched the table, nothing read) or 'read'",
+                            ["how"], registry=REGISTRY)
 LOCK_RELEASE_FAILURES = Counter("cronring_lock_release_failures_total",
                                 "Lock releases that failed (retried until the lock is gone)", registry=REGISTRY)
 STUCK = Gauge("cronring_jobs_stuck", "Jobs the ring gives this node whose lock another node has kept "

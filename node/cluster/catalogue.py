@@ -21,7 +21,7 @@ from .. import metrics
 from ..aio import raise_if_cancelling, wait_event
 from ..model.calendars import Calendar
 from ..model.errors import StoreUnavailable
-from ..model.jobs import JobSummary
+from ..model.jobs import JobSummary, summary_digest
 from .messages import CalendarEvent, JobEvent, Record
 from .ring import SPACE, WHOLE, Arc, Ring, covers, point, subtract
 
@@ -32,6 +32,10 @@ class ChangeFeed(Protocol):
 
     async def changed_since(self, watermark: datetime | None, arcs: Sequence[Arc] | None = None
                             ) -> tuple[list[JobSummary], datetime | None]: ...
+
+    async def share_digest(self, arcs: Sequence[Arc]) -> tuple[int, int, datetime | None]:
+        """How many live jobs in ``arcs``, the XOR of their summary_digest, and the database's now."""
+        ...
 
 
 class CalendarFeed(Protocol):
@@ -201,32 +205,57 @@ class Catalogue:
             if not self.unread:
                 return True
             summaries, _, done = await self._read(self.unread, still)
-            for s in summaries:
+            for k, s in enumerate(summaries):
                 self.apply(s)
+                if k % 20_000 == 19_999:
+                    await asyncio.sleep(0)  # 200k jobs: never starve the heartbeat
             if done:
                 self.unread = ()
                 log.info("share of the ring read", came=len(summaries), jobs=self.live_count())
             metrics.JOBS.set(self.live_count())
             return done
 
+    async def _digest(self) -> tuple[int, int]:
+        n = x = 0
+        for k, s in enumerate(list(self.jobs.values())):
+            if not s.deleted:
+                n += 1
+                x ^= summary_digest(s)
+            if k % 20_000 == 19_999:
+                await asyncio.sleep(0)
+        return n, x
+
     async def full_sync(self) -> None:
         """Merge every live job of the share by version; a job missing from the table (deleted, its tombstone
-        purged) becomes a tombstone here unless an event about it arrived during the read."""
+        purged) becomes a tombstone here unless an event about it arrived during the read. Once loaded, the share's
+        digest is compared first (MariaDB's from the index, ours from memory): the rows are read again only when
+        they differ (a missed event), not every time (a fifth of a million jobs cost a node ~2 s of CPU a read)."""
         async with self._reading:
             share = self.share
+            if self.node_id is not None and self.loaded.is_set() and not self.unread:
+                n, x, now = await self.feed.share_digest(share)
+                if (n, x) == await self._digest():
+                    self._purge_tombstones()
+                    self._set_watermark(now)
+                    metrics.CATALOGUE_RESYNCS.labels("digest").inc()
+                    return
+                log.info("share differs from the table: reading it again", jobs=self.live_count(), table=n)
+            metrics.CATALOGUE_RESYNCS.labels("read").inc()
             self._touched = set()
             try:
                 summaries, now, _ = await self._read(share)
+                fresh: set[str] = set()
+                for k, s in enumerate(summaries):
+                    fresh.add(s.id)
+                    self.apply(s)
+                    if k % 20_000 == 19_999:
+                        await asyncio.sleep(0)  # (events meanwhile are touched: never taken for deletions)
                 touched = self._touched
+                for i in [i for i, s in self.jobs.items() if not s.deleted and i not in fresh and i not in touched]:
+                    cur = self.jobs[i]
+                    self.apply(JobSummary(id=i, version=cur.version + 1, paused=cur.paused, deleted=True))
             finally:
                 self._touched = None
-            fresh: set[str] = set()
-            for s in summaries:
-                fresh.add(s.id)
-                self.apply(s)
-            for i in [i for i, s in self.jobs.items() if not s.deleted and i not in fresh and i not in touched]:
-                cur = self.jobs[i]
-                self.apply(JobSummary(id=i, version=cur.version + 1, paused=cur.paused, deleted=True))
             self._purge_tombstones()
             if share == self.share:
                 self.unread = ()

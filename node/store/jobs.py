@@ -326,6 +326,23 @@ class Jobs:
         cond, args = selector_sql(selector)
         return [r["id"] for r in await self.db.fetchall(f"SELECT id FROM jobs WHERE deleted_at IS NULL AND {cond}", args)]
 
+    async def share_digest(self, arcs: Sequence[tuple[int, int]]) -> tuple[int, int, datetime | None]:
+        """How many live jobs lie in ``arcs`` and a digest of their summaries (model.jobs.summary_digest: the XOR
+        of each one's md5), read from the ring index alone; and the database's now. A node's full re-sync
+        compares it with its own and reads its share again only when they differ."""
+        share, share_args = arcs_sql(arcs)
+        async for attempt in self.db.attempts():
+            async with attempt as cur:
+                await cur.execute("SELECT NOW(3) AS now")
+                now = (await cur.fetchone())["now"]
+                await cur.execute(
+                    "SELECT COUNT(*) AS n, BIT_XOR(CAST(CONV(LEFT(MD5(CONCAT(id, ':', version, ':', paused, ':',"
+                    " completed_at IS NOT NULL)), 16), 16, 10) AS UNSIGNED)) AS x"
+                    f" FROM jobs FORCE INDEX (ix_jobs_ring) WHERE deleted_at IS NULL AND {share}", share_args)
+                row = await cur.fetchone()
+                return int(row["n"] or 0), int(row["x"] or 0), from_db(now)
+        return 0, 0, None
+
     async def changed_since(self, watermark: datetime | None, arcs: Sequence[tuple[int, int]] | None = None
                             ) -> tuple[list[JobSummary], datetime | None]:
         """The catalogue's feed: summaries (tombstones included) changed at or after ``watermark``; all live

@@ -51,3 +51,15 @@ async def test_the_catalogue_of_a_node_reads_its_share_from_mariadb(store: Store
     await store.jobs.delete(sorted(c.active_ids())[0])
     await c.full_sync()
     assert set(c.active_ids()) == ring.owned_by("node-b", ids) - {sorted(ring.owned_by("node-b", ids))[0]}
+
+
+async def test_mariadbs_digest_of_a_share_is_the_catalogues(store: Store) -> None:
+    ids = await _jobs(store, 60)
+    await store.jobs.set_paused(ids[0], True)
+    await store.db.execute("UPDATE jobs SET completed_at = NOW(3), version = version + 1 WHERE id = %s", (ids[1],))
+    ring = Ring(["node-a", "node-b"])
+    for m in ring.members:
+        c = Catalogue(store.jobs, 5.0, node_id=m)
+        assert await c.focus(ring)
+        n, x, _ = await store.jobs.share_digest(ring.arcs(m))
+        assert (n, x) == await c._digest() and n == len(ring.owned_by(m, ids))
