@@ -246,6 +246,8 @@ class Ownership:
         self.unheld_since: dict[str, float] = {}  # desired, lock held by another node, since when
         self.stuck: dict[str, str | None] = {}  # desired and unheld for > member_ttl: job -> lock holder
         self._desired: set[str] = set()
+        self._stale: set[str] = set()  # owned jobs the catalogue may know a newer version of: reloaded, each pass
+        self._check_all = True  # every owned job to be checked so at the next pass (the ring changed)
         self._desired_members: tuple[str, ...] | None = None
         self.stopping = False
         self.handovers_in = 0
@@ -273,7 +275,9 @@ class Ownership:
 
     @property
     def needs_pass(self) -> bool:
-        return bool(self.unheld_since) or bool(self.stray_locks())
+        # (every owned job's lock is held: no stray can exist while there are no more locks than owned jobs,
+        # which spares a set difference over 200k ids at every turn of the loop)
+        return bool(self.unheld_since) or (len(self.held) > len(self.owned) and bool(self.stray_locks()))
 
     # ------------------------------------------------------------------ one pass
 
@@ -326,8 +330,10 @@ class Ownership:
                 await asyncio.sleep(0)  # 100k jobs: never starve the heartbeat
             self._desired = desired
             self._desired_members = ring.members if whole else None
+            self._check_all = True
         elif self.catalogue.changed_ids:
             changed, self.catalogue.changed_ids = self.catalogue.changed_ids, set()
+            self._stale.update(j for j in changed if j in self.owned)  # (edits to reload, this pass)
             for j in changed:
                 s = self.catalogue.jobs.get(j)
                 if s is not None and s.active and ring.owner(j) == self.node_id:
@@ -347,11 +353,16 @@ class Ownership:
                     o.timetable = o.job.timetable(self.catalogue.calendars)
                     self.hooks.reloaded(o)
         jobs = self.catalogue.jobs
-        for o in self.owned.values():
-            s = jobs.get(o.job.id)
-            if s is not None and s.version > o.job.version and not o.reloading and not o.releasing:
-                o.reloading = True
-                self.tasks.spawn(self._reload(o))
+        if self._check_all:  # the ring changed: every owned job is looked at once (not every pass: 200k jobs)
+            self._check_all = False
+            self._stale.update(self.owned)
+        for j in list(self._stale):
+            stale, s = self.owned.get(j), jobs.get(j)
+            if stale is None or s is None or s.version <= stale.job.version:
+                self._stale.discard(j)  # (a failed reload stays: the next pass tries again)
+            elif not stale.reloading and not stale.releasing:
+                stale.reloading = True
+                self.tasks.spawn(self._reload(stale))
 
     async def _acquire(self, want: list[str], now: float) -> None:
         taken: list[str] = []
@@ -449,6 +460,8 @@ class Ownership:
         o = Owned(job=job, timetable=job.timetable(self.catalogue.calendars), fence=t.fence, anchor=anchor, extra=gap,
                   runs=job.runs)
         self.owned[job.id] = o
+        if s is not None and s.version > job.version:
+            self._stale.add(job.id)  # (edited after the takeover read it: reloaded at the next pass)
         if t.fence > 1:
             self.handovers_in += 1
             metrics.HANDOVERS.labels("in").inc()
