@@ -182,6 +182,8 @@ def _has_gap(t: Takeover) -> bool:
     since = t.job.active_since
     if since is None:
         return False
+    if t.last_tick is None and t.job.version == 1:
+        return False  # never changed since its creation, which it took force at: no earlier definition to miss
     return t.last_tick is None or t.last_tick < since
 
 

@@ -532,3 +532,15 @@ async def test_a_takeovers_gap_rows_are_there_before_its_first_claim() -> None:
     # */2 instants in (T0+10, T0+20]: 12, 14, 16, 18, 20
     assert (gap.kind, gap.state, gap.missed_count) == ("misfire", "missed", 5)
     assert (gap.missed_from, gap.scheduled_at) == (T0.replace(second=12), edit)
+
+
+def test_a_job_never_changed_since_its_creation_has_no_gap_to_read() -> None:
+    """A million new jobs taken over read no history (version 1: the definition in force since creation);
+    an edited one that never had a tick claimed still does."""
+    from node.scheduling.ownership import _has_gap
+
+    new = Job(id="j", schedule="0 0 1 1 *", uri="http://127.0.0.1:9/", version=1, active_since=T0)
+    assert not _has_gap(Takeover(job=new, fence=1, last_tick=None))
+    edited = Job(**{**_fields(new), "version": 2})
+    assert _has_gap(Takeover(job=edited, fence=1, last_tick=None))
+    assert _has_gap(Takeover(job=new, fence=2, last_tick=T0.replace(year=T0.year - 1)))
