@@ -11,8 +11,8 @@ how, node, versions, what changed). The transaction first
   ``UnknownCalendars`` when one is missing.
 
 Every row of a batch carries one instant (``updated_at``, ``created_at``, ``active_since`` where the edit
-restarts the timetable, the audit rows' ``at``): the database's clock, read once the locks are held, just
-before the writes.
+restarts the timetable or reopens a completed job, the audit rows' ``at``): the database's clock, read once the
+locks are held, just before the writes.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ _EDIT_NEXT = "SELECT %s,%s,%s,%s,%s,%s,%s,%s,%s,%s"
 _EDIT_SET = (") v ON j.id = v.id COLLATE utf8mb4_bin AND j.version = v.version AND j.deleted_at IS NULL"
              " SET j.name = v.name, j.schedule = v.schedule, j.time_zone = v.time_zone, j.paused = v.paused,"
              " j.spec = v.spec, j.paused_until = v.paused_until, j.version = j.version + 1, j.updated_at = %s,"
-             " j.active_since = IF(v.restart, %s, j.active_since), j.completed_at = IF(v.reopen, NULL, j.completed_at)")
+             " j.active_since = IF(v.restart OR v.reopen, %s, j.active_since),"
+             " j.completed_at = IF(v.reopen, NULL, j.completed_at)")
 _AUDIT = ("INSERT INTO audit_log (at, actor, via, node, action, changes, note, subject, job_id, from_version,"
           " to_version) VALUES ")
 _AUDIT_ROW = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
@@ -75,7 +76,7 @@ class JobEdit:
     job: Job
     version: int
     restart: bool = False  # new instants from the edit on (Jobs.update's schedule_changed)
-    reopen: bool = False  # a completed job the edit lets fire again
+    reopen: bool = False  # a completed job the edit lets fire again (its instants are new from the edit on too)
     audit: AuditEntry
 
 

@@ -208,6 +208,39 @@ async def test_unchanged_writes_nothing_and_changes_bump_versions(cluster: Clust
     assert [(v["version"], v["job"]["schedule"]) for v in versions] == [(2, "*/10 * * * *"), (1, "0 3 * * *")]
 
 
+async def test_a_reopen_restarts_the_timetable_as_put_does(cluster: Cluster) -> None:
+    """A completed job (maxRuns reached) reopened by a higher maxRuns: as PUT, the apply sets active_since to the
+    edit, so the instants that passed while it was completed are not fired (they were, at once, through apply)."""
+    every_second = {"schedule": "* * * * * *", "maxRuns": 1, "misfirePolicy": "fire_all", "misfireGraceSeconds": 60}
+    ids = {}
+    for how in ("put", "apply"):
+        s, job = await api(cluster, "POST", "/api/crons", json=spec("reopen", len(ids), **every_second))
+        assert s == 201, job
+        ids[how] = job["id"]
+
+    async def completed() -> bool:
+        return await scalar(cluster, "SELECT COUNT(*) FROM jobs WHERE completed_at IS NOT NULL AND id IN (%s, %s)",
+                            *ids.values()) == 2
+
+    await wait_for(completed, 20, "both jobs to complete")
+    await asyncio.sleep(4)  # four instants pass while they are completed
+    s, body = await api(cluster, "PUT", f"/api/crons/{ids['put']}", json={"maxRuns": 4})
+    assert s == 200, body
+    s, body = await apply(cluster, [{"id": ids["apply"], "maxRuns": 4}])
+    assert s == 200 and body["updated"] == 1, body
+    await asyncio.sleep(3)
+    out = {}
+    for how, job_id in ids.items():
+        reopened = await scalar(cluster, "SELECT valid_from FROM job_history WHERE job_id = %s AND version = 3", job_id)
+        since = await scalar(cluster, "SELECT active_since FROM jobs WHERE id = %s", job_id)
+        stale = await scalar(cluster, "SELECT COUNT(*) FROM executions WHERE job_id = %s AND scheduled_at > (SELECT"
+                                      " MIN(scheduled_at) FROM executions WHERE job_id = %s) AND scheduled_at < %s",
+                             job_id, job_id, reopened)
+        out[how] = {"active_since_is_the_reopen": since == reopened, "completed_period_instants_fired": stale}
+    assert out["put"] == {"active_since_is_the_reopen": True, "completed_period_instants_fired": 0}, out
+    assert out["apply"] == out["put"], out
+
+
 async def test_one_bad_item_writes_nothing_and_names_it_without_its_secrets(cluster: Cluster) -> None:
     s, existing = await api(cluster, "POST", "/api/crons", json=spec("held", 0))
     assert s == 201

@@ -102,3 +102,19 @@ async def test_a_missing_calendar_and_the_job_cap_write_nothing(store: Store) ->
     assert await _count(store, "SELECT COUNT(*) FROM audit_log") == 0
     await store.bulk.apply([ok, *[_new(i) for i in range(3, 12)]], [], max_jobs=10)  # exactly the cap
     assert await _count(store, "SELECT COUNT(*) FROM jobs") == 10
+
+
+async def test_a_reopen_restarts_the_timetable_as_the_single_path_does(store: Store) -> None:
+    """A completed job an edit lets fire again (a higher maxRuns): ``active_since`` is the edit's instant, as
+    Jobs.update sets it, so the owner does not fire the instants that passed while it was completed."""
+    (one,) = [_new(1, maxRuns=1)]
+    await store.bulk.apply([one], [], max_jobs=100)
+    await store.db.execute("UPDATE jobs SET completed_at = NOW(3) - INTERVAL 1 HOUR, active_since = NOW(3) -"
+                           " INTERVAL 1 DAY, version = 2 WHERE id = %s", (one.id,))
+    edit = JobEdit(id=one.id, job=replace(one.job, max_runs=4), version=2, reopen=True,
+                   audit=AuditEntry(ACTOR, AuditAction.UPDATE, {"maxRuns": [1, 4]}))
+    await store.bulk.apply([], [edit], max_jobs=100)
+    row = await store.db.fetchone("SELECT active_since, updated_at, completed_at, version FROM jobs WHERE id = %s",
+                                  (one.id,))
+    assert row is not None and (row["active_since"], row["completed_at"], row["version"]) == (row["updated_at"], None, 3)
+
