@@ -17,7 +17,6 @@ locks are held, just before the writes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -100,10 +99,12 @@ class BulkJobs:
         lock = CREATE_LOCK.format(self.db.url.database)
         jobs = [c.job for c in creates] + [e.job for e in edits]
         names = sorted({n for job in jobs for n in job.exclude_calendars})
+        written = _Written()
         async for attempt in self.db.attempts():
             async with attempt as cur:
-                if attempt.again and await self._committed(cur, creates, edits):
+                if attempt.again and await written.committed(cur):
                     break  # the first attempt committed (its connection was lost after): every row is there
+                written.mark = None
                 if creates:
                     await cur.execute("SELECT GET_LOCK(%s, %s) AS ok", (lock, LOCK_WAIT_SECONDS))
                     if not (await cur.fetchone())["ok"]:
@@ -111,7 +112,7 @@ class BulkJobs:
                 try:
                     await cur.execute("START TRANSACTION")
                     try:
-                        await self._write(cur, creates, edits, names, max_jobs)
+                        await self._write(cur, creates, edits, names, max_jobs, written)
                     except BaseException:
                         await cur.execute("ROLLBACK")
                         raise
@@ -122,7 +123,7 @@ class BulkJobs:
 
     @staticmethod
     async def _write(cur: aiomysql.Cursor, creates: Sequence[NewJob], edits: Sequence[JobEdit], names: list[str],
-                     max_jobs: int) -> None:
+                     max_jobs: int, written: _Written) -> None:
         if edits:
             await _lock_versions(cur, edits)
         if creates:
@@ -155,22 +156,26 @@ class BulkJobs:
         audit += [(at, *audit_columns(e.audit), e.id, e.version, e.version + 1) for e in edits]
         for lines in chunks(audit, ROWS_A_STATEMENT):
             await cur.execute(_AUDIT + ",".join([_AUDIT_ROW] * len(lines)), [v for r in lines for v in r])
+            if written.mark is None:  # the batch's mark: its first audit row (one transaction: all rows, or none)
+                written.mark = (cur.lastrowid, lines[0][8], lines[0][10], at)
 
-    @staticmethod
-    async def _committed(cur: aiomysql.Cursor, creates: Sequence[NewJob], edits: Sequence[JobEdit]) -> bool:
-        """A second attempt: did the first commit? (One transaction: its first row tells for all of them —
-        a created id exists only if it did, an edit is in place at the version after the one it was made on.)"""
-        if creates:
-            await cur.execute("SELECT 1 FROM jobs WHERE id = %s", (creates[0].id,))
-            return await cur.fetchone() is not None
-        first = edits[0]
-        await cur.execute("SELECT version, name, schedule, time_zone, paused, spec FROM jobs WHERE id = %s"
-                          " AND deleted_at IS NULL", (first.id,))
-        row = await cur.fetchone()
-        cols = job_row(first.job)
-        return row is not None and row["version"] == first.version + 1 and \
-            (row["name"], row["schedule"], row["time_zone"], row["paused"], json.loads(row["spec"])) == \
-            (*cols[:4], json.loads(cols[4]))
+
+class _Written:
+    """What tells whether an attempt that lost its connection committed: the id of the batch's first audit row (an
+    id of this transaction's own, kept with its job, version and instant), once it was written. Not the jobs
+    themselves: another writer may have made the very same edit meanwhile."""
+
+    __slots__ = ("mark",)
+
+    def __init__(self) -> None:
+        self.mark: tuple[int, str, int, datetime] | None = None
+
+    async def committed(self, cur: aiomysql.Cursor) -> bool:
+        if self.mark is None:  # the audit rows were never written: nor was COMMIT sent
+            return False
+        await cur.execute("SELECT 1 FROM audit_log WHERE id = %s AND job_id = %s AND to_version = %s AND at = %s",
+                          self.mark)
+        return await cur.fetchone() is not None
 
 
 async def _lock_versions(cur: aiomysql.Cursor, edits: Sequence[JobEdit]) -> None:

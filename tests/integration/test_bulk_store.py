@@ -1,21 +1,33 @@
 """Bulk apply's store (node/store/bulk.py) against a real MariaDB: a batch is written whole, in one transaction,
-as the single paths write each job (row, history, audit), or not at all."""
+as the single paths write each job (row, history, audit), or not at all; and
+the second attempt after a lost connection (several MariaDB hosts) neither writes a batch twice nor takes a batch
+as written when it was not.
+
+For the second attempt the store is given two hosts (the real MariaDB and a closed port), so a lost connection is
+retried on "the new primary" (the same server) with ``attempt.again`` set, as after a failover; the fault is
+injected at the batch's COMMIT."""
 
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import aiomysql
+import pymysql
 import pytest
 
 from node.model.audit import Actor, AuditAction, AuditEntry, job_changes
 from node.model.calendars import validate as validate_calendar
 from node.model.errors import TooManyJobs, UnknownCalendars
 from node.model.jobs import validate
-from node.store import Store
+from node.store import DatabaseURL, Store
 from node.store.bulk import JobEdit, NewJob, StaleJobs
 from node.store.jobs import new_id
+from tests.harness import DATABASE_URL, free_port
 
 ACTOR = Actor("ops", "cli", "node-a")
 
@@ -118,3 +130,86 @@ async def test_a_reopen_restarts_the_timetable_as_the_single_path_does(store: St
                                   (one.id,))
     assert row is not None and (row["active_since"], row["completed_at"], row["version"]) == (row["updated_at"], None, 3)
 
+
+# ---- a second attempt after a lost connection -----------------------------------------------------------------
+
+
+@pytest.fixture
+async def two_host_store() -> AsyncIterator[Store]:
+    name = f"cronring_itr_{secrets.token_hex(4)}"
+    u = DatabaseURL.parse(DATABASE_URL)
+    auth = f"{u.user}:{u.password}@" if u.password else f"{u.user}@"
+    s = Store(DatabaseURL.parse(f"mysql://{auth}{u.host}:{u.port},127.0.0.1:{free_port()}/{name}"), pool_size=5,
+              connect_timeout=1.0)
+    await s.start()
+    yield s
+    await s.close()
+    conn = await aiomysql.connect(host=u.host, port=u.port, user=u.user, password=u.password, autocommit=True)
+    async with conn.cursor() as cur:
+        await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    conn.close()
+
+
+def _fail_commit(monkeypatch: pytest.MonkeyPatch, *, commit_first: bool,
+                 meanwhile: Callable[[], Awaitable[None]] | None = None) -> list[int]:
+    """The first COMMIT of a batch is lost: committed then the reply lost (``commit_first``), or the connection lost
+    before it (rolled back); ``meanwhile`` runs between the loss and the second attempt."""
+    real = aiomysql.cursors.Cursor.execute
+    fired: list[int] = []
+
+    async def execute(self: Any, query: str, args: Any = None) -> Any:
+        if query == "COMMIT" and not fired:
+            fired.append(1)
+            await real(self, "COMMIT" if commit_first else "ROLLBACK")
+            if meanwhile is not None:
+                await meanwhile()
+            raise pymysql.err.OperationalError(2013, "Lost connection to server during query (injected)")
+        return await real(self, query, args)
+
+    monkeypatch.setattr(aiomysql.cursors.Cursor, "execute", execute)
+    return fired
+
+
+async def test_a_lost_reply_after_commit_writes_the_batch_once(two_host_store: Store,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    store = two_host_store
+    fired = _fail_commit(monkeypatch, commit_first=True)
+    creates = [_new(i) for i in range(300)]
+    await store.bulk.apply(creates, [], max_jobs=10_000)
+    assert fired
+    assert await _count(store, "SELECT COUNT(*) FROM jobs") == 300
+    assert await _count(store, "SELECT COUNT(*) FROM audit_log") == 300
+    # edits alone too: the batch's mark (its first audit row) is found, nothing is written again
+    fired.clear()
+    edits = [JobEdit(id=c.id, job=replace(c.job, retries=2), version=1,
+                     audit=AuditEntry(ACTOR, AuditAction.UPDATE, {"retries": [0, 2]})) for c in creates]
+    await store.bulk.apply([], edits, max_jobs=10_000)
+    assert fired
+    assert await _count(store, "SELECT COUNT(*) FROM jobs WHERE version = 2") == 300
+    assert await _count(store, "SELECT COUNT(*) FROM audit_log") == 600
+
+
+async def test_an_identical_edit_made_meanwhile_is_not_taken_for_the_batch(two_host_store: Store,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edits [A, B]; the first attempt is rolled back (the connection lost before COMMIT); meanwhile another writer
+    makes the very same edit to A (two CI runs applying one file). A in place at the next version is not the batch's
+    mark: the second attempt writes again, finds A changed since the batch was validated (StaleJobs: the caller
+    validates again, A now unchanged), and B is never reported written when it was not."""
+    store = two_host_store
+    a, b = _new(1), _new(2)
+    await store.bulk.apply([a, b], [], max_jobs=100)
+    current = {j.id: j for j in await store.jobs.get_many([a.id, b.id])}
+    edits = [JobEdit(id=x.id, job=replace(current[x.id], retries=3), version=1,
+                     audit=AuditEntry(ACTOR, AuditAction.UPDATE, {"retries": [0, 3]})) for x in (a, b)]
+
+    async def someone_else() -> None:
+        await store.jobs.update(a.id, edits[0].job, if_version=1, schedule_changed=False)
+
+    fired = _fail_commit(monkeypatch, commit_first=False, meanwhile=someone_else)
+    with pytest.raises(StaleJobs) as stale:
+        await store.bulk.apply([], edits, max_jobs=100)
+    assert fired and stale.value.ids == [a.id]
+    after = {j.id: j for j in await store.jobs.get_many([a.id, b.id])}
+    assert (after[a.id].version, after[a.id].retries) == (2, 3)
+    assert (after[b.id].version, after[b.id].retries) == (1, 0)  # nothing of the batch written
+    assert await _count(store, "SELECT COUNT(*) FROM audit_log WHERE action = 'update'") == 0  # (theirs has none)
