@@ -13,13 +13,19 @@ how, node, versions, what changed). The transaction first
 Every row of a batch carries one instant (``updated_at``, ``created_at``, ``active_since`` where the edit
 restarts the timetable or reopens a completed job, the audit rows' ``at``): the database's clock, read once the
 locks are held, just before the writes.
+
+A statement holds at most ROWS_A_STATEMENT rows and STATEMENT_BYTES of escaped values (less on a server whose
+``max_allowed_packet`` is small; a bigger row goes alone): a batch of jobs with big bodies is many statements, never
+one over the packet limit (the server drops the connection), and the driver escapes one statement's values on the
+event loop at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 import aiomysql
@@ -38,6 +44,11 @@ LOCK_WAIT_SECONDS = 10
 # Rows a statement: the driver escapes every value on the event loop (a thousand jobs' ~11,000 values held it for
 # ~35 ms); a quarter of that, and the loop runs between statements.
 ROWS_A_STATEMENT = 250
+# Escaped bytes a statement (at most half the server's max_allowed_packet): 120 jobs of 64 KiB bodies made one
+# statement of ~45 MiB (a body's emoji are 12 bytes each in the spec's JSON, and escaped again), past the 16 MiB
+# packet: the server dropped the connection, a 503 for a valid batch; and the driver held the loop 680 ms escaping
+# it. Escaping such a spec takes ~25 ns a character here: a megabyte is ~25 ms of the loop, 4 MiB was ~100 ms.
+STATEMENT_BYTES = 1024 * 1024
 
 _INSERT = ("INSERT INTO jobs (id, name, schedule, time_zone, paused, spec, version, fence, active_since, created_at,"
            " updated_at) VALUES ")
@@ -56,6 +67,7 @@ _EDIT_SET = (") v ON j.id = v.id COLLATE utf8mb4_bin AND j.version = v.version A
 _AUDIT = ("INSERT INTO audit_log (at, actor, via, node, action, changes, note, subject, job_id, from_version,"
           " to_version) VALUES ")
 _AUDIT_ROW = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+_ESCAPED = "\\'\"\n\r\x00\x1a"  # the characters the driver escapes (each becomes two)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,24 +149,24 @@ class BulkJobs:
             found = {r["name"] for r in await cur.fetchall()}
             if missing := [n for n in names if n not in found]:
                 raise UnknownCalendars(missing)
-        await cur.execute("SELECT NOW(3) AS now")
-        at: datetime = (await cur.fetchone())["now"]
-        for new in chunks(creates, ROWS_A_STATEMENT):
-            await cur.execute(_INSERT + ",".join([_INSERT_ROW] * len(new)),
-                              [v for c in new for v in (c.id, *job_row(c.job), at, at, at)])
-        for part in chunks(edits, ROWS_A_STATEMENT):
-            rows = [(e.id, e.version, *job_row(e.job), _paused_until(e.job), int(e.restart), int(e.reopen))
-                    for e in part]
-            await cur.execute("UPDATE jobs j JOIN (" + " UNION ALL ".join([_EDIT_FIRST] + [_EDIT_NEXT] * (len(rows) - 1))
-                              + _EDIT_SET, [*(v for r in rows for v in r), at, at])
-            if cur.rowcount != len(rows):  # the rows are locked at these versions: never, unless a bug
-                raise StaleJobs([e.id for e in part])
-        ids = [c.id for c in creates] + [e.id for e in edits]
-        for some in chunks(ids, ROWS_A_STATEMENT):
-            await cur.execute(HISTORY_SQL.format(ph(len(some))), list(some))
-        audit = [(at, *audit_columns(c.audit), c.id, None, 1) for c in creates]
-        audit += [(at, *audit_columns(e.audit), e.id, e.version, e.version + 1) for e in edits]
-        for lines in chunks(audit, ROWS_A_STATEMENT):
+        await cur.execute("SELECT NOW(3) AS now, @@max_allowed_packet AS packet")
+        row = await cur.fetchone()
+        at: datetime = row["now"]
+        most = min(STATEMENT_BYTES, int(row["packet"]) // 2)
+        # each statement's rows are made as it is cut (a spec's JSON, an audit row's changes): one at a time
+        for new in _statements(((c.id, *job_row(c.job), at, at, at) for c in creates), most, len(_INSERT_ROW)):
+            await cur.execute(_INSERT + ",".join([_INSERT_ROW] * len(new)), [v for r in new for v in r])
+            await cur.execute(HISTORY_SQL.format(ph(len(new))), [r[0] for r in new])
+        edited = ((e.id, e.version, *job_row(e.job), _paused_until(e.job), int(e.restart), int(e.reopen)) for e in edits)
+        for part in _statements(edited, most, len(_EDIT_FIRST)):
+            await cur.execute("UPDATE jobs j JOIN (" + " UNION ALL ".join([_EDIT_FIRST] + [_EDIT_NEXT] * (len(part) - 1))
+                              + _EDIT_SET, [*(v for r in part for v in r), at, at])
+            if cur.rowcount != len(part):  # the rows are locked at these versions: never, unless a bug
+                raise StaleJobs([r[0] for r in part])
+            await cur.execute(HISTORY_SQL.format(ph(len(part))), [r[0] for r in part])
+        audit = chain(((at, *audit_columns(c.audit), c.id, None, 1) for c in creates),
+                      ((at, *audit_columns(e.audit), e.id, e.version, e.version + 1) for e in edits))
+        for lines in _statements(audit, most, len(_AUDIT_ROW)):
             await cur.execute(_AUDIT + ",".join([_AUDIT_ROW] * len(lines)), [v for r in lines for v in r])
             if written.mark is None:  # the batch's mark: its first audit row (one transaction: all rows, or none)
                 written.mark = (cur.lastrowid, lines[0][8], lines[0][10], at)
@@ -176,6 +188,30 @@ class _Written:
         await cur.execute("SELECT 1 FROM audit_log WHERE id = %s AND job_id = %s AND to_version = %s AND at = %s",
                           self.mark)
         return await cur.fetchone() is not None
+
+
+def _statements(rows: Iterable[tuple[Any, ...]], most: int, overhead: int) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows cut into statements of at most ROWS_A_STATEMENT rows and ``most`` escaped bytes (one row more when a
+    single row is bigger); ``overhead``: a row's own SQL text."""
+    part: list[tuple[Any, ...]] = []
+    size = 0
+    for row in rows:
+        n = overhead + sum(_sql_bytes(v) for v in row)
+        if part and (len(part) >= ROWS_A_STATEMENT or size + n > most):
+            yield part
+            part, size = [], 0
+        part.append(row)
+        size += n
+    if part:
+        yield part
+
+
+def _sql_bytes(v: Any) -> int:
+    """The bytes a value takes in a statement once the driver has escaped and quoted it (with its comma); a number,
+    an instant or NULL: at most 32."""
+    if not isinstance(v, str):
+        return 32
+    return (len(v) if v.isascii() else len(v.encode())) + sum(v.count(c) for c in _ESCAPED) + 3
 
 
 async def _lock_versions(cur: aiomysql.Cursor, edits: Sequence[JobEdit]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlparse
@@ -475,6 +476,63 @@ async def test_cli_falls_back_to_one_request_per_job_on_an_older_node(cluster: C
     assert code == 0 and "pruned 5 job(s)" in out and "6 change(s)" in out, out
     jobs = await named(cluster, "old")
     assert len(jobs) == 25 and jobs["old-0000"]["retries"] == 1 and jobs["old-0000"]["version"] == 2
+
+
+# ---- a node with the default limits (8 MiB a bulk apply) --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def roomy() -> AsyncIterator[Cluster]:
+    c = Cluster("bulkroomy", CRONRING_API_TOKENS=TOKENS)
+    try:
+        await c.start_node("roomy-1")
+        yield c
+    finally:
+        await c.close()
+
+
+async def post_raw(c: Cluster, raw: bytes) -> tuple[int, Any, float]:
+    """POST a raw body to the bulk route while /livez is asked every 10 ms: the answer, and the longest /livez took
+    (how long the node's loop was held)."""
+    url = c.any_node().url
+    lat: list[float] = []
+    stop = False
+
+    async def pinger() -> None:
+        while not stop:
+            t = time.perf_counter()
+            async with c.session().get(f"{url}/livez") as r:
+                await r.read()
+            lat.append(time.perf_counter() - t)
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(pinger())
+    await asyncio.sleep(0.2)
+    try:
+        status, body, _ = await c.request("POST", f"{url}/api/crons/apply", data=raw,
+                                          headers={**auth(ROOT_TOKEN), "Content-Type": "application/json"})
+        await asyncio.sleep(0.3)
+    finally:
+        stop = True
+        await task
+    return status, body, max(lat)
+
+
+async def test_a_batch_of_big_valid_jobs_is_written(roomy: Cluster) -> None:
+    """Each job alone is accepted by POST /api/crons (a 64 KiB body of emoji); 120 of them in one apply (7.5 MiB) were
+    one INSERT of ~45 MiB once JSON- and SQL-escaped, past MariaDB's max_allowed_packet: a 503 for a valid batch (and
+    the node's database marked unavailable), the loop held ~680 ms escaping it. Now statements of at most 4 MiB."""
+    emoji = "\U0001F600" * (16 * 1024 - 8)
+    one, body, _ = await roomy.request("POST", f"{roomy.any_node().url}/api/crons", headers={
+        **auth(ROOT_TOKEN), "Content-Type": "application/json"}, data=json.dumps(spec("emoji", 0, body=emoji),
+                                                                                 ensure_ascii=False).encode())
+    assert one == 201, body
+    raw = json.dumps({"jobs": [spec("emoji", i, body=emoji) for i in range(1, 121)]}, ensure_ascii=False).encode()
+    status, body, held = await post_raw(roomy, raw)
+    assert status == 200 and body["created"] == 120, (status, str(body)[:300])
+    assert held < 0.5, held
+    s, job = await api(roomy, "GET", f"/api/crons/{body['jobs'][119]['id']}")
+    assert s == 200 and job["body"] == emoji
 
 
 # ---- last: MariaDB away -------------------------------------------------------------------------------------

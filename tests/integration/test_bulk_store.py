@@ -1,5 +1,5 @@
 """Bulk apply's store (node/store/bulk.py) against a real MariaDB: a batch is written whole, in one transaction,
-as the single paths write each job (row, history, audit), or not at all; and
+as the single paths write each job (row, history, audit), or not at all; in statements under the packet limit; and
 the second attempt after a lost connection (several MariaDB hosts) neither writes a batch twice nor takes a batch
 as written when it was not.
 
@@ -25,7 +25,7 @@ from node.model.calendars import validate as validate_calendar
 from node.model.errors import TooManyJobs, UnknownCalendars
 from node.model.jobs import validate
 from node.store import DatabaseURL, Store
-from node.store.bulk import JobEdit, NewJob, StaleJobs
+from node.store.bulk import STATEMENT_BYTES, JobEdit, NewJob, StaleJobs
 from node.store.jobs import new_id
 from tests.harness import DATABASE_URL, free_port
 
@@ -129,6 +129,31 @@ async def test_a_reopen_restarts_the_timetable_as_the_single_path_does(store: St
     row = await store.db.fetchone("SELECT active_since, updated_at, completed_at, version FROM jobs WHERE id = %s",
                                   (one.id,))
     assert row is not None and (row["active_since"], row["completed_at"], row["version"]) == (row["updated_at"], None, 3)
+
+
+async def test_big_rows_are_cut_into_statements_under_the_packet_limit(store: Store,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """120 jobs of 64 KiB bodies (emoji: 12 bytes each in the spec's JSON, escaped again in the statement): ~45 MiB
+    as one statement, past max_allowed_packet. Every statement stays under STATEMENT_BYTES; the batch is written."""
+    real = aiomysql.cursors.Cursor.execute
+    sizes: list[int] = []
+
+    async def execute(self: Any, query: str, args: Any = None) -> Any:
+        sizes.append(len(self.mogrify(query, args).encode()))
+        return await real(self, query, args)
+
+    monkeypatch.setattr(aiomysql.cursors.Cursor, "execute", execute)
+    emoji = "\U0001F600" * (16 * 1024 - 8)
+    creates = [_new(i, body=emoji) for i in range(120)]
+    await store.bulk.apply(creates, [], max_jobs=1000)
+    edits = [JobEdit(id=c.id, job=replace(c.job, body=emoji[:-1]), version=1,
+                     audit=AuditEntry(ACTOR, AuditAction.UPDATE, {"body": [emoji, emoji[:-1]]})) for c in creates]
+    await store.bulk.apply([], edits, max_jobs=1000)
+    assert max(sizes) <= STATEMENT_BYTES and sum(sizes) > 8 * STATEMENT_BYTES, (max(sizes), sum(sizes))
+    assert await _count(store, "SELECT COUNT(*) FROM jobs WHERE version = 2") == 120
+    assert await _count(store, "SELECT COUNT(*) FROM job_history") == 240
+    assert await _count(store, "SELECT COUNT(*) FROM audit_log") == 240
+    assert (await store.jobs.get(creates[77].id)).body == emoji[:-1]
 
 
 # ---- a second attempt after a lost connection -----------------------------------------------------------------
