@@ -69,6 +69,10 @@ class TooManyRequests(ApiError):
     status = 429
 
 
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
 class BatchRefused(ApiError):
     """A batch refused whole, nothing of it written: one entry per item that failed (``items``: index, name, id,
     status, error, field, fields). 403 when every one is a scoped token's refusal, else 400."""
