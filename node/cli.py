@@ -451,7 +451,9 @@ def _refusal(e: ApiError, plan: list[tuple[str, dict[str, Any], dict[str, Any]]]
         if isinstance(item, dict) and isinstance(item.get("index"), int) and 0 <= item["index"] < len(sent):
             k = sent[item["index"]][0]
             name = plan[k][2].get("name") or plan[k][1].get("name")
-            _print(f"  job #{k + 1} {name}: {item.get('error')}", file=sys.stderr)
+            fields = item.get("fields")
+            why = "; ".join(f"{f}: {reason}" for f, reason in fields.items()) if isinstance(fields, dict) else ""
+            _print(f"  job #{k + 1} {name}: {item.get('error')}" + (f": {why}" if why else ""), file=sys.stderr)
     applied = e.applied or {}
     _print(f"cronring: {applied.get('batches', 0)} of {batches} batch(es) applied before it "
            f"({len(applied.get('jobs') or [])} of {len(sent)} job(s)); the rest was not sent", file=sys.stderr)

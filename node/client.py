@@ -120,7 +120,9 @@ def error_for(status: int, body: bytes) -> ApiError:
         err = {}
     if not isinstance(err, dict):
         err = {}
-    return _BY_STATUS.get(status, ApiError)(status, str(err.get("error") or f"HTTP {status}"), err.get("details"))
+    # a refused bulk apply lists its items in ``items`` (its ``details`` are two counts): they are this error's details
+    details = err["items"] if isinstance(err.get("items"), list) else err.get("details")
+    return _BY_STATUS.get(status, ApiError)(status, str(err.get("error") or f"HTTP {status}"), details)
 
 
 def _check_url(url: str) -> str:

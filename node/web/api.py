@@ -381,7 +381,7 @@ async def apply_crons(request: web.Request) -> web.Response:
     try:
         result = await actions.apply_jobs(r, payload, actor_of(request))
     except BatchRefused as e:
-        return web.json_response({"error": e.message, "details": e.items, "items": e.items}, status=e.status)
+        return web.json_response({"error": e.message, "details": e.details, "items": e.items}, status=e.status)
     return web.json_response(result)
 
 

@@ -75,10 +75,12 @@ class PayloadTooLarge(ApiError):
 
 class BatchRefused(ApiError):
     """A batch refused whole, nothing of it written: one entry per item that failed (``items``: index, name, id,
-    status, error, field, fields). 403 when every one is a scoped token's refusal, else 400."""
+    status, error, fields), answered once, beside a ``details`` of two counts. 403 when every one is a scoped token's
+    refusal, else 400."""
 
     def __init__(self, items: list[dict[str, Any]], total: int) -> None:
-        super().__init__(f"{len(items)} of {total} job(s) refused: nothing was written", items)
+        super().__init__(f"{len(items)} of {total} job(s) refused: nothing was written",
+                         {"refused": len(items), "jobs": total})
         self.items = items
         self.status = 403 if items and all(i["status"] == 403 for i in items) else 400
 

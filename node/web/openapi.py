@@ -150,12 +150,14 @@ def spec() -> dict[str, Any]:
         "name": {"type": ["string", "null"]}, "id": {"type": ["string", "null"]},
         "status": {"type": "integer", "description": "the single route's status for it: 400, 403, 404 (a job this "
                                                      "token cannot see), 409"},
-        "error": {"type": "string", "description": "why (secrets masked)"},
-        "field": {"type": ["string", "null"], "description": "the first field refused"},
-        "fields": {"type": "object", "additionalProperties": {"type": "string"}, "description": "each field's reason"}}}
+        "error": {"type": "string", "description": "the single route's error for it (secrets masked); with more "
+                                                   "than 5 fields refused, how many more"},
+        "fields": {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 5,
+                   "description": "the first 5 fields refused, each with its reason (the single route's details)"}}}
     apply_refused = {"type": "object", "required": ["error"], "properties": {
         "error": {"type": "string"},
-        "details": {"description": "a refused batch: its items; else what was wrong with the request"},
+        "details": {"description": "a refused batch: {refused, jobs} (how many items failed, of how many); else "
+                                   "what was wrong with the request"},
         "items": {"type": "array", "items": refused_item, "description": "(a refused batch) each item that failed"}}}
     note = {"type": "string", "maxLength": 500, "not": {"pattern": "[\\u0000-\\u0008\\u000a-\\u001f]"}}
     pause_body = {"type": "object", "additionalProperties": False, "properties": {

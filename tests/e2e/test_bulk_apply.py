@@ -256,14 +256,14 @@ async def test_one_bad_item_writes_nothing_and_names_it_without_its_secrets(clus
     s, body = await apply(cluster, specs)
     assert s == 400, body
     assert body["error"] == "4 of 42 job(s) refused: nothing was written"
-    assert body["items"] == body["details"]
+    assert body["details"] == {"refused": 4, "jobs": 42}  # the items once, in items
     by_index = {i["index"]: i for i in body["items"]}
     assert sorted(by_index) == [12, 33, 40, 41], body
-    assert by_index[12]["name"] == "bad-0012" and by_index[12]["field"] == "timeoutMs" and by_index[12]["status"] == 400
-    assert "timeoutMs" in by_index[12]["error"] and by_index[12]["fields"]["timeoutMs"]
-    assert by_index[33]["field"] == "schedule" and "61" in by_index[33]["error"], by_index[33]
-    assert by_index[40] | {"fields": None} == {"index": 40, "name": None, "id": "0123456789abcdef", "status": 404,
-                                               "error": "not found", "field": "id", "fields": None}
+    assert (by_index[12]["name"], by_index[12]["status"], by_index[12]["error"]) == ("bad-0012", 400, "invalid input")
+    assert by_index[12]["fields"]["timeoutMs"] == "must be between 1 and 300000"
+    assert list(by_index[33]["fields"]) == ["schedule"] and "61" in by_index[33]["fields"]["schedule"], by_index[33]
+    assert by_index[40] == {"index": 40, "name": None, "id": "0123456789abcdef", "status": 404, "error": "not found",
+                            "fields": {"id": "no such job"}}
     text = json.dumps(body)
     assert SECRET not in text and PASSWORD not in text, text
     assert await named(cluster, "bad") == {}
@@ -282,7 +282,7 @@ async def test_a_scoped_token_as_on_the_single_routes(cluster: Cluster) -> None:
     # another team's job does not exist for it (its name is not told either); relabelling out of it is a 403
     s, body = await apply(cluster, [{"id": theirs["id"], "retries": 2}], BILLING)
     assert s == 400 and body["items"] == [{"index": 0, "name": None, "id": theirs["id"], "status": 404,
-                                           "error": "not found", "field": "id", "fields": {"id": "no such job"}}], body
+                                           "error": "not found", "fields": {"id": "no such job"}}], body
     s, body = await apply(cluster, [{"id": mine["id"], "labels": {"team": "search"}}], BILLING)
     assert s == 403 and body["items"][0]["name"] == "scoped-0001", body
     assert await audit_rows(cluster) == audited and "scoped-0002" not in await named(cluster, "scoped")
@@ -337,8 +337,8 @@ async def test_a_missing_calendar_is_named_on_its_items(cluster: Cluster) -> Non
     assert s in (200, 201)
     s, body = await apply(cluster, [spec("cal", 0, excludeCalendars=["bulk-holidays"]),
                                     spec("cal", 1, excludeCalendars=["bulk-holidays", "no-such-cal"])])
-    assert s == 400 and [(i["index"], i["field"]) for i in body["items"]] == [(1, "excludeCalendars")], body
-    assert "no such calendar: no-such-cal" in body["items"][0]["error"]
+    assert s == 400 and [(i["index"], list(i["fields"])) for i in body["items"]] == [(1, ["excludeCalendars"])], body
+    assert body["items"][0]["fields"]["excludeCalendars"] == "no such calendar: no-such-cal"
     s, body = await apply(cluster, [spec("cal", 0, excludeCalendars=["bulk-holidays"])])
     assert s == 200 and body["created"] == 1
     s, body = await apply(cluster, [{"id": body["jobs"][0]["id"], "retries": 1}])  # it keeps naming it
@@ -423,7 +423,7 @@ async def test_cli_stops_at_a_refused_batch_and_says_how_far_it_got(cluster: Clu
     f.write_text(yaml.safe_dump(doc, sort_keys=False))
     code, out = await cli(cluster, "--token", ROOT_TOKEN, "jobs", "apply", "-f", str(f))
     assert code == 1, out[-2000:]
-    assert "job #1201 half-1200: timeoutMs: must be between 1 and 300000" in out, out[-2000:]
+    assert "job #1201 half-1200: invalid input: timeoutMs: must be between 1 and 300000" in out, out[-2000:]
     assert "1 of 2 batch(es) applied before it (1000 of 1500 job(s))" in out, out[-2000:]
     assert "change(s)" not in out.splitlines()[-1]
     assert len(await named(cluster, "half")) == 1000
@@ -537,6 +537,21 @@ async def test_a_body_of_millions_of_small_values_does_not_hold_the_loop(roomy: 
     assert status == 400 and body["items"][0]["fields"] == {
         "body": "has more than 65536 values; the limit is 65536 bytes"}, body
     assert held < 0.5, held
+
+
+async def test_a_refused_batch_answers_no_more_than_it_was_sent(roomy: Cluster) -> None:
+    """1,000 items of 100 unknown keys each: every item's reasons were sent in ``fields`` and again in ``error``, and
+    the list twice (``details`` and ``items``): a 2.3 MiB request got a 14 MiB answer. Now the list once, each item's
+    first five fields and how many more."""
+    items = [{f"unknown_field_{k:03d}": 0 for k in range(100)} for _ in range(1000)]
+    raw = json.dumps({"jobs": items, "dryRun": True}).encode()
+    status, body, _ = await roomy.request("POST", f"{roomy.any_node().url}/api/crons/apply", data=raw,
+                                          headers={**auth(ROOT_TOKEN), "Content-Type": "application/json"})
+    assert status == 400 and body["details"] == {"refused": 1000, "jobs": 1000}, str(body)[:500]
+    assert len(json.dumps(body)) <= len(raw) // 4, f"{len(raw) // 1024} KiB sent, {len(json.dumps(body)) // 1024} KiB"
+    assert body["items"][7] == {"index": 7, "name": None, "id": None, "status": 400,
+                                "error": "invalid input (and 97 more field(s))",  # (uri and schedule are required)
+                                "fields": {f"unknown_field_{k:03d}": "unknown field" for k in range(5)}}, body["items"][7]
 
 
 async def test_a_batch_of_big_valid_jobs_is_written(roomy: Cluster) -> None:

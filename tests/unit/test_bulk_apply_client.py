@@ -20,6 +20,7 @@ from node.client import (
     Client,
     NotFound,
     _apply_batches,
+    error_for,
 )
 
 
@@ -39,10 +40,13 @@ class FakeNode:
         if path in ("/api/crons/apply", "/api/crons/delete") and self.older:
             raise NotFound(404, "Not Found")
         if path == "/api/crons/apply":
-            bad = [{"index": i, "name": j.get("name"), "status": 400, "error": "retries: must be between 0 and 10"}
+            bad = [{"index": i, "name": j.get("name"), "id": None, "status": 400, "error": "invalid input",
+                    "fields": {"retries": "must be between 0 and 10"}}
                    for i, j in enumerate(body["jobs"]) if j.get("retries") == 99]
-            if bad:
-                raise BadRequest(400, f"{len(bad)} of {len(body['jobs'])} job(s) refused: nothing was written", bad)
+            if bad:  # as the node answers: the items once, beside two counts
+                raise error_for(400, json.dumps({
+                    "error": f"{len(bad)} of {len(body['jobs'])} job(s) refused: nothing was written",
+                    "details": {"refused": len(bad), "jobs": len(body["jobs"])}, "items": bad}).encode())
             out = []
             for i, j in enumerate(body["jobs"]):
                 job_id = j.get("id") or f"{len(self.jobs) + 1:016x}"
@@ -148,6 +152,15 @@ def test_an_older_node_gets_one_request_per_job() -> None:
         SyncFake(FakeNode(older=True)).apply_jobs(specs(2), dry_run=True)
 
 
+def test_a_refused_batchs_items_are_the_errors_details() -> None:
+    """The node sends the items once (``items``; its ``details`` are two counts): the client's error has them as
+    its ``details``; any other error keeps its own."""
+    e = error_for(400, json.dumps({"error": "1 of 3 job(s) refused: nothing was written",
+                                   "details": {"refused": 1, "jobs": 3}, "items": [{"index": 1}]}).encode())
+    assert isinstance(e, BadRequest) and e.details == [{"index": 1}]
+    assert error_for(400, b'{"error": "invalid input", "details": {"retries": "bad"}}').details == {"retries": "bad"}
+
+
 async def test_the_async_client_does_the_same() -> None:
     node = FakeNode()
     async with AsyncFake(node) as c:
@@ -201,7 +214,7 @@ def test_the_cli_prints_a_refused_batch_and_stops(capsys: pytest.CaptureFixture[
     out, err = capsys.readouterr()
     assert err.splitlines() == [
         "cronring: refused (400): 1 of 1000 job(s) refused: nothing was written",
-        "  job #1602 j1600: retries: must be between 0 and 10",
+        "  job #1602 j1600: invalid input: retries: must be between 0 and 10",
         "cronring: 1 of 3 batch(es) applied before it (1000 of 2500 job(s)); the rest was not sent"]
     assert len(node.jobs) == 1000 + 5  # nothing deleted either
     assert all(path != "/api/crons/delete" for _, path, _ in node.calls)
