@@ -68,6 +68,7 @@ _AUDIT = ("INSERT INTO audit_log (at, actor, via, node, action, changes, note, s
           " to_version) VALUES ")
 _AUDIT_ROW = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
 _ESCAPED = "\\'\"\n\r\x00\x1a"  # the characters the driver escapes (each becomes two)
+_COUNT = "SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,17 +134,21 @@ class BulkJobs:
                     if creates:
                         await cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
 
+    async def check_room(self, creates: int, *, max_jobs: int) -> None:
+        """A dry run's cap check: ``TooManyJobs`` if ``creates`` more jobs would pass ``max_jobs`` now (read only, no
+        lock: the real run counts again under the job-count lock)."""
+        if creates:
+            row = await self.db.fetchone(_COUNT)
+            _keep_cap(int(row["n"]) if row else 0, creates, max_jobs)
+
     @staticmethod
     async def _write(cur: aiomysql.Cursor, creates: Sequence[NewJob], edits: Sequence[JobEdit], names: list[str],
                      max_jobs: int, written: _Written) -> None:
         if edits:
             await _lock_versions(cur, edits)
         if creates:
-            await cur.execute("SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL")
-            have = int((await cur.fetchone())["n"])
-            if have + len(creates) > max_jobs:
-                raise TooManyJobs(f"the cluster has {have} jobs: {len(creates)} more would pass {max_jobs} "
-                                  "(CRONRING_MAX_JOBS)")
+            await cur.execute(_COUNT)
+            _keep_cap(int((await cur.fetchone())["n"]), len(creates), max_jobs)
         if names:
             await cur.execute(f"SELECT name FROM calendars WHERE name IN ({ph(len(names))}) LOCK IN SHARE MODE", names)
             found = {r["name"] for r in await cur.fetchall()}
@@ -188,6 +193,11 @@ class _Written:
         await cur.execute("SELECT 1 FROM audit_log WHERE id = %s AND job_id = %s AND to_version = %s AND at = %s",
                           self.mark)
         return await cur.fetchone() is not None
+
+
+def _keep_cap(have: int, creates: int, max_jobs: int) -> None:
+    if have + creates > max_jobs:
+        raise TooManyJobs(f"the cluster has {have} jobs: {creates} more would pass {max_jobs} (CRONRING_MAX_JOBS)")
 
 
 def _statements(rows: Iterable[tuple[Any, ...]], most: int, overhead: int) -> Iterator[list[tuple[Any, ...]]]:

@@ -620,7 +620,8 @@ async def apply_jobs(r: Runtime, payload: Any, actor: Actor) -> dict[str, Any]:
         raise BadRequest("invalid input", {"dryRun": "must be true or false"})
     for _ in range(APPLY_ATTEMPTS):
         plan = await _plan_batch(r, items, actor)
-        if dry:
+        if dry:  # the real run's answer, the job cap included (counted now: the real run counts under its lock)
+            await r.store.bulk.check_room(sum(p.result == "created" for p in plan), max_jobs=r.settings.max_jobs)
             return _applied(plan, {}, dry=True)
         creates = [NewJob(id=new_id(), job=p.job, audit=AuditEntry(actor, AuditAction.CREATE, p.changes or {}))
                    for p in plan if p.result == "created"]

@@ -571,6 +571,28 @@ async def test_a_batch_of_big_valid_jobs_is_written(roomy: Cluster) -> None:
     assert s == 200 and job["body"] == emoji
 
 
+# ---- a node with a job cap ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def capped() -> AsyncIterator[Cluster]:
+    c = Cluster("bulkcapped", CRONRING_API_TOKENS=TOKENS, CRONRING_MAX_JOBS="5")
+    try:
+        await c.start_node("capped-1")
+        yield c
+    finally:
+        await c.close()
+
+
+async def test_a_dry_run_answers_as_the_real_run_would_at_the_job_cap(capped: Cluster) -> None:
+    jobs = [spec("cap", i) for i in range(6)]
+    dry = await apply(capped, jobs, dryRun=True)
+    real = await apply(capped, jobs)
+    assert dry == real and dry[0] == 409 and "5 (CRONRING_MAX_JOBS)" in dry[1]["error"], (dry, real)
+    s, body = await apply(capped, jobs[:5], dryRun=True)
+    assert s == 200 and body["created"] == 5, body
+
+
 # ---- last: MariaDB away -------------------------------------------------------------------------------------
 
 
