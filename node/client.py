@@ -187,32 +187,47 @@ def _bulk_body(selector: str | None, ids: list[str] | None, dry_run: bool, note:
 CLIENT_HEADER = "X-Cronring-Client"  # how a write came, in the audit log: "cli/..." is the CLI, else the API
 
 APPLY_BATCH = 1000  # jobs per POST /api/crons/apply (the node's limit)
-APPLY_BATCH_BYTES = 4 * 1024 * 1024  # ... and about this much JSON (half the node's default limit)
+APPLY_BATCH_BYTES = 4 * 1024 * 1024  # ... and at most this much JSON (half the node's default limit; less on a 413)
 Progress = Callable[[int, int], None]  # (jobs done, jobs in all)
 
 
-def _apply_batches(jobs: Sequence[dict[str, Any]], batch: int) -> list[tuple[int, list[bytes]]]:
-    """The jobs as consecutive batches (their first job's index, each job as JSON) of at most ``batch`` jobs
-    and about APPLY_BATCH_BYTES."""
-    if not 1 <= batch <= APPLY_BATCH:
-        raise BadRequest(0, f"batch must be between 1 and {APPLY_BATCH}, got {batch}")
-    out: list[tuple[int, list[bytes]]] = []
-    part: list[bytes] = []
-    size = start = 0
-    for i, job in enumerate(jobs):
-        doc = json.dumps(job).encode()
-        if part and (len(part) >= batch or size + len(doc) > APPLY_BATCH_BYTES):
-            out.append((start, part))
-            part, size, start = [], 0, i
-        part.append(doc)
-        size += len(doc) + 1
-    if part:
-        out.append((start, part))
-    return out
+class _Batches:
+    """The jobs, each as JSON once, cut into consecutive batches of at most ``batch`` jobs and ``max_bytes`` of request
+    body (a job bigger than that goes alone). After a 413 (``shrink``) the batches from the refused one on are
+    smaller: the node's own limit may be below APPLY_BATCH_BYTES (CRONRING_MAX_APPLY_BODY_BYTES)."""
+
+    def __init__(self, jobs: Sequence[dict[str, Any]], batch: int) -> None:
+        if not 1 <= batch <= APPLY_BATCH:
+            raise BadRequest(0, f"batch must be between 1 and {APPLY_BATCH}, got {batch}")
+        self.docs = [json.dumps(job).encode() for job in jobs]
+        self.batch, self.max_bytes = batch, APPLY_BATCH_BYTES
+
+    def cut(self, start: int) -> list[bytes]:
+        """The batch that begins with job ``start``."""
+        size, end = _APPLY_WRAPPER, start
+        while end < len(self.docs) and end - start < self.batch:
+            n = len(self.docs[end]) + (2 if end > start else 0)  # (", " between two jobs)
+            if end > start and size + n > self.max_bytes:
+                break
+            size, end = size + n, end + 1
+        return self.docs[start:end]
+
+    def shrink(self, e: ApiError, part: list[bytes]) -> bool:
+        """A batch refused as too large (413: nothing was written) is sent again in smaller ones: up to the limit the
+        node told, if this request was over it, else half of it. False when it was one job: that job is too large."""
+        if e.status != 413 or len(part) < 2:
+            return False
+        sent = _APPLY_WRAPPER + sum(len(d) for d in part) + 2 * (len(part) - 1)
+        limit = e.details.get("limit") if isinstance(e.details, dict) else None
+        self.max_bytes = limit if isinstance(limit, int) and 0 < limit < sent else sent // 2
+        return True
 
 
 def _apply_body(part: list[bytes], dry_run: bool) -> bytes:
     return b'{"jobs": [' + b", ".join(part) + b'], "dryRun": ' + (b"true" if dry_run else b"false") + b"}"
+
+
+_APPLY_WRAPPER = len(_apply_body([], False))  # a request's bytes besides its jobs (and the ", " between them)
 
 
 def _apply_total(dry_run: bool) -> dict[str, Any]:
@@ -363,19 +378,25 @@ class Client:
         ``updated``, ``unchanged``, ``jobs`` (``index`` into ``jobs``, ``id``, ``name``, ``version``, ``result``),
         ``batches``. A refused batch raises its ``ApiError``: ``details`` lists the items that failed (indexes
         into ``jobs``), ``applied`` what the batches before it did. ``progress(done, total)`` after each batch. A
-        node without the route (an older release) gets one request per job (not all or nothing then)."""
+        batch over the node's body limit (413) is sent again in smaller ones. A node without the route (an older
+        release) gets one request per job (not all or nothing then)."""
         total = _apply_total(dry_run)
-        batches = _apply_batches(jobs, batch)
-        for offset, part in batches:
+        batches = _Batches(jobs, batch)
+        offset = 0
+        while offset < len(jobs):
+            part = batches.cut(offset)
             try:
                 answer = self.call("POST", "/api/crons/apply", _apply_body(part, dry_run))
             except ApiError as e:
+                if batches.shrink(e, part):
+                    continue  # nothing was written: the same jobs again, fewer a request
                 if not (_older_node(e) and not dry_run):
                     raise _refused(e, offset, total) from None
                 return self._apply_one_by_one(jobs, offset, total, progress)
             _merge(total, answer, offset)
+            offset += len(part)
             if progress is not None:
-                progress(offset + len(part), len(jobs))
+                progress(offset, len(jobs))
         return total
 
     def _apply_one_by_one(self, jobs: Sequence[dict[str, Any]], start: int, total: dict[str, Any],
@@ -541,17 +562,22 @@ class AsyncClient:
                          progress: Progress | None = None) -> dict[str, Any]:
         """``Client.apply_jobs`` for asyncio code."""
         total = _apply_total(dry_run)
-        batches = _apply_batches(jobs, batch)
-        for offset, part in batches:
+        batches = _Batches(jobs, batch)
+        offset = 0
+        while offset < len(jobs):
+            part = batches.cut(offset)
             try:
                 answer = await self.call("POST", "/api/crons/apply", _apply_body(part, dry_run))
             except ApiError as e:
+                if batches.shrink(e, part):
+                    continue
                 if not (_older_node(e) and not dry_run):
                     raise _refused(e, offset, total) from None
                 return await self._apply_one_by_one(jobs, offset, total, progress)
             _merge(total, answer, offset)
+            offset += len(part)
             if progress is not None:
-                progress(offset + len(part), len(jobs))
+                progress(offset, len(jobs))
         return total
 
     async def _apply_one_by_one(self, jobs: Sequence[dict[str, Any]], start: int, total: dict[str, Any],

@@ -47,18 +47,23 @@ def rt(request: web.Request) -> Runtime:
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 
 
-async def read_json(request: web.Request, *, max_values: int | None = None) -> Any:
-    """The request's JSON body. ``max_values``: how many JSON values it may hold, counted before it is parsed
-    (json.loads runs on the loop in one step, and a thread would not help: the parser holds the GIL)."""
+async def read_json(request: web.Request, *, max_bytes: int | None = None, max_values: int | None = None) -> Any:
+    """The request's JSON body. ``max_bytes``: the route's own limit (else the app's); ``max_values``: how many JSON
+    values it may hold, counted before it is parsed (json.loads runs on the loop in one step, and a thread would not
+    help: the parser holds the GIL)."""
     ctype = request.headers.get("Content-Type", "")
     # parsed, not matched: "text/plain; x=+json" is text (a page may send that cross-site without a preflight)
     if request.can_read_body and request.content_type not in JSON_TYPES:
         raise UnsupportedMediaType("send JSON with Content-Type: application/json", {"contentType": ctype[:100] or None})
+    if max_bytes is not None:
+        request = request.clone(client_max_size=max_bytes)
     try:
         async with asyncio.timeout(BODY_READ_SECONDS):  # a client trickling its body holds nothing for long
             raw = await request.read()
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {BODY_READ_SECONDS} s") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge("request body too large", {"limit": request.client_max_size}) from None
     if not raw:
         raise BadRequest("request body is empty; send a JSON object")
     if max_values is not None and await _more_values(raw, max_values):
@@ -375,8 +380,7 @@ async def apply_crons(request: web.Request) -> web.Response:
     """``POST /api/crons/apply``: a batch of creates and updates, all written or none (400/403 with the items that
     failed). Its body may be larger than other requests' (CRONRING_MAX_APPLY_BODY_BYTES): up to 1,000 jobs."""
     r = rt(request)
-    payload = await read_json(request.clone(client_max_size=max(r.settings.max_apply_body_bytes,
-                                                                 r.settings.max_body_bytes)),
+    payload = await read_json(request, max_bytes=max(r.settings.max_apply_body_bytes, r.settings.max_body_bytes),
                               max_values=max(APPLY_VALUES, 2 * r.settings.max_job_body_bytes))
     try:
         result = await actions.apply_jobs(r, payload, actor_of(request))

@@ -120,8 +120,8 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         resp = error_response(503, str(e), None, {"Retry-After": "1"})
     except StoreUnavailable:
         resp = error_response(503, "database unavailable; retry shortly", None, {"Retry-After": "5"})
-    except web.HTTPRequestEntityTooLarge as e:
-        resp = error_response(413, "request body too large", {"limit": e.max_size if hasattr(e, "max_size") else None})
+    except web.HTTPRequestEntityTooLarge:
+        resp = error_response(413, "request body too large", {"limit": request.client_max_size})
     except web.HTTPException as e:
         if e.status < 400:
             raise

@@ -263,7 +263,9 @@ def spec() -> dict[str, Any]:
         "/api/crons/apply": {"post": _op(
             "Bulk apply: create (a job spec) and update (a spec with the id of a job) up to 1,000 jobs, validated as "
             "a whole and written in one transaction, or nothing (400, or 403 when a scoped token's selector refuses "
-            "every one: items names each item that failed); an update equal to the stored definition is unchanged",
+            "every one: items names each item that failed); an update equal to the stored definition is unchanged. "
+            "413 (details: limit, the node's bytes, and values when it was the count) past "
+            "CRONRING_MAX_APPLY_BODY_BYTES or 200,000 JSON values: send fewer jobs a request",
             {"200": _json(apply_out), "400": _json(apply_refused, "Refused, nothing written"),
              "403": _json(apply_refused, "Refused by the token's selector (or a read token), nothing written")},
             body={"schema": apply_in, "example": {"jobs": [

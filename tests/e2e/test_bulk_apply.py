@@ -318,7 +318,7 @@ async def test_limits_and_malformed_requests(cluster: Cluster) -> None:
     s, body = await apply(cluster, [spec("big", i, body={"pad": padding}) for i in range(500)], dryRun=True)
     assert s == 200 and body["created"] == 500, body  # ~0.55 MB
     s, body = await apply(cluster, [spec("big", i, body={"pad": padding}) for i in range(1000)], dryRun=True)
-    assert s == 413, body  # ~1.1 MB
+    assert s == 413 and body["details"] == {"limit": APPLY_LIMIT}, body  # ~1.1 MB
     s, body = await apply(cluster, [])
     assert s == 200 and body == {"dryRun": False, "created": 0, "updated": 0, "unchanged": 0, "jobs": []}
     for bad in ({}, {"jobs": {}}, {"jobs": [], "dryRun": "yes"}, {"jobs": [], "extra": 1}, [], {"jobs": None}):
@@ -375,6 +375,19 @@ async def test_the_client_applies_in_batches_and_reports_a_refused_one(cluster: 
     assert e.status == 400 and [i["index"] for i in e.details] == [180] and e.details[0]["name"] == "libmore-0180"
     assert e.applied is not None and (e.applied["batches"], e.applied["created"]) == (1, 100)
     assert sorted(await named(cluster, "libmore")) == [f"libmore-{i:04d}" for i in range(100)]
+
+
+async def test_the_client_fits_its_batches_to_the_nodes_body_limit(cluster: Cluster) -> None:
+    """CRONRING_MAX_APPLY_BODY_BYTES is 1 MiB here, the client sends up to 4 MiB a request: the 413 names the node's
+    limit (nothing written) and the client sends the rest in batches that fit it."""
+    from node.client import Client
+
+    before = await api_requests(cluster, "/api/crons/apply", "POST")
+    many = [spec("fat", i, body={"pad": "x" * 3000}) for i in range(400)]  # ~1.3 MiB in all, ~3 KiB a job
+    done = await asyncio.to_thread(Client(cluster.any_node().url, ROOT_TOKEN).apply_jobs, many)
+    assert (done["created"], done["batches"]) == (400, 2), {k: v for k, v in done.items() if k != "jobs"}
+    assert await api_requests(cluster, "/api/crons/apply", "POST") - before == 3  # the 413, then two that fit
+    assert len(await named(cluster, "fat")) == 400
 
 
 # ---- the CLI ------------------------------------------------------------------------------------------------

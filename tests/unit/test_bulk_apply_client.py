@@ -1,6 +1,7 @@
-"""Bulk apply in the client library and the CLI, on a fake node: batches (by count and by size), merged answers
-with indexes into the whole list, a refused batch (what it named, what was applied before it), the fallback to one
-request per job on a node without the route, and the CLI's progress (a bar on a terminal, lines otherwise)."""
+"""Bulk apply in the client library and the CLI, on a fake node: batches (by count and by size, smaller after a
+413), merged answers with indexes into the whole list, a refused batch (what it named, what was applied before it),
+the fallback to one request per job on a node without the route, and the CLI's progress (a bar on a terminal, lines
+otherwise)."""
 
 from __future__ import annotations
 
@@ -19,21 +20,29 @@ from node.client import (
     BadRequest,
     Client,
     NotFound,
-    _apply_batches,
+    _apply_body,
+    _Batches,
     error_for,
 )
 
 
 class FakeNode:
-    """What a node answers: bulk apply (refusing items whose ``retries`` is 99), single creates and updates, bulk
-    delete, the list; ``older``: a release without the bulk routes (404)."""
+    """What a node answers: bulk apply (refusing items whose ``retries`` is 99; a body over ``limit`` bytes is a
+    413), single creates and updates, bulk delete, the list; ``older``: a release without the bulk routes (404)."""
 
-    def __init__(self, *, older: bool = False) -> None:
-        self.older = older
+    def __init__(self, *, older: bool = False, limit: int | None = None, tell: bool = True) -> None:
+        self.older, self.limit, self.tell = older, limit, tell  # tell: the 413 names the limit
         self.calls: list[tuple[str, str, int]] = []  # (method, path, jobs in the body)
+        self.sizes: list[int] = []  # the bytes of each bulk apply request
         self.jobs: dict[str, dict[str, Any]] = {}
 
     def answer(self, method: str, path: str, body: Any) -> Any:
+        if path == "/api/crons/apply" and isinstance(body, bytes):
+            self.sizes.append(len(body))
+        if self.limit is not None and isinstance(body, bytes) and len(body) > self.limit:
+            self.calls.append((method, path, 0))
+            raise error_for(413, json.dumps({"error": "request body too large",
+                                             "details": {"limit": self.limit} if self.tell else None}).encode())
         if isinstance(body, bytes):
             body = json.loads(body)
         self.calls.append((method, path, len(body["jobs"]) if isinstance(body, dict) and "jobs" in body else 1))
@@ -97,16 +106,51 @@ def specs(n: int, **fields: Any) -> list[dict[str, Any]]:
     return [{"name": f"j{i}", "uri": "http://127.0.0.1:9/", "schedule": "0 3 * * *", **fields} for i in range(n)]
 
 
+def cuts(batches: _Batches) -> list[tuple[int, list[bytes]]]:
+    out, start = [], 0
+    while start < len(batches.docs):
+        out.append((start, batches.cut(start)))
+        start += len(out[-1][1])
+    return out
+
+
 def test_batches_are_cut_by_count_and_by_size() -> None:
-    cut = _apply_batches(specs(2500), 1000)
+    cut = cuts(_Batches(specs(2500), 1000))
     assert [(start, len(part)) for start, part in cut] == [(0, 1000), (1000, 1000), (2000, 500)]
     assert json.loads(cut[1][1][0]) == specs(2500)[1000]
-    fat = specs(10, body="x" * (APPLY_BATCH_BYTES // 4))  # four fit in one request's bytes, not five
-    assert [(start, len(part)) for start, part in _apply_batches(fat, 1000)] == [(0, 3), (3, 3), (6, 3), (9, 1)]
-    assert _apply_batches([], 1000) == []
+    fat = specs(10, body="x" * (APPLY_BATCH_BYTES // 4))  # four bodies are a request's bytes: with the rest, three
+    assert [(start, len(part)) for start, part in cuts(_Batches(fat, 1000))] == [(0, 3), (3, 3), (6, 3), (9, 1)]
+    assert all(len(_apply_body(part, False)) <= APPLY_BATCH_BYTES for _, part in cuts(_Batches(fat, 1000)))
+    huge = specs(2, body="x" * APPLY_BATCH_BYTES)  # a job bigger than a request goes alone
+    assert [(start, len(part)) for start, part in cuts(_Batches(huge, 1000))] == [(0, 1), (1, 1)]
+    assert cuts(_Batches([], 1000)) == []
     for wrong in (0, 1001):
         with pytest.raises(BadRequest):
-            _apply_batches(specs(1), wrong)
+            _Batches(specs(1), wrong)
+
+
+def test_a_batch_over_the_nodes_body_limit_is_sent_again_in_smaller_ones() -> None:
+    """CRONRING_MAX_APPLY_BODY_BYTES below the client's 4 MiB: the 413 (nothing written) names the node's limit, and
+    the batches from the refused one on fit it."""
+    node = FakeNode(limit=1 << 20)
+    jobs = specs(400, body={"pad": "x" * 3000})  # ~1.2 MiB in all
+    seen: list[int] = []
+    done = SyncFake(node).apply_jobs(jobs, progress=lambda d, _t: seen.append(d))
+    assert (done["created"], [j["index"] for j in done["jobs"]]) == (400, list(range(400)))
+    refused, first, rest = node.sizes
+    assert refused > 1 << 20 >= first >= (1 << 20) - 3200 and rest <= 1 << 20  # as many as fit, each ~3 KiB
+    assert seen == [node.calls[1][2], 400]
+    # no limit told (a proxy's 413, or more JSON values than the node takes): half the request, again if need be
+    node = FakeNode(limit=300 * 1024, tell=False)
+    done = SyncFake(node).apply_jobs(jobs)
+    assert done["created"] == 400 and [n for _, _, n in node.calls][:3] == [0, 0, 0]  # 1.2 MiB, 600 KiB, 300 KiB
+    assert all(size <= 300 * 1024 for size in node.sizes[3:]) and sum(n for _, _, n in node.calls) == 400
+    # one job alone too large: its 413 is raised, as the refusal of its batch, with what went in before it
+    node = FakeNode(limit=3000)
+    with pytest.raises(ApiError) as refused:
+        SyncFake(node).apply_jobs(specs(2) + specs(1, body="x" * 3000))
+    assert refused.value.status == 413 and refused.value.applied is not None
+    assert (refused.value.applied["created"], len(node.jobs)) == (2, 2)
 
 
 def test_the_answers_of_every_batch_are_merged() -> None:
@@ -174,6 +218,10 @@ async def test_the_async_client_does_the_same() -> None:
     async with AsyncFake(FakeNode(older=True)) as c:
         done = await c.apply_jobs(specs(3))
         assert (done["created"], done["batches"]) == (3, 0)
+    node = FakeNode(limit=1 << 20)
+    async with AsyncFake(node) as c:
+        done = await c.apply_jobs(specs(400, body={"pad": "x" * 3000}))
+        assert done["created"] == 400 and [n for _, _, n in node.calls][0] == 0 and len(node.calls) == 3
 
 
 def plan_of(node: FakeNode, creates: int, updates: int, deletes: int) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
