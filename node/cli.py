@@ -430,7 +430,7 @@ def send_plan(c: Client, plan: list[tuple[str, dict[str, Any], dict[str, Any]]],
                                 progress=lambda n, of: show.update(n, last=n == of))
         except ApiError as e:
             show.end()
-            _refusal(e, plan, sent, batches=-(-len(sent) // batch))
+            _refusal(e, plan, sent)
             return False
         # (not the plan's words: a script counts "create" and "unchanged" lines)
         show.line(f"sent {len(sent)} job(s) in {done['batches'] or len(done['jobs'])} request(s): {done['created']} "
@@ -442,10 +442,10 @@ def send_plan(c: Client, plan: list[tuple[str, dict[str, Any], dict[str, Any]]],
     return not failed
 
 
-def _refusal(e: ApiError, plan: list[tuple[str, dict[str, Any], dict[str, Any]]], sent: list[tuple[int, Any]],
-             batches: int) -> None:
-    """A refused batch: each job it named (its place in the plan, which is its place in the file), and how far
-    the apply got before it."""
+def _refusal(e: ApiError, plan: list[tuple[str, dict[str, Any], dict[str, Any]]], sent: list[tuple[int, Any]]
+             ) -> None:
+    """A refused batch (or job): each job it named (its place in the plan, which is its place in the file) and why,
+    and how far the apply got before it."""
     _print(f"cronring: refused ({e.status or 'no answer'}): {e.message}", file=sys.stderr)
     for item in e.details if isinstance(e.details, list) else []:
         if isinstance(item, dict) and isinstance(item.get("index"), int) and 0 <= item["index"] < len(sent):
@@ -455,8 +455,10 @@ def _refusal(e: ApiError, plan: list[tuple[str, dict[str, Any], dict[str, Any]]]
             why = "; ".join(f"{f}: {reason}" for f, reason in fields.items()) if isinstance(fields, dict) else ""
             _print(f"  job #{k + 1} {name}: {item.get('error')}" + (f": {why}" if why else ""), file=sys.stderr)
     applied = e.applied or {}
-    _print(f"cronring: {applied.get('batches', 0)} of {batches} batch(es) applied before it "
-           f"({len(applied.get('jobs') or [])} of {len(sent)} job(s)); the rest was not sent", file=sys.stderr)
+    done = len(applied.get("jobs") or [])
+    # (one request per job on an older node: no batches, only jobs)
+    how = f", in {applied['batches']} batch(es)" if applied.get("batches") else ""
+    _print(f"cronring: {done} of {len(sent)} job(s) applied before it{how}; the rest was not sent", file=sys.stderr)
 
 
 def _delete_all(c: Client, doomed: list[tuple[int, dict[str, Any]]], show: Progress, base: int

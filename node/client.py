@@ -251,6 +251,17 @@ def _refused(e: ApiError, offset: int, total: dict[str, Any]) -> ApiError:
     return e
 
 
+def _job_refused(e: ApiError, index: int, job: dict[str, Any], total: dict[str, Any]) -> ApiError:
+    """A job its single route refused (one request per job, an older node), told as a refused batch tells its items:
+    ``details`` lists it — its index in the whole list, name, status, error and ``fields`` (the route's details) —
+    and ``applied`` holds the jobs before it."""
+    if e.status:  # (0: no answer, nothing to tell about the job)
+        e.details = [{"index": index, "name": job.get("name"), "status": e.status, "error": e.message,
+                      "fields": e.details if isinstance(e.details, dict) else {}}]
+    e.applied = total
+    return e
+
+
 def _older_node(e: ApiError) -> bool:
     """A node without POST /api/crons/apply (release 2 or older, say in a rolling upgrade) answers 404 or 405;
     this one never does (a refused batch is a 400 or a 403)."""
@@ -379,7 +390,7 @@ class Client:
         ``batches``. A refused batch raises its ``ApiError``: ``details`` lists the items that failed (indexes
         into ``jobs``), ``applied`` what the batches before it did. ``progress(done, total)`` after each batch. A
         batch over the node's body limit (413) is sent again in smaller ones. A node without the route (an older
-        release) gets one request per job (not all or nothing then)."""
+        release) gets one request per job (not all or nothing then; a refused job is raised as a batch's item)."""
         total = _apply_total(dry_run)
         batches = _Batches(jobs, batch)
         offset = 0
@@ -405,8 +416,7 @@ class Client:
             try:
                 _one_done(total, index, jobs[index], self.call(*_one_by_one(jobs[index])))
             except ApiError as e:
-                e.applied = total
-                raise
+                raise _job_refused(e, index, jobs[index], total) from None
             if progress is not None:
                 progress(index + 1, len(jobs))
         return total
@@ -586,8 +596,7 @@ class AsyncClient:
             try:
                 _one_done(total, index, jobs[index], await self.call(*_one_by_one(jobs[index])))
             except ApiError as e:
-                e.applied = total
-                raise
+                raise _job_refused(e, index, jobs[index], total) from None
             if progress is not None:
                 progress(index + 1, len(jobs))
         return total

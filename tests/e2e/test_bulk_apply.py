@@ -437,7 +437,7 @@ async def test_cli_stops_at_a_refused_batch_and_says_how_far_it_got(cluster: Clu
     code, out = await cli(cluster, "--token", ROOT_TOKEN, "jobs", "apply", "-f", str(f))
     assert code == 1, out[-2000:]
     assert "job #1201 half-1200: invalid input: timeoutMs: must be between 1 and 300000" in out, out[-2000:]
-    assert "1 of 2 batch(es) applied before it (1000 of 1500 job(s))" in out, out[-2000:]
+    assert "1000 of 1500 job(s) applied before it, in 1 batch(es)" in out, out[-2000:]
     assert "change(s)" not in out.splitlines()[-1]
     assert len(await named(cluster, "half")) == 1000
 

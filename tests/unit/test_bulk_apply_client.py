@@ -1,7 +1,7 @@
 """Bulk apply in the client library and the CLI, on a fake node: batches (by count and by size, smaller after a
 413), merged answers with indexes into the whole list, a refused batch (what it named, what was applied before it),
-the fallback to one request per job on a node without the route, and the CLI's progress (a bar on a terminal, lines
-otherwise)."""
+the fallback to one request per job on a node without the route (a refused job named as a batch's item), and the
+CLI's progress (a bar on a terminal, lines otherwise)."""
 
 from __future__ import annotations
 
@@ -196,6 +196,28 @@ def test_an_older_node_gets_one_request_per_job() -> None:
         SyncFake(FakeNode(older=True)).apply_jobs(specs(2), dry_run=True)
 
 
+def test_on_an_older_node_a_refused_job_is_raised_as_a_batchs_item() -> None:
+    """One by one, the single route's refusal (its fields) is told as the bulk route tells an item: index into
+    ``jobs``, name, status, error, fields."""
+    jobs = specs(4)
+    jobs[2]["retries"] = 99
+    with pytest.raises(BadRequest) as refused:
+        SyncFake(FakeNode(older=True)).apply_jobs(jobs)
+    assert refused.value.details == [{"index": 2, "name": "j2", "status": 400, "error": "invalid input",
+                                      "fields": {"retries": "must be between 0 and 10"}}]
+    assert refused.value.applied is not None and refused.value.applied["created"] == 2
+
+
+def test_on_an_older_node_the_cli_names_the_refused_job_and_counts_jobs(capsys: pytest.CaptureFixture[str]) -> None:
+    node = FakeNode(older=True)
+    plan = plan_of(node, 6, 0, 0)
+    plan[4][2]["retries"] = 99  # the file's job #5 (plan[1] is an unchanged job)
+    assert not cli.send_plan(SyncFake(node), plan, tty=False)
+    assert capsys.readouterr().err.splitlines() == [
+        "cronring: refused (400): invalid input", "  job #5 j3: invalid input: retries: must be between 0 and 10",
+        "cronring: 3 of 6 job(s) applied before it; the rest was not sent"]
+
+
 def test_a_refused_batchs_items_are_the_errors_details() -> None:
     """The node sends the items once (``items``; its ``details`` are two counts): the client's error has them as
     its ``details``; any other error keeps its own."""
@@ -218,6 +240,10 @@ async def test_the_async_client_does_the_same() -> None:
     async with AsyncFake(FakeNode(older=True)) as c:
         done = await c.apply_jobs(specs(3))
         assert (done["created"], done["batches"]) == (3, 0)
+        jobs[650]["retries"], jobs[690]["retries"] = 0, 99
+        with pytest.raises(BadRequest) as refused:
+            await c.apply_jobs(jobs)
+        assert refused.value.details[0]["index"] == 690 and refused.value.applied["created"] == 690
     node = FakeNode(limit=1 << 20)
     async with AsyncFake(node) as c:
         done = await c.apply_jobs(specs(400, body={"pad": "x" * 3000}))
@@ -263,7 +289,7 @@ def test_the_cli_prints_a_refused_batch_and_stops(capsys: pytest.CaptureFixture[
     assert err.splitlines() == [
         "cronring: refused (400): 1 of 1000 job(s) refused: nothing was written",
         "  job #1602 j1600: invalid input: retries: must be between 0 and 10",
-        "cronring: 1 of 3 batch(es) applied before it (1000 of 2500 job(s)); the rest was not sent"]
+        "cronring: 1000 of 2500 job(s) applied before it, in 1 batch(es); the rest was not sent"]
     assert len(node.jobs) == 1000 + 5  # nothing deleted either
     assert all(path != "/api/crons/delete" for _, path, _ in node.calls)
 
