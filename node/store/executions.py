@@ -63,6 +63,7 @@ from .codec import (
 from .connection import Database
 
 RECENT_CLAIM_SECONDS = 2  # a live claimer's claimed row this young may be in flight (its "running" is held back 1 s)
+LOST = "lost before recording an outcome"  # the error of a lost claimer's open row, abandoned by its successor
 
 
 class BackfillClaim(StrEnum):
@@ -172,7 +173,7 @@ class Executions:
                     # somewhere overwrites this with its real outcome when it records it)
                     await cur.execute(
                         f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.state = {ABANDONED},"
-                        f" e.finished_at=NOW(3), e.error=CONCAT('owner ', e.node, ' lost before recording an outcome;"
+                        f" e.finished_at=NOW(3), e.error=CONCAT('owner ', e.node, ' {LOST};"
                         f" not re-sent') WHERE e.state IN {IN_FLIGHT} AND e.job_id IN ({jobs_in}) AND e.fence < j.fence"
                         f" AND NOT {alive} AND {_settled_here('e')}", [*ids, *alive_args])
                     # buffered ticks were never sent: they become this owner's queue, whoever buffered them
@@ -226,7 +227,7 @@ class Executions:
                         found = _redeliveries(await cur.fetchall())
                     await cur.execute(
                         f"UPDATE executions SET state={ABANDONED}, finished_at=NOW(3),"
-                        f" error=CONCAT(node, ' lost before recording an outcome; not re-sent')"
+                        f" error=CONCAT(node, ' {LOST}; not re-sent')"
                         f" WHERE job_id IN ({jobs_in}) AND state IN {IN_FLIGHT} AND claimer IN ({gone_in})"
                         f" AND {_settled_here('executions')}", [*ids, *gone])
             out.update(found)
@@ -399,8 +400,16 @@ class Executions:
         what a replace tick cancels."""
         elsewhere = Liveness(claimer=live.claimer, others=live.others)
         alive, args = _in_flight(elsewhere, "o", recent_claims=True)
-        rows = await self.db.fetchall(f"SELECT o.id, o.node, o.claimer FROM executions o WHERE o.job_id = %s"
-                                      f" AND o.state IN {IN_FLIGHT} AND {alive}", [job_id, *args])
+        # A run whose node died with it (abandoned by a takeover: its outcome unknown) may still be running at the
+        # target, which was never told: it counts as in flight until the job's timeout has passed since it was sent
+        # (its start, else its claim or instant, whichever is later; a second of margin). A buffered tick sent at
+        # the takeover put two requests of a buffer_all job in flight at once (tests/chaos/test_buffered.py).
+        lost = (f"(o.state = {ABANDONED} AND o.error LIKE %s AND COALESCE(o.started_at, GREATEST(o.claimed_at,"
+                f" o.scheduled_at)) >= NOW(3) - INTERVAL (COALESCE(CAST(JSON_VALUE(j.spec, '$.timeout_ms') AS UNSIGNED),"
+                f" 10000) + 1000) * 1000 MICROSECOND)")
+        rows = await self.db.fetchall(f"SELECT o.id, o.node, o.claimer FROM executions o JOIN jobs j ON j.id = o.job_id"
+                                      f" WHERE o.job_id = %s AND ((o.state IN {IN_FLIGHT} AND {alive}) OR {lost})",
+                                      [job_id, *args, f"%{LOST}%"])
         return [(r["id"], r["node"], r["claimer"]) for r in rows]
 
     # ---- outcomes -------------------------------------------------------------------------

@@ -108,3 +108,35 @@ async def _has_buffered(c: Cluster, jid: str, n: int) -> bool:
 def _sent_by(target: Target, jid: str, instants: set[datetime], node: str) -> bool:
     sent = {_ts(a["tick"]): a["node"] for a in target.arrivals if a["job"] == jid}
     return all(sent.get(t) == node for t in instants)
+
+
+async def test_a_run_its_node_died_with_counts_as_in_flight_until_its_timeout(make_cluster) -> None:
+    """The owner is killed a moment after a run began: the target is still serving that request (nobody can tell
+    it), so the survivor sends the buffered ticks only once the run's timeout has passed since it was sent —
+    never two requests of the job in flight (CI found the survivor sending at its takeover, 3.5 s in)."""
+    target = Target()
+    async with LocalServer(target.handle) as srv:
+        c: Cluster = await make_cluster("bufearly")
+        await c.start_nodes("bufearly-1", "bufearly-2")
+        start = datetime.now(UTC)
+        job = await c.create_job(schedule="*/2 * * * * *", uri=f"http://127.0.0.1:{srv.port}/", timeoutMs=8000,
+                                 concurrencyPolicy="buffer_all", misfireGraceSeconds=60)
+        jid = job["id"]
+        await wait_for(lambda: _has_buffered(c, jid, 1), 30, "a tick buffered behind the slow run")
+        seen = len(target.arrivals)
+        await wait_for(lambda: len(target.arrivals) > seen, 30, "the next run to begin")  # (the queue's next send)
+        owner = (await c.get_json(f"{c.any_node().url}/api/crons/{jid}"))["owner"].split(":")[0]
+        c.nodes[owner].kill()
+        killed_at = time.time()
+        survivor = next(n for name, n in c.nodes.items() if name != owner)
+        await wait_for(lambda: any(a["node"] == survivor.name and a["at"] > killed_at for a in target.arrivals), 45,
+                       "the survivor to send a buffered tick")
+        first = min(a["at"] for a in target.arrivals if a["node"] == survivor.name and a["at"] > killed_at)
+        await c.request("POST", f"{survivor.url}/api/crons/{jid}/pause")
+        await asyncio.sleep(DELAY + 1)
+        overlaps = [a for a in target.arrivals if a["overlap"]]
+        assert not overlaps, f"two requests of the job in flight at once: {overlaps[:3]}"
+        assert first - killed_at >= DELAY - 1, "the survivor sent while the lost run was surely still in flight"
+        ticks = Counter(a["tick"] for a in target.arrivals)
+        assert all(n == 1 for n in ticks.values())
+        await no_unaccounted_ticks(c, [jid], start, datetime.now(UTC))
