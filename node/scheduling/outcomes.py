@@ -165,12 +165,15 @@ class Recorder:
     HEALTH_EVERY = 1.0  # seconds between health steps: at 100 fires/s, one read a second, not one a flush
 
     async def _health_turn(self) -> None:
-        """The health step at most once per HEALTH_EVERY (a streak or an alert a second later costs nothing; its
-        read for every small flush cost ~10% more CPU per fire), at once when a whole batch waits."""
+        """The health step for runs that succeeded at most once per HEALTH_EVERY (its read for every small flush cost
+        ~10% more CPU per fire at 100/s), at once for a failure, a missed tick or a whole batch."""
         if not self.health_queue:
             return
         wait = self._health_at + self.HEALTH_EVERY - time.monotonic()
-        if wait > 0 and len(self.health_queue) < OUTCOME_BATCH:
+        # (a failure or a missed tick goes at once: a streak, its alert and an auto-pause at the Nth failure are
+        # never a second late; only runs that succeeded wait for company)
+        urgent = any(e.state != ExecutionState.SUCCEEDED for e in self.health_queue)
+        if wait > 0 and not urgent and len(self.health_queue) < OUTCOME_BATCH:
             if self._health_timer is None:
                 self._health_timer = asyncio.get_running_loop().call_later(wait, self._health_due)
             return

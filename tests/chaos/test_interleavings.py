@@ -12,6 +12,7 @@ stopped jobs before ownership became a state machine.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -144,8 +145,11 @@ async def test_kill_9_with_at_least_once_jobs_delivers_every_tick(make_cluster) 
     start = now()
     await asyncio.sleep(1.5)
     victim, victim_jobs = await busiest(c, jobs)
+    # killed 0.7 s into a second: the next instant is claimed (0.5 s ahead) and not yet sent, so the victim surely
+    # has open rows to redeliver (at 0.3-0.5 s it may have none: its 300 ms runs ended, the next not yet claimed)
+    await asyncio.sleep((0.7 - time.time() % 1) % 1)
     killed_at = now()
-    c.nodes[victim].kill()  # with 300 ms targets, some of its runs are in flight
+    c.nodes[victim].kill()
     await wait_for(lambda: _taken_over(c, victim_jobs, killed_at, victim), TAKEOVER_BOUND + 3, "takeover")
     await wait_until_all_firing(c, jobs, since=now() + timedelta(seconds=5))  # the window reaches past it
     v = await verdict(c, jobs, start, all_delivered=True)
