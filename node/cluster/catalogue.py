@@ -91,7 +91,6 @@ class Catalogue:
         self.node_id = node_id
         self.share: tuple[Arc, ...] = WHOLE if node_id is None else ()
         self.unread: tuple[Arc, ...] = ()  # parts of the share not read yet (a focus that could not finish)
-        self.focused: tuple[str, ...] | None = None  # the ring members the share was computed for
         self._reading = asyncio.Lock()  # one read of the table at a time: a focus never races a full re-sync
         self.calendar_feed: CalendarFeed = calendar_feed or _NoCalendars()
         self.resync_interval = resync_interval
@@ -201,7 +200,6 @@ class Catalogue:
                         await asyncio.sleep(0)
                 if gone:
                     log.info("share of the ring changed", left=len(gone), members=len(ring.members))
-            self.focused = ring.members
             if not self.unread:
                 return True
             summaries, _, done = await self._read(self.unread, still)
