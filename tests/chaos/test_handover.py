@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 
 from node.cluster.ring import Ring
-from tests.chaos.test_faults import HEARTBEAT, no_unaccounted_ticks
+from tests.chaos.test_faults import no_unaccounted_ticks
 from tests.harness import Cluster, wait_for
 from tests.local_server import LocalServer
 
@@ -32,6 +32,11 @@ pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 SLOW_S = 12.0
 EVERY = 2  # seconds between ticks
+# A moved job's first tick on its new owner may be late by the hand-over itself: the old owner writes its
+# runs' open rows and frees the lock, the new one retries (every 0.2 s) and reads the take-over. That is
+# ~10 ms here, but CI once saw 1.1 s on a loaded 2-core machine. What this file guards against costs a
+# whole slow request (SLOW_S): the bound sits well between the two.
+HANDOVER_LATE = SLOW_S / 4
 
 
 def _ts(s: str) -> datetime:
@@ -101,12 +106,15 @@ async def test_a_slow_target_costs_no_tick_when_a_node_joins(make_cluster) -> No
         missing = [k for k in want if k not in got]
         late = sorted((got[k][0]["at"] - k[1].timestamp()) for k in want if k in got)
         moved = {a["job"] for a in target.arrivals if a["node"] == "slowjoin-4"}
+        worst = sorted(((got[k][0]["at"] - k[1].timestamp(), k[0][-6:], k[1].strftime("%S"), got[k][0]["node"])
+                        for k in want if k in got), reverse=True)[:5]
         print(f"{len(want)} ticks, {len(missing)} missing, {len(moved)} jobs moved to the new node, "
-              f"lateness p99 {late[int(0.99 * (len(late) - 1))]:.3f} s")
+              f"lateness p99 {late[int(0.99 * (len(late) - 1))]:.3f} s; the latest (s, job, second, node): "
+              + ", ".join(f"{w[0]:.3f} {w[1]} :{w[2]} {w[3]}" for w in worst))
         assert moved, "the new node took no job over"
         assert not missing, f"ticks that never arrived: {missing[:8]}"
         assert all(len(v) == 1 for v in got.values()), "a tick arrived twice"
-        assert late[int(0.99 * (len(late) - 1))] < HEARTBEAT
+        assert late[int(0.99 * (len(late) - 1))] < HANDOVER_LATE
         await no_unaccounted_ticks(c, jobs, start, end)
 
 
