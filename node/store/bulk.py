@@ -28,15 +28,13 @@ from datetime import datetime
 from itertools import chain
 from typing import Any
 
-import aiomysql
-
 from ..batching import chunks
 from ..model.audit import AuditEntry
 from ..model.errors import StoreUnavailable, TooManyJobs, UnknownCalendars
 from ..model.jobs import Job
 from .audit import audit_columns
 from .codec import HISTORY_SQL, job_row, ph, to_db
-from .connection import Database
+from .connection import Cursor, Database
 
 # the lock Jobs.create holds around the count and the insert (jobs.py): creates of both paths keep one cap
 CREATE_LOCK = "cronring-create-{}"
@@ -142,7 +140,7 @@ class BulkJobs:
             _keep_cap(int(row["n"]) if row else 0, creates, max_jobs)
 
     @staticmethod
-    async def _write(cur: aiomysql.Cursor, creates: Sequence[NewJob], edits: Sequence[JobEdit], names: list[str],
+    async def _write(cur: Cursor, creates: Sequence[NewJob], edits: Sequence[JobEdit], names: list[str],
                      max_jobs: int, written: _Written) -> None:
         if edits:
             await _lock_versions(cur, edits)
@@ -187,7 +185,7 @@ class _Written:
     def __init__(self) -> None:
         self.mark: tuple[int, str, int, datetime] | None = None
 
-    async def committed(self, cur: aiomysql.Cursor) -> bool:
+    async def committed(self, cur: Cursor) -> bool:
         if self.mark is None:  # the audit rows were never written: nor was COMMIT sent
             return False
         await cur.execute("SELECT 1 FROM audit_log WHERE id = %s AND job_id = %s AND to_version = %s AND at = %s",
@@ -224,7 +222,7 @@ def _sql_bytes(v: Any) -> int:
     return (len(v) if v.isascii() else len(v.encode())) + sum(v.count(c) for c in _ESCAPED) + 3
 
 
-async def _lock_versions(cur: aiomysql.Cursor, edits: Sequence[JobEdit]) -> None:
+async def _lock_versions(cur: Cursor, edits: Sequence[JobEdit]) -> None:
     """Lock the edited rows (in id order: two batches lock in one order) and check their versions."""
     found: dict[str, int] = {}
     ids = sorted(e.id for e in edits)

@@ -22,27 +22,34 @@ No query lives here: the repositories (jobs, executions, history) bring their ow
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import ssl
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlparse
 
-import aiomysql
-import pymysql
+import asyncmy
 import structlog
+from asyncmy import errors as mysql_errors
+from asyncmy.cursors import Cursor as Cursor  # (re-exported: the repositories' type)
+from asyncmy.cursors import DictCursor
+from asyncmy.pool import Pool
 
 from .. import metrics, netloc
 from ..model.errors import StoreUnavailable
 
 log = structlog.get_logger("store")
-# "database/table already exists" notes from CREATE ... IF NOT EXISTS are expected.
-warnings.filterwarnings("ignore", category=pymysql.Warning)
+# "database/table already exists" notes from CREATE ... IF NOT EXISTS are expected (the driver logs each).
+logging.getLogger("asyncmy").setLevel(logging.ERROR)
 
-_CONN_ERRORS = (pymysql.err.OperationalError, pymysql.err.InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
+# The driver is asyncmy (its protocol in Cython): release 2's aiomysql parsed every row in pure Python, a
+# quarter of a busy node's CPU (BENCHMARKS.md, "A million jobs"). Its API and errors follow PyMySQL's.
+OperationalError, InterfaceError = mysql_errors.OperationalError, mysql_errors.InterfaceError
+_CONN_ERRORS = (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)
+_CUT = (*_CONN_ERRORS, asyncio.CancelledError)  # a connection left in the middle of a statement
 # The server went away, or it is not the primary any more: with several hosts, find the writable one.
 _READ_ONLY_CODES = {1290, 1836}  # --read-only is on; "running in read-only mode"
 _GONE_CODES = {2003, 2006, 2013, 2055}  # can't connect; server has gone away; lost connection (x2)
@@ -96,17 +103,17 @@ class DatabaseURL:
 
 
 def _deadlock(e: BaseException) -> bool:
-    return isinstance(e, pymysql.err.OperationalError) and bool(e.args) and e.args[0] == _DEADLOCK
+    return isinstance(e, OperationalError) and bool(e.args) and e.args[0] == _DEADLOCK
 
 
 def _read_only_error(e: BaseException) -> bool:
-    return isinstance(e, pymysql.err.OperationalError) and bool(e.args) and e.args[0] in _READ_ONLY_CODES
+    return isinstance(e, OperationalError) and bool(e.args) and e.args[0] in _READ_ONLY_CODES
 
 
 def _moves_primary(e: BaseException) -> bool:
-    if isinstance(e, pymysql.err.OperationalError):
+    if isinstance(e, OperationalError):
         return _read_only_error(e) or (bool(e.args) and e.args[0] in _GONE_CODES)
-    return isinstance(e, pymysql.err.InterfaceError | ConnectionError | OSError | asyncio.TimeoutError)
+    return isinstance(e, InterfaceError | ConnectionError | OSError | asyncio.TimeoutError)
 
 
 class Attempt:
@@ -119,24 +126,31 @@ class Attempt:
     ``again`` True; or, after a deadlock, as it was). Assign or return a result inside the block, never
     after it."""
 
-    __slots__ = ("_conn", "_ctx", "_timeout", "again", "cursor", "db", "deadlocked", "failed", "pool", "transaction")
+    __slots__ = ("_conn", "_gated", "_timeout", "again", "cursor", "db", "deadlocked", "failed", "pool", "transaction")
 
     def __init__(self, db: Database, *, again: bool, transaction: bool) -> None:
         self.db, self.again, self.transaction = db, again, transaction
         self.failed: BaseException | None = None
         self.deadlocked = False
-        self.pool: aiomysql.Pool | None = None
+        self.pool: Pool | None = None
         self.cursor: Any = None
         self._conn: Any = None
-        self._ctx: Any = None
+        self._gated = False
         self._timeout: Any = None
 
     async def open(self) -> None:
-        self.pool = await self.db.pool()
-        self._ctx = self.pool.acquire()
-        self._conn = await self._ctx.__aenter__()
+        # In arrival order: asyncmy's pool hands a released connection to whoever asks next, so under load
+        # a caller queued on its condition could wait behind an endless stream of newer ones.
+        await self.db.gate.acquire()
+        self._gated = True
         try:
-            self.cursor = await self._conn.cursor(aiomysql.DictCursor)
+            self.pool = await self.db.pool()
+            self._conn = await self.pool.acquire()
+        except BaseException:
+            self._ungate()
+            raise
+        try:
+            self.cursor = self._conn.cursor(self.db.cursor_class)
             if self.db.multi_host:
                 self._timeout = asyncio.timeout(STATEMENT_TIMEOUT)
                 await self._timeout.__aenter__()
@@ -147,8 +161,9 @@ class Attempt:
             await self._release(e)
             raise
 
-    async def __aenter__(self) -> aiomysql.Cursor:
-        return self.cursor
+    async def __aenter__(self) -> Cursor:
+        cursor: Cursor = self.cursor
+        return cursor
 
     async def __aexit__(self, kind: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> bool:
@@ -180,12 +195,19 @@ class Attempt:
 
     async def _release(self, e: BaseException | None) -> None:
         try:
-            if self.cursor is not None:
-                await self.cursor.close()
+            if self.cursor is not None and not isinstance(e, _CUT):
+                await self.cursor.close()  # (reads what is left of its results)
         finally:
-            if isinstance(e, _CONN_ERRORS):
-                self._conn.close()  # a broken connection must not go back to the pool
-            await self._ctx.__aexit__(None, None, None)
+            if isinstance(e, _CUT):
+                self._conn.close()  # broken, or cut in the middle of a statement: never back to the pool
+            if self.pool is not None:
+                self.pool.release(self._conn)
+            self._ungate()
+
+    def _ungate(self) -> None:
+        if self._gated:
+            self._gated = False
+            self.db.gate.release()
 
 
 class Database:
@@ -193,13 +215,15 @@ class Database:
     find the one writable host among several, move when it fails, freezes or turns read-only."""
 
     def __init__(self, url: DatabaseURL, *, pool_size: int = 10, connect_timeout: float = 3.0,
-                 on_connect: Callable[[aiomysql.Pool], Awaitable[None]] | None = None) -> None:
+                 on_connect: Callable[[Pool], Awaitable[None]] | None = None) -> None:
         self.url = url
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self.on_connect = on_connect  # run on every new pool, before first use (the migrations)
-        self._pool: aiomysql.Pool | None = None
+        self._pool: Pool | None = None
         self._pool_lock = asyncio.Lock()
+        self.gate = asyncio.Semaphore(pool_size)  # one permit per pooled connection, taken in arrival order
+        self.cursor_class: type[DictCursor] = DictCursor  # (a test's spy subclasses it: the driver's are frozen)
         self._closed = False
         self._closing: set[asyncio.Task[None]] = set()  # dropped pools finishing their statements
         self._scan_failed_at = 0.0  # monotonic time of the last search that found no writable host
@@ -271,7 +295,7 @@ class Database:
 
     # ---- the pool and the primary ------------------------------------------------------
 
-    async def pool(self) -> aiomysql.Pool:
+    async def pool(self) -> Pool:
         if self._pool is not None:
             return self._pool
         async with self._pool_lock:
@@ -285,9 +309,9 @@ class Database:
                 try:
                     host, port = await self._find_primary()
                     await self._ensure_database(host, port)
-                    pool = await asyncio.wait_for(aiomysql.create_pool(
+                    pool = await asyncio.wait_for(asyncmy.create_pool(
                         host=host, port=port, user=self.url.user,
-                        password=self.url.password, db=self.url.database, autocommit=True,
+                        password=self.url.password, database=self.url.database, autocommit=True,
                         minsize=1, maxsize=self.pool_size, pool_recycle=300,
                         connect_timeout=self.connect_timeout, charset="utf8mb4",
                         init_command="SET time_zone='+00:00'", ssl=self._ssl(),
@@ -316,9 +340,8 @@ class Database:
 
     async def _read_only(self, host: str, port: int) -> bool:
         """Whether ``host`` is read-only; raises a connection error when it does not answer in time
-        (every step bounded: aiomysql's connect_timeout covers only the TCP connect, not a frozen
-        server's greeting)."""
-        conn = await asyncio.wait_for(aiomysql.connect(
+        (every step bounded: the driver's connect_timeout need not cover a frozen server's greeting)."""
+        conn = await asyncio.wait_for(asyncmy.connect(
             host=host, port=port, user=self.url.user, password=self.url.password,
             connect_timeout=self.connect_timeout, ssl=self._ssl()), 2 * self.connect_timeout)
         try:
@@ -342,11 +365,11 @@ class Database:
         if len(writable) > 1:
             names = ", ".join(f"{h}:{p}" for h, p in writable)
             log.error("more than one MariaDB host is writable; refusing to choose", hosts=names)
-            raise pymysql.err.OperationalError(2003, f"more than one writable MariaDB host ({names}): make all "
+            raise OperationalError(2003, f"more than one writable MariaDB host ({names}): make all "
                                                      "but the primary read-only")
         problems = [f"{h}:{p} " + ("read-only" if ro is True else f"unreachable ({ro!r})")
                     for (h, p), ro in zip(self.url.hosts, answers, strict=True)]
-        raise pymysql.err.OperationalError(2003, "no writable MariaDB host: " + "; ".join(problems))
+        raise OperationalError(2003, "no writable MariaDB host: " + "; ".join(problems))
 
     async def _drop(self, pool: Any, error: BaseException) -> None:
         """Stop using ``pool`` (once, whoever sees its host fail first); the next operation finds the
@@ -363,7 +386,7 @@ class Database:
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
-    async def _lost_primary(self, pool: aiomysql.Pool | None, error: BaseException) -> None:
+    async def _lost_primary(self, pool: Pool | None, error: BaseException) -> None:
         """A statement on ``pool`` failed in a way that may mean its host is gone or demoted. A lost
         connection on a host that still answers writable is just a lost connection: keep the pool.
         Otherwise drop it and wait — at most FAILOVER_WAIT — for a writable host. Raises
@@ -389,7 +412,7 @@ class Database:
             raise StoreUnavailable(f"no writable MariaDB host within {FAILOVER_WAIT:g} s") from None
 
     async def _ensure_database(self, host: str, port: int) -> None:
-        conn = await asyncio.wait_for(aiomysql.connect(
+        conn = await asyncio.wait_for(asyncmy.connect(
             host=host, port=port, user=self.url.user, password=self.url.password,
             connect_timeout=self.connect_timeout, autocommit=True, ssl=self._ssl(),
         ), 2 * self.connect_timeout)
@@ -399,7 +422,7 @@ class Database:
                     f"CREATE DATABASE IF NOT EXISTS `{self.url.database}` "
                     "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
                 )
-        except pymysql.err.OperationalError as e:
+        except OperationalError as e:
             if e.args and e.args[0] in (1044, 1045):  # no privilege: the database must already exist
                 return
             raise
@@ -410,7 +433,7 @@ class Database:
         """TLS to MariaDB when the URL asks for it (mysql://...?ssl=true), verified by the system CAs."""
         return ssl.create_default_context() if self.url.ssl else None
 
-    async def verify(self, cur: aiomysql.Cursor, *, now: bool = False) -> None:
+    async def verify(self, cur: Cursor, *, now: bool = False) -> None:
         """With several hosts: is the pool's host still the writable one? (Asked at most every
         VERIFY_EVERY seconds, or ``now``.) A switch-over that only made it read-only is noticed here
         even before a write fails on it — a user with SUPER or READ_ONLY ADMIN could still write."""
@@ -420,7 +443,7 @@ class Database:
         await cur.execute("SELECT @@read_only AS ro")
         row = await cur.fetchone()
         if row and row["ro"]:
-            raise pymysql.err.OperationalError(1290, f"{self.primary_name} turned read-only")
+            raise OperationalError(1290, f"{self.primary_name} turned read-only")
         self._verified_at = t
 
     async def ping(self) -> bool:
@@ -443,7 +466,7 @@ class Database:
 
     async def close(self, timeout: float = 3.0) -> None:
         """Close the pool; connections still in use after ``timeout`` are closed under their users (a
-        query hung on a dead MariaDB must not hold the node's exit: aiomysql waits for them forever)."""
+        query hung on a dead MariaDB must not hold the node's exit: the pool waits for them forever)."""
         async with self._pool_lock:
             self._closed = True
             pool, self._pool = self._pool, None
@@ -453,7 +476,7 @@ class Database:
             await task
 
     @staticmethod
-    async def _close_pool(pool: aiomysql.Pool, timeout: float) -> None:
+    async def _close_pool(pool: Pool, timeout: float) -> None:
         pool.close()
         try:
             await asyncio.wait_for(pool.wait_closed(), timeout)

@@ -20,8 +20,6 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-import aiomysql
-
 from ..batching import CLAIM_ROWS, STATEMENT_ROWS, TAKEOVER_JOBS, chunks
 from ..model.backfills import ACTIVE as BACKFILL_ACTIVE
 from ..model.errors import NotFound, RunInFlight, StoreUnavailable
@@ -60,7 +58,7 @@ from .codec import (
     to_db,
     to_db_or_none,
 )
-from .connection import Database
+from .connection import Cursor, Database
 
 RECENT_CLAIM_SECONDS = 2  # a live claimer's claimed row this young may be in flight (its "running" is held back 1 s)
 LOST = "lost before recording an outcome"  # the error of a lost claimer's open row, abandoned by its successor
@@ -476,7 +474,7 @@ def _claim_statement(node: str, claimer: str | None, chunk: Sequence[Claim], gua
     return sql, [node, claimer, OVERLAP_REASON, *busy_args, *rows]
 
 
-async def _count_runs(cur: aiomysql.Cursor, runs: Sequence[Claim]) -> None:
+async def _count_runs(cur: Cursor, runs: Sequence[Claim]) -> None:
     """maxRuns: each job's runs count goes up by the runs it just won (under the claim's fence)."""
     by_job: dict[tuple[str, int], int] = {}
     for c in runs:
@@ -485,7 +483,7 @@ async def _count_runs(cur: aiomysql.Cursor, runs: Sequence[Claim]) -> None:
         await cur.execute("UPDATE jobs SET runs = runs + %s WHERE id = %s AND fence = %s", (n, job_id, fence))
 
 
-async def _claim_chunk(cur: aiomysql.Cursor, sql: str, args: list[Any], chunk: Sequence[Claim],
+async def _claim_chunk(cur: Cursor, sql: str, args: list[Any], chunk: Sequence[Claim],
                        guarded: set[str], *, readback: bool = False) -> tuple[set[str], set[str], set[str]]:
     skipped: set[str] = set()
     # A duplicate tick is left unchanged, so it counts 0 affected rows: when every row was inserted, every

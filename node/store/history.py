@@ -184,11 +184,10 @@ class Histories:
                         break
                     await cur.execute(last_ticks_sql(1), (job_id,))
                     anchor = await cur.fetchone()
-                    await cur.execute(
+                    deleted += await cur.execute(
                         f"DELETE FROM executions WHERE job_id=%s AND scheduled_at <= %s AND state NOT IN {OPEN}"
                         f" AND backfill IS NULL AND scheduled_at <> %s AND scheduled_at < NOW(3) - {RETENTION_QUIET}",
                         (job_id, cut["scheduled_at"], anchor["last"] if anchor else datetime(1970, 1, 1)))
-                    deleted += int(cur.rowcount)
         return deleted
 
     async def purge_backfills(self, older_than_days: int = BACKFILL_KEEP_DAYS) -> int:

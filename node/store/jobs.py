@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import aiomysql
-
 from ..batching import STATEMENT_ROWS, chunks
 from ..model.audit import AuditEntry
 from ..model.errors import NotFound, StoreUnavailable, TooManyJobs, UnknownCalendars, VersionConflict
@@ -42,7 +40,7 @@ from .codec import (
     summary,
     to_db,
 )
-from .connection import Database
+from .connection import Cursor, Database
 
 _INSERT = ("INSERT INTO jobs (id, name, schedule, time_zone, paused, spec, version, fence, active_since, created_at,"
            " updated_at) VALUES ")
@@ -60,7 +58,7 @@ def new_id() -> str:
     return secrets.token_hex(8)
 
 
-async def _lock_calendars(cur: aiomysql.Cursor, job: Job) -> None:
+async def _lock_calendars(cur: Cursor, job: Job) -> None:
     """The calendars the job names exist, and stay until this transaction ends (share locks: a delete of one
     waits, then finds the job naming it). ``UnknownCalendars`` otherwise."""
     names = list(job.exclude_calendars)
@@ -72,7 +70,7 @@ async def _lock_calendars(cur: aiomysql.Cursor, job: Job) -> None:
         raise UnknownCalendars(missing)
 
 
-async def _exists(cur: aiomysql.Cursor, job_id: str) -> bool:
+async def _exists(cur: Cursor, job_id: str) -> bool:
     await cur.execute("SELECT 1 FROM jobs WHERE id=%s", (job_id,))
     return await cur.fetchone() is not None
 
@@ -151,7 +149,7 @@ class Jobs:
         return await self.get(job_id)
 
     @staticmethod
-    async def _edit_in_place(cur: aiomysql.Cursor, job_id: str, cols: tuple[Any, ...], if_version: int | None) -> bool:
+    async def _edit_in_place(cur: Cursor, job_id: str, cols: tuple[Any, ...], if_version: int | None) -> bool:
         """A second attempt: the first one committed this very edit (same values, the version after it)."""
         await cur.execute("SELECT version, spec, name, schedule, time_zone, paused FROM jobs"
                           " WHERE id=%s AND deleted_at IS NULL", (job_id,))
@@ -161,7 +159,7 @@ class Jobs:
             (*cols[:4], json.loads(cols[4]))
 
     @staticmethod
-    async def _refused(cur: aiomysql.Cursor, job_id: str) -> None:
+    async def _refused(cur: Cursor, job_id: str) -> None:
         """An update or delete that changed no row: gone (NotFound) or at another version (VersionConflict)."""
         await cur.execute("SELECT version, deleted_at FROM jobs WHERE id=%s", (job_id,))
         row = await cur.fetchone()

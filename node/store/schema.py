@@ -5,8 +5,8 @@ lets release N-1 and N run side by side during a rolling upgrade (README, "Upgra
 
 from __future__ import annotations
 
-import aiomysql
 import structlog
+from asyncmy.pool import Pool
 
 from ..model.errors import StoreUnavailable
 from ..model.executions import ExecutionKind
@@ -250,7 +250,7 @@ MIGRATIONS.append((
 ))
 
 
-async def migrate(pool: aiomysql.Pool, database: str) -> None:
+async def migrate(pool: Pool, database: str) -> None:
     """Apply the migrations this release knows and the database lacks, in order, under a named lock."""
     lock = f"cronring-migrate-{database}"
     async with pool.acquire() as conn, conn.cursor() as cur:

@@ -17,8 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiomysql
-import pymysql
 import pytest
+from asyncmy.cursors import DictCursor
+from asyncmy.errors import OperationalError
 
 from node.model.audit import Actor, AuditAction, AuditEntry, job_changes
 from node.model.calendars import validate as validate_calendar
@@ -135,14 +136,14 @@ async def test_big_rows_are_cut_into_statements_under_the_packet_limit(store: St
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """120 jobs of 64 KiB bodies (emoji: 12 bytes each in the spec's JSON, escaped again in the statement): ~45 MiB
     as one statement, past max_allowed_packet. Every statement stays under STATEMENT_BYTES; the batch is written."""
-    real = aiomysql.cursors.Cursor.execute
     sizes: list[int] = []
 
-    async def execute(self: Any, query: str, args: Any = None) -> Any:
-        sizes.append(len(self.mogrify(query, args).encode()))
-        return await real(self, query, args)
+    class Spy(DictCursor):
+        async def execute(self, query: str, args: Any = None) -> int:
+            sizes.append(len(self.mogrify(query, args).encode()))
+            return await super().execute(query, args)
 
-    monkeypatch.setattr(aiomysql.cursors.Cursor, "execute", execute)
+    monkeypatch.setattr(store.db, "cursor_class", Spy)
     emoji = "\U0001F600" * (16 * 1024 - 8)
     creates = [_new(i, body=emoji) for i in range(120)]
     await store.bulk.apply(creates, [], max_jobs=1000)
@@ -175,30 +176,30 @@ async def two_host_store() -> AsyncIterator[Store]:
     conn.close()
 
 
-def _fail_commit(monkeypatch: pytest.MonkeyPatch, *, commit_first: bool,
+def _fail_commit(store: Store, monkeypatch: pytest.MonkeyPatch, *, commit_first: bool,
                  meanwhile: Callable[[], Awaitable[None]] | None = None) -> list[int]:
     """The first COMMIT of a batch is lost: committed then the reply lost (``commit_first``), or the connection lost
     before it (rolled back); ``meanwhile`` runs between the loss and the second attempt."""
-    real = aiomysql.cursors.Cursor.execute
     fired: list[int] = []
 
-    async def execute(self: Any, query: str, args: Any = None) -> Any:
-        if query == "COMMIT" and not fired:
-            fired.append(1)
-            await real(self, "COMMIT" if commit_first else "ROLLBACK")
-            if meanwhile is not None:
-                await meanwhile()
-            raise pymysql.err.OperationalError(2013, "Lost connection to server during query (injected)")
-        return await real(self, query, args)
+    class Spy(DictCursor):
+        async def execute(self, query: str, args: Any = None) -> int:
+            if query == "COMMIT" and not fired:
+                fired.append(1)
+                await super().execute("COMMIT" if commit_first else "ROLLBACK")
+                if meanwhile is not None:
+                    await meanwhile()
+                raise OperationalError(2013, "Lost connection to server during query (injected)")
+            return await super().execute(query, args)
 
-    monkeypatch.setattr(aiomysql.cursors.Cursor, "execute", execute)
+    monkeypatch.setattr(store.db, "cursor_class", Spy)
     return fired
 
 
 async def test_a_lost_reply_after_commit_writes_the_batch_once(two_host_store: Store,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     store = two_host_store
-    fired = _fail_commit(monkeypatch, commit_first=True)
+    fired = _fail_commit(store, monkeypatch, commit_first=True)
     creates = [_new(i) for i in range(300)]
     await store.bulk.apply(creates, [], max_jobs=10_000)
     assert fired
@@ -230,7 +231,7 @@ async def test_an_identical_edit_made_meanwhile_is_not_taken_for_the_batch(two_h
     async def someone_else() -> None:
         await store.jobs.update(a.id, edits[0].job, if_version=1, schedule_changed=False)
 
-    fired = _fail_commit(monkeypatch, commit_first=False, meanwhile=someone_else)
+    fired = _fail_commit(store, monkeypatch, commit_first=False, meanwhile=someone_else)
     with pytest.raises(StaleJobs) as stale:
         await store.bulk.apply([], edits, max_jobs=100)
     assert fired and stale.value.ids == [a.id]

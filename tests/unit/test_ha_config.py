@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-import pymysql
 import pytest
 
 from node.cluster.redisconn import RedisURLError, SentinelURL, check_url, connect
 from node.settings import Settings, SettingsError
 from node.store import DatabaseURL, DatabaseURLError
-from node.store.connection import _moves_primary
+from node.store.connection import OperationalError, _moves_primary
 from node.web.app import REDIS_RETRY
 
 
@@ -62,7 +61,7 @@ def test_database_url_with_several_hosts() -> None:
 
 
 def test_which_errors_move_to_another_host() -> None:
-    op = pymysql.err.OperationalError
+    op = OperationalError
     assert _moves_primary(op(1290, "The MariaDB server is running with the --read-only option"))
     assert _moves_primary(op(2013, "Lost connection")) and _moves_primary(op(2003, "Can't connect"))
     assert _moves_primary(ConnectionResetError()) and _moves_primary(TimeoutError())

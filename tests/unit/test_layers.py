@@ -28,7 +28,7 @@ SUPPORT = {"aio", "batching", "fastjson", "logs", "metrics", "netloc", ""}
 ENTRY = {"settings", "cli", "client", "__main__"}
 LIBRARY = {"verify"}  # imported by targets' code (cronring.verify): it pulls in nothing of the node
 PURE = ("model.", "scheduling.planning", "scheduling.ledger")
-IO = {"aiohttp", "aiomysql", "pymysql", "redis", "asyncio", "socket", "ssl", "structlog", "prometheus_client",
+IO = {"aiohttp", "aiomysql", "asyncmy", "pymysql", "redis", "asyncio", "socket", "ssl", "structlog", "prometheus_client",
       "aiohttp_jinja2", "aiohttp_sse", "uvloop", "msgpack", "urllib.request", "subprocess"}
 REPOSITORIES = {"store.jobs", "store.executions", "store.history"}
 
