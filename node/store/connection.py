@@ -28,7 +28,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import asyncmy
@@ -60,6 +60,7 @@ STATEMENT_TIMEOUT = 30.0  # with several hosts: a statement (or transaction) lon
 VERIFY_EVERY = 5.0  # with several hosts: seconds between checks that the host in use is still writable
 SEARCH_EVERY = 0.5  # with several hosts: seconds between searches for the writable one
 Row = dict[str, Any]
+T = TypeVar("T")
 
 
 class DatabaseURLError(ValueError):
@@ -116,6 +117,15 @@ def _moves_primary(e: BaseException) -> bool:
     return isinstance(e, InterfaceError | ConnectionError | OSError | asyncio.TimeoutError)
 
 
+async def _connecting(connect: Awaitable[T]) -> T:
+    """A connect whose failure is a connection error: the driver raises RuntimeError when the socket closes
+    in the middle of its handshake (a proxy cut, a host dying)."""
+    try:
+        return await connect
+    except RuntimeError as e:
+        raise ConnectionError(f"the connection closed while it was being made ({e})") from None
+
+
 class Attempt:
     """One run of a statement (or a transaction) on a pooled connection, opened by ``Database.attempts``;
     ``async with attempt as cur`` runs the body with its cursor and commits (or rolls back) at the end.
@@ -146,6 +156,11 @@ class Attempt:
         try:
             self.pool = await self.db.pool()
             self._conn = await self.pool.acquire()
+        except RuntimeError as e:
+            # a connect cut short ("Transport does not expose socket instance"), or a pool dropped by a
+            # failover meanwhile ("Cannot acquire connection after closing pool"): the host, not the statement
+            self._ungate()
+            raise ConnectionError(f"no connection: {e}") from None
         except BaseException:
             self._ungate()
             raise
@@ -309,13 +324,13 @@ class Database:
                 try:
                     host, port = await self._find_primary()
                     await self._ensure_database(host, port)
-                    pool = await asyncio.wait_for(asyncmy.create_pool(
+                    pool = await asyncio.wait_for(_connecting(asyncmy.create_pool(
                         host=host, port=port, user=self.url.user,
                         password=self.url.password, database=self.url.database, autocommit=True,
                         minsize=1, maxsize=self.pool_size, pool_recycle=300,
                         connect_timeout=self.connect_timeout, charset="utf8mb4",
                         init_command="SET time_zone='+00:00'", ssl=self._ssl(),
-                    ), 2 * self.connect_timeout)  # connect_timeout bounds the TCP connect only
+                    )), 2 * self.connect_timeout)  # connect_timeout bounds the TCP connect only
                     if self.on_connect is not None:
                         await self.on_connect(pool)
                     if self.primary is not None and (host, port) != self.primary:
@@ -341,9 +356,9 @@ class Database:
     async def _read_only(self, host: str, port: int) -> bool:
         """Whether ``host`` is read-only; raises a connection error when it does not answer in time
         (every step bounded: the driver's connect_timeout need not cover a frozen server's greeting)."""
-        conn = await asyncio.wait_for(asyncmy.connect(
+        conn = await asyncio.wait_for(_connecting(asyncmy.connect(
             host=host, port=port, user=self.url.user, password=self.url.password,
-            connect_timeout=self.connect_timeout, ssl=self._ssl()), 2 * self.connect_timeout)
+            connect_timeout=self.connect_timeout, ssl=self._ssl())), 2 * self.connect_timeout)
         try:
             async with conn.cursor() as cur:
                 await asyncio.wait_for(cur.execute("SELECT @@read_only"), self.connect_timeout)
@@ -412,10 +427,10 @@ class Database:
             raise StoreUnavailable(f"no writable MariaDB host within {FAILOVER_WAIT:g} s") from None
 
     async def _ensure_database(self, host: str, port: int) -> None:
-        conn = await asyncio.wait_for(asyncmy.connect(
+        conn = await asyncio.wait_for(_connecting(asyncmy.connect(
             host=host, port=port, user=self.url.user, password=self.url.password,
             connect_timeout=self.connect_timeout, autocommit=True, ssl=self._ssl(),
-        ), 2 * self.connect_timeout)
+        )), 2 * self.connect_timeout)
         try:
             async with conn.cursor() as cur:
                 await cur.execute(
