@@ -24,6 +24,7 @@ import platform
 import resource
 import signal
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -344,6 +345,15 @@ async def scenario_failover(rate: int) -> dict[str, Any]:
         await c.close()
 
 
+def _mariadb_cpu() -> float | None:
+    """MariaDB's CPU seconds so far, when it runs on this machine and may be read (else None)."""
+    try:
+        pid = int(subprocess.run(["pidof", "mariadbd"], capture_output=True, text=True, check=True).stdout.split()[0])
+        return cpu_seconds(pid)
+    except (OSError, ValueError, IndexError, subprocess.CalledProcessError):
+        return None
+
+
 async def scenario_api(requests: int) -> list[dict[str, Any]]:
     c, _ = await start_cluster("api", 0)
     out = []
@@ -374,10 +384,16 @@ async def scenario_api(requests: int) -> list[dict[str, Any]]:
                         assert r.status < 400, r.status
                         lat.append((time.perf_counter() - t0) * 1000)
 
+                pids = [n.pid for n in c.nodes.values() if n.url in targets]
+                cpu0, db0 = sum(cpu_seconds(p) for p in pids), _mariadb_cpu()
                 t0 = time.perf_counter()
                 await asyncio.gather(*(one(i) for i in range(requests)))
                 wall = time.perf_counter() - t0
-                return {"ops_per_s": round(requests / wall), "p99_ms": pct(lat, 99), "made": made}
+                cpu, db = sum(cpu_seconds(p) for p in pids) - cpu0, _mariadb_cpu()
+                return {"ops_per_s": round(requests / wall), "p99_ms": pct(lat, 99), "made": made,
+                        # CPU per request: the node(s) asked, and MariaDB (where this machine runs it)
+                        "node_cpu_ms_per_op": round(cpu * 1000 / requests, 3),
+                        "mariadb_cpu_ms_per_op": round((db - db0) * 1000 / requests, 3) if db and db0 else None}
 
             ids: list[str] = []
             for label, targets in (("one node", urls[:1]), ("round-robin x3", urls)):
@@ -442,8 +458,14 @@ async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20) -> dict[s
         async def owned(ns: list[Any]) -> list[int]:
             return [(await c.get_json(f"{n.url}/api/cluster"))["ownedHere"] for n in ns]
 
+        progress: list[tuple[float, int]] = []
+
         async def all_owned() -> bool:
-            return sum(await owned(started)) == jobs
+            counts = await owned(started)
+            if not progress or time.time() - t0 - progress[-1][0] >= 10:  # the curve, even when it never ends
+                progress.append((round(time.time() - t0, 1), sum(counts)))
+                print(json.dumps({"scale_progress_s": progress[-1][0], "owned": counts}), file=sys.stderr, flush=True)
+            return sum(counts) == jobs
 
         await wait_for(all_owned, 900, "every job owned", interval=0.5)
         owned_all = time.time() - t0
@@ -480,6 +502,7 @@ async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20) -> dict[s
         return emit({"scenario": "scale", "jobs": jobs, "nodes": nodes, "ticking_jobs": ticking,
                      "fill_s": round(fill_s, 1), "startup_to_first_fire_s": round(first_fire, 2),
                      "startup_to_all_owned_s": round(owned_all, 2), "rss_mb_per_node": [round(x, 1) for x in rss],
+                     "owned_over_time": progress,
                      "owned_per_node": before, "join_settle_s": round(join_settle, 2),
                      "share_moved_to_new": round(after[-1] / jobs, 3), "share_moved_pure_ring": round(pure, 3),
                      "owned_per_node_after": after, "rss_mb_per_node_after": [round(x, 1) for x in rss_after],
@@ -615,7 +638,7 @@ async def main(args: argparse.Namespace) -> None:
     if "failover" in only:
         results.append(await scenario_failover(500))
     if "api" in only:
-        results += await scenario_api(500 if args.quick else 2000)
+        results += await scenario_api(args.requests or (500 if args.quick else 2000))
     if "scale" in only:
         results.append(await scenario_scale(args.jobs or (10_000 if args.quick else 100_000), args.nodes or 3))
     if "memory" in only:
@@ -644,6 +667,7 @@ if __name__ == "__main__":
     p.add_argument("--rates", help="comma-separated fire rates (default 100,500,1000,2000)")
     p.add_argument("--seconds", type=int, help="the measuring window (default: a minute for fire, 15 s otherwise)")
     p.add_argument("--jobs", type=int, help="scale: jobs in MariaDB (default 100,000)")
+    p.add_argument("--requests", type=int, help="api: requests of each kind (default 2,000)")
     p.add_argument("--nodes", type=int, help="scale: nodes started at once (default 3; one more joins after)")
     p.add_argument("--tree", type=Path, help="run the nodes from this checkout (another release), same bench")
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import metrics
+from .. import fastjson, metrics
 from ..model import jobs as jobmod
 from ..model.alerts import AlertType
 from ..model.audit import ACTOR_NAME, AuditAction
@@ -182,7 +182,7 @@ async def list_crons(request: web.Request) -> web.Response:
         query = dict(request.query)
         query["cursor"] = str(nxt)
         headers["Link"] = f'<{request.rel_url.with_query(query)}>; rel="next"'
-    return web.json_response(await enrich(r, jobs), headers=headers)
+    return web.json_response(await enrich(r, jobs), headers=headers, dumps=fastjson.dumps)
 
 
 async def create_cron(request: web.Request) -> web.Response:
@@ -201,7 +201,7 @@ async def get_cron(request: web.Request) -> web.Response:
     if not actor_of(request).sees(job.labels):
         raise NotFound(job.id)
     (body,) = await enrich(r, [job], {job.id: last} if last else {})
-    return web.json_response(body, headers={"ETag": f'"{job.version}"'})
+    return web.json_response(body, headers={"ETag": f'"{job.version}"'}, dumps=fastjson.dumps)
 
 
 async def update_cron(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ import threading
 import uvloop
 
 from node.model.errors import StoreUnavailable
+from node.model.jobs import validate
 from node.store import DatabaseURL, Store
 from node.store.connection import Database
 
@@ -104,3 +105,22 @@ async def test_callers_queued_for_the_pool_are_served_in_arrival_order(store: St
         assert order == list(range(30))
     finally:
         await db.close()
+
+
+async def test_a_row_read_again_is_decoded_once_and_any_change_is_seen(store: Store) -> None:
+    """The API's reads keep decoded rows by their whole text: the same row gives the same Job, and a change to
+    any column (an edit, a counter the scheduler bumps without a new version) gives a new one at once."""
+    job = await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * *"}), 100)
+    a, _ = await store.jobs.get_and_last(job.id)
+    b, _ = await store.jobs.get_and_last(job.id)
+    assert a is b and a.runs == 0
+    await store.db.execute("UPDATE jobs SET runs = runs + 1, fail_streak = 2 WHERE id = %s", (job.id,))
+    c, _ = await store.jobs.get_and_last(job.id)
+    assert c is not a and (c.runs, c.fail_streak, c.version) == (1, 2, a.version)
+    (p,) = await store.jobs.page(limit=10, cursor=None, q=None, paused=None)
+    assert p is c
+    big = await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * *",
+                                            "body": "x" * 10_000}), 100)
+    d, _ = await store.jobs.get_and_last(big.id)
+    e, _ = await store.jobs.get_and_last(big.id)
+    assert d is not e and d == e  # a big row is decoded each time, never kept
