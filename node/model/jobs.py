@@ -816,6 +816,8 @@ def validate(payload: Any, *, base: Job | None = None, max_body_bytes: int = 64 
             if required not in payload and required not in errors and not (required == "schedule" and "schedules" in payload):
                 errors[required] = "is required"
     _merge_schedules(payload, values, errors)
+    if base is None and "schedule" not in values and not errors.keys() & {"schedule", "schedules"}:
+        errors["schedule"] = "is required (schedules is null or empty)"  # {"schedules": null} alone names none
     job = replace(base, **values) if base is not None else None
 
     def get(attr: str, default: Any) -> Any:

@@ -68,6 +68,8 @@ def test_seed_example_validates_unchanged() -> None:
     ({**SEED_EXAMPLE, "name": "a\x00b"}, "name"),
     ({**SEED_EXAMPLE, "misfirePolicy": "sometimes"}, "misfirePolicy"),
     ({"schedule": "* * * * *"}, "uri"),
+    ({"uri": "http://0/", "schedules": None}, "schedule"),  # (the fuzz found a 500: no schedule, none listed)
+    ({"uri": "http://0/", "schedules": []}, "schedules"),
 ])
 def test_validation_names_the_field(payload: dict, field: str) -> None:
     with pytest.raises(ValidationError) as e:
