@@ -26,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from .. import __version__, dashboard, metrics  # type: ignore[attr-defined]  # dashboard: node/__init__
-from ..aio import LOOP_LAG, Tasks, raise_if_cancelling
+from ..aio import LOOP_LAG, HeapKeeper, Tasks, raise_if_cancelling
 from ..cluster import redisconn
 from ..cluster.bus import Bus
 from ..cluster.catalogue import Catalogue
@@ -278,6 +278,18 @@ async def operations(r: Runtime) -> None:
 
 
 OPERATIONS_EVERY = 2.0
+HEAP_EVERY = 1.0
+
+
+async def keep_heap(r: Runtime) -> None:
+    """Every second: once the owned jobs and the catalogue have grown by 20,000 records, freeze them out of the
+    garbage collector's full walks (aio.HeapKeeper: they held the loop for up to a second at 200,000 jobs)."""
+    keeper = HeapKeeper()
+    while True:
+        await asyncio.sleep(HEAP_EVERY)
+        records = len(r.scheduler.owned) + r.catalogue.live_count()
+        if keeper.look(records):
+            log.info("long-lived records kept out of the collector", records=records, freezes=keeper.freezes)
 
 
 async def loops(app: web.Application) -> AsyncIterator[None]:
@@ -291,7 +303,7 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
             ("reconcile", s.run_reconcile), ("timer", s.run_timer), ("recorder", s.outcomes.recorder.run),
             ("publisher", s.outcomes.publisher.run), ("retention", r.retention.run), ("audit", r.auditor.run),
             ("alerts", r.alerts.run), ("operations", partial(operations, r)),
-            ("backfills", r.backfills.run),
+            ("backfills", r.backfills.run), ("heap", partial(keep_heap, r)),
         )
     ]
     LOOP_LAG.observers[:] = [_loop_lag]  # the node's own timers tell how late they woke (aio.LoopLag)
