@@ -292,12 +292,14 @@ class Ownership:
         if self.stopping or not self.lease.fresh():
             return
         desired = await self._compute_desired()
-        self._reload_stale()
+        await self._reload_stale()
         leaving = [j for j in self.owned if j not in desired]
         if leaving:
             log.info("releasing jobs", jobs=len(leaving), sample=leaving[:5], epoch=self.lease.epoch)
-            for j in leaving:
+            for k, j in enumerate(leaving):
                 self.start_release(j)
+                if k % 5_000 == 4_999:
+                    await asyncio.sleep(0)  # a sixth node joining a million jobs: 30k releases a node
         for o in list(self.owned.values()):
             if o.releasing and o.job.id in desired:
                 # the ring gave it back before its release finished: keep it (lock and fence are ours)
@@ -344,7 +346,7 @@ class Ownership:
                     self._desired.discard(j)
         return self._desired
 
-    def _reload_stale(self) -> None:
+    async def _reload_stale(self) -> None:
         """Every owned job whose catalogue version is newer than the definition it fires: reload. When the
         calendars changed, the timetables of the jobs that name one are rebuilt (instants already claimed stay
         claimed; the next plan obeys the new calendars)."""
@@ -358,7 +360,9 @@ class Ownership:
         if self._check_all:  # the ring changed: every owned job is looked at once (not every pass: 200k jobs)
             self._check_all = False
             self._stale.update(self.owned)
-        for j in list(self._stale):
+        for k, j in enumerate(list(self._stale)):
+            if k % 20_000 == 19_999:
+                await asyncio.sleep(0)  # after a ring change every owned job is looked at: 200k of them
             stale, s = self.owned.get(j), jobs.get(j)
             if stale is None or s is None or s.version <= stale.job.version:
                 self._stale.discard(j)  # (a failed reload stays: the next pass tries again)
