@@ -119,11 +119,11 @@ def _moves_primary(e: BaseException) -> bool:
 
 async def _connecting(connect: Awaitable[T]) -> T:
     """A connect whose failure is a connection error: the driver raises RuntimeError when the socket closes
-    in the middle of its handshake (a proxy cut, a host dying)."""
+    in the middle of its handshake (a proxy cut, a host dying), or when its pool was closed meanwhile."""
     try:
         return await connect
     except RuntimeError as e:
-        raise ConnectionError(f"the connection closed while it was being made ({e})") from None
+        raise ConnectionError(f"no connection: {e}") from None
 
 
 class Attempt:
@@ -155,12 +155,8 @@ class Attempt:
         self._gated = True
         try:
             self.pool = await self.db.pool()
-            self._conn = await self.pool.acquire()
-        except RuntimeError as e:
-            # a connect cut short ("Transport does not expose socket instance"), or a pool dropped by a
-            # failover meanwhile ("Cannot acquire connection after closing pool"): the host, not the statement
-            self._ungate()
-            raise ConnectionError(f"no connection: {e}") from None
+            # (a pool dropped by a failover meanwhile also raises RuntimeError: the host, not the statement)
+            self._conn = await _connecting(self.pool.acquire())
         except BaseException:
             self._ungate()
             raise
