@@ -132,16 +132,16 @@ class BackfillRunner:
         if await self.store.progress(b, node=self.node_id) is not BackfillState.RUNNING:
             return True  # cancelled meanwhile
         self.tell(b)
-        log.info("backfill started", job=o.job.id, backfill=b.id, total=b.total, resumed_from=b.cursor)
+        log.info("backfill started", job=o.id, backfill=b.id, total=b.total, resumed_from=b.cursor)
         flights: set[asyncio.Task[None]] = set()
         owner_ok = True
 
         def still_mine() -> bool:
-            return self.sends.owned.get(o.job.id) is o and not o.releasing and self.fresh()
+            return self.sends.owned.get(o.id) is o and not o.releasing and self.fresh()
 
         # 1. what a lost owner left in flight: sent again as the same executions
         for r in await self.claims.lost_backfill_rows(b.id, self.node_id, self.sends.liveness()):
-            claim = Claim(id=r.id, job_id=o.job.id, scheduled_at=r.scheduled_at, fence=o.fence,
+            claim = Claim(id=r.id, job_id=o.id, scheduled_at=r.scheduled_at, fence=o.fence,
                           kind=ExecutionKind.BACKFILL, attempts=r.attempts, instant=r.scheduled_at, backfill=b.id)
             flights.add(self.sends.send_now(o, claim))
         # 2. the instants after the cursor
@@ -173,13 +173,13 @@ class BackfillRunner:
             await limiter.take()
             if b.policy is BackfillPolicy.FORBID and flights:
                 await asyncio.wait(flights)
-            outcome = await self.claims.claim_backfill(o.job.id, o.fence, self.node_id, self.sends.liveness().claimer,
+            outcome = await self.claims.claim_backfill(o.id, o.fence, self.node_id, self.sends.liveness().claimer,
                                                        b.id, t, eid := new_execution_id())
             if outcome == "lost":
                 owner_ok = False
                 break
             if outcome == "claimed":
-                claim = Claim(id=eid, job_id=o.job.id, scheduled_at=t, fence=o.fence, kind=ExecutionKind.BACKFILL,
+                claim = Claim(id=eid, job_id=o.id, scheduled_at=t, fence=o.fence, kind=ExecutionKind.BACKFILL,
                               instant=t, backfill=b.id)
                 flights.add(self.sends.send_now(o, claim))
             elif outcome == "done":
@@ -204,11 +204,11 @@ class BackfillRunner:
             await asyncio.sleep(1.0)
             left = []
             for t in busy:
-                outcome = await self.claims.claim_backfill(o.job.id, o.fence, self.node_id,
+                outcome = await self.claims.claim_backfill(o.id, o.fence, self.node_id,
                                                            self.sends.liveness().claimer, b.id, t,
                                                            eid := new_execution_id())
                 if outcome == "claimed":
-                    flights.add(self.sends.send_now(o, Claim(id=eid, job_id=o.job.id, scheduled_at=t, fence=o.fence,
+                    flights.add(self.sends.send_now(o, Claim(id=eid, job_id=o.id, scheduled_at=t, fence=o.fence,
                                                              kind=ExecutionKind.BACKFILL, instant=t, backfill=b.id)))
                 elif outcome == "done":
                     b = replace(b, already_done=b.already_done + 1)
@@ -230,7 +230,7 @@ class BackfillRunner:
         if finished:
             b = replace(b, state=BackfillState.DONE)
         b = await self._progress(b)
-        log.info("backfill " + ("done" if finished else "stopped"), job=o.job.id, backfill=b.id, sent=b.sent,
+        log.info("backfill " + ("done" if finished else "stopped"), job=o.id, backfill=b.id, sent=b.sent,
                  already_done=b.already_done, failed=b.failed, state=str(b.state))
         return finished or b.state is BackfillState.CANCELLED
 

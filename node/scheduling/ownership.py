@@ -41,7 +41,7 @@ from ..cluster.ring import Ring
 from ..model.calendars import Calendar
 from ..model.errors import StoreUnavailable
 from ..model.executions import Claim, ExecutionKind, ExecutionState, Liveness, Redelivery, Takeover, new_execution_id
-from ..model.jobs import Job, JobSummary, secret_values
+from ..model.jobs import Job, JobSummary, pack_job, secret_values, unpack_job
 from ..model.timetable import Timetable
 from . import planning
 from .ledger import missed_in_gap
@@ -126,7 +126,9 @@ NO_PENDING: Mapping[str, tuple[Handle, Claim]] = MappingProxyType({})  # read-on
 
 @dataclass(slots=True, eq=False)
 class Owned:
-    job: Job
+    id: str
+    definition: Job | bytes  # the job; packed (model/jobs.pack_job) while its next instant is far away: see ``job``
+    version: int  # the definition's (read without unpacking it)
     timetable: Timetable  # the job's instants (its schedules, bounds, calendars, jitter)
     fence: int
     anchor: datetime  # ticks strictly after this are due; the last scheduled tick claimed
@@ -143,11 +145,6 @@ class Owned:
     extra: Sequence[Claim] = ()  # rows to claim with the next plan (missed before an edit)
     _secrets: list[str] | None = None  # the job's own secret values (masked in what targets echo)
 
-    @property
-    def secrets(self) -> list[str]:
-        if self._secrets is None:
-            self._secrets = secret_values(self.job)
-        return self._secrets
     releasing: bool = False
     completing: bool = False  # its completion is being written (it can never fire again)
     complete_at: datetime | None = None  # it can never fire again, once its buffered ticks and runs have ended
@@ -157,6 +154,44 @@ class Owned:
     reloading: bool = False
     generation: int = 0  # bumped by a reload: a plan made before it does not move the anchor
     claims_since_retention: int = 0
+
+    @classmethod
+    def of(cls, job: Job, **fields: Any) -> Owned:
+        return cls(id=job.id, definition=job, version=job.version, **fields)
+
+    @property
+    def job(self) -> Job:
+        """The definition it fires; a packed one is unpacked here and kept so until ``cool``."""
+        d = self.definition
+        if isinstance(d, bytes):
+            d = self.definition = unpack_job(d)
+        return d
+
+    @job.setter
+    def job(self, job: Job) -> None:
+        self.definition, self.version = job, job.version
+
+    def peek(self) -> Job:
+        """The definition, leaving a packed one packed (a look at every owned job)."""
+        d = self.definition
+        return unpack_job(d) if isinstance(d, bytes) else d
+
+    def cool(self) -> None:
+        """Keep the definition packed: ~100 bytes instead of ~650 (a job whose next instant is minutes away; the
+        timer's next look at it unpacks it, in microseconds)."""
+        if not isinstance(self.definition, bytes):
+            self.definition = pack_job(self.definition)
+            self._secrets = None
+
+    @property
+    def cold(self) -> bool:
+        return isinstance(self.definition, bytes)
+
+    @property
+    def secrets(self) -> list[str]:
+        if self._secrets is None:
+            self._secrets = secret_values(self.job)
+        return self._secrets
 
     def pend(self, claim: Claim, handle: Handle) -> None:
         if not isinstance(self.pending, dict):
@@ -189,7 +224,7 @@ def _has_gap(t: Takeover) -> bool:
 
 def missed_until(timetable: Timetable, o: Owned, until: datetime) -> list[Claim]:
     """Missed-range rows for ``timetable``'s instants in (o.anchor, until]."""
-    return [Claim(id=new_execution_id(), job_id=o.job.id, scheduled_at=m.last, fence=o.fence,
+    return [Claim(id=new_execution_id(), job_id=o.id, scheduled_at=m.last, fence=o.fence,
                   kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count, missed_from=m.first,
                   error="due before an edit took force, not claimed in time")
             for m in planning.missed_between(timetable, o.anchor, until)]
@@ -301,7 +336,7 @@ class Ownership:
                 if k % 5_000 == 4_999:
                     await asyncio.sleep(0)  # a sixth node joining a million jobs: 30k releases a node
         for o in list(self.owned.values()):
-            if o.releasing and o.job.id in desired:
+            if o.releasing and o.id in desired:
                 # the ring gave it back before its release finished: keep it (lock and fence are ours)
                 o.releasing = False
                 self.hooks.reloaded(o)
@@ -353,8 +388,9 @@ class Ownership:
         if self._calendars_seen != self.catalogue.calendars_seen:
             self._calendars_seen = self.catalogue.calendars_seen
             for o in self.owned.values():
-                if o.job.exclude_calendars:
-                    o.timetable = o.job.timetable(self.catalogue.calendars)
+                job = o.peek()  # (a packed definition stays packed)
+                if job.exclude_calendars:
+                    o.timetable = job.timetable(self.catalogue.calendars)
                     self.hooks.reloaded(o)
         jobs = self.catalogue.jobs
         if self._check_all:  # the ring changed: every owned job is looked at once (not every pass: 200k jobs)
@@ -364,7 +400,7 @@ class Ownership:
             if k % 20_000 == 19_999:
                 await asyncio.sleep(0)  # after a ring change every owned job is looked at: 200k of them
             stale, s = self.owned.get(j), jobs.get(j)
-            if stale is None or s is None or s.version <= stale.job.version:
+            if stale is None or s is None or s.version <= stale.version:
                 self._stale.discard(j)  # (a failed reload stays: the next pass tries again)
             elif not stale.reloading and not stale.releasing:
                 stale.reloading = True
@@ -450,10 +486,9 @@ class Ownership:
         return out
 
     def _own(self, t: Takeover, gap: list[Claim]) -> None:
-        # the owner needs neither timestamps nor the stored owner: drop them (memory at 100k jobs); and its id is
-        # the catalogue's string (one object a job, not one per structure that names it)
-        s = self.catalogue.jobs.get(t.job.id)
-        job = replace(t.job, id=s.id if s is not None else t.job.id, created_at=None, updated_at=None, owner=None)
+        # (the takeover read the definition without its bookkeeping times and stored owner: store/codec.OWNER_COLS;
+        # the record's id is the catalogue's string, one object a job)
+        job, s = t.job, self.catalogue.jobs.get(t.job.id)
         last, since = t.last_tick, t.job.active_since
         if last is not None and since is not None and since < last <= since + EDIT_REPLAN:
             # The schedule changed shortly before the last tick claimed: that tick (and any
@@ -463,9 +498,10 @@ class Ownership:
         else:
             anchors = [a for a in (last, since) if a is not None]
             anchor = max(anchors) if anchors else datetime.now(UTC)
-        o = Owned(job=job, timetable=job.timetable(self.catalogue.calendars), fence=t.fence, anchor=anchor, extra=gap,
+        o = Owned(id=s.id if s is not None else job.id, definition=job, version=job.version,
+                  timetable=job.timetable(self.catalogue.calendars), fence=t.fence, anchor=anchor, extra=gap,
                   runs=job.runs)
-        self.owned[job.id] = o
+        self.owned[o.id] = o
         if s is not None and s.version > job.version:
             self._stale.add(job.id)  # (edited after the takeover read it: reloaded at the next pass)
         if t.fence > 1:
@@ -486,13 +522,13 @@ class Ownership:
         """An owned job changed (edit): load its new definition, keep the fence. A failed read
         leaves ``reloading`` false, so the next pass tries again."""
         try:
-            jobs = await self.definitions.get_many([o.job.id])
+            jobs = await self.definitions.get_many([o.id])
         except StoreUnavailable:
             self.wake.set()
             return
         finally:
             o.reloading = False
-        if self.owned.get(o.job.id) is not o:
+        if self.owned.get(o.id) is not o:
             return
         if not jobs:
             return  # deleted: the catalogue's tombstone releases it
@@ -503,11 +539,11 @@ class Ownership:
             self.drop(o, "fence moved on while reloading")
             return
         await self._know_calendars(job.exclude_calendars)
-        if self.owned.get(o.job.id) is not o:
+        if self.owned.get(o.id) is not o:
             return
         schedule_changed = job.active_since != o.job.active_since
         old_timetable, old_paused = o.timetable, o.job.paused
-        o.job = replace(job, id=o.job.id, created_at=None, updated_at=None, owner=None)
+        o.job = replace(job, id=o.id, created_at=None, updated_at=None, owner=None)
         o.timetable = job.timetable(self.catalogue.calendars)
         o.runs = max(o.runs, job.runs)
         o.completing, o.complete_at = False, None
@@ -523,7 +559,7 @@ class Ownership:
             o.anchor = job.active_since
             o.generation += 1
         self.hooks.reloaded(o)
-        s = self.catalogue.jobs.get(o.job.id)
+        s = self.catalogue.jobs.get(o.id)
         if s is not None and s.version > o.job.version:
             self.wake.set()  # edited again meanwhile
 
@@ -544,7 +580,7 @@ class Ownership:
         sees them in flight on a live claimer (forbid skips meanwhile) and leaves them to this node,
         which records their outcomes under its old fence. Only with a release-2 node in the ring does the
         release wait for them, as it did then (that node would abandon or re-send them)."""
-        if not o.releasing or o.pending or o.claiming or self.owned.get(o.job.id) is not o:
+        if not o.releasing or o.pending or o.claiming or self.owned.get(o.id) is not o:
             return
         if o.inflight:
             if not self.lease.handover_ok:
@@ -554,10 +590,10 @@ class Ownership:
                     o.recording = True
                     self.tasks.spawn(self._record_running(o))
                 return
-        del self.owned[o.job.id]
+        del self.owned[o.id]
         self.handovers_out += 1
         metrics.HANDOVERS.labels("out").inc()
-        self.hooks.handover("out", [o.job.id])
+        self.hooks.handover("out", [o.id])
         self.wake.set()
 
     async def _record_running(self, o: Owned) -> None:
@@ -565,7 +601,7 @@ class Ownership:
             await self.hooks.record_running(o)
             o.recorded_running = True
         except Exception as e:  # MariaDB away: keep the lock (nobody can claim meanwhile); retried
-            log.warning("could not record runs in flight before a release; retrying", job=o.job.id,
+            log.warning("could not record runs in flight before a release; retrying", job=o.id,
                         error=f"{type(e).__name__}: {e}")
             self.wake.set()
         finally:
@@ -574,12 +610,12 @@ class Ownership:
 
     def drop(self, o: Owned, reason: str) -> None:
         """Stop owning a job at once (fence lost): never send what it had claimed."""
-        if self.owned.get(o.job.id) is not o:
+        if self.owned.get(o.id) is not o:
             return
-        del self.owned[o.job.id]
+        del self.owned[o.id]
         self.hooks.abandon_pending(o, reason)
         metrics.FENCE_REJECTIONS.inc()
-        log.warning("dropped job", job=o.job.id, fence=o.fence, reason=reason)
+        log.warning("dropped job", job=o.id, fence=o.fence, reason=reason)
         self.wake.set()
 
     def drop_all(self, reason: str) -> None:

@@ -33,7 +33,7 @@ class Retention:
 
     async def pass_once(self) -> int:
         owned = self.owned()
-        ids = [o.job.id for o in list(owned.values()) if o.claims_since_retention >= max(1, self.keep // 4)]
+        ids = [o.id for o in list(owned.values()) if o.claims_since_retention >= max(1, self.keep // 4)]
         deleted = 0
         if ids:
             deleted = await self.history.apply_retention(ids, self.keep)

@@ -123,6 +123,7 @@ log = structlog.get_logger("scheduler")
 
 PLAN_BUDGET = 1000  # schedule instants enumerated per plan (~20 ms); a longer gap is planned in slices
 PLAN_SLICE = 0.05  # seconds of planning per claim cycle before the rest waits for the next cycle
+COOL_BEYOND = 120.0  # seconds to an owned job's next instant beyond which its definition is kept packed
 QUEUE_POLL = 1.0  # seconds between looks at a run in flight on another node that buffered ticks wait for
 
 
@@ -213,7 +214,7 @@ class Scheduler:
             self._push(o, max(self.clock(), nxt.timestamp()))
         self._redeliver(o, redeliver)
         if buffered:  # ticks a previous owner buffered: ours to send once no run of the job is in flight
-            o.queue = [Claim(id=b.id, job_id=o.job.id, scheduled_at=b.scheduled_at, fence=o.fence, kind=b.kind,
+            o.queue = [Claim(id=b.id, job_id=o.id, scheduled_at=b.scheduled_at, fence=o.fence, kind=b.kind,
                              state=ExecutionState.BUFFERED) for b in buffered]
             self._poll_queue(o)
         if nxt is None:
@@ -237,7 +238,7 @@ class Scheduler:
 
     def _maybe_complete(self, o: Owned) -> None:
         """A run of a job waiting to complete ended, or its buffer emptied: complete it now if nothing is left."""
-        if o.complete_at is not None and self.owned.get(o.job.id) is o and not o.releasing:
+        if o.complete_at is not None and self.owned.get(o.id) is o and not o.releasing:
             self._complete(o, o.complete_at)
 
     async def _write_completion(self, o: Owned, at: datetime) -> None:
@@ -245,13 +246,13 @@ class Scheduler:
         for k in range(5):
             try:
                 await self.outcomes.recorder.flush()  # its last outcomes first: no owner will settle its rows
-                if await self.completions.complete(o.job.id, o.fence, at, version=version) is None:
+                if await self.completions.complete(o.id, o.fence, at, version=version) is None:
                     o.completing = False  # an edit or a hand-over came first: the next plan decides again
                     return
-                log.info("job completed", job=o.job.id, at=rfc3339(at), runs=o.runs)
+                log.info("job completed", job=o.id, at=rfc3339(at), runs=o.runs)
                 return
             except StoreUnavailable as e:
-                log.warning("could not record a job's completion; retrying", job=o.job.id, error=str(e))
+                log.warning("could not record a job's completion; retrying", job=o.id, error=str(e))
                 await asyncio.sleep(min(5.0, 0.5 * 2 ** k))
         o.completing = False  # the next takeover or reload finds it again
 
@@ -262,13 +263,13 @@ class Scheduler:
 
     async def record_running(self, o: Owned) -> None:
         """Before a release with runs in flight: their running rows, written now (see Recorder)."""
-        await self.outcomes.recorder.write_now({e for e, j in self.sending.items() if j == o.job.id})
+        await self.outcomes.recorder.write_now({e for e, j in self.sending.items() if j == o.id})
 
     def _redeliver(self, o: Owned, redeliver: Sequence[Redelivery]) -> None:
         for r in redeliver:  # at_least_once: executions a lost owner claimed, sent again now
-            claim = Claim(id=r.id, job_id=o.job.id, scheduled_at=r.scheduled_at, fence=o.fence, kind=r.kind,
+            claim = Claim(id=r.id, job_id=o.id, scheduled_at=r.scheduled_at, fence=o.fence, kind=r.kind,
                           attempts=r.attempts)
-            log.info("redelivering", job=o.job.id, execution=r.id, tick=rfc3339(r.scheduled_at), fence=o.fence)
+            log.info("redelivering", job=o.id, execution=r.id, tick=rfc3339(r.scheduled_at), fence=o.fence)
             metrics.REDELIVERIES.inc()
             # a tick claimed ahead waits for its send time
             delay = max(0.0, o.timetable.fire_at(r.scheduled_at).timestamp() - self.clock())
@@ -288,7 +289,7 @@ class Scheduler:
         at_least_once: left open; the job's next owner (maybe this node again) re-sends it."""
         if o.job.delivery is Delivery.AT_LEAST_ONCE or claim.kind == ExecutionKind.BACKFILL:
             # (a backfill's instant is sent again by its backfill when it resumes, as the same execution)
-            log.info("claimed execution left for the next owner", job=o.job.id, kind=str(claim.kind),
+            log.info("claimed execution left for the next owner", job=o.id, kind=str(claim.kind),
                      execution=claim.id, tick=rfc3339(claim.scheduled_at), reason=reason)
             return
         self.outcomes.mark(claim, ExecutionState.ABANDONED, error=reason)
@@ -311,12 +312,20 @@ class Scheduler:
 
     def _push(self, o: Owned, wake: float) -> None:
         o.wake = wake
-        heapq.heappush(self.heap, (wake, next(self._seq), o.job.id))
-        if self.heap[0][2] == o.job.id:
+        self._maybe_cool(o)
+        heapq.heappush(self.heap, (wake, next(self._seq), o.id))
+        if self.heap[0][2] == o.id:
             self._wake.set()
 
+    def _maybe_cool(self, o: Owned) -> None:
+        """Pack the definition of a job with nothing under way whose next instant is more than COOL_BEYOND away
+        (memory: a million jobs on five nodes; the timer unpacks it when it is due)."""
+        if (o.wake - self.clock() > COOL_BEYOND and not (o.inflight or o.pending or o.queue or o.claiming)
+                and not (o.releasing or o.reloading or o.completing)):
+            o.cool()
+
     def _schedule_next(self, o: Owned) -> None:
-        if o.releasing or self.owned.get(o.job.id) is not o:
+        if o.releasing or self.owned.get(o.id) is not o:
             return
         nxt = next_wake(o.timetable, o.anchor)
         if nxt is None:
@@ -352,7 +361,7 @@ class Scheduler:
             raise_if_cancelling()
             log.exception("claim cycle failed")
             for o in due:
-                if self.owned.get(o.job.id) is o:
+                if self.owned.get(o.id) is o:
                     self._push(o, self.clock() + self.claim_ahead + 1.0)
 
     # ------------------------------------------------------------------ claims
@@ -428,14 +437,14 @@ class Scheduler:
                 for rest in due[k:]:
                     self._push(rest, self.clock())
                 break
-            if self.owned.get(o.job.id) is not o or o.releasing:
+            if self.owned.get(o.id) is not o or o.releasing:
                 continue
             try:
                 claims, p = self._plan(o, self.clock())
                 if o.extra:
                     claims, o.extra = [*o.extra, *claims], ()
             except Exception:
-                log.exception("planning failed; retrying the job later", job=o.job.id, schedule=o.job.schedule)
+                log.exception("planning failed; retrying the job later", job=o.id, schedule=o.job.schedule)
                 self._push(o, self.clock() + 5.0)
                 continue
             if claims:
@@ -477,7 +486,7 @@ class Scheduler:
             self.outcomes.recorder.note([c.execution(state=ExecutionState.MISSED, node=self.node_id, error=c.error)
                                          for c in missed])
         for o, claims, p, gen in plans:
-            if self.owned.get(o.job.id) is not o:
+            if self.owned.get(o.id) is not o:
                 # dropped while claiming: what was won will not be sent by us
                 for c in claims:
                     if c.id in won and c.state == ExecutionState.CLAIMED:
@@ -542,9 +551,9 @@ class Scheduler:
 
     async def _wait_and_dequeue(self, o: Owned) -> None:
         try:
-            while o.queue and not o.inflight and not o.pending and not o.releasing and self.owned.get(o.job.id) is o:
+            while o.queue and not o.inflight and not o.pending and not o.releasing and self.owned.get(o.id) is o:
                 try:
-                    busy = await self.claims.in_flight(o.job.id, self.liveness())
+                    busy = await self.claims.in_flight(o.id, self.liveness())
                 except StoreUnavailable:
                     busy = [("?", "", None)]
                 if not busy:
@@ -559,7 +568,7 @@ class Scheduler:
         """The first buffered tick becomes a claim and goes now (not before its own send time); one that waited
         past the misfire grace is recorded missed instead, and the next one is tried."""
         grace = timedelta(seconds=o.job.misfire_grace_seconds)
-        while o.queue and self.owned.get(o.job.id) is o and not o.releasing:
+        while o.queue and self.owned.get(o.id) is o and not o.releasing:
             c = o.queue[0]
             o.claiming += 1  # a release waits for this claim, as for any other
             try:
@@ -571,7 +580,7 @@ class Scheduler:
                 break
             o.queue = o.queue[1:]
             claim = replace(c, state=ExecutionState.CLAIMED)
-            if self.owned.get(o.job.id) is not o:  # dropped meanwhile (a lapse): not ours to send
+            if self.owned.get(o.id) is not o:  # dropped meanwhile (a lapse): not ours to send
                 self._not_sent(o, claim, "ownership lost while a buffered tick was taken; not sent")
                 return
             if _utc(self.clock()) - o.timetable.fire_at(c.scheduled_at) > grace:
@@ -594,7 +603,7 @@ class Scheduler:
         late_line = self.clock() - 1.0
         for o in jobs:
             claims, o.unconfirmed = o.unconfirmed, ()
-            if self.owned.get(o.job.id) is not o:
+            if self.owned.get(o.id) is not o:
                 continue
             mine = [c for c in claims if c.id in exist]
             # rows recorded before an edit's anchor are not planned again: queue the ones not inserted
@@ -635,18 +644,18 @@ class Scheduler:
         another node is told to stop too."""
         reason = f"{REPLACED_REASON} at {rfc3339(claim.scheduled_at)}"
         for eid, (_, owner) in list(self.running.items()):
-            if owner.job.id == o.job.id:
+            if owner.id == o.id:
                 self.cancel_local([eid], reason)
         self.tasks.spawn(self._cancel_elsewhere(o, reason))
 
     async def _cancel_elsewhere(self, o: Owned, reason: str) -> None:
         try:
-            ids = [eid for eid, _, claimer in await self.claims.in_flight(o.job.id, self.liveness())
+            ids = [eid for eid, _, claimer in await self.claims.in_flight(o.id, self.liveness())
                    if claimer != self.membership.claimer and eid not in self.running]
             if ids:
                 await self.cancels.cancel(ids, reason)
         except Exception as e:  # the run in flight elsewhere then ends as it would have
-            log.warning("could not ask another node to cancel a replaced run", job=o.job.id, error=str(e))
+            log.warning("could not ask another node to cancel a replaced run", job=o.id, error=str(e))
 
     def cancel_local(self, execution_ids: Sequence[str], reason: str) -> int:
         """Abort these runs if this node is sending them (a replace tick, here or on another node)."""
@@ -661,7 +670,7 @@ class Scheduler:
         return n
 
     async def _send(self, o: Owned, claim: Claim) -> None:
-        job = o.job
+        job, secrets = o.job, o.secrets
         started = datetime.now(UTC)
         self.sending[claim.id] = job.id
         result: Result | None = None
@@ -696,11 +705,12 @@ class Scheduler:
         if result is not None and result.state == ExecutionState.ABANDONED:
             self._not_sent(o, claim, result.error or "not sent")
         elif result is not None:
-            self.outcomes.result(claim, result, o.secrets)
+            self.outcomes.result(claim, result, secrets)
         if o.queue and not o.inflight:
             self._poll_queue(o)  # buffered ticks: the run they waited for has ended
         self._maybe_complete(o)
         self.ownership.maybe_finish_release(o)
+        self._maybe_cool(o)
 
     async def run_now(self, job: Job) -> str:
         """Run a job now, from whichever node got the request: a claim for this instant
@@ -711,7 +721,7 @@ class Scheduler:
         eid = new_execution_id()
         fence = await self.claims.claim_run_now(job.id, self.node_id, eid, now, claimer=self.membership.claimer,
                                                 forbid_overlap=job.concurrency_policy is ConcurrencyPolicy.FORBID)
-        o = Owned(job=job, timetable=job.timetable(), fence=fence, anchor=now)
+        o = Owned.of(job, timetable=job.timetable(), fence=fence, anchor=now)
         claim = Claim(id=eid, job_id=job.id, scheduled_at=now, fence=fence, kind=ExecutionKind.MANUAL)
         self.send_now(o, claim)  # (a replace tick of the owner, here, aborts it as any run of the job)
         return claim.id

@@ -42,12 +42,12 @@ from .codec import (
     BUFFERED,
     CLAIMED,
     IN_FLIGHT,
-    JOB_COLS,
     MANUAL,
     MISFIRE,
     MISSED,
     ONE_INSTANT,
     OVERLAP,
+    OWNER_COLS,
     RUNNING,
     SKIPPED,
     SUCCEEDED,
@@ -147,7 +147,7 @@ class Executions:
                 async with attempt as cur:
                     await cur.execute(f"UPDATE jobs SET fence=fence+1, owner=%s WHERE id IN ({jobs_in})"
                                       " AND deleted_at IS NULL", [node, *ids])
-                    await cur.execute(f"SELECT {JOB_COLS} FROM jobs WHERE id IN ({jobs_in}) AND deleted_at IS NULL", ids)
+                    await cur.execute(f"SELECT {OWNER_COLS} FROM jobs WHERE id IN ({jobs_in}) AND deleted_at IS NULL", ids)
                     rows = await cur.fetchall()
                     await cur.execute(last_ticks_sql(len(ids)), ids)
                     last = {r["job_id"]: from_db(r["last"]) for r in await cur.fetchall()}

@@ -36,7 +36,7 @@ async def test_the_audit_accounts_for_every_instant_of_the_minute(store: Store) 
     await store.executions.record([Execution(id=c.id, job_id=job.id, scheduled_at=c.scheduled_at, fence=t.fence,
                                 state="succeeded" if i < 40 else "failed", node="node-a", attempts=1)
                         for i, c in enumerate(claims[:45])])
-    owned = {job.id: Owned(job=t.job, timetable=t.job.timetable(), fence=t.fence, anchor=at[-1] + timedelta(1))}
+    owned = {job.id: Owned.of(t.job, timetable=t.job.timetable(), fence=t.fence, anchor=at[-1] + timedelta(1))}
     auditor = Auditor(store.history, lambda: owned)
     before = metrics.TICKS_UNACCOUNTED._value.get()
     totals = await auditor.audit(T0 + timedelta(minutes=1))

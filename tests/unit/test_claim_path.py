@@ -382,6 +382,39 @@ async def test_a_job_past_its_end_completes_on_its_next_owner_once_the_buffered_
     assert j.id not in b.ownership.owned
 
 
+async def test_a_job_whose_next_instant_is_far_away_is_kept_packed_and_fires_as_defined() -> None:
+    """Memory at a million jobs: an owned job due in more than COOL_BEYOND keeps its definition packed; the timer
+    unpacks it when it is due, it fires with every field it had, and it is packed again once its run has ended.
+    A job due every second is never packed."""
+    w = World()
+    far = job(w, "*/5 * * * *", headers={"Authorization": "Bearer s3cret"}, labels={"team": "billing"})
+    near = job(w)
+    w.quick.update({far.id, near.id})
+    a = Node(w, "a")
+    fired: list[Job] = []
+    fire = a.scheduler.firer.fire
+
+    async def spy(job: Job, **kw: Any) -> Result:
+        if job.id == far.id:
+            fired.append(job)
+        return await fire(job, **kw)
+
+    a.scheduler.firer.fire = spy  # type: ignore[method-assign]
+    await run(w, 2)
+    owned = a.ownership.owned
+    assert owned[far.id].cold and not owned[near.id].cold
+    assert owned[far.id].peek() == owned[far.id].peek() and owned[far.id].cold  # (a look leaves it packed)
+    assert owned[far.id].version == far.version
+    await run(w, 290, step=10)
+    assert owned[far.id].cold and not fired
+    await run(w, 12)  # past T0 + 300 s, its instant
+    assert [j.headers for j in fired] == [{"Authorization": "Bearer s3cret"}]
+    assert fired[0] == w.store.jobs[far.id]  # (as the takeover read it: every field)
+    assert list(sent_ticks(w, far.id)) == [datetime.fromtimestamp(T0 + 300, UTC)]
+    assert owned[far.id].cold  # (its next instant is five minutes away again)
+    assert not owned[near.id].cold and len(sent_ticks(w, near.id)) >= 300
+
+
 async def test_a_takeover_with_a_gap_records_the_instants_nobody_claimed() -> None:
     w = World()
     j = job(w, "*/2 * * * * *")
