@@ -39,6 +39,8 @@ def now() -> datetime:
 
 @pytest.fixture
 async def backends(request: pytest.FixtureRequest) -> AsyncIterator[tuple[RedisHA, MariaDBHA]]:
+    """(Asked for before ``make_cluster``: the clusters are torn down first, while their Redis and MariaDB are
+    still there to be cleaned; the other way round each teardown waited ~12 s on dead Sentinels.)"""
     log_dir = ARTIFACTS / "logs" / f"ha-{request.node.name}"
     redis, mariadb = RedisHA(log_dir), MariaDBHA(log_dir)
     try:
@@ -144,7 +146,7 @@ async def live_events(c: Cluster, url: str, seen: list[datetime]) -> None:
         await asyncio.sleep(0.5)
 
 
-async def test_redis_primary_killed_sentinels_promote(make_cluster, backends) -> None:
+async def test_redis_primary_killed_sentinels_promote(backends, make_cluster) -> None:
     redis, _ = backends
     c, jobs = await ha_cluster(make_cluster, backends, "harkill", 3)
     start = now()
@@ -172,7 +174,7 @@ async def test_redis_primary_killed_sentinels_promote(make_cluster, backends) ->
           f"{quiet:.1f} s; {v.summary()}; users saw {statuses}")
 
 
-async def test_mariadb_primary_killed_replica_promoted(make_cluster, backends) -> None:
+async def test_mariadb_primary_killed_replica_promoted(backends, make_cluster) -> None:
     _, mariadb = backends
     c, jobs = await ha_cluster(make_cluster, backends, "hamkill", 3)
     start = now()
@@ -200,7 +202,7 @@ async def test_mariadb_primary_killed_replica_promoted(make_cluster, backends) -
           f"{quiet:.1f} s; {v.summary()}; users saw {statuses}")
 
 
-async def test_redis_failover_during_scale_up(make_cluster, backends) -> None:
+async def test_redis_failover_during_scale_up(backends, make_cluster) -> None:
     redis, _ = backends
     c, jobs = await ha_cluster(make_cluster, backends, "hascale", 2)
     start = now()
