@@ -103,8 +103,9 @@ def _resolve_h(token: str, field: int, seed: str) -> str:
     return f"{lo + h % step}-{hi}/{step}"
 
 
+@lru_cache(maxsize=4096)
 def has_h(expression: str) -> bool:
-    """Does the expression use ``H`` (and so depend on the job's id)?"""
+    """Does the expression use ``H`` (and so depend on the job's id)? (Cached: a takeover asks it for every job.)"""
     return any(_H_TOKEN.match(item) for f in expression.split() for item in f.split(","))
 
 
