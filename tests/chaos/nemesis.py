@@ -351,8 +351,8 @@ def _draw_op(m: _Model, rng: random.Random, t: float) -> Step | None:
             spec["pauseAfterFailures"] = rng.randint(2, 4)  # it pauses itself: an auto-pause, audited
         m.slots[slot] = {"live": True, "paused": False, "version": 1, "group": spec["group"]}
         return Step(at=t, kind=kind, args={"slot": slot, "via": via, **spec})
-    if kind == "apply":
-        return Step(at=t, kind=kind, args={"via": via, "jobs": _draw_apply(m, rng)})
+    if kind == "apply":  # half of them through POST /api/crons/apply (one batch, all or nothing), as the CLI does
+        return Step(at=t, kind=kind, args={"via": via, "jobs": _draw_apply(m, rng), "bulk": rng.random() < 0.5})
     if kind == "read":
         previews = [{"schedule": rng.choice(RARE_PREVIEWS), "timeZone": rng.choice(ZONES)} for _ in range(3)]
         return Step(at=t, kind=kind, args={"via": via, "previews": previews,
@@ -940,7 +940,11 @@ class Nemesis:
         if status != 200 or not isinstance(listing, list):
             return
         current = [j for j in listing if str(j.get("name", "")).startswith(f"{NODE_PREFIX}-apply-")]
-        for action, have, want in plan_apply(current, wanted, prune=True):
+        plan = plan_apply(current, wanted, prune=True)
+        if step.args.get("bulk"):
+            await self._bulk_apply(step, node, [(have, want) for action, have, want in plan if action != "delete"])
+            plan = [p for p in plan if p[0] == "delete"]
+        for action, have, want in plan:
             if action == "create":
                 status, body = await self.call(step, "apply.create", "POST", "/api/crons", node=node, body=want,
                                                want=want)
@@ -952,6 +956,27 @@ class Nemesis:
             elif action == "delete":
                 await self.call(step, "apply.delete", "DELETE", f"/api/crons/{have['id']}", node=node,
                                 job=have["id"], want={"deleted": True})
+
+    async def _bulk_apply(self, step: Step, node: Node, items: list[tuple[dict[str, Any] | None, dict[str, Any]]]
+                          ) -> None:
+        """The creates and updates of an apply in one ``POST /api/crons/apply`` (all written or none). The call is
+        one op (``apply.bulk``, no job); each item is then an op of its own at the call's times and status, with
+        the change it asked for and no job view (the checker's rule for a bulk action's job): ``apply.create``
+        with the id the reply gave it, ``apply.update`` with its job's."""
+        if not items:
+            return
+        body = {"jobs": [want if have is None else {"id": have["id"], **want} for have, want in items]}
+        status, reply = await self.call(step, "apply.bulk", "POST", "/api/crons/apply", node=node, body=body,
+                                        jobs=len(items))
+        call = self.history[-1]
+        ids = {j["index"]: j["id"] for j in reply["jobs"]} if isinstance(reply, dict) and "jobs" in reply else {}
+        for k, (have, want) in enumerate(items):
+            job = ids.get(k) if have is None else have["id"]
+            if job is None:
+                continue  # a create whose id is unknown (refused, or no answer): nothing of it is judged
+            self.record("op", "apply.create" if have is None else "apply.update", t=call["t"], reply=call["reply"],
+                        node=node.name, job=job, status=status, want=want, got=None, error=call.get("error"),
+                        bulk=True)
 
     async def _o_read(self, step: Step) -> None:
         """Readers hammering one node at once: previews of rare interval schedules (count 100), and for up to

@@ -29,6 +29,7 @@ def test_the_plan_is_a_function_of_its_seed_and_keeps_its_promises() -> None:
     assert a == b and a != c
     kinds = Counter(s.kind for s in a)
     assert {"kill", "stop", "term", "redis_pause", "db_cut", "create", "edit_uri", "run_now", "apply", "read"} <= set(kinds), kinds
+    assert {s.args["bulk"] for s in a if s.kind == "apply"} == {True, False}  # POST /api/crons/apply, and one by one
     drawn = {s.args.get("schedule") for s in a if s.kind in ("create", "edit_schedule")}
     assert {nemesis.RARE_LEAP, nemesis.RARE_TODAY, nemesis.RARE_TODAY_MINUTELY} <= drawn, drawn
     # replay the steps on a model of the node set: never none up, never more than five
