@@ -145,7 +145,10 @@ class HeapKeeper:
 def _malloc_trim() -> Callable[[], object]:
     """glibc's ``malloc_trim(0)``, or nothing where the C library has none (musl)."""
     name = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    try:
+        trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        trim = None
     if trim is None:
         return lambda: None
     return lambda: trim(0)

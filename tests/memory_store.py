@@ -141,7 +141,9 @@ class MemoryStore:
                 else:
                     self.rows[e.id] = replace(e, state=ExecutionState.ABANDONED, finished_at=now,
                                               error=f"owner {e.node} lost before recording an outcome; not re-sent")
-            out.append(Takeover(job=job, fence=job.fence, last_tick=self._last_tick(j), redeliver=tuple(redeliver),
+            # (the definition as store/codec.OWNER_COLS reads it: no bookkeeping times, no stored owner)
+            read = replace(job, owner=None, created_at=None, updated_at=None)
+            out.append(Takeover(job=read, fence=job.fence, last_tick=self._last_tick(j), redeliver=tuple(redeliver),
                                 buffered=tuple(buffered)))
         return out
 

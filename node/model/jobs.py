@@ -191,7 +191,7 @@ class Job:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
         spec = row["spec"]
-        if isinstance(spec, str):
+        if not isinstance(spec, dict):
             spec = json.loads(spec)  # (a packed job carries it decoded: see pack_job)
         # Interned strings and one shared empty mapping: 100k owned jobs mostly repeat these.
         return cls(

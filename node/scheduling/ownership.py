@@ -129,6 +129,7 @@ class Owned:
     id: str
     definition: Job | bytes  # the job; packed (model/jobs.pack_job) while its next instant is far away: see ``job``
     version: int  # the definition's (read without unpacking it)
+    calendars: tuple[str, ...]  # the calendars the definition names (read without unpacking it; mostly ())
     timetable: Timetable  # the job's instants (its schedules, bounds, calendars, jitter)
     fence: int
     anchor: datetime  # ticks strictly after this are due; the last scheduled tick claimed
@@ -157,7 +158,7 @@ class Owned:
 
     @classmethod
     def of(cls, job: Job, **fields: Any) -> Owned:
-        return cls(id=job.id, definition=job, version=job.version, **fields)
+        return cls(id=job.id, definition=job, version=job.version, calendars=job.exclude_calendars, **fields)
 
     @property
     def job(self) -> Job:
@@ -169,7 +170,8 @@ class Owned:
 
     @job.setter
     def job(self, job: Job) -> None:
-        self.definition, self.version = job, job.version
+        self.definition, self.version, self.calendars = job, job.version, job.exclude_calendars
+        self._secrets = None
 
     def peek(self) -> Job:
         """The definition, leaving a packed one packed (a look at every owned job)."""
@@ -387,11 +389,12 @@ class Ownership:
         claimed; the next plan obeys the new calendars)."""
         if self._calendars_seen != self.catalogue.calendars_seen:
             self._calendars_seen = self.catalogue.calendars_seen
-            for o in self.owned.values():
-                job = o.peek()  # (a packed definition stays packed)
-                if job.exclude_calendars:
-                    o.timetable = job.timetable(self.catalogue.calendars)
+            for k, o in enumerate(list(self.owned.values())):
+                if o.calendars and self.owned.get(o.id) is o:  # (read off the record: a packed one stays unread)
+                    o.timetable = o.peek().timetable(self.catalogue.calendars)
                     self.hooks.reloaded(o)
+                if k % 20_000 == 19_999:
+                    await asyncio.sleep(0)
         jobs = self.catalogue.jobs
         if self._check_all:  # the ring changed: every owned job is looked at once (not every pass: 200k jobs)
             self._check_all = False
@@ -499,7 +502,7 @@ class Ownership:
             anchors = [a for a in (last, since) if a is not None]
             anchor = max(anchors) if anchors else datetime.now(UTC)
         o = Owned(id=s.id if s is not None else job.id, definition=job, version=job.version,
-                  timetable=job.timetable(self.catalogue.calendars), fence=t.fence, anchor=anchor, extra=gap,
+                  calendars=job.exclude_calendars, timetable=job.timetable(self.catalogue.calendars), fence=t.fence, anchor=anchor, extra=gap,
                   runs=job.runs)
         self.owned[o.id] = o
         if s is not None and s.version > job.version:
@@ -533,21 +536,20 @@ class Ownership:
         if not jobs:
             return  # deleted: the catalogue's tombstone releases it
         job = jobs[0]
-        if job.version <= o.job.version:
+        if job.version <= o.version:
             return  # an older read than what we have (reloads are ordered by version)
         if job.fence != o.fence:
             self.drop(o, "fence moved on while reloading")
             return
         await self._know_calendars(job.exclude_calendars)
-        if self.owned.get(o.id) is not o:
-            return
+        if self.owned.get(o.id) is not o or job.version <= o.version:
+            return  # (or a later reload came first while the calendars were read)
         schedule_changed = job.active_since != o.job.active_since
         old_timetable, old_paused = o.timetable, o.job.paused
         o.job = replace(job, id=o.id, created_at=None, updated_at=None, owner=None)
         o.timetable = job.timetable(self.catalogue.calendars)
         o.runs = max(o.runs, job.runs)
         o.completing, o.complete_at = False, None
-        o._secrets = None
         if schedule_changed and job.active_since is not None:
             if job.active_since > o.anchor and not old_paused:
                 # The edit took force after the last instant claimed (MariaDB was away, or the
@@ -560,7 +562,7 @@ class Ownership:
             o.generation += 1
         self.hooks.reloaded(o)
         s = self.catalogue.jobs.get(o.id)
-        if s is not None and s.version > o.job.version:
+        if s is not None and s.version > o.version:
             self.wake.set()  # edited again meanwhile
 
     # ------------------------------------------------------------------ leaving

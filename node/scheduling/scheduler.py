@@ -242,7 +242,7 @@ class Scheduler:
             self._complete(o, o.complete_at)
 
     async def _write_completion(self, o: Owned, at: datetime) -> None:
-        version = o.job.version
+        version = o.version
         for k in range(5):
             try:
                 await self.outcomes.recorder.flush()  # its last outcomes first: no owner will settle its rows
@@ -312,17 +312,21 @@ class Scheduler:
 
     def _push(self, o: Owned, wake: float) -> None:
         o.wake = wake
-        self._maybe_cool(o)
         heapq.heappush(self.heap, (wake, o.id))
         if self.heap[0][1] == o.id:
             self._wake.set()
+        self._maybe_cool(o)
 
     def _maybe_cool(self, o: Owned) -> None:
         """Pack the definition of a job with nothing under way whose next instant is more than COOL_BEYOND away
-        (memory: a million jobs on five nodes; the timer unpacks it when it is due)."""
+        (memory: a million jobs on five nodes; the timer unpacks it when it is due). A definition that cannot be
+        packed stays as it is: memory, never a job left unscheduled."""
         if (o.wake - self.clock() > COOL_BEYOND and not (o.inflight or o.pending or o.queue or o.claiming)
                 and not (o.releasing or o.reloading or o.completing)):
-            o.cool()
+            try:
+                o.cool()
+            except Exception as e:  # (marshal refuses what a definition should never hold; say so, keep it)
+                log.warning("could not pack a job's definition; kept unpacked", job=o.id, error=repr(e))
 
     def _schedule_next(self, o: Owned) -> None:
         if o.releasing or self.owned.get(o.id) is not o:

@@ -409,10 +409,46 @@ async def test_a_job_whose_next_instant_is_far_away_is_kept_packed_and_fires_as_
     assert owned[far.id].cold and not fired
     await run(w, 12)  # past T0 + 300 s, its instant
     assert [j.headers for j in fired] == [{"Authorization": "Bearer s3cret"}]
-    assert fired[0] == w.store.jobs[far.id]  # (as the takeover read it: every field)
+    # (as the takeover read it: every field but the bookkeeping times and the stored owner)
+    assert fired[0] == replace(w.store.jobs[far.id], owner=None, created_at=None, updated_at=None)
     assert list(sent_ticks(w, far.id)) == [datetime.fromtimestamp(T0 + 300, UTC)]
     assert owned[far.id].cold  # (its next instant is five minutes away again)
     assert not owned[near.id].cold and len(sent_ticks(w, near.id)) >= 300
+
+
+async def test_a_calendar_change_rebuilds_only_the_timetables_that_name_one_and_unpacks_nothing_else() -> None:
+    """A calendar created or edited anywhere makes every node look at its owned jobs: the ones naming a calendar get
+    a new timetable; the others are read off the record, their packed definitions left unread (unpacking 100k of
+    them held the loop ~4 s, longer than a member's TTL: found by review)."""
+    from node.model.calendars import Calendar
+    from node.scheduling import ownership as ownership_mod
+
+    w = World()
+    plain = [job(w, "0 0 1 1 *").id for _ in range(300)]
+    named = job(w, "0 0 1 1 *", excludeCalendars=["holidays"])
+    a = Node(w, "a")
+    a.catalogue.calendars["holidays"] = Calendar(name="holidays", weekdays=frozenset({0}))
+    await run(w, 2)
+    owned = a.ownership.owned
+    assert all(owned[j].cold for j in [*plain, named.id]) and owned[named.id].calendars == ("holidays",)
+    before = owned[named.id].timetable
+    unpacked: list[bytes] = []
+    real = ownership_mod.unpack_job
+
+    def counting(packed: bytes) -> Job:
+        unpacked.append(packed)
+        return real(packed)
+
+    ownership_mod.unpack_job = counting  # type: ignore[assignment]
+    try:
+        a.catalogue.calendars["holidays"] = Calendar(name="holidays", weekdays=frozenset({0, 6}), version=2)
+        a.catalogue.calendars_seen += 1
+        await a.ownership.reconcile()
+    finally:
+        ownership_mod.unpack_job = real  # type: ignore[assignment]
+    assert len(unpacked) == 1  # the one job that names the calendar
+    assert owned[named.id].timetable is not before and owned[named.id].timetable.calendars[0].weekdays == {0, 6}
+    assert all(owned[j].cold for j in [*plain, named.id])
 
 
 async def test_a_takeover_with_a_gap_records_the_instants_nobody_claimed() -> None:
