@@ -157,8 +157,9 @@ class Owned:
     claims_since_retention: int = 0
 
     @classmethod
-    def of(cls, job: Job, **fields: Any) -> Owned:
-        return cls(id=job.id, definition=job, version=job.version, calendars=job.exclude_calendars, **fields)
+    def of(cls, job: Job, *, id: str | None = None, **fields: Any) -> Owned:
+        """A record holding ``job`` (``id``: the same id as another structure's string, one object a job)."""
+        return cls(id=id or job.id, definition=job, version=job.version, calendars=job.exclude_calendars, **fields)
 
     @property
     def job(self) -> Job:
@@ -501,9 +502,8 @@ class Ownership:
         else:
             anchors = [a for a in (last, since) if a is not None]
             anchor = max(anchors) if anchors else datetime.now(UTC)
-        o = Owned(id=s.id if s is not None else job.id, definition=job, version=job.version,
-                  calendars=job.exclude_calendars, timetable=job.timetable(self.catalogue.calendars), fence=t.fence, anchor=anchor, extra=gap,
-                  runs=job.runs)
+        o = Owned.of(job, id=s.id if s is not None else None, timetable=job.timetable(self.catalogue.calendars),
+                     fence=t.fence, anchor=anchor, extra=gap, runs=job.runs)
         self.owned[o.id] = o
         if s is not None and s.version > job.version:
             self._stale.add(job.id)  # (edited after the takeover read it: reloaded at the next pass)

@@ -321,7 +321,7 @@ class Scheduler:
         """Pack the definition of a job with nothing under way whose next instant is more than COOL_BEYOND away
         (memory: a million jobs on five nodes; the timer unpacks it when it is due). A definition that cannot be
         packed stays as it is: memory, never a job left unscheduled."""
-        if (o.wake - self.clock() > COOL_BEYOND and not (o.inflight or o.pending or o.queue or o.claiming)
+        if (o.wake - self.clock() > COOL_BEYOND and not (o.busy or o.queue)
                 and not (o.releasing or o.reloading or o.completing)):
             try:
                 o.cool()
