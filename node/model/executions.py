@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from .jobs import Job
+from .jobs import Job, StoredJob
 
 
 class _Open(StrEnum):
@@ -210,7 +210,7 @@ class Takeover:
     """What a new owner reads when it bumps a job's fence: the definition, the fence, the last scheduled
     instant claimed (the anchor it resumes from) and the executions it must send again."""
 
-    job: Job
+    job: Job | StoredJob  # (the store reads a StoredJob: the owner makes the Job only when it is due)
     fence: int
     last_tick: datetime | None
     redeliver: tuple[Redelivery, ...] = ()

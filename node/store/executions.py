@@ -35,7 +35,7 @@ from ..model.executions import (
     Takeover,
     new_execution_id,
 )
-from ..model.jobs import Delivery, Job
+from ..model.jobs import Delivery, StoredJob
 from .codec import (
     ABANDONED,
     BACKFILL,
@@ -46,6 +46,7 @@ from .codec import (
     MISFIRE,
     MISSED,
     ONE_INSTANT,
+    OPEN,
     OVERLAP,
     OWNER_COLS,
     RUNNING,
@@ -151,40 +152,18 @@ class Executions:
                     rows = await cur.fetchall()
                     await cur.execute(last_ticks_sql(len(ids)), ids)
                     last = {r["job_id"]: from_db(r["last"]) for r in await cur.fetchall()}
-                    # at_least_once: a lost claimer's rows still within the job's misfire grace become this
-                    # owner's, to be sent again as the same execution
-                    await cur.execute(
-                        f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.fence = j.fence, e.node = %s,"
-                        f" e.claimer = %s, e.redelivered = 1, e.state = {CLAIMED}"
-                        f" WHERE e.job_id IN ({jobs_in}) AND e.state IN {IN_FLIGHT} AND e.fence < j.fence AND NOT {alive}"
-                        f" AND e.kind <> {BACKFILL} AND {_AT_LEAST_ONCE} AND {_IN_GRACE}",
-                        [node, live.claimer or None, *ids, *alive_args])
+                    # Which of them have open rows at all (most have none): a plain read, without the next-key
+                    # locks a locking scan of the index over 2,000 jobs takes, which stalled the claims of every
+                    # node meanwhile. No row can open under an older fence once the fences are bumped above (a
+                    # claim reads the fence under a shared lock, so it waits for this transaction and then fails).
+                    await cur.execute(f"SELECT DISTINCT job_id FROM executions WHERE state IN {OPEN}"
+                                      f" AND job_id IN ({jobs_in})", ids)
+                    opened = [r["job_id"] for r in await cur.fetchall()]
                     redeliver: dict[str, list[Redelivery]] = {}
-                    if cur.rowcount:
-                        await cur.execute(
-                            f"SELECT e.id, e.job_id, e.scheduled_at, e.kind, e.attempts FROM executions e"
-                            f" JOIN jobs j ON j.id = e.job_id AND e.fence = j.fence WHERE e.job_id IN ({jobs_in})"
-                            f" AND e.state = {CLAIMED} AND e.redelivered = 1 AND e.kind <> {BACKFILL}"
-                            " ORDER BY e.scheduled_at", ids)
-                        redeliver = _redeliveries(await cur.fetchall())
-                    # the lost claimer's other rows: outcome unknown, never re-sent (a run still in flight
-                    # somewhere overwrites this with its real outcome when it records it)
-                    await cur.execute(
-                        f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.state = {ABANDONED},"
-                        f" e.finished_at=NOW(3), e.error=CONCAT('owner ', e.node, ' {LOST};"
-                        f" not re-sent') WHERE e.state IN {IN_FLIGHT} AND e.job_id IN ({jobs_in}) AND e.fence < j.fence"
-                        f" AND NOT {alive} AND {_settled_here('e')}", [*ids, *alive_args])
-                    # buffered ticks were never sent: they become this owner's queue, whoever buffered them
-                    await cur.execute(
-                        f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.fence = j.fence, e.node = %s,"
-                        f" e.claimer = %s WHERE e.job_id IN ({jobs_in}) AND e.state = {BUFFERED} AND e.fence < j.fence",
-                        [node, live.claimer or None, *ids])
                     buffered: dict[str, list[Redelivery]] = {}
-                    if cur.rowcount:
-                        await cur.execute(f"SELECT id, job_id, scheduled_at, kind, attempts FROM executions"
-                                          f" WHERE job_id IN ({jobs_in}) AND state = {BUFFERED} ORDER BY scheduled_at", ids)
-                        buffered = _redeliveries(await cur.fetchall())
-                    taken = [Takeover(job=Job.from_row(r), fence=int(r["fence"]), last_tick=last.get(r["id"]),
+                    if opened:
+                        redeliver, buffered = await _settle_lost(cur, opened, node, live, alive, alive_args)
+                    taken = [Takeover(job=StoredJob(r), fence=int(r["fence"]), last_tick=last.get(r["id"]),
                                       redeliver=tuple(redeliver.get(r["id"], ())),
                                       buffered=tuple(buffered.get(r["id"], ()))) for r in rows]
             out.extend(taken)
@@ -512,3 +491,44 @@ async def _claim_chunk(cur: Cursor, sql: str, args: list[Any], chunk: Sequence[C
         elif row["job_fence"] == c.fence and row["live"]:
             dup.add(c.id)  # our fence still holds: the tick simply has its row already
     return got, dup, skipped
+
+
+async def _settle_lost(cur: Cursor, job_ids: list[str], node: str, live: Liveness, alive: str, alive_args: list[Any]
+                       ) -> tuple[dict[str, list[Redelivery]], dict[str, list[Redelivery]]]:
+    """A takeover's open rows of ``job_ids`` claimed under older fences: at_least_once ones within the grace become
+    this owner's to send again; buffered ones its queue; the rest (a lost claimer's, outcome unknown) abandoned."""
+    ids, jobs_in = job_ids, ph(len(job_ids))
+    # at_least_once: a lost claimer's rows still within the job's misfire grace become this
+    # owner's, to be sent again as the same execution
+    await cur.execute(
+        f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.fence = j.fence, e.node = %s,"
+        f" e.claimer = %s, e.redelivered = 1, e.state = {CLAIMED}"
+        f" WHERE e.job_id IN ({jobs_in}) AND e.state IN {IN_FLIGHT} AND e.fence < j.fence AND NOT {alive}"
+        f" AND e.kind <> {BACKFILL} AND {_AT_LEAST_ONCE} AND {_IN_GRACE}",
+        [node, live.claimer or None, *ids, *alive_args])
+    redeliver: dict[str, list[Redelivery]] = {}
+    if cur.rowcount:
+        await cur.execute(
+            f"SELECT e.id, e.job_id, e.scheduled_at, e.kind, e.attempts FROM executions e"
+            f" JOIN jobs j ON j.id = e.job_id AND e.fence = j.fence WHERE e.job_id IN ({jobs_in})"
+            f" AND e.state = {CLAIMED} AND e.redelivered = 1 AND e.kind <> {BACKFILL}"
+            " ORDER BY e.scheduled_at", ids)
+        redeliver = _redeliveries(await cur.fetchall())
+    # the lost claimer's other rows: outcome unknown, never re-sent (a run still in flight
+    # somewhere overwrites this with its real outcome when it records it)
+    await cur.execute(
+        f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.state = {ABANDONED},"
+        f" e.finished_at=NOW(3), e.error=CONCAT('owner ', e.node, ' {LOST};"
+        f" not re-sent') WHERE e.state IN {IN_FLIGHT} AND e.job_id IN ({jobs_in}) AND e.fence < j.fence"
+        f" AND NOT {alive} AND {_settled_here('e')}", [*ids, *alive_args])
+    # buffered ticks were never sent: they become this owner's queue, whoever buffered them
+    await cur.execute(
+        f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.fence = j.fence, e.node = %s,"
+        f" e.claimer = %s WHERE e.job_id IN ({jobs_in}) AND e.state = {BUFFERED} AND e.fence < j.fence",
+        [node, live.claimer or None, *ids])
+    buffered: dict[str, list[Redelivery]] = {}
+    if cur.rowcount:
+        await cur.execute(f"SELECT id, job_id, scheduled_at, kind, attempts FROM executions"
+                          f" WHERE job_id IN ({jobs_in}) AND state = {BUFFERED} ORDER BY scheduled_at", ids)
+        buffered = _redeliveries(await cur.fetchall())
+    return redeliver, buffered
