@@ -345,13 +345,18 @@ async def scenario_failover(rate: int) -> dict[str, Any]:
         await c.close()
 
 
-def _mariadb_cpu() -> float | None:
-    """MariaDB's CPU seconds so far, when it runs on this machine and may be read (else None)."""
+def _server_cpu(name: str) -> float | None:
+    """A server's CPU seconds so far (``mariadbd``, ``redis-server``), when it runs on this machine and may be read
+    (else None)."""
     try:
-        pid = int(subprocess.run(["pidof", "mariadbd"], capture_output=True, text=True, check=True).stdout.split()[0])
+        pid = int(subprocess.run(["pidof", name], capture_output=True, text=True, check=True).stdout.split()[0])
         return cpu_seconds(pid)
     except (OSError, ValueError, IndexError, subprocess.CalledProcessError):
         return None
+
+
+def _mariadb_cpu() -> float | None:
+    return _server_cpu("mariadbd")
 
 
 async def scenario_api(requests: int) -> list[dict[str, Any]]:
@@ -446,6 +451,7 @@ async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20) -> dict[s
         fill_s = time.time() - tf
         await asyncio.sleep(4)  # the seed's membership expires
         t0 = time.time()
+        servers0 = {name: _server_cpu(name) for name in ("mariadbd", "redis-server")}
         started = [await c.start_node(f"scale-{i}", wait=False) for i in range(1, nodes + 1)]
         ticks_from = datetime.now(UTC).replace(microsecond=0)
 
@@ -469,6 +475,11 @@ async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20) -> dict[s
 
         await wait_for(all_owned, 900, "every job owned", interval=0.5)
         owned_all = time.time() - t0
+        # where the takeover's CPU went: the nodes, MariaDB, Redis (the bench's own polling is small)
+        takeover_cpu = {"nodes": round(sum(cpu_seconds(n.pid) for n in started), 1)}
+        for name, was in servers0.items():
+            now_cpu = _server_cpu(name)
+            takeover_cpu[name] = round(now_cpu - was, 1) if now_cpu is not None and was is not None else None
         await asyncio.sleep(2)
         rss = [rss_mb(n.pid) for n in started]
         before = await owned(started)
@@ -501,7 +512,8 @@ async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20) -> dict[s
         ring_ms = (time.perf_counter() - tr) * 1000
         return emit({"scenario": "scale", "jobs": jobs, "nodes": nodes, "ticking_jobs": ticking,
                      "fill_s": round(fill_s, 1), "startup_to_first_fire_s": round(first_fire, 2),
-                     "startup_to_all_owned_s": round(owned_all, 2), "rss_mb_per_node": [round(x, 1) for x in rss],
+                     "startup_to_all_owned_s": round(owned_all, 2),
+                     "takeover_cpu_s": takeover_cpu, "rss_mb_per_node": [round(x, 1) for x in rss],
                      "owned_over_time": progress,
                      "owned_per_node": before, "join_settle_s": round(join_settle, 2),
                      "share_moved_to_new": round(after[-1] / jobs, 3), "share_moved_pure_ring": round(pure, 3),
