@@ -32,14 +32,16 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
+import aiomysql  # noqa: E402
 
+from tests.harness import DATABASE_URL, Cluster, wait_for  # noqa: E402
 from tests.harness import ROOT as TREE  # noqa: E402
-from tests.harness import Cluster, wait_for  # noqa: E402
 
 NODE_TREE = TREE  # the checkout whose node/ the cluster runs (--tree)
 
@@ -435,12 +437,40 @@ async def fill_jobs(c: Cluster, n: int, schedule: str, chunk: int = 100_000) -> 
         conn.close()
 
 
-async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20) -> dict[str, Any]:
+async def buffer_pool_mb(mb: int | None = None) -> int:
+    """MariaDB's InnoDB buffer pool in MB; set to ``mb`` first when given (it resizes online)."""
+    u = urlparse(DATABASE_URL)
+    conn = await aiomysql.connect(host=u.hostname, port=u.port or 3306, user=u.username or "root",
+                                  password=u.password or "", autocommit=True)
+    try:
+        async with conn.cursor() as cur:
+            if mb:
+                await cur.execute(f"SET GLOBAL innodb_buffer_pool_size = {int(mb) * 1024 * 1024}")
+                for _ in range(600):  # the resize runs in the background: wait until it is done
+                    await cur.execute("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_resize_status'")
+                    row = await cur.fetchone()
+                    if not row or not row[1] or "complete" in str(row[1]).lower() or "finished" in str(row[1]).lower():
+                        break
+                    await asyncio.sleep(0.1)
+            await cur.execute("SELECT @@innodb_buffer_pool_size")
+            (size,) = await cur.fetchone()
+            return int(size) // (1024 * 1024)
+    finally:
+        conn.close()
+
+
+async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20, pool_mb: int | None = None) -> dict[str, Any]:
     """``jobs`` in MariaDB (``ticking`` of them every second, the rest yearly): ``nodes`` nodes start at once; then
-    one more joins. Every-second jobs keep firing through it all: duplicates and unaccounted ticks are counted."""
+    one more joins. Every-second jobs keep firing through it all: duplicates and unaccounted ticks are counted.
+    ``pool_mb``: MariaDB's buffer pool for the run (put back afterwards): it should hold the jobs table."""
     from node.cluster.ring import Ring
 
     c = Cluster("scale", CRONRING_HEARTBEAT_INTERVAL="1", CRONRING_MEMBER_TTL="3", CRONRING_RESYNC_INTERVAL="5")
+    pool_was = await buffer_pool_mb()
+    pool = await buffer_pool_mb(pool_mb) if pool_mb and pool_mb != pool_was else pool_was
+    if pool * 1024 < jobs * 1.5:
+        print(f"scale: MariaDB's buffer pool is {pool} MB, less than the ~{jobs * 1.5 / 1024:.0f} MB the jobs table"
+              " wants: the takeover will read from disk (--db-buffer-pool-mb)", file=sys.stderr)
     try:
         await c.start_receiver()
         seed = await c.start_node("scale-seed")
@@ -520,9 +550,11 @@ async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20) -> dict[s
                      "owned_per_node_after": after, "rss_mb_per_node_after": [round(x, 1) for x in rss_after],
                      "ticking_deliveries": len(deliveries), "ticking_duplicates": len(keys) - len(set(keys)),
                      "ticking_fates": dict(fates), "unaccounted": fates.get("unaccounted", 0),
-                     "ring_owner_us": round(ring_ms * 1000 / (2 * len(sample)), 2)})
+                     "ring_owner_us": round(ring_ms * 1000 / (2 * len(sample)), 2), "innodb_buffer_pool_mb": pool})
     finally:
         await c.close()
+        if pool != pool_was:
+            await buffer_pool_mb(pool_was)
 
 
 async def scenario_memory(counts: list[int]) -> dict[str, Any]:
@@ -652,7 +684,8 @@ async def main(args: argparse.Namespace) -> None:
     if "api" in only:
         results += await scenario_api(args.requests or (500 if args.quick else 2000))
     if "scale" in only:
-        results.append(await scenario_scale(args.jobs or (10_000 if args.quick else 100_000), args.nodes or 3))
+        results.append(await scenario_scale(args.jobs or (10_000 if args.quick else 100_000), args.nodes or 3,
+                                            pool_mb=args.db_buffer_pool_mb))
     if "memory" in only:
         results.append(await scenario_memory([0, 10_000, 25_000, 50_000, 100_000] if not args.quick else [0, 5_000, 20_000]))
     if "stream" in only:
@@ -679,6 +712,8 @@ if __name__ == "__main__":
     p.add_argument("--rates", help="comma-separated fire rates (default 100,500,1000,2000)")
     p.add_argument("--seconds", type=int, help="the measuring window (default: a minute for fire, 15 s otherwise)")
     p.add_argument("--jobs", type=int, help="scale: jobs in MariaDB (default 100,000)")
+    p.add_argument("--db-buffer-pool-mb", type=int,
+                   help="scale: MariaDB's InnoDB buffer pool for the run, in MB (set online, put back after)")
     p.add_argument("--requests", type=int, help="api: requests of each kind (default 2,000)")
     p.add_argument("--nodes", type=int, help="scale: nodes started at once (default 3; one more joins after)")
     p.add_argument("--tree", type=Path, help="run the nodes from this checkout (another release), same bench")

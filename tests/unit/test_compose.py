@@ -114,6 +114,9 @@ def test_ha_profile_topology() -> None:
     assert "--rpl-semi-sync-master-enabled=${MARIADB_SEMI_SYNC:-OFF}" in primary["command"]
     assert "--rpl-semi-sync-slave-enabled=ON" in replica["command"] and "--read-only=ON" in replica["command"]
     assert replica["environment"]["MARIADB_MASTER_HOST"] == "mariadb"
+    # the buffer pool holds the jobs table (the server's 128M default read a million jobs from disk)
+    for server in (primary, replica):
+        assert "--innodb-buffer-pool-size=${MARIADB_BUFFER_POOL:-1G}" in server["command"]
     lines = {k: v for k, _, v in (line[2:].partition("=") for line in (COMPOSE / ".env.example").read_text().splitlines()
                                    if line.startswith("# ") and "=" in line)}
     assert lines["MARIADB_SEMI_SYNC"] == "ON"
