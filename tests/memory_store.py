@@ -190,6 +190,32 @@ class MemoryStore:
                 job = self.jobs[c.job_id]
         return got
 
+    async def refused(self, node: str, claims: Sequence[Claim]) -> set[str]:
+        """store/executions.refused: an instant due before its job was paused or deleted, under the claimer's fence
+        still, gets its row (a run: missed)."""
+        from node.store.executions import REFUSED_REASON
+
+        now, out = ms(self.now()), set()
+        for c in claims:
+            job, key = self.jobs.get(c.job_id), (c.job_id, ms(c.scheduled_at))
+            if c.kind in (ExecutionKind.MANUAL, ExecutionKind.BACKFILL) or job is None or job.fence != c.fence \
+                    or not (job.paused or c.job_id in self.deleted):
+                continue
+            then = [h for h in self.history.get(c.job_id, []) if h["valid_from"] < key[1]]
+            if not then or then[-1]["paused"] or then[-1]["deleted"]:
+                continue
+            if key not in self.by_tick:
+                run = c.state in (ExecutionState.CLAIMED, ExecutionState.BUFFERED)
+                self.rows[c.id] = Execution(
+                    id=c.id, job_id=c.job_id, scheduled_at=key[1], fence=c.fence, node=node,
+                    kind=ExecutionKind.MISFIRE if run else c.kind, state=ExecutionState.MISSED if run else c.state,
+                    missed_count=1 if run else c.missed_count, missed_from=key[1] if run else c.missed_from,
+                    error=REFUSED_REASON if run else c.error, claimed_at=now, finished_at=now)
+                self.by_tick[key] = c.id
+            if self.by_tick[key] == c.id:
+                out.add(c.id)
+        return out
+
     async def dequeue(self, execution_id: str, fence: int) -> bool:
         e = self.rows.get(execution_id)
         if e is None or e.state != ExecutionState.BUFFERED or e.fence != fence:

@@ -62,6 +62,7 @@ from .codec import (
 from .connection import Cursor, Database
 
 RECENT_CLAIM_SECONDS = 2  # a live claimer's claimed row this young may be in flight (its "running" is held back 1 s)
+REFUSED_REASON = "due before the job was paused or deleted; its claim arrived after (MariaDB was away); not run"
 LOST = "lost before recording an outcome"  # the error of a lost claimer's open row, abandoned by its successor
 
 
@@ -168,6 +169,42 @@ class Executions:
                                       buffered=tuple(buffered.get(r["id"], ()))) for r in rows]
             out.extend(taken)
         return out
+
+    async def refused(self, node: str, claims: Sequence[Claim]) -> set[str]:
+        """Scheduled claims refused because their job was paused or deleted while they were on the way (a MariaDB
+        outage held them past their instant): each instant due before the pause took force (the definition in
+        force then was active), under the claimer's fence still, gets its row: missed for a run, as it was for a
+        missed or skipped row. Nobody else would write it: a job that stays paused is never taken over again, and
+        the ledger would call the instant unaccounted. Instants the pause covers get none (their fate is paused).
+        The ids written."""
+        rows = [c for c in claims if c.kind not in (ExecutionKind.MANUAL, ExecutionKind.BACKFILL)]
+        if not rows:
+            return set()
+        union = " UNION ALL ".join(
+            ["SELECT %s AS id, %s AS job_id, CAST(%s AS DATETIME(3)) AS scheduled_at, %s AS fence, %s AS kind,"
+             " %s AS state, %s AS missed_count, CAST(%s AS DATETIME(3)) AS missed_from, %s AS error"] * len(rows))
+        args: list[Any] = [node, REFUSED_REASON]
+        for c in rows:
+            args += [c.id, c.job_id, to_db(c.scheduled_at), c.fence, str(c.kind), str(c.state), c.missed_count,
+                     to_db_or_none(c.missed_from), c.error]
+        run = f"c.state IN ({CLAIMED}, {BUFFERED})"  # a run that was to go: missed now
+        async for attempt in self.db.attempts(transaction=True):
+            async with attempt as cur:
+                await cur.execute(
+                    "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, missed_count,"
+                    " missed_from, error, claimed_at, finished_at)"
+                    f" SELECT c.id, c.job_id, c.scheduled_at, IF({run}, {MISFIRE}, c.kind), IF({run}, {MISSED}, c.state),"
+                    f" c.fence, %s, IF({run}, 1, c.missed_count), IF({run}, c.scheduled_at, c.missed_from),"
+                    f" IF({run}, %s, c.error), NOW(3), NOW(3) FROM ({union}) c"
+                    " JOIN jobs j ON j.id = c.job_id AND j.fence = c.fence AND (j.paused = 1 OR j.deleted_at IS NOT NULL)"
+                    # the definition in force at the instant (a segment's instants are after its start): active
+                    " WHERE (SELECT h.paused = 0 AND h.deleted = 0 FROM job_history h WHERE h.job_id = c.job_id"
+                    " AND h.valid_from < c.scheduled_at ORDER BY h.valid_from DESC, h.version DESC LIMIT 1)"
+                    " ON DUPLICATE KEY UPDATE executions.id = executions.id", args)
+                ids = [c.id for c in rows]
+                await cur.execute(f"SELECT id FROM executions WHERE id IN ({ph(len(ids))})", ids)
+                return {r["id"] for r in await cur.fetchall()}
+        return set()
 
     async def orphans(self, gone: Sequence[str], job_ids: Sequence[str], node: str, claimer: str
                       ) -> dict[str, list[Redelivery]]:

@@ -184,3 +184,28 @@ async def test_a_backfill_never_sends_beside_its_instants_tick_and_keeps_what_it
                            (b.id,))
     assert await store.history.purge_backfills() == 1
     assert (await store.backfills.counts(b.id))["sent"] == 0
+
+
+async def test_a_claim_refused_by_a_pause_records_the_instants_due_before_it(store: Store) -> None:
+    """A claim held up by an outage past its instant, refused because the job was paused meanwhile: the instant
+    due before the pause gets a missed row (else nobody would write one: a paused job is never taken over); an
+    instant the pause covers gets none; nor does a claim whose fence moved on."""
+    job = await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
+    (t,) = await store.executions.take_over([job.id], "node-a")
+    await asyncio.sleep(0.01)  # (the pause's valid_from after the creation's, by more than their millisecond)
+    await store.jobs.set_paused(job.id, True)
+    (created, paused) = [h["valid_from"] for h in (await store.history.job_history([job.id]))[job.id]]
+    before = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=created + (paused - created) / 2, fence=t.fence)
+    after = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=paused + timedelta(seconds=2), fence=t.fence)
+    assert (await store.executions.claim("node-a", [before, after])).won == set()  # refused: paused
+
+    assert await store.executions.refused("node-a", [before, after]) == {before.id}
+    row = await store.db.fetchone("SELECT state, kind, missed_count, error FROM executions WHERE id = %s", (before.id,))
+    assert (row["state"], row["kind"], row["missed_count"]) == ("missed", "misfire", 1)
+    assert "paused" in row["error"]
+    assert await store.executions.refused("node-a", [before]) == {before.id}  # again: the same row, no second
+
+    (t2,) = await store.executions.take_over([job.id], "node-b")
+    stale = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=before.scheduled_at + timedelta(milliseconds=1),
+                  fence=t.fence)
+    assert t2.fence > t.fence and await store.executions.refused("node-a", [stale]) == set()

@@ -474,6 +474,35 @@ async def test_a_takeover_with_a_gap_records_the_instants_nobody_claimed() -> No
     assert Fate.UNACCOUNTED not in after.values() and Fate.DELIVERED in after.values()
 
 
+async def test_a_claim_refused_by_a_pause_that_came_while_it_was_held_up_records_its_instant_missed() -> None:
+    """A claim held up (MariaDB away) past its instant, then refused because the job was paused meanwhile: the
+    instant was due before the pause, so it gets a missed row, not "unaccounted" forever (the job, paused, is
+    never taken over again to record the gap)."""
+    w = World()
+    j = job(w)
+    w.quick.add(j.id)
+    Node(w, "a")
+    start = w.clock.dt()
+    await run(w, 3)
+    claim, held = w.store.claim, []
+
+    async def held_up_then_paused(node: str, claims: Any, live: Any = None) -> Any:
+        if not held:
+            held.extend(claims)
+            w.clock.now += 1.5  # the statement waited for MariaDB past its instants ...
+            w.store.edit(j.id, schedule_changed=False, paused=True)  # ... and the job was paused meanwhile
+        return await claim(node, claims, live)
+
+    w.store.claim = held_up_then_paused  # type: ignore[method-assign]
+    await run(w, 3)
+    assert held and all(c.scheduled_at < w.store.history[j.id][-1]["valid_from"] for c in held)
+    rows = {e.scheduled_at: e for e in w.store.executions(j.id)}
+    assert all(rows[c.scheduled_at].state == ExecutionState.MISSED and "paused" in (rows[c.scheduled_at].error or "")
+               for c in held)
+    fates = ledger_fates(w, j.id, start, w.clock.dt() - timedelta(seconds=1))
+    assert Fate.UNACCOUNTED not in fates.values() and Fate.PAUSED in fates.values(), fates
+
+
 async def test_at_least_once_redelivers_a_lost_claimers_execution_as_itself() -> None:
     w = World()
     j = job(w, delivery="at_least_once")
