@@ -99,7 +99,7 @@ from urllib.parse import quote, urlparse, urlsplit
 import aiomysql
 import redis.asyncio as aioredis
 
-from tests.harness import ARTIFACTS, DATABASE_URL, Cluster, Node, RedisServer, TcpProxy, free_port, wait_for
+from tests.harness import ARTIFACTS, DATABASE_URL, Cluster, Node, RedisServer, TcpProxy, db_url, free_port, wait_for
 
 # ---- the cluster's timings (the harness's) and the checker's tolerances -------------------------
 
@@ -1083,11 +1083,55 @@ async def ledgers(c: Cluster, node: Node, job_ids: Iterable[str], start: float, 
     return out
 
 
+BACKGROUND_DORMANT = "background-dormant"  # the soak's load that never fires in a run (its jobs are not checked)
+BACKGROUND_TICKING = "background-every-second"  # ... and the load that fires all through it (checked like the rest)
+
+
+async def load_background(c: Cluster, dormant: int, ticking: int) -> None:
+    """The soak's load beside the nemesis's own jobs: ``dormant`` jobs due only on 29 February (a takeover, a
+    hand-over and a re-sync carry them all through the run; MariaDB copies them, a hundred thousand in seconds)
+    and ``ticking`` every-second jobs to the receiver, whose every instant the checker accounts for. Before the
+    nodes start: they take it all over at once."""
+    from node.model.jobs import validate
+    from node.store import DatabaseURL, Store
+
+    assert c.receiver is not None
+    store = Store(DatabaseURL.parse(db_url(c.database, host=c.db_host, port=c.db_port)))
+    await store.start()
+    try:
+        if ticking:
+            await store.jobs.create_many([validate({"uri": f"{c.receiver.url}/hooks/background", "name": BACKGROUND_TICKING,
+                                                    "schedule": "* * * * * *"})] * ticking)
+        if dormant:
+            (template,) = await store.jobs.create_many([validate({
+                "uri": f"{c.receiver.url}/hooks/dormant", "name": BACKGROUND_DORMANT, "schedule": "0 0 29 2 *"})])
+            cols = "name, schedule, time_zone, paused, spec, version, fence, active_since, created_at, updated_at"
+            conn = await c.db_conn()
+            try:
+                async with conn.cursor() as cur:
+                    left = dormant - 1
+                    while left > 0:
+                        k = min(100_000, left)
+                        await cur.execute(f"INSERT INTO jobs (id, {cols}) SELECT LOWER(HEX(RANDOM_BYTES(8))), {cols}"  # noqa: S608
+                                          f" FROM jobs JOIN seq_1_to_{k} WHERE jobs.id = %s", (template,))
+                        left -= k
+                    await cur.execute("INSERT IGNORE INTO job_history (job_id, version, valid_from, schedule, time_zone,"
+                                      " paused, deleted, name, spec, completed) SELECT id, version, updated_at, schedule,"
+                                      " time_zone, paused, 0, name, spec, 0 FROM jobs WHERE name = %s",
+                                      (BACKGROUND_DORMANT,))
+            finally:
+                conn.close()
+    finally:
+        await store.close()
+
+
 async def job_rows(c: Cluster) -> dict[str, dict[str, Any]]:
+    """Every job but the dormant background (it never fires in a run: a ledger of each would be 100k reads)."""
     conn = await c.db_conn()
     try:
         async with conn.cursor(aiomysql.DictCursor) as cur:
-            await cur.execute("SELECT id, name, spec, created_at, deleted_at FROM jobs")
+            await cur.execute("SELECT id, name, spec, created_at, deleted_at FROM jobs WHERE name <> %s",
+                              (BACKGROUND_DORMANT,))
             rows = await cur.fetchall()
     finally:
         conn.close()
@@ -1720,8 +1764,9 @@ def write_artifact(seed: int, seconds: float, verdict: Verdict, evidence: Mappin
 
 
 async def run(seed: int, seconds: float, *, progress: Callable[[str], None] = print,
-              always_write: bool = False) -> Report:
-    """One nemesis run from nothing to a report (servers and cluster torn down after)."""
+              always_write: bool = False, dormant: int = 0, ticking: int = 0) -> Report:
+    """One nemesis run from nothing to a report (servers and cluster torn down after); ``dormant`` and ``ticking``:
+    the background load (``load_background``)."""
     steps = plan(seed, seconds)
     cluster = Cluster(f"nem{seed}", CRONRING_HISTORY_PER_JOB=str(HISTORY_PER_JOB))
     redis = RedisServer(free_port(), cluster.dir)
@@ -1736,6 +1781,11 @@ async def run(seed: int, seconds: float, *, progress: Callable[[str], None] = pr
         await cluster.start_receiver()
         assert cluster.receiver is not None
         cluster.node_env["CRONRING_ALERT_URL"] = f"{cluster.receiver.url}/alerts/nemesis"  # check 8's witness
+        if dormant or ticking:
+            t = time.time()
+            await load_background(cluster, dormant, ticking)
+            progress(f"[nemesis] background: {dormant} dormant jobs and {ticking} every-second jobs loaded in"
+                     f" {time.time() - t:.0f} s")
         nem = Nemesis(cluster, redis, proxy, seed=seed, progress=progress)
         await nem.start()
         progress(f"[nemesis] seed {seed}: {len(steps)} steps over {seconds:.0f} s; logs in {cluster.dir}")
@@ -1815,6 +1865,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--always-write", action="store_true", help="write the artifact even without violations")
     p.add_argument("--recheck", metavar="ARTIFACT", help="run the checker again over a saved artifact's evidence")
     p.add_argument("--plan", action="store_true", help="print the plan for the seed and exit")
+    p.add_argument("--background-jobs", type=int, default=0, metavar="N",
+                   help="N jobs due only on 29 February loaded before the start (owned and handed over all through)")
+    p.add_argument("--every-second", type=int, default=0, metavar="K",
+                   help="K every-second jobs loaded before the start (every instant checked)")
     args = p.parse_args(argv)
     if args.recheck:
         doc = json.loads(Path(args.recheck).read_text())
@@ -1838,7 +1892,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
 
     try:
-        report = asyncio.run(run(seed, args.minutes * 60, progress=say, always_write=args.always_write))
+        report = asyncio.run(run(seed, args.minutes * 60, progress=say, always_write=args.always_write,
+                                 dormant=args.background_jobs, ticking=args.every_second))
     except AssertionError as e:
         say(str(e))
         return 1
