@@ -473,9 +473,19 @@ class Ownership:
                 if t.fence > 1:  # fence 1 is a new job's first owner, not a hand-over
                     taken.append(t.job.id)
             # jobs deleted meanwhile are not in takeovers: their locks are strays now
+            await self._reload_changed()
             await asyncio.sleep(0)
         if taken:
             self.hooks.handover("in", taken)
+
+    async def _reload_changed(self) -> None:
+        """Edits to owned jobs that arrived during a long pass (a takeover of 20,000 jobs takes seconds): reloaded
+        between its chunks, not after it. A skip answered at once must reach the owner within seconds; the
+        nemesis with 100,000 jobs loaded saw one sent 3.3 s after its reply. (The ids stay changed: the next
+        pass also looks at them for the desired set.)"""
+        if self.catalogue.changed_ids:
+            self._stale.update(j for j in self.catalogue.changed_ids if j in self.owned)
+            await self._reload_stale()
 
     async def _gaps(self, gaps: list[Takeover]) -> dict[str, list[Claim]]:
         """Instants due after the last tick claimed and before the definition now in force took

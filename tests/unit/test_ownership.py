@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -29,6 +30,7 @@ from node.cluster.ring import Ring
 from node.model.errors import StoreUnavailable
 from node.model.executions import Liveness, Takeover
 from node.model.jobs import Job, JobSummary
+from node.scheduling import ownership as ownership_module
 from node.scheduling.ownership import JobState, Owned, Ownership
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -544,3 +546,31 @@ def test_a_job_never_changed_since_its_creation_has_no_gap_to_read() -> None:
     edited = Job(**{**_fields(new), "version": 2})
     assert _has_gap(Takeover(job=edited, fence=1, last_tick=None))
     assert _has_gap(Takeover(job=new, fence=2, last_tick=T0.replace(year=T0.year - 1)))
+
+
+async def test_an_edit_during_a_long_takeover_is_reloaded_between_its_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node taking thousands of jobs over (seconds, in chunks) reloads an owned job edited meanwhile between two
+    chunks, not once the pass ends: a skip answered at once must reach the owner before its instant."""
+    monkeypatch.setattr(ownership_module, "TAKEOVER_JOBS", 4)
+    w, nodes = _world("a", jobs=1)
+    a = nodes["a"]
+    await _pass(a)
+    for i in range(1, 13):
+        job = Job(id=f"job{i:03d}", schedule="* * * * *", uri="http://x/", version=1, active_since=T0)
+        w.jobs[job.id] = job
+        a.catalogue.apply(JobSummary(id=job.id, version=1, paused=False, deleted=False))
+    store, reloads_under_way = a.own.takeovers, []
+    take_over = store.take_over
+
+    async def taking_over(job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]:
+        if not reloads_under_way:  # the first chunk: the owned job is edited meanwhile
+            w.jobs["job000"] = Job(**{**_fields(w.jobs["job000"]), "uri": "http://x/v2", "version": 2})
+            a.catalogue.apply(JobSummary(id="job000", version=2, paused=False, deleted=False))
+        reloads_under_way.append(len(a.tasks))
+        return await take_over(job_ids, node, live)
+
+    store.take_over = taking_over  # type: ignore[method-assign]
+    await a.own.reconcile()
+    assert len(reloads_under_way) == 3 and reloads_under_way[1:] == [1, 1]  # spawned after the first chunk
+    await a.settle_tasks()
+    assert a.own.owned["job000"].job.uri == "http://x/v2" and len(a.own.owned) == 13
