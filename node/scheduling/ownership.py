@@ -48,6 +48,7 @@ from .ledger import missed_in_gap
 
 log = structlog.get_logger("ownership")
 
+PAUSED_WHILE_LOST = "due while its owner was lost; the job was paused before a successor took it over; not run"
 EDIT_REPLAN = timedelta(minutes=5)  # a takeover re-plans from an edit this recent (see _own)
 
 
@@ -68,9 +69,11 @@ class LockService(Protocol):
 
 
 class Takeovers(Protocol):
-    """Bumps fences and reads what a new owner needs (store/executions.py)."""
+    """Bumps fences and reads what a new owner needs; records a paused job's gap (store/executions.py)."""
 
     async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]: ...
+    async def gap_anchors(self, job_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]: ...
+    async def refused(self, node: str, claims: Sequence[Claim]) -> set[str]: ...
 
 
 class Definitions(Protocol):
@@ -290,6 +293,7 @@ class Ownership:
         self._desired: set[str] = set()
         self._desired_lost = True  # jobs may have left the desired set since the last pass: look for owned to release
         self._releasing: set[str] = set()  # owned jobs being released (the pass finishes them)
+        self._closing: set[str] = set()  # paused here while not owned: their gap before the pause to record
         self._stale: set[str] = set()  # owned jobs the catalogue may know a newer version of: reloaded, each pass
         self._check_all = True  # every owned job to be checked so at the next pass (the ring changed)
         self._desired_members: tuple[str, ...] | None = None
@@ -364,6 +368,8 @@ class Ownership:
             del self.unheld_since[j]
         if want:
             await self._acquire(want, now)
+        if self._closing:
+            await self._close_gaps()
         await self._release_strays()  # what this pass let go of (jobs with nothing in flight)
         await self._report_stuck(now)
 
@@ -378,6 +384,8 @@ class Ownership:
             # the catalogue holds this node's share of the ring: the new share first (read in slices; it stops
             # early if the ring moves on meanwhile, and the next pass goes on from there)
             whole = await self.catalogue.focus(ring, lambda: self.lease.ring.members == ring.members)
+            for j in self.catalogue.changed_ids:
+                self._note_paused(j, ring)
             self.catalogue.changed_ids.clear()  # every job is looked at below
             ids = self.catalogue.active_ids()
             desired: set[str] = set()
@@ -398,7 +406,15 @@ class Ownership:
                 elif j in self._desired:
                     self._desired.discard(j)
                     self._desired_lost = True
+                self._note_paused(j, ring)
         return self._desired
+
+    def _note_paused(self, j: str, ring: Ring) -> None:
+        """A job that changed to paused, in this node's share and not owned here: its gap before the pause may
+        have no rows (``_close_gaps``)."""
+        s = self.catalogue.jobs.get(j)
+        if s is not None and s.paused and not s.deleted and j not in self.owned and ring.owner(j) == self.node_id:
+            self._closing.add(j)
 
     async def _reload_stale(self) -> None:
         """Every owned job whose catalogue version is newer than the definition it fires: reload. When the
@@ -477,6 +493,41 @@ class Ownership:
             await asyncio.sleep(0)
         if taken:
             self.hooks.handover("in", taken)
+
+    async def _close_gaps(self) -> None:
+        """Jobs paused while their owner was lost, before a successor took them over (this node, their ring owner,
+        does not own them): the instants due between the last one claimed and the pause have no row, and a paused
+        job is never taken over to record them; the ledger would call them unaccounted for good. They are recorded
+        here as missed. No lock is needed: no claim of a paused job's instant can succeed, each instant takes one row
+        (whoever writes it first: a held-up claimer's ``refused`` writes the same), and a job resumed meanwhile gets
+        nothing here (its takeover records its gap)."""
+        ids = [j for j in self._closing if j not in self.owned
+               and (s := self.catalogue.jobs.get(j)) is not None and s.paused and not s.deleted]
+        self._closing = set()
+        if not ids:
+            return
+        try:
+            anchors = await self.takeovers.gap_anchors(ids)
+            history = await self.history.job_history(list(anchors)) if anchors else {}
+            claims: list[Claim] = []
+            for j, (fence, last) in anchors.items():
+                rows = history.get(j) or []
+                if not rows:
+                    continue
+                claims += [Claim(id=new_execution_id(), job_id=j, scheduled_at=m.last, fence=fence,
+                                 kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count,
+                                 missed_from=m.first, error=PAUSED_WHILE_LOST)
+                           for m in missed_in_gap(rows, last or rows[0]["valid_from"], rows[-1]["valid_from"])]
+            written = await self.takeovers.refused(self.node_id, claims) if claims else set()
+        except StoreUnavailable as e:
+            self._closing.update(ids)  # (the next pass tries again)
+            self.wake.set()
+            log.warning("could not record the gap of jobs paused while their owner was lost", jobs=len(ids),
+                        error=str(e))
+            return
+        if written:
+            log.info("instants due while the owner was lost, before a pause, recorded as missed", jobs=len(ids),
+                     rows=len(written))
 
     async def _reload_changed(self) -> None:
         """Edits to owned jobs that arrived during a long pass (a takeover of 20,000 jobs takes seconds): reloaded

@@ -209,3 +209,16 @@ async def test_a_claim_refused_by_a_pause_records_the_instants_due_before_it(sto
     stale = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=before.scheduled_at + timedelta(milliseconds=1),
                   fence=t.fence)
     assert t2.fence > t.fence and await store.executions.refused("node-a", [stale]) == set()
+
+
+async def test_gap_anchors_are_a_paused_jobs_fence_and_last_scheduled_instant(store: Store) -> None:
+    paused, active = [await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
+                      for _ in range(2)]
+    (t, _) = await store.executions.take_over([paused.id, active.id], "node-a")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    claims = [Claim(id=new_execution_id(), job_id=paused.id, scheduled_at=at + timedelta(seconds=k), fence=t.fence)
+              for k in range(3)]
+    assert len((await store.executions.claim("node-a", claims)).won) == 3
+    await store.jobs.set_paused(paused.id, True)
+    assert await store.executions.gap_anchors([paused.id, active.id]) == {
+        paused.id: (t.fence, at + timedelta(seconds=2))}

@@ -32,7 +32,7 @@ from node.model.jobs import Job, JobSummary, validate
 from node.scheduling.firing import Result
 from node.scheduling.ledger import account, segments
 from node.scheduling.outcomes import Outcomes
-from node.scheduling.ownership import Ownership
+from node.scheduling.ownership import PAUSED_WHILE_LOST, Ownership
 from node.scheduling.scheduler import Scheduler
 from tests.memory_store import MemoryStore
 
@@ -499,6 +499,30 @@ async def test_a_claim_refused_by_a_pause_that_came_while_it_was_held_up_records
     rows = {e.scheduled_at: e for e in w.store.executions(j.id)}
     assert all(rows[c.scheduled_at].state == ExecutionState.MISSED and "paused" in (rows[c.scheduled_at].error or "")
                for c in held)
+    fates = ledger_fates(w, j.id, start, w.clock.dt() - timedelta(seconds=1))
+    assert Fate.UNACCOUNTED not in fates.values() and Fate.PAUSED in fates.values(), fates
+
+
+async def test_a_job_paused_while_its_owner_was_lost_has_the_gap_before_the_pause_recorded() -> None:
+    """Its owner dies, and the job is paused before a successor takes it over: nobody will ever take a paused job
+    over to record the instants in between, so the successor, as the job's ring owner, records them as missed."""
+    w = World()
+    j = job(w)
+    w.quick.add(j.id)
+    Node(w, "a")
+    Node(w, "b")
+    start = w.clock.dt()
+    await run(w, 3)
+    lost = w.nodes[owner(w, j.id) or ""]
+    lost.kill()
+    died = w.clock.dt()
+    w.clock.now += 5  # (no pass meanwhile: the successor is slow to take over) ...
+    w.store.edit(j.id, schedule_changed=False, paused=True)  # ... and the job is paused first
+    paused = w.clock.dt()
+    await run(w, 3)
+    gap = [e for e in w.store.executions(j.id) if e.error == PAUSED_WHILE_LOST]
+    assert gap and min(e.missed_from or e.scheduled_at for e in gap) <= died + timedelta(seconds=1)
+    assert max(e.scheduled_at for e in gap) <= paused  # (an instant at the pause itself was due: start < t <= end)
     fates = ledger_fates(w, j.id, start, w.clock.dt() - timedelta(seconds=1))
     assert Fate.UNACCOUNTED not in fates.values() and Fate.PAUSED in fates.values(), fates
 

@@ -114,6 +114,12 @@ class FakeStore:
     async def job_history(self, job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         return {j: [] for j in job_ids}  # the gap filling itself is covered against MariaDB
 
+    async def gap_anchors(self, job_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
+        return {}  # (a paused job's gap: covered by the claim path's tests and against MariaDB)
+
+    async def refused(self, node: str, claims: Sequence[Any]) -> set[str]:
+        return set()
+
 
 def _fields(job: Job) -> dict[str, Any]:
     return {f: getattr(job, f) for f in job.__dataclass_fields__}
