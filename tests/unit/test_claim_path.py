@@ -27,6 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from node.aio import Tasks
 from node.cluster.ring import Ring
+from node.model.errors import StoreUnavailable
 from node.model.executions import OPEN_STATES, ExecutionKind, ExecutionState, Fate
 from node.model.jobs import Job, JobSummary, validate
 from node.scheduling.firing import Result
@@ -747,3 +748,32 @@ async def test_a_node_that_stopped_keeps_its_runs_in_flight_its_own() -> None:
     await run(w, 2)
     assert w.store.rows[slow.execution].state == ExecutionState.SUCCEEDED and leaving.name not in w.draining
     assert [r for r in w.requests if r.job == j.id and r.node == stayed.name]
+
+
+@pytest.mark.parametrize(("error", "cap"), [(StoreUnavailable("cut"), 0.5), (RuntimeError("redis"), 2.0)])
+async def test_the_reconcile_loop_retries_within_half_a_second_while_mariadb_is_away(
+        monkeypatch: pytest.MonkeyPatch, error: Exception, cap: float) -> None:
+    """Failed passes back off, never a hot loop; with MariaDB away at most 0.5 s, so the edits it could not read
+    reach their owner within half a second of its return (other failures: up to 2 s)."""
+    w = World()
+    a = Node(w, "a")
+    passes, pauses = [0], []
+    real_sleep = asyncio.sleep
+
+    async def failing() -> None:
+        passes[0] += 1
+        a.ownership.wake.set()  # (the loop's wait returns at once: only the back-off is measured)
+        if passes[0] > 10:
+            raise asyncio.CancelledError
+        raise error
+
+    async def recorded(delay: float, *args: Any) -> Any:
+        pauses.append(delay)
+        return await real_sleep(0)
+
+    monkeypatch.setattr(a.ownership, "reconcile", failing)
+    monkeypatch.setattr(asyncio, "sleep", recorded)
+    with pytest.raises(asyncio.CancelledError):
+        await a.scheduler.run_reconcile()
+    backoffs = [p for p in pauses if p > 0]
+    assert len(backoffs) >= 9 and max(backoffs) == cap and backoffs == sorted(backoffs), backoffs
