@@ -48,7 +48,8 @@ from .ledger import missed_in_gap
 
 log = structlog.get_logger("ownership")
 
-PAUSED_WHILE_LOST = "due while its owner was lost; the job was paused before a successor took it over; not run"
+PAUSED_WHILE_LOST = "due before the job was paused, never claimed (its owner was lost, or its claim was held up); not run"
+CLOSE_JOBS = 500  # paused jobs whose gap a pass records, at most
 EDIT_REPLAN = timedelta(minutes=5)  # a takeover re-plans from an edit this recent (see _own)
 
 
@@ -293,7 +294,7 @@ class Ownership:
         self._desired: set[str] = set()
         self._desired_lost = True  # jobs may have left the desired set since the last pass: look for owned to release
         self._releasing: set[str] = set()  # owned jobs being released (the pass finishes them)
-        self._closing: set[str] = set()  # paused here while not owned: their gap before the pause to record
+        self._closing: set[str] = set()  # paused jobs of this node's share: their gap before the pause to record
         self._stale: set[str] = set()  # owned jobs the catalogue may know a newer version of: reloaded, each pass
         self._check_all = True  # every owned job to be checked so at the next pass (the ring changed)
         self._desired_members: tuple[str, ...] | None = None
@@ -328,7 +329,7 @@ class Ownership:
 
     @property
     def needs_pass(self) -> bool:
-        return bool(self.unheld_since) or bool(self.stray_locks())
+        return bool(self.unheld_since) or bool(self._closing) or bool(self.stray_locks())
 
     # ------------------------------------------------------------------ one pass
 
@@ -410,10 +411,11 @@ class Ownership:
         return self._desired
 
     def _note_paused(self, j: str, ring: Ring) -> None:
-        """A job that changed to paused, in this node's share and not owned here: its gap before the pause may
-        have no rows (``_close_gaps``)."""
+        """A job that changed to paused, in this node's share: its gap before the pause may have no rows
+        (``_close_gaps``, once nobody here owns it: a job paused during its takeover, or whose reload saw the pause
+        before a held-up claim came back, is released first)."""
         s = self.catalogue.jobs.get(j)
-        if s is not None and s.paused and not s.deleted and j not in self.owned and ring.owner(j) == self.node_id:
+        if s is not None and s.paused and not s.deleted and ring.owner(j) == self.node_id:
             self._closing.add(j)
 
     async def _reload_stale(self) -> None:
@@ -495,38 +497,39 @@ class Ownership:
             self.hooks.handover("in", taken)
 
     async def _close_gaps(self) -> None:
-        """Jobs paused while their owner was lost, before a successor took them over (this node, their ring owner,
-        does not own them): the instants due between the last one claimed and the pause have no row, and a paused
-        job is never taken over to record them; the ledger would call them unaccounted for good. They are recorded
-        here as missed. No lock is needed: no claim of a paused job's instant can succeed, each instant takes one row
-        (whoever writes it first: a held-up claimer's ``refused`` writes the same), and a job resumed meanwhile gets
-        nothing here (its takeover records its gap)."""
-        ids = [j for j in self._closing if j not in self.owned
-               and (s := self.catalogue.jobs.get(j)) is not None and s.paused and not s.deleted]
-        self._closing = set()
-        if not ids:
+        """Paused jobs of this node's share that nobody here owns (any more): the instants due between the last
+        one claimed and the pause may have no row (the owner was lost before a successor took the job over, or a
+        claim held up by an outage was refused by the pause), and a paused job is never taken over to record them;
+        the ledger would call them unaccounted for good. They are recorded here as missed, in ranges computed from
+        the job's history (one per definition in force, never across the pause). No lock is needed: no claim of a
+        paused job's instant can succeed, each range takes one row at its last instant (another node computing the
+        same gap from the same last instant writes the same), and a job resumed meanwhile gets nothing here (its
+        takeover records its gap). A few hundred jobs a pass: a node starting notes every paused job of its share."""
+        ready = [j for j in self._closing if j not in self.owned][:CLOSE_JOBS]
+        if not ready:
             return
+        ids = [j for j in ready if (s := self.catalogue.jobs.get(j)) is not None and s.paused and not s.deleted]
         try:
-            anchors = await self.takeovers.gap_anchors(ids)
+            anchors = await self.takeovers.gap_anchors(ids) if ids else {}
             history = await self.history.job_history(list(anchors)) if anchors else {}
             claims: list[Claim] = []
-            for j, (fence, last) in anchors.items():
+            for k, (j, (fence, last)) in enumerate(anchors.items()):
                 rows = history.get(j) or []
-                if not rows:
-                    continue
-                claims += [Claim(id=new_execution_id(), job_id=j, scheduled_at=m.last, fence=fence,
-                                 kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count,
-                                 missed_from=m.first, error=PAUSED_WHILE_LOST)
-                           for m in missed_in_gap(rows, last or rows[0]["valid_from"], rows[-1]["valid_from"])]
+                if rows:
+                    claims += [Claim(id=new_execution_id(), job_id=j, scheduled_at=m.last, fence=fence,
+                                     kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count,
+                                     missed_from=m.first, error=PAUSED_WHILE_LOST)
+                               for m in missed_in_gap(rows, last or rows[0]["valid_from"], rows[-1]["valid_from"])]
+                if k % 50 == 49:
+                    await asyncio.sleep(0)
             written = await self.takeovers.refused(self.node_id, claims) if claims else set()
         except StoreUnavailable as e:
-            self._closing.update(ids)  # (the next pass tries again)
             self.wake.set()
-            log.warning("could not record the gap of jobs paused while their owner was lost", jobs=len(ids),
-                        error=str(e))
-            return
+            log.warning("could not record the gap of paused jobs; retrying", jobs=len(ids), error=str(e))
+            raise  # (the reconcile loop backs off; the jobs stay to do)
+        self._closing.difference_update(ready)
         if written:
-            log.info("instants due while the owner was lost, before a pause, recorded as missed", jobs=len(ids),
+            log.info("instants due before a pause, never claimed, recorded as missed", jobs=len(ids),
                      rows=len(written))
 
     async def _reload_changed(self) -> None:

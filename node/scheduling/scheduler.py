@@ -98,7 +98,6 @@ class Claims(Protocol):
     """The claim path (store/executions.py): what the scheduler writes before it sends anything."""
 
     async def claim(self, node: str, claims: Sequence[Claim], live: Liveness | None = None) -> Claimed: ...
-    async def refused(self, node: str, claims: Sequence[Claim]) -> set[str]: ...
     async def claim_run_now(self, job_id: str, node: str, execution_id: str, at: datetime, *,
                             forbid_overlap: bool = False, claimer: str | None = None) -> int: ...
     async def existing(self, execution_ids: Sequence[str]) -> set[str]: ...
@@ -421,6 +420,17 @@ class Scheduler:
             busy = busy or buffer
         return claims, p
 
+    def _paused_or_unreadable(self, o: Owned) -> bool:
+        """A paused job is not claimed. Nor is a definition this release cannot read (a packed one is made into a
+        Job only now: a value a newer release wrote, during a rolling upgrade): that job is dropped, the others
+        due with it are claimed."""
+        try:
+            return o.job.paused
+        except Exception:
+            log.exception("could not read a job's definition; not owned", job=o.id)
+            self.ownership.drop(o, "its definition could not be read")
+            return True
+
     async def _claim_cycle(self, due: list[Owned], now: float) -> None:
         if not self.membership.fresh():
             # Our lease is not surely valid: claim nothing; look again shortly (the
@@ -428,7 +438,7 @@ class Scheduler:
             for o in due:
                 self._push(o, self.clock() + self.claim_ahead + 0.25)
             return
-        due = [o for o in due if not o.job.paused]
+        due = [o for o in due if not self._paused_or_unreadable(o)]
         if any(o.unconfirmed for o in due) and not await self._settle_unconfirmed([o for o in due if o.unconfirmed]):
             for o in due:
                 self._push(o, self.clock() + self.claim_ahead + 1.0)
@@ -503,8 +513,9 @@ class Scheduler:
                 for c in claims:
                     if c.id in won and c.state == ExecutionState.CLAIMED:
                         self._not_sent(o, c, "claim batch partly refused (fence moved on); not sent")
+                # (a pause that overtook the claim: the instants due before it are recorded by the job's ring
+                # owner once nobody owns it, with its whole gap: ownership._close_gaps)
                 self.ownership.drop(o, f"claim refused: fence {o.fence} is stale, or the job was paused or deleted")
-                self.tasks.spawn(self._record_refused(lost))
                 continue
             if o.generation == gen:  # (a reload meanwhile moved the anchor to the edit: keep that)
                 o.anchor = max(o.anchor, p.anchor)  # every instant up to it has its row now
@@ -522,17 +533,6 @@ class Scheduler:
             else:
                 self._schedule_next(o)
             self.ownership.maybe_finish_release(o)
-
-    async def _record_refused(self, lost: list[Claim]) -> None:
-        """Refused claims of instants due before their job was paused or deleted get their rows (store's
-        ``refused``): a claim held up past its instant by an outage must not leave the instant without a fate."""
-        try:
-            written = await self.claims.refused(self.node_id, lost)
-        except Exception as e:  # (MariaDB away again: the job's next takeover records the gap, if it has one)
-            log.warning("could not record the instants of refused claims", claims=len(lost), error=repr(e))
-            return
-        if written:
-            log.info("instants due before a pause recorded as missed", job=lost[0].job_id, instants=len(written))
 
     def _accept(self, o: Owned, won: list[Claim], *, taken: Sequence[Claim] = ()) -> None:
         """Claims that are ours: runs wait for their instant, misfire and overlap rows are told."""

@@ -189,9 +189,13 @@ class Executions:
         missed or skipped row. Nobody else would write it: a job that stays paused is never taken over again, and
         the ledger would call the instant unaccounted. Instants the pause covers get none (their fate is paused).
         The ids written."""
-        rows = [c for c in claims if c.kind not in (ExecutionKind.MANUAL, ExecutionKind.BACKFILL)]
-        if not rows:
-            return set()
+        out: set[str] = set()
+        scheduled = [c for c in claims if c.kind not in (ExecutionKind.MANUAL, ExecutionKind.BACKFILL)]
+        for chunk in chunks(scheduled, CLAIM_ROWS):
+            out |= await self._refused(node, list(chunk))
+        return out
+
+    async def _refused(self, node: str, rows: list[Claim]) -> set[str]:
         union = " UNION ALL ".join(
             ["SELECT %s AS id, %s AS job_id, CAST(%s AS DATETIME(3)) AS scheduled_at, %s AS fence, %s AS kind,"
              " %s AS state, %s AS missed_count, CAST(%s AS DATETIME(3)) AS missed_from, %s AS error"] * len(rows))

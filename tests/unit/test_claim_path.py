@@ -497,11 +497,36 @@ async def test_a_claim_refused_by_a_pause_that_came_while_it_was_held_up_records
     w.store.claim = held_up_then_paused  # type: ignore[method-assign]
     await run(w, 3)
     assert held and all(c.scheduled_at < w.store.history[j.id][-1]["valid_from"] for c in held)
-    rows = {e.scheduled_at: e for e in w.store.executions(j.id)}
-    assert all(rows[c.scheduled_at].state == ExecutionState.MISSED and "paused" in (rows[c.scheduled_at].error or "")
-               for c in held)
     fates = ledger_fates(w, j.id, start, w.clock.dt() - timedelta(seconds=1))
+    assert all(fates[c.scheduled_at] is Fate.MISSED for c in held), fates
+    assert any(e.error == PAUSED_WHILE_LOST for e in w.store.executions(j.id))
     assert Fate.UNACCOUNTED not in fates.values() and Fate.PAUSED in fates.values(), fates
+
+
+async def test_a_job_paused_while_its_owners_claims_failed_has_the_gap_before_the_pause_recorded() -> None:
+    """Its owner's claims fail (MariaDB away) while its instants come due; the job is paused before they succeed.
+    The owner learns of the pause and lets the job go without claiming again: the instants due before the pause
+    are recorded as missed once it has gone."""
+    w = World()
+    j = job(w)
+    w.quick.add(j.id)
+    Node(w, "a")
+    start = w.clock.dt()
+    await run(w, 3)
+    claim, away = w.store.claim, [True]
+
+    async def failing(node: str, claims: Any, live: Any = None) -> Any:
+        if away[0]:
+            raise StoreUnavailable("MariaDB away")
+        return await claim(node, claims, live)
+
+    w.store.claim = failing  # type: ignore[method-assign]
+    await run(w, 3)
+    w.store.edit(j.id, schedule_changed=False, paused=True)
+    away[0] = False
+    await run(w, 3)
+    fates = ledger_fates(w, j.id, start, w.clock.dt() - timedelta(seconds=1))
+    assert Fate.UNACCOUNTED not in fates.values() and Fate.MISSED in fates.values() and Fate.PAUSED in fates.values(), fates
 
 
 async def test_a_job_paused_while_its_owner_was_lost_has_the_gap_before_the_pause_recorded() -> None:
@@ -777,3 +802,17 @@ async def test_the_reconcile_loop_retries_within_half_a_second_while_mariadb_is_
         await a.scheduler.run_reconcile()
     backoffs = [p for p in pauses if p > 0]
     assert len(backoffs) >= 9 and max(backoffs) == cap and backoffs == sorted(backoffs), backoffs
+
+
+async def test_a_definition_that_cannot_be_read_is_dropped_and_the_jobs_due_with_it_still_fire() -> None:
+    """A packed definition is made into a Job only when due: one this release cannot read (a value a newer release
+    wrote) drops that job alone; the others due in the same cycle are claimed and sent."""
+    w = World()
+    bad, good = job(w), job(w)
+    w.quick.update({bad.id, good.id})
+    a = Node(w, "a")
+    await run(w, 2)
+    a.ownership.owned[bad.id].definition = b"\x00 not a packed job"
+    before = len(sent_ticks(w, good.id))
+    await run(w, 3)
+    assert len(sent_ticks(w, good.id)) >= before + 2
