@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -802,6 +803,29 @@ async def test_the_reconcile_loop_retries_within_half_a_second_while_mariadb_is_
         await a.scheduler.run_reconcile()
     backoffs = [p for p in pauses if p > 0]
     assert len(backoffs) >= 9 and max(backoffs) == cap and backoffs == sorted(backoffs), backoffs
+
+
+async def test_a_paused_job_whose_history_cannot_be_read_does_not_stop_the_others_gaps() -> None:
+    """Two jobs paused while their owner was lost; one's history holds a definition this release cannot read: its
+    gap is left (and said in the log), the other's is recorded, and the pass goes on."""
+    w = World()
+    bad, good = job(w), job(w)
+    w.quick.update({bad.id, good.id})
+    Node(w, "a")
+    Node(w, "b")
+    await run(w, 3)
+    for name in {owner(w, bad.id), owner(w, good.id)}:
+        w.nodes[name or ""].kill()
+    w.clock.now += 5
+    for j in (bad, good):
+        w.store.edit(j.id, schedule_changed=False, paused=True)
+    for h in w.store.history[bad.id]:
+        h["spec"] = json.dumps({**json.loads(h["spec"]), "dst_policy": {"gap": "bogus", "overlap": "first"}})
+    if not w.nodes:
+        Node(w, "c")
+    await run(w, 3)
+    assert any(e.error == PAUSED_WHILE_LOST for e in w.store.executions(good.id))
+    assert not any(e.error == PAUSED_WHILE_LOST for e in w.store.executions(bad.id))
 
 
 async def test_a_definition_that_cannot_be_read_is_dropped_and_the_jobs_due_with_it_still_fire() -> None:

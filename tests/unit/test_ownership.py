@@ -580,3 +580,20 @@ async def test_an_edit_during_a_long_takeover_is_reloaded_between_its_chunks(mon
     assert len(reloads_under_way) == 3 and reloads_under_way[1:] == [1, 1]  # spawned after the first chunk
     await a.settle_tasks()
     assert a.own.owned["job000"].job.uri == "http://x/v2" and len(a.own.owned) == 13
+
+
+async def test_a_paused_jobs_gap_is_not_waited_for_while_owned_and_is_forgotten_once_resumed() -> None:
+    """The gaps of paused jobs are recorded once nobody here owns them: one still owned (releasing while a run
+    ends) does not keep the loop passing at 5 Hz, and a job resumed meanwhile is no longer looked at."""
+    w, nodes = _world("a", jobs=2)
+    a = nodes["a"]
+    await _pass(a)
+    owned, resumed = sorted(a.own.owned)
+    a.own._closing.add(owned)
+    assert not a.own.needs_pass  # (the owned one is not waited for)
+    del a.own.owned[resumed]
+    a.own._closing.add(resumed)
+    assert a.own.needs_pass
+    a.catalogue.apply(JobSummary(id=resumed, version=3, paused=False, deleted=False))  # paused, then resumed
+    await a.own._close_gaps()
+    assert a.own._closing == set()  # the resumed one dropped; the owned one too (its summary is not paused)
