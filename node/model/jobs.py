@@ -353,15 +353,6 @@ class StoredJob:
         self.spec: dict[str, Any] = spec if isinstance(spec, dict) else json.loads(spec)
         self._job: Job | None = None
 
-    @classmethod
-    def of(cls, job: Job) -> StoredJob:
-        """The row a stored ``job`` has (in-memory stores and tests)."""
-        out = cls({**dict(zip(_PACKED, _row(job), strict=True)), "active_since": job.active_since,
-                   "completed_at": job.completed_at, "failing_since": job.failing_since,
-                   "created_at": job.created_at, "updated_at": job.updated_at})
-        out._job = job
-        return out
-
     @property
     def id(self) -> str:
         return str(self.row["id"])

@@ -183,12 +183,10 @@ class Executions:
         return out
 
     async def refused(self, node: str, claims: Sequence[Claim]) -> set[str]:
-        """Scheduled claims refused because their job was paused or deleted while they were on the way (a MariaDB
-        outage held them past their instant): each instant due before the pause took force (the definition in
-        force then was active), under the claimer's fence still, gets its row: missed for a run, as it was for a
-        missed or skipped row. Nobody else would write it: a job that stays paused is never taken over again, and
-        the ledger would call the instant unaccounted. Instants the pause covers get none (their fate is paused).
-        The ids written."""
+        """Rows for instants of a paused (or deleted) job that were due before the pause took force (the definition
+        in force at the instant was active), written under ``fence`` if it is still the job's: missed for a run, as
+        given for a missed or skipped row; an instant that already has a row keeps it. A paused job is never taken
+        over again, so its gap is written here (scheduling/ownership._close_gaps). The ids written."""
         out: set[str] = set()
         scheduled = [c for c in claims if c.kind not in (ExecutionKind.MANUAL, ExecutionKind.BACKFILL)]
         for chunk in chunks(scheduled, CLAIM_ROWS):
