@@ -10,10 +10,11 @@ reconnect the whole share is read again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -80,6 +81,57 @@ def slices(arcs: Sequence[Arc]) -> list[tuple[Arc, ...]]:
     return out
 
 
+_PAUSED, _DELETED, _COMPLETED, _FLAGS = 1, 2, 4, 3  # a summary as one int: version << 3 | these
+
+
+class Summaries(MutableMapping[str, JobSummary]):
+    """Job summaries by id, each held as one int (``version << 3`` and three flags): a job at version < 32 costs
+    its dict entry and nothing else (CPython keeps the ints below 256), where a JobSummary object is 72 bytes
+    (memory per job, issue 22). Reads make the JobSummary; the catalogue's own passes read the ints."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self) -> None:
+        self.raw: dict[str, int] = {}
+
+    @staticmethod
+    def pack(s: JobSummary) -> int:
+        return s.version << _FLAGS | s.paused * _PAUSED | s.deleted * _DELETED | s.completed * _COMPLETED
+
+    @staticmethod
+    def unpack(job_id: str, v: int) -> JobSummary:
+        return JobSummary(id=job_id, version=v >> _FLAGS, paused=bool(v & _PAUSED), deleted=bool(v & _DELETED),
+                          completed=bool(v & _COMPLETED))
+
+    def __getitem__(self, job_id: str) -> JobSummary:
+        return self.unpack(job_id, self.raw[job_id])
+
+    def get(self, job_id: str, default: Any = None) -> Any:
+        v = self.raw.get(job_id)
+        return default if v is None else self.unpack(job_id, v)
+
+    def __setitem__(self, job_id: str, s: JobSummary) -> None:
+        self.raw[job_id] = self.pack(s)
+
+    def __delitem__(self, job_id: str) -> None:
+        del self.raw[job_id]
+
+    def drop(self, job_id: str) -> None:  # (no summary is made for a drop)
+        self.raw.pop(job_id, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self.raw
+
+    def active_ids(self) -> list[str]:
+        return [i for i, v in self.raw.items() if not v & 7]
+
+
 class Catalogue:
     """Job summaries by id, merged by version: an older summary never replaces a newer one,
     and a deleted job stays as a tombstone for a while, so neither a late event nor a full
@@ -95,7 +147,7 @@ class Catalogue:
         self._reading = asyncio.Lock()  # one read of the table at a time: a focus never races a full re-sync
         self.calendar_feed: CalendarFeed = calendar_feed or _NoCalendars()
         self.resync_interval = resync_interval
-        self.jobs: dict[str, JobSummary] = {}  # tombstones included (deleted=True)
+        self.jobs = Summaries()  # tombstones included (deleted=True)
         self.calendars: dict[str, Calendar] = {}  # by name, as last read (a change bumps calendars_seen)
         self.calendars_seen = 0  # how many times the calendars changed (owners rebuild their timetables)
         self.tombstoned: dict[str, float] = {}  # id -> monotonic time it became a tombstone
@@ -106,10 +158,11 @@ class Catalogue:
         self.full_pending = False
         self.calendars_pending = False
         self._wake = asyncio.Event()
+        self._calendars_wake = asyncio.Event()
         self._touched: set[str] | None = None  # ids applied while a full re-sync's read was under way
 
     def active_ids(self) -> list[str]:
-        return [j.id for j in self.jobs.values() if j.active]
+        return self.jobs.active_ids()
 
     def live_count(self) -> int:
         return len(self.jobs) - len(self.tombstoned)
@@ -133,7 +186,7 @@ class Catalogue:
         old = time.monotonic() - TOMBSTONE_KEEP
         for i in [i for i, t in self.tombstoned.items() if t < old]:
             del self.tombstoned[i]
-            self.jobs.pop(i, None)
+            self.jobs.drop(i)
 
     def mine(self, job_id: str) -> bool:
         return self.node_id is None or covers(self.share, point(job_id))
@@ -156,7 +209,7 @@ class Catalogue:
     def request_calendars(self) -> None:
         """A calendar changed somewhere: read them at once (not at the next re-sync)."""
         self.calendars_pending = True
-        self._wake.set()
+        self._calendars_wake.set()
 
     async def sync_calendars(self) -> None:
         self.calendars_pending = False
@@ -200,7 +253,7 @@ class Catalogue:
                     gone.extend(i for i in part if not covers(share, point(i)))
                     await asyncio.sleep(0)
                 for n, i in enumerate(gone):
-                    self.jobs.pop(i, None)
+                    self.jobs.drop(i)
                     self.tombstoned.pop(i, None)
                     self.changed_ids.discard(i)
                     if n % 20_000 == 19_999:
@@ -256,7 +309,7 @@ class Catalogue:
                     if k % 20_000 == 19_999:
                         await asyncio.sleep(0)  # (events meanwhile are touched: never taken for deletions)
                 touched = self._touched
-                for i in [i for i, s in self.jobs.items() if not s.deleted and i not in fresh and i not in touched]:
+                for i in [i for i, v in self.jobs.raw.items() if not v & _DELETED and i not in fresh and i not in touched]:
                     cur = self.jobs[i]
                     self.apply(JobSummary(id=i, version=cur.version + 1, paused=cur.paused, deleted=True))
             finally:
@@ -283,21 +336,46 @@ class Catalogue:
     def request_full(self) -> None:
         self.full_pending = True
         self._wake.set()
+        self.request_calendars()  # (events may have been lost: the calendars' too)
 
     async def run(self) -> None:
+        """Re-sync the jobs, and the calendars in a loop of their own: a calendar event is read at once, never
+        behind a read of the share (a sixth of a million jobs takes seconds, and holds ``_reading``)."""
+        calendars = asyncio.create_task(self._run_calendars(), name="catalogue-calendars")
+        try:
+            await self._run_jobs()
+        finally:
+            calendars.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await calendars
+
+    async def _run_calendars(self) -> None:
+        while True:
+            try:
+                await self.sync_calendars()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                raise_if_cancelling()
+                self.calendars_pending = True
+                log.warning("reading the calendars failed", error=f"{type(e).__name__}: {e}")
+                await asyncio.sleep(min(self.resync_interval, 0.5))
+                continue
+            if self.calendars_pending:
+                continue  # an event came during the read: read again
+            self._calendars_wake.clear()
+            await wait_event(self._calendars_wake, self.resync_interval)
+
+    async def _run_jobs(self) -> None:
         n = 0
         while True:
             try:
-                if self.calendars_pending and self.loaded.is_set() and not self.full_pending:
-                    await self.sync_calendars()  # a calendar event: only the calendars, now
-                elif not self.loaded.is_set() or self.full_pending or n % FULL_SYNC_EVERY == 0:
+                if not self.loaded.is_set() or self.full_pending or n % FULL_SYNC_EVERY == 0:
                     self.full_pending = False
-                    await self.sync_calendars()
                     await self.full_sync()
                     n += 1
                 else:
                     await self.incremental()
-                    await self.sync_calendars()
                     n += 1
                 delay = self.resync_interval
             except asyncio.CancelledError:

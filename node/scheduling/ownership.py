@@ -27,11 +27,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 import structlog
 
@@ -47,6 +47,7 @@ from . import planning
 from .ledger import missed_in_gap
 
 log = structlog.get_logger("ownership")
+T = TypeVar("T")
 
 PAUSED_WHILE_LOST = "due before the job was paused, never claimed (its owner was lost, or its claim was held up); not run"
 CLOSE_JOBS = 500  # paused jobs whose gap a pass records, at most
@@ -107,7 +108,9 @@ class Lease(Protocol):
 class JobIndex(Protocol):
     """The catalogue: job summaries by id (tombstones included) and the ids changed since last asked."""
 
-    jobs: dict[str, JobSummary]
+    @property
+    def jobs(self) -> Mapping[str, JobSummary]: ...
+
     changed_ids: set[str]
     calendars: dict[str, Calendar]  # exclusion calendars by name
     calendars_seen: int  # bumped whenever they change
@@ -128,37 +131,96 @@ class Handle(Protocol):
 NO_PENDING: Mapping[str, tuple[Handle, Claim]] = MappingProxyType({})  # read-only: a write to it raises
 
 
-@dataclass(slots=True, eq=False)
-class Owned:
-    id: str
-    definition: Job | bytes  # the job; packed (model/jobs.pack_job) while its next instant is far away: see ``job``
-    version: int  # the definition's (read without unpacking it)
-    calendars: tuple[str, ...]  # the calendars the definition names (read without unpacking it; mostly ())
-    timetable: Timetable  # the job's instants (its schedules, bounds, calendars, jitter)
-    fence: int
-    anchor: datetime  # ticks strictly after this are due; the last scheduled tick claimed
-    wake: float = 0.0
-    inflight: int = 0
-    claiming: int = 0  # claim statements under way: a release waits for them
-    # (the four below are shared empty ones until used: most owned jobs never hold anything in them, and a
-    # hundred thousand empty dicts and lists cost 23 MB; ``pend``/``unpend`` change ``pending``, the others are
-    # replaced whole)
-    pending: Mapping[str, tuple[Handle, Claim]] = field(default_factory=lambda: NO_PENDING)  # claimed, to send
-    queue: Sequence[Claim] = ()  # buffered ticks, in order, waiting for the run in flight to end
-    polling: bool = False  # the queue waits for a run in flight on another node: asked about every second
-    unconfirmed: Sequence[Claim] = ()  # claimed by a statement that failed: maybe inserted
-    extra: Sequence[Claim] = ()  # rows to claim with the next plan (missed before an edit)
-    _secrets: list[str] | None = None  # the job's own secret values (masked in what targets echo)
+class _Rare(Generic[T]):
+    """An ``Owned`` field most owned jobs never change from its default: kept in the record's side object (``_More``),
+    made on the first write of another value. A hundred thousand records of 25 slots each cost 224 bytes a job;
+    of 8, 96 (issue 22: memory per owned job)."""
 
-    releasing: bool = False
-    completing: bool = False  # its completion is being written (it can never fire again)
-    complete_at: datetime | None = None  # it can never fire again, once its buffered ticks and runs have ended
-    runs: int = 0  # scheduled runs counted against max_runs (jobs.runs, plus the ones claimed since)
-    recorded_running: bool = False  # releasing: the runs in flight have their running rows written
-    recording: bool = False
-    reloading: bool = False
-    generation: int = 0  # bumped by a reload: a plan made before it does not move the anchor
-    claims_since_retention: int = 0
+    __slots__ = ("default", "name")
+
+    def __init__(self, default: T) -> None:
+        self.default = default
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, o: None, owner: type | None = None) -> _Rare[T]: ...
+    @overload
+    def __get__(self, o: Owned, owner: type | None = None) -> T: ...
+    def __get__(self, o: Owned | None, owner: type | None = None) -> T | _Rare[T]:
+        if o is None:
+            return self
+        m = o._more
+        return self.default if m is None else m.get(self.name, self.default)
+
+    def __set__(self, o: Owned, value: T) -> None:
+        m = o._more
+        if m is None:
+            if value is self.default:
+                return
+            m = o._more = {}
+        if value is self.default:
+            m.pop(self.name, None)
+            if not m:
+                o._more = None
+        else:
+            m[self.name] = value
+
+
+class Owned:
+    """What this node holds for a job it owns. Eight slots a job; the fields most jobs never change from their
+    defaults live in ``_more`` (a dict made on first use, dropped by ``cool`` once they are all back)."""
+
+    __slots__ = ("id", "definition", "version", "timetable", "fence", "_anchor", "wake", "_more")
+
+    def __init__(self, *, id: str, definition: Job | bytes, version: int, timetable: Timetable, fence: int,
+                 anchor: datetime, wake: float = 0.0, **rare: Any) -> None:
+        self.id = id
+        self.definition: Job | bytes = definition  # packed (model/jobs.pack_job) while its next instant is far away
+        self.version = version  # the definition's (read without unpacking it)
+        self.timetable = timetable  # the job's instants (its schedules, bounds, calendars, jitter)
+        self.fence = fence
+        self._anchor = anchor.timestamp()  # a float: 24 bytes where a datetime is 48
+        self.wake = wake
+        self._more: dict[str, Any] | None = None
+        for k, v in rare.items():
+            if not isinstance(getattr(Owned, k, None), _Rare):
+                raise TypeError(f"Owned has no field {k}")
+            setattr(self, k, v)
+
+    @property
+    def anchor(self) -> datetime:
+        """Ticks strictly after this are due; the last scheduled tick claimed."""
+        return datetime.fromtimestamp(self._anchor, UTC)
+
+    @anchor.setter
+    def anchor(self, at: datetime) -> None:
+        self._anchor = at.timestamp()
+
+    def anchored_at_or_after(self, at: datetime) -> bool:
+        return self._anchor >= at.timestamp()
+
+    calendars = _Rare[tuple[str, ...]](())  # the calendars the definition names (read without unpacking it)
+    calendars_seen = _Rare(0)  # the catalogue's calendars_seen its timetable was built with (when it names any)
+    inflight = _Rare(0)
+    claiming = _Rare(0)  # claim statements under way: a release waits for them
+    pending: _Rare[Mapping[str, tuple[Handle, Claim]]] = _Rare(NO_PENDING)  # claimed, to send (``pend``/``unpend``)
+    queue: _Rare[Sequence[Claim]] = _Rare(())  # buffered ticks, in order, waiting for the run in flight to end
+    polling = _Rare(False)  # the queue waits for a run in flight on another node: asked about every second
+    unconfirmed: _Rare[Sequence[Claim]] = _Rare(())  # claimed by a statement that failed: maybe inserted
+    extra: _Rare[Sequence[Claim]] = _Rare(())  # rows to claim with the next plan (missed before an edit)
+    _secrets: _Rare[list[str] | None] = _Rare(None)  # the job's own secret values (masked in what targets echo)
+    releasing = _Rare(False)
+    completing = _Rare(False)  # its completion is being written (it can never fire again)
+    complete_at: _Rare[datetime | None] = _Rare(None)  # it can never fire again, once its buffered ticks and runs end
+    runs = _Rare(0)  # scheduled runs counted against max_runs (jobs.runs, plus the ones claimed since)
+    recorded_running = _Rare(False)  # releasing: the runs in flight have their running rows written
+    recording = _Rare(False)
+    reloading = _Rare(False)
+    generation = _Rare(0)  # bumped by a reload: a plan made before it does not move the anchor
+    claims_since_retention = _Rare(0)
 
     @classmethod
     def of(cls, job: Job | StoredJob, *, id: str | None = None, **fields: Any) -> Owned:
@@ -166,6 +228,9 @@ class Owned:
         takeover's StoredJob is held packed (the timer makes the Job when it is due)."""
         return cls(id=id or job.id, definition=job.pack() if isinstance(job, StoredJob) else job, version=job.version,
                    calendars=job.exclude_calendars, **fields)
+
+    def __repr__(self) -> str:
+        return f"Owned({self.id!r}, version={self.version}, fence={self.fence}, anchor={self.anchor}, more={self._more})"
 
     @property
     def job(self) -> Job:
@@ -428,7 +493,7 @@ class Ownership:
             self._calendars_seen = self.catalogue.calendars_seen
             for k, o in enumerate(list(self.owned.values())):
                 if o.calendars and self.owned.get(o.id) is o:  # (read off the record: a packed one stays unread)
-                    o.timetable = o.peek().timetable(self.catalogue.calendars)
+                    self.current_timetable(o)
                     self.hooks.reloaded(o)
                 if k % 20_000 == 19_999:
                     await asyncio.sleep(0)
@@ -539,12 +604,21 @@ class Ownership:
             log.info("instants due before a pause, never claimed, recorded as missed", jobs=len(ready),
                      rows=len(written))
 
+    def current_timetable(self, o: Owned) -> None:
+        """A job naming calendars plans with them as this node last read them: the claim cycle asks before each
+        plan, so a calendar edit never waits for the pass that rebuilds every such job's timetable (a pass
+        taking 25,000 jobs over takes seconds; the nemesis with 100,000 jobs loaded saw ticks the calendar
+        excluded sent up to 10 s after the edit's reply)."""
+        if o.calendars and o.calendars_seen != self.catalogue.calendars_seen:
+            o.timetable = o.peek().timetable(self.catalogue.calendars)
+            o.calendars_seen = self.catalogue.calendars_seen
+
     async def _reload_changed(self) -> None:
         """Edits to owned jobs that arrived during a long pass (a takeover of 20,000 jobs takes seconds): reloaded
         between its chunks, not after it. A skip answered at once must reach the owner within seconds; the
         nemesis with 100,000 jobs loaded saw one sent 3.3 s after its reply. (The ids stay changed: the next
         pass also looks at them for the desired set.)"""
-        if self.catalogue.changed_ids:
+        if self.catalogue.changed_ids or self._calendars_seen != self.catalogue.calendars_seen:
             self._stale.update(j for j in self.catalogue.changed_ids if j in self.owned)
             await self._reload_stale()
 
@@ -591,6 +665,8 @@ class Ownership:
             anchor = max(anchors) if anchors else datetime.now(UTC)
         o = Owned.of(job, id=s.id if s is not None else None, timetable=job.timetable(self.catalogue.calendars),
                      fence=t.fence, anchor=anchor, extra=gap, runs=job.runs)
+        if o.calendars:
+            o.calendars_seen = self.catalogue.calendars_seen
         self.owned[o.id] = o
         if s is not None and s.version > job.version:
             self._stale.add(job.id)  # (edited after the takeover read it: reloaded at the next pass)
@@ -635,6 +711,7 @@ class Ownership:
         old_timetable, old_paused = o.timetable, o.job.paused
         o.job = replace(job, id=o.id, created_at=None, updated_at=None, owner=None)
         o.timetable = job.timetable(self.catalogue.calendars)
+        o.calendars_seen = self.catalogue.calendars_seen if o.calendars else 0
         o.runs = max(o.runs, job.runs)
         o.completing, o.complete_at = False, None
         if schedule_changed and job.active_since is not None:

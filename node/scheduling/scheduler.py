@@ -455,6 +455,7 @@ class Scheduler:
             if self.owned.get(o.id) is not o or o.releasing:
                 continue
             try:
+                self.ownership.current_timetable(o)
                 claims, p = self._plan(o, self.clock())
                 if o.extra:
                     claims, o.extra = [*o.extra, *claims], ()

@@ -453,6 +453,32 @@ async def test_a_calendar_change_rebuilds_only_the_timetables_that_name_one_and_
     assert all(owned[j].cold for j in [*plain, named.id])
 
 
+async def test_a_calendar_edit_reaches_the_claims_before_any_ownership_pass() -> None:
+    """The claim cycle plans a job that names a calendar with the calendars as the node last read them, not as
+    the last ownership pass saw them: a pass taking 25,000 jobs over takes seconds, and the nemesis with 100,000
+    jobs loaded saw ticks the calendar excluded sent up to 10 s after the edit's reply (a pass rebuilt them)."""
+    from node.model.calendars import Calendar
+
+    w = World()
+    j = job(w, excludeCalendars=["quiet"])
+    w.quick.add(j.id)
+    a = Node(w, "a")
+    a.catalogue.calendars["quiet"] = Calendar(name="quiet")
+    await run(w, 2)
+    assert sent_ticks(w, j.id), "the job fires before the edit"
+    edited = w.clock.dt()
+    local = edited.replace(tzinfo=None)
+    a.catalogue.calendars["quiet"] = Calendar(name="quiet", ranges=((local, local + timedelta(minutes=1)),), version=2)
+    a.catalogue.calendars_seen += 1
+    for _ in range(16):  # 4 s of claims and sends, and no ownership pass
+        w.clock.now += 0.25
+        await a.scheduler.step(w.clock.now)
+        w.clock.fire_due()
+        await settle()
+    late = [t for t in sent_ticks(w, j.id) if t > edited + timedelta(seconds=CLAIM_AHEAD + 0.25)]
+    assert not late, f"sent inside the calendar's new range: {late}"
+
+
 async def test_a_takeover_with_a_gap_records_the_instants_nobody_claimed() -> None:
     w = World()
     j = job(w, "*/2 * * * * *")

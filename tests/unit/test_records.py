@@ -1,0 +1,57 @@
+"""The per-job records a node keeps for a million jobs (issue 22, memory per job): an owned job's rarely used
+fields live in a side dict that exists only while one differs from its default, its anchor is a float, and the
+catalogue holds each summary as one int."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.cluster.catalogue import Summaries
+from node.model.jobs import JobSummary, validate
+from node.scheduling.ownership import NO_PENDING, Owned
+
+
+def _owned() -> Owned:
+    job = validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * *"})
+    return Owned.of(job, id="j1", timetable=job.timetable(), fence=3, anchor=datetime(2026, 12, 7, 5, 0, 1, 250000, UTC))
+
+
+def test_an_owned_jobs_rare_fields_take_no_room_until_used_and_give_it_back() -> None:
+    o = _owned()
+    assert o._more is None and o.inflight == 0 and o.pending is NO_PENDING and o.queue == () and not o.releasing
+    o.inflight += 1
+    o.releasing = True
+    assert o._more == {"inflight": 1, "releasing": True} and o.inflight == 1 and o.releasing
+    o.pend(claim=SimpleNamespace(id="e1"), handle=object())  # type: ignore[arg-type]
+    assert len(o.pending) == 1
+    o.inflight -= 1
+    o.releasing = False
+    o.unpend(next(iter(o.pending)))
+    assert o._more is None and o.pending is NO_PENDING
+    with pytest.raises(TypeError):
+        Owned(id="x", definition=b"", version=1, timetable=o.timetable, fence=1, anchor=o.anchor, nonsense=1)
+
+
+def test_the_anchor_keeps_its_microseconds() -> None:
+    o = _owned()
+    assert o.anchor == datetime(2026, 12, 7, 5, 0, 1, 250000, UTC)
+    for us in (0, 1, 999, 123456, 999999):
+        at = datetime(2038, 1, 19, 3, 14, 7, us, UTC)
+        o.anchor = at
+        assert o.anchor == at and o.anchored_at_or_after(at) and not o.anchored_at_or_after(at.replace(second=8))
+
+
+@given(version=st.integers(1, 2**40), paused=st.booleans(), deleted=st.booleans(), completed=st.booleans())
+def test_a_summary_is_one_int_and_reads_back_whole(version: int, paused: bool, deleted: bool, completed: bool) -> None:
+    s = JobSummary(id="j1", version=version, paused=paused, deleted=deleted, completed=completed)
+    jobs = Summaries()
+    jobs["j1"] = s
+    assert jobs["j1"] == s and jobs.get("j1") == s and jobs.get("j2") is None and list(jobs) == ["j1"]
+    assert jobs.active_ids() == (["j1"] if s.active else [])
+    jobs.drop("j1")
+    assert len(jobs) == 0 and "j1" not in jobs
