@@ -296,14 +296,6 @@ def _has_gap(t: Takeover) -> bool:
     return t.last_tick is None or t.last_tick < since
 
 
-def missed_until(timetable: Timetable, o: Owned, until: datetime) -> list[Claim]:
-    """Missed-range rows for ``timetable``'s instants in (o.anchor, until]."""
-    return [Claim(id=new_execution_id(), job_id=o.id, scheduled_at=m.last, fence=o.fence,
-                  kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count, missed_from=m.first,
-                  error="due before an edit took force, not claimed in time")
-            for m in planning.missed_between(timetable, o.anchor, until)]
-
-
 class Spawner(Protocol):
     """Starts a task it keeps until it ends (aio.Tasks)."""
 
@@ -613,12 +605,25 @@ class Ownership:
             o.timetable = o.peek().timetable(self.catalogue.calendars)
             o.calendars_seen = self.catalogue.calendars_seen
 
+    def behind(self, o: Owned) -> bool:
+        """The catalogue knows a newer definition than the one ``o`` holds: the claim cycle waits for its reload
+        (a claim made with the old one could take an instant a pause or an edit has since ruled out: an owner whose
+        claims failed while its job was paused and resumed claimed the instants within the pause, as the job was
+        active again)."""
+        s = self.catalogue.jobs.get(o.id)
+        if s is None or s.version <= o.version:
+            return False
+        if o.id not in self._stale:
+            self._stale.add(o.id)
+            self.wake.set()
+        return True
+
     async def _reload_changed(self) -> None:
         """Edits to owned jobs that arrived during a long pass (a takeover of 20,000 jobs takes seconds): reloaded
         between its chunks, not after it. A skip answered at once must reach the owner within seconds; the
         nemesis with 100,000 jobs loaded saw one sent 3.3 s after its reply. (The ids stay changed: the next
         pass also looks at them for the desired set.)"""
-        if self.catalogue.changed_ids or self._calendars_seen != self.catalogue.calendars_seen:
+        if self.catalogue.changed_ids or self._stale or self._calendars_seen != self.catalogue.calendars_seen:
             self._stale.update(j for j in self.catalogue.changed_ids if j in self.owned)
             await self._reload_stale()
 
@@ -708,18 +713,33 @@ class Ownership:
         if self.owned.get(o.id) is not o or job.version <= o.version:
             return  # (or a later reload came first while the calendars were read)
         schedule_changed = job.active_since != o.job.active_since
-        old_timetable, old_paused = o.timetable, o.job.paused
+        gap: list[Claim] = []
+        if schedule_changed and job.active_since is not None and job.active_since > o.anchor \
+                and planning.missed_between(o.timetable, o.anchor, job.active_since):
+            # The edit took force after the last instant claimed (MariaDB was away, or the owner was catching up):
+            # the instants due up to the edit were not run. They are recorded as missed, never skipped silently,
+            # under the definitions then in force, read from the job's history: a pause (and resume) this owner
+            # saw only part of, or not at all, while its claims failed, is never crossed (the instants before it
+            # missed, none within it).
+            try:
+                history = (await self.history.job_history([o.id])).get(o.id) or []
+            except StoreUnavailable:
+                self.wake.set()
+                return  # (the next pass reloads again)
+            if self.owned.get(o.id) is not o or job.version <= o.version:
+                return  # (another reload came first)
+            gap = [Claim(id=new_execution_id(), job_id=o.id, scheduled_at=m.last, fence=o.fence,
+                         kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count,
+                         missed_from=m.first, error="due before an edit took force, not claimed in time")
+                   for m in missed_in_gap(history, o.anchor, job.active_since)]  # (the anchor as it is now)
         o.job = replace(job, id=o.id, created_at=None, updated_at=None, owner=None)
         o.timetable = job.timetable(self.catalogue.calendars)
         o.calendars_seen = self.catalogue.calendars_seen if o.calendars else 0
         o.runs = max(o.runs, job.runs)
         o.completing, o.complete_at = False, None
         if schedule_changed and job.active_since is not None:
-            if job.active_since > o.anchor and not old_paused:
-                # The edit took force after the last instant claimed (MariaDB was away, or the
-                # owner was catching up): the old definition's instants up to the edit were due
-                # and not run. They are recorded as missed, never skipped silently.
-                o.extra = [*o.extra, *missed_until(old_timetable, o, job.active_since)]
+            if gap:
+                o.extra = [*o.extra, *gap]
             # The new definition is in force from the edit on: its instants after the edit are
             # planned (late ones by misfire policy); instants already claimed are kept as claimed.
             o.anchor = job.active_since

@@ -556,6 +556,48 @@ async def test_a_job_paused_while_its_owners_claims_failed_has_the_gap_before_th
     assert Fate.UNACCOUNTED not in fates.values() and Fate.MISSED in fates.values() and Fate.PAUSED in fates.values(), fates
 
 
+@pytest.mark.parametrize("seen", ["pause and resume", "only the resume"])
+async def test_a_job_paused_and_resumed_while_its_owner_kept_it_and_its_claims_failed_accounts_for_every_instant(
+        seen: str) -> None:
+    """Its owner's claims fail while its instants come due; the job is paused and resumed meanwhile, and the owner
+    keeps it throughout (its reload saw the pause, or saw only the resume). Once the claims succeed, the instants due
+    before the pause are recorded missed, those within it paused (never missed), and none is left unaccounted: the
+    reload computes the gap from the job's history, not from the definition it held (which crossed the pause, or,
+    holding the pause, recorded nothing)."""
+    w = World()
+    j = job(w)
+    w.quick.add(j.id)
+    a = Node(w, "a")
+    start = w.clock.dt()
+    await run(w, 3)
+    claim, away = w.store.claim, [True]
+
+    async def failing(node: str, claims: Any, live: Any = None) -> Any:
+        if away[0]:
+            raise StoreUnavailable("MariaDB away")
+        return await claim(node, claims, live)
+
+    w.store.claim = failing  # type: ignore[method-assign]
+    await run(w, 2)
+    paused_at = w.store.edit(j.id, schedule_changed=False, paused=True).updated_at
+    assert paused_at is not None
+    if seen == "pause and resume":  # the reload sees the pause; the release never starts (one pass, no more)
+        a.catalogue.sync(w.store.summaries())
+        await a.ownership._reload_changed()
+        await settle()
+        assert a.ownership.owned[j.id].job.paused
+    w.clock.now += 2.0
+    resumed_at = w.store.edit(j.id, schedule_changed=True, paused=False).updated_at
+    assert resumed_at is not None
+    away[0] = False
+    await run(w, 3)
+    assert j.id in a.ownership.owned and not a.ownership.owned[j.id].releasing
+    fates = ledger_fates(w, j.id, start, w.clock.dt() - timedelta(seconds=1))
+    assert Fate.UNACCOUNTED not in fates.values(), fates
+    assert {f for t, f in fates.items() if paused_at < t <= resumed_at} == {Fate.PAUSED}, fates
+    assert Fate.MISSED in {f for t, f in fates.items() if t <= paused_at}, fates
+
+
 async def test_a_job_paused_while_its_owner_was_lost_has_the_gap_before_the_pause_recorded() -> None:
     """Its owner dies, and the job is paused before a successor takes it over: nobody will ever take a paused job
     over to record the instants in between, so the successor, as the job's ring owner, records them as missed."""
