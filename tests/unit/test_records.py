@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from node.cluster.catalogue import Summaries
 from node.model.jobs import JobSummary, validate
-from node.scheduling.ownership import NO_PENDING, Owned
+from node.scheduling.ownership import NO_PENDING, Owned, OwnedJobs
 
 
 def _owned() -> Owned:
@@ -55,3 +55,22 @@ def test_a_summary_is_one_int_and_reads_back_whole(version: int, paused: bool, d
     assert jobs.active_ids() == (["j1"] if s.active else [])
     jobs.drop("j1")
     assert len(jobs) == 0 and "j1" not in jobs
+
+
+def test_an_owned_jobs_lock_is_held_and_stays_held_once_it_leaves_until_released() -> None:
+    owned = OwnedJobs()
+    held = owned.held
+    held.update(["a", "b"])  # acquired, being taken over
+    owned["a"] = _owned()
+    assert held.others == {"b"} and "a" in held and "b" in held and len(held) == 2 and set(held) == {"a", "b"}
+    held.add("a")
+    assert held.others == {"b"}  # (an owned job's lock is held already)
+    del owned["a"]  # released or dropped: its lock is a stray until deleted in Redis
+    assert held.others == {"a", "b"}
+    owned["c"] = _owned()
+    owned.clear()  # a lapse: every lock a stray
+    assert held.others == {"a", "b", "c"}
+    owned["d"] = _owned()
+    assert owned.pop("d") is not None and "d" in held.others
+    held.difference_update(["a", "b", "c", "d"])
+    assert not held and len(held) == 0
