@@ -1377,19 +1377,21 @@ def _check_fates(v: Verdict, ev: Mapping[str, Any], deliveries: list[dict], rows
 
 def _check_skips_and_calendars(v: Verdict, ev: Mapping[str, Any], deliveries: list[dict], rows: dict[str, dict],
                                grace: float) -> None:
-    """7. A skip covers its instants from ``grace`` after its reply until the next skip request of the job is sent
-    (a skip replaces the one before: ``{"count": 0}`` cancels); a calendar a job names excludes what every
-    definition of it that may have been in force when the instant was decided (claimed) excludes. Only ticks are
-    judged (a backfill sends what it is asked)."""
+    """7. A skip covers its instants from ``grace`` after its reply until the next skip or restore request of the
+    job is sent (a skip replaces the one before: ``{"count": 0}`` cancels; a restore brings back the restored
+    version's skip, README "Versions and restore"); a calendar a job names excludes what every definition of it that may have
+    been in force when the instant was decided (claimed) excludes. Only ticks are judged (a backfill sends what it
+    is asked)."""
     history = ev["history"]
-    asked = sorted((h for h in history if h["type"] == "op" and h["kind"] == "skip" and h.get("job")), key=lambda h: h["t"])
-    replaced: dict[int, float] = {}  # id(skip) -> when the next skip request of its job was sent
+    asked = sorted((h for h in history if h["type"] == "op" and h["kind"] in ("skip", "restore") and h.get("job")
+                    and not h.get("skipped")), key=lambda h: h["t"])
+    replaced: dict[int, float] = {}  # id(skip) -> when the next skip or restore request of its job was sent
     last: dict[str, dict] = {}
     for h in asked:
         if h["job"] in last:
             replaced[id(last[h["job"]])] = h["t"]
         last[h["job"]] = h
-    skips = [h for h in asked if h.get("skipUntil") and _ok(h)]
+    skips = [h for h in asked if h["kind"] == "skip" and h.get("skipUntil") and _ok(h)]
     cal_ops = sorted((h for h in history if h["type"] == "op" and h["kind"] == "calendar" and "status" in h
                       and (h["status"] is None or h["status"] < 400)), key=lambda h: h["t"])
     naming = {jid for jid, j in ev["jobs"].items() if CALENDAR in (j.get("calendars") or [])}

@@ -217,6 +217,14 @@ def test_the_checker_holds_a_skip_until_the_next_skip_replaces_it() -> None:
     v = check(ev)
     flagged = sorted(x["at"] for x in v.violations if x["check"] == "7 skip not obeyed")
     assert flagged == [iso(t0 + 7), iso(t0 + 8)], v.violations  # after the grace, before the replacing request
+    # a restore brings back the restored version's skip (none, here): the seed-20261208 soak at 100,000 jobs
+    # flagged the 101 ticks after a restore of a version written before the skip
+    restore = {"t": t0 + 8, "time": iso(t0 + 8), "type": "op", "kind": "restore", "job": "j1", "status": 200,
+               "reply": t0 + 8.1, "want": None, "got": {}, "version": 1}
+    ev["history"] = ev["history"][:-1] + [restore]
+    v = check(ev)
+    flagged = sorted(x["at"] for x in v.violations if x["check"] == "7 skip not obeyed")
+    assert flagged == [iso(t0 + 7)], v.violations
 
 
 def test_the_checker_judges_readers_and_event_loop_stalls() -> None:
