@@ -211,14 +211,16 @@ class Scheduler:
         # Wake for the first tick after the anchor: at once when ticks were missed since
         # (the misfire policy handles them), else claim_ahead before it is due.
         nxt = next_wake(o.timetable, o.anchor)
-        if nxt is not None:
+        if o.extra:  # rows for a gap (missed while the owner was lost): written now, not at the next instant,
+            self._push(o, self.clock())  # which may be months away (a job edited to a leap-day schedule)
+        elif nxt is not None:
             self._push(o, max(self.clock(), nxt.timestamp()))
         self._redeliver(o, redeliver)
         if buffered:  # ticks a previous owner buffered: ours to send once no run of the job is in flight
             o.queue = [Claim(id=b.id, job_id=o.id, scheduled_at=b.scheduled_at, fence=o.fence, kind=b.kind,
                              state=ExecutionState.BUFFERED) for b in buffered]
             self._poll_queue(o)
-        if nxt is None:
+        if nxt is None and not o.extra:
             self._complete(o, o.anchor)  # (once what was redelivered or buffered has gone)
 
     def _complete(self, o: Owned, at: datetime) -> None:

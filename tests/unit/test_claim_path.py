@@ -502,6 +502,29 @@ async def test_a_takeover_with_a_gap_records_the_instants_nobody_claimed() -> No
     assert Fate.UNACCOUNTED not in after.values() and Fate.DELIVERED in after.values()
 
 
+async def test_a_takeovers_gap_is_recorded_at_once_when_the_new_schedule_is_months_away() -> None:
+    """The gap's rows are written by the next claim: a takeover woke the job at its next instant, so a job edited
+    to a leap-day schedule while its owner was lost left the gap unaccounted until 29 February (the 30-minute
+    soak at 100,000 jobs: 15 instants of an every-second job edited to ``0 */12 29 2 *``)."""
+    w = World()
+    j = job(w, "* * * * * *")
+    w.quick.add(j.id)
+    a = Node(w, "a")
+    await run(w, 3)
+    a.kill()
+    died = w.clock.dt()
+    await asyncio.sleep(0)
+    w.clock.now += 10
+    w.store.edit(j.id, schedule="0 */12 29 2 *")
+    edited = w.clock.dt()
+    w.clock.now += 2
+    Node(w, "b")
+    await run(w, 2)
+    assert owner(w, j.id) == "b"
+    fates = ledger_fates(w, j.id, died + timedelta(seconds=1), edited)
+    assert fates and set(fates.values()) == {Fate.MISSED}, fates
+
+
 async def test_a_claim_refused_by_a_pause_that_came_while_it_was_held_up_records_its_instant_missed() -> None:
     """A claim held up (MariaDB away) past its instant, then refused because the job was paused meanwhile: the
     instant was due before the pause, so it gets a missed row, not "unaccounted" forever (the job, paused, is
