@@ -157,6 +157,8 @@ class Catalogue:
         self.loaded = asyncio.Event()
         self.full_pending = False
         self.calendars_pending = False
+        self._calendar_reads = 0  # calendar reads begun
+        self._calendars_applied = 0  # the number of the last one applied
         self._wake = asyncio.Event()
         self._calendars_wake = asyncio.Event()
         self._touched: set[str] | None = None  # ids applied while a full re-sync's read was under way
@@ -212,8 +214,16 @@ class Catalogue:
         self._calendars_wake.set()
 
     async def sync_calendars(self) -> None:
+        """Read the calendars. Reads may overlap (the loop's, a job naming one not read yet, the API's own):
+        a read that began before the last one applied is dropped, never rolling the calendars back."""
         self.calendars_pending = False
-        self.set_calendars(await self.calendar_feed.all())
+        self._calendar_reads += 1
+        n = self._calendar_reads
+        calendars = await self.calendar_feed.all()
+        if n < self._calendars_applied:
+            return
+        self._calendars_applied = n
+        self.set_calendars(calendars)
 
     async def _read(self, arcs: Sequence[Arc], still: Callable[[], bool] = lambda: True
                     ) -> tuple[list[JobSummary], datetime | None, bool]:

@@ -532,14 +532,16 @@ def segments(history: Sequence[Mapping[str, Any]], calendars: Mapping[str, Calen
     return out
 
 
-def missed_in_gap(history: Sequence[Mapping[str, Any]], start: datetime, end: datetime) -> list[Any]:
+def missed_in_gap(history: Sequence[Mapping[str, Any]], start: datetime, end: datetime,
+                  calendars: Mapping[str, Calendar] | None = None) -> list[Any]:
     """The instants in (start, end] that were due under the definitions then in force (not paused, not
-    deleted) — for a gap nobody could claim: the owner was lost and the job was then paused, edited
-    or deleted before a successor planned it. Returned as planning.MissedRange (bounded slices)."""
+    deleted, not excluded by the calendars they name, as ``calendars`` are now) — for a gap nobody could claim:
+    the owner was lost and the job was then paused, edited or deleted before a successor planned it. Returned as
+    planning.MissedRange (bounded slices)."""
     from .planning import missed_between
 
     out: list[Any] = []
-    for seg in segments(history):
+    for seg in segments(history, calendars):
         tt = seg.timetable
         if tt is None or seg.paused or seg.completed:
             continue

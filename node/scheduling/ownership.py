@@ -36,6 +36,7 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 import structlog
 
 from .. import metrics
+from ..aio import raise_if_cancelling
 from ..batching import TAKEOVER_JOBS, chunks
 from ..cluster.ring import Ring
 from ..model.calendars import Calendar
@@ -52,6 +53,7 @@ T = TypeVar("T")
 PAUSED_WHILE_LOST = "due before the job was paused, never claimed (its owner was lost, or its claim was held up); not run"
 CLOSE_JOBS = 500  # paused jobs whose gap a pass records, at most
 EDIT_REPLAN = timedelta(minutes=5)  # a takeover re-plans from an edit this recent (see _own)
+BEHIND_LIMIT = 5.0  # seconds a due job waits for its newer definition's reload before it is planned as held
 
 
 class JobState(StrEnum):
@@ -183,7 +185,7 @@ class Owned:
         self.version = version  # the definition's (read without unpacking it)
         self.timetable = timetable  # the job's instants (its schedules, bounds, calendars, jitter)
         self.fence = fence
-        self._anchor = anchor.timestamp()  # a float: 24 bytes where a datetime is 48
+        self.anchor = anchor  # (a float: 24 bytes where a datetime is 48)
         self.wake = wake
         self._more: dict[str, Any] | None = None
         for k, v in rare.items():
@@ -198,6 +200,8 @@ class Owned:
 
     @anchor.setter
     def anchor(self, at: datetime) -> None:
+        if at.tzinfo is None:
+            raise ValueError("an anchor is an aware datetime (a naive one would be read as local time)")
         self._anchor = at.timestamp()
 
     def anchored_at_or_after(self, at: datetime) -> bool:
@@ -418,6 +422,8 @@ class Ownership:
         self._releasing: set[str] = set()  # owned jobs being released (the pass finishes them)
         self._closing: set[str] = set()  # paused jobs of this node's share: their gap before the pause to record
         self._stale: set[str] = set()  # owned jobs the catalogue may know a newer version of: reloaded, each pass
+        self._unloadable: dict[str, int] = {}  # owned jobs whose newest version could not be loaded: that version
+        self._behind_since: dict[str, float] = {}  # due jobs held back for their reload: since when (-1: given up)
         self._check_all = True  # every owned job to be checked so at the next pass (the ring changed)
         self._desired_members: tuple[str, ...] | None = None
         self.stopping = False
@@ -562,8 +568,10 @@ class Ownership:
             if k % 20_000 == 19_999:
                 await asyncio.sleep(0)  # after a ring change every owned job is looked at: 200k of them
             stale, s = self.owned.get(j), jobs.get(j)
-            if stale is None or s is None or s.version <= stale.version:
-                self._stale.discard(j)  # (a failed reload stays: the next pass tries again)
+            if stale is None or s is None or s.version <= stale.version or self._unloadable.get(j) == s.version:
+                self._stale.discard(j)  # (a failed read stays: the next pass tries again; not a version unloadable)
+                if stale is None:
+                    self._unloadable.pop(j, None)
             elif not stale.reloading and not stale.releasing:
                 stale.reloading = True
                 self.tasks.spawn(self._reload(stale))
@@ -642,7 +650,8 @@ class Ownership:
             for k, (j, (fence, last)) in enumerate(anchors.items()):
                 rows = history.get(j) or []
                 try:
-                    gap = missed_in_gap(rows, last or rows[0]["valid_from"], rows[-1]["valid_from"]) if rows else []
+                    gap = missed_in_gap(rows, last or rows[0]["valid_from"], rows[-1]["valid_from"],
+                                        self.catalogue.calendars) if rows else []
                 except Exception:  # (a definition this release cannot read: that job alone is left)
                     log.exception("could not compute the gap of a paused job", job=j)
                     continue
@@ -676,7 +685,16 @@ class Ownership:
         claims failed while its job was paused and resumed claimed the instants within the pause, as the job was
         active again)."""
         s = self.catalogue.jobs.get(o.id)
-        if s is None or s.version <= o.version:
+        if s is None or s.version <= o.version or self._unloadable.get(o.id) == s.version:
+            self._behind_since.pop(o.id, None)
+            return False
+        now = self.clock()
+        since = self._behind_since.setdefault(o.id, now)
+        if now - since > BEHIND_LIMIT:  # (a safety net: a reload that never lands must not stop the job)
+            if since > 0:
+                log.warning("a job's newer definition has not loaded; planning with the one held", job=o.id,
+                            held=o.version, newest=s.version, waited=round(now - since, 1))
+                self._behind_since[o.id] = -1.0
             return False
         if o.id not in self._stale:
             self._stale.add(o.id)
@@ -716,7 +734,7 @@ class Ownership:
                                    kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count,
                                    missed_from=m.first,
                                    error="due while its owner was lost, before the job was changed; not run")
-                             for m in missed_in_gap(rows, start, t.job.active_since)]
+                             for m in missed_in_gap(rows, start, t.job.active_since, self.catalogue.calendars)]
             await asyncio.sleep(0)
         return out
 
@@ -756,7 +774,21 @@ class Ownership:
 
     async def _reload(self, o: Owned) -> None:
         """An owned job changed (edit): load its new definition, keep the fence. A failed read
-        leaves ``reloading`` false, so the next pass tries again."""
+        leaves ``reloading`` false, so the next pass tries again. A version that cannot be loaded (a definition
+        this release cannot read, a time zone gone) is not tried again, and the job fires as it was until a newer
+        one comes (``behind`` no longer holds it back)."""
+        version = self.catalogue.jobs.get(o.id)
+        try:
+            await self._reload_one(o)
+        except Exception:
+            raise_if_cancelling()
+            o.reloading = False
+            if version is not None:
+                self._unloadable[o.id] = version.version
+            log.exception("could not load a job's new definition; it fires as it was until it is edited again",
+                          job=o.id, version=version.version if version is not None else None)
+
+    async def _reload_one(self, o: Owned) -> None:
         try:
             jobs = await self.definitions.get_many([o.id])
         except StoreUnavailable:
@@ -780,12 +812,16 @@ class Ownership:
         schedule_changed = job.active_since != o.job.active_since
         gap: list[Claim] = []
         if schedule_changed and job.active_since is not None and job.active_since > o.anchor \
-                and planning.missed_between(o.timetable, o.anchor, job.active_since):
+                and (job.version > o.version + 1 or planning.missed_between(o.timetable, o.anchor, job.active_since)):
             # The edit took force after the last instant claimed (MariaDB was away, or the owner was catching up):
             # the instants due up to the edit were not run. They are recorded as missed, never skipped silently,
             # under the definitions then in force, read from the job's history: a pause (and resume) this owner
             # saw only part of, or not at all, while its claims failed, is never crossed (the instants before it
-            # missed, none within it).
+            # missed, none within it). (Read when the held timetable has instants in the gap, or when versions
+            # came between: one this owner never loaded may have had some.)
+            if o.claiming:
+                self.wake.set()
+                return  # (a claim under way: the gap starts after what it takes; the next pass reloads)
             try:
                 history = (await self.history.job_history([o.id])).get(o.id) or []
             except StoreUnavailable:
@@ -796,7 +832,8 @@ class Ownership:
             gap = [Claim(id=new_execution_id(), job_id=o.id, scheduled_at=m.last, fence=o.fence,
                          kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count,
                          missed_from=m.first, error="due before an edit took force, not claimed in time")
-                   for m in missed_in_gap(history, o.anchor, job.active_since)]  # (the anchor as it is now)
+                   for m in missed_in_gap(history, o.anchor, job.active_since, self.catalogue.calendars)]
+            # (the anchor as it is now; no claim came back meanwhile: none was under way)
         o.job = replace(job, id=o.id, created_at=None, updated_at=None, owner=None)
         o.timetable = job.timetable(self.catalogue.calendars)
         o.calendars_seen = self.catalogue.calendars_seen if o.calendars else 0

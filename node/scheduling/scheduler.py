@@ -124,7 +124,7 @@ PLAN_BUDGET = 1000  # schedule instants enumerated per plan (~20 ms); a longer g
 PLAN_SLICE = 0.05  # seconds of planning per claim cycle before the rest waits for the next cycle
 COOL_BEYOND = 120.0  # seconds to an owned job's next instant beyond which its definition is kept packed
 QUEUE_POLL = 1.0  # seconds between looks at a run in flight on another node that buffered ticks wait for
-RELOAD_WAIT = 0.05  # seconds a due job whose newer definition is being reloaded waits before it is planned
+RELOAD_WAIT = 1.0  # seconds a due job whose newer definition is being reloaded waits at most (its reload pushes it)
 
 
 def _utc(ts: float) -> datetime:
@@ -442,15 +442,16 @@ class Scheduler:
                 self._push(o, self.clock() + self.claim_ahead + 0.25)
             return
         due = [o for o in due if not self._paused_or_unreadable(o)]
-        if behind := {o.id for o in due if self.ownership.behind(o)}:
-            for o in due:  # (their reload is under way: planned with the definition in force, shortly)
-                if o.id in behind:
-                    self._push(o, self.clock() + RELOAD_WAIT)
-            due = [o for o in due if o.id not in behind]
         if any(o.unconfirmed for o in due) and not await self._settle_unconfirmed([o for o in due if o.unconfirmed]):
             for o in due:
                 self._push(o, self.clock() + self.claim_ahead + 1.0)
             return
+        # (after the claims maybe inserted are settled: a reload's gap starts after them)
+        if behind := {o.id for o in due if self.ownership.behind(o)}:
+            for o in due:  # (their reload is under way, and pushes them when it lands)
+                if o.id in behind:
+                    self._push(o, self.clock() + RELOAD_WAIT)
+            due = [o for o in due if o.id not in behind]
         plans: list[tuple[Owned, list[Claim], planning.Plan, int]] = []
         t0 = time.monotonic()
         for k, o in enumerate(due):

@@ -479,6 +479,102 @@ async def test_a_calendar_edit_reaches_the_claims_before_any_ownership_pass() ->
     assert not late, f"sent inside the calendar's new range: {late}"
 
 
+async def test_a_new_definition_that_cannot_be_loaded_leaves_the_job_firing_as_it_was() -> None:
+    """A reload that raises (a definition this release cannot read) must not hold the job back for good: the claim
+    cycle waits for a newer definition's reload, and the version that failed is not waited for (found by review:
+    the job sent nothing after a name-only edit whose read raised)."""
+    w = World()
+    j = job(w)
+    w.quick.add(j.id)
+    a = Node(w, "a")
+    await run(w, 2)
+    get_many = w.store.get_many
+
+    async def unreadable(job_ids: Any) -> Any:
+        raise ValueError("a definition this release cannot read")
+
+    w.store.get_many = unreadable  # type: ignore[method-assign]
+    w.store.edit(j.id, schedule_changed=False, name="renamed")
+    edited = w.clock.dt()
+    await run(w, 3)
+    assert a.ownership.owned[j.id].version == 1
+    sent = [t for t in sent_ticks(w, j.id) if t > edited + timedelta(seconds=1)]
+    assert len(sent) >= 2, sent
+    w.store.get_many = get_many  # type: ignore[method-assign]
+    w.store.edit(j.id, schedule_changed=False, name="again")
+    await run(w, 2)
+    assert a.ownership.owned[j.id].version == 3
+
+
+async def test_a_reloads_gap_leaves_out_the_instants_a_calendar_excludes() -> None:
+    """The gap a reload records (instants due before an edit took force, not claimed) is computed from the job's
+    history with the calendars it names: an excluded instant is not missed (found by review: one missed row of 6
+    where 3 were excluded)."""
+    from node.model.calendars import Calendar
+
+    w = World()
+    j = job(w, excludeCalendars=["quiet"])
+    w.quick.add(j.id)
+    a = Node(w, "a")
+    await run(w, 2)
+    local = w.clock.dt().replace(tzinfo=None)
+    quiet = Calendar(name="quiet", ranges=((local + timedelta(seconds=2), local + timedelta(seconds=4)),), version=1)
+    a.catalogue.calendars["quiet"] = quiet
+    a.catalogue.calendars_seen += 1
+    claim, away = w.store.claim, [True]
+
+    async def failing(node: str, claims: Any, live: Any = None) -> Any:
+        if away[0]:
+            raise StoreUnavailable("MariaDB away")
+        return await claim(node, claims, live)
+
+    start = w.clock.dt()
+    w.store.claim = failing  # type: ignore[method-assign]
+    await run(w, 6)
+    w.store.edit(j.id, schedule="*/2 * * * * *")
+    edited = w.clock.dt()
+    away[0] = False
+    await run(w, 3)
+    rows = [e for e in w.store.executions(j.id) if e.kind == ExecutionKind.MISFIRE and start < e.scheduled_at <= edited]
+    excluded = {start + timedelta(seconds=k) for k in (2, 3)}
+    assert rows and not any(e.missed_from is not None and e.missed_from <= x <= e.scheduled_at and e.missed_count
+                            and x in _instants(e) for e in rows for x in excluded), rows
+
+
+def _instants(e: Any) -> set[datetime]:
+    """The whole seconds a missed range row stands for (an every-second job's)."""
+    n = int((e.scheduled_at - e.missed_from).total_seconds()) + 1
+    return {e.missed_from + timedelta(seconds=k) for k in range(n)} if n == e.missed_count else {e.scheduled_at}
+
+
+async def test_a_definition_the_owner_never_loaded_has_its_instants_in_the_gap() -> None:
+    """A yearly job edited to every second, then edited again, while its owner could read nothing: the every-second
+    definition's instants are recorded missed though the definition the owner held had none in the gap (found by
+    review: left unaccounted)."""
+    w = World()
+    j = job(w, "0 0 1 1 *")
+    a = Node(w, "a")
+    await run(w, 2)
+    get_many, away = w.store.get_many, [True]
+
+    async def failing_get(job_ids: Any) -> Any:
+        if away[0]:
+            raise StoreUnavailable("MariaDB away")
+        return await get_many(job_ids)
+
+    w.store.get_many = failing_get  # type: ignore[method-assign]
+    w.store.edit(j.id, schedule="* * * * * *")
+    every_second = w.clock.dt()
+    await run(w, 4)
+    w.store.edit(j.id, schedule="0 0 1 1 *")
+    again = w.clock.dt()
+    away[0] = False
+    await run(w, 2)
+    assert a.ownership.owned[j.id].version == 3
+    fates = ledger_fates(w, j.id, every_second + timedelta(seconds=1), again)
+    assert fates and Fate.UNACCOUNTED not in fates.values() and Fate.MISSED in fates.values(), fates
+
+
 async def test_a_takeover_with_a_gap_records_the_instants_nobody_claimed() -> None:
     w = World()
     j = job(w, "*/2 * * * * *")

@@ -202,3 +202,31 @@ async def test_a_calendar_event_is_read_at_once_while_the_share_is_being_read() 
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_an_older_calendar_read_that_ends_last_never_rolls_the_calendars_back() -> None:
+    """Reads overlap (the loop's, a job naming a calendar not read yet, the API's): the one begun first may end
+    last, with what was true before an edit (found by review)."""
+    gates = [asyncio.Event(), asyncio.Event()]
+    versions = [1, 2]
+
+    class Overlapping:
+        calls = 0
+
+        async def all(self) -> list[Calendar]:
+            k = Overlapping.calls
+            Overlapping.calls += 1
+            await gates[k].wait()
+            return [Calendar(name="quiet", version=versions[k])]
+
+    c = Catalogue(Feed(IDS[:5]), resync_interval=60.0, calendar_feed=Overlapping(), node_id="node-0")
+    first = asyncio.create_task(c.sync_calendars())  # begun before the edit
+    await asyncio.sleep(0)
+    second = asyncio.create_task(c.sync_calendars())  # begun after it
+    await asyncio.sleep(0)
+    gates[1].set()
+    await second
+    assert c.calendars["quiet"].version == 2
+    gates[0].set()
+    await first
+    assert c.calendars["quiet"].version == 2
