@@ -110,6 +110,7 @@ CLAIM_AHEAD = 0.5
 SETTLE = MEMBER_TTL + HEARTBEAT + CLAIM_AHEAD + 2.0  # node/audit.py settle_for: the ledger's "pending" horizon
 LEASE_TOLERANCE = 0.3  # a request already on the wire when the lease lapsed may arrive this much later
 EDIT_GRACE = 3.0  # an edit reaches the owner within this long after the API replied
+MAX_GRACE = 120.0  # the longest misfireGraceSeconds the nemesis gives a job
 SETTLE_DEADLINE = 75.0  # after the heal: how long the ledger may take to account for every instant
 OP_TIMEOUT = 8.0  # one API call
 TERM_TIMEOUT = 50.0  # a SIGTERMed node exits within its stop's budget (2 x grace + 30 s, then it exits 1); 50 s is a hang
@@ -1600,8 +1601,19 @@ def _check_at_least_once(v: Verdict, ev: Mapping[str, Any]) -> None:
     delete marks it abandoned, and says so)."""
     alo = [job for job, info in sorted(ev["jobs"].items()) if info.get("delivery") == "at_least_once"]
     v.counts["atLeastOnce"] = {"jobs": len(alo), "instants": sum(len(ev["ledgers"].get(j, [])) for j in alo)}
+    # A paused job has no owner to re-send a lost claim; its next owner does once it is resumed, if the instant is
+    # still within the grace (README: "still within misfireGraceSeconds"). So an instant claimed before a pause
+    # that no resume request followed within the grace (120 s, the nemesis's longest) may be abandoned.
+    resumes: dict[str, list[float]] = {}
+    for h in ev["history"]:
+        if h["type"] == "op" and h["kind"] in ("resume", "bulk_resume", "auto_resume") and h.get("job"):
+            resumes.setdefault(h["job"], []).append(h["t"])
     for job in alo:
         for t in ev["ledgers"].get(job, []):
+            at = _ts(t["scheduledAt"])
+            if t["fate"] == "abandoned" and "claimed before the pause" in (t["detail"] or "") and at is not None \
+                    and not any(at <= r <= at + MAX_GRACE for r in resumes.get(job, [])):
+                continue
             if t["fate"] == "abandoned" and "job deleted before" not in (t["detail"] or ""):
                 v.add("5 at_least_once lost", f"instant {t['scheduledAt']} of at_least_once job {job} is abandoned: "
                       f"{t['detail']}", job=job, at=t["scheduledAt"], execution=t["executionId"])

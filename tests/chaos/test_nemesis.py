@@ -150,6 +150,15 @@ def test_the_checker_passes_a_clean_history_and_names_each_violation() -> None:
     assert got["4 sent after lease lapsed"] == 2, got  # one during the SIGSTOP, one stale after the SIGCONT
     assert got["5 at_least_once lost"] == 1 and got["api status"] == 1, got
     assert got["node stop"] == 1, got  # a node that does not stop on SIGTERM
+    # claimed before a pause that lasted beyond the grace: no owner to re-send it (seed 20261208 at 100,000 jobs,
+    # paused six minutes); resumed within the grace, it must have been re-sent
+    paused = {"scheduledAt": iso(t0 + 43), "fate": "abandoned", "executionId": "a43", "redelivered": False,
+              "detail": "abandoned: owner n1 lost before recording an outcome; not re-sent; claimed before the pause"}
+    bad["ledgers"]["j1"].append(paused)
+    assert Counter(x["check"] for x in check(bad).violations)["5 at_least_once lost"] == 1
+    bad["history"].append({"t": t0 + 100, "time": iso(t0 + 100), "type": "op", "kind": "bulk_resume", "job": "j1",
+                           "status": 200, "reply": t0 + 101, "want": {"paused": False}, "got": None, "error": None})
+    assert Counter(x["check"] for x in check(bad).violations)["5 at_least_once lost"] == 2
 
 
 def test_the_checker_reads_a_pause_that_ends_by_itself_and_bulk_changes() -> None:
