@@ -532,16 +532,18 @@ def segments(history: Sequence[Mapping[str, Any]], calendars: Mapping[str, Calen
     return out
 
 
-def missed_in_gap(history: Sequence[Mapping[str, Any]], start: datetime, end: datetime,
-                  calendars: Mapping[str, Calendar] | None = None) -> list[Any]:
+def missed_in_gap(history: Sequence[Mapping[str, Any]], start: datetime, end: datetime) -> list[Any]:
     """The instants in (start, end] that were due under the definitions then in force (not paused, not
-    deleted, not excluded by the calendars they name, as ``calendars`` are now) — for a gap nobody could claim:
-    the owner was lost and the job was then paused, edited or deleted before a successor planned it. Returned as
-    planning.MissedRange (bounded slices)."""
+    deleted) — for a gap nobody could claim: the owner was lost and the job was then paused, edited
+    or deleted before a successor planned it. Returned as planning.MissedRange (bounded slices).
+
+    The exclusion calendars are not consulted: an instant one excluded gets a missed row too. Left out, it would
+    have no row, and the ledger would judge it by the calendars as they are when it is read (they change: the
+    soak at 100,000 jobs found two such instants unaccounted after the calendar moved on)."""
     from .planning import missed_between
 
     out: list[Any] = []
-    for seg in segments(history, calendars):
+    for seg in segments(history):
         tt = seg.timetable
         if tt is None or seg.paused or seg.completed:
             continue

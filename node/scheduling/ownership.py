@@ -650,8 +650,7 @@ class Ownership:
             for k, (j, (fence, last)) in enumerate(anchors.items()):
                 rows = history.get(j) or []
                 try:
-                    gap = missed_in_gap(rows, last or rows[0]["valid_from"], rows[-1]["valid_from"],
-                                        self.catalogue.calendars) if rows else []
+                    gap = missed_in_gap(rows, last or rows[0]["valid_from"], rows[-1]["valid_from"]) if rows else []
                 except Exception:  # (a definition this release cannot read: that job alone is left)
                     log.exception("could not compute the gap of a paused job", job=j)
                     continue
@@ -734,7 +733,7 @@ class Ownership:
                                    kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count,
                                    missed_from=m.first,
                                    error="due while its owner was lost, before the job was changed; not run")
-                             for m in missed_in_gap(rows, start, t.job.active_since, self.catalogue.calendars)]
+                             for m in missed_in_gap(rows, start, t.job.active_since)]
             await asyncio.sleep(0)
         return out
 
@@ -832,7 +831,7 @@ class Ownership:
             gap = [Claim(id=new_execution_id(), job_id=o.id, scheduled_at=m.last, fence=o.fence,
                          kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count,
                          missed_from=m.first, error="due before an edit took force, not claimed in time")
-                   for m in missed_in_gap(history, o.anchor, job.active_since, self.catalogue.calendars)]
+                   for m in missed_in_gap(history, o.anchor, job.active_since)]
             # (the anchor as it is now; no claim came back meanwhile: none was under way)
         o.job = replace(job, id=o.id, created_at=None, updated_at=None, owner=None)
         o.timetable = job.timetable(self.catalogue.calendars)

@@ -371,7 +371,7 @@ async def _record_gap(r: Runtime, job_id: str) -> None:
         if not history or not (history[-1]["deleted"] or history[-1]["paused"]):
             return
         start = last or history[0]["valid_from"]
-        ranges = missed_in_gap(history, start, history[-1]["valid_from"], r.catalogue.calendars)
+        ranges = missed_in_gap(history, start, history[-1]["valid_from"])
         what = "deleted" if history[-1]["deleted"] else "paused"
         await r.store.executions.record_missed(job_id, r.settings.node_id, ranges,
                                     f"due before the job was {what}, while no node could claim it; not run")
