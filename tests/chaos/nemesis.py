@@ -1380,7 +1380,7 @@ def _check_skips_and_calendars(v: Verdict, ev: Mapping[str, Any], deliveries: li
                                grace: float) -> None:
     """7. A skip covers its instants from ``grace`` after its reply until the next skip or restore request of the
     job is sent (a skip replaces the one before: ``{"count": 0}`` cancels; a restore brings back the restored
-    version's skip, README "Versions and restore"); a calendar a job names excludes what every definition of it that may have
+    version's skip, README "Versions and restore"), unless decided (claimed) after that request; a calendar a job names excludes what every definition of it that may have
     been in force when the instant was decided (claimed) excludes. Only ticks are judged (a backfill sends what it
     is asked)."""
     history = ev["history"]
@@ -1401,10 +1401,13 @@ def _check_skips_and_calendars(v: Verdict, ev: Mapping[str, Any], deliveries: li
         row = rows.get(d["executionId"] or "")
         if row is None or row["kind"] not in _RUN_KINDS or d["_s"] is None:
             continue
+        # (an instant decided — claimed — after the request that replaced the skip was sent follows the definition
+        # that request made: a restore of a version without the skip, planned as a catch-up after it)
+        decided_at = _ts(row.get("claimedAt")) or d["_s"]
         for h in skips:
             until = _ts(h["skipUntil"])
             if h["job"] == d["jobId"] and until is not None and h["reply"] + grace <= d["_s"] <= until \
-                    and d["_s"] < replaced.get(id(h), float("inf")):
+                    and decided_at < replaced.get(id(h), float("inf")):
                 v.add("7 skip not obeyed", f"job {d['jobId']} tick {d['scheduledAt']} arrived, though a skip up to "
                       f"{h['skipUntil']} was answered at {_iso(h['reply'])}", job=d["jobId"], at=d["scheduledAt"],
                       execution=d["executionId"])
@@ -1603,17 +1606,16 @@ def _check_at_least_once(v: Verdict, ev: Mapping[str, Any]) -> None:
     v.counts["atLeastOnce"] = {"jobs": len(alo), "instants": sum(len(ev["ledgers"].get(j, [])) for j in alo)}
     # A paused job has no owner to re-send a lost claim; its next owner does once it is resumed, if the instant is
     # still within the grace (README: "still within misfireGraceSeconds"). So an instant claimed before a pause
-    # that no resume request followed within the grace (120 s, the nemesis's longest) may be abandoned.
-    resumes: dict[str, list[float]] = {}
-    for h in ev["history"]:
-        if h["type"] == "op" and h["kind"] in ("resume", "bulk_resume", "auto_resume") and h.get("job"):
-            resumes.setdefault(h["job"], []).append(h["t"])
+    # may be abandoned when the job stayed paused through the grace (120 s, the nemesis's longest): every instant
+    # of its ledger after it, within the grace, paused.
     for job in alo:
-        for t in ev["ledgers"].get(job, []):
+        ledger = ev["ledgers"].get(job, [])
+        for k, t in enumerate(ledger):
             at = _ts(t["scheduledAt"])
-            if t["fate"] == "abandoned" and "claimed before the pause" in (t["detail"] or "") and at is not None \
-                    and not any(at <= r <= at + MAX_GRACE for r in resumes.get(job, [])):
-                continue
+            if t["fate"] == "abandoned" and "claimed before the pause" in (t["detail"] or "") and at is not None:
+                within = [u for u in ledger[k + 1:] if (_ts(u["scheduledAt"]) or 0) <= at + MAX_GRACE]
+                if within and all(u["fate"] == "paused" for u in within):
+                    continue
             if t["fate"] == "abandoned" and "job deleted before" not in (t["detail"] or ""):
                 v.add("5 at_least_once lost", f"instant {t['scheduledAt']} of at_least_once job {job} is abandoned: "
                       f"{t['detail']}", job=job, at=t["scheduledAt"], execution=t["executionId"])
