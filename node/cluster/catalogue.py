@@ -82,6 +82,7 @@ def slices(arcs: Sequence[Arc]) -> list[tuple[Arc, ...]]:
 
 
 _PAUSED, _DELETED, _COMPLETED, _FLAGS = 1, 2, 4, 3  # a summary as one int: version << 3 | these
+_INACTIVE = _PAUSED | _DELETED | _COMPLETED
 
 
 class Summaries(MutableMapping[str, JobSummary]):
@@ -129,7 +130,7 @@ class Summaries(MutableMapping[str, JobSummary]):
         return job_id in self.raw
 
     def active_ids(self) -> list[str]:
-        return [i for i, v in self.raw.items() if not v & 7]
+        return [i for i, v in self.raw.items() if not v & _INACTIVE]
 
 
 class Catalogue:

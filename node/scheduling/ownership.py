@@ -134,8 +134,8 @@ NO_PENDING: Mapping[str, tuple[Handle, Claim]] = MappingProxyType({})  # read-on
 
 
 class _Rare(Generic[T]):
-    """An ``Owned`` field most owned jobs never change from its default: kept in the record's side object (``_More``),
-    made on the first write of another value. A hundred thousand records of 25 slots each cost 224 bytes a job;
+    """An ``Owned`` field most owned jobs never change from its default: kept in the record's side dict (``_more``),
+    made on the first write of another value and dropped when every such field is back to its default. A hundred thousand records of 25 slots each cost 224 bytes a job;
     of 8, 96 (issue 22: memory per owned job)."""
 
     __slots__ = ("default", "name")
@@ -174,7 +174,7 @@ class _Rare(Generic[T]):
 
 class Owned:
     """What this node holds for a job it owns. Eight slots a job; the fields most jobs never change from their
-    defaults live in ``_more`` (a dict made on first use, dropped by ``cool`` once they are all back)."""
+    defaults live in ``_more`` (a dict made on first use, dropped once they are all back: ``_Rare``)."""
 
     __slots__ = ("id", "definition", "version", "timetable", "fence", "_anchor", "wake", "_more")
 
@@ -288,6 +288,12 @@ class Owned:
         # (unconfirmed claims do not hold a release: if they were inserted, they are open rows under
         # our fence, which the next owner's takeover abandons or redelivers)
         return bool(self.pending) or self.inflight > 0 or self.claiming > 0
+
+
+def missed_rows(job_id: str, fence: int, ranges: Sequence[planning.MissedRange], error: str) -> list[Claim]:
+    """One missed row per range of a gap (ledger.missed_in_gap), at its last instant, under ``fence``."""
+    return [Claim(id=new_execution_id(), job_id=job_id, scheduled_at=m.last, fence=fence, kind=ExecutionKind.MISFIRE,
+                  state=ExecutionState.MISSED, missed_count=m.count, missed_from=m.first, error=error) for m in ranges]
 
 
 def _has_gap(t: Takeover) -> bool:
@@ -572,6 +578,7 @@ class Ownership:
                 self._stale.discard(j)  # (a failed read stays: the next pass tries again; not a version unloadable)
                 if stale is None:
                     self._unloadable.pop(j, None)
+                    self._behind_since.pop(j, None)
             elif not stale.reloading and not stale.releasing:
                 stale.reloading = True
                 self.tasks.spawn(self._reload(stale))
@@ -654,9 +661,7 @@ class Ownership:
                 except Exception:  # (a definition this release cannot read: that job alone is left)
                     log.exception("could not compute the gap of a paused job", job=j)
                     continue
-                claims += [Claim(id=new_execution_id(), job_id=j, scheduled_at=m.last, fence=fence,
-                                 kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count,
-                                 missed_from=m.first, error=PAUSED_WHILE_LOST) for m in gap]
+                claims += missed_rows(j, fence, gap, PAUSED_WHILE_LOST)
                 if k % 50 == 49:
                     await asyncio.sleep(0)
             written = await self.takeovers.refused(self.node_id, claims) if claims else set()
@@ -729,11 +734,8 @@ class Ownership:
                 out[t.job.id] = []
                 continue
             start = t.last_tick or rows[0]["valid_from"]
-            out[t.job.id] = [Claim(id=new_execution_id(), job_id=t.job.id, scheduled_at=m.last, fence=t.fence,
-                                   kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count,
-                                   missed_from=m.first,
-                                   error="due while its owner was lost, before the job was changed; not run")
-                             for m in missed_in_gap(rows, start, t.job.active_since)]
+            out[t.job.id] = missed_rows(t.job.id, t.fence, missed_in_gap(rows, start, t.job.active_since),
+                                        "due while its owner was lost, before the job was changed; not run")
             await asyncio.sleep(0)
         return out
 
@@ -828,11 +830,9 @@ class Ownership:
                 return  # (the next pass reloads again)
             if self.owned.get(o.id) is not o or job.version <= o.version:
                 return  # (another reload came first)
-            gap = [Claim(id=new_execution_id(), job_id=o.id, scheduled_at=m.last, fence=o.fence,
-                         kind=ExecutionKind.MISFIRE, state=ExecutionState.MISSED, missed_count=m.count,
-                         missed_from=m.first, error="due before an edit took force, not claimed in time")
-                   for m in missed_in_gap(history, o.anchor, job.active_since)]
-            # (the anchor as it is now; no claim came back meanwhile: none was under way)
+            # (from the anchor as it is now; no claim came back meanwhile: none was under way)
+            gap = missed_rows(o.id, o.fence, missed_in_gap(history, o.anchor, job.active_since),
+                              "due before an edit took force, not claimed in time")
         o.job = replace(job, id=o.id, created_at=None, updated_at=None, owner=None)
         o.timetable = job.timetable(self.catalogue.calendars)
         o.calendars_seen = self.catalogue.calendars_seen if o.calendars else 0
