@@ -6,8 +6,10 @@ The rules it keeps, as the SQL does:
 
 * a claim inserts the row for ``(job_id, scheduled_at)`` only where the job's fence still equals the
   claimer's (and the job is neither deleted nor, but for a run-now, paused): one execution per instant;
-* a takeover bumps the fence; the open rows under an older fence are a lost claimer's (abandoned, or
-  re-sent for at_least_once within the grace) unless they are in flight on a live process;
+* a takeover draws a fence epoch (above every fence issued) and writes it only to the jobs with open rows;
+  the rest get it with the owner's first write (``_write_fence``: only ever upwards). The open rows under an
+  older fence are a lost claimer's (abandoned, or re-sent for at_least_once within the grace) unless they are
+  in flight on a live process;
 * a forbid run whose job has a run in flight elsewhere is inserted as an overlap row (skipped); a buffer run,
   as a buffered tick; a takeover makes every buffered tick of the job the new owner's (never sent: safe to
   send), and a buffered tick goes out only by a dequeue under its current fence;
@@ -21,7 +23,7 @@ NOW(3) would read.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,6 +65,7 @@ class MemoryStore:
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.rows: dict[str, Execution] = {}
         self.by_tick: dict[tuple[str, datetime], str] = {}
+        self.epoch = 0  # the fence_epochs counter (store/executions.next_epoch)
 
     # ---- jobs (what the API would do) ---------------------------------------------------
 
@@ -118,10 +121,14 @@ class MemoryStore:
         live = live or Liveness(claimer="")
         now = ms(self.now())
         out = []
+        self.epoch = epoch = max(self.epoch, *(j.fence for j in self.jobs.values()), 0) + 1
         for j in job_ids:
             if j not in self.jobs or j in self.deleted:
                 continue
-            job = self.jobs[j] = replace(self.jobs[j], fence=self.jobs[j].fence + 1, owner=node)
+            handover = self.jobs[j].fence > 0
+            if self._open(j):
+                self._write_fence(j, epoch, node)
+            job = self.jobs[j]
             redeliver: list[Redelivery] = []
             buffered: list[Redelivery] = []
             for e in sorted(self._open(j), key=lambda e: e.scheduled_at):
@@ -143,9 +150,15 @@ class MemoryStore:
                                               error=f"owner {e.node} lost before recording an outcome; not re-sent")
             # (the definition as store/codec.OWNER_COLS reads it: no bookkeeping times, no stored owner)
             read = replace(job, owner=None, created_at=None, updated_at=None)
-            out.append(Takeover(job=read, fence=job.fence, last_tick=self._last_tick(j), redeliver=tuple(redeliver),
-                                buffered=tuple(buffered)))
+            out.append(Takeover(job=read, fence=epoch, last_tick=self._last_tick(j), handover=handover,
+                                redeliver=tuple(redeliver), buffered=tuple(buffered)))
         return out
+
+    def _write_fence(self, job_id: str, fence: int, node: str) -> None:
+        """store/executions.write_fences: an owner's first write for a job gives it the owner's epoch (upwards only)."""
+        job = self.jobs.get(job_id)
+        if job is not None and job_id not in self.deleted and job.fence < fence:
+            self.jobs[job_id] = replace(job, fence=fence, owner=node)
 
     # ---- Claims ------------------------------------------------------------------------
 
@@ -157,6 +170,7 @@ class MemoryStore:
             if self.by_tick.get(key) == c.id:
                 got.won.add(c.id)  # claimed already (a statement run again): it is ours
                 continue
+            self._write_fence(c.job_id, c.fence, node)
             job = self.jobs.get(c.job_id)
             if job is None or c.job_id in self.deleted or job.fence != c.fence or \
                     (job.paused and c.kind != ExecutionKind.MANUAL):
@@ -201,6 +215,8 @@ class MemoryStore:
 
         now, out = ms(self.now()), set()
         for c in claims:
+            if c.kind not in (ExecutionKind.MANUAL, ExecutionKind.BACKFILL):
+                self._write_fence(c.job_id, c.fence, node)
             job, key = self.jobs.get(c.job_id), (c.job_id, ms(c.scheduled_at))
             if c.kind in (ExecutionKind.MANUAL, ExecutionKind.BACKFILL) or job is None or job.fence != c.fence \
                     or not (job.paused or c.job_id in self.deleted):
@@ -235,11 +251,11 @@ class MemoryStore:
 
     async def complete(self, job_id: str, fence: int, at: datetime, *, version: int | None = None) -> int | None:
         job = self.jobs.get(job_id)
-        if job is None or job.fence != fence or job.completed_at is not None or job_id in self.deleted \
+        if job is None or job.fence > fence or job.completed_at is not None or job_id in self.deleted \
                 or (version is not None and job.version != version):
             return None
         at = max(ms(at), job.updated_at or at)
-        job = self.jobs[job_id] = replace(job, completed_at=at, version=job.version + 1, updated_at=at)
+        job = self.jobs[job_id] = replace(job, completed_at=at, version=job.version + 1, updated_at=at, fence=fence)
         self._history(job, at)
         return job.version
 
@@ -267,17 +283,18 @@ class MemoryStore:
     async def existing(self, execution_ids: Sequence[str]) -> set[str]:
         return {i for i in execution_ids if i in self.rows}
 
-    async def orphans(self, gone: Sequence[str], job_ids: Sequence[str], node: str, claimer: str
+    async def orphans(self, gone: Sequence[str], fences: Mapping[str, int], node: str, claimer: str
                       ) -> dict[str, list[Redelivery]]:
         now = ms(self.now())
         out: dict[str, list[Redelivery]] = {}
-        for j in job_ids:
-            job = self.jobs.get(j)
-            if job is None:
+        for j, fence in fences.items():
+            if self.jobs.get(j) is None:
                 continue
             for e in sorted(self._in_flight_rows(j), key=lambda e: e.scheduled_at):
                 if e.claimer not in gone:
                     continue
+                self._write_fence(j, fence, node)
+                job = self.jobs[j]
                 if self._again(job, e, now):
                     self.rows[e.id] = replace(e, fence=job.fence, node=node, claimer=claimer, redelivered=True,
                                               state=ExecutionState.CLAIMED)

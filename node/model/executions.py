@@ -207,11 +207,12 @@ class Redelivery:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Takeover:
-    """What a new owner reads when it bumps a job's fence: the definition, the fence, the last scheduled
+    """What a new owner reads when it takes a job over: the definition, its fence, the last scheduled
     instant claimed (the anchor it resumes from) and the executions it must send again."""
 
     job: Job | StoredJob  # (the store reads a StoredJob: the owner makes the Job only when it is due)
-    fence: int
+    fence: int  # the epoch this owner drew: written to the job with its first write (store/executions.write_fences)
     last_tick: datetime | None
+    handover: bool = False  # an owner had written a fence before: a hand-over, not a new job's first owner
     redeliver: tuple[Redelivery, ...] = ()
     buffered: tuple[Redelivery, ...] = ()  # ticks waiting for a run to end (never sent): now this owner's queue

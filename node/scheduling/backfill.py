@@ -50,7 +50,8 @@ class BackfillStore(Protocol):
 class BackfillClaims(Protocol):
     async def claim_backfill(self, job_id: str, fence: int, node: str, claimer: str, backfill_id: str,
                              instant: datetime, execution_id: str) -> str: ...
-    async def lost_backfill_rows(self, backfill_id: str, node: str, live: Liveness) -> list[Redelivery]: ...
+    async def lost_backfill_rows(self, backfill_id: str, job_id: str, fence: int, node: str, live: Liveness
+                                 ) -> list[Redelivery]: ...
 
 
 class Sends(Protocol):
@@ -140,7 +141,7 @@ class BackfillRunner:
             return self.sends.owned.get(o.id) is o and not o.releasing and self.fresh()
 
         # 1. what a lost owner left in flight: sent again as the same executions
-        for r in await self.claims.lost_backfill_rows(b.id, self.node_id, self.sends.liveness()):
+        for r in await self.claims.lost_backfill_rows(b.id, o.id, o.fence, self.node_id, self.sends.liveness()):
             claim = Claim(id=r.id, job_id=o.id, scheduled_at=r.scheduled_at, fence=o.fence,
                           kind=ExecutionKind.BACKFILL, attempts=r.attempts, instant=r.scheduled_at, backfill=b.id)
             flights.add(self.sends.send_now(o, claim))

@@ -2,7 +2,7 @@
 
 A job moves through these states on this node::
 
-    UNOWNED ──ring says me──▶ ACQUIRING ──lock got──▶ TAKING_OVER ──fence bumped──▶ OWNED
+    UNOWNED ──ring says me──▶ ACQUIRING ──lock got──▶ TAKING_OVER ──fence drawn───▶ OWNED
        ▲                          │ held by a live peer                                │ ring moved,
        │                          ▼ (retried every pass; reported when stuck)          │ paused, deleted
        └──────── lock deleted ◀── RELEASING ◀── claims sent, runs finished ◀──────────┘
@@ -59,7 +59,7 @@ BEHIND_LIMIT = 5.0  # seconds a due job waits for its newer definition's reload 
 class JobState(StrEnum):
     UNOWNED = "unowned"
     ACQUIRING = "acquiring"  # asking Redis for the lock
-    TAKING_OVER = "taking_over"  # lock held; bumping the fence in MariaDB
+    TAKING_OVER = "taking_over"  # lock held; drawing the fence, reading the job from MariaDB
     OWNED = "owned"  # claiming and sending its ticks
     RELEASING = "releasing"  # no longer ours: finishing what was claimed, then deleting the lock
 
@@ -73,7 +73,7 @@ class LockService(Protocol):
 
 
 class Takeovers(Protocol):
-    """Bumps fences and reads what a new owner needs; records a paused job's gap (store/executions.py)."""
+    """Draws fences and reads what a new owner needs; records a paused job's gap (store/executions.py)."""
 
     async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]: ...
     async def gap_anchors(self, job_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]: ...
@@ -627,7 +627,7 @@ class Ownership:
                 except Exception:  # one bad definition (e.g. a zone gone from tzdata) never blocks the rest
                     log.exception("could not take a job over", job=t.job.id)
                     continue
-                if t.fence > 1:  # fence 1 is a new job's first owner, not a hand-over
+                if t.handover:  # (not a new job's first owner)
                     taken.append(t.job.id)
             # jobs deleted meanwhile are not in takeovers: their locks are strays now
             await self._reload_changed()
@@ -759,7 +759,7 @@ class Ownership:
         self.owned[o.id] = o
         if s is not None and s.version > job.version:
             self._stale.add(job.id)  # (edited after the takeover read it: reloaded at the next pass)
-        if t.fence > 1:
+        if t.handover:
             self.handovers_in += 1
             metrics.HANDOVERS.labels("in").inc()
         self.hooks.took(o, t.redeliver, t.buffered)
@@ -804,7 +804,7 @@ class Ownership:
         job = jobs[0]
         if job.version <= o.version:
             return  # an older read than what we have (reloads are ordered by version)
-        if job.fence != o.fence:
+        if job.fence > o.fence:  # (lower: our epoch is not written yet, it goes with our first write)
             self.drop(o, "fence moved on while reloading")
             return
         await self._know_calendars(job.exclude_calendars)

@@ -2,12 +2,12 @@
 
 This is the one module that knows the whole sequence. The others each do one
 step: ``ring`` says who should own a job, ``fencing`` takes its lock, ``store``
-bumps its fence and claims its ticks, ``firing`` sends the request, and the
+draws its fence and claims its ticks, ``firing`` sends the request, and the
 ``outcomes`` records what happened and tells the cluster.
 
 Ownership of a job:
-  desired (ring says me, job active) → lock acquired (Redis) → fence bumped
-  (MariaDB) → ticks claimed under that fence → on ring change: finish what was
+  desired (ring says me, job active) → lock acquired (Redis) → fence drawn
+  (an epoch from MariaDB, written with the first claim) → ticks claimed under that fence → on ring change: finish what was
   claimed, compare-and-delete the lock.
 
 A tick:
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -101,7 +101,7 @@ class Claims(Protocol):
     async def claim_run_now(self, job_id: str, node: str, execution_id: str, at: datetime, *,
                             forbid_overlap: bool = False, claimer: str | None = None) -> int: ...
     async def existing(self, execution_ids: Sequence[str]) -> set[str]: ...
-    async def orphans(self, gone: Sequence[str], job_ids: Sequence[str], node: str, claimer: str
+    async def orphans(self, gone: Sequence[str], fences: Mapping[str, int], node: str, claimer: str
                       ) -> dict[str, list[Redelivery]]: ...
     async def dequeue(self, execution_id: str, fence: int) -> bool: ...
     async def in_flight(self, job_id: str, live: Liveness) -> list[tuple[str, str, str | None]]: ...
@@ -810,7 +810,8 @@ class Scheduler:
         live = self.membership.live_claimers()
         gone = sorted(self._claimers_seen - live)
         if gone and self.owned:
-            found = await self.claims.orphans(gone, list(self.owned), self.node_id, self.membership.claimer)
+            fences = {j: o.fence for j, o in self.owned.items()}
+            found = await self.claims.orphans(gone, fences, self.node_id, self.membership.claimer)
             for job_id, redeliver in found.items():
                 o = self.owned.get(job_id)
                 if o is not None and not o.releasing:

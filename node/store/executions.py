@@ -4,8 +4,14 @@ Two rules make "never twice" hold:
 
 * a **claim** inserts the execution row for ``(job_id, scheduled_at)`` only where ``jobs.fence`` still
   equals the claimer's fence, under a UNIQUE key on ``(job_id, scheduled_at)``; no claim, no request;
-* the **fence** is bumped here, by ``UPDATE jobs SET fence = fence + 1``, whenever a node takes a job
-  over, so a stale owner's claims stop matching.
+* the **fence** is an epoch: each takeover draws a new one from ``fence_epochs`` (one counter for the cluster, so
+  every epoch is unique and above every fence any job has), and the owner writes it to ``jobs.fence`` (only ever
+  upwards) in the statement before its first write for the job (a claim, a gap row, a completion, a lost row it
+  takes on). From then on a stale owner's claims stop matching. A job nobody writes for (a yearly job between
+  its instants) costs its takeover no write at all: bumping every job's row was half of MariaDB's CPU while five
+  nodes took a million jobs over (BENCHMARKS.md, "sixth part"). Until the new owner's first write a stale owner
+  can still claim, as it could before a takeover: the UNIQUE key keeps every instant to one row, and the new
+  owner settles a row its claimer left open (``orphans``).
 
 And one makes a hand-over cheap: every row names its **claimer** (the claiming process, see
 ``model.executions.Liveness``), so an open row is in flight exactly while its claimer is a live member's.
@@ -15,7 +21,7 @@ sees a live claimer's run in flight inside its own claim statement and is record
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -126,9 +132,37 @@ def _redeliveries(rows: Iterable[dict[str, Any]]) -> dict[str, list[Redelivery]]
     return out
 
 
+FENCES_KNOWN = 100_000  # jobs whose fence this node knows it wrote (then its claims skip the write); cleared when full
+
+
+async def write_fences(cur: Cursor, node: str, fences: Mapping[str, int]) -> None:
+    """Write each job's fence (an epoch its owner drew at the takeover) where the job's is still lower: an owner's
+    first write for a job. A higher one is a newer owner's: left, so the statement after this one fails its fence
+    check. One statement for each epoch (a takeover draws one for a chunk of jobs)."""
+    by_epoch: dict[int, list[str]] = {}
+    for job_id, fence in fences.items():
+        by_epoch.setdefault(fence, []).append(job_id)
+    for fence, ids in sorted(by_epoch.items()):
+        await cur.execute(f"UPDATE jobs SET fence = %s, owner = %s WHERE id IN ({ph(len(ids))}) AND fence < %s",
+                          [fence, node, *ids, fence])
+
+
 class Executions:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._fenced: dict[str, int] = {}  # job -> a fence this node wrote for it (or saw hold)
+
+    def _unwritten(self, claims: Sequence[Claim]) -> dict[str, int]:
+        known = self._fenced
+        return {c.job_id: c.fence for c in claims if known.get(c.job_id, -1) < c.fence}
+
+    def _written(self, claims: Sequence[Claim], held: set[str]) -> None:
+        """Claims won (or found taken under their fence) show that fence is the job's: later claims skip the write."""
+        if len(self._fenced) >= FENCES_KNOWN:
+            self._fenced.clear()
+        for c in claims:
+            if c.id in held:
+                self._fenced[c.job_id] = c.fence
 
     # ---- ownership ------------------------------------------------------------------------
 
@@ -145,30 +179,41 @@ class Executions:
         out: list[Takeover] = []
         for chunk in chunks(job_ids, TAKEOVER_JOBS):
             ids, jobs_in = list(chunk), ph(len(chunk))
+            epoch = await self.next_epoch()
             async for attempt in self.db.attempts(transaction=True):
                 async with attempt as cur:
-                    await cur.execute(f"UPDATE jobs SET fence=fence+1, owner=%s WHERE id IN ({jobs_in})"
-                                      " AND deleted_at IS NULL", [node, *ids])
                     await cur.execute(f"SELECT {OWNER_COLS} FROM jobs WHERE id IN ({jobs_in}) AND deleted_at IS NULL", ids)
                     rows = await cur.fetchall()
                     await cur.execute(last_ticks_sql(len(ids)), ids)
                     last = {r["job_id"]: from_db(r["last"]) for r in await cur.fetchall()}
                     # Which of them have open rows at all (most have none): a plain read, without the next-key
                     # locks a locking scan of the index over 2,000 jobs takes, which stalled the claims of every
-                    # node meanwhile. No row can open under an older fence once the fences are bumped above (a
-                    # claim reads the fence under a shared lock, so it waits for this transaction and then fails).
+                    # node meanwhile. Those few get the new fence now, then their lost claimer's rows are settled
+                    # (a claim reads the fence under a shared lock: once it is written, none opens under an older
+                    # one). A row a stale claimer opens after this read is its own to finish, or ``orphans``'.
                     await cur.execute(f"SELECT DISTINCT job_id FROM executions WHERE state IN {OPEN}"
                                       f" AND job_id IN ({jobs_in})", ids)
                     opened = [r["job_id"] for r in await cur.fetchall()]
                     redeliver: dict[str, list[Redelivery]] = {}
                     buffered: dict[str, list[Redelivery]] = {}
                     if opened:
+                        await write_fences(cur, node, {j: epoch for j in opened})
                         redeliver, buffered = await _settle_lost(cur, opened, node, live, alive, alive_args)
-                    taken = [Takeover(job=StoredJob(r), fence=int(r["fence"]), last_tick=last.get(r["id"]),
-                                      redeliver=tuple(redeliver.get(r["id"], ())),
+                    taken = [Takeover(job=StoredJob(r), fence=epoch, last_tick=last.get(r["id"]),
+                                      handover=int(r["fence"]) > 0, redeliver=tuple(redeliver.get(r["id"], ())),
                                       buffered=tuple(buffered.get(r["id"], ()))) for r in rows]
             out.extend(taken)
         return out
+
+    async def next_epoch(self) -> int:
+        """A new fence epoch: above every fence any job has (its own statement: the counter's row is never held
+        across a takeover's transaction, which would queue every node's takeovers behind each other)."""
+        async for attempt in self.db.attempts():
+            async with attempt as cur:
+                await cur.execute("UPDATE fence_epochs SET n = LAST_INSERT_ID(n + 1) WHERE id = 1")
+                await cur.execute("SELECT LAST_INSERT_ID() AS n")
+                return int((await cur.fetchone())["n"])
+        raise StoreUnavailable("could not draw a fence epoch; retry")
 
     async def gap_anchors(self, job_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
         """Each of these jobs that is paused (not deleted): its fence and its last scheduled instant claimed, where
@@ -204,6 +249,7 @@ class Executions:
         run = f"c.state IN ({CLAIMED}, {BUFFERED})"  # a run that was to go: missed now
         async for attempt in self.db.attempts(transaction=True):
             async with attempt as cur:
+                await write_fences(cur, node, {c.job_id: c.fence for c in rows})
                 await cur.execute(
                     "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, missed_count,"
                     " missed_from, error, claimed_at, finished_at)"
@@ -220,24 +266,24 @@ class Executions:
                 return {r["id"] for r in await cur.fetchall()}
         return set()
 
-    async def orphans(self, gone: Sequence[str], job_ids: Sequence[str], node: str, claimer: str
+    async def orphans(self, gone: Sequence[str], fences: Mapping[str, int], node: str, claimer: str
                       ) -> dict[str, list[Redelivery]]:
         """Open rows of these (owned) jobs whose claimer has gone (its node died, lapsed or restarted after a
         hand-over or a run-now left them in flight there): what a takeover does with a lost claimer's rows,
         now. at_least_once rows within the grace become this owner's to re-send (by job); the rest are
         abandoned."""
-        if not gone or not job_ids:
+        if not gone or not fences:
             return {}
         gone_in = ph(len(gone))
         rows = await self.db.fetchall(f"SELECT DISTINCT job_id FROM executions WHERE state IN {IN_FLIGHT}"
                                       f" AND claimer IN ({gone_in})", list(gone))
-        mine = set(job_ids)
-        hit = [r["job_id"] for r in rows if r["job_id"] in mine]
+        hit = [r["job_id"] for r in rows if r["job_id"] in fences]
         out: dict[str, list[Redelivery]] = {}
         for chunk in chunks(hit, TAKEOVER_JOBS):
             ids, jobs_in = list(chunk), ph(len(chunk))
             async for attempt in self.db.attempts(transaction=True):
                 async with attempt as cur:
+                    await write_fences(cur, node, {j: fences[j] for j in ids})  # (re-sent rows take the job's fence)
                     await cur.execute(
                         f"SELECT e.id FROM executions e JOIN jobs j ON j.id = e.job_id WHERE e.job_id IN ({jobs_in})"
                         f" AND e.state IN {IN_FLIGHT} AND e.claimer IN ({gone_in}) AND e.kind <> {BACKFILL}"
@@ -278,8 +324,11 @@ class Executions:
                 if live else set()
             sql, args = _claim_statement(node, claimer, chunk, guarded, live)
             counted = any(c.counted for c in chunk)  # maxRuns: the runs count goes up in the claim's transaction
+            fences = self._unwritten(chunk)
             async for attempt in self.db.attempts(transaction=counted):
                 async with attempt as cur:
+                    if fences:
+                        await write_fences(cur, node, fences)
                     if counted and attempt.again:  # the first attempt may have committed: our ids tell
                         await cur.execute(f"SELECT id FROM executions WHERE id IN ({ph(len(chunk))})",
                                           [c.id for c in chunk])
@@ -290,6 +339,7 @@ class Executions:
                     if counted:  # a run buffered by the guard is a run (it goes later); an overlap row is not
                         await _count_runs(cur, [c for c in chunk if c.counted and c.id in won
                                                 and not (c.id in skipped and c.forbid)])
+            self._written(chunk, won | dup)
             result.won.update(won)
             result.taken.update(dup)
             # a guarded run inserted busy: an overlap row (forbid) or a buffered tick (buffer policies)
@@ -356,6 +406,7 @@ class Executions:
                     await cur.execute("SELECT 1 FROM executions WHERE id=%s", (execution_id,))
                     if await cur.fetchone() is not None:
                         return BackfillClaim.CLAIMED
+                await write_fences(cur, node, {job_id: fence})
                 for k in range(5):  # another claim at the same millisecond: the next one
                     n = await cur.execute(
                         "INSERT INTO executions (id, job_id, scheduled_at, kind, state, fence, node, claimer, claimed_at,"
@@ -382,7 +433,8 @@ class Executions:
                         return BackfillClaim.BUSY
         raise StoreUnavailable("could not find a free instant for a backfill's row; retry")
 
-    async def lost_backfill_rows(self, backfill_id: str, node: str, live: Liveness) -> list[Redelivery]:
+    async def lost_backfill_rows(self, backfill_id: str, job_id: str, fence: int, node: str, live: Liveness
+                                 ) -> list[Redelivery]:
         """A backfill's rows in flight on a process that is gone (its owner died, lapsed or restarted): now this
         owner's, to send again as the same executions (same Idempotency-Key). Rows of a live claimer are left alone:
         that process finishes them."""
@@ -396,6 +448,7 @@ class Executions:
                 if not rows:
                     return []
                 ids = [r["id"] for r in rows]
+                await write_fences(cur, node, {job_id: fence})  # (the rows take the job's fence: this owner's)
                 await cur.execute(
                     f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.fence = j.fence, e.node = %s,"
                     f" e.claimer = %s, e.redelivered = 1, e.state = {CLAIMED} WHERE e.id IN ({ph(len(ids))})",

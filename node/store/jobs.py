@@ -174,10 +174,12 @@ class Jobs:
         async for attempt in self.db.attempts(transaction=True):
             async with attempt as cur:
                 await cur.execute(
-                    "UPDATE jobs SET completed_at = GREATEST(%s, updated_at), version = version + 1, updated_at = NOW(3)"
-                    " WHERE id = %s AND fence = %s AND deleted_at IS NULL AND completed_at IS NULL"
+                    # (the owner's fence may not be written yet: an epoch drawn at its takeover, written with its
+                    # first write, this one; a higher fence is a newer owner's)
+                    "UPDATE jobs SET completed_at = GREATEST(%s, updated_at), version = version + 1, updated_at = NOW(3),"
+                    " fence = %s WHERE id = %s AND fence <= %s AND deleted_at IS NULL AND completed_at IS NULL"
                     + ("" if version is None else " AND version = %s"),
-                    (to_db(at), job_id, fence) + (() if version is None else (version,)))
+                    (to_db(at), fence, job_id, fence) + (() if version is None else (version,)))
                 if cur.rowcount == 0:
                     return None
                 await cur.execute(HISTORY_SQL.format("%s"), (job_id,))

@@ -250,6 +250,18 @@ MIGRATIONS.append((
 ))
 
 
+# Scale (release 3): fences are epochs drawn from one counter, written to a job by its owner's first write for it
+# (store/executions.py), so a takeover writes no job row. The counter starts above every fence already issued.
+MIGRATIONS.append((
+    10,
+    [
+        "CREATE TABLE IF NOT EXISTS fence_epochs (id TINYINT NOT NULL PRIMARY KEY, n BIGINT NOT NULL)"
+        " ENGINE=InnoDB",
+        "INSERT IGNORE INTO fence_epochs (id, n) SELECT 1, COALESCE(MAX(fence), 0) FROM jobs",
+    ],
+))
+
+
 async def migrate(pool: Pool, database: str) -> None:
     """Apply the migrations this release knows and the database lacks, in order, under a named lock."""
     lock = f"cronring-migrate-{database}"

@@ -139,7 +139,7 @@ async def test_a_forbid_run_is_an_overlap_while_another_live_claimer_runs_the_jo
     (a,) = await world.claims.take_over([job.id], "node-a", Liveness(claimer=A))
     t0 = _now()
     fence = await world.claims.claim_run_now(job.id, "node-b", "r" * 32, t0 - timedelta(seconds=3), claimer=B)
-    assert fence == a.fence
+    assert fence == 0 < a.fence  # the job's fence as written: its owner's epoch goes with the owner's first write
     with pytest.raises(RunInFlight):
         await world.claims.claim_run_now(job.id, "node-b", "s" * 32, t0, forbid_overlap=True, claimer=B)
     tick = _claim(job, a.fence, t0, forbid=True)
@@ -166,13 +166,14 @@ async def test_orphans_of_a_gone_claimer(world: World) -> None:
     for t in takeovers:  # run-nows on node-a (claimer A), in flight when node-a dies
         ids[t.job.id] = new_execution_id()
         await world.claims.claim_run_now(t.job.id, "node-a", ids[t.job.id], t0, claimer=A)
-    assert await world.claims.orphans([A], [], "node-b", B) == {}  # owns nothing: settles nothing
-    found = await world.claims.orphans([A], [once.id, least.id], "node-b", B)
+    assert await world.claims.orphans([A], {}, "node-b", B) == {}  # owns nothing: settles nothing
+    fences = {t.job.id: t.fence for t in takeovers}
+    found = await world.claims.orphans([A], fences, "node-b", B)
     assert list(found) == [least.id] and [r.id for r in found[least.id]] == [ids[least.id]]
     assert (await world.rows(once))[ids[once.id]].state == ExecutionState.ABANDONED
     row = (await world.rows(least))[ids[least.id]]
-    assert (row.state, row.claimer, row.redelivered) == (ExecutionState.CLAIMED, B, True)
-    assert await world.claims.orphans([A], [once.id, least.id], "node-b", B) == {}
+    assert (row.state, row.claimer, row.redelivered, row.fence) == (ExecutionState.CLAIMED, B, True, fences[least.id])
+    assert await world.claims.orphans([A], fences, "node-b", B) == {}
 
 
 async def test_a_buffer_run_is_buffered_while_another_live_claimer_runs_the_job(world: World) -> None:

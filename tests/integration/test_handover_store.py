@@ -95,10 +95,12 @@ async def test_orphans_of_a_gone_claimer_are_abandoned_or_redelivered(store: Sto
     for c in (c1, c2):  # run-nows on node-a (claimer A), in flight when node-a dies
         await store.executions.claim("node-a", [c], Liveness(claimer=A))
         await _running(store, "node-a", A, c)
-    assert await store.executions.orphans([A], [], "node-b", B) == {}  # owns nothing: settles nothing
-    found = await store.executions.orphans([A], [once.id, least.id], "node-b", B)
+    assert await store.executions.orphans([A], {}, "node-b", B) == {}  # owns nothing: settles nothing
+    fences = {once.id: t1.fence, least.id: t2.fence}
+    found = await store.executions.orphans([A], fences, "node-b", B)
     assert list(found) == [least.id] and [r.id for r in found[least.id]] == [c2.id]
     rows = {r.id: r for r in await store.history.all_executions([once.id, least.id])}
     assert rows[c1.id].state == "abandoned"
     assert rows[c2.id].state == "claimed" and rows[c2.id].claimer == B and rows[c2.id].redelivered
-    assert await store.executions.orphans([A], [once.id, least.id], "node-b", B) == {}  # once
+    assert rows[c2.id].fence == t2.fence  # (the owner's epoch: its outcome is the one that counts)
+    assert await store.executions.orphans([A], fences, "node-b", B) == {}  # once

@@ -40,8 +40,9 @@ async def test_claim_race_exactly_one_per_tick_never_stale(store: Store) -> None
                 if c.id in won:
                     won_by[(c.scheduled_at.isoformat(), claim_fence)] += 1
 
-    # 24 concurrent claimers: a third with the current fence, the rest stale or from the future
-    fences = [fence, fence - 1, fence + 1] * 8
+    # 24 concurrent claimers: a third with the current fence, the rest stale (older epochs, written or not; a higher
+    # fence is a newer owner's epoch: test_an_owners_first_write_ends_an_older_owners_claims)
+    fences = [fence, fence - 1, 0] * 8
     await asyncio.gather(*(claimer(f"n{i}", f) for i, f in enumerate(fences)))
     rows = await store.history.all_executions([job.id])
     per_tick = Counter(r.scheduled_at for r in rows)
@@ -65,31 +66,63 @@ async def test_takeover_makes_old_owner_claims_fail_and_abandons_its_open_rows(s
 
 
 async def test_bump_racing_claims_never_lets_a_stale_fence_win(store: Store) -> None:
-    """Claims under fence f race a takeover to f+1: no row carries f after the bump committed."""
+    """Claims under epoch a race a takeover that draws epoch b and claims under it: once the new owner's first
+    claim has returned (its epoch is written with it), no claim under a that starts after wins; every tick has
+    one row."""
     job = await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
     (a,) = await store.executions.take_over([job.id], "node-a")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    bumped_at: list[datetime] = []
+    written = asyncio.Event()
+    late_wins: list[int] = []
 
     async def old_owner() -> None:
         for i in range(200):
-            await store.executions.claim("node-a", [Claim(id=new_execution_id(), job_id=job.id,
-                                                          scheduled_at=t0 + timedelta(seconds=i), fence=a.fence)])
+            after = written.is_set()
+            c = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0 + timedelta(seconds=i), fence=a.fence)
+            if c.id in (await store.executions.claim("node-a", [c])).won and after:
+                late_wins.append(i)
 
     async def new_owner() -> None:
         await asyncio.sleep(0.05)
         (b,) = await store.executions.take_over([job.id], "node-b")
-        bumped_at.append(b.last_tick or t0)
+        assert b.fence > a.fence
         for i in range(200):
             await store.executions.claim("node-b", [Claim(id=new_execution_id(), job_id=job.id,
                                                           scheduled_at=t0 + timedelta(seconds=i), fence=b.fence)])
+            written.set()
 
     await asyncio.gather(old_owner(), new_owner())
     rows = await store.history.all_executions([job.id])
     assert len(rows) == 200 and len({r.scheduled_at for r in rows}) == 200
-    old = sorted(r.scheduled_at for r in rows if r.fence == a.fence)
-    # everything node-a won was at or before what node-b saw as the last claimed tick when it took over
-    assert not old or old[-1] <= bumped_at[0]
+    assert written.is_set() and late_wins == []
+
+
+async def test_an_owners_first_write_ends_an_older_owners_claims(store: Store) -> None:
+    """Fences are epochs: each takeover draws one above every fence issued, and the owner's first write (here a
+    claim) gives it to the job, upwards only. An older owner claims until then, never after; a newer epoch
+    written first makes the older one's write a no-op."""
+    job = await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def claim(fence: int, k: int) -> Claim:
+        return Claim(id=new_execution_id(), job_id=job.id, scheduled_at=t0 + timedelta(seconds=k), fence=fence)
+
+    (a,) = await store.executions.take_over([job.id], "node-a")
+    (b,) = await store.executions.take_over([job.id], "node-b")
+    (c,) = await store.executions.take_over([job.id], "node-c")
+    assert 0 < a.fence < b.fence < c.fence and not a.handover  # (nobody wrote a fence: no hand-over yet)
+    assert (await store.db.fetchone("SELECT fence FROM jobs WHERE id = %s", (job.id,)))["fence"] == 0
+    first = claim(a.fence, 0)
+    assert (await store.executions.claim("node-a", [first])).won == {first.id}  # a stale owner, before any write
+    later = claim(c.fence, 1)
+    assert (await store.executions.claim("node-c", [later])).won == {later.id}  # the newest epoch, written
+    row = await store.db.fetchone("SELECT fence, owner FROM jobs WHERE id = %s", (job.id,))
+    assert (row["fence"], row["owner"]) == (c.fence, "node-c")
+    for fence, node in ((a.fence, "node-a"), (b.fence, "node-b")):  # older epochs, written or never: refused
+        assert (await store.executions.claim(node, [claim(fence, 2)])).won == set()
+    assert (await store.db.fetchone("SELECT fence FROM jobs WHERE id = %s", (job.id,)))["fence"] == c.fence
+    (d,) = await store.executions.take_over([job.id], "node-d")
+    assert d.fence > c.fence and d.handover
 
 
 async def test_record_batches_outcomes(store: Store) -> None:
@@ -206,6 +239,9 @@ async def test_a_claim_refused_by_a_pause_records_the_instants_due_before_it(sto
     assert await store.executions.refused("node-a", [before]) == {before.id}  # again: the same row, no second
 
     (t2,) = await store.executions.take_over([job.id], "node-b")
+    mine = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=before.scheduled_at + timedelta(milliseconds=2),
+                 fence=t2.fence)
+    assert await store.executions.refused("node-b", [mine]) == {mine.id}  # (node-b's first write: its epoch)
     stale = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=before.scheduled_at + timedelta(milliseconds=1),
                   fence=t.fence)
     assert t2.fence > t.fence and await store.executions.refused("node-a", [stale]) == set()

@@ -411,8 +411,10 @@ async def test_a_job_whose_next_instant_is_far_away_is_kept_packed_and_fires_as_
     assert owned[far.id].cold and not fired
     await run(w, 12)  # past T0 + 300 s, its instant
     assert [j.headers for j in fired] == [{"Authorization": "Bearer s3cret"}]
-    # (as the takeover read it: every field but the bookkeeping times and the stored owner)
-    assert fired[0] == replace(w.store.jobs[far.id], owner=None, created_at=None, updated_at=None)
+    # (as the takeover read it: every field but the bookkeeping times and the stored owner; its fence, as read
+    # then: the owner's epoch was written with its claim)
+    assert fired[0].fence == 0 and w.store.jobs[far.id].fence == owned[far.id].fence > 0
+    assert fired[0] == replace(w.store.jobs[far.id], owner=None, created_at=None, updated_at=None, fence=0)
     assert list(sent_ticks(w, far.id)) == [datetime.fromtimestamp(T0 + 300, UTC)]
     assert owned[far.id].cold  # (its next instant is five minutes away again)
     assert not owned[near.id].cold and len(sent_ticks(w, near.id)) >= 300
