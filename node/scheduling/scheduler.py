@@ -699,6 +699,10 @@ class Scheduler:
     async def _send(self, o: Owned, claim: Claim) -> None:
         job, secrets = o.job, o.secrets
         started = datetime.now(UTC)
+        # The lease this send began under: a lapse gives the node a new claimer id, and once the scheduler has dropped
+        # everything the lease is fresh again, under that id. A retry of this send after that would be a deposed
+        # owner's (found by the nemesis: a backfill's second attempt sent 6 ms after its node's lapse was handled).
+        lease, incarnation = self.membership, self.membership.claimer
         self.sending[claim.id] = job.id
         result: Result | None = None
         why = self.cancelled.pop(claim.id, None)  # cancelled before its task began (cancel_local)
@@ -713,8 +717,9 @@ class Scheduler:
             else:
                 when, due = claim.scheduled_at, o.timetable.fire_at(claim.scheduled_at) if job.jitter_seconds else None
             result = await self.firer.fire(job, execution_id=claim.id, scheduled_at=when, fence=o.fence,
-                                           may_send=self.membership.fresh, lease_left=self.membership.lease_left,
-                                           attempts_before=claim.attempts, due_at=due)
+                                           may_send=lambda: lease.fresh() and lease.claimer == incarnation,
+                                           lease_left=lambda: lease.lease_left() if lease.claimer == incarnation
+                                           else 0.0, attempts_before=claim.attempts, due_at=due)
         except asyncio.CancelledError:
             why = why or self.cancelled.pop(claim.id, None)
             if why is None:

@@ -102,6 +102,7 @@ class World:
         self.quick: set[str] = set()  # jobs whose target answers at once
         self.nodes: dict[str, Node] = {}
         self.ids = itertools.count()
+        self.may_send: dict[str, Callable[[], bool]] = {}  # by execution: the firer's check before each attempt
 
     def in_flight(self) -> list[Request]:
         return [r for r in self.requests if not r.done.done()]
@@ -211,6 +212,7 @@ class Target:
                           lateness_ms=0, error="lease lapsed", excerpt=None, started_at=started)
         req = Request(node=self.node, job=job.id, execution=execution_id, scheduled_at=scheduled_at, fence=fence)
         self.w.requests.append(req)
+        self.w.may_send[execution_id] = may_send  # (what a retry of it would ask)
         if job.id in self.w.quick:
             req.done.set_result(200)
         status = await req.done
@@ -382,6 +384,23 @@ async def test_a_job_past_its_end_completes_on_its_next_owner_once_the_buffered_
     assert len(ticks) == 3 and all(len(ids) == 1 for ids in ticks.values()), ticks  # the first, then the two waiting
     assert w.store.jobs[j.id].completed_at is not None
     assert j.id not in b.ownership.owned
+
+
+async def test_a_send_begun_before_a_lapse_never_sends_again_once_the_lease_is_fresh_under_a_new_id() -> None:
+    """A retry asks the firer's may_send before each attempt. After a lapse the node drops everything and its lease
+    is fresh again under a new claimer id; a send begun under the old id must stay stopped (the nemesis saw a
+    backfill's second attempt leave 6 ms after its node had handled its lapse: a deposed owner's request)."""
+    w = World()
+    j = job(w)
+    a = Node(w, "a")
+    await run(w, 2)
+    (req, *_) = [r for r in w.in_flight() if r.job == j.id]
+    may_send = w.may_send[req.execution]
+    assert may_send()
+    a.lease.claimer = "lapsed-and-back1"  # membership._lapse: a new id; the next beat makes it a member again
+    w.members["a"] = a.lease.claimer
+    a.ownership.drop_all("own heartbeat lapsed")
+    assert a.lease.fresh() and not may_send()
 
 
 async def test_a_job_whose_next_instant_is_far_away_is_kept_packed_and_fires_as_defined() -> None:
