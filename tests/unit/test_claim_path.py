@@ -527,6 +527,24 @@ async def test_a_new_definition_that_cannot_be_loaded_leaves_the_job_firing_as_i
     assert a.ownership.owned[j.id].version == 3
 
 
+async def test_an_edit_before_the_owners_first_write_is_reloaded_not_taken_for_a_lost_fence() -> None:
+    """Fences are epochs written with the owner's first write (store/executions.write_fences): a job edited before
+    its owner claimed anything has a lower fence in the store than its owner's epoch. That is not a fence that
+    moved on (only a higher one is): the owner reloads it, keeps it, and its first claim writes the epoch."""
+    w = World()
+    j = job(w, "0 0 1 1 *")  # (yearly: nothing is claimed for a long while)
+    a = Node(w, "a")
+    await run(w, 2)
+    o = a.ownership.owned[j.id]
+    assert w.store.jobs[j.id].fence == 0 < o.fence  # taken over, nothing written
+    w.store.edit(j.id, schedule="* * * * * *")
+    w.quick.add(j.id)
+    await run(w, 3)
+    assert a.ownership.owned[j.id] is o and o.version == 2
+    assert sent_ticks(w, j.id) and w.store.jobs[j.id].fence == o.fence  # its first claim wrote the epoch
+    assert all(e.fence == o.fence for e in w.store.executions(j.id))
+
+
 async def test_a_reloads_gap_accounts_for_the_instants_a_calendar_excluded_whatever_the_calendar_becomes() -> None:
     """The gap a reload records (instants due before an edit took force, not claimed) has a row for every instant,
     those a calendar excluded too: left without one, an instant is judged by the calendars as they are when the
