@@ -582,6 +582,40 @@ async def test_an_edit_during_a_long_takeover_is_reloaded_between_its_chunks(mon
     assert a.own.owned["job000"].job.uri == "http://x/v2" and len(a.own.owned) == 13
 
 
+@pytest.mark.parametrize("during", ["fetch", "own"])
+async def test_a_lapse_during_a_takeover_leaves_nothing_it_fetched_owned(monkeypatch: pytest.MonkeyPatch,
+                                                                         during: str) -> None:
+    """A takeover fetches the next chunk while it makes this one owned, and yields between jobs. A lapse handled
+    meanwhile (drop_all; the lease is fresh again under a new claimer id at once) voids everything the takeover
+    fetched before it: nothing of it is owned, its locks are strays, and the next pass takes the jobs over anew."""
+    monkeypatch.setattr(ownership_module, "TAKEOVER_JOBS", 4)
+    monkeypatch.setattr(ownership_module, "OWN_BETWEEN_YIELDS", 2)
+    w, nodes = _world("a", jobs=12)
+    a = nodes["a"]
+    store, calls = a.own.takeovers, []
+    take_over, own = store.take_over, a.own._own
+
+    async def taking_over(job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]:
+        calls.append(list(job_ids))
+        out = await take_over(job_ids, node, live)
+        if during == "fetch" and len(calls) == 2:
+            a.own.drop_all("own heartbeat lapsed")
+        return out
+
+    def owning(t: Takeover, gap: Any) -> None:
+        own(t, gap)
+        if during == "own" and len(a.own.owned) == 6:  # (the scheduler's loop: it runs when the takeover yields)
+            asyncio.get_running_loop().call_soon(a.own.drop_all, "own heartbeat lapsed")
+
+    store.take_over = taking_over  # type: ignore[method-assign]
+    a.own._own = owning  # type: ignore[method-assign]
+    await a.own.reconcile()
+    assert a.own.owned == {} and a.lease.fresh() and len(calls) == (2 if during == "fetch" else 3)
+    a.own._own = own  # type: ignore[method-assign]
+    await _pass(a)
+    assert len(a.own.owned) == 12
+
+
 async def test_a_paused_jobs_gap_is_not_waited_for_while_owned_and_is_forgotten_once_resumed() -> None:
     """The gaps of paused jobs are recorded once nobody here owns them: one still owned (releasing while a run
     ends) does not keep the loop passing at 5 Hz, and a job resumed meanwhile is no longer looked at."""
