@@ -54,7 +54,7 @@ PAUSED_WHILE_LOST = "due before the job was paused, never claimed (its owner was
 CLOSE_JOBS = 500  # paused jobs whose gap a pass records, at most
 EDIT_REPLAN = timedelta(minutes=5)  # a takeover re-plans from an edit this recent (see _own)
 BEHIND_LIMIT = 5.0  # seconds a due job waits for its newer definition's reload before it is planned as held
-OWN_BETWEEN_YIELDS = 250  # a takeover's jobs made owned between two looks at the loop (the next chunk's fetch runs)
+OWN_BETWEEN_YIELDS = 250  # a takeover's jobs made owned between two looks at the loop
 
 
 class JobState(StrEnum):
@@ -587,35 +587,23 @@ class Ownership:
 
     async def _acquire(self, want: list[str], now: float) -> None:
         """Take ``want`` over in chunks, so the first jobs are scheduled while the rest are still being taken over.
-        The next chunk's locks and rows are fetched while this one is made owned: the Redis scripts and MariaDB's
-        statements run beside the node's own work (a sixth node joining a million jobs waited on them for ~40% of
-        its takeover)."""
+        (Fetching the next chunk while this one was made owned bought nothing measurable on this machine: a sixth
+        node joining a million jobs is CPU-bound, 17.8 s against 17.1-19.3 s without; BENCHMARKS.md, sixth part.)"""
         taken: list[str] = []
-        parts = [list(c) for c in chunks(want, TAKEOVER_JOBS)]
-        ahead: asyncio.Future[list[Takeover] | None] | None = None
         drops = self.drops  # a lapse meanwhile (drop_all) voids what this call fetched: the locks become strays
 
         def still() -> bool:
             return self.lease.fresh() and not self.stopping and self.drops == drops
 
-        try:
-            for k, chunk in enumerate(parts):
-                if ahead is None:
-                    if not still():
-                        break  # lapsed meanwhile: the fences we took are void anyway
-                    ahead = asyncio.ensure_future(self._fetch(chunk, now, still))
-                fetched, ahead = ahead, None
-                takeovers = await fetched
-                if takeovers is None:
-                    break  # lapsed or stopping while taking it over: the stray pass releases what we got
-                if k + 1 < len(parts) and still():
-                    ahead = asyncio.ensure_future(self._fetch(parts[k + 1], now, still))
-                if takeovers:
-                    await self._own_all(takeovers, taken, still)
-                await asyncio.sleep(0)
-        finally:
-            if ahead is not None:  # (an error, or a lapse: its bookkeeping finishes; what it took is a stray)
-                await asyncio.gather(ahead, return_exceptions=True)
+        for chunk in chunks(want, TAKEOVER_JOBS):
+            if not still():
+                break  # lapsed meanwhile: the fences we took are void anyway
+            takeovers = await self._fetch(list(chunk), now, still)
+            if takeovers is None:
+                break  # lapsed or stopping while taking it over: the stray pass releases what we got
+            if takeovers:
+                await self._own_all(takeovers, taken, still)
+            await asyncio.sleep(0)
         if taken:
             self.hooks.handover("in", taken)
 
@@ -656,7 +644,7 @@ class Ownership:
         await self._know_calendars([n for t in takeovers for n in t.job.exclude_calendars])
         for k, t in enumerate(takeovers):
             if k % OWN_BETWEEN_YIELDS == OWN_BETWEEN_YIELDS - 1:
-                await asyncio.sleep(0)  # (the next chunk's fetch goes on meanwhile)
+                await asyncio.sleep(0)  # (the heartbeat, the timer: 2,000 jobs take ~80 ms)
                 if not still():
                     return  # dropped everything meanwhile (a lapse), or stopping: none of these is ours now
             elif k == 0 and not still():
