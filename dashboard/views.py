@@ -173,14 +173,14 @@ async def jobs_page(request: web.Request) -> web.Response:
         except LabelError as e:
             label_error = str(e)
     try:
-        jobs = await r.store.jobs.page(limit=PAGE + 1, cursor=cursor, q=q,
-                                       paused={"paused": True, "active": False}.get(state), failing=state == "failing",
-                                       selector=selector)
+        found = await r.store.jobs.search(limit=PAGE + 1, cursor=cursor, q=q,
+                                          paused={"paused": True, "active": False}.get(state),
+                                          failing=state == "failing", selector=selector,
+                                          budget=r.settings.search_budget)
         total = await r.store.jobs.count(request.get("selector"))
     except StoreUnavailable:
         return render(request, "error.html", {"message": "The database is unavailable; this page will work again when it returns."}, 503)
-    more = len(jobs) > PAGE
-    jobs = jobs[:PAGE]
+    jobs, more = found.jobs[:PAGE], len(found.jobs) > PAGE
     rows = await enrich(r, jobs)
     slices = Slices()
     for row, job in zip(rows, jobs, strict=True):
@@ -188,7 +188,8 @@ async def jobs_page(request: web.Request) -> web.Response:
         row["upcoming"] = await upcoming(row, slices, job, r.catalogue.calendars)
     return render(request, "jobs.html", {"rows": rows, "q": q or "", "state": state, "total": total, "label": label,
                                          "label_error": label_error, "scope": str(request.get("selector") or ""),
-                                         "next_cursor": jobs[-1].seq if more and jobs else None,
+                                         "next_cursor": jobs[-1].seq if more and jobs else found.resume,
+                                         "searched": None if found.resume is None else found.resume / max(found.top, 1),
                                          "first_page": cursor is None and not q and state == "all" and not label})
 
 

@@ -535,6 +535,7 @@ async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20, pool_mb: 
                                     f"&to={(ticks_to - timedelta(seconds=2)).isoformat().replace('+00:00', 'Z')}")
             for fate, k in (book.get("counts") or {}).items():
                 fates[fate] += k
+        reads = await scale_reads(c, extra.url)
         ring_before, ring_after = Ring([f"n{i}" for i in range(nodes)]), Ring([f"n{i}" for i in range(nodes + 1)])
         tr = time.perf_counter()
         sample = [uuid.uuid4().hex[:16] for _ in range(100_000)]
@@ -550,11 +551,47 @@ async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20, pool_mb: 
                      "owned_per_node_after": after, "rss_mb_per_node_after": [round(x, 1) for x in rss_after],
                      "ticking_deliveries": len(deliveries), "ticking_duplicates": len(keys) - len(set(keys)),
                      "ticking_fates": dict(fates), "unaccounted": fates.get("unaccounted", 0),
-                     "ring_owner_us": round(ring_ms * 1000 / (2 * len(sample)), 2), "innodb_buffer_pool_mb": pool})
+                     "ring_owner_us": round(ring_ms * 1000 / (2 * len(sample)), 2), "innodb_buffer_pool_mb": pool,
+                     "reads": reads})
     finally:
         await c.close()
         if pool != pool_was:
             await buffer_pool_mb(pool_was)
+
+
+async def scale_reads(c: Cluster, url: str, samples: int = 30) -> dict[str, Any]:
+    """The API's and the dashboard's reads at this many jobs, one client after another: ms per request (p50, p99,
+    max) for a page, a search many jobs match, a search only the newest job matches (it reads every row before
+    it: in steps, each within CRONRING_SEARCH_BUDGET), the dashboard's jobs page and its search; and following
+    the rare search to its end: requests, seconds, what it found."""
+    await c.create_job(schedule="0 0 1 1 *", name="needle-at-the-end", paused=True)
+    kinds = {"api_page": "/api/crons?limit=50", "api_search_common": "/api/crons?limit=50&q=webhook",
+             "api_search_rare": "/api/crons?limit=50&q=needle-at", "dashboard_jobs": "/",
+             "dashboard_search": "/?q=needle-at"}
+    out: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as s:
+        async def timed(path: str) -> tuple[float, str | None, Any]:
+            t = time.perf_counter()
+            async with s.get(url + path) as r:
+                body = await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"GET {path}: {r.status}")
+                return (time.perf_counter() - t) * 1000, r.headers.get("X-Next-Cursor"), body
+        for kind, path in kinds.items():
+            ms = sorted([(await timed(path))[0] for _ in range(samples)])
+            out[kind] = {"p50_ms": round(ms[len(ms) // 2], 1), "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 1),
+                         "max_ms": round(ms[-1], 1)}
+        t0, steps, cursor, found = time.perf_counter(), 0, "", []
+        while steps < 10_000:
+            steps += 1
+            _, nxt, body = await timed(f"/api/crons?limit=50&q=needle-at{cursor}")
+            found += [j["name"] for j in json.loads(body)]
+            if not nxt:
+                break
+            cursor = f"&cursor={nxt}"
+        out["rare_search_to_the_end"] = {"requests": steps, "seconds": round(time.perf_counter() - t0, 2),
+                                         "found": found}
+    return out
 
 
 async def scenario_memory(counts: list[int]) -> dict[str, Any]:

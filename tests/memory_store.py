@@ -117,42 +117,54 @@ class MemoryStore:
 
     # ---- Takeovers ---------------------------------------------------------------------
 
-    async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]:
+    async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None, *,
+                        eager: bool = False) -> list[Takeover]:
         live = live or Liveness(claimer="")
         now = ms(self.now())
         out = []
-        self.epoch = epoch = max(self.epoch, *(j.fence for j in self.jobs.values()), 0) + 1
+        self.epoch = epoch = self.epoch + 1  # (as the SQL counter: it knows only what was drawn, reseeded, or written)
         for j in job_ids:
             if j not in self.jobs or j in self.deleted:
                 continue
-            handover = self.jobs[j].fence > 0
-            if self._open(j):
+            handover = self.jobs[j].fence > (epoch if eager else 0)
+            if eager:  # a release-2 node in the ring: every fence written, above its bump and the counter
+                self.jobs[j] = replace(self.jobs[j], fence=max(self.jobs[j].fence + 1, epoch), owner=node)
+                self.epoch = max(self.epoch, self.jobs[j].fence)
+            elif self._open(j):
                 self._write_fence(j, epoch, node)
             job = self.jobs[j]
-            redeliver: list[Redelivery] = []
-            buffered: list[Redelivery] = []
-            for e in sorted(self._open(j), key=lambda e: e.scheduled_at):
-                if e.fence >= job.fence:
-                    continue
-                if e.state == ExecutionState.BUFFERED:  # never sent: this owner's queue now
-                    self.rows[e.id] = replace(e, fence=job.fence, node=node, claimer=live.claimer or None)
-                    buffered.append(Redelivery(id=e.id, scheduled_at=e.scheduled_at, kind=e.kind, attempts=e.attempts))
-                    continue
-                if self._in_flight(e, live, now, recent=False):
-                    continue
-                if self._again(job, e, now):
-                    self.rows[e.id] = replace(e, fence=job.fence, node=node, claimer=live.claimer or None,
-                                              redelivered=True, state=ExecutionState.CLAIMED)
-                    redeliver.append(Redelivery(id=e.id, scheduled_at=e.scheduled_at, kind=e.kind,
-                                                attempts=e.attempts))
-                else:
-                    self.rows[e.id] = replace(e, state=ExecutionState.ABANDONED, finished_at=now,
-                                              error=f"owner {e.node} lost before recording an outcome; not re-sent")
+            redeliver, buffered = self._settle_lost(j, node, live, now)
             # (the definition as store/codec.OWNER_COLS reads it: no bookkeeping times, no stored owner)
             read = replace(job, owner=None, created_at=None, updated_at=None)
-            out.append(Takeover(job=read, fence=epoch, last_tick=self._last_tick(j), handover=handover,
+            out.append(Takeover(job=read, fence=job.fence if eager else epoch, last_tick=self._last_tick(j), handover=handover,
                                 redeliver=tuple(redeliver), buffered=tuple(buffered)))
         return out
+
+    def _settle_lost(self, j: str, node: str, live: Liveness, now: datetime) -> tuple[list[Redelivery], list[Redelivery]]:
+        """store/executions._settle_lost: the open rows of ``j`` under an older fence than the job's."""
+        job = self.jobs[j]
+        redeliver: list[Redelivery] = []
+        buffered: list[Redelivery] = []
+        for e in sorted(self._open(j), key=lambda e: e.scheduled_at):
+            if e.fence >= job.fence:
+                continue
+            if e.state == ExecutionState.BUFFERED:  # never sent: this owner's queue now
+                self.rows[e.id] = replace(e, fence=job.fence, node=node, claimer=live.claimer or None)
+                buffered.append(Redelivery(id=e.id, scheduled_at=e.scheduled_at, kind=e.kind, attempts=e.attempts))
+                continue
+            if self._in_flight(e, live, now, recent=False):
+                continue
+            if self._again(job, e, now):
+                self.rows[e.id] = replace(e, fence=job.fence, node=node, claimer=live.claimer or None,
+                                          redelivered=True, state=ExecutionState.CLAIMED)
+                redeliver.append(Redelivery(id=e.id, scheduled_at=e.scheduled_at, kind=e.kind, attempts=e.attempts))
+            else:
+                self.rows[e.id] = replace(e, state=ExecutionState.ABANDONED, finished_at=now,
+                                          error=f"owner {e.node} lost before recording an outcome; not re-sent")
+        return redeliver, buffered
+
+    async def reseed_epochs(self) -> None:
+        self.epoch = max(self.epoch, *(j.fence for j in self.jobs.values()), 0)
 
     def _write_fence(self, job_id: str, fence: int, node: str) -> None:
         """store/executions.write_fences: an owner's first write for a job gives it the owner's epoch (upwards only)."""
@@ -165,6 +177,7 @@ class MemoryStore:
     async def claim(self, node: str, claims: Sequence[Claim], live: Liveness | None = None) -> Claimed:
         now = ms(self.now())
         got = Claimed(won=set(), taken=set(), overlapped=set())
+        lost: set[str] = set()
         for c in claims:
             key = (c.job_id, ms(c.scheduled_at))
             if self.by_tick.get(key) == c.id:
@@ -178,6 +191,10 @@ class MemoryStore:
             if key in self.by_tick:
                 if not job.paused:
                     got.taken.add(c.id)  # the tick simply has its row already
+                    row = self.rows[self.by_tick[key]]
+                    if (live is not None and row.state in OPEN_STATES and row.fence < c.fence
+                            and row.claimer not in (live.claimer, *live.others)):
+                        lost.add(c.job_id)  # a deposed owner's row, opened after the takeover read
                 continue
             busy = (live is not None and (c.forbid or c.buffer) and c.state == ExecutionState.CLAIMED and
                     any(self._in_flight(e, live, now, recent=True) for e in self._in_flight_rows(c.job_id)))
@@ -202,6 +219,12 @@ class MemoryStore:
             if c.counted:  # (a run buffered by the guard is a run: it goes later)
                 self.jobs[c.job_id] = replace(job, runs=job.runs + 1)
                 job = self.jobs[c.job_id]
+        for jid in sorted(lost):
+            redeliver, requeue = self._settle_lost(jid, node, live or Liveness(claimer=""), now)
+            if redeliver:
+                got.redeliver[jid] = redeliver
+            if requeue:
+                got.requeue[jid] = requeue
         return got
 
     async def gap_anchors(self, job_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
@@ -295,6 +318,8 @@ class MemoryStore:
                     continue
                 self._write_fence(j, fence, node)
                 job = self.jobs[j]
+                if job.fence != fence:
+                    break  # a newer owner's: its rows to settle
                 if self._again(job, e, now):
                     self.rows[e.id] = replace(e, fence=job.fence, node=node, claimer=claimer, redelivered=True,
                                               state=ExecutionState.CLAIMED)

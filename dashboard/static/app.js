@@ -275,5 +275,13 @@
   }
   if (strip) setInterval(function () { if (!document.hidden) refreshTicks(); }, 5000);
 
+  // A search answers within its time budget with what it found: a page with nothing found yet goes on by itself
+  // (its progress bar shows how far), one with rows waits for "Search on".
+  var searching = document.getElementById("search-progress");
+  if (searching && searching.dataset.autoNext === "true") {
+    var on = searching.querySelector('a[rel="next"]');
+    if (on) setTimeout(function () { window.location.replace(on.href); }, 50);
+  }
+
   connect();
 })();

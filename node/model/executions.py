@@ -158,6 +158,9 @@ class Claim:
     counted: bool = False  # a run counted against the job's maxRuns (jobs.runs goes up with the claim)
     instant: datetime | None = None  # a backfill's: the instant it sends (X-Cron-Scheduled-At)
     backfill: str | None = None
+    # the claimer id its row was claimed under, where it is sent outside the claim cycle (a backfill's, a run-now):
+    # once the node's id is another (a lapse), the send is a deposed node's and stops
+    claimer: str | None = None
 
     def execution(self, *, state: ExecutionState, node: str, claimer: str | None = None, attempts: int = 0,
                   status_code: int | None = None, duration_ms: int | None = None, lateness_ms: int | None = None,
@@ -192,6 +195,10 @@ class Claimed:
     taken: set[str]
     overlapped: set[str]
     buffered: set[str] = field(default_factory=set)  # (buffer runs) inserted buffered: a run is in flight elsewhere
+    # A lost claimer's open row found in a claimed tick's place (a deposed owner's claim that landed after the
+    # takeover, before this owner's first write): settled as a takeover settles them, by job.
+    redeliver: dict[str, list[Redelivery]] = field(default_factory=dict)
+    requeue: dict[str, list[Redelivery]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

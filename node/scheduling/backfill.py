@@ -141,8 +141,9 @@ class BackfillRunner:
             return self.sends.owned.get(o.id) is o and not o.releasing and self.fresh()
 
         # 1. what a lost owner left in flight: sent again as the same executions
-        for r in await self.claims.lost_backfill_rows(b.id, o.id, o.fence, self.node_id, self.sends.liveness()):
-            claim = Claim(id=r.id, job_id=o.id, scheduled_at=r.scheduled_at, fence=o.fence,
+        live = self.sends.liveness()
+        for r in await self.claims.lost_backfill_rows(b.id, o.id, o.fence, self.node_id, live):
+            claim = Claim(id=r.id, job_id=o.id, scheduled_at=r.scheduled_at, fence=o.fence, claimer=live.claimer,
                           kind=ExecutionKind.BACKFILL, attempts=r.attempts, instant=r.scheduled_at, backfill=b.id)
             flights.add(self.sends.send_now(o, claim))
         # 2. the instants after the cursor
@@ -174,14 +175,15 @@ class BackfillRunner:
             await limiter.take()
             if b.policy is BackfillPolicy.FORBID and flights:
                 await asyncio.wait(flights)
-            outcome = await self.claims.claim_backfill(o.id, o.fence, self.node_id, self.sends.liveness().claimer,
-                                                       b.id, t, eid := new_execution_id())
+            claimer = self.sends.liveness().claimer
+            outcome = await self.claims.claim_backfill(o.id, o.fence, self.node_id, claimer, b.id, t,
+                                                       eid := new_execution_id())
             if outcome == "lost":
                 owner_ok = False
                 break
             if outcome == "claimed":
                 claim = Claim(id=eid, job_id=o.id, scheduled_at=t, fence=o.fence, kind=ExecutionKind.BACKFILL,
-                              instant=t, backfill=b.id)
+                              instant=t, backfill=b.id, claimer=claimer)
                 flights.add(self.sends.send_now(o, claim))
             elif outcome == "done":
                 b = replace(b, already_done=b.already_done + 1)
@@ -205,12 +207,13 @@ class BackfillRunner:
             await asyncio.sleep(1.0)
             left = []
             for t in busy:
-                outcome = await self.claims.claim_backfill(o.id, o.fence, self.node_id,
-                                                           self.sends.liveness().claimer, b.id, t,
+                claimer = self.sends.liveness().claimer
+                outcome = await self.claims.claim_backfill(o.id, o.fence, self.node_id, claimer, b.id, t,
                                                            eid := new_execution_id())
                 if outcome == "claimed":
                     flights.add(self.sends.send_now(o, Claim(id=eid, job_id=o.id, scheduled_at=t, fence=o.fence,
-                                                             kind=ExecutionKind.BACKFILL, instant=t, backfill=b.id)))
+                                                             kind=ExecutionKind.BACKFILL, instant=t, backfill=b.id,
+                                                             claimer=claimer)))
                 elif outcome == "done":
                     b = replace(b, already_done=b.already_done + 1)
                 elif outcome == "busy":

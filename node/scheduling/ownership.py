@@ -76,7 +76,9 @@ class LockService(Protocol):
 class Takeovers(Protocol):
     """Draws fences and reads what a new owner needs; records a paused job's gap (store/executions.py)."""
 
-    async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]: ...
+    async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None, *,
+                        eager: bool = False) -> list[Takeover]: ...
+    async def reseed_epochs(self) -> None: ...
     async def gap_anchors(self, job_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]: ...
     async def refused(self, node: str, claims: Sequence[Claim]) -> set[str]: ...
 
@@ -435,6 +437,7 @@ class Ownership:
         self._desired_members: tuple[str, ...] | None = None
         self.stopping = False
         self.drops = 0  # drop_all calls (a lapse): a takeover under way when one came keeps nothing it fetched
+        self._mixed = False  # a release-2 node was in the ring since the counter was last moved past every fence
         self.handovers_in = 0
         self.handovers_out = 0
         self.wake = asyncio.Event()  # set when another pass is needed soon (a release to retry, a job freed)
@@ -591,6 +594,15 @@ class Ownership:
         node joining a million jobs is CPU-bound, 17.8 s against 17.1-19.3 s without; BENCHMARKS.md, sixth part.)"""
         taken: list[str] = []
         drops = self.drops  # a lapse meanwhile (drop_all) voids what this call fetched: the locks become strays
+        # Fences are epochs written with an owner's first write; a release-2 node in the ring (handover_ok false)
+        # bumps them by one at each takeover instead. Meanwhile every takeover writes its fences (eager), and once
+        # that node has gone, the counter is moved past every fence before the next takeover writes none.
+        eager = not self.lease.handover_ok
+        if eager:
+            self._mixed = True
+        elif self._mixed:
+            await self.takeovers.reseed_epochs()
+            self._mixed = False
 
         def still() -> bool:
             return self.lease.fresh() and not self.stopping and self.drops == drops
@@ -598,7 +610,7 @@ class Ownership:
         for chunk in chunks(want, TAKEOVER_JOBS):
             if not still():
                 break  # lapsed meanwhile: the fences we took are void anyway
-            takeovers = await self._fetch(list(chunk), now, still)
+            takeovers = await self._fetch(list(chunk), now, still, eager)
             if takeovers is None:
                 break  # lapsed or stopping while taking it over: the stray pass releases what we got
             if takeovers:
@@ -607,7 +619,8 @@ class Ownership:
         if taken:
             self.hooks.handover("in", taken)
 
-    async def _fetch(self, chunk: list[str], now: float, still: Callable[[], bool]) -> list[Takeover] | None:
+    async def _fetch(self, chunk: list[str], now: float, still: Callable[[], bool], eager: bool
+                     ) -> list[Takeover] | None:
         """One chunk's locks, then its takeover (fences drawn, rows read); None when the lease lapsed meanwhile."""
         self._acquiring.update(chunk)
         try:
@@ -628,7 +641,7 @@ class Ownership:
             return []
         self._taking_over.update(got)
         try:
-            takeovers = await self.takeovers.take_over(got, self.node_id, self.hooks.liveness())
+            takeovers = await self.takeovers.take_over(got, self.node_id, self.hooks.liveness(), eager=eager)
             if not still():
                 return None
             await self.locks.set_fences({t.job.id: t.fence for t in takeovers})

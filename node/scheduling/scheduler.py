@@ -215,13 +215,19 @@ class Scheduler:
             self._push(o, self.clock())  # which may be months away (a job edited to a leap-day schedule)
         elif nxt is not None:
             self._push(o, max(self.clock(), nxt.timestamp()))
-        self._redeliver(o, redeliver)
-        if buffered:  # ticks a previous owner buffered: ours to send once no run of the job is in flight
-            o.queue = [Claim(id=b.id, job_id=o.id, scheduled_at=b.scheduled_at, fence=o.fence, kind=b.kind,
-                             state=ExecutionState.BUFFERED) for b in buffered]
-            self._poll_queue(o)
+        self._take_on(o, redeliver, buffered)
         if nxt is None and not o.extra:
             self._complete(o, o.anchor)  # (once what was redelivered or buffered has gone)
+
+    def _take_on(self, o: Owned, redeliver: Sequence[Redelivery], buffered: Sequence[Redelivery]) -> None:
+        """A lost claimer's executions, now this owner's: at_least_once ones sent again, buffered ticks queued (ours
+        to send once no run of the job is in flight), in instant order with any already waiting."""
+        self._redeliver(o, redeliver)
+        if buffered:
+            queued = [Claim(id=b.id, job_id=o.id, scheduled_at=b.scheduled_at, fence=o.fence, kind=b.kind,
+                            state=ExecutionState.BUFFERED) for b in buffered]
+            o.queue = sorted([*o.queue, *queued], key=lambda c: c.scheduled_at)
+            self._poll_queue(o)
 
     def _complete(self, o: Owned, at: datetime) -> None:
         """The job can never fire again (its last run allowed is claimed, its @at has fired, its endAt has
@@ -537,6 +543,8 @@ class Scheduler:
             self._accept(o, [replace(c, state=ExecutionState.BUFFERED) if c.id in buffered else c
                              for c in claims if c.id in won and c.id not in overlapped],
                          taken=[c for c in claims if c.id in taken])
+            if o.id in claimed.redeliver or o.id in claimed.requeue:  # a deposed owner's late claim, settled
+                self._take_on(o, claimed.redeliver.get(o.id, ()), claimed.requeue.get(o.id, ()))
             if p.completed_at is not None and o.generation == gen and o.anchor >= p.completed_at \
                     and (o.job.max_runs is None or o.runs >= o.job.max_runs):
                 self._complete(o, p.completed_at)  # the last run max_runs allows is claimed
@@ -699,10 +707,11 @@ class Scheduler:
     async def _send(self, o: Owned, claim: Claim) -> None:
         job, secrets = o.job, o.secrets
         started = datetime.now(UTC)
-        # The lease this send began under: a lapse gives the node a new claimer id, and once the scheduler has dropped
-        # everything the lease is fresh again, under that id. A retry of this send after that would be a deposed
+        # The lease its row was claimed under (the claim's claimer, else this send's start: the claim cycle's claims
+        # are dropped with their job at a lapse): a lapse gives the node a new claimer id, and once the scheduler has
+        # dropped everything the lease is fresh again, under that id. A send or retry after that would be a deposed
         # owner's (found by the nemesis: a backfill's second attempt sent 6 ms after its node's lapse was handled).
-        lease, incarnation = self.membership, self.membership.claimer
+        lease, incarnation = self.membership, claim.claimer or self.membership.claimer
         self.sending[claim.id] = job.id
         result: Result | None = None
         why = self.cancelled.pop(claim.id, None)  # cancelled before its task began (cancel_local)
@@ -751,10 +760,11 @@ class Scheduler:
             raise LeaseNotFresh("this node is stopping or its heartbeat lease is not fresh; ask another node")
         now = datetime.now(UTC)
         eid = new_execution_id()
-        fence = await self.claims.claim_run_now(job.id, self.node_id, eid, now, claimer=self.membership.claimer,
+        claimer = self.membership.claimer
+        fence = await self.claims.claim_run_now(job.id, self.node_id, eid, now, claimer=claimer,
                                                 forbid_overlap=job.concurrency_policy is ConcurrencyPolicy.FORBID)
         o = Owned.of(job, timetable=job.timetable(), fence=fence, anchor=now)
-        claim = Claim(id=eid, job_id=job.id, scheduled_at=now, fence=fence, kind=ExecutionKind.MANUAL)
+        claim = Claim(id=eid, job_id=job.id, scheduled_at=now, fence=fence, kind=ExecutionKind.MANUAL, claimer=claimer)
         self.send_now(o, claim)  # (a replace tick of the owner, here, aborts it as any run of the job)
         return claim.id
 

@@ -30,6 +30,7 @@ from ..batching import CLAIM_ROWS, STATEMENT_ROWS, TAKEOVER_JOBS, chunks
 from ..model.backfills import ACTIVE as BACKFILL_ACTIVE
 from ..model.errors import NotFound, RunInFlight, StoreUnavailable
 from ..model.executions import (
+    OPEN_STATES,
     OVERLAP_REASON,
     Claim,
     Claimed,
@@ -135,16 +136,22 @@ def _redeliveries(rows: Iterable[dict[str, Any]]) -> dict[str, list[Redelivery]]
 FENCES_KNOWN = 100_000  # jobs whose fence this node knows it wrote (then its claims skip the write); cleared when full
 
 
-async def write_fences(cur: Cursor, node: str, fences: Mapping[str, int]) -> None:
+async def write_fences(cur: Cursor, node: str, fences: Mapping[str, int], *, held: bool = False) -> list[str]:
     """Write each job's fence (an epoch its owner drew at the takeover) where the job's is still lower: an owner's
     first write for a job. A higher one is a newer owner's: left, so the statement after this one fails its fence
-    check. One statement for each epoch (a takeover draws one for a chunk of jobs)."""
+    check. One statement for each epoch (a takeover draws one for a chunk of jobs). With ``held``: the jobs whose
+    fence is the given one now (the others' rows are a newer owner's to settle), read under a lock."""
     by_epoch: dict[int, list[str]] = {}
     for job_id, fence in fences.items():
         by_epoch.setdefault(fence, []).append(job_id)
     for fence, ids in sorted(by_epoch.items()):
         await cur.execute(f"UPDATE jobs SET fence = %s, owner = %s WHERE id IN ({ph(len(ids))}) AND fence < %s",
                           [fence, node, *ids, fence])
+    if not held or not fences:
+        return list(fences)
+    ids = list(fences)
+    await cur.execute(f"SELECT id, fence FROM jobs WHERE id IN ({ph(len(ids))}) LOCK IN SHARE MODE", ids)
+    return [r["id"] for r in await cur.fetchall() if int(r["fence"]) == fences[r["id"]]]
 
 
 class Executions:
@@ -166,14 +173,19 @@ class Executions:
 
     # ---- ownership ------------------------------------------------------------------------
 
-    async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]:
+    async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None, *,
+                        eager: bool = False) -> list[Takeover]:
         """Bump the fence of each job to this node, and read what a new owner needs: the definition, the
         anchor (the last scheduled instant claimed) and what it must send again.
 
         Rows claimed under an older fence and still open are a lost claimer's (abandoned, or re-sent for
         at_least_once) unless they are in flight on a live process: a live member's running row (a hand-over
         no longer waits for its runs), or one this process is sending itself (``live``). Those stay open:
-        their claimer records their outcome, and a forbid run sees them in flight."""
+        their claimer records their outcome, and a forbid run sees them in flight.
+
+        ``eager``: a release-2 node is in the ring, which bumps a job's fence by one at each takeover and knows no
+        epochs. Each job's fence is then written here, above both (``GREATEST(fence + 1, epoch)``), and the counter
+        moves past what was written, so two owners never hold one fence (``reseed_epochs`` once it has gone)."""
         live = live or Liveness(claimer="")
         alive, alive_args = _in_flight(live, "e", recent_claims=False)
         out: list[Takeover] = []
@@ -182,8 +194,12 @@ class Executions:
             epoch = await self.next_epoch()
             async for attempt in self.db.attempts(transaction=True):
                 async with attempt as cur:
+                    if eager:
+                        await cur.execute(f"UPDATE jobs SET fence = GREATEST(fence + 1, %s), owner = %s WHERE id IN"
+                                          f" ({jobs_in}) AND deleted_at IS NULL", [epoch, node, *ids])
                     await cur.execute(f"SELECT {OWNER_COLS} FROM jobs WHERE id IN ({jobs_in}) AND deleted_at IS NULL", ids)
                     rows = await cur.fetchall()
+                    fence_of = {r["id"]: int(r["fence"]) if eager else epoch for r in rows}
                     await cur.execute(last_ticks_sql(len(ids)), ids)
                     last = {r["job_id"]: from_db(r["last"]) for r in await cur.fetchall()}
                     # Which of them have open rows at all (most have none): a plain read, without the next-key
@@ -196,14 +212,26 @@ class Executions:
                     opened = [r["job_id"] for r in await cur.fetchall()]
                     redeliver: dict[str, list[Redelivery]] = {}
                     buffered: dict[str, list[Redelivery]] = {}
+                    if opened and not eager:
+                        opened = await write_fences(cur, node, {j: epoch for j in opened}, held=True)
                     if opened:
-                        await write_fences(cur, node, {j: epoch for j in opened})
                         redeliver, buffered = await _settle_lost(cur, opened, node, live, alive, alive_args)
-                    taken = [Takeover(job=StoredJob(r), fence=epoch, last_tick=last.get(r["id"]),
-                                      handover=int(r["fence"]) > 0, redeliver=tuple(redeliver.get(r["id"], ())),
+                    # (a hand-over: an owner had written a fence before; with eager writes, any fence above ours)
+                    taken = [Takeover(job=StoredJob(r), fence=fence_of[r["id"]], last_tick=last.get(r["id"]),
+                                      handover=int(r["fence"]) > (epoch if eager else 0),
+                                      redeliver=tuple(redeliver.get(r["id"], ())),
                                       buffered=tuple(buffered.get(r["id"], ()))) for r in rows]
+            if eager and taken:  # the counter past every fence written here
+                await self.db.execute("UPDATE fence_epochs SET n = GREATEST(n, %s) WHERE id = 1",
+                                      (max(t.fence for t in taken),))
             out.extend(taken)
         return out
+
+    async def reseed_epochs(self) -> None:
+        """The counter past every job's fence: once the last release-2 node has gone (it bumped fences by one,
+        beyond what the counter knew), before the next takeover that writes nothing."""
+        await self.db.execute("UPDATE fence_epochs SET n = GREATEST(n, (SELECT COALESCE(MAX(fence), 0) FROM jobs))"
+                              " WHERE id = 1")
 
     async def next_epoch(self) -> int:
         """A new fence epoch: above every fence any job has (its own statement: the counter's row is never held
@@ -280,17 +308,20 @@ class Executions:
         hit = [r["job_id"] for r in rows if r["job_id"] in fences]
         out: dict[str, list[Redelivery]] = {}
         for chunk in chunks(hit, TAKEOVER_JOBS):
-            ids, jobs_in = list(chunk), ph(len(chunk))
             async for attempt in self.db.attempts(transaction=True):
                 async with attempt as cur:
-                    await write_fences(cur, node, {j: fences[j] for j in ids})  # (re-sent rows take the job's fence)
+                    found: dict[str, list[Redelivery]] = {}
+                    # (re-sent rows take the job's fence: ours, or the job is a newer owner's to settle)
+                    ids = await write_fences(cur, node, {j: fences[j] for j in chunk}, held=True)
+                    if not ids:
+                        break
+                    jobs_in = ph(len(ids))
                     await cur.execute(
                         f"SELECT e.id FROM executions e JOIN jobs j ON j.id = e.job_id WHERE e.job_id IN ({jobs_in})"
                         f" AND e.state IN {IN_FLIGHT} AND e.claimer IN ({gone_in}) AND e.kind <> {BACKFILL}"
                         f" AND {_AT_LEAST_ONCE} AND {_IN_GRACE}"
                         f" FOR UPDATE", [*ids, *gone])
                     again = [r["id"] for r in await cur.fetchall()]
-                    found: dict[str, list[Redelivery]] = {}
                     if again:
                         await cur.execute(
                             f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.fence = j.fence, e.node = %s,"
@@ -319,6 +350,7 @@ class Executions:
         run that a hand-over left in flight), or one this process is sending (``live``)."""
         result = Claimed(won=set(), taken=set(), overlapped=set())
         claimer = live.claimer if live is not None and live.claimer else None
+        lost: set[str] = set()  # jobs with a lost claimer's open row where this owner claimed
         for chunk in chunks(claims, CLAIM_ROWS):
             guarded = {c.id for c in chunk if (c.forbid or c.buffer) and c.state == ExecutionState.CLAIMED} \
                 if live else set()
@@ -333,9 +365,10 @@ class Executions:
                         await cur.execute(f"SELECT id FROM executions WHERE id IN ({ph(len(chunk))})",
                                           [c.id for c in chunk])
                         if {r["id"] for r in await cur.fetchall()}:
-                            won, dup, skipped = await _claim_chunk(cur, sql, args, chunk, guarded, readback=True)
+                            won, dup, skipped = await _claim_chunk(cur, sql, args, chunk, guarded, live, lost,
+                                                                   readback=True)
                             break
-                    won, dup, skipped = await _claim_chunk(cur, sql, args, chunk, guarded)
+                    won, dup, skipped = await _claim_chunk(cur, sql, args, chunk, guarded, live, lost)
                     if counted:  # a run buffered by the guard is a run (it goes later); an overlap row is not
                         await _count_runs(cur, [c for c in chunk if c.counted and c.id in won
                                                 and not (c.id in skipped and c.forbid)])
@@ -345,6 +378,17 @@ class Executions:
             # a guarded run inserted busy: an overlap row (forbid) or a buffered tick (buffer policies)
             result.overlapped.update(i for i in skipped if i in {c.id for c in chunk if c.forbid})
             result.buffered.update(i for i in skipped if i in {c.id for c in chunk if c.buffer})
+        if lost and live is not None:
+            # A deposed owner's claim can land after this owner took the job over and before its first write (the
+            # fence then still matched): its row holds the tick, under a claimer that is gone. Settled here, as a
+            # takeover settles them: at_least_once re-sent by this owner, buffered ticks its queue, the rest
+            # abandoned. (Left alone, the tick was lost: no takeover would come to it.)
+            alive, alive_args = _in_flight(live, "e", recent_claims=False)
+            async for attempt in self.db.attempts(transaction=True):
+                async with attempt as cur:
+                    redeliver, requeue = await _settle_lost(cur, sorted(lost), node, live, alive, alive_args)
+            result.redeliver.update(redeliver)
+            result.requeue.update(requeue)
         return result
 
     async def claim_run_now(self, job_id: str, node: str, execution_id: str, at: datetime, *,
@@ -448,7 +492,8 @@ class Executions:
                 if not rows:
                     return []
                 ids = [r["id"] for r in rows]
-                await write_fences(cur, node, {job_id: fence})  # (the rows take the job's fence: this owner's)
+                if not await write_fences(cur, node, {job_id: fence}, held=True):
+                    return []  # (a newer owner's fence: its rows to take on)
                 await cur.execute(
                     f"UPDATE executions e JOIN jobs j ON j.id = e.job_id SET e.fence = j.fence, e.node = %s,"
                     f" e.claimer = %s, e.redelivered = 1, e.state = {CLAIMED} WHERE e.id IN ({ph(len(ids))})",
@@ -566,8 +611,9 @@ async def _count_runs(cur: Cursor, runs: Sequence[Claim]) -> None:
         await cur.execute("UPDATE jobs SET runs = runs + %s WHERE id = %s AND fence = %s", (n, job_id, fence))
 
 
-async def _claim_chunk(cur: Cursor, sql: str, args: list[Any], chunk: Sequence[Claim],
-                       guarded: set[str], *, readback: bool = False) -> tuple[set[str], set[str], set[str]]:
+async def _claim_chunk(cur: Cursor, sql: str, args: list[Any], chunk: Sequence[Claim], guarded: set[str],
+                       live: Liveness | None, lost: set[str], *, readback: bool = False
+                       ) -> tuple[set[str], set[str], set[str]]:
     skipped: set[str] = set()
     # A duplicate tick is left unchanged, so it counts 0 affected rows: when every row was inserted, every
     # claim is won without reading them back. (``readback``: the statement already ran; read what it did.)
@@ -579,7 +625,7 @@ async def _claim_chunk(cur: Cursor, sql: str, args: list[Any], chunk: Sequence[C
         return {c.id for c in chunk}, set(), skipped
     keys = [(c.job_id, to_db(c.scheduled_at)) for c in chunk]
     await cur.execute(
-        "SELECT e.id, e.job_id, e.scheduled_at, e.kind, e.state, j.fence AS job_fence,"
+        "SELECT e.id, e.job_id, e.scheduled_at, e.kind, e.state, e.fence, e.claimer, j.fence AS job_fence,"
         " (j.deleted_at IS NULL AND j.paused = 0) AS live FROM executions e JOIN jobs j ON j.id = e.job_id"
         f" WHERE (e.job_id, e.scheduled_at) IN ({','.join(['(%s,%s)'] * len(keys))})", [v for k in keys for v in k])
     rows = {(r["job_id"], r["scheduled_at"]): r for r in await cur.fetchall()}
@@ -594,6 +640,9 @@ async def _claim_chunk(cur: Cursor, sql: str, args: list[Any], chunk: Sequence[C
                 skipped.add(c.id)
         elif row["job_fence"] == c.fence and row["live"]:
             dup.add(c.id)  # our fence still holds: the tick simply has its row already
+            if (live is not None and row["state"] in OPEN_STATES and row["fence"] < c.fence
+                    and row["claimer"] not in (live.claimer, *live.others)):
+                lost.add(c.job_id)  # a lost claimer's row, opened under an older fence after our takeover read
     return got, dup, skipped
 
 

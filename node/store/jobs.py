@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..batching import STATEMENT_ROWS, chunks
 from ..model.audit import AuditEntry
@@ -41,6 +42,19 @@ from .codec import (
     to_db,
 )
 from .connection import Cursor, Database
+
+
+class Found(NamedTuple):
+    """A search's page: the jobs, and (when it stopped before the end, within its budget) the seq to go on from
+    and the highest seq, whose ratio is how far through the creation order it got."""
+
+    jobs: list[Job]
+    resume: int | None = None
+    top: int = 0
+
+
+SEARCH_WINDOW = 20_000  # seqs a search reads per statement (a window of the creation order)
+SEARCH_BUDGET = 0.12  # seconds a search goes on before it answers with what it found (CRONRING_SEARCH_BUDGET)
 
 _INSERT = ("INSERT INTO jobs (id, name, schedule, time_zone, paused, spec, version, fence, active_since, created_at,"
            " updated_at) VALUES ")
@@ -282,15 +296,44 @@ class Jobs:
             out.extend(_job(r) for r in rows)
         return out
 
+    async def search(self, *, limit: int, cursor: int | None, q: str | None, paused: bool | None,
+                     failing: bool = False, selector: Selector | None = None, budget: float = SEARCH_BUDGET) -> Found:
+        """``page``, for a reader (the API's list, the dashboard's jobs page): a search (``q``) reads the table in
+        creation order a window at a time and answers within ``budget`` seconds with what it found, and where
+        to go on (a seq) when it stopped before the end with fewer than ``limit`` jobs. A word nobody's job has
+        reads every row: at a million jobs that is seconds, so it goes in steps a reader can follow (the API's
+        next cursor, the dashboard's progress bar) instead of one request that holds a connection for all of it."""
+        if not q:
+            return Found(await self.page(limit=limit, cursor=cursor, q=None, paused=paused, failing=failing,
+                                         selector=selector))
+        deadline = time.monotonic() + budget
+        row = await self.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS top FROM jobs")
+        top = int(row["top"]) if row else 0
+        lo, found = cursor or 0, list[Job]()
+        while lo < top:
+            hi = min(top, lo + SEARCH_WINDOW)
+            found += await self.page(limit=limit - len(found), cursor=lo, q=q, paused=paused, failing=failing,
+                                     selector=selector, until=hi)
+            if len(found) >= limit:
+                return Found(found)
+            lo = hi
+            if lo < top and time.monotonic() >= deadline:
+                return Found(found, resume=lo, top=top)
+        return Found(found)
+
     async def page(self, *, limit: int, cursor: int | None, q: str | None, paused: bool | None,
-                   failing: bool = False, selector: Selector | None = None) -> list[Job]:
-        """A page in creation order after ``cursor`` (``seq``). ``q`` searches names, ids, schedules and the
-        target as scheme://host:port/path (``search_target``): never header values, userinfo or queries."""
+                   failing: bool = False, selector: Selector | None = None, until: int | None = None) -> list[Job]:
+        """A page in creation order after ``cursor`` (``seq``), up to ``until`` (a seq) if given. ``q`` searches
+        names, ids, schedules and the target as scheme://host:port/path (``search_target``): never header values,
+        userinfo or queries."""
         where: list[str] = ["deleted_at IS NULL"]
         args: list[Any] = []
         if cursor is not None:
             where.append("seq > %s")
             args.append(cursor)
+        if until is not None:
+            where.append("seq <= %s")
+            args.append(until)
         if q:
             like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append("(name LIKE %s OR id LIKE %s OR schedule LIKE %s OR search_target LIKE %s)")

@@ -170,14 +170,15 @@ async def list_crons(request: web.Request) -> web.Response:
     if state not in (None, "all", "paused", "active", "failing"):
         raise BadRequest("state must be all, active, paused or failing", {"state": state[:30]})
     selector = label_selector(request)
-    jobs = await r.store.jobs.page(limit=limit + 1, cursor=cursor, q=q,
-                                   paused={"paused": True, "active": False}.get(state or "all"),
-                                   failing=state == "failing", selector=selector)
-    more = len(jobs) > limit
-    jobs = jobs[:limit]
+    found = await r.store.jobs.search(limit=limit + 1, cursor=cursor, q=q,
+                                      paused={"paused": True, "active": False}.get(state or "all"),
+                                      failing=state == "failing", selector=selector, budget=r.settings.search_budget)
+    jobs = found.jobs[:limit]
     headers = {}
-    if more:
-        nxt = jobs[-1].seq
+    nxt = jobs[-1].seq if len(found.jobs) > limit else found.resume
+    if found.resume is not None:  # a search that read part of the table within its budget: go on from there
+        headers["X-Search-Progress"] = f"{found.resume / max(found.top, 1):.3f}"
+    if nxt is not None:
         headers["X-Next-Cursor"] = str(nxt)
         query = dict(request.query)
         query["cursor"] = str(nxt)

@@ -207,7 +207,10 @@ def spec() -> dict[str, Any]:
         "createdAt": {"type": ["string", "null"]}, "updatedAt": {"type": ["string", "null"]}}}
     paths: dict[str, Any] = {
         "/api/crons": {
-            "get": _op("List jobs (paginated: X-Next-Cursor / Link headers)", {"200": _json({"type": "array", "items": _JOB})},
+            "get": _op("List jobs (paginated: X-Next-Cursor / Link headers; a search, q, answers within ~0.1 s with what it"
+                       " found so far: a page may then be short, even empty, with X-Next-Cursor to go on from and"
+                       " X-Search-Progress, the share of the jobs searched, 0 to 1)",
+                       {"200": _json({"type": "array", "items": _JOB})},
                        params=[_q("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
                                _q("cursor", {"type": "integer", "minimum": 0, "maximum": 2**62}), _q("q", {"type": "string", "maxLength": 200}),
                                _q("state", {"type": "string", "enum": ["all", "active", "paused", "failing"],

@@ -22,7 +22,8 @@ SEED_PAYLOADS = [
 ]
 
 
-cluster = cluster_fixture("api", "api-1", CRONRING_SIGNING_SECRET="topsecret")
+# (a search budget of 0: a search reads one window of the creation order per request, test_a_search_answers_in_steps)
+cluster = cluster_fixture("api", "api-1", CRONRING_SIGNING_SECRET="topsecret", CRONRING_SEARCH_BUDGET="0")
 
 
 async def test_seed_payloads_work_unchanged(cluster: Cluster) -> None:
@@ -165,6 +166,42 @@ async def test_pagination_and_search(cluster: Cluster) -> None:
     assert [j["name"] for j in body] == ["page-3"]
     assert (await cluster.request("GET", f"{url}/api/crons?limit=0"))[0] == 400
     assert (await cluster.request("GET", f"{url}/api/crons?cursor=abc"))[0] == 400
+
+
+async def test_a_search_answers_in_steps_a_reader_follows(cluster: Cluster) -> None:
+    """A search reads the jobs in creation order a window (20,000 seqs) at a time and answers when its budget is
+    spent (0 here: after one window) with what it found, X-Next-Cursor and X-Search-Progress; a reader following
+    the cursor gets every match once, in order. The dashboard shows the progress and a link to search on."""
+    url = cluster.any_node().url
+    await cluster.create_job(schedule="0 4 * * *", name="needle-early", paused=True)
+    conn = await cluster.db_conn()
+    try:
+        async with conn.cursor() as cur:  # a gap of five windows in the creation order
+            await cur.execute("SELECT MAX(seq) FROM jobs")
+            (top,) = await cur.fetchone()
+            await cur.execute(f"ALTER TABLE jobs AUTO_INCREMENT = {int(top) + 100_000}")
+    finally:
+        conn.close()
+    await cluster.create_job(schedule="0 4 * * *", name="needle-late", paused=True)
+    pages: list[list[str]] = []
+    progress: list[float] = []
+    cursor = ""
+    while len(pages) < 20:
+        status, body, headers = await cluster.request("GET", f"{url}/api/crons?limit=50&q=needle{cursor}")
+        assert status == 200
+        pages.append([j["name"] for j in body])
+        if "X-Search-Progress" in headers:
+            progress.append(float(headers["X-Search-Progress"]))
+        if "X-Next-Cursor" not in headers:
+            break
+        cursor = f"&cursor={headers['X-Next-Cursor']}"
+    assert [n for p in pages for n in p] == ["needle-early", "needle-late"]
+    assert len(pages) >= 5 and [] in pages  # (short pages, empty ones, that still have a next)
+    assert progress == sorted(progress) and 0 < progress[0] < progress[-1] < 1
+    status, body, _ = await cluster.request("GET", f"{url}/?q=needle-late")
+    assert status == 200 and 'id="search-progress"' in body and "Search on" in body and 'data-auto-next="true"' in body
+    status, body, _ = await cluster.request("GET", f"{url}/api/crons?limit=50")  # no search: one page, no steps
+    assert status == 200 and {"needle-early", "needle-late"} <= {j["name"] for j in body}
 
 
 async def test_run_now_pause_resume_and_history(cluster: Cluster) -> None:

@@ -238,3 +238,62 @@ async def test_a_run_the_guard_buffers_counts_and_one_it_skips_does_not(world: W
     runs = {t.job.id: t.job.runs for t in await world.claims.take_over([job.id, forbid.id], "node-c",
                                                                        Liveness(claimer=C))}
     assert runs == {job.id: 1, forbid.id: 0}
+
+
+@pytest.mark.parametrize("delivery", ["at_most_once", "at_least_once", "buffered"])
+async def test_a_deposed_owners_late_claim_is_settled_where_the_new_owner_claims(world: World, delivery: str) -> None:
+    """Fences are written with an owner's first write: a deposed owner's claim that lands after the takeover (which
+    found no open row, so wrote nothing) and before that first write still matches. Its row then holds the tick,
+    under a claimer that is gone. Where the new owner claims that tick, its claim is taken, and the row is settled
+    as a takeover would: re-sent by the new owner (at_least_once), its queue (buffered), else abandoned. Found by
+    review: left alone, the tick was never delivered, and no takeover would come to it."""
+    job = await world.job(delivery="at_least_once" if delivery == "at_least_once" else "at_most_once")
+    (a,) = await world.claims.take_over([job.id], "node-a", Liveness(claimer=A))
+    t0 = _now()
+    first = _claim(job, a.fence, t0)
+    assert (await world.claims.claim("node-a", [first], Liveness(claimer=A))).won == {first.id}
+    await world.claims.record([first.execution(state=ExecutionState.SUCCEEDED, node="node-a", claimer=A, attempts=1)])
+    (b,) = await world.claims.take_over([job.id], "node-b", Liveness(claimer=B))  # no open row: nothing written
+    assert b.fence > a.fence and not b.redeliver and not b.buffered
+    state = ExecutionState.BUFFERED if delivery == "buffered" else ExecutionState.CLAIMED
+    late = _claim(job, a.fence, t0 + timedelta(seconds=1), state=state)
+    assert (await world.claims.claim("node-a", [late], Liveness(claimer=A))).won == {late.id}  # (A, deposed)
+    mine = _claim(job, b.fence, t0 + timedelta(seconds=1))
+    got = await world.claims.claim("node-b", [mine], Liveness(claimer=B))  # A is not live any more
+    assert got.taken == {mine.id} and not got.won
+    row = (await world.rows(job))[late.id]
+    if delivery == "at_least_once":
+        assert [r.id for r in got.redeliver[job.id]] == [late.id] and not got.requeue
+        assert (row.state, row.claimer, row.fence, row.redelivered) == (ExecutionState.CLAIMED, B, b.fence, True)
+    elif delivery == "buffered":
+        assert [r.id for r in got.requeue[job.id]] == [late.id] and not got.redeliver
+        assert (row.state, row.claimer, row.fence) == (ExecutionState.BUFFERED, B, b.fence)
+    else:
+        assert not got.redeliver and not got.requeue
+        assert row.state == ExecutionState.ABANDONED
+    again = _claim(job, b.fence, t0 + timedelta(seconds=1))  # once settled: taken, nothing more to settle
+    got = await world.claims.claim("node-b", [again], Liveness(claimer=B))
+    assert got.taken == {again.id} and not got.redeliver and not got.requeue
+    # a live claimer's open row is its own (a run-now on a live node): taken, left alone
+    live_row = _claim(job, b.fence, t0 + timedelta(seconds=2))
+    stale = _claim(job, a.fence, t0 + timedelta(seconds=2))
+    assert (await world.claims.claim("node-a", [stale], Liveness(claimer=A))).won == set()  # (B's fence is written)
+    assert (await world.claims.claim("node-b", [live_row], Liveness(claimer=B))).won == {live_row.id}
+
+
+async def test_a_deposed_owner_settles_no_orphans_of_a_job_a_newer_owner_fenced(world: World) -> None:
+    """orphans with the caller's fence: once a newer owner's epoch is on the job, the rows a gone claimer left are
+    that owner's to settle; a deposed caller takes none on (it would send them under a fence it does not hold)."""
+    least = await world.job(delivery="at_least_once")
+    (b,) = await world.claims.take_over([least.id], "node-b", Liveness(claimer=B))
+    (c,) = await world.claims.take_over([least.id], "node-c", Liveness(claimer=C))  # (no open row: none written)
+    t0 = _now()
+    run = new_execution_id()
+    await world.claims.claim_run_now(least.id, "node-a", run, t0, claimer=A)  # in flight on node-a, which dies
+    first = _claim(least, c.fence, t0 + timedelta(seconds=1))
+    assert (await world.claims.claim("node-c", [first], Liveness(claimer=C))).won == {first.id}  # c's epoch written
+    assert await world.claims.orphans([A], {least.id: b.fence}, "node-b", B) == {}
+    row = (await world.rows(least))[run]
+    assert row.state == ExecutionState.CLAIMED and row.claimer == A  # left for node-c
+    found = await world.claims.orphans([A], {least.id: c.fence}, "node-c", C)
+    assert [r.id for r in found[least.id]] == [run]

@@ -7,10 +7,13 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from node.model.backfills import Backfill
 from node.model.executions import Claim, Execution, ExecutionState, new_execution_id
 from node.model.jobs import validate
 from node.store import MIGRATIONS, Store
+from node.store import jobs as jobs_module
 
 
 async def test_migrations_run_once_with_many_nodes_starting(store: Store) -> None:
@@ -258,3 +261,56 @@ async def test_gap_anchors_are_a_paused_jobs_fence_and_last_scheduled_instant(st
     await store.jobs.set_paused(paused.id, True)
     assert await store.executions.gap_anchors([paused.id, active.id]) == {
         paused.id: (t.fence, at + timedelta(seconds=2))}
+
+
+async def test_a_search_reads_in_windows_and_says_where_to_go_on(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """store/jobs.search: windows of the creation order; within its budget it fills a page, past it it answers with
+    what it found and where to go on (resume, with how far it got). Followed to the end: every match once, in
+    order; nothing is skipped at a window's edge."""
+    monkeypatch.setattr(jobs_module, "SEARCH_WINDOW", 3)
+    made = [await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "0 4 * * *",
+                                              "name": f"{'hit' if i % 4 == 0 else 'miss'}-{i}"}), 100)
+            for i in range(17)]
+    hits = [j.name for j in made if j.name.startswith("hit")]
+    assert [j.name for j in (await store.jobs.search(limit=50, cursor=None, q="hit", paused=None)).jobs] == hits
+    full = await store.jobs.search(limit=2, cursor=None, q="hit", paused=None)
+    assert [j.name for j in full.jobs] == hits[:2] and full.resume is None  # (a full page: its cursor is its own)
+    names, steps, cursor, seen = [], 0, None, []
+    while steps < 50:
+        steps += 1
+        found = await store.jobs.search(limit=50, cursor=cursor, q="hit", paused=None, budget=0)
+        names += [j.name for j in found.jobs]
+        if found.resume is None:
+            break
+        seen.append(found.resume / found.top)
+        cursor = found.resume
+    assert names == hits and steps >= 5 and seen == sorted(seen) and 0 < seen[0] < 1
+    none = await store.jobs.search(limit=50, cursor=None, q="nobody", paused=None)  # (within its budget: to the end)
+    assert none.jobs == [] and none.resume is None
+    plain = await store.jobs.search(limit=50, cursor=None, q=None, paused=None, budget=0)  # no search: one page
+    assert len(plain.jobs) == 17 and plain.resume is None
+
+
+async def test_eager_takeovers_and_the_reseed_keep_fences_unique_beside_release_2(store: Store) -> None:
+    """A release-2 node bumps a job's fence by one at each takeover and knows no epochs. Meanwhile (eager) a
+    takeover writes GREATEST(fence + 1, epoch) and moves the counter past it; once release 2 has gone, the reseed
+    moves the counter past every fence, so a later epoch (written only with the owner's first write) is above
+    anything a release-2 node wrote."""
+    job = await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
+
+    async def fence() -> int:
+        return int((await store.db.fetchone("SELECT fence FROM jobs WHERE id = %s", (job.id,)))["fence"])
+
+    (a,) = await store.executions.take_over([job.id], "node-a", eager=True)
+    assert await fence() == a.fence > 0
+    await store.db.execute("UPDATE jobs SET fence = fence + 5 WHERE id = %s", (job.id,))  # release 2, five times
+    (b,) = await store.executions.take_over([job.id], "node-b", eager=True)
+    assert b.fence == a.fence + 6 == await fence() and b.handover
+    assert await store.executions.next_epoch() > b.fence  # (the counter moved past what it wrote)
+    await store.db.execute("UPDATE jobs SET fence = fence + 50 WHERE id = %s", (job.id,))  # release 2, beyond it
+    high = await fence()
+    await store.executions.reseed_epochs()
+    (c,) = await store.executions.take_over([job.id], "node-c")
+    assert c.fence > high and await fence() == high  # (nothing written yet: the first claim writes it)
+    first = Claim(id=new_execution_id(), job_id=job.id, scheduled_at=datetime(2026, 1, 1, tzinfo=UTC), fence=c.fence)
+    assert (await store.executions.claim("node-c", [first])).won == {first.id} and await fence() == c.fence

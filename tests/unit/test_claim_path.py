@@ -29,7 +29,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from node.aio import Tasks
 from node.cluster.ring import Ring
 from node.model.errors import StoreUnavailable
-from node.model.executions import OPEN_STATES, ExecutionKind, ExecutionState, Fate
+from node.model.executions import OPEN_STATES, Claim, ExecutionKind, ExecutionState, Fate, Liveness, new_execution_id
 from node.model.jobs import Job, JobSummary, validate
 from node.scheduling.firing import Result
 from node.scheduling.ledger import account, segments
@@ -401,6 +401,67 @@ async def test_a_send_begun_before_a_lapse_never_sends_again_once_the_lease_is_f
     w.members["a"] = a.lease.claimer
     a.ownership.drop_all("own heartbeat lapsed")
     assert a.lease.fresh() and not may_send()
+
+
+@pytest.mark.parametrize("policy", ["at_least_once", "buffer_all"])
+async def test_a_deposed_owners_late_claim_is_sent_by_the_new_owner(policy: str) -> None:
+    """A deposed owner's claim can land after the new owner's takeover (nothing written: the job had no open row)
+    and before its first write. The new owner's claim of that instant finds the row, under a claimer that is gone:
+    it takes it on as a takeover would (re-sent as the same execution, or queued), so the instant is delivered
+    once (found by review: before, it was taken as accounted for and never sent)."""
+    w = World()
+    fields = {"delivery": "at_least_once"} if policy == "at_least_once" else {"concurrencyPolicy": "buffer_all"}
+    j = job(w, "*/10 * * * * *", **fields)
+    w.quick.add(j.id)
+    a = Node(w, "a")
+    await run(w, 14)  # (its run at :10 recorded: the takeover finds no open row, and writes nothing)
+    assert sent_ticks(w, j.id)
+    deposed, old_fence = a.lease.claimer, w.store.jobs[j.id].fence
+    a.kill()
+    due = datetime.fromtimestamp(T0 + 20, UTC)
+    state = ExecutionState.CLAIMED if policy == "at_least_once" else ExecutionState.BUFFERED
+    late = Claim(id=new_execution_id(), job_id=j.id, scheduled_at=due, fence=old_fence, state=state)
+    claim = w.store.claim
+
+    async def claim_after_the_late_one(node: str, claims: Sequence[Claim], live: Liveness | None = None) -> Any:
+        if node == "b" and late.id not in w.store.rows:  # lands just before b's first write (b took the job over)
+            assert w.store.jobs[j.id].fence == old_fence < b.ownership.owned[j.id].fence
+            assert (await claim("a", [late], Liveness(claimer=deposed))).won == {late.id}
+        return await claim(node, claims, live)
+
+    w.store.claim = claim_after_the_late_one  # type: ignore[method-assign]
+    b = Node(w, "b")
+    await run(w, 12)
+    assert late.id in w.store.rows
+    ticks = sent_ticks(w, j.id)
+    assert ticks[due] == {late.id}, ticks  # sent once, as the deposed owner's execution
+    assert w.store.rows[late.id].state == ExecutionState.SUCCEEDED and all(len(v) == 1 for v in ticks.values())
+
+
+async def test_a_run_now_claimed_before_a_lapse_is_not_sent_after_it() -> None:
+    """The claimer id a send is judged by is the one its row was claimed under: a run-now whose claim was under way
+    while the node's lapse was handled (a new id, the lease fresh again at once) is not sent; its row's claimer is
+    gone, so another node would settle it (found by review: the send took the new id and went)."""
+    w = World()
+    j = job(w, "0 0 1 1 *")
+    a = Node(w, "a")
+    await run(w, 1)
+    claim_run_now = w.store.claim_run_now
+
+    async def lapse_meanwhile(*args: Any, **kw: Any) -> int:
+        fence = await claim_run_now(*args, **kw)
+        a.lease.claimer = "lapsed-and-back1"  # membership._lapse, then the next beat: a member again
+        w.members["a"] = a.lease.claimer
+        return fence
+
+    w.store.claim_run_now = lapse_meanwhile  # type: ignore[method-assign]
+    eid = await a.scheduler.run_now(w.store.jobs[j.id])
+    await run(w, 1)
+    assert a.lease.fresh() and not [r for r in w.requests if r.execution == eid]
+    w.store.claim_run_now = claim_run_now  # type: ignore[method-assign]
+    again = await a.scheduler.run_now(w.store.jobs[j.id])  # under the new id: sent
+    await run(w, 1)
+    assert [r.execution for r in w.requests if r.job == j.id] == [again]
 
 
 async def test_a_job_whose_next_instant_is_far_away_is_kept_packed_and_fires_as_defined() -> None:

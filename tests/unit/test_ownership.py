@@ -49,6 +49,9 @@ class World:
         self.jobs: dict[str, Job] = {}
         self.deleted: set[str] = set()
         self.fail: dict[tuple[str, str], int] = {}  # (node, op) -> failures to inject
+        self.release2 = False  # a release-2 node in the ring (handover_ok false)
+        self.eager: list[bool] = []  # each take_over: were its fences written at once
+        self.reseeds = 0
 
     def maybe_fail(self, node: str, op: str, *, after: bool = False) -> None:
         n = self.fail.get((node, op), 0)
@@ -96,8 +99,10 @@ class FakeStore:
     def __init__(self, world: World, node: str) -> None:
         self.w, self.node = world, node
 
-    async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]:
+    async def take_over(self, job_ids: Sequence[str], node: str, live: Liveness | None = None, *,
+                        eager: bool = False) -> list[Takeover]:
         self.w.maybe_fail(self.node, "take_over")
+        self.w.eager.append(eager)
         out = []
         for j in job_ids:
             if j in self.w.jobs and j not in self.w.deleted:
@@ -106,6 +111,9 @@ class FakeStore:
                 self.w.jobs[j] = job
                 out.append(Takeover(job=job, fence=job.fence, last_tick=None))
         return out
+
+    async def reseed_epochs(self) -> None:
+        self.w.reseeds += 1
 
     async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
         self.w.maybe_fail(self.node, "get_jobs")
@@ -140,7 +148,7 @@ class FakeLease:
 
     @property
     def handover_ok(self) -> bool:
-        return True
+        return not self.w.release2
 
     def fresh(self) -> bool:
         return self.is_fresh and self.node in self.w.members
@@ -519,7 +527,7 @@ async def test_a_takeovers_gap_rows_are_there_before_its_first_claim() -> None:
     store = a.own.takeovers
     reads = {"fail": 1}
 
-    async def take_over(job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]:
+    async def take_over(job_ids: Sequence[str], node: str, live: Liveness | None = None, **kw: Any) -> list[Takeover]:
         return [Takeover(job=w.jobs[j], fence=2, last_tick=T0.replace(second=10)) for j in job_ids]
 
     async def job_history(job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
@@ -568,12 +576,12 @@ async def test_an_edit_during_a_long_takeover_is_reloaded_between_its_chunks(mon
     store, reloads_under_way = a.own.takeovers, []
     take_over = store.take_over
 
-    async def taking_over(job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]:
+    async def taking_over(job_ids: Sequence[str], node: str, live: Liveness | None = None, **kw: Any) -> list[Takeover]:
         if not reloads_under_way:  # the first chunk: the owned job is edited meanwhile
             w.jobs["job000"] = Job(**{**_fields(w.jobs["job000"]), "uri": "http://x/v2", "version": 2})
             a.catalogue.apply(JobSummary(id="job000", version=2, paused=False, deleted=False))
         reloads_under_way.append(len(a.tasks))
-        return await take_over(job_ids, node, live)
+        return await take_over(job_ids, node, live, **kw)
 
     store.take_over = taking_over  # type: ignore[method-assign]
     await a.own.reconcile()
@@ -595,9 +603,9 @@ async def test_a_lapse_during_a_takeover_leaves_nothing_it_fetched_owned(monkeyp
     store, calls = a.own.takeovers, []
     take_over, own = store.take_over, a.own._own
 
-    async def taking_over(job_ids: Sequence[str], node: str, live: Liveness | None = None) -> list[Takeover]:
+    async def taking_over(job_ids: Sequence[str], node: str, live: Liveness | None = None, **kw: Any) -> list[Takeover]:
         calls.append(list(job_ids))
-        out = await take_over(job_ids, node, live)
+        out = await take_over(job_ids, node, live, **kw)
         if during == "fetch" and len(calls) == 2:
             a.own.drop_all("own heartbeat lapsed")
         return out
@@ -614,6 +622,24 @@ async def test_a_lapse_during_a_takeover_leaves_nothing_it_fetched_owned(monkeyp
     a.own._own = own  # type: ignore[method-assign]
     await _pass(a)
     assert len(a.own.owned) == 12
+
+
+async def test_with_a_release_2_node_in_the_ring_fences_are_written_at_the_takeover_and_reseeded_after() -> None:
+    """Release 2 bumps a job's fence by one at each takeover and knows no epochs. While one is in the ring, every
+    takeover writes its fences (eager); once it has gone, the epoch counter is moved past every fence before the
+    next takeover that writes none."""
+    w, nodes = _world("a", jobs=4)
+    a = nodes["a"]
+    w.release2 = True
+    await _pass(a)
+    assert w.eager == [True] and w.reseeds == 0
+    w.release2 = False
+    a.own.drop_all("own heartbeat lapsed")  # (anything to take over again)
+    await _pass(a)
+    assert w.eager == [True, False] and w.reseeds == 1
+    a.own.drop_all("own heartbeat lapsed")
+    await _pass(a)
+    assert w.eager == [True, False, False] and w.reseeds == 1  # once
 
 
 async def test_a_paused_jobs_gap_is_not_waited_for_while_owned_and_is_forgotten_once_resumed() -> None:
