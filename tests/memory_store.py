@@ -229,7 +229,7 @@ class MemoryStore:
 
     async def gap_anchors(self, job_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
         return {j: (self.jobs[j].fence, self._last_tick(j)) for j in job_ids
-                if j in self.jobs and j not in self.deleted and self.jobs[j].paused}
+                if j in self.jobs and (j in self.deleted or self.jobs[j].paused)}
 
     async def refused(self, node: str, claims: Sequence[Claim]) -> set[str]:
         """store/executions.refused: an instant due before its job was paused or deleted, under the claimer's fence

@@ -51,6 +51,7 @@ log = structlog.get_logger("ownership")
 T = TypeVar("T")
 
 PAUSED_WHILE_LOST = "due before the job was paused, never claimed (its owner was lost, or its claim was held up); not run"
+DELETED_WHILE_LOST = "due before the job was deleted, never claimed (its owner was lost, or its claim was held up); not run"
 CLOSE_JOBS = 500  # paused jobs whose gap a pass records, at most
 EDIT_REPLAN = timedelta(minutes=5)  # a takeover re-plans from an edit this recent (see _own)
 BEHIND_LIMIT = 5.0  # seconds a due job waits for its newer definition's reload before it is planned as held
@@ -552,11 +553,13 @@ class Ownership:
         return self._desired
 
     def _note_paused(self, j: str, ring: Ring) -> None:
-        """A job that changed to paused, in this node's share: its gap before the pause may have no rows
-        (``_close_gaps``, once nobody here owns it: a job paused during its takeover, or whose reload saw the pause
-        before a held-up claim came back, is released first)."""
+        """A job that changed to paused or was deleted, in this node's share: its gap before the change may have no
+        rows (``_close_gaps``, once nobody here owns it: a job paused during its takeover, or whose reload saw the
+        pause before a held-up claim came back, is released first). The node that took the change records the gap
+        too, once: a MariaDB cut at that moment left a deleted job's instants unaccounted (the 30-minute soak at
+        scale); the ring owner's pass retries until it is written."""
         s = self.catalogue.jobs.get(j)
-        if s is not None and s.paused and not s.deleted and ring.owner(j) == self.node_id:
+        if s is not None and (s.paused or s.deleted) and ring.owner(j) == self.node_id:
             self._closing.add(j)
 
     async def _reload_stale(self) -> None:
@@ -675,17 +678,17 @@ class Ownership:
         await self._reload_changed()
 
     async def _close_gaps(self) -> None:
-        """Paused jobs of this node's share that nobody here owns (any more): the instants due between the last
-        one claimed and the pause may have no row (the owner was lost before a successor took the job over, or a
+        """Paused (and deleted) jobs of this node's share that nobody here owns (any more): the instants due between
+        the last one claimed and the pause may have no row (the owner was lost before a successor took the job over, or a
         claim held up by an outage was refused by the pause), and a paused job is never taken over to record them;
         the ledger would call them unaccounted for good. They are recorded here as missed, in ranges computed from
         the job's history (one per definition in force, never across the pause). No lock is needed: no claim of a
         paused job's instant can succeed, each range takes one row at its last instant (another node computing the
         same gap from the same last instant writes the same), and a job resumed meanwhile gets nothing here (its
         takeover records its gap). A few hundred jobs a pass: a node starting notes every paused job of its share."""
-        # no longer paused (resumed: its takeover records its gap), deleted or gone: nothing to do here
+        # no longer paused (resumed: its takeover records its gap), or gone from the catalogue: nothing to do here
         self._closing = {j for j in self._closing
-                         if (s := self.catalogue.jobs.get(j)) is not None and s.paused and not s.deleted}
+                         if (s := self.catalogue.jobs.get(j)) is not None and (s.paused or s.deleted)}
         ready = [j for j in self._closing if j not in self.owned][:CLOSE_JOBS]
         if not ready:
             return
@@ -700,7 +703,9 @@ class Ownership:
                 except Exception:  # (a definition this release cannot read: that job alone is left)
                     log.exception("could not compute the gap of a paused job", job=j)
                     continue
-                claims += missed_rows(j, fence, gap, PAUSED_WHILE_LOST)
+                s = self.catalogue.jobs.get(j)
+                claims += missed_rows(j, fence, gap, DELETED_WHILE_LOST if s is not None and s.deleted
+                                      else PAUSED_WHILE_LOST)
                 if k % 50 == 49:
                     await asyncio.sleep(0)
             written = await self.takeovers.refused(self.node_id, claims) if claims else set()

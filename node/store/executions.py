@@ -244,13 +244,13 @@ class Executions:
         raise StoreUnavailable("could not draw a fence epoch; retry")
 
     async def gap_anchors(self, job_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
-        """Each of these jobs that is paused (not deleted): its fence and its last scheduled instant claimed, where
-        a gap before its pause starts (scheduling/ownership: a job paused while its owner was lost)."""
+        """Each of these jobs that is paused or deleted: its fence and its last scheduled instant claimed, where a gap
+        before its pause or delete starts (scheduling/ownership: a job paused or deleted while its owner was lost)."""
         out: dict[str, tuple[int, datetime | None]] = {}
         for chunk in chunks(job_ids, TAKEOVER_JOBS):
             ids = list(chunk)
-            rows = await self.db.fetchall(f"SELECT id, fence FROM jobs WHERE id IN ({ph(len(ids))}) AND paused = 1"
-                                          " AND deleted_at IS NULL", ids)
+            rows = await self.db.fetchall(f"SELECT id, fence FROM jobs WHERE id IN ({ph(len(ids))})"
+                                          " AND (paused = 1 OR deleted_at IS NOT NULL)", ids)
             last = {r["job_id"]: from_db(r["last"]) for r in await self.db.fetchall(last_ticks_sql(len(ids)), ids)}
             out.update({r["id"]: (int(r["fence"]), last.get(r["id"])) for r in rows})
         return out

@@ -16,7 +16,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 
 
-cluster = cluster_fixture("ui", "ui-a", "ui-b")
+# (a search budget of 0: a search reads one window of the creation order per page, test_a_search_goes_on_by_itself)
+cluster = cluster_fixture("ui", "ui-a", "ui-b", CRONRING_SEARCH_BUDGET="0")
 
 
 @pytest.fixture(scope="module")
@@ -154,4 +155,34 @@ async def test_swagger_ui_renders_the_api_from_the_node_itself(cluster: Cluster,
     assert not outside, outside  # nothing fetched from anywhere but the node
     assert not [p for p in problems if "Content Security Policy" in p], problems
     await page.screenshot(path=str(SHOTS / "api-docs.png"))
+    await page.close()
+
+
+async def test_a_search_goes_on_by_itself_while_it_has_found_nothing(cluster: Cluster, browser) -> None:
+    """A search answers within its budget (0 here: one window of 20,000 seqs a page). A page that has found nothing
+    yet shows how far it got and goes on by itself; the one that finds the job shows it, with the progress bar and
+    a link to search further. (Last in this module: it leaves a gap of 100,000 in the creation order.)"""
+    b = cluster.nodes["ui-b"]
+    await cluster.create_job(schedule="0 4 * * *", name="far-needle-early", paused=True)
+    conn = await cluster.db_conn()
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT MAX(seq) FROM jobs")
+            (top,) = await cur.fetchone()
+            await cur.execute(f"ALTER TABLE jobs AUTO_INCREMENT = {int(top) + 100_000}")
+    finally:
+        conn.close()
+    late = await cluster.create_job(schedule="0 4 * * *", name="far-needle-late", paused=True)
+    page = await browser.new_page(viewport={"width": 1400, "height": 800})
+    await page.goto(f"{b.url}/?q=far-needle-late")
+    await expect(page.locator(f'tr[data-job="{late["id"]}"]')).to_be_visible(timeout=15_000)
+    assert "cursor=" in page.url  # (it went on by itself, page after page)
+    await expect(page.locator("#search-progress")).to_have_count(0)  # (it read to the end: nothing more to search)
+    await page.screenshot(path=str(SHOTS / "search-found.png"), full_page=True)
+    # a page on the way: how far it got, and the link it follows
+    await page.goto(f"{b.url}/?q=far-needle-nobody")
+    bar = page.locator("#search-progress progress")
+    await expect(bar).to_be_visible()
+    await page.screenshot(path=str(SHOTS / "search-steps.png"), full_page=True)
+    await expect(page.locator("tr.empty")).to_contain_text("No job matches", timeout=15_000)  # (at the end)
     await page.close()

@@ -261,6 +261,9 @@ async def test_gap_anchors_are_a_paused_jobs_fence_and_last_scheduled_instant(st
     await store.jobs.set_paused(paused.id, True)
     assert await store.executions.gap_anchors([paused.id, active.id]) == {
         paused.id: (t.fence, at + timedelta(seconds=2))}
+    gone = await store.jobs.create(validate({"uri": "http://127.0.0.1:9/", "schedule": "* * * * * *"}), 100)
+    await store.jobs.delete(gone.id)  # a deleted job's gap before its delete, too (its ring owner writes it)
+    assert set(await store.executions.gap_anchors([paused.id, active.id, gone.id])) == {paused.id, gone.id}
 
 
 async def test_a_search_reads_in_windows_and_says_where_to_go_on(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
