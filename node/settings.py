@@ -32,6 +32,17 @@ def _float(name: str, value: str) -> float:
     return v
 
 
+def _seconds(name: str, value: str) -> float:
+    """A number of seconds, zero allowed."""
+    try:
+        v = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+    if not 0 <= v <= 30:
+        raise SettingsError(f"{name} must be between 0 and 30 seconds, got {value!r}")
+    return v
+
+
 def _int(name: str, value: str) -> int:
     try:
         v = int(value)
@@ -174,7 +185,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object], str]] = {
     "trusted_proxies": ("CRONRING_TRUSTED_PROXIES", _networks,
                         "proxies (addresses or CIDRs) whose X-Forwarded-For names the client"),
     "stream_max_clients": ("CRONRING_STREAM_MAX_CLIENTS", _int, "live-stream clients per node (429 beyond)"),
-    "search_budget": ("CRONRING_SEARCH_BUDGET", _float,
+    "search_budget": ("CRONRING_SEARCH_BUDGET", _seconds,
                       "seconds a search (?q=) reads before it answers with what it found and where to go on"),
     "stream_max_per_token": ("CRONRING_STREAM_MAX_PER_TOKEN", _int, "live-stream clients per token per node"),
     "http_pool_size": ("CRONRING_HTTP_POOL_SIZE", _int, "outbound connection pool size"),
@@ -270,8 +281,6 @@ class Settings:
             raise SettingsError(f"CRONRING_ALERT_FORMAT must be json or slack: {self.alert_format!r}")
         if self.alert_url and not self.alert_url.lower().startswith(("http://", "https://")):
             raise SettingsError("CRONRING_ALERT_URL must be an http:// or https:// URL")
-        if not 0 <= self.search_budget <= 30:
-            raise SettingsError("CRONRING_SEARCH_BUDGET must be between 0 and 30 seconds")
         if self.audit_days < 1:
             raise SettingsError("CRONRING_AUDIT_DAYS must be at least 1")
         if not 0 < self.port < 65536:

@@ -186,6 +186,10 @@ def test_settings_fail_clearly() -> None:
         Settings.load([], {"CRONRING_DATABASE_URL": "postgres://x/y"})
     with pytest.raises(SettingsError, match="twice"):
         Settings.load([], {"CRONRING_MEMBER_TTL": "1", "CRONRING_HEARTBEAT_INTERVAL": "1"})
+    assert Settings.load([], {"CRONRING_SEARCH_BUDGET": "0"}).search_budget == 0.0  # (one window a request)
+    for bad in ("-1", "31", "soon"):
+        with pytest.raises(SettingsError, match="CRONRING_SEARCH_BUDGET"):
+            Settings.load([], {"CRONRING_SEARCH_BUDGET": bad})
     s = Settings.load(["--port", "9999"], {"CRONRING_API_TOKENS": "readtoken1:read,admintoken1"})
     assert s.port == 9999 and s.node_id.endswith(":9999")
     assert {t: (i.scope, i.name) for t, i in s.api_tokens.items()} == {
