@@ -189,7 +189,7 @@ async def jobs_page(request: web.Request) -> web.Response:
     return render(request, "jobs.html", {"rows": rows, "q": q or "", "state": state, "total": total, "label": label,
                                          "label_error": label_error, "scope": str(request.get("selector") or ""),
                                          "next_cursor": jobs[-1].seq if more and jobs else found.resume,
-                                         "searched": None if found.resume is None else found.resume / max(found.top, 1),
+                                         "searched": found.progress,
                                          "first_page": cursor is None and not q and state == "all" and not label})
 
 

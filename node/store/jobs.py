@@ -52,6 +52,11 @@ class Found(NamedTuple):
     resume: int | None = None
     top: int = 0
 
+    @property
+    def progress(self) -> float | None:
+        """How far through the creation order a search stopped (thousandths, rounded down: 1.0 only at the end)."""
+        return None if self.resume is None else int(1000 * self.resume / max(self.top, 1)) / 1000
+
 
 SEARCH_WINDOW = 20_000  # seqs a search reads per statement (a window of the creation order)
 SEARCH_BUDGET = 0.12  # seconds a search goes on before it answers with what it found (CRONRING_SEARCH_BUDGET)

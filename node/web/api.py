@@ -177,7 +177,7 @@ async def list_crons(request: web.Request) -> web.Response:
     headers = {}
     nxt = jobs[-1].seq if len(found.jobs) > limit else found.resume
     if found.resume is not None:  # a search that read part of the table within its budget: go on from there
-        headers["X-Search-Progress"] = f"{found.resume / max(found.top, 1):.3f}"
+        headers["X-Search-Progress"] = f"{found.progress:.3f}"
     if nxt is not None:
         headers["X-Next-Cursor"] = str(nxt)
         query = dict(request.query)
