@@ -8,6 +8,7 @@ import hmac
 import json
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -154,6 +155,43 @@ async def upcoming(row: dict[str, Any], slices: Slices, job: Job, calendars: Map
     return " ".join(rfc3339(t) or "" for t in times if t > now)
 
 
+TOTAL_FRESH = 5.0  # seconds the jobs page's total ("Jobs (1000000)") is served from its last count
+
+
+class Totals:
+    """The jobs page's total by selector: counted once, then served from the last count and counted again in the
+    background when older than TOTAL_FRESH. At a million jobs a COUNT(*) took ~0.1 s of every page view (the
+    page's target is 0.2 s at p99); the total is a figure in the heading, a few seconds behind at most."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, tuple[float, int]] = {}
+        self.counting: dict[str, asyncio.Task[None]] = {}
+
+    async def get(self, r: Runtime, selector: Any) -> int:
+        key = str(selector or "")
+        hit = self.known.get(key)
+        if hit is None:
+            n = await r.store.jobs.count(selector)
+            self.known[key] = (time.monotonic(), n)
+            return n
+        if time.monotonic() - hit[0] > TOTAL_FRESH and key not in self.counting:
+            self.counting[key] = asyncio.create_task(self._count(r, key, selector))
+        return hit[1]
+
+    async def _count(self, r: Runtime, key: str, selector: Any) -> None:
+        try:
+            self.known[key] = (time.monotonic(), await r.store.jobs.count(selector))
+        except StoreUnavailable:
+            pass  # (the last count stays; the next view asks again)
+        finally:
+            self.counting.pop(key, None)
+            if len(self.known) > 1_000:  # (one entry a token's selector: a bound all the same)
+                self.known.clear()
+
+
+_TOTALS: dict[int, Totals] = {}  # by the node's store (one per process; tests may run several)
+
+
 async def jobs_page(request: web.Request) -> web.Response:
     r = request.app[RUNTIME]
     q = request.query.get("q", "")[:200] or None
@@ -177,7 +215,7 @@ async def jobs_page(request: web.Request) -> web.Response:
                                           paused={"paused": True, "active": False}.get(state),
                                           failing=state == "failing", selector=selector,
                                           budget=r.settings.search_budget)
-        total = await r.store.jobs.count(request.get("selector"))
+        total = await _TOTALS.setdefault(id(r.store), Totals()).get(r, request.get("selector"))
     except StoreUnavailable:
         return render(request, "error.html", {"message": "The database is unavailable; this page will work again when it returns."}, 503)
     jobs, more = found.jobs[:PAGE], len(found.jobs) > PAGE

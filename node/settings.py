@@ -227,7 +227,7 @@ class Settings:
     run_now_per_token_per_minute: int = 120
     trusted_proxies: tuple[str, ...] = ()
     stream_max_clients: int = 500
-    search_budget: float = 0.12
+    search_budget: float = 0.1
     stream_max_per_token: int = 100
     http_pool_size: int = 512
     outbound_allow: tuple[str, ...] = ()

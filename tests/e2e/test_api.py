@@ -169,7 +169,7 @@ async def test_pagination_and_search(cluster: Cluster) -> None:
 
 
 async def test_a_search_answers_in_steps_a_reader_follows(cluster: Cluster) -> None:
-    """A search reads the jobs in creation order a window (20,000 seqs) at a time and answers when its budget is
+    """A search reads the jobs in creation order a window (8,000 seqs) at a time and answers when its budget is
     spent (0 here: after one window) with what it found, X-Next-Cursor and X-Search-Progress; a reader following
     the cursor gets every match once, in order. The dashboard shows the progress and a link to search on."""
     url = cluster.any_node().url
@@ -186,7 +186,7 @@ async def test_a_search_answers_in_steps_a_reader_follows(cluster: Cluster) -> N
     pages: list[list[str]] = []
     progress: list[float] = []
     cursor = ""
-    while len(pages) < 20:
+    while len(pages) < 40:
         status, body, headers = await cluster.request("GET", f"{url}/api/crons?limit=50&q=needle{cursor}")
         assert status == 200
         pages.append([j["name"] for j in body])

@@ -159,7 +159,7 @@ async def test_swagger_ui_renders_the_api_from_the_node_itself(cluster: Cluster,
 
 
 async def test_a_search_goes_on_by_itself_while_it_has_found_nothing(cluster: Cluster, browser) -> None:
-    """A search answers within its budget (0 here: one window of 20,000 seqs a page). A page that has found nothing
+    """A search answers within its budget (0 here: one window of 8,000 seqs a page). A page that has found nothing
     yet shows how far it got and goes on by itself; the one that finds the job shows it, with the progress bar and
     a link to search further. (Last in this module: it leaves a gap of 100,000 in the creation order.)"""
     b = cluster.nodes["ui-b"]
