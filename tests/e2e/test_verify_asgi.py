@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -63,15 +64,21 @@ async def run_now(cluster: Cluster, job: dict[str, Any]) -> dict[str, Any]:
 async def test_a_node_fires_at_a_guarded_asgi_app_and_forgeries_are_refused(
         cluster: Cluster, target: tuple[str, list[dict[str, Any]]]) -> None:
     url, runs = target
-    # not paused, so a node owns it: owning a job takes a fence (1 for its first owner); next tick far away
-    job = await cluster.create_job(uri=f"{url}/cron/nightly", schedule="0 0 1 1 *",
+    # not paused, so a node owns it. Owning a job draws a fence, written with the owner's first write for it: its
+    # one instant a few seconds away, skipped (a row, no request); the next is a year away
+    soon = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
+    job = await cluster.create_job(uri=f"{url}/cron/nightly", timeZone="UTC",
+                                   schedule=f"{soon.second} {soon.minute} {soon.hour} {soon.day} {soon.month} *",
                                    body={"job": "{{jobId}}", "execution": "{{executionId}}"})
     node = cluster.any_node().url
+    status, _, _ = await cluster.request("POST", f"{node}/api/crons/{job['id']}/skip", json={"count": 1})
+    assert status == 200
 
-    async def owned() -> bool:
-        return bool((await cluster.get_json(f"{node}/api/crons/{job['id']}"))["owner"])
+    async def written() -> bool:
+        rows = (await cluster.request("GET", f"{node}/api/crons/{job['id']}/executions"))[1]
+        return any(r["state"] == "skipped" for r in rows)
 
-    await wait_for(owned, 15, "a node to own the job")
+    await wait_for(written, 20, "the owner's first write (its instant, skipped)")
     row = await run_now(cluster, job)
     assert (row["state"], row["statusCode"], row["attempts"]) == ("succeeded", 200, 1), row
     assert len(runs) == 1
