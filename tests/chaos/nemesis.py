@@ -737,6 +737,22 @@ class Nemesis:
                     **extra)
         return status, reply
 
+    async def _search(self, node: Node, q: str) -> list[dict[str, Any]]:
+        """Every job a search finds, page after page: a search answers within its budget (CRONRING_SEARCH_BUDGET),
+        so a page may be short, even empty, and still have a next one (X-Next-Cursor)."""
+        out: list[dict[str, Any]] = []
+        cursor = ""
+        for _ in range(1_000):
+            status, body, headers = await asyncio.wait_for(
+                self.c.request("GET", f"{node.url}/api/crons?limit=500&q={q}{cursor}"), OP_TIMEOUT)
+            if status != 200 or not isinstance(body, list):
+                raise RuntimeError(f"search {q!r}: {status}")
+            out += body
+            if not (nxt := headers.get("X-Next-Cursor")):
+                break
+            cursor = f"&cursor={nxt}"
+        return out
+
     async def _job(self, step: Step) -> str | None:
         slot = step.args["slot"]
         if slot in self.slot_unsure:
@@ -744,7 +760,7 @@ class Nemesis:
             node = self._via(step)
             if node is not None:
                 try:
-                    found = await self.c.get_json(f"{node.url}/api/crons", params={"q": f"{NODE_PREFIX}-s{slot}"})
+                    found = await self._search(node, f"{NODE_PREFIX}-s{slot}")
                     ids = [j["id"] for j in found if j.get("name") == f"{NODE_PREFIX}-s{slot}"]
                     self.slot_ids[slot] = ids[0] if ids else None
                 except Exception:
@@ -939,6 +955,10 @@ class Nemesis:
         status, listing = await self.call(step, "apply.list", "GET", f"/api/crons?limit=500&q={NODE_PREFIX}-apply-",
                                           node=node)
         if status != 200 or not isinstance(listing, list):
+            return
+        try:  # (every page: the listing above is the history's record of the call, its first page only)
+            listing = await self._search(node, f"{NODE_PREFIX}-apply-")
+        except Exception:
             return
         current = [j for j in listing if str(j.get("name", "")).startswith(f"{NODE_PREFIX}-apply-")]
         plan = plan_apply(current, wanted, prune=True)
