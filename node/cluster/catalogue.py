@@ -185,6 +185,16 @@ class Catalogue:
         self.changed.set()
         metrics.JOBS.set(self.live_count())
 
+    def adopt_tombstone(self, s: JobSummary) -> None:
+        """A job deleted a moment ago in arcs this node has just taken over (the share's read returns the
+        recent deletes, store/jobs.RECENT_DELETES). Its instants due before the delete may have no rows, and
+        the arc's ring owner then, the node that records them, may have died first (or been killed while
+        MariaDB was cut). Held as a tombstone and marked changed, this node's ownership records them."""
+        self.jobs[s.id] = s
+        self.tombstoned[s.id] = time.monotonic()
+        self.changed_ids.add(s.id)
+        self.changed.set()
+
     def _purge_tombstones(self) -> None:
         old = time.monotonic() - TOMBSTONE_KEEP
         for i in [i for i, t in self.tombstoned.items() if t < old]:
@@ -275,7 +285,10 @@ class Catalogue:
                 return True
             summaries, _, done = await self._read(self.unread, still)
             for k, s in enumerate(summaries):
-                self.apply(s)
+                if s.deleted and s.id not in self.jobs:
+                    self.adopt_tombstone(s)
+                else:
+                    self.apply(s)
                 if k % 20_000 == 19_999:
                     await asyncio.sleep(0)  # 200k jobs: never starve the heartbeat
             if done:

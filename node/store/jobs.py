@@ -59,6 +59,7 @@ class Found(NamedTuple):
 
 
 SEARCH_WINDOW = 8_000  # seqs a search reads per statement (a window of the creation order: ~40 ms at a million jobs)
+RECENT_DELETES = 600  # seconds: a share's read also returns the jobs deleted this recently (cluster/catalogue.TOMBSTONE_KEEP)
 SEARCH_BUDGET = 0.1  # seconds a search goes on before it answers with what it found (CRONRING_SEARCH_BUDGET)
 
 _INSERT = ("INSERT INTO jobs (id, name, schedule, time_zone, paused, spec, version, fence, active_since, created_at,"
@@ -394,8 +395,10 @@ class Jobs:
     async def changed_since(self, watermark: datetime | None, arcs: Sequence[tuple[int, int]] | None = None
                             ) -> tuple[list[JobSummary], datetime | None]:
         """The catalogue's feed: summaries (tombstones included) changed at or after ``watermark``; all live
-        ones when None. Only the jobs whose ring point lies in ``arcs`` (a node's share; None: every job). And
-        the database's now, the next watermark."""
+        ones when None. Only the jobs whose ring point lies in ``arcs`` (a node's share; None: every job), and
+        then also the jobs deleted within ``RECENT_DELETES`` seconds: a node that takes a share over learns of
+        a delete its ring owner may not have lived to settle (cluster/catalogue.focus). And the database's now,
+        the next watermark."""
         cols = "id, paused, version, deleted_at, completed_at"
         share, share_args = arcs_sql(arcs) if arcs is not None else ("TRUE", [])
         async for attempt in self.db.attempts():
@@ -405,9 +408,12 @@ class Jobs:
                 if share == "FALSE":
                     return [], from_db(now)
                 if watermark is None:
-                    index = " FORCE INDEX (ix_jobs_ring)" if share != "TRUE" else ""
-                    await cur.execute(f"SELECT {cols} FROM jobs{index} WHERE deleted_at IS NULL AND {share}",
-                                      share_args)
+                    if share == "TRUE":
+                        await cur.execute(f"SELECT {cols} FROM jobs WHERE deleted_at IS NULL")
+                    else:
+                        await cur.execute(f"SELECT {cols} FROM jobs FORCE INDEX (ix_jobs_ring) WHERE (deleted_at IS NULL"
+                                          f" OR deleted_at >= NOW(3) - INTERVAL {RECENT_DELETES} SECOND) AND {share}",
+                                          share_args)
                 else:
                     await cur.execute(f"SELECT {cols} FROM jobs WHERE updated_at >= %s AND {share}",
                                       (to_db(watermark), *share_args))

@@ -63,3 +63,19 @@ async def test_mariadbs_digest_of_a_share_is_the_catalogues(store: Store) -> Non
         assert await c.focus(ring)
         n, x, _ = await store.jobs.share_digest(ring.arcs(m))
         assert (n, x) == await c._digest() and n == len(ring.owned_by(m, ids))
+
+
+async def test_a_shares_read_brings_its_recent_deletes_not_old_ones(store: Store) -> None:
+    """A node taking an arc over learns of the jobs deleted in it within RECENT_DELETES (their ring owner may have
+    died before recording the instants due before the delete); older deletes stay out of the read."""
+    ids = await _jobs(store, 40)
+    ring = Ring(["node-a", "node-b"])
+    theirs = sorted(ring.owned_by("node-b", ids))
+    recent, old = theirs[0], theirs[1]
+    await store.jobs.delete(recent)
+    await store.jobs.delete(old)
+    await store.db.execute("UPDATE jobs SET deleted_at = NOW(3) - INTERVAL 11 MINUTE WHERE id = %s", (old,))
+    c = Catalogue(store.jobs, 5.0, node_id="node-b")
+    assert await c.focus(ring)
+    assert c.jobs[recent].deleted and recent in c.changed_ids and old not in c.jobs
+    assert set(c.active_ids()) == set(theirs) - {recent, old}

@@ -69,7 +69,9 @@ class Feed:
 
     async def changed_since(self, watermark: datetime | None, arcs: Sequence[Arc] | None = None
                             ) -> tuple[list[JobSummary], datetime | None]:
-        out = [s for s in self.rows.values() if not s.deleted and (arcs is None or covers(merge(arcs), point(s.id)))]
+        # (with arcs, a share's read: the recent deletes too, as store/jobs.changed_since; here every delete is)
+        out = [s for s in self.rows.values() if (not s.deleted or arcs is not None)
+               and (arcs is None or covers(merge(arcs), point(s.id)))]
         self.read += len(out)
         return out, datetime.now(UTC)
 
@@ -138,6 +140,27 @@ async def test_a_full_resync_tombstones_only_within_the_share() -> None:
     await c.full_sync()
     assert set(c.active_ids()) == set(mine) - set(gone)
     assert all(c.jobs[j].deleted for j in gone)
+
+
+async def test_a_share_taken_over_brings_its_recent_deletes_as_tombstones() -> None:
+    """A job deleted while its arc's ring owner was dying: the node the arc moves to learns of the delete from
+    the share's read (an event for it came before the arc was this node's, and was ignored), so its ownership
+    can record the instants due before the delete (scheduling/ownership._note_paused)."""
+    feed = Feed(IDS)
+    three, two = Ring(["node-0", "node-1", "node-2"]), Ring(["node-0", "node-1"])
+    c = Catalogue(feed, 5.0, node_id="node-0")
+    await c.focus(three)
+    came = sorted(two.owned_by("node-0", IDS) - three.owned_by("node-0", IDS))
+    deleted = came[:5]
+    for j in deleted:
+        feed.rows[j] = JobSummary(id=j, version=2, paused=False, deleted=True)
+        c.on_record(JobEvent(op="deleted", id=j, version=2, paused=False))  # not this node's arc yet: ignored
+    assert not any(j in c.jobs for j in deleted)
+    c.changed_ids.clear()
+    await c.focus(two)
+    assert all(c.jobs[j].deleted for j in deleted) and set(deleted) <= c.changed_ids
+    assert set(c.active_ids()) == two.owned_by("node-0", IDS) - set(deleted)
+    assert c.live_count() == len(c.active_ids())
 
 
 async def test_a_full_resync_reads_the_share_only_when_its_digest_differs() -> None:
