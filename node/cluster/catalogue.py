@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -26,6 +26,11 @@ from ..model.errors import StoreUnavailable
 from ..model.jobs import JobSummary, summary_digest
 from .messages import CalendarEvent, JobEvent, Record
 from .ring import SPACE, WHOLE, Arc, Ring, covers, point, subtract
+
+
+def _quietly(f: asyncio.Future[Any]) -> None:
+    if not f.cancelled():
+        f.exception()  # (retrieved: a read ahead that failed after it was no longer wanted)
 
 
 class ChangeFeed(Protocol):
@@ -144,6 +149,7 @@ class Catalogue:
         # node_id None: every job (tools, tests); else only this node's share of the ring (none before ``focus``)
         self.node_id = node_id
         self.share: tuple[Arc, ...] = WHOLE if node_id is None else ()
+        self.holds_share = node_id is not None  # (the ownership's word for it: scheduling/ownership.JobIndex)
         self.unread: tuple[Arc, ...] = ()  # parts of the share not read yet (a focus that could not finish)
         self._reading = asyncio.Lock()  # one read of the table at a time: a focus never races a full re-sync
         self.calendar_feed: CalendarFeed = calendar_feed or _NoCalendars()
@@ -236,28 +242,46 @@ class Catalogue:
         self._calendars_applied = n
         self.set_calendars(calendars)
 
-    async def _read(self, arcs: Sequence[Arc], still: Callable[[], bool] = lambda: True
+    async def _read(self, arcs: Sequence[Arc], still: Callable[[], bool] = lambda: True,
+                    each: Callable[[list[JobSummary]], Awaitable[None]] | None = None
                     ) -> tuple[list[JobSummary], datetime | None, bool]:
         """Every live job in ``arcs``, a slice per statement; the database's now before the first; False if
-        ``still`` turned false between slices."""
+        ``still`` turned false between slices. ``each`` is given every slice as it comes, while the next one is
+        read (a node joining a million jobs takes its share over as it is read: BENCHMARKS.md, seventh part)."""
         if self.node_id is None and tuple(arcs) == WHOLE:
             summaries, now = await self.feed.changed_since(None)
+            if each is not None:
+                await each(summaries)
             return summaries, now, True
         out: list[JobSummary] = []
         first: datetime | None = None
-        for part in slices(arcs):
-            if not still():
-                return out, first, False
-            summaries, now = await self.feed.changed_since(None, part)
-            first = first or now
-            out.extend(summaries)
+        parts = slices(arcs)
+        ahead: asyncio.Future[tuple[list[JobSummary], datetime | None]] | None = None
+        try:
+            for k, part in enumerate(parts):
+                if not still():
+                    return out, first, False
+                reading = ahead if ahead is not None else asyncio.ensure_future(self.feed.changed_since(None, part))
+                ahead = None
+                summaries, now = await reading
+                if each is not None and k + 1 < len(parts) and still():
+                    ahead = asyncio.ensure_future(self.feed.changed_since(None, parts[k + 1]))
+                first = first or now
+                out.extend(summaries)
+                if each is not None:
+                    await each(summaries)
+        finally:
+            if ahead is not None:  # (stopped early, or failed: the read ahead ends unwanted; never cancelled
+                ahead.add_done_callback(_quietly)  # mid-statement, which would cost the pool its connection)
         if first is None:  # no arcs: nothing to read, but a watermark all the same
             _, first = await self.feed.changed_since(None, ())
         return out, first, True
 
-    async def focus(self, ring: Ring, still: Callable[[], bool] = lambda: True) -> bool:
+    async def focus(self, ring: Ring, still: Callable[[], bool] = lambda: True,
+                    each: Callable[[list[JobSummary]], Awaitable[None]] | None = None) -> bool:
         """Hold this node's share of ``ring``: drop the jobs that left it, read the arcs that came (in slices,
-        stopping if ``still`` turns false: the ring moved on). True when the whole share is read."""
+        stopping if ``still`` turns false: the ring moved on). True when the whole share is read. ``each`` is
+        given the summaries of each slice once they are held, while the next slice is read."""
         if self.node_id is None:
             return True
         async with self._reading:
@@ -283,17 +307,22 @@ class Catalogue:
                     log.info("share of the ring changed", left=len(gone), members=len(ring.members))
             if not self.unread:
                 return True
-            summaries, _, done = await self._read(self.unread, still)
-            for k, s in enumerate(summaries):
-                if s.deleted and s.id not in self.jobs:
-                    self.adopt_tombstone(s)
-                else:
-                    self.apply(s)
-                if k % 20_000 == 19_999:
-                    await asyncio.sleep(0)  # 200k jobs: never starve the heartbeat
+
+            async def hold(summaries: list[JobSummary]) -> None:
+                for k, s in enumerate(summaries):
+                    if s.deleted and s.id not in self.jobs:
+                        self.adopt_tombstone(s)
+                    else:
+                        self.apply(s)
+                    if k % 20_000 == 19_999:
+                        await asyncio.sleep(0)  # 200k jobs: never starve the heartbeat
+                if each is not None:
+                    await each(summaries)
+
+            came, _, done = await self._read(self.unread, still, hold)
             if done:
                 self.unread = ()
-                log.info("share of the ring read", came=len(summaries), jobs=self.live_count())
+                log.info("share of the ring read", came=len(came), jobs=self.live_count())
             metrics.JOBS.set(self.live_count())
             return done
 

@@ -121,10 +121,15 @@ class JobIndex(Protocol):
     calendars: dict[str, Calendar]  # exclusion calendars by name
     calendars_seen: int  # bumped whenever they change
 
+    # True when it holds this node's share of the ring focused and nothing else (False: every job, for tools)
+    holds_share: bool
+
     def active_ids(self) -> list[str]: ...
     async def sync_calendars(self) -> None: ...
-    async def focus(self, ring: Ring, still: Callable[[], bool] = ...) -> bool:
-        """Hold this node's share of the ring (the jobs whose point the ring gives it); True when all read."""
+    async def focus(self, ring: Ring, still: Callable[[], bool] = ...,
+                    each: Callable[[list[JobSummary]], Coroutine[Any, Any, None]] | None = None) -> bool:
+        """Hold this node's share of the ring (the jobs whose point the ring gives it); True when all read.
+        ``each`` is given each slice's summaries as they are held."""
         ...
 
 
@@ -526,14 +531,28 @@ class Ownership:
         if self._desired_members != ring.members:
             # the catalogue holds this node's share of the ring: the new share first (read in slices; it stops
             # early if the ring moves on meanwhile, and the next pass goes on from there)
-            whole = await self.catalogue.focus(ring, lambda: self.lease.ring.members == ring.members)
+            def same() -> bool:
+                return self.lease.ring.members == ring.members
+
+            async def take(summaries: list[JobSummary]) -> None:
+                # Each slice of the share is taken over as it comes, while the next is read: a sixth node joining
+                # a million jobs spent ~6 s reading its share and ~10 s taking it over, one after the other
+                # (BENCHMARKS.md, seventh part). A slice read is within this node's share of ``ring``.
+                want = [s.id for s in summaries if s.active and s.id not in self.owned]
+                if want and same() and self.lease.fresh() and not self.stopping:
+                    await self._acquire(want, self.clock())
+
+            whole = await self.catalogue.focus(ring, same, take)
             for j in self.catalogue.changed_ids:
                 self._note_paused(j, ring)
             self.catalogue.changed_ids.clear()  # every job is looked at below
             ids = self.catalogue.active_ids()
             desired: set[str] = set()
             for part in chunks(ids, TAKEOVER_JOBS):
-                desired.update(j for j in part if ring.owner(j) == self.node_id)
+                # (the catalogue holds the jobs of this node's share of ``ring`` alone: each id's ring point is in
+                # it, so the ring's owner of each is this node while the ring is the one focused)
+                desired.update(part if self.catalogue.holds_share and same()
+                               else (j for j in part if ring.owner(j) == self.node_id))
                 await asyncio.sleep(0)  # 100k jobs: never starve the heartbeat
             self._desired = desired
             self._desired_lost = True

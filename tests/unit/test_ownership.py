@@ -167,7 +167,9 @@ class FakeCatalogue:
     async def sync_calendars(self) -> None:
         pass
 
-    async def focus(self, ring: Any, still: Any = None) -> bool:
+    holds_share = False  # (every job: the ownership filters by the ring)
+
+    async def focus(self, ring: Any, still: Any = None, each: Any = None) -> bool:
         return True  # holds every job: the ownership filters by the ring
 
     def apply(self, s: JobSummary) -> None:

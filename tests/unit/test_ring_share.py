@@ -163,6 +163,38 @@ async def test_a_share_taken_over_brings_its_recent_deletes_as_tombstones() -> N
     assert c.live_count() == len(c.active_ids())
 
 
+async def test_each_slice_of_a_share_is_given_while_the_next_is_read() -> None:
+    """A node joining takes its share over slice by slice as it is read (the ownership's ``each``), the next
+    slice's read under way meanwhile: reading and taking over no longer add up."""
+    feed = Feed(IDS)
+    started: list[int] = []
+    real = feed.changed_since
+
+    async def counted(watermark: datetime | None, arcs: Sequence[Arc] | None = None
+                      ) -> tuple[list[JobSummary], datetime | None]:
+        started.append(len(started))
+        await asyncio.sleep(0.001)
+        return await real(watermark, arcs)
+
+    feed.changed_since = counted  # type: ignore[method-assign]
+    c = Catalogue(feed, 5.0, node_id="node-0")
+    given_at: list[int] = []
+    held: set[str] = set()
+
+    async def each(summaries: list[JobSummary]) -> None:
+        assert all(s.id in c.jobs for s in summaries)  # held before they are given
+        held.update(s.id for s in summaries)
+        await asyncio.sleep(0.005)  # (the takeover of a slice)
+        given_at.append(len(started))
+
+    alone = Ring(["node-0"])
+    assert await c.focus(alone, each=each)
+    n = len(slices(alone.arcs("node-0")))
+    assert held == set(IDS) and len(given_at) == n
+    assert given_at[:-1] == list(range(2, n + 1))  # slice k taken while slice k + 1 was read
+    assert len(started) == n
+
+
 async def test_a_full_resync_reads_the_share_only_when_its_digest_differs() -> None:
     feed = Feed(IDS)
     ring = Ring(["node-0", "node-1"])
