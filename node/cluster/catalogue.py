@@ -242,40 +242,43 @@ class Catalogue:
         self._calendars_applied = n
         self.set_calendars(calendars)
 
-    async def _read(self, arcs: Sequence[Arc], still: Callable[[], bool] = lambda: True,
-                    each: Callable[[list[JobSummary]], Awaitable[None]] | None = None
-                    ) -> tuple[list[JobSummary], datetime | None, bool]:
-        """Every live job in ``arcs``, a slice per statement; the database's now before the first; False if
-        ``still`` turned false between slices. ``each`` is given every slice as it comes, while the next one is
-        read (a node joining a million jobs takes its share over as it is read: BENCHMARKS.md, seventh part)."""
+    async def _read(self, arcs: Sequence[Arc]) -> tuple[list[JobSummary], datetime | None]:
+        """Every live job in ``arcs``, a slice per statement; the database's now before the first."""
         if self.node_id is None and tuple(arcs) == WHOLE:
-            summaries, now = await self.feed.changed_since(None)
-            if each is not None:
-                await each(summaries)
-            return summaries, now, True
+            return await self.feed.changed_since(None)
         out: list[JobSummary] = []
         first: datetime | None = None
+        for part in slices(arcs):
+            summaries, now = await self.feed.changed_since(None, part)
+            first = first or now
+            out.extend(summaries)
+        if first is None:  # no arcs: nothing to read, but a watermark all the same
+            _, first = await self.feed.changed_since(None, ())
+        return out, first
+
+    async def _stream(self, arcs: Sequence[Arc], still: Callable[[], bool],
+                      each: Callable[[list[JobSummary]], Awaitable[None]]) -> tuple[int, bool]:
+        """Every live job in ``arcs`` given to ``each`` a slice at a time, while the next slice is read (a node
+        joining a million jobs takes its share over as it is read: BENCHMARKS.md, seventh part); the slices are
+        not kept. How many came, and False if ``still`` turned false between slices."""
         parts = slices(arcs)
+        n = 0
         ahead: asyncio.Future[tuple[list[JobSummary], datetime | None]] | None = None
         try:
             for k, part in enumerate(parts):
                 if not still():
-                    return out, first, False
+                    return n, False
                 reading = ahead if ahead is not None else asyncio.ensure_future(self.feed.changed_since(None, part))
                 ahead = None
-                summaries, now = await reading
-                if each is not None and k + 1 < len(parts) and still():
+                summaries, _ = await reading
+                if k + 1 < len(parts) and still():
                     ahead = asyncio.ensure_future(self.feed.changed_since(None, parts[k + 1]))
-                first = first or now
-                out.extend(summaries)
-                if each is not None:
-                    await each(summaries)
+                n += len(summaries)
+                await each(summaries)
         finally:
             if ahead is not None:  # (stopped early, or failed: the read ahead ends unwanted; never cancelled
                 ahead.add_done_callback(_quietly)  # mid-statement, which would cost the pool its connection)
-        if first is None:  # no arcs: nothing to read, but a watermark all the same
-            _, first = await self.feed.changed_since(None, ())
-        return out, first, True
+        return n, True
 
     async def focus(self, ring: Ring, still: Callable[[], bool] = lambda: True,
                     each: Callable[[list[JobSummary]], Awaitable[None]] | None = None) -> bool:
@@ -319,10 +322,10 @@ class Catalogue:
                 if each is not None:
                     await each(summaries)
 
-            came, _, done = await self._read(self.unread, still, hold)
+            came, done = await self._stream(self.unread, still, hold)
             if done:
                 self.unread = ()
-                log.info("share of the ring read", came=len(came), jobs=self.live_count())
+                log.info("share of the ring read", came=came, jobs=self.live_count())
             metrics.JOBS.set(self.live_count())
             return done
 
@@ -354,7 +357,7 @@ class Catalogue:
             metrics.CATALOGUE_RESYNCS.labels("read").inc()
             self._touched = set()
             try:
-                summaries, now, _ = await self._read(share)
+                summaries, now = await self._read(share)
                 fresh: set[str] = set()
                 for k, s in enumerate(summaries):
                     fresh.add(s.id)
