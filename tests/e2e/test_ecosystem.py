@@ -50,6 +50,10 @@ async def test_apply_is_idempotent_prunes_and_dry_runs(cluster: Cluster, tmp_pat
     assert [(j["name"], j["schedule"]) for j in jobs] == [("health-monitoring", "*/5 * * * *")]
     code, out = await cli(cluster, "jobs", "list")
     assert "health-monitoring" in out
+    code, out = await cli(cluster, "jobs", "list", "-q", "monitoring:9090")  # the server's search: the target too
+    assert code == 0 and "health-monitoring" in out, out
+    code, out = await cli(cluster, "jobs", "list", "-q", "no-such-job")
+    assert code == 0 and "health-monitoring" not in out, out
     bad = tmp_path / "bad.yaml"
     bad.write_text("jobs:\n  - name: x\n    uri: ftp://x\n    schedule: '* * * * *'\n")
     code, out = await cli(cluster, "jobs", "apply", "-f", str(bad))
