@@ -173,6 +173,10 @@ class Catalogue:
     def active_ids(self) -> list[str]:
         return self.jobs.active_ids()
 
+    def version_of(self, job_id: str) -> int | None:
+        v = self.jobs.raw.get(job_id)
+        return None if v is None else v >> _FLAGS
+
     def live_count(self) -> int:
         return len(self.jobs) - len(self.tombstoned)
 

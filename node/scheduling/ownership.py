@@ -125,6 +125,9 @@ class JobIndex(Protocol):
     holds_share: bool
 
     def active_ids(self) -> list[str]: ...
+    def version_of(self, job_id: str) -> int | None:
+        """The version of a job held (a tombstone's too), without making its summary."""
+        ...
     async def sync_calendars(self) -> None: ...
     async def focus(self, ring: Ring, still: Callable[[], bool] = ...,
                     each: Callable[[list[JobSummary]], Coroutine[Any, Any, None]] | None = None) -> bool:
@@ -541,7 +544,8 @@ class Ownership:
                 changed = self.catalogue.changed_ids
                 for s in summaries:  # (looked at here, as below for the rest: else each chunk's reload check
                     if s.id in changed:  # would go over every job taken so far, ~30x the CPU at a million)
-                        self._note_paused(s.id, ring)
+                        if s.paused or s.deleted:
+                            self._note_paused(s.id, ring)
                         changed.discard(s.id)
                 want = [s.id for s in summaries if s.active and s.id not in self.owned]
                 if want and same() and self.lease.fresh() and not self.stopping:
@@ -810,7 +814,8 @@ class Ownership:
     def _own(self, t: Takeover, gap: list[Claim]) -> None:
         # (the takeover read the definition without its bookkeeping times and stored owner: store/codec.OWNER_COLS;
         # the record's id is the catalogue's string, one object a job)
-        job, s = t.job, self.catalogue.jobs.get(t.job.id)
+        # (the id is the catalogue's own string: the takeover hands back the ids it was given, one object a job)
+        job, known = t.job, self.catalogue.version_of(t.job.id)
         last, since = t.last_tick, t.job.active_since
         if last is not None and since is not None and since < last <= since + EDIT_REPLAN:
             # The schedule changed shortly before the last tick claimed: that tick (and any
@@ -820,12 +825,12 @@ class Ownership:
         else:
             anchors = [a for a in (last, since) if a is not None]
             anchor = max(anchors) if anchors else datetime.now(UTC)
-        o = Owned.of(job, id=s.id if s is not None else None, timetable=job.timetable(self.catalogue.calendars),
+        o = Owned.of(job, timetable=job.timetable(self.catalogue.calendars),
                      fence=t.fence, anchor=anchor, extra=gap, runs=job.runs)
         if o.calendars:
             o.calendars_seen = self.catalogue.calendars_seen
         self.owned[o.id] = o
-        if s is not None and s.version > job.version:
+        if known is not None and known > job.version:
             self._stale.add(job.id)  # (edited after the takeover read it: reloaded at the next pass)
         if t.handover:
             self.handovers_in += 1

@@ -177,6 +177,10 @@ class Catalogue:
         self.calendars_seen = 0
         self.changed = asyncio.Event()
 
+    def version_of(self, job_id: str) -> int | None:
+        s = self.jobs.get(job_id)
+        return None if s is None else s.version
+
     def active_ids(self) -> list[str]:
         return [j.id for j in self.jobs.values() if j.active]
 
