@@ -58,6 +58,19 @@ return n
 """
 
 
+# One step of a scan of the lock keys, Redis comparing each lock's holder: the next cursor, and the keys among
+# this step's that name ARGV[3]. (Keys found by SCAN, not declared: cronring's Redis is one server or Sentinel's.)
+HELD_LUA = """
+local step = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[4])
+local mine = {}
+for _, k in ipairs(step[2]) do
+  local v = redis.call('GET', k)
+  if v and (string.match(v, '^(.*):%d+$') or v) == ARGV[3] then mine[#mine + 1] = k end
+end
+return {step[1], mine}
+"""
+SCAN_COUNT = 2000  # keys a step of held_by_me looks at (~1 ms of Redis)
+
 
 class Locks:
     def __init__(self, redis: aioredis.Redis, keys: Keys, node_id: str, member_ttl: float) -> None:
@@ -67,13 +80,10 @@ class Locks:
         self.ttl_ms = int(member_ttl * 1000)
         self._acquire = redis.register_script(ACQUIRE_LUA)
         self._update = redis.register_script(UPDATE_LUA)
-        self._marked = False  # keys.holder(node_id) is set (before this process's first lock)
+        self._held = redis.register_script(HELD_LUA)
 
     async def acquire(self, job_ids: Sequence[str]) -> list[str]:
         got: list[str] = []
-        if not self._marked and job_ids:
-            await self.redis.set(self.keys.holder(self.node_id), 1)
-            self._marked = True
         for chunk in chunks(job_ids, LOCK_KEYS):
             idx = await self._acquire(keys=[self.keys.members, *[self.keys.lock(j) for j in chunk]],
                                       args=[self.node_id, self.ttl_ms])
@@ -100,25 +110,15 @@ class Locks:
 
     async def held_by_me(self) -> list[str]:
         """Every job whose lock names this node (a scan: at start and after a lapse only). A process
-        restarted under the same node id finds the locks its predecessor kept. A node id that never took a lock
-        (its holder key is set before its first) has none: no scan (a million keys, a tenth of a join)."""
-        if not self._marked and not await self.redis.exists(self.keys.holder(self.node_id)):
-            return []
+        restarted under the same node id finds the locks its predecessor kept. Redis compares each lock's
+        holder (HELD_LUA, a few thousand keys a call) and sends back only this node's: the node read and decoded
+        every lock's value, a tenth of a sixth node's join at a million jobs."""
         prefix = self.keys.lock_prefix
         found: list[str] = []
-        batch: list[bytes] = []
-
-        async def check(keys: list[bytes]) -> None:
-            vals = cast(list[bytes | None], await self.redis.mget(keys))
-            for k, v in zip(keys, vals, strict=True):
-                if v is not None and v.decode().rsplit(":", 1)[0] == self.node_id:
-                    found.append(k.decode()[len(prefix):])
-
-        async for key in self.redis.scan_iter(match=f"{prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) >= LOCK_KEYS:
-                await check(batch)
-                batch = []
-        if batch:
-            await check(batch)
-        return found
+        cursor = "0"
+        while True:
+            cursor_b, keys = await self._held(args=[cursor, f"{prefix}*", self.node_id, SCAN_COUNT])
+            found.extend(k.decode()[len(prefix):] for k in keys)
+            cursor = cursor_b.decode() if isinstance(cursor_b, bytes) else str(cursor_b)
+            if cursor == "0":
+                return found

@@ -35,11 +35,6 @@ class Keys:
         """Fencing lock of a job: ``node_id:fence``. No TTL: the holder's heartbeat is the lease."""
         return f"{self.namespace}:lock:{job_id}"
 
-    def holder(self, node_id: str) -> str:
-        """Set by a node before it first takes a lock: a node id that never did need not scan the locks for
-        its own at start (a sixth node joining a million jobs spent a tenth of its join scanning them)."""
-        return f"{self.namespace}:holder:{node_id}"
-
     @property
     def lock_prefix(self) -> str:
         return f"{self.namespace}:lock:"
