@@ -56,6 +56,7 @@ CLOSE_JOBS = 500  # paused jobs whose gap a pass records, at most
 EDIT_REPLAN = timedelta(minutes=5)  # a takeover re-plans from an edit this recent (see _own)
 BEHIND_LIMIT = 5.0  # seconds a due job waits for its newer definition's reload before it is planned as held
 OWN_BETWEEN_YIELDS = 250  # a takeover's jobs made owned between two looks at the loop
+UNHELD_RETRY = 1.0  # seconds between a streamed takeover's tries of the jobs whose locks were still held
 
 
 class JobState(StrEnum):
@@ -447,6 +448,7 @@ class Ownership:
         self.stopping = False
         self.drops = 0  # drop_all calls (a lapse): a takeover under way when one came keeps nothing it fetched
         self._mixed = False  # a release-2 node was in the ring since the counter was last moved past every fence
+        self._retaken_at = 0.0  # when a streamed takeover last tried its unheld jobs again
         self.handovers_in = 0
         self.handovers_out = 0
         self.wake = asyncio.Event()  # set when another pass is needed soon (a release to retry, a job freed)
@@ -541,15 +543,22 @@ class Ownership:
                 # Each slice of the share is taken over as it comes, while the next is read: a sixth node joining
                 # a million jobs spent ~6 s reading its share and ~10 s taking it over, one after the other
                 # (BENCHMARKS.md, seventh part). A slice read is within this node's share of ``ring``.
-                changed = self.catalogue.changed_ids
-                for s in summaries:  # (looked at here, as below for the rest: else each chunk's reload check
-                    if s.id in changed:  # would go over every job taken so far, ~30x the CPU at a million)
-                        if s.paused or s.deleted:
+                changed, want = self.catalogue.changed_ids, []
+                for s in summaries:
+                    # The slice was read while the one before it was taken over: an event since (a pause) is in
+                    # the catalogue, not in the slice. Its summary is read when the versions differ.
+                    held = s if self.catalogue.version_of(s.id) == s.version else self.catalogue.jobs.get(s.id)
+                    if held is None:
+                        continue
+                    if s.id in changed:  # (looked at here, as below for the rest: else each chunk's reload check
+                        if held.paused or held.deleted:  # would go over every job taken so far, ~30x the CPU)
                             self._note_paused(s.id, ring)
                         changed.discard(s.id)
-                want = [s.id for s in summaries if s.active and s.id not in self.owned]
+                    if held.active and s.id not in self.owned:
+                        want.append(s.id)
                 if want and same() and self.lease.fresh() and not self.stopping:
                     await self._acquire(want, self.clock())
+                await self._retake_unheld(same)
 
             whole = await self.catalogue.focus(ring, same, take)
             for j in self.catalogue.changed_ids:
@@ -579,6 +588,19 @@ class Ownership:
                     self._desired_lost = True
                 self._note_paused(j, ring)
         return self._desired
+
+    async def _retake_unheld(self, same: Callable[[], bool]) -> None:
+        """During a streamed takeover (a join: the old owners release their jobs a few seconds after the ring
+        changed), the jobs of the first slices whose locks were still held are tried again about once a second,
+        not only after the whole share (~16 s at a million jobs)."""
+        now = self.clock()
+        if not self.unheld_since or now - self._retaken_at < UNHELD_RETRY or not same() or not self.lease.fresh():
+            return
+        self._retaken_at = now
+        again = [j for j, since in self.unheld_since.items() if now - since >= UNHELD_RETRY and j not in self.owned
+                 and (s := self.catalogue.jobs.get(j)) is not None and s.active]
+        if again:
+            await self._acquire(again, now)
 
     def _note_paused(self, j: str, ring: Ring) -> None:
         """A job that changed to paused or was deleted, in this node's share: its gap before the change may have no

@@ -663,3 +663,127 @@ async def test_a_paused_jobs_gap_is_not_waited_for_while_owned_and_is_forgotten_
     a.catalogue.apply(JobSummary(id=resumed, version=3, paused=False, deleted=False))  # paused, then resumed
     await a.own._close_gaps()
     assert a.own._closing == set()  # the resumed one dropped; the owned one too (its summary is not paused)
+
+
+class _ShareFeed:
+    """MariaDB's jobs table as a share's read sees it: a slice's rows as they are when its statement runs."""
+
+    def __init__(self, w: World) -> None:
+        self.w = w
+
+    async def changed_since(self, watermark: datetime | None, arcs: Sequence[Any] | None = None
+                            ) -> tuple[list[JobSummary], datetime | None]:
+        from node.cluster.ring import covers, merge, point
+        out = [JobSummary(id=j.id, version=j.version, paused=j.paused, deleted=False) for j in self.w.jobs.values()
+               if arcs is None or covers(merge(arcs), point(j.id))]
+        await asyncio.sleep(0.001)  # (the statement's round trip: the snapshot is taken when it runs)
+        return out, datetime.now(UTC)
+
+    async def share_digest(self, arcs: Sequence[Any]) -> tuple[int, int, datetime | None]:
+        return 0, 0, None
+
+
+class _GapsSeen(FakeStore):
+    def __init__(self, world: World, node: str) -> None:
+        super().__init__(world, node)
+        self.asked: set[str] = set()
+
+    async def gap_anchors(self, job_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
+        self.asked.update(job_ids)
+        return {}
+
+
+async def test_a_pause_during_a_streamed_takeover_is_seen_from_the_catalogue_not_the_slice_read_before_it() -> None:
+    """A share is taken over slice by slice while the next slice is read: a job paused after its slice's rows were
+    read arrives as an event first. Its stale summary in the slice must not hide the pause: the job is not taken
+    over, and the ring owner records its gap before the pause (the review of the streamed takeover)."""
+    from node.cluster.catalogue import Catalogue, slices
+    from node.cluster.messages import JobEvent
+
+    w = World()
+    w.members.add("a")
+    for i in range(400):
+        w.jobs[f"job{i:03d}"] = Job(id=f"job{i:03d}", schedule="* * * * *", uri="http://x/", version=1,
+                                    active_since=T0)
+    parts = slices(Ring(["a"]).arcs("a"))
+    later = next(j for j in sorted(w.jobs) if any(lo <= _point(j) < hi for lo, hi in parts[1]))
+    catalogue = Catalogue(_ShareFeed(w), 5.0, node_id="a")
+    store = _GapsSeen(w, "a")
+    paused = asyncio.Event()
+
+    class Locks(FakeLocks):
+        async def acquire(self, job_ids: Sequence[str]) -> list[str]:
+            await asyncio.sleep(0.01)  # (the lock script's round trip: the next slice's read has run meanwhile)
+            if not paused.is_set():  # the first slice being taken over: the user pauses a job of the next
+                paused.set()
+                w.jobs[later] = Job(**{**_fields(w.jobs[later]), "paused": True, "version": 2})
+                catalogue.on_record(JobEvent(op="paused", id=later, version=2, paused=True))
+            return await super().acquire(job_ids)
+
+    tasks: list[Any] = []
+
+    class Spawn:
+        def spawn(self, coro: Any) -> None:
+            tasks.append(coro)
+
+    own = Ownership(node_id="a", takeovers=store, definitions=store, history=store, locks=Locks(w, "a"),
+                    lease=FakeLease(w, "a"), catalogue=catalogue, hooks=Hooks(), member_ttl=3.0, tasks=Spawn(),
+                    clock=lambda: 0.0)
+    await own.reconcile()
+    assert paused.is_set()
+    assert later not in own.owned and later in store.asked
+    assert len(own.owned) == len(w.jobs) - 1
+    for t in tasks:
+        t.close()
+
+
+def _point(job_id: str) -> int:
+    from node.cluster.ring import point
+    return point(job_id)
+
+
+async def test_a_streamed_takeover_tries_the_locks_still_held_again_before_the_share_ends() -> None:
+    """A join: the old owner releases its jobs a few seconds after the ring changed, so the first slices find
+    their locks held. They are tried again about once a second during the takeover, not only after the whole
+    share (~16 s at a million jobs)."""
+    from node.cluster.catalogue import Catalogue, slices
+
+    w = World()
+    w.members.update({"a", "old"})
+    for i in range(600):
+        w.jobs[f"job{i:03d}"] = Job(id=f"job{i:03d}", schedule="* * * * *", uri="http://x/", version=1,
+                                    active_since=T0)
+    w.members.discard("old")
+    ring = Ring(["a"])
+    parts = slices(ring.arcs("a"))
+    first = [j for j in w.jobs if any(lo <= _point(j) < hi for lo, hi in parts[0])]
+    for j in first:
+        w.locks[j] = "old"  # the old owner has not released them yet
+    w.members.add("old")  # ... and is alive, but no longer in this ring (its lease is kept for the test's fake)
+    now = [0.0]
+    calls: list[int] = []
+    owned_first_before_last: list[bool] = []
+
+    class Locks(FakeLocks):
+        async def acquire(self, job_ids: Sequence[str]) -> list[str]:
+            calls.append(len(job_ids))
+            now[0] += 0.6
+            if len(calls) == 2:
+                for j in first:
+                    w.locks.pop(j, None)  # the old owner released them
+            if any(j in job_ids for j in w.jobs if any(lo <= _point(j) < hi for lo, hi in parts[-1])):
+                owned_first_before_last.append(all(j in own.owned for j in first))
+            return await super().acquire(job_ids)
+
+    class Lease(FakeLease):
+        @property
+        def ring(self) -> Ring:
+            return ring
+
+    own = Ownership(node_id="a", takeovers=FakeStore(w, "a"), definitions=FakeStore(w, "a"),
+                    history=FakeStore(w, "a"), locks=Locks(w, "a"), lease=Lease(w, "a"),
+                    catalogue=Catalogue(_ShareFeed(w), 5.0, node_id="a"), hooks=Hooks(), member_ttl=3.0,
+                    tasks=Node(w, "x"), clock=lambda: now[0])
+    await own.reconcile()
+    assert first and owned_first_before_last == [True]
+    assert set(own.owned) == set(w.jobs)
