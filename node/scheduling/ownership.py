@@ -908,13 +908,15 @@ class Ownership:
         schedule_changed = job.active_since != o.job.active_since
         gap: list[Claim] = []
         if schedule_changed and job.active_since is not None and job.active_since > o.anchor \
-                and (job.version > o.version + 1 or planning.missed_between(o.timetable, o.anchor, job.active_since)):
+                and (job.version > o.version + 1 or planning.missed_between(o.peek().timetable(), o.anchor,
+                                                                              job.active_since)):
             # The edit took force after the last instant claimed (MariaDB was away, or the owner was catching up):
             # the instants due up to the edit were not run. They are recorded as missed, never skipped silently,
             # under the definitions then in force, read from the job's history: a pause (and resume) this owner
             # saw only part of, or not at all, while its claims failed, is never crossed (the instants before it
             # missed, none within it). (Read when the held timetable has instants in the gap, or when versions
-            # came between: one this owner never loaded may have had some.)
+            # came between: one this owner never loaded may have had some. Asked without the calendars: an instant
+            # one excluded needs its row too, and the soak found a gap that a calendar excluded whole left bare.)
             if o.claiming:
                 self.wake.set()
                 return  # (a claim under way: the gap starts after what it takes; the next pass reloads)

@@ -645,6 +645,40 @@ async def test_a_reloads_gap_accounts_for_the_instants_a_calendar_excluded_whate
     assert fates and Fate.UNACCOUNTED not in fates.values(), fates
 
 
+async def test_a_reloads_gap_is_recorded_when_a_calendar_excluded_every_instant_in_it() -> None:
+    """As above, but the calendar excludes every instant of the gap: the reload asked the held timetable (calendars
+    applied) whether the gap had instants, found none, and moved its anchor to the edit; the instants had no row
+    (the 20-minute soak at 100,000 jobs, seed 20261208: a job created just before a MariaDB cut, under a calendar
+    excluding the whole day, then edited)."""
+    from node.model.calendars import Calendar
+
+    w = World()
+    j = job(w, excludeCalendars=["quiet"])
+    w.quick.add(j.id)
+    a = Node(w, "a")
+    await run(w, 2)
+    local = w.clock.dt().replace(tzinfo=None)
+    a.catalogue.calendars["quiet"] = Calendar(name="quiet", version=1,
+                                              ranges=((local, local + timedelta(seconds=60)),))
+    a.catalogue.calendars_seen += 1
+    claim, away = w.store.claim, [True]
+
+    async def failing(node: str, claims: Any, live: Any = None) -> Any:
+        if away[0]:
+            raise StoreUnavailable("MariaDB away")
+        return await claim(node, claims, live)
+
+    start = w.clock.dt()
+    w.store.claim = failing  # type: ignore[method-assign]
+    await run(w, 6)
+    w.store.edit(j.id, schedule="*/2 * * * * *")
+    edited = w.clock.dt()
+    away[0] = False
+    await run(w, 3)
+    fates = ledger_fates(w, j.id, start + timedelta(seconds=1), edited)
+    assert fates and Fate.UNACCOUNTED not in fates.values(), fates
+
+
 async def test_a_definition_the_owner_never_loaded_has_its_instants_in_the_gap() -> None:
     """A yearly job edited to every second, then edited again, while its owner could read nothing: the every-second
     definition's instants are recorded missed though the definition the owner held had none in the gap (found by
