@@ -835,8 +835,7 @@ class Ownership:
 
     def _own(self, t: Takeover, gap: list[Claim]) -> None:
         # (the takeover read the definition without its bookkeeping times and stored owner: store/codec.OWNER_COLS;
-        # the record's id is the catalogue's string, one object a job)
-        # (the id is the catalogue's own string: the takeover hands back the ids it was given, one object a job)
+        # the id is the catalogue's own string: the takeover hands back the ids it was given, one object a job)
         job, known = t.job, self.catalogue.version_of(t.job.id)
         last, since = t.last_tick, t.job.active_since
         if last is not None and since is not None and since < last <= since + EDIT_REPLAN:
