@@ -27,8 +27,9 @@ from ..model.jobs import METHODS, ConcurrencyPolicy, Delivery, Job, MisfirePolic
 from ..model.labels import LabelError, parse_selector
 from ..model.schedule import Budget, ScheduleError, describe, has_h
 from ..model.times import rfc3339
+from ..scheduling import forecast as fc
 from ..scheduling.outbound import OutboundDenied
-from ..web import actions
+from ..web import actions, forecasts
 from ..web.auth import (
     COOKIE,
     SESSION_SECONDS,
@@ -582,6 +583,51 @@ async def cluster_page(request: web.Request) -> web.Response:
     return render(request, "cluster.html", {"c": await scoped_cluster_view(r, request.get("selector")), "alerts": alerts})
 
 
+# The forecast page's views: (label, slot seconds, slots a row, rows, what a row is, what a cell is)
+FORECAST_VIEWS = {
+    "day": ("Next 24 hours, by the minute", 60, 60, 25, "hour", "minute"),
+    "minutes": ("Next 10 minutes, by the second", 1, 60, 11, "minute", "second"),
+    "week": ("Next 7 days, by the hour", 3600, 24, 8, "day", "hour"),
+}
+HEAT_LEVELS = 6  # colour steps of a cell (0: no request); each cell also says its count (its title, the table)
+
+
+def heat_level(n: int, peak: int) -> int:
+    """A slot's colour step: 0 for none, else 1..HEAT_LEVELS by its share of the peak (app.js says the same)."""
+    return 0 if n <= 0 or peak <= 0 else max(1, min(HEAT_LEVELS, -(-n * HEAT_LEVELS // peak)))
+
+
+async def forecast_page(request: web.Request) -> web.Response:
+    """Scheduled requests per slot as a heatmap (rows: hours, minutes or days; cells: minutes, seconds or hours)
+    drawn as SVG on the server, the busiest slots with the schedules behind them, and how to spread them."""
+    r = request.app[RUNTIME]
+    view = request.query.get("view", "day")
+    if view not in FORECAST_VIEWS:
+        view = "day"
+    label, step, cols, rows, row_unit, cell_unit = FORECAST_VIEWS[view]
+    now = datetime.now(UTC)
+    align = {"day": 3600, "minutes": 60, "week": 86_400}[view]  # rows start on the clock: whole hours, minutes, days
+    epoch = int(now.timestamp())
+    start = datetime.fromtimestamp(epoch - epoch % align, UTC)
+    window = fc.Window(start, start + timedelta(seconds=step * cols * rows), step)
+    try:
+        result = await forecasts.forecast(r, window, request.get("selector"), now=now)
+    except StoreUnavailable:
+        return render(request, "error.html", {"message": "The database is unavailable; this page will work again when it returns."}, 503)
+    api = result.to_api()
+    past = window.index(now) if now > window.start else 0  # cells wholly before now are not forecast
+    cells = []
+    for i, n in enumerate(result.counts):
+        at = window.start + timedelta(seconds=i * step)
+        cells.append({"i": i, "row": i // cols, "col": i % cols, "n": n, "level": heat_level(n, api["peak"]),
+                      "past": i < past, "at": at})
+    row_labels = [window.start + timedelta(seconds=k * step * cols) for k in range(rows)]
+    return render(request, "forecast.html", {"f": api, "cells": cells, "view": view, "views": FORECAST_VIEWS,
+                                             "label": label, "cols": cols, "rows": rows, "row_labels": row_labels,
+                                             "row_unit": row_unit, "cell_unit": cell_unit, "step": step,
+                                             "levels": HEAT_LEVELS, "scope": str(request.get("selector") or "")})
+
+
 async def login_page(request: web.Request) -> web.Response:
     return render(request, "login.html", {"next": _safe_next(request.query.get("next")), "error": None})
 
@@ -722,6 +768,7 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/backfills/{bid:[0-9a-f]{16}}/cancel", cancel_backfill_form)
     app.router.add_get("/cluster", cluster_page)
     app.router.add_get("/audit", audit_page)
+    app.router.add_get("/forecast", forecast_page)
     app.router.add_post("/jobs/bulk", bulk_form)
     app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/restore", restore_form)
     app.router.add_get("/calendars", calendars_page)

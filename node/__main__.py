@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .settings import Settings, SettingsError
 
-CLIENT_GROUPS = ("jobs", "calendars", "cluster", "audit", "alerts")
+CLIENT_GROUPS = ("jobs", "calendars", "cluster", "audit", "alerts", "forecast")
 
 
 def _client_command(args: list[str]) -> bool:

@@ -599,6 +599,31 @@ def _print_audit(rows: list[dict[str, Any]]) -> None:
                f"{versions:9} {what}")
 
 
+SPARKS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(counts: list[int], width: int = 72) -> str:
+    """Counts as a line of block characters (each the peak of its share of the slots), scaled to the peak."""
+    if not counts:
+        return ""
+    per = max(1, -(-len(counts) // width))
+    peaks = [max(counts[k:k + per]) for k in range(0, len(counts), per)]
+    top = max(peaks) or 1
+    return "".join(SPARKS[0 if n == 0 else max(1, -(-n * (len(SPARKS) - 1) // top))] for n in peaks)
+
+
+def _print_forecast(f: dict[str, Any]) -> None:
+    _print(f"{f['total']:,} requests from {f['jobs']:,} jobs, {f['from']} to {f['to']}, by {f['step']} s;"
+           f" the busiest slot {f['peak']:,} ({f['peak'] / f['mean']:.1f}x the mean)" if f["mean"] else
+           f"nothing scheduled from {f['from']} to {f['to']}")
+    _print(f"|{sparkline(f['counts'])}|")
+    for b in f["busiest"]:
+        _print(f"  {b['at']:24}  {b['fires']:>9,}  " + "; ".join(
+            f"{g['schedule']} ({g['timeZone']}) x{g['jobs']:,}" for g in b["groups"]))
+    for g in f["uncounted"]:
+        _print(f"  not counted (too many instants to walk): {g['schedule']} ({g['timeZone']}) x{g['jobs']:,}")
+
+
 def _print_alerts(rows: list[dict[str, Any]]) -> None:
     _print(f"{'AT':24}  {'TYPE':17} {'JOB':17} {'STATE':9} DETAIL")
     for a in rows:
@@ -718,6 +743,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--rotate-secrets", action="store_true",
                     help="send the file's secrets again (secret values cannot be compared: the API masks them)")
     sub.add_parser("cluster", parents=[out], help="members, epoch, owned jobs, where Redis and MariaDB are")
+    fc = sub.add_parser("forecast", parents=[out],
+                        help="requests the schedules will send, slot by slot, and the busiest slots (thundering herds)")
+    fc.add_argument("--from", dest="start", help="RFC 3339 (default: now)")
+    fc.add_argument("--to", dest="end", help="RFC 3339 (default: 24 hours after --from; at most 7 days)")
+    fc.add_argument("--step", type=int, help="seconds a slot (default 60)")
     au = sub.add_parser("audit", parents=[out], help="the audit log: who changed what, when, how (newest first)")
     au.add_argument("--job", help="one job's rows")
     au.add_argument("--actor", help="one token's rows (its name; cronring: what it did by itself)")
@@ -795,6 +825,8 @@ def main(argv: list[str]) -> int:
         c = Client(args.url, args.token, client=f"cli/{__version__}")  # node.client: the one a program would use
         if args.group == "cluster":
             _emit(c.call("GET", "/api/cluster"), fmt, _print_cluster)
+        elif args.group == "forecast":
+            _emit(c.forecast(args.start, args.end, args.step), fmt, _print_forecast)
         elif args.group == "audit":
             _emit(c.audit(job_id=args.job, actor=args.actor, action=args.action, limit=args.limit, before=args.before),
                   fmt, _print_audit)

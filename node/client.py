@@ -137,6 +137,11 @@ def _ticks_path(job_id: str, start: str | None, end: str | None) -> str:
     return f"/api/crons/{quote(job_id)}/ticks" + (f"?{query}" if query else "")
 
 
+def _forecast_path(start: str | None, end: str | None, step: int | None) -> str:
+    query = urlencode({k: str(v) for k, v in (("from", start), ("to", end), ("step", step)) if v is not None})
+    return "/api/forecast" + (f"?{query}" if query else "")
+
+
 def _preview_path(job_id: str, count: int | None, excluded: bool) -> str:
     query = urlencode({**({"count": str(count)} if count else {}), **({"excluded": "true"} if excluded else {})})
     return f"/api/crons/{quote(job_id)}/preview" + (f"?{query}" if query else "")
@@ -467,6 +472,11 @@ class Client:
     def cluster(self) -> dict[str, Any]:
         return cast("dict[str, Any]", self.call("GET", "/api/cluster"))
 
+    def forecast(self, start: str | None = None, end: str | None = None, step: int | None = None) -> dict[str, Any]:
+        """Requests the active jobs will send in each ``step``-second slot of ``[start, end)`` (RFC 3339; default
+        the next 24 hours by the minute), and the busiest slots with the schedules behind them."""
+        return cast("dict[str, Any]", self.call("GET", _forecast_path(start, end, step)))
+
     def health(self) -> dict[str, Any]:
         return cast("dict[str, Any]", self.call("GET", "/api/health"))
 
@@ -641,6 +651,10 @@ class AsyncClient:
 
     async def cluster(self) -> dict[str, Any]:
         return cast("dict[str, Any]", await self.call("GET", "/api/cluster"))
+
+    async def forecast(self, start: str | None = None, end: str | None = None, step: int | None = None
+                       ) -> dict[str, Any]:
+        return cast("dict[str, Any]", await self.call("GET", _forecast_path(start, end, step)))
 
     async def health(self) -> dict[str, Any]:
         return cast("dict[str, Any]", await self.call("GET", "/api/health"))

@@ -106,7 +106,25 @@
   }
   if (document.getElementById("jobs")) setInterval(advanceNextRuns, 1000);
 
+  // The forecast page: a job created, edited, paused or deleted changes the forecast; the page asks the server
+  // for itself again (at most every 3 s) and swaps its main part in: the heatmap is the server's SVG, drawn once.
+  var forecastTimer = null;
+  function refreshForecast() {
+    if (!document.getElementById("heatmap") || forecastTimer) return;
+    forecastTimer = setTimeout(function () {
+      forecastTimer = null;
+      fetch(location.href, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (!html) return;
+          var doc = new DOMParser().parseFromString(html, "text/html");
+          var fresh = doc.querySelector("main"), main = document.querySelector("main");
+          if (fresh && main) { main.replaceWith(fresh); }
+        }).catch(function () {});
+    }, 3000);
+  }
+
   function onJob(ev) {
+    refreshForecast();
     var table = document.getElementById("jobs");
     if (ev.op === "deleted") {
       document.querySelectorAll('tr[data-job="' + CSS.escape(ev.id) + '"]').forEach(function (r) { r.remove(); });

@@ -370,6 +370,39 @@ class Jobs:
         row = await self.db.fetchone(f"SELECT COUNT(*) AS n FROM jobs WHERE deleted_at IS NULL AND {cond}", args)
         return int(row["n"]) if row else 0
 
+    async def last_change(self) -> datetime | None:
+        """When a job last changed (created, edited, paused, completed, deleted): the updated_at index's last entry."""
+        row = await self.db.fetchone("SELECT MAX(updated_at) AS m FROM jobs")
+        return from_db(row["m"]) if row and row["m"] is not None else None
+
+    async def forecast_inputs(self, selector: Selector | None = None
+                              ) -> tuple[list[dict[str, Any]], list[tuple[str, str, str, str]], list[Job]]:
+        """What the forecast counts (scheduling/forecast.py), the active jobs in three kinds: plain ones grouped by
+        MariaDB by (schedule, zone), with a count and an example; plain ones whose schedule has H, as (id, name,
+        schedule, zone) (H resolves by id); and the rest (calendars, bounds, several schedules, a jitter, a DST
+        policy, skips, a run limit) whole. "Plain" is read from the stored spec: its optional keys are written
+        only when set (model/jobs.py ``spec``). A schedule with an H in a day name (THU) is read as an H job:
+        right, at the price of a hash."""
+        cond, args = selector_sql(selector) if selector else ("1=1", [])
+        live = f"deleted_at IS NULL AND paused = 0 AND completed_at IS NULL AND {cond}"
+        plain = ("NOT JSON_CONTAINS_PATH(spec, 'one', '$.more_schedules', '$.start_at', '$.end_at', '$.skip_until',"
+                 " '$.max_runs', '$.jitter_seconds', '$.dst_policy', '$.exclude_calendars')")
+        groups = await self.db.fetchall(
+            f"SELECT schedule, time_zone, COUNT(*) AS n, MIN(id) AS id FROM jobs WHERE {live} AND {plain}"
+            " AND schedule NOT LIKE %s GROUP BY schedule, time_zone", [*args, "%H%"])
+        names = {r["id"]: "" for r in groups}
+        for chunk in chunks(list(names), STATEMENT_ROWS):
+            for r in await self.db.fetchall(f"SELECT id, name FROM jobs WHERE id IN ({ph(len(chunk))})", chunk):
+                names[r["id"]] = r["name"]
+        for r in groups:
+            r["name"] = names.get(r["id"], "")
+        hs = [(r["id"], r["name"], r["schedule"], r["time_zone"]) for r in await self.db.fetchall(
+            f"SELECT id, name, schedule, time_zone FROM jobs WHERE {live} AND {plain} AND schedule LIKE %s",
+            [*args, "%H%"])]
+        rest = [_job(r) for r in await self.db.fetchall(
+            f"SELECT {JOB_COLS} FROM jobs WHERE {live} AND NOT ({plain})", args)]
+        return groups, hs, rest
+
     async def ids_matching(self, selector: Selector) -> list[str]:
         """The live jobs a selector matches (a scoped token's stream)."""
         cond, args = selector_sql(selector)

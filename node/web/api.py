@@ -26,7 +26,8 @@ from ..model.labels import LabelError, Selector, parse_selector
 from ..model.schedule import ScheduleTooCostly, describe
 from ..model.times import rfc3339
 from ..model.timetable import Timetable
-from . import actions
+from ..scheduling import forecast as fc
+from . import actions, forecasts
 from .auth import actor_of, caller
 from .errors import BadRequest, BatchRefused, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from .openapi import spec as openapi_spec
@@ -283,6 +284,22 @@ async def job_ticks(request: web.Request) -> web.Response:
     except ScheduleTooCostly as e:
         raise BadRequest(str(e), {"from": rfc3339(start), "to": rfc3339(end)}) from None
     return web.json_response({"jobId": job_id, "from": rfc3339(start), "to": rfc3339(end), **book.to_api()})
+
+
+async def get_forecast(request: web.Request) -> web.Response:
+    """How many requests the jobs will send in each slot of a window (``step`` seconds), from their schedules, and
+    the busiest slots with the schedules behind them (scheduling/forecast.py)."""
+    q = request.query
+    now = datetime.now(UTC)
+    start = _instant_param(q["from"], "from") if "from" in q else None
+    end = _instant_param(q["to"], "to") if "to" in q else None
+    step = _int_param(request, "step", 60, 1, 86_400)
+    try:
+        window = fc.Window.of(start, end, step, now=now)
+    except fc.ForecastError as e:
+        raise BadRequest(str(e), {k: q[k][:60] for k in ("from", "to", "step") if k in q}) from None
+    result = await forecasts.forecast(rt(request), window, request.get("selector"), now=now)
+    return web.json_response(result.to_api())
 
 
 def _bool_param(request: web.Request, name: str) -> bool:
@@ -635,6 +652,7 @@ def setup(app: web.Application) -> None:
     app.router.add_put(f"/api/calendars/{_NAME}", put_calendar)
     app.router.add_delete(f"/api/calendars/{_NAME}", delete_calendar)
     app.router.add_get("/api/cluster", cluster)
+    app.router.add_get("/api/forecast", get_forecast)
     app.router.add_get("/api/health", health)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)

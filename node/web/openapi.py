@@ -61,6 +61,24 @@ def spec() -> dict[str, Any]:
                            "fate": {"type": "string", "enum": [str(f) for f in Fate]},
                            "executionId": {"type": ["string", "null"]}, "redelivered": {"type": "boolean"},
                            "detail": {"type": "string"}}}
+    group = {"type": "object", "required": ["schedule", "timeZone", "jobs", "example"], "properties": {
+        "schedule": {"type": "string"}, "timeZone": {"type": "string"}, "resolved": {"type": "string"},
+        "jobs": {"type": "integer", "description": "jobs firing at these instants"},
+        "fires": {"type": "integer", "description": "(in a busiest slot) the requests they send in it"},
+        "example": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}}}}}
+    forecast_out = {"type": "object", "required": ["from", "to", "step", "counts", "total", "peak", "busiest",
+                                                   "complete", "uncounted"], "properties": {
+        "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"},
+        "step": {"type": "integer"}, "counts": {"type": "array", "items": {"type": "integer"},
+                                                "description": "requests in each slot, from 'from' on"},
+        "total": {"type": "integer"}, "peak": {"type": "integer"}, "mean": {"type": "number"},
+        "jobs": {"type": "integer"}, "groups": {"type": "integer"},
+        "busiest": {"type": "array", "items": {"type": "object", "properties": {
+            "at": {"type": "string", "format": "date-time"}, "fires": {"type": "integer"},
+            "groups": {"type": "array", "items": group}}}},
+        "complete": {"type": "boolean", "description": "false: some schedules were too costly to walk (uncounted)"},
+        "uncounted": {"type": "array", "items": group},
+        "computedAt": {"type": "string", "format": "date-time"}, "seconds": {"type": "number"}}}
     ticks_out = {"type": "object", "required": ["jobId", "from", "to", "ticks", "truncated", "counts"], "properties": {
         "jobId": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"},
         "ticks": {"type": "array", "items": tick}, "truncated": {"type": "boolean"},
@@ -360,6 +378,15 @@ def spec() -> dict[str, Any]:
                                              "responses": {"200": {"description": "text/event-stream"}}}},
         "/api/cluster": {"get": _op("Members, epoch, owned counts, recent hand-overs", {"200": _json({"type": "object"})},
                                     errors=(401, 503))},
+        "/api/forecast": {"get": _op(
+            "How many requests the active jobs will send in each slot of [from, to), from their schedules (jittered"
+            " jobs at their send times), with the busiest slots and the schedules behind them. Defaults: from now"
+            " (down to its slot), to 24 hours later, step 60 s; at most 7 days and 10,080 slots. A token limited to"
+            " a label selector sees its own jobs' forecast. Kept up to 60 s while no job changes",
+            {"200": _json(forecast_out)},
+            params=[_q("from", INSTANT), _q("to", INSTANT), _q("step", {"type": "integer", "minimum": 1,
+                                                                       "maximum": 86400})],
+            errors=(400, 401, 503))},
         "/api/health": {"get": {"summary": "Health (503 when Redis or MariaDB is unreachable)",
                                 "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"}, "Unhealthy")}}},
         "/livez": {"get": {"summary": "Liveness: the process and its event loop answer (no token needed)",
