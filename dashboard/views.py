@@ -42,7 +42,16 @@ from ..web.auth import (
     session_value,
 )
 from ..web.errors import ApiError
-from ..web.presentation import BODY_READ_SECONDS, enrich, execution_view, ledger, preview, scoped_cluster_view
+from ..web.presentation import (
+    BODY_READ_SECONDS,
+    STRIP_TICKS,
+    enrich,
+    execution_view,
+    ledger,
+    preview,
+    scoped_cluster_view,
+    strips,
+)
 from ..web.runtime import RUNTIME, Runtime
 
 HERE = Path(__file__).parent
@@ -221,11 +230,16 @@ async def jobs_page(request: web.Request) -> web.Response:
         return render(request, "error.html", {"message": "The database is unavailable; this page will work again when it returns."}, 503)
     jobs, more = found.jobs[:PAGE], len(found.jobs) > PAGE
     rows = await enrich(r, jobs)
+    try:
+        ticks = await strips(r, jobs)
+    except StoreUnavailable:
+        ticks = {}
     slices = Slices()
     for row, job in zip(rows, jobs, strict=True):
         row["describe"] = describe(row["schedule"])
         row["upcoming"] = await upcoming(row, slices, job, r.catalogue.calendars)
-    return render(request, "jobs.html", {"rows": rows, "q": q or "", "state": state, "total": total, "label": label,
+        row["ticks"] = ticks.get(job.id)
+    return render(request, "jobs.html", {"rows": rows, "q": q or "", "strip_ticks": STRIP_TICKS, "state": state, "total": total, "label": label,
                                          "label_error": label_error, "scope": str(request.get("selector") or ""),
                                          "next_cursor": jobs[-1].seq if more and jobs else found.resume,
                                          "searched": found.progress,
@@ -239,6 +253,7 @@ async def job_row(request: web.Request) -> web.Response:
     (row,) = await enrich(r, [job])
     row["describe"] = describe(row["schedule"])
     row["upcoming"] = await upcoming(row, Slices(), job, r.catalogue.calendars)
+    row["ticks"] = (await strips(r, [job])).get(job.id)
     return render(request, "_row.html", {"row": row})
 
 

@@ -37,9 +37,38 @@
     if (owner && ev.node) owner.textContent = ev.node;
   }
 
+  // A row's tick strip: an instant's execution event sets its tick's fate, or adds it at the end (the oldest goes).
+  var FATE_OF = { succeeded: "delivered", failed: "failed", timed_out: "failed", abandoned: "abandoned",
+                  cancelled: "cancelled", skipped: "skipped", missed: "missed", excluded: "excluded",
+                  buffered: "buffered", claimed: "running", running: "running" };
+  function updateStrip(root, ev) {
+    var strip = root.querySelector('[data-role="strip"]');
+    var fate = FATE_OF[ev.state];
+    if (!strip || !fate || (ev.kind !== "tick" && ev.kind !== "catchup")) return;
+    var tick = strip.querySelector('[data-at="' + CSS.escape(ev.scheduled_at) + '"]');
+    if (!tick) {
+      var ticks = strip.querySelectorAll(".tick");
+      if (ticks.length && ticks[ticks.length - 1].getAttribute("data-at") > ev.scheduled_at) return;  // older
+      var none = strip.querySelector(".muted"); if (none) none.remove();
+      tick = document.createElement("span");
+      tick.setAttribute("data-at", ev.scheduled_at);
+      strip.appendChild(tick);
+      var max = Number(strip.getAttribute("data-max")) || 20;
+      while (strip.querySelectorAll(".tick").length > max) strip.removeChild(strip.querySelector(".tick"));
+    }
+    tick.className = "tick " + fate;
+    tick.title = ev.scheduled_at.replace("T", " ").replace(/\.\d+Z$/, " UTC") + " · " + fate +
+      (ev.status_code != null ? ": status " + ev.status_code : "") + (ev.error ? ": " + ev.error : "");
+    var counts = {};
+    strip.querySelectorAll(".tick").forEach(function (t) { var f = t.className.split(" ")[1]; counts[f] = (counts[f] || 0) + 1; });
+    strip.setAttribute("aria-label", "last " + strip.querySelectorAll(".tick").length + " ticks: " +
+      Object.keys(counts).map(function (f) { return counts[f] + " " + f; }).join(", "));
+  }
+
   function onExecution(ev) {
     var roots = document.querySelectorAll('[data-job="' + CSS.escape(ev.job_id) + '"]');
     roots.forEach(function (root) {
+      updateStrip(root, ev);
       if (root.getAttribute("data-paused") === "true") return;
       var state = STATE_OF[ev.state];
       if (state) setChip(root, state);

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any, Protocol
 
 import structlog
@@ -25,9 +27,10 @@ from ..batching import AUDIT_JOBS, chunks
 from ..model.calendars import Calendar
 from ..model.errors import StoreUnavailable
 from ..model.executions import Execution, Fate
-from ..model.schedule import Budget
+from ..model.schedule import Budget, ScheduleError
 from ..model.times import rfc3339
-from .ledger import Book, Ledger, account, entries, segments
+from ..model.timetable import Timetable
+from .ledger import Book, Ledger, TickEntry, account, entries, segments
 from .ownership import Owned
 
 
@@ -65,6 +68,63 @@ async def job_ledger(source: LedgerSource, job_id: str, start: datetime, end: da
             break
         await slices.pause()
     return book.ledger()
+
+
+STRIP_SPANS = tuple(timedelta(seconds=s) for s in (30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600,
+                                                   86_400, 2 * 86_400, 4 * 86_400, 7 * 86_400))
+STRIP_STEPS = 20_000  # schedule steps one page's strips may spend (50 rows of 20-60 instants: ~3,000)
+
+
+def strip_span(tt: Timetable | None, now: datetime, ticks: int) -> timedelta:
+    """How far back a job's last ``ticks`` instants reach, about: ``ticks`` of its next gaps (a cron schedule's
+    gaps repeat), rounded up to one of STRIP_SPANS so the rows of a page share a few reads; a week at most."""
+    if tt is None:
+        return STRIP_SPANS[-1]
+    times = list(islice(tt.raw_after(now, Budget(ticks * 8 + 8)), ticks + 1)) if ticks else []
+    if len(times) < 2:
+        return STRIP_SPANS[-1]
+    want = (times[-1] - times[0]) * ticks / (len(times) - 1)
+    return next((s for s in STRIP_SPANS if s >= want), STRIP_SPANS[-1])
+
+
+async def recent_ticks(source: LedgerSource, timetables: Mapping[str, Timetable | None], *, ticks: int,
+                       settle: timedelta, calendars: Mapping[str, Calendar] | None = None,
+                       now: datetime | None = None) -> dict[str, list[TickEntry]]:
+    """Each job's last ``ticks`` instants (up to now) with their fates: the jobs page's strips. The jobs are read
+    by span (a read of definitions and rows for the jobs whose last ticks reach as far back), the ledger built in
+    slices under one step budget; a job whose schedule is too costly to walk gets what was found."""
+    now = now or datetime.now(UTC)
+    by_span: dict[timedelta, list[str]] = {}
+    for job_id, tt in timetables.items():
+        try:
+            span = strip_span(tt, now - STRIP_SPANS[-1], ticks) if tt is not None else STRIP_SPANS[-1]
+        except ScheduleError:
+            span = STRIP_SPANS[-1]
+        by_span.setdefault(span, []).append(job_id)
+    out: dict[str, list[TickEntry]] = {}
+    budget = Budget(STRIP_STEPS)
+    slices = Slices()
+    while by_span:
+        wider: dict[timedelta, list[str]] = {}
+        for span, ids in sorted(by_span.items()):
+            history, rows, oldest = await source.ledger_inputs(ids, now - span, now)
+            for job_id in ids:
+                last: deque[TickEntry] = deque(maxlen=ticks)
+                book = Book(limit=STRIP_STEPS, kept_from=oldest.get(job_id))  # (it marks what retention trimmed)
+                try:
+                    for entry in entries(segments(history[job_id], calendars), rows[job_id], start=now - span,
+                                         end=now, now=now, settle=settle, budget=budget):
+                        if not book.add(entry):
+                            break
+                        last.append(book.ticks[-1])
+                        await slices.pause()
+                except ScheduleError:
+                    pass
+                if not last and span < STRIP_SPANS[-1]:  # none in its span (a business-hours job at night)
+                    wider.setdefault(min(span * 16, STRIP_SPANS[-1]), []).append(job_id)
+                out[job_id] = list(last)
+        by_span = wider
+    return out
 
 
 class Auditor:

@@ -19,7 +19,7 @@ from ..model.labels import Selector
 from ..model.schedule import Budget, ScheduleError, has_h, zone_transitions
 from ..model.times import rfc3339
 from ..model.timetable import Timetable
-from ..scheduling.audit import job_ledger, settle_for
+from ..scheduling.audit import job_ledger, recent_ticks, settle_for
 from ..scheduling.ledger import Ledger
 from .runtime import Runtime
 
@@ -256,6 +256,23 @@ async def ledger(r: Runtime, job_id: str, start: datetime, end: datetime, *, lim
     s = r.settings
     return await job_ledger(r.store.history, job_id, start, end, limit=limit, calendars=r.catalogue.calendars,
                             settle=settle_for(s.member_ttl, s.heartbeat_interval, s.claim_ahead))
+
+
+STRIP_TICKS = 20  # the jobs page's strips: each row's last twenty instants
+
+
+async def strips(r: Runtime, jobs: list[Job]) -> dict[str, list[dict[str, Any]]]:
+    """Each job's last STRIP_TICKS instants with their fates (the jobs page's strips), as the API shows ticks."""
+    s = r.settings
+    timetables: dict[str, Timetable | None] = {}
+    for j in jobs:
+        try:
+            timetables[j.id] = j.timetable(r.catalogue.calendars)
+        except ScheduleError:
+            timetables[j.id] = None
+    found = await recent_ticks(r.store.history, timetables, ticks=STRIP_TICKS, calendars=r.catalogue.calendars,
+                               settle=settle_for(s.member_ttl, s.heartbeat_interval, s.claim_ahead))
+    return {job_id: [t.to_api() for t in ticks] for job_id, ticks in found.items()}
 
 
 async def cluster_view(r: Runtime) -> dict[str, Any]:

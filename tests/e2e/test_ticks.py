@@ -112,6 +112,46 @@ async def test_the_job_page_shows_the_strip_and_keeps_it_current(cluster: Cluste
             await browser.close()
 
 
+async def test_the_jobs_page_shows_each_rows_last_ticks_readable_without_colour_and_live(cluster: Cluster) -> None:
+    ok = await cluster.create_job(schedule="* * * * * *", name="strip-ok", labels={"strip": "yes"})
+    bad = await cluster.create_job(schedule="* * * * * *", name="strip-bad", labels={"strip": "yes"},
+                                   uri="http://127.0.0.1:9/refused")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1500, "height": 700})
+            await wait_for(lambda: _ticks_after(cluster, bad["id"], datetime.now(UTC) - timedelta(minutes=1),
+                                                datetime.now(UTC) - timedelta(seconds=30), "failed"), 15,
+                           "a failed tick")
+            await page.goto(f"{cluster.nodes['ticks-a'].url}/?label=strip%3Dyes")
+            await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+            ok_strip = page.locator(f'tr[data-job="{ok["id"]}"] [data-role="strip"]')
+            bad_strip = page.locator(f'tr[data-job="{bad["id"]}"] [data-role="strip"]')
+            await expect(ok_strip.locator(".tick.delivered").first).to_be_visible()
+            await expect(bad_strip.locator(".tick.failed").first).to_be_visible()
+            assert "delivered" in (await ok_strip.get_attribute("aria-label") or "")
+            assert "failed" in (await bad_strip.get_attribute("aria-label") or "")
+            # without colour: a failed tick carries a cross, a delivered one none
+            cross = "el => getComputedStyle(el, '::after').content"
+            assert await bad_strip.locator(".tick.failed").first.evaluate(cross) == '"×"'
+            assert await ok_strip.locator(".tick.delivered").first.evaluate(cross) in ("none", "normal")
+            assert await ok_strip.locator(".tick").count() <= 20
+            # live: the stream adds the instants that run now, without a reload
+            newest = await ok_strip.locator(".tick").last.get_attribute("data-at")
+            await expect(ok_strip.locator(".tick").last).not_to_have_attribute("data-at", newest or "", timeout=10_000)
+            await expect(ok_strip.locator(".tick")).to_have_count(20, timeout=30_000)
+            title = await bad_strip.locator(".tick.failed").first.get_attribute("title")
+            assert title and "failed" in title
+            from tests.e2e.test_forecast import accessibility_violations
+            assert await accessibility_violations(page) == []
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SHOTS / "jobs-strips.png"), full_page=True)
+        finally:
+            await browser.close()
+        for j in (ok, bad):
+            assert (await cluster.request("DELETE", f"{cluster.any_node().url}/api/crons/{j['id']}"))[0] in (200, 204)
+
+
 async def test_a_resume_through_put_does_not_catch_up_the_paused_period(cluster: Cluster) -> None:
     """Found by the 30-minute soak: a resume sent as PUT {"paused": false} left the anchor before the
     pause, and fire_all caught up every paused instant."""

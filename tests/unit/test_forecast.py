@@ -9,6 +9,7 @@ import pytest
 
 from node.model.jobs import Job
 from node.model.schedule import ScheduleError, parse, resolve_h
+from node.model.timetable import Timetable
 from node.scheduling import forecast as fc
 
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
@@ -116,3 +117,17 @@ def test_a_group_past_its_budget_is_listed_uncounted_and_the_rest_still_counted(
 def test_paused_and_unparsable_jobs_make_no_group() -> None:
     assert fc.job_group(job(1, "0 * * * *", paused=True), {}) is None
     assert fc.plain_group("not a schedule", "UTC", 1, "x") is None
+
+
+def test_a_strip_reaches_back_about_twenty_of_the_jobs_gaps_rounded_to_a_shared_span() -> None:
+    from node.scheduling.audit import STRIP_SPANS, strip_span
+
+    def span(expr: str) -> timedelta:
+        return strip_span(Timetable(schedules=(parse(expr, "UTC"),)), NOW, 20)
+
+    assert span("* * * * * *") == timedelta(seconds=30)  # 20 s of every-second instants
+    assert span("*/5 * * * * *") == timedelta(minutes=2)  # 100 s
+    assert span("* * * * *") == timedelta(minutes=30)  # 20 minutes
+    assert span("0 * * * *") == timedelta(days=1)  # 20 hours
+    assert span("0 3 * * *") == span("@at 2026-12-08T00:00:00") == STRIP_SPANS[-1]  # a week at most
+    assert strip_span(None, NOW, 20) == STRIP_SPANS[-1]
