@@ -282,6 +282,14 @@ async def job_page(request: web.Request) -> web.Response:
                                         "body_json": json.dumps(job.body, indent=2) if job.body is not None and not isinstance(job.body, str) else job.body})
 
 
+async def job_history(request: web.Request) -> web.Response:
+    """The job page's history rows, as the page renders them: the live page swaps them in when executions end."""
+    r = request.app[RUNTIME]
+    job = await actions.visible_job(r, request.match_info["id"], actor_of(request))
+    history = [execution_view(e) for e in await r.store.history.executions(job.id, limit=50)]
+    return render(request, "_history.html", {"history": history})
+
+
 VERSIONS_SHOWN = 30
 
 
@@ -777,6 +785,7 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/jobs/new", save_form)
     app.router.add_get("/jobs/{id:[0-9a-f]{1,32}}", job_page)
     app.router.add_get("/jobs/{id:[0-9a-f]{1,32}}/row", job_row)
+    app.router.add_get("/jobs/{id:[0-9a-f]{1,32}}/history", job_history)
     app.router.add_get("/jobs/{id:[0-9a-f]{1,32}}/edit", edit_form)
     app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/edit", save_form)
     app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/{action:run|pause|resume|delete|skip|backfill}", job_action)

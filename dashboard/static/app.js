@@ -76,17 +76,32 @@
     });
     var hist = document.getElementById("history");
     if (hist && hist.getAttribute("data-job") === ev.job_id && ev.state !== "running" && ev.state !== "claimed") {
-      var tr = hist.querySelector('[data-exec="' + CSS.escape(ev.id) + '"]') || document.createElement("tr");
-      tr.setAttribute("data-exec", ev.id);
-      tr.textContent = "";
-      [ev.scheduled_at, "", ev.state, ev.status_code, ev.duration_ms != null ? ev.duration_ms + " ms" : "",
-       ev.lateness_ms != null ? ev.lateness_ms + " ms" : "", ev.attempt, ev.node, ev.fence, ev.error || ""].forEach(function (v) {
-        var td = document.createElement("td"); td.textContent = v == null ? "" : String(v); tr.appendChild(td);
-      });
-      var body = hist.querySelector("tbody");
-      var empty = body.querySelector(".empty"); if (empty) empty.remove();
-      if (!tr.parentNode) body.insertBefore(tr, body.firstChild);
+      refreshHistory(hist);
     }
+  }
+
+  // The job page's history: when an execution ends, the server's own rows are fetched again (at most once a
+  // second) and swapped in, so a row that arrives live looks exactly like the rows the page came with.
+  var historyTimer = null;
+  function refreshHistory(hist) {
+    if (historyTimer) return;
+    historyTimer = setTimeout(function () {
+      historyTimer = null;
+      fetch("/jobs/" + encodeURIComponent(hist.getAttribute("data-job")) + "/history", { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (html === null) return;
+          var open = {};  // a response excerpt the reader opened stays open
+          hist.querySelectorAll("tr[data-exec] details[open]").forEach(function (d) { open[d.closest("tr").getAttribute("data-exec")] = true; });
+          var tpl = document.createElement("template");
+          tpl.innerHTML = "<table><tbody>" + html + "</tbody></table>";
+          var body = hist.querySelector("tbody");
+          body.replaceWith(tpl.content.querySelector("tbody"));
+          Object.keys(open).forEach(function (id) {
+            var d = hist.querySelector('tr[data-exec="' + CSS.escape(id) + '"] details'); if (d) d.open = true;
+          });
+        }).catch(function () {});
+    }, 1000);
   }
 
   function refreshRow(id, insert) {

@@ -3,6 +3,7 @@ in a real browser."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -106,6 +107,16 @@ async def test_the_job_page_shows_the_strip_and_keeps_it_current(cluster: Cluste
             title = await page.locator("#ticks .tick.delivered").first.get_attribute("title")
             assert title and "delivered" in title and "HTTP 200" in title
             await expect(page.locator("#ticks-legend")).to_contain_text("delivered")
+            # a history row that arrives live is the server's own row: its time, kind, state colour, status
+            served = set(await page.locator("#history tr[data-exec]").evaluate_all(
+                "rows => rows.map(r => r.dataset.exec)"))
+            await expect(page.locator("#history tbody tr[data-exec]").first).not_to_have_attribute(
+                "data-exec", re.compile("|".join(served) or "^$"), timeout=10_000)
+            cells = page.locator("#history tbody tr[data-exec]").first.locator("td")
+            await expect(cells.nth(0)).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+            await expect(cells.nth(1)).to_have_text("tick")
+            await expect(cells.nth(2).locator("span.st.succeeded")).to_have_text("succeeded")
+            await expect(cells.nth(3)).to_have_text("200")
             SHOTS.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(SHOTS / "ticks.png"), full_page=True)
         finally:
