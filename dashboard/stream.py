@@ -207,7 +207,7 @@ class Scope:
     read again when a job event names one it does not know: a job created or relabelled meanwhile), and the
     cluster's own events. A scoped stream parses what it forwards; the others do not pay for it."""
 
-    PASS = frozenset({"node", "node-info", "calendar"})
+    PASS = frozenset({"node", "node-info", "calendar", "pulse"})
     RELOAD_EVERY = 1.0  # at most one re-read of the ids a second
 
     def __init__(self, r: Any, selector: Selector) -> None:

@@ -20,6 +20,7 @@ import jinja2
 from aiohttp import web
 
 from ..aio import Slices
+from ..model.alerts import AlertType
 from ..model.audit import ACTOR_NAME, AuditAction, job_changes
 from ..model.calendars import Calendar, CalendarError
 from ..model.errors import Conflict, NotFound, StoreUnavailable, VersionConflict
@@ -49,10 +50,12 @@ from ..web.presentation import (
     execution_view,
     ledger,
     preview,
+    pulse_view,
     scoped_cluster_view,
     strips,
 )
 from ..web.runtime import RUNTIME, Runtime
+from .charts import STYLES, charts
 
 HERE = Path(__file__).parent
 CSRF_COOKIE = "cronring_csrf"
@@ -597,13 +600,43 @@ async def job_action(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/jobs/{job_id}")
 
 
+async def _charts_context(r: Runtime, c: dict[str, Any]) -> dict[str, Any]:
+    """The cluster page's live part: the charts of the last 15 minutes, the ring's shares, the unaccounted ticks."""
+    members = [m["id"] for m in c["members"]]
+    ch = charts(await pulse_view(r), c["recentHandovers"], members)
+    owned = [(m["id"], m["owned"] or 0) for m in c["members"]]
+    total = sum(n for _, n in owned)
+    colors = {n["node"]: n["color"] for n in ch.get("nodes", [])}
+    share, x = [], 0.0
+    for k, (node, n) in enumerate(owned):
+        w = 1000 * n / total if total else 0
+        share.append({"node": node, "owned": n, "pct": round(100 * n / total) if total else 0, "x": round(x, 1),
+                      "w": round(max(w - 2, 0), 1), "color": colors.get(node, STYLES[k % len(STYLES)][0])})
+        x += w
+    try:
+        alerts_n, ticks = await r.store.alerts.tally(str(AlertType.TICKS_UNACCOUNTED),
+                                                     datetime.now(UTC) - timedelta(days=1))
+    except StoreUnavailable:
+        alerts_n, ticks = 0, 0
+    ticks = max(ticks, r.auditor.unaccounted)
+    return {"ch": ch, "share": share, "share_total": total, "unaccounted": {"ticks": ticks, "alerts": alerts_n}}
+
+
 async def cluster_page(request: web.Request) -> web.Response:
     r = request.app[RUNTIME]
     try:
         alerts = [a.to_api() for a in await r.store.alerts.recent(limit=20, selector=request.get("selector"))]
     except StoreUnavailable:
         alerts = []
-    return render(request, "cluster.html", {"c": await scoped_cluster_view(r, request.get("selector")), "alerts": alerts})
+    c = await scoped_cluster_view(r, request.get("selector"))
+    return render(request, "cluster.html", {"c": c, "alerts": alerts, **await _charts_context(r, c)})
+
+
+async def cluster_charts(request: web.Request) -> web.Response:
+    """The charts alone, for the live page to swap in when the nodes report (every 10 s)."""
+    r = request.app[RUNTIME]
+    c = await scoped_cluster_view(r, request.get("selector"))
+    return render(request, "_charts.html", await _charts_context(r, c))
 
 
 # The forecast page's views: (label, slot seconds, slots a row, rows, what a row is, what a cell is)
@@ -791,6 +824,7 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/{action:run|pause|resume|delete|skip|backfill}", job_action)
     app.router.add_post("/jobs/{id:[0-9a-f]{1,32}}/backfills/{bid:[0-9a-f]{16}}/cancel", cancel_backfill_form)
     app.router.add_get("/cluster", cluster_page)
+    app.router.add_get("/cluster/charts", cluster_charts)
     app.router.add_get("/audit", audit_page)
     app.router.add_get("/forecast", forecast_page)
     app.router.add_post("/jobs/bulk", bulk_form)

@@ -208,6 +208,7 @@
 
   function onNode(ev) {
     var d = ev.detail || {};
+    if (ev.op === "handover" || ev.op === "join" || ev.op === "leave" || ev.op === "lapsed") refreshCharts();
     if (ev.op === "handover") logEvent(ev.node_id + " hand-over " + d.direction + ": " + d.jobs + " job(s) at epoch " + ev.epoch);
     else logEvent("node " + ev.node_id + " " + ev.op + " (epoch " + ev.epoch + ")");
     var epoch = document.getElementById("epoch");
@@ -223,6 +224,26 @@
     });
   }
 
+  // The cluster page's charts: every node reports its last 10 s; the server's charts are fetched again a moment
+  // after the reports of a slot arrive (one fetch for all the nodes' reports) and swapped in.
+  var chartsTimer = null;
+  function refreshCharts() {
+    var charts = document.getElementById("charts");
+    if (!charts || chartsTimer) return;
+    chartsTimer = setTimeout(function () {
+      chartsTimer = null;
+      fetch("/cluster/charts", { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (!html) return;
+          var tpl = document.createElement("template");
+          tpl.innerHTML = html.trim();
+          var fresh = tpl.content.getElementById("charts");
+          var now = document.getElementById("charts");
+          if (fresh && now) now.replaceWith(fresh);
+        }).catch(function () {});
+    }, 1500);
+  }
+
   function connect() {
     if (!window.EventSource) return;
     es = new EventSource("/api/crons/status/stream");
@@ -232,6 +253,7 @@
     es.addEventListener("job", function (e) { onJob(JSON.parse(e.data)); });
     es.addEventListener("node", function (e) { onNode(JSON.parse(e.data)); });
     es.addEventListener("backfill", function (e) { onBackfill(JSON.parse(e.data).backfill); });
+    es.addEventListener("pulse", refreshCharts);
     es.addEventListener("resync", function () { es.close(); setTimeout(function () { location.reload(); }, 500); });
   }
 

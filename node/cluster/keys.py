@@ -45,6 +45,11 @@ class Keys:
         return f"{self.namespace}:handovers"
 
     @property
+    def pulse(self) -> str:
+        """ZSET of every node's PulseEvents (msgpack) of the last PULSE_KEPT seconds, by slot: the cluster charts."""
+        return f"{self.namespace}:pulse"
+
+    @property
     def run_now_prefix(self) -> str:
         """ZSET per job of its recent run-now calls (a sliding minute on Redis server time)."""
         return f"{self.namespace}:runnow:"

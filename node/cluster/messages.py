@@ -140,8 +140,25 @@ class MembershipEvent(Record):
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PulseEvent(Record):
+    """What one node sent in one slot of ``seconds`` from ``at`` (epoch seconds): runs ended by state, and the
+    lateness of the runs sent (p50, p99, max; ms). Every node says it every slot, zeros included, so a chart shows
+    a node that went quiet apart from one that died (no point at all). The cluster page's charts."""
+
+    kind: ClassVar[str] = "pulse"
+    node_id: str
+    at: int
+    seconds: int
+    states: dict[str, int] = field(default_factory=dict)
+    p50_ms: int | None = None
+    p99_ms: int | None = None
+    max_ms: int | None = None
+
+
 _KINDS: dict[str, type[Record]] = {
-    c.kind: c for c in (NodeInfo, JobEvent, CalendarEvent, CancelEvent, BackfillEvent, ExecutionBatch, MembershipEvent)
+    c.kind: c for c in (NodeInfo, JobEvent, CalendarEvent, CancelEvent, BackfillEvent, ExecutionBatch, MembershipEvent,
+                        PulseEvent)
 }
 
 

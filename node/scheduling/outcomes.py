@@ -28,6 +28,7 @@ from ..model.executions import OPEN_STATES, Claim, Execution, ExecutionState
 from ..model.jobs import redact
 from ..model.times import now_iso, tick_iso
 from .firing import Result
+from .pulse import Pulse
 
 
 class OutcomeSink(Protocol):
@@ -257,6 +258,7 @@ class Outcomes:
         self.claimer = claimer  # this process's claimer id now (new after a lapse)
         self.recorder = Recorder(sink)
         self.publisher = publisher
+        self.pulse = Pulse(node_id, time.time())  # the cluster page's charts (app.py publishes its slots)
 
     def result(self, claim: Claim, r: Result, secrets: list[str] | None = None) -> None:
         """A finished run: metrics, the outcome row and event, one summary log line. ``secrets``: the
@@ -264,6 +266,7 @@ class Outcomes:
         if secrets and (r.excerpt or r.error):
             r = replace(r, excerpt=redact(r.excerpt, secrets), error=redact(r.error, secrets))
         metrics.fires(r.state).inc()
+        self.pulse.note(r.state, r.lateness_ms)
         metrics.LATENESS.observe(max(0.0, r.lateness_ms / 1000))
         metrics.DURATION.observe(r.duration_ms / 1000)
         if r.status_code is not None:

@@ -102,6 +102,14 @@ class Alerts:
                                       " LIMIT %s", [*args, limit])
         return [_alert(r) for r in rows]
 
+    async def tally(self, type_: str, since: datetime) -> tuple[int, int]:
+        """How many alerts of ``type_`` were raised since ``since``, and the sum of their payloads' ``count``
+        (the cluster page's unaccounted ticks: each ``ticks.unaccounted`` alert counts the instants it found)."""
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(CAST(JSON_VALUE(payload, '$.count') AS UNSIGNED)), 0) AS c"
+            " FROM alerts WHERE at >= %s AND type = %s", [to_db(since), type_])
+        return (int(row["n"]), int(row["c"])) if row else (0, 0)
+
     async def targets(self, job_ids: Sequence[str]) -> dict[str, tuple[str, str | None, dict[str, Any]]]:
         """(name, alertUri, labels) of these jobs, deleted ones too (an alert about a job deleted since is sent)."""
         if not job_ids:

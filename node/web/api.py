@@ -31,7 +31,16 @@ from . import actions, forecasts
 from .auth import actor_of, caller
 from .errors import BadRequest, BatchRefused, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from .openapi import spec as openapi_spec
-from .presentation import BODY_READ_SECONDS, enrich, execution_view, ledger, preview, scoped_cluster_view, transitions
+from .presentation import (
+    BODY_READ_SECONDS,
+    enrich,
+    execution_view,
+    ledger,
+    preview,
+    pulse_view,
+    scoped_cluster_view,
+    transitions,
+)
 from .runtime import RUNTIME, Runtime
 
 MAX_PAGE = 500
@@ -284,6 +293,12 @@ async def job_ticks(request: web.Request) -> web.Response:
     except ScheduleTooCostly as e:
         raise BadRequest(str(e), {"from": rfc3339(start), "to": rfc3339(end)}) from None
     return web.json_response({"jobId": job_id, "from": rfc3339(start), "to": rfc3339(end), **book.to_api()})
+
+
+async def cluster_pulse(request: web.Request) -> web.Response:
+    """Every node's pulse over the last 15 minutes: runs ended by state and lateness p50/p99/max per 10-second slot
+    (the cluster page's charts); a node that died keeps its points until they age out."""
+    return web.json_response(await pulse_view(rt(request)))
 
 
 async def get_forecast(request: web.Request) -> web.Response:
@@ -653,6 +668,7 @@ def setup(app: web.Application) -> None:
     app.router.add_delete(f"/api/calendars/{_NAME}", delete_calendar)
     app.router.add_get("/api/cluster", cluster)
     app.router.add_get("/api/forecast", get_forecast)
+    app.router.add_get("/api/cluster/pulse", cluster_pulse)
     app.router.add_get("/api/health", health)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)

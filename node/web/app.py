@@ -44,6 +44,7 @@ from ..scheduling.firing import Firer
 from ..scheduling.outbound import OutboundPolicy
 from ..scheduling.outcomes import Outcomes, Publisher
 from ..scheduling.ownership import Ownership
+from ..scheduling.pulse import PULSE_KEPT, PULSE_SECONDS
 from ..scheduling.retention import Retention
 from ..scheduling.scheduler import Scheduler
 from ..settings import Settings
@@ -292,6 +293,28 @@ async def keep_heap(r: Runtime) -> None:
             log.info("long-lived records kept out of the collector", records=records, freezes=keeper.freezes)
 
 
+async def pulse(r: Runtime) -> None:
+    """Every PULSE_SECONDS: the node's slots that are over (what it sent, zeros included) to the events stream (the
+    cluster page's live charts) and to the pulse ZSET (their first draw: every node's last PULSE_KEPT seconds)."""
+    p = r.scheduler.outcomes.pulse
+    while True:
+        await asyncio.sleep(PULSE_SECONDS - time.time() % PULSE_SECONDS + 0.05)
+        now = time.time()
+        events = p.close(now)
+        if not events:
+            continue
+        try:
+            async with r.redis.pipeline(transaction=False) as pipe:
+                for ev in events:
+                    packed = ev.pack()
+                    pipe.xadd(r.keys.events_stream, {b"r": packed}, maxlen=EVENTS_STREAM_LENGTH, approximate=True)
+                    pipe.zadd(r.keys.pulse, {packed: ev.at})
+                pipe.zremrangebyscore(r.keys.pulse, "-inf", now - PULSE_KEPT - PULSE_SECONDS)
+                await pipe.execute()
+        except (aioredis.RedisError, OSError) as e:
+            log.debug("pulse not published", error=str(e))  # (a gap in the charts, as Redis had one)
+
+
 async def loops(app: web.Application) -> AsyncIterator[None]:
     r = app[RUNTIME]
     s = r.scheduler
@@ -302,7 +325,7 @@ async def loops(app: web.Application) -> AsyncIterator[None]:
             ("bus", r.bus.run), ("catalogue", r.catalogue.run), ("membership", r.membership.run),
             ("reconcile", s.run_reconcile), ("timer", s.run_timer), ("recorder", s.outcomes.recorder.run),
             ("publisher", s.outcomes.publisher.run), ("retention", r.retention.run), ("audit", r.auditor.run),
-            ("alerts", r.alerts.run), ("operations", partial(operations, r)),
+            ("alerts", r.alerts.run), ("operations", partial(operations, r)), ("pulse", partial(pulse, r)),
             ("backfills", r.backfills.run), ("heap", partial(keep_heap, r)),
         )
     ]

@@ -378,6 +378,19 @@ def spec() -> dict[str, Any]:
                                              "responses": {"200": {"description": "text/event-stream"}}}},
         "/api/cluster": {"get": _op("Members, epoch, owned counts, recent hand-overs", {"200": _json({"type": "object"})},
                                     errors=(401, 503))},
+        "/api/cluster/pulse": {"get": _op(
+            "Every node's pulse over the last 15 minutes, a slot every 10 s: runs ended by state and lateness p50, p99"
+            " and max (ms). A node that died keeps its points until they age out; an idle node reports zeros",
+            {"200": _json({"type": "object", "required": ["seconds", "slots", "nodes"], "properties": {
+                "seconds": {"type": "integer"}, "slots": {"type": "array", "items": {"type": "integer"},
+                                                          "description": "each slot's start, epoch seconds"},
+                "nodes": {"type": "object", "additionalProperties": {"type": "array", "items": {
+                    "type": "object", "properties": {
+                        "at": {"type": "integer"}, "states": {"type": "object",
+                                                              "additionalProperties": {"type": "integer"}},
+                        "p50Ms": {"type": ["integer", "null"]}, "p99Ms": {"type": ["integer", "null"]},
+                        "maxMs": {"type": ["integer", "null"]}}}}}}})},
+            errors=(401, 503))},
         "/api/forecast": {"get": _op(
             "How many requests the active jobs will send in each slot of [from, to), from their schedules (jittered"
             " jobs at their send times), with the busiest slots and the schedules behind them. Defaults: from now"

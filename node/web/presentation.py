@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any, cast
 
 from ..aio import Slices
-from ..cluster.messages import MembershipEvent, unpack
+from ..cluster.messages import MembershipEvent, PulseEvent, unpack
 from ..cluster.redisconn import SentinelURL, is_sentinel
 from ..model.calendars import Calendar
 from ..model.executions import FAILED_STATES, OPEN_STATES, Execution
@@ -21,6 +21,7 @@ from ..model.times import rfc3339
 from ..model.timetable import Timetable
 from ..scheduling.audit import job_ledger, recent_ticks, settle_for
 from ..scheduling.ledger import Ledger
+from ..scheduling.pulse import PULSE_KEPT, PULSE_SECONDS
 from .runtime import Runtime
 
 BODY_READ_SECONDS = 10  # a request body (API or form) must arrive within this long (else 408)
@@ -273,6 +274,27 @@ async def strips(r: Runtime, jobs: list[Job]) -> dict[str, list[dict[str, Any]]]
     found = await recent_ticks(r.store.history, timetables, ticks=STRIP_TICKS, calendars=r.catalogue.calendars,
                                settle=settle_for(s.member_ttl, s.heartbeat_interval, s.claim_ahead))
     return {job_id: [t.to_api() for t in ticks] for job_id, ticks in found.items()}
+
+
+async def pulse_view(r: Runtime, *, now: float | None = None) -> dict[str, Any]:
+    """Every node's pulse over the last PULSE_KEPT seconds (what it sent each PULSE_SECONDS slot, and how late),
+    from the pulse ZSET: a node that died keeps its points until they age out. ``slots``: the slots' starts."""
+    now = time.time() if now is None else now
+    last = int(now) // PULSE_SECONDS * PULSE_SECONDS - PULSE_SECONDS  # the newest slot that can be over
+    first = last - PULSE_KEPT + PULSE_SECONDS
+    nodes: dict[str, list[dict[str, Any]]] = {}
+    for blob in await r.redis.zrangebyscore(r.keys.pulse, first, last):
+        try:
+            ev = unpack(cast(bytes, blob))
+        except ValueError:
+            continue
+        if isinstance(ev, PulseEvent):
+            nodes.setdefault(ev.node_id, []).append(
+                {"at": ev.at, "states": ev.states, "p50Ms": ev.p50_ms, "p99Ms": ev.p99_ms, "maxMs": ev.max_ms})
+    for points in nodes.values():
+        points.sort(key=lambda p: p["at"])
+    return {"seconds": PULSE_SECONDS, "slots": list(range(first, last + 1, PULSE_SECONDS)),
+            "nodes": dict(sorted(nodes.items()))}
 
 
 async def cluster_view(r: Runtime) -> dict[str, Any]:

@@ -1,0 +1,90 @@
+"""The dashboard at a glance (issue 23), in a real headless Chromium against a real 2-node cluster: an operator who
+opens the cluster page while one node is killed (-9) sees the charts carry on (the dead node's line stops, the
+hand-over is marked on the time axis, the survivor's line rises), the unaccounted ticks at zero (green), and on the
+jobs page every strip without a lost tick. Accessibility checks (axe-core) run on each view."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from tests.e2e.fixtures import cluster_fixture
+from tests.e2e.test_forecast import CHROMIUM_ARGS, SHOTS, accessibility_violations
+from tests.harness import Cluster, wait_for
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+cluster = cluster_fixture("glance", "gl-a", "gl-b")
+JOBS = 12
+
+
+async def pulse_points(c: Cluster, node: str) -> int:
+    status, body, _ = await c.request("GET", f"{c.nodes['gl-a'].url}/api/cluster/pulse")
+    assert status == 200, body
+    return sum(sum(p["states"].values()) for p in body["nodes"].get(node, []))
+
+
+async def test_a_kill_minus_9_seen_at_a_glance(cluster: Cluster) -> None:
+    ids = [(await cluster.create_job(schedule="* * * * * *", name=f"glance-{i:02d}", labels={"glance": "yes"}))["id"]
+           for i in range(JOBS)]
+    # both nodes fire some of the jobs, and have said so in a pulse
+    await wait_for(lambda: _both_report(cluster), 40, "both nodes' pulses with fires")
+    a = cluster.nodes["gl-a"]
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1300, "height": 1100})
+            await page.goto(f"{a.url}/cluster")
+            await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+            await expect(page.locator("#chart-rate rect.g-delivered").first).to_be_attached()
+            await expect(page.locator("#chart-nodes polyline")).to_have_count(2)
+            await expect(page.locator("#unaccounted")).to_have_class(re.compile(r"\bgood\b"))
+            await expect(page.locator("#share .sharebar rect")).to_have_count(2)
+            assert await accessibility_violations(page) == []
+            key = await page.locator(".charts figcaption svg.key").first.bounding_box()
+            assert key is not None and key["height"] <= 12  # a legend's key, not a chart
+            marks = await page.locator("#chart-rate line.mark").count()
+
+            cluster.nodes["gl-b"].kill()  # kill -9, while the page is open
+            # live, without a reload: the survivor takes the jobs over (a hand-over mark), the dead node is "gone"
+            await expect(page.locator("#chart-rate line.mark")).not_to_have_count(marks, timeout=30_000)
+            await expect(page.locator("#chart-nodes").locator("xpath=..").locator("figcaption"))\
+                .to_contain_text("gl-b (gone)", timeout=30_000)
+            await expect(page.locator("#share .sharebar rect")).to_have_count(1, timeout=30_000)
+            title = await page.locator("#chart-rate line.mark").last.locator("title").text_content()
+            assert title and "gl-a took in" in title
+            # the survivor's rate carries on: its last points hold every job (the dead node's line has ended)
+            await wait_for(lambda: _fires_all(cluster), 40, "gl-a firing every job")
+            await expect(page.locator("#unaccounted")).to_have_class(re.compile(r"\bgood\b"))
+            await expect(page.locator("#unaccounted .big")).to_have_text("0")
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SHOTS / "cluster-kill.png"), full_page=True)
+
+            # the jobs page: every row's strip, and no tick lost in it
+            jobs = await browser.new_page(viewport={"width": 1400, "height": 1100})
+            await jobs.goto(f"{a.url}/?label=glance%3Dyes")
+            strips = jobs.locator('[data-role="strip"]')
+            await expect(strips).to_have_count(JOBS)
+            assert await jobs.locator(".strip .tick.unaccounted").count() == 0
+            assert await jobs.locator(".strip .tick.delivered").count() >= JOBS * 10
+            assert await accessibility_violations(jobs) == []
+            await jobs.screenshot(path=str(SHOTS / "jobs-after-kill.png"), full_page=True)
+            await jobs.emulate_media(color_scheme="dark")
+            await page.emulate_media(color_scheme="dark")
+            assert await accessibility_violations(page) == []
+            await page.screenshot(path=str(SHOTS / "cluster-dark.png"), full_page=True)
+        finally:
+            await browser.close()
+    for i in ids:
+        await cluster.request("DELETE", f"{a.url}/api/crons/{i}")
+
+
+async def _both_report(c: Cluster) -> bool:
+    return await pulse_points(c, "gl-a") > 0 and await pulse_points(c, "gl-b") > 0
+
+
+async def _fires_all(c: Cluster) -> bool:
+    status, body, _ = await c.request("GET", f"{c.nodes['gl-a'].url}/api/cluster/pulse")
+    points = body["nodes"].get("gl-a", [])
+    return status == 200 and bool(points) and sum(points[-1]["states"].values()) >= JOBS * 9
