@@ -42,7 +42,7 @@ from ..web.auth import (
     scope_of,
     session_value,
 )
-from ..web.errors import ApiError
+from ..web.errors import ApiError, Busy
 from ..web.presentation import (
     BODY_READ_SECONDS,
     STRIP_TICKS,
@@ -668,6 +668,8 @@ async def forecast_page(request: web.Request) -> web.Response:
     window = fc.Window(start, start + timedelta(seconds=step * cols * rows), step)
     try:
         result = await forecasts.forecast(r, window, request.get("selector"), now=now)
+    except Busy as e:
+        return render(request, "error.html", {"message": f"{e.message}."}, 503)
     except StoreUnavailable:
         return render(request, "error.html", {"message": "The database is unavailable; this page will work again when it returns."}, 503)
     api = result.to_api()

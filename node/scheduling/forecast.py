@@ -26,8 +26,10 @@ from ..model.schedule import Budget, ScheduleError, ScheduleTooCostly, parse, re
 from ..model.times import rfc3339
 from ..model.timetable import Timetable
 
-FORECAST_STEPS = 2_000_000  # schedule steps one forecast may spend in all (~2 s of one core at most)
-GROUP_STEPS = 400_000  # ... and one group of jobs (an every-second cron of seconds over four days)
+# A step is about an instant: 20-60 µs of croniter here. A forecast is computed once a minute at most while no job
+# changes (web/forecasts.py), one at a time per node, in slices: the worst one costs ~10 s of one core, never the loop.
+FORECAST_STEPS = 300_000  # schedule steps one forecast may spend in all
+GROUP_STEPS = 60_000  # ... and one group of jobs (a cron of seconds every 7 s over a day is 12,343)
 MAX_BUCKETS = 10_080  # a week of minutes, or ten minutes of tenths of seconds
 MAX_SPAN = timedelta(days=7)
 BUSIEST = 10  # the busiest slots listed, each with its heaviest groups
@@ -138,27 +140,40 @@ def plain_group(schedule: str, time_zone: str, jobs: int, example: str, name: st
     return Group(schedule, time_zone, jobs, example, name, timetable=Timetable(schedules=(s,)))
 
 
-def h_groups(rows: Sequence[tuple[str, str, str, str]]) -> list[Group]:
-    """(id, name, schedule, zone) of plain jobs whose schedule has H, grouped by what H resolves to."""
-    by: dict[tuple[str, str], Group] = {}
-    for job_id, name, schedule, zone in rows:
+class HGroups:
+    """Plain jobs whose schedule has H, grouped by what H resolves to (a hash per H field: cheap, a job at a time)."""
+
+    def __init__(self) -> None:
+        self.by: dict[tuple[str, str], Group] = {}
+
+    def add(self, job_id: str, name: str, schedule: str, zone: str) -> None:
         try:
             resolved = resolve_h(schedule, job_id)
         except ScheduleError:
-            continue
-        g = by.get((resolved, zone))
+            return
+        g = self.by.get((resolved, zone))
         if g is None:
             try:
                 s = parse(resolved, zone)
             except ScheduleError:
-                continue
-            by[(resolved, zone)] = Group(schedule, zone, 1, job_id, name, resolved=resolved,
-                                         timetable=Timetable(schedules=(s,)))
+                return
+            self.by[(resolved, zone)] = Group(schedule, zone, 1, job_id, name, resolved=resolved,
+                                              timetable=Timetable(schedules=(s,)))
         else:
             g.jobs += 1
             if g.schedule != schedule:
                 g.schedule = resolved  # (H written differently, resolved alike: the plain form names them)
-    return list(by.values())
+
+    def groups(self) -> list[Group]:
+        return list(self.by.values())
+
+
+def h_groups(rows: Sequence[tuple[str, str, str, str]]) -> list[Group]:
+    """(id, name, schedule, zone) of plain jobs whose schedule has H, grouped by what H resolves to."""
+    hs = HGroups()
+    for row in rows:
+        hs.add(*row)
+    return hs.groups()
 
 
 def job_group(job: Job, calendars: Mapping[str, Calendar]) -> Group | None:
@@ -224,9 +239,11 @@ async def _count(g: Group, tt: Timetable, window: Window, lo: datetime, budget: 
         return
     skip_until = job.skip_until if job is not None else None
     runs_left = job.remaining_runs if job is not None else None
-    for t in tt.due_after(lo - _TINY, budget):
+    for t in tt.iter_after(lo - _TINY, budget):  # (one croniter walk: due_after starts one per instant, 5x dearer)
         if t >= window.end or (runs_left is not None and runs_left <= 0):
             break
+        if tt.calendars and tt.excluded(t) is not None:
+            continue  # (not due: a calendar names it)
         if skip_until is not None and t <= skip_until:
             continue  # (skipped by request: not a run)
         if runs_left is not None:

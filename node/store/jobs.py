@@ -375,20 +375,13 @@ class Jobs:
         row = await self.db.fetchone("SELECT MAX(updated_at) AS m FROM jobs")
         return from_db(row["m"]) if row and row["m"] is not None else None
 
-    async def forecast_inputs(self, selector: Selector | None = None
-                              ) -> tuple[list[dict[str, Any]], list[tuple[str, str, str, str]], list[Job]]:
-        """What the forecast counts (scheduling/forecast.py), the active jobs in three kinds: plain ones grouped by
-        MariaDB by (schedule, zone), with a count and an example; plain ones whose schedule has H, as (id, name,
-        schedule, zone) (H resolves by id); and the rest (calendars, bounds, several schedules, a jitter, a DST
-        policy, skips, a run limit) whole. "Plain" is read from the stored spec: its optional keys are written
-        only when set (model/jobs.py ``spec``). A schedule with an H in a day name (THU) is read as an H job:
-        right, at the price of a hash."""
-        cond, args = selector_sql(selector) if selector else ("1=1", [])
-        live = f"deleted_at IS NULL AND paused = 0 AND completed_at IS NULL AND {cond}"
-        plain = ("NOT JSON_CONTAINS_PATH(spec, 'one', '$.more_schedules', '$.start_at', '$.end_at', '$.skip_until',"
-                 " '$.max_runs', '$.jitter_seconds', '$.dst_policy', '$.exclude_calendars')")
+    async def forecast_groups(self, selector: Selector | None = None) -> list[dict[str, Any]]:
+        """What the forecast counts (scheduling/forecast.py), first kind: the active jobs with one plain schedule
+        without H, grouped by MariaDB by (schedule, zone), each group with its count and an example (id, name).
+        "Plain" is read from the stored spec: its optional keys are written only when set (model/jobs.py)."""
+        live, args = _forecast_live(selector)
         groups = await self.db.fetchall(
-            f"SELECT schedule, time_zone, COUNT(*) AS n, MIN(id) AS id FROM jobs WHERE {live} AND {plain}"
+            f"SELECT schedule, time_zone, COUNT(*) AS n, MIN(id) AS id FROM jobs WHERE {live} AND {_PLAIN}"
             " AND schedule NOT LIKE %s GROUP BY schedule, time_zone", [*args, "%H%"])
         names = {r["id"]: "" for r in groups}
         for chunk in chunks(list(names), STATEMENT_ROWS):
@@ -396,12 +389,25 @@ class Jobs:
                 names[r["id"]] = r["name"]
         for r in groups:
             r["name"] = names.get(r["id"], "")
-        hs = [(r["id"], r["name"], r["schedule"], r["time_zone"]) for r in await self.db.fetchall(
-            f"SELECT id, name, schedule, time_zone FROM jobs WHERE {live} AND {plain} AND schedule LIKE %s",
-            [*args, "%H%"])]
-        rest = [_job(r) for r in await self.db.fetchall(
-            f"SELECT {JOB_COLS} FROM jobs WHERE {live} AND NOT ({plain})", args)]
-        return groups, hs, rest
+        return groups
+
+    async def forecast_h(self, selector: Selector | None, after: int, limit: int
+                         ) -> list[tuple[int, str, str, str, str]]:
+        """Second kind, a page at a time (by seq): plain jobs whose schedule has H, as (seq, id, name, schedule,
+        zone); H resolves by id. (An H in a day name, THU, lands here too: right, at the price of a hash.)"""
+        live, args = _forecast_live(selector)
+        rows = await self.db.fetchall(
+            f"SELECT seq, id, name, schedule, time_zone FROM jobs WHERE {live} AND {_PLAIN} AND schedule LIKE %s"
+            " AND seq > %s ORDER BY seq LIMIT %s", [*args, "%H%", after, limit])
+        return [(int(r["seq"]), r["id"], r["name"], r["schedule"], r["time_zone"]) for r in rows]
+
+    async def forecast_rest(self, selector: Selector | None, after: int, limit: int) -> list[Job]:
+        """Third kind, a page at a time (by seq): the other active jobs (calendars, bounds, several schedules, a
+        jitter, a DST policy, skips, a run limit), whole."""
+        live, args = _forecast_live(selector)
+        return [_job(r) for r in await self.db.fetchall(
+            f"SELECT {JOB_COLS} FROM jobs WHERE {live} AND NOT ({_PLAIN}) AND seq > %s ORDER BY seq LIMIT %s",
+            [*args, after, limit])]
 
     async def ids_matching(self, selector: Selector) -> list[str]:
         """The live jobs a selector matches (a scoped token's stream)."""
@@ -453,6 +459,15 @@ class Jobs:
                 rows = await cur.fetchall()
                 return [summary(r) for r in rows], from_db(now)
         return [], None
+
+
+_PLAIN = ("NOT JSON_CONTAINS_PATH(spec, 'one', '$.more_schedules', '$.start_at', '$.end_at', '$.skip_until',"
+          " '$.max_runs', '$.jitter_seconds', '$.dst_policy', '$.exclude_calendars')")
+
+
+def _forecast_live(selector: Selector | None) -> tuple[str, list[Any]]:
+    cond, args = selector_sql(selector) if selector else ("1=1", [])
+    return f"deleted_at IS NULL AND paused = 0 AND completed_at IS NULL AND {cond}", args
 
 
 def _job(row: dict[str, Any]) -> Job:

@@ -69,6 +69,13 @@ class TooManyRequests(ApiError):
     status = 429
 
 
+class Busy(ApiError):
+    """The node is doing this kind of work for others: retry shortly."""
+
+    status = 503
+    headers = {"Retry-After": "5"}
+
+
 class PayloadTooLarge(ApiError):
     status = 413
 

@@ -9,12 +9,16 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
+from ..aio import Slices
 from ..model.labels import Selector
 from ..scheduling import forecast as fc
+from .errors import Busy
 from .runtime import Runtime
 
 FRESH_FOR = 60.0
-KEPT = 32  # forecasts kept (by token scope and window)
+WAIT_FOR_TURN = 20.0  # seconds a request waits for the forecast being computed before it is a 503 (Retry-After)
+KEPT = 32
+READ_PAGE = 5_000  # jobs read a statement (H jobs, and the jobs counted one by one)  # forecasts kept (by token scope and window)
 
 _KEPT: dict[tuple[object, ...], tuple[float, fc.Forecast]] = {}
 _LOCKS: dict[int, asyncio.Lock] = {}  # by the runtime: one forecast computed at a time by each node
@@ -29,20 +33,42 @@ async def forecast(r: Runtime, window: fc.Window, selector: Selector | None, *, 
     hit = _KEPT.get(key)
     if hit is not None and time.monotonic() - hit[0] < FRESH_FOR:
         return hit[1]
-    async with _LOCKS.setdefault(id(r), asyncio.Lock()):
+    lock = _LOCKS.setdefault(id(r), asyncio.Lock())
+    try:
+        async with asyncio.timeout(WAIT_FOR_TURN):
+            await lock.acquire()
+    except TimeoutError:
+        raise Busy("other forecasts are being computed on this node: retry in a few seconds") from None
+    try:
         hit = _KEPT.get(key)  # (computed meanwhile by the request this one waited for)
         if hit is not None and time.monotonic() - hit[0] < FRESH_FOR:
             return hit[1]
-        plain, hs, rest = await r.store.jobs.forecast_inputs(selector)
         groups: list[fc.Group] = []
-        for g in plain:
+        for g in await r.store.jobs.forecast_groups(selector):
             if (p := fc.plain_group(g["schedule"], g["time_zone"], int(g["n"]), g["id"], g["name"])) is not None:
                 groups.append(p)
-        groups += fc.h_groups(hs)
+        # H jobs and the rest a page at a time, in slices: a million of them never hold the loop
+        slices = Slices()
+        hs = fc.HGroups()
+        after = 0
+        while page := await r.store.jobs.forecast_h(selector, after, READ_PAGE):
+            for seq, job_id, name, schedule, zone in page:
+                hs.add(job_id, name, schedule, zone)
+                after = seq
+                await slices.pause()
+        groups += hs.groups()
         calendars = r.catalogue.calendars
-        groups += [one for j in rest if (one := fc.job_group(j, calendars)) is not None]
+        after = 0
+        while jobs := await r.store.jobs.forecast_rest(selector, after, READ_PAGE):
+            for j in jobs:
+                if (one := fc.job_group(j, calendars)) is not None:
+                    groups.append(one)
+                after = j.seq
+                await slices.pause()
         result = await fc.compute(groups, window, now=now)
         if len(_KEPT) >= KEPT:
             _KEPT.clear()
         _KEPT[key] = (time.monotonic(), result)
         return result
+    finally:
+        lock.release()

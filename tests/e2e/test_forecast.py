@@ -89,6 +89,24 @@ async def test_a_scoped_token_sees_its_own_jobs_forecast(cluster: Cluster, herd:
     assert status == 200 and f["jobs"] == HERD and f["total"] == HERD * 24 and len(f["counts"]) == 24
 
 
+async def test_jobs_counted_one_by_one_jitter_bounds_run_limits(cluster: Cluster, herd: list[str]) -> None:
+    window = next_day()
+    start = datetime.fromisoformat(window.split("&")[0][5:].replace("Z", "+00:00"))
+    status, before = await api(cluster, "GET", f"/api/forecast?{window}")
+    assert status == 200
+    made = await apply(cluster, [
+        spec("solo-jitter", "30 * * * *", jitterSeconds=120),  # 24 requests, each up to 2 min after :30
+        spec("solo-ends", "45 * * * *", endAt=(start + timedelta(hours=5)).isoformat()),  # 5 of them
+        spec("solo-limited", "15 * * * *", maxRuns=3)])  # 3 runs left
+    status, after = await api(cluster, "GET", f"/api/forecast?{window}")
+    assert status == 200 and after["total"] - before["total"] == 24 + 5 + 3 and after["jobs"] == before["jobs"] + 3
+    moved = [i for i, (a, b) in enumerate(zip(before["counts"], after["counts"], strict=True)) if a != b]
+    jittered = [i for i in moved if i % 60 in (30, 31)]
+    assert len(jittered) >= 20  # (a send time lands in :30 or :31)
+    for row in made:
+        assert (await api(cluster, "DELETE", f"/api/crons/{row['id']}"))[0] in (200, 204)
+
+
 async def test_the_next_ten_minutes_by_the_second(cluster: Cluster, herd: list[str]) -> None:
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
     end = start + timedelta(minutes=10)
