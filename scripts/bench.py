@@ -4,7 +4,7 @@ Prints one JSON line per scenario, then a table. Every cluster figure is printed
 "the floor": one plain asyncio + aiohttp process sending the same requests to the same
 receiver at the same instants with no coordination at all.
 
-    scripts/bench [--quick] [--only fire,floor,rare,failover,api,scale,memory,stream] [--seconds N] [--tree DIR]
+    scripts/bench [--quick] [--only fire,floor,rare,failover,api,scale,memory,stream,glance] [--seconds N] [--tree DIR]
     scripts/bench --only scale --jobs 1000000 --nodes 5
 
 A fire window is a whole minute unless ``--seconds`` says otherwise: every node audits its jobs' last minute
@@ -594,6 +594,66 @@ async def scale_reads(c: Cluster, url: str, samples: int = 30) -> dict[str, Any]
     return out
 
 
+async def scenario_glance(jobs: int, samples: int = 30) -> dict[str, Any]:
+    """The dashboard at a glance at this many jobs, one node (issue 23): the jobs page with each row's strip of 20
+    ticks (50 every-second jobs on the first page), the forecast computed (a new window each time: never kept) and
+    kept, the forecast page and the cluster page with its charts. ms per request, one client after another."""
+    c = Cluster("glance", CRONRING_HEARTBEAT_INTERVAL="1", CRONRING_MEMBER_TTL="3", CRONRING_RESYNC_INTERVAL="5",
+                CRONRING_LOG_LEVEL="info")
+    try:
+        await c.start_receiver()
+        await c.start_node("glance-1", cwd=NODE_TREE)
+        await c.create_jobs_bulk(50, schedule="* * * * * *")  # the first page's rows: strips of every-second ticks
+        herd = min(2_000, jobs // 5)
+        await fill_jobs(c, herd, "0 * * * *")
+        await fill_jobs(c, jobs - herd - 50, "H * * * *")
+        url = c.nodes["glance-1"].url
+        await wait_for(lambda: _owns(c, url, jobs), 300, f"the node to own {jobs} jobs", interval=2)
+        await asyncio.sleep(25)  # (the first page's strips fill: twenty of their every-second instants)
+        out: dict[str, Any] = {"scenario": "glance", "jobs": jobs}
+        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        async with aiohttp.ClientSession() as s:
+            async def timed(path: str) -> tuple[float, bytes]:
+                t = time.perf_counter()
+                async with s.get(url + path) as r:
+                    body = await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"GET {path}: {r.status} {body[:200]!r}")
+                    return (time.perf_counter() - t) * 1000, body
+
+            def stats(ms: list[float]) -> dict[str, float]:
+                ms = sorted(ms)
+                return {"p50_ms": round(ms[len(ms) // 2], 1), "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 1),
+                        "max_ms": round(ms[-1], 1)}
+
+            _, page = await timed("/")
+            out["jobs_page_delivered_ticks"] = page.count(b'class="tick delivered"')
+            out["jobs_page_strips"] = stats([(await timed("/"))[0] for _ in range(samples)])
+            cold, computed = [], []
+            for k in range(5):  # each a window of its own: computed, not kept
+                f = start + timedelta(seconds=k)
+                ms, body = await timed(f"/api/forecast?from={f:%Y-%m-%dT%H:%M:%SZ}")
+                cold.append(ms)
+                computed.append(json.loads(body)["seconds"])
+            doc = json.loads(body)
+            out["forecast_computed"] = {**stats(cold), "compute_s": computed, "groups": doc["groups"],
+                                        "total": doc["total"], "peak": doc["peak"], "complete": doc["complete"]}
+            out["forecast_kept"] = stats([(await timed(f"/api/forecast?from={start:%Y-%m-%dT%H:%M:%SZ}"))[0]
+                                          for _ in range(samples)])
+            out["forecast_page"] = stats([(await timed("/forecast"))[0] for _ in range(samples)])
+            out["cluster_page"] = stats([(await timed("/cluster"))[0] for _ in range(samples)])
+        pid = c.nodes["glance-1"].pid
+        out["node_rss_mb"] = rss_mb(pid)
+        return emit(out)
+    finally:
+        await c.close()
+
+
+async def _owns(c: Cluster, url: str, jobs: int) -> bool:
+    view = await c.get_json(f"{url}/api/cluster")
+    return int(view.get("ownedHere") or 0) >= jobs
+
+
 async def scenario_memory(counts: list[int]) -> dict[str, Any]:
     """One node owning N yearly jobs, for each N: its RSS once all are owned, and the time from start-up to all
     owned. Bytes per owned job: the slope beyond the node's RSS with none (the interpreter's baseline)."""
@@ -694,7 +754,8 @@ def table(results: list[dict[str, Any]]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    only = set(args.only.split(",")) if args.only else {"fire", "rare", "failover", "api", "scale", "memory", "stream"}
+    only = set(args.only.split(",")) if args.only else {"fire", "rare", "failover", "api", "scale", "memory", "stream",
+                                                        "glance"}
     seconds = args.seconds or (8 if args.quick else 15)
     fire_seconds = args.seconds or (15 if args.quick else 60)
     print(json.dumps({"machine": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
@@ -727,6 +788,8 @@ async def main(args: argparse.Namespace) -> None:
         results.append(await scenario_memory([0, 10_000, 25_000, 50_000, 100_000] if not args.quick else [0, 5_000, 20_000]))
     if "stream" in only:
         results.append(await scenario_stream(50 if args.quick else 200, 500, seconds))
+    if "glance" in only:
+        results.append(await scenario_glance(args.jobs or (10_000 if args.quick else 100_000)))
     table(results)
 
 
