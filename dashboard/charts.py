@@ -124,3 +124,65 @@ def _epoch(text: str | None) -> float | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+# ---- the job page: its ledger as a timeline, its lateness per slot -------------------------------------------
+
+TL_COLUMNS = 240
+# which fate a column of many instants shows first (the worst); the rest are stacked below it
+FATE_ORDER = ("unaccounted", "failed", "abandoned", "cancelled", "missed", "skipped", "buffered", "running",
+              "pending", "excluded", "paused", "completed", "delivered", "trimmed")
+
+
+def timeline(ticks: list[dict[str, Any]], start: datetime, end: datetime) -> dict[str, Any]:
+    """Ticks (the ledger's, as the API shows them) over ``[start, end)`` as at most TL_COLUMNS columns, each the
+    instants in its share of the time: stacked segments by fate, worst on top, and a title that says them."""
+    span = (end - start).total_seconds()
+    cols: dict[int, list[dict[str, Any]]] = {}
+    for t in ticks:
+        at = datetime.fromisoformat(t["scheduledAt"].replace("Z", "+00:00"))
+        k = min(TL_COLUMNS - 1, int((at - start).total_seconds() / span * TL_COLUMNS))
+        cols.setdefault(k, []).append(t)
+    w = PLOT_W / TL_COLUMNS
+    out = []
+    for k, items in sorted(cols.items()):
+        counts: dict[str, int] = {}
+        for t in items:
+            counts[t["fate"]] = counts.get(t["fate"], 0) + 1
+        order = sorted(counts, key=lambda f: FATE_ORDER.index(f) if f in FATE_ORDER else 0)
+        segs, y = [], 4.0
+        for f in order:
+            h = 28 * counts[f] / len(items)
+            segs.append({"fate": f, "y": round(y, 2), "h": round(h, 2)})
+            y += h
+        first, last = items[0]["scheduledAt"], items[-1]["scheduledAt"]
+        odd = next((t for t in items if t["fate"] not in ("delivered", "pending", "trimmed")), None)
+        title = (f"{first[:19].replace('T', ' ')}" + (f" to {last[11:19]}" if last != first else "") + " UTC: "
+                 + ", ".join(f"{counts[f]} {f}" for f in order) + (f" — {odd['detail']}" if odd else ""))
+        out.append({"x": round(LEFT + k * w, 1), "w": round(max(w - 0.5, 0.8), 2), "segs": segs, "title": title,
+                    "worst": order[0], "focus": odd is not None})
+    ticks_x = [{"x": round(LEFT + i / 6 * PLOT_W, 1),
+                "label": _clock(start.timestamp() + i / 6 * span)[:5] if span <= 86_400
+                else datetime.fromtimestamp(start.timestamp() + i / 6 * span, UTC).strftime("%a %H:%M")}
+               for i in range(7)]
+    return {"columns": out, "width": WIDTH, "left": LEFT, "plot_w": PLOT_W, "ticks": ticks_x}
+
+
+def lateness(rows: list[tuple[datetime, int]], start: datetime, end: datetime, slots: int = 60) -> dict[str, Any]:
+    """(scheduled_at, lateness ms) of the runs in ``[start, end)`` as p50 and p99 lines, a point a slot."""
+    span = (end - start).total_seconds()
+    by: dict[int, list[int]] = {}
+    for at, ms in rows:
+        if start <= at < end:
+            by.setdefault(int((at - start).total_seconds() / span * slots), []).append(ms)
+    top = nice(max((max(v) for v in by.values()), default=0))
+    p50: list[tuple[float, float, int]] = []
+    p99: list[tuple[float, float, int]] = []
+    for k in sorted(by):
+        v = sorted(by[k])
+        x = round(LEFT + (k + 0.5) / slots * PLOT_W, 1)
+        for out, ms in ((p50, v[len(v) // 2]), (p99, v[min(len(v) - 1, int(0.99 * len(v)))])):
+            out.append((x, round(TOP + PLOT_H - ms / top * PLOT_H, 1), ms))
+    return {"p50": p50, "p99": p99, "p50_line": " ".join(f"{x},{y}" for x, y, _ in p50),
+            "p99_line": " ".join(f"{x},{y}" for x, y, _ in p99), "top": top, "n": sum(len(v) for v in by.values()),
+            "width": WIDTH, "height": HEIGHT, "left": LEFT, "top_px": TOP, "bottom": TOP + PLOT_H, "plot_w": PLOT_W}

@@ -55,7 +55,7 @@ from ..web.presentation import (
     strips,
 )
 from ..web.runtime import RUNTIME, Runtime
-from .charts import STYLES, charts
+from .charts import STYLES, charts, lateness, timeline
 
 HERE = Path(__file__).parent
 CSRF_COOKIE = "cronring_csrf"
@@ -278,7 +278,12 @@ async def job_page(request: web.Request) -> web.Response:
     resolved = [x.resolved for x in job.parsed_schedules() if x.resolved]
     backfills = [b.to_api() for b in await r.store.backfills.of_job(job.id, limit=10)]
     versions, diff = await _versions(r, job, request.query)
+    span = request.query.get("span", "hour")
+    span = span if span in TIMELINE_SPANS else "hour"
+    tl = await _timeline(r, job, span, now)
+    alerts = [a.to_api() for a in await r.store.alerts.recent(limit=10, job_id=job.id)]
     return render(request, "job.html", {"job": row, "fires": fires, "history": history, "ledger": strip,
+                                        "tl": tl, "spans": TIMELINE_SPANS, "alerts": alerts,
                                         "resolved": resolved, "backfills": backfills, "versions": versions,
                                         "diff": diff,
                                         "strip_seconds": int(STRIP_SPAN.total_seconds()), "strip_max": STRIP_MAX,
@@ -294,6 +299,37 @@ async def job_history(request: web.Request) -> web.Response:
 
 
 VERSIONS_SHOWN = 30
+TIMELINE_SPANS = {"hour": ("the last hour", timedelta(hours=1)), "day": ("the last day", timedelta(days=1)),
+                  "week": ("the last week", timedelta(days=7))}
+TIMELINE_INSTANTS = 5_000  # instants a timeline draws at most (more: a shorter span is drawn, and says why)
+
+
+async def _timeline(r: Runtime, job: Job, span: str, now: datetime) -> dict[str, Any]:
+    """The job's ledger over the span asked for (a shorter one when it holds more than TIMELINE_INSTANTS instants:
+    an every-second job's day is 86,400), as timeline columns; and its runs' lateness, p50 and p99 a slot."""
+    names = list(TIMELINE_SPANS)
+    note = ""
+    for k in range(names.index(span), -1, -1):
+        label, length = TIMELINE_SPANS[names[k]]
+        start = now - length
+        try:
+            book = await ledger(r, job.id, start, now, limit=TIMELINE_INSTANTS)
+        except ScheduleError:
+            book = None
+        if book is not None and not book.truncated:
+            break
+        note = f"{label.capitalize()} holds more than {TIMELINE_INSTANTS:,} instants: "
+    else:
+        label, length = "the last 10 minutes", STRIP_SPAN
+        start = now - length
+        book = await ledger(r, job.id, start, now, limit=TIMELINE_INSTANTS)
+    if note:
+        note += f"{label} is drawn."
+    ticks = [t.to_api() for t in book.ticks]
+    runs = [(e.scheduled_at, e.lateness_ms) for e in await r.store.history.executions(job.id, limit=1_000)
+            if e.lateness_ms is not None and e.kind in ("tick", "catchup")]
+    return {"span": span, "label": label, "note": note, "from": start, "to": now, "counts": book.counts,
+            "columns": timeline(ticks, start, now), "lateness": lateness(runs, start, now), "n": len(ticks)}
 
 
 async def _versions(r: Runtime, job: Job, query: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:

@@ -117,6 +117,15 @@ async def test_the_job_page_shows_the_strip_and_keeps_it_current(cluster: Cluste
             await expect(cells.nth(1)).to_have_text("tick")
             await expect(cells.nth(2).locator("span.st.succeeded")).to_have_text("succeeded")
             await expect(cells.nth(3)).to_have_text("200")
+            # the timeline of the last hour: a column per instant (fewer than 240 so far), and the lateness chart
+            await expect(page.locator("#timeline-chart g.col").first).to_be_attached()
+            label = await page.locator("#timeline-chart").get_attribute("aria-label") or ""
+            assert re.search(r"\d+ delivered", label), label
+            assert await page.locator("#lateness-chart circle.p99dot").count() >= 1
+            await page.click("nav.tabs >> text=the last day")
+            await expect(page.locator("nav.tabs a.on")).to_have_text("the last day")
+            from tests.e2e.test_forecast import accessibility_violations
+            assert await accessibility_violations(page) == []
             SHOTS.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(SHOTS / "ticks.png"), full_page=True)
         finally:
