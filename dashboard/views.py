@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
 from ..aio import Slices
 from ..model.alerts import AlertType
@@ -120,6 +121,15 @@ def render(request: web.Request, template: str, ctx: dict[str, Any], status: int
     base = {"csrf": csrf_token(request), "node_id": r.settings.node_id, "path": request.path,
             "auth": bool(r.settings.api_tokens)}
     return aiohttp_jinja2.render_template(template, request, {**base, **ctx}, status=status)
+
+
+def at(value: str | None, zone: str | None = None) -> Markup:
+    """An instant in the page's text, as ``when`` writes it (UTC), inside a ``<time>`` the page's script shows in
+    the reader's zone, the job's (``zone``) or UTC, as the reader chose (without JavaScript: UTC)."""
+    if not value:
+        return Markup("—")
+    zone_attr = Markup(' data-zone="{}"').format(zone) if zone else Markup("")
+    return Markup('<time datetime="{}"{}>{}</time>').format(value, zone_attr, ago(value))
 
 
 def ago(value: str | None) -> str:
@@ -295,7 +305,7 @@ async def job_history(request: web.Request) -> web.Response:
     r = request.app[RUNTIME]
     job = await actions.visible_job(r, request.match_info["id"], actor_of(request))
     history = [execution_view(e) for e in await r.store.history.executions(job.id, limit=50)]
-    return render(request, "_history.html", {"history": history})
+    return render(request, "_history.html", {"history": history, "zone": job.time_zone})
 
 
 VERSIONS_SHOWN = 30
@@ -850,6 +860,7 @@ def setup(app: web.Application) -> None:
     env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(HERE / "templates")),
                                autoescape=jinja2.select_autoescape(default=True, default_for_string=True))
     env.filters["when"] = ago
+    env.filters["at"] = at
     app.middlewares.append(csrf_cookie_middleware)
     app.router.add_get("/", jobs_page)
     app.router.add_get("/jobs/new", new_form)

@@ -125,6 +125,43 @@
     });
   }
 
+  // Times: the server writes them in UTC inside <time datetime=…> (with data-zone, the job's zone); shown in the
+  // zone the reader chose in the header (UTC, theirs, or each job's), remembered in this browser.
+  var tzSelect = document.getElementById("tz");
+  var tzMode = "utc";
+  try { tzMode = localStorage.getItem("cronring.tz") || "utc"; } catch (e) { /* storage off: UTC */ }
+  if (tzSelect) {
+    tzSelect.value = tzMode;
+    var local = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (local) tzSelect.querySelector('option[value="local"]').textContent = "your zone (" + local + ")";
+    tzSelect.addEventListener("change", function () {
+      tzMode = tzSelect.value;
+      try { localStorage.setItem("cronring.tz", tzMode); } catch (e) { /* not kept */ }
+      formatTimes(document);
+    });
+  }
+  var formats = {};
+  function formatTime(el) {
+    var iso = el.getAttribute("datetime");
+    var d = new Date(iso);
+    if (!iso || isNaN(d)) return;
+    var zone = tzMode === "utc" ? "UTC" : tzMode === "job" ? (el.getAttribute("data-zone") || "UTC") : undefined;
+    var key = zone || "";
+    try {
+      if (!formats[key]) formats[key] = new Intl.DateTimeFormat("sv-SE", { timeZone: zone, year: "numeric", month: "2-digit",
+        day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+      el.textContent = formats[key].format(d);
+    } catch (e) { /* an unknown zone: left in UTC */ }
+  }
+  function formatTimes(root) { root.querySelectorAll("time[datetime]").forEach(formatTime); }
+  if (tzMode !== "utc") formatTimes(document);
+  if (window.MutationObserver) new MutationObserver(function (changes) {
+    if (tzMode === "utc") return;
+    changes.forEach(function (c) {
+      c.addedNodes.forEach(function (n) { if (n.nodeType === 1) { if (n.matches("time[datetime]")) formatTime(n); else formatTimes(n); } });
+    });
+  }).observe(document.body, { childList: true, subtree: true });
+
   // "Next run" cells carry their next fire times (data-upcoming): advance through them each
   // second; when they run out, ask for the row again (at most 5 rows a second, each at most
   // every 10 s), so a page of every-second jobs stays right without a request per tick.
@@ -138,7 +175,9 @@
       if (i > 0) {
         times = times.slice(i);
         cell.setAttribute("data-upcoming", times.join(" "));
-        if (times.length) cell.textContent = times[0].replace("T", " ").replace(/\.\d+Z$/, " UTC");
+        var shown = cell.querySelector("time");
+        if (times.length && shown) { shown.setAttribute("datetime", times[0]); shown.textContent = times[0].replace("T", " ").replace(/\.\d+Z$/, " UTC"); if (tzMode !== "utc") formatTime(shown); }
+        else if (times.length) cell.textContent = times[0].replace("T", " ").replace(/\.\d+Z$/, " UTC");
       }
       if (times.length) return;
       var row = cell.closest("tr[data-job]");

@@ -135,7 +135,7 @@ async def test_the_job_page_shows_the_strip_and_keeps_it_current(cluster: Cluste
 async def test_the_jobs_page_shows_each_rows_last_ticks_readable_without_colour_and_live(cluster: Cluster) -> None:
     ok = await cluster.create_job(schedule="* * * * * *", name="strip-ok", labels={"strip": "yes"})
     bad = await cluster.create_job(schedule="* * * * * *", name="strip-bad", labels={"strip": "yes"},
-                                   uri="http://127.0.0.1:9/refused")
+                                   uri="http://127.0.0.1:9/refused", timeZone="Asia/Tokyo")
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
@@ -166,6 +166,15 @@ async def test_the_jobs_page_shows_each_rows_last_ticks_readable_without_colour_
             assert await accessibility_violations(page) == []
             SHOTS.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(SHOTS / "jobs-strips.png"), full_page=True)
+            # times: UTC from the server; each job's zone, or the reader's, at the header's switch (remembered)
+            shown = page.locator(f'tr[data-job="{bad["id"]}"] [data-role="nextrun"] time')
+            await expect(shown).to_have_text(re.compile(r"UTC$"))
+            await page.select_option("#tz", "job")
+            await expect(shown).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d GMT\+9$"))
+            await page.reload()
+            await expect(shown).to_have_text(re.compile(r"GMT\+9$"))
+            await page.select_option("#tz", "utc")
+            await expect(shown).to_have_text(re.compile(r"UTC$"))
         finally:
             await browser.close()
         for j in (ok, bad):
