@@ -646,7 +646,7 @@ async def job_action(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/jobs/{job_id}")
 
 
-async def _charts_context(r: Runtime, c: dict[str, Any]) -> dict[str, Any]:
+async def _charts_context(r: Runtime, c: dict[str, Any], selector: Any = None) -> dict[str, Any]:
     """The cluster page's live part: the charts of the last 15 minutes, the ring's shares, the unaccounted ticks."""
     members = [m["id"] for m in c["members"]]
     ch = charts(await pulse_view(r), c["recentHandovers"], members)
@@ -661,10 +661,9 @@ async def _charts_context(r: Runtime, c: dict[str, Any]) -> dict[str, Any]:
         x += w
     try:
         alerts_n, ticks = await r.store.alerts.tally(str(AlertType.TICKS_UNACCOUNTED),
-                                                     datetime.now(UTC) - timedelta(days=1))
+                                                     datetime.now(UTC) - timedelta(days=1), selector)
     except StoreUnavailable:
         alerts_n, ticks = 0, 0
-    ticks = max(ticks, r.auditor.unaccounted)
     return {"ch": ch, "share": share, "share_total": total, "unaccounted": {"ticks": ticks, "alerts": alerts_n}}
 
 
@@ -675,14 +674,15 @@ async def cluster_page(request: web.Request) -> web.Response:
     except StoreUnavailable:
         alerts = []
     c = await scoped_cluster_view(r, request.get("selector"))
-    return render(request, "cluster.html", {"c": c, "alerts": alerts, **await _charts_context(r, c)})
+    return render(request, "cluster.html", {"c": c, "alerts": alerts,
+                                            **await _charts_context(r, c, request.get("selector"))})
 
 
 async def cluster_charts(request: web.Request) -> web.Response:
     """The charts alone, for the live page to swap in when the nodes report (every 10 s)."""
     r = request.app[RUNTIME]
     c = await scoped_cluster_view(r, request.get("selector"))
-    return render(request, "_charts.html", await _charts_context(r, c))
+    return render(request, "_charts.html", await _charts_context(r, c, request.get("selector")))
 
 
 # The forecast page's views: (label, slot seconds, slots a row, rows, what a row is, what a cell is)

@@ -622,6 +622,8 @@ def _print_forecast(f: dict[str, Any]) -> None:
             f"{g['schedule']} ({g['timeZone']}) x{g['jobs']:,}" for g in b["groups"]))
     for g in f["uncounted"]:
         _print(f"  not counted (too many instants to walk): {g['schedule']} ({g['timeZone']}) x{g['jobs']:,}")
+    if f.get("uncountedJobs"):
+        _print(f"  {f['uncountedJobs']:,} job(s) not counted in all")
 
 
 def _print_alerts(rows: list[dict[str, Any]]) -> None:

@@ -88,7 +88,7 @@
     historyTimer = setTimeout(function () {
       historyTimer = null;
       fetch("/jobs/" + encodeURIComponent(hist.getAttribute("data-job")) + "/history", { credentials: "same-origin" })
-        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (r) { return r.ok && !r.redirected ? r.text() : null; })  // (a lapsed login: no swap)
         .then(function (html) {
           if (html === null) return;
           var open = {};  // a response excerpt the reader opened stays open
@@ -108,7 +108,7 @@
     var table = document.getElementById("jobs");
     if (!table) return;
     fetch("/jobs/" + encodeURIComponent(id) + "/row", { credentials: "same-origin" }).then(function (r) {
-      if (!r.ok) return null;
+      if (!r.ok || r.redirected) return null;
       return r.text();
     }).then(function (html) {
       if (!html) return;
@@ -196,7 +196,7 @@
     if (!document.getElementById("heatmap") || forecastTimer) return;
     forecastTimer = setTimeout(function () {
       forecastTimer = null;
-      fetch(location.href, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; })
+      fetch(location.href, { credentials: "same-origin" }).then(function (r) { return r.ok && !r.redirected ? r.text() : null; })
         .then(function (html) {
           if (!html) return;
           var doc = new DOMParser().parseFromString(html, "text/html");
@@ -271,7 +271,7 @@
     if (!charts || chartsTimer) return;
     chartsTimer = setTimeout(function () {
       chartsTimer = null;
-      fetch("/cluster/charts", { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; })
+      fetch("/cluster/charts", { credentials: "same-origin" }).then(function (r) { return r.ok && !r.redirected ? r.text() : null; })
         .then(function (html) {
           if (!html) return;
           var tpl = document.createElement("template");

@@ -72,7 +72,8 @@ async def job_ledger(source: LedgerSource, job_id: str, start: datetime, end: da
 
 STRIP_SPANS = tuple(timedelta(seconds=s) for s in (30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600,
                                                    86_400, 2 * 86_400, 4 * 86_400, 7 * 86_400))
-STRIP_STEPS = 20_000  # schedule steps one page's strips may spend (50 rows of 20-60 instants: ~3,000)
+STRIP_STEPS = 2_000  # schedule steps one job's strip may spend (20-60 instants; an edit from every second to daily
+# leaves days of instants in its span: that job gets no strip rather than ticks from days ago)
 
 
 def strip_span(tt: Timetable | None, now: datetime, ticks: int) -> timedelta:
@@ -89,7 +90,7 @@ def strip_span(tt: Timetable | None, now: datetime, ticks: int) -> timedelta:
 
 async def recent_ticks(source: LedgerSource, timetables: Mapping[str, Timetable | None], *, ticks: int,
                        settle: timedelta, calendars: Mapping[str, Calendar] | None = None,
-                       now: datetime | None = None) -> dict[str, list[TickEntry]]:
+                       now: datetime | None = None) -> dict[str, list[TickEntry] | None]:
     """Each job's last ``ticks`` instants (up to now) with their fates: the jobs page's strips. The jobs are read
     by span (a read of definitions and rows for the jobs whose last ticks reach as far back), the ledger built in
     slices under one step budget; a job whose schedule is too costly to walk gets what was found."""
@@ -101,8 +102,7 @@ async def recent_ticks(source: LedgerSource, timetables: Mapping[str, Timetable 
         except ScheduleError:
             span = STRIP_SPANS[-1]
         by_span.setdefault(span, []).append(job_id)
-    out: dict[str, list[TickEntry]] = {}
-    budget = Budget(STRIP_STEPS)
+    out: dict[str, list[TickEntry] | None] = {}
     slices = Slices()
     while by_span:
         wider: dict[timedelta, list[str]] = {}
@@ -113,13 +113,14 @@ async def recent_ticks(source: LedgerSource, timetables: Mapping[str, Timetable 
                 book = Book(limit=STRIP_STEPS, kept_from=oldest.get(job_id))  # (it marks what retention trimmed)
                 try:
                     for entry in entries(segments(history[job_id], calendars), rows[job_id], start=now - span,
-                                         end=now, now=now, settle=settle, budget=budget):
+                                         end=now, now=now, settle=settle, budget=Budget(STRIP_STEPS)):
                         if not book.add(entry):
-                            break
+                            raise ScheduleError("more entries than a strip walks")
                         last.append(book.ticks[-1])
                         await slices.pause()
                 except ScheduleError:
-                    pass
+                    out[job_id] = None
+                    continue
                 if not last and span < STRIP_SPANS[-1]:  # none in its span (a business-hours job at night)
                     wider.setdefault(min(span * 16, STRIP_SPANS[-1]), []).append(job_id)
                 out[job_id] = list(last)

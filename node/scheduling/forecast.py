@@ -34,6 +34,7 @@ MAX_BUCKETS = 10_080  # a week of minutes, or ten minutes of tenths of seconds
 MAX_SPAN = timedelta(days=7)
 BUSIEST = 10  # the busiest slots listed, each with its heaviest groups
 GROUPS_PER_SLOT = 5
+UNCOUNTED_SHOWN = 20  # groups listed as not counted (their jobs are all counted in ``uncountedJobs``)
 _TINY = timedelta(microseconds=1)
 
 
@@ -49,27 +50,28 @@ class Window:
 
     @property
     def buckets(self) -> int:
-        return -(-int((self.end - self.start).total_seconds()) // self.step)
+        return int((self.end - self.start).total_seconds()) // self.step  # (whole slots: ``of`` makes them so)
 
     def index(self, t: datetime) -> int:
         return int((t - self.start).total_seconds()) // self.step
 
     @classmethod
     def of(cls, start: datetime | None, end: datetime | None, step: int | None, *, now: datetime) -> Window:
-        """The window asked for: ``step`` seconds a slot (60 by default), from ``start`` (now, down to its slot)
-        to ``end`` (24 hours later by default): at most a week, and at most MAX_BUCKETS slots."""
+        """The window asked for: ``step`` seconds a slot (60 by default), from ``start`` (now by default) down to
+        its slot (a multiple of ``step`` seconds since the epoch: every request of a minute asks for the same
+        window) to ``end`` (24 hours later by default) up to its slot: at most a week, and MAX_BUCKETS slots."""
         step = 60 if step is None else step
         if not 1 <= step <= 86_400:
             raise ForecastError("step must be between 1 and 86400 seconds")
-        if start is None:
-            epoch = int(now.timestamp())
-            start = datetime.fromtimestamp(epoch - epoch % step, UTC)
-        end = end if end is not None else start + timedelta(days=1)
-        if end <= start:
+        if end is not None and start is not None and end <= start:
             raise ForecastError("to must be after from")
+        first = int((start or now).timestamp() // step * step)
+        start = datetime.fromtimestamp(first, UTC)
+        end = end if end is not None else start + timedelta(days=1)
         if end - start > MAX_SPAN:
             raise ForecastError("a forecast spans at most 7 days")
-        w = cls(start, end, step)
+        slots = max(1, -(-int((end - start).total_seconds() * 1000) // (step * 1000)))
+        w = cls(start, start + timedelta(seconds=slots * step), step)
         if w.buckets > MAX_BUCKETS:
             raise ForecastError(f"{w.buckets} slots: at most {MAX_BUCKETS} (a longer step, or a shorter range)")
         return w
@@ -101,34 +103,34 @@ class Group:
 
 @dataclass(slots=True)
 class Forecast:
+    """A forecast as served: the counts, the busiest slots with their heaviest groups, and what was not counted
+    (the first UNCOUNTED_SHOWN groups, and how many jobs in all). Built once by ``compute``; holds no group."""
+
     window: Window
     counts: list[int]
-    groups: list[Group]
-    uncounted: list[Group]
+    busiest: list[dict[str, Any]]
+    uncounted: list[dict[str, Any]]
+    uncounted_jobs: int
+    groups: int
     jobs: int
     computed_at: datetime
     seconds: float = 0.0
-
-    def busiest(self, n: int = BUSIEST) -> list[dict[str, Any]]:
-        top = sorted((i for i, c in enumerate(self.counts) if c), key=lambda i: (-self.counts[i], i))[:n]
-        out = []
-        for i in top:
-            heavy = sorted((g for g in self.groups if g.slots.get(i)), key=lambda g: -g.slots[i])[:GROUPS_PER_SLOT]
-            out.append({"at": rfc3339(self.window.start + timedelta(seconds=i * self.window.step)),
-                        "fires": self.counts[i], "groups": [g.view(g.slots[i]) for g in heavy]})
-        return out
+    api: dict[str, Any] = field(default_factory=dict)
 
     def to_api(self) -> dict[str, Any]:
-        w = self.window
-        total = sum(self.counts)
-        peak = max(self.counts, default=0)
-        return {
-            "from": rfc3339(w.start), "to": rfc3339(w.end), "step": w.step, "counts": self.counts,
-            "total": total, "peak": peak, "mean": round(total / len(self.counts), 3) if self.counts else 0,
-            "jobs": self.jobs, "groups": len(self.groups), "busiest": self.busiest(),
-            "complete": not self.uncounted, "uncounted": [g.view() for g in self.uncounted],
-            "computedAt": rfc3339(self.computed_at), "seconds": round(self.seconds, 3),
-        }
+        if not self.api:
+            w = self.window
+            total = sum(self.counts)
+            self.api = {
+                "from": rfc3339(w.start), "to": rfc3339(w.end), "step": w.step, "counts": self.counts,
+                "total": total, "peak": max(self.counts, default=0),
+                "mean": round(total / len(self.counts), 3) if self.counts else 0,
+                "jobs": self.jobs, "groups": self.groups, "busiest": self.busiest,
+                "complete": not self.uncounted_jobs, "uncounted": self.uncounted,
+                "uncountedJobs": self.uncounted_jobs,
+                "computedAt": rfc3339(self.computed_at), "seconds": round(self.seconds, 3),
+            }
+        return self.api
 
 
 def plain_group(schedule: str, time_zone: str, jobs: int, example: str, name: str = "") -> Group | None:
@@ -188,47 +190,65 @@ def job_group(job: Job, calendars: Mapping[str, Calendar]) -> Group | None:
 
 async def compute(groups: Sequence[Group], window: Window, *, now: datetime,
                   steps: int = FORECAST_STEPS, group_steps: int = GROUP_STEPS) -> Forecast:
-    """Count each group's requests by slot of ``window`` (instants before ``now`` are not forecast)."""
+    """Count each group's requests by slot of ``window`` (instants before ``now`` are not forecast), then find
+    the busiest slots and their heaviest groups, in slices."""
     started = datetime.now(UTC)
     n = window.buckets
     counts = [0] * n
     total = Budget(steps)
     slices = Slices()
     counted: list[Group] = []
-    uncounted: list[Group] = []
-    lo = max(window.start, now)
+    uncounted: list[dict[str, Any]] = []
+    uncounted_jobs = 0
     for g in groups:
         tt = g.timetable
+        g.slots = Counter()
         if tt is None:
             continue
-        g.slots = Counter()
         try:
             if total.left <= 0:
                 raise ScheduleTooCostly("the forecast's budget is spent")
             budget = Budget(min(group_steps, total.left))
             try:
-                await _count(g, tt, window, lo, budget, slices)
+                await _count(g, tt, window, now, budget, slices)
             finally:
                 total.left -= budget.limit - max(budget.left, 0)
         except ScheduleTooCostly:
-            g.slots.clear()
-            uncounted.append(g)
+            g.slots = Counter()
+            uncounted_jobs += g.jobs
+            if len(uncounted) < UNCOUNTED_SHOWN:
+                uncounted.append(g.view())
+            await slices.pause()
             continue
         for i, c in g.slots.items():
             counts[i] += c
         counted.append(g)
-    jobs = sum(g.jobs for g in counted) + sum(g.jobs for g in uncounted)
-    return Forecast(window, counts, counted, uncounted, jobs, computed_at=now,
+    top = sorted((i for i, c in enumerate(counts) if c), key=lambda i: (-counts[i], i))[:BUSIEST]
+    heavy: dict[int, list[Group]] = {i: [] for i in top}
+    for g in counted:
+        for i in top:
+            if g.slots.get(i):
+                heavy[i].append(g)
+        await slices.pause()
+    busiest = []
+    for i in top:
+        best = sorted(heavy[i], key=lambda g: -g.slots[i])[:GROUPS_PER_SLOT]
+        busiest.append({"at": rfc3339(window.start + timedelta(seconds=i * window.step)), "fires": counts[i],
+                        "groups": [g.view(g.slots[i]) for g in best]})
+    jobs = sum(g.jobs for g in counted) + uncounted_jobs
+    return Forecast(window, counts, busiest, uncounted, uncounted_jobs, len(counted), jobs, computed_at=now,
                     seconds=(datetime.now(UTC) - started).total_seconds())
 
 
-async def _count(g: Group, tt: Timetable, window: Window, lo: datetime, budget: Budget, slices: Slices) -> None:
+async def _count(g: Group, tt: Timetable, window: Window, now: datetime, budget: Budget, slices: Slices) -> None:
     job = g.job
+    lo = max(window.start, now)
+    n = window.buckets
     if tt.every_seconds and tt.start_at is None and tt.end_at is None and (job is None or _no_limits(job)):
         # arithmetic, a slot at a time (every-N-seconds: the instants are the multiples of N)
         s = tt.schedules[0]
         first = window.index(lo) if lo > window.start else 0
-        for i in range(first, window.buckets):
+        for i in range(first, n):
             a = max(window.start + timedelta(seconds=i * window.step), lo)
             b = min(window.start + timedelta(seconds=(i + 1) * window.step), window.end)
             k = s.count_between(a - _TINY, b - _TINY)
@@ -239,7 +259,9 @@ async def _count(g: Group, tt: Timetable, window: Window, lo: datetime, budget: 
         return
     skip_until = job.skip_until if job is not None else None
     runs_left = job.remaining_runs if job is not None else None
-    for t in tt.iter_after(lo - _TINY, budget):  # (one croniter walk: due_after starts one per instant, 5x dearer)
+    # A run limit is spent from now on: the runs before the window use it up too (they are walked, not counted).
+    walk_from = now if runs_left is not None and now < lo else lo
+    for t in tt.iter_after(walk_from - _TINY, budget):  # (one croniter walk: due_after starts one per instant)
         if t >= window.end or (runs_left is not None and runs_left <= 0):
             break
         if tt.calendars and tt.excluded(t) is not None:
@@ -249,8 +271,8 @@ async def _count(g: Group, tt: Timetable, window: Window, lo: datetime, budget: 
         if runs_left is not None:
             runs_left -= 1
         send = tt.fire_at(t)
-        if send < window.end:
-            g.slots[window.index(send)] += g.jobs
+        if t >= lo and send < window.end and 0 <= (i := window.index(send)) < n:
+            g.slots[i] += g.jobs
         await slices.pause()
 
 

@@ -102,12 +102,18 @@ class Alerts:
                                       " LIMIT %s", [*args, limit])
         return [_alert(r) for r in rows]
 
-    async def tally(self, type_: str, since: datetime) -> tuple[int, int]:
-        """How many alerts of ``type_`` were raised since ``since``, and the sum of their payloads' ``count``
-        (the cluster page's unaccounted ticks: each ``ticks.unaccounted`` alert counts the instants it found)."""
+    async def tally(self, type_: str, since: datetime, selector: Selector | None = None) -> tuple[int, int]:
+        """How many alerts of ``type_`` were raised since ``since`` (about the jobs ``selector`` matches, when given),
+        and the sum of their payloads' ``count`` (the cluster page's unaccounted ticks: each ``ticks.unaccounted``
+        alert counts the instants it found). Read through the (type, at) index."""
+        where, args = "type = %s AND at >= %s", [type_, to_db(since)]
+        if selector:
+            cond, cond_args = selector_sql(selector)
+            where += f" AND job_id IN (SELECT id FROM jobs WHERE {cond})"
+            args += cond_args
         row = await self.db.fetchone(
             "SELECT COUNT(*) AS n, COALESCE(SUM(CAST(JSON_VALUE(payload, '$.count') AS UNSIGNED)), 0) AS c"
-            " FROM alerts WHERE at >= %s AND type = %s", [to_db(since), type_])
+            f" FROM alerts WHERE {where}", args)
         return (int(row["n"]), int(row["c"])) if row else (0, 0)
 
     async def targets(self, job_ids: Sequence[str]) -> dict[str, tuple[str, str | None, dict[str, Any]]]:

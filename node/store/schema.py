@@ -262,6 +262,13 @@ MIGRATIONS.append((
 ))
 
 
+# The dashboard (release 3): the cluster page counts the unaccounted-tick alerts of the last day every 10 s by type.
+MIGRATIONS.append((
+    11,
+    ["ALTER TABLE alerts ADD INDEX IF NOT EXISTS ix_alerts_type_at (type, at)"],
+))
+
+
 async def migrate(pool: Pool, database: str) -> None:
     """Apply the migrations this release knows and the database lacks, in order, under a named lock."""
     lock = f"cronring-migrate-{database}"

@@ -44,11 +44,12 @@ async def forecast(r: Runtime, window: fc.Window, selector: Selector | None, *, 
         if hit is not None and time.monotonic() - hit[0] < FRESH_FOR:
             return hit[1]
         groups: list[fc.Group] = []
+        slices = Slices()  # (every loop below yields: thousands of schedules to parse, a million H jobs)
         for g in await r.store.jobs.forecast_groups(selector):
             if (p := fc.plain_group(g["schedule"], g["time_zone"], int(g["n"]), g["id"], g["name"])) is not None:
                 groups.append(p)
-        # H jobs and the rest a page at a time, in slices: a million of them never hold the loop
-        slices = Slices()
+            await slices.pause()
+        # H jobs and the rest a page at a time
         hs = fc.HGroups()
         after = 0
         while page := await r.store.jobs.forecast_h(selector, after, READ_PAGE):
@@ -66,6 +67,10 @@ async def forecast(r: Runtime, window: fc.Window, selector: Selector | None, *, 
                 after = j.seq
                 await slices.pause()
         result = await fc.compute(groups, window, now=now)
+        del groups  # (the result holds none of them)
+        fresh = time.monotonic() - FRESH_FOR
+        for k in [k for k, (at, _) in _KEPT.items() if at < fresh]:
+            del _KEPT[k]
         if len(_KEPT) >= KEPT:
             _KEPT.clear()
         _KEPT[key] = (time.monotonic(), result)

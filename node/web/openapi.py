@@ -77,7 +77,8 @@ def spec() -> dict[str, Any]:
             "at": {"type": "string", "format": "date-time"}, "fires": {"type": "integer"},
             "groups": {"type": "array", "items": group}}}},
         "complete": {"type": "boolean", "description": "false: some schedules were too costly to walk (uncounted)"},
-        "uncounted": {"type": "array", "items": group},
+        "uncounted": {"type": "array", "items": group, "description": "the first 20 groups not counted"},
+        "uncountedJobs": {"type": "integer", "description": "jobs not counted, in all"},
         "computedAt": {"type": "string", "format": "date-time"}, "seconds": {"type": "number"}}}
     ticks_out = {"type": "object", "required": ["jobId", "from", "to", "ticks", "truncated", "counts"], "properties": {
         "jobId": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"},

@@ -262,7 +262,7 @@ async def ledger(r: Runtime, job_id: str, start: datetime, end: datetime, *, lim
 STRIP_TICKS = 20  # the jobs page's strips: each row's last twenty instants
 
 
-async def strips(r: Runtime, jobs: list[Job]) -> dict[str, list[dict[str, Any]]]:
+async def strips(r: Runtime, jobs: list[Job]) -> dict[str, list[dict[str, Any]] | None]:
     """Each job's last STRIP_TICKS instants with their fates (the jobs page's strips), as the API shows ticks."""
     s = r.settings
     timetables: dict[str, Timetable | None] = {}
@@ -273,7 +273,7 @@ async def strips(r: Runtime, jobs: list[Job]) -> dict[str, list[dict[str, Any]]]
             timetables[j.id] = None
     found = await recent_ticks(r.store.history, timetables, ticks=STRIP_TICKS, calendars=r.catalogue.calendars,
                                settle=settle_for(s.member_ttl, s.heartbeat_interval, s.claim_ahead))
-    return {job_id: [t.to_api() for t in ticks] for job_id, ticks in found.items()}
+    return {job_id: None if ticks is None else [t.to_api() for t in ticks] for job_id, ticks in found.items()}
 
 
 async def pulse_view(r: Runtime, *, now: float | None = None) -> dict[str, Any]:

@@ -97,7 +97,7 @@ async def test_jobs_counted_one_by_one_jitter_bounds_run_limits(cluster: Cluster
     made = await apply(cluster, [
         spec("solo-jitter", "30 * * * *", jitterSeconds=120),  # 24 requests, each up to 2 min after :30
         spec("solo-ends", "45 * * * *", endAt=(start + timedelta(hours=5)).isoformat()),  # 5 of them
-        spec("solo-limited", "15 * * * *", maxRuns=3)])  # 3 runs left
+        spec("solo-limited", "0 * * * *", maxRuns=3)])  # 3 runs left, none before the window (from a whole hour)
     status, after = await api(cluster, "GET", f"/api/forecast?{window}")
     assert status == 200 and after["total"] - before["total"] == 24 + 5 + 3 and after["jobs"] == before["jobs"] + 3
     moved = [i for i, (a, b) in enumerate(zip(before["counts"], after["counts"], strict=True)) if a != b]
@@ -108,12 +108,18 @@ async def test_jobs_counted_one_by_one_jitter_bounds_run_limits(cluster: Cluster
 
 
 async def test_the_next_ten_minutes_by_the_second(cluster: Cluster, herd: list[str]) -> None:
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
-    end = start + timedelta(minutes=10)
-    q = f"from={start:%Y-%m-%dT%H:%M:%SZ}&to={end:%Y-%m-%dT%H:%M:%SZ}&step=1"
-    status, f = await api(cluster, "GET", f"/api/forecast?{q}")
-    assert status == 200 and len(f["counts"]) == 600
-    assert all(n == 0 for k, n in enumerate(f["counts"]) if k % 60 != (60 - start.second) % 60)
+    (made,) = await apply(cluster, [spec("every-minute", "* * * * *")])
+    try:
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        end = start + timedelta(minutes=10)
+        q = f"from={start:%Y-%m-%dT%H:%M:%SZ}&to={end:%Y-%m-%dT%H:%M:%SZ}&step=1"
+        status, f = await api(cluster, "GET", f"/api/forecast?{q}")
+        assert status == 200 and len(f["counts"]) == 600
+        zero = (60 - start.second) % 60  # the slots of second :00
+        assert all(n == 0 for k, n in enumerate(f["counts"]) if k % 60 != zero)
+        assert all(f["counts"][k] >= 1 for k in range(zero, 600, 60))  # the every-minute job, at least
+    finally:
+        assert (await api(cluster, "DELETE", f"/api/crons/{made['id']}"))[0] in (200, 204)
 
 
 @pytest.mark.parametrize(("query", "field"), [

@@ -131,3 +131,28 @@ def test_a_strip_reaches_back_about_twenty_of_the_jobs_gaps_rounded_to_a_shared_
     assert span("0 * * * *") == timedelta(days=1)  # 20 hours
     assert span("0 3 * * *") == span("@at 2026-12-08T00:00:00") == STRIP_SPANS[-1]  # a week at most
     assert strip_span(None, NOW, 20) == STRIP_SPANS[-1]
+
+
+def test_a_window_is_whole_slots_whatever_its_ends() -> None:
+    half = timedelta(milliseconds=500)
+    w = fc.Window.of(NOW + timedelta(seconds=30), NOW + timedelta(minutes=1) + half, 60, now=NOW)
+    assert (w.start, w.end, w.buckets) == (NOW, NOW + timedelta(minutes=2), 2)  # down, then up, to the slot
+    g = fc.plain_group("* * * * *", "UTC", 1, "x")
+    assert g is not None
+    assert run(fc.compute([g], w, now=NOW - timedelta(hours=1))).counts == [1, 1]
+    tiny = fc.Window.of(NOW, NOW + half, 1, now=NOW)
+    assert tiny.buckets == 1 and run(fc.compute([g], tiny, now=NOW - timedelta(hours=1))).counts == [1]
+
+
+def test_a_run_limit_is_spent_by_the_runs_before_a_later_window() -> None:
+    limited = fc.job_group(job(1, "0 * * * *", max_runs=2), {})
+    assert limited is not None
+    later = fc.Window.of(NOW + timedelta(hours=2), NOW + timedelta(hours=6), 3600, now=NOW)
+    f = run(fc.compute([limited], later, now=NOW + timedelta(minutes=5)))
+    assert f.counts == [1, 0, 0, 0]  # 11:00 was the first run (before the window), 12:00 the last
+
+
+def test_what_is_not_counted_is_listed_up_to_a_cap_and_counted_in_all() -> None:
+    dense = [fc.plain_group("*/7 * * * * *", "UTC", 2, f"d{i}") for i in range(30)]
+    f = run(fc.compute([g for g in dense if g], day(), now=NOW, group_steps=10)).to_api()
+    assert not f["complete"] and len(f["uncounted"]) == fc.UNCOUNTED_SHOWN and f["uncountedJobs"] == 60

@@ -39,7 +39,7 @@ def test_lateness_past_the_cap_is_sampled_not_grown() -> None:
         p.note("succeeded", k % 1000)
     assert len(p.lateness) == LATENESS_KEPT
     (ev,) = p.close(T0 + 10)
-    assert ev.states == {"succeeded": LATENESS_KEPT * 3} and ev.max_ms is not None and ev.max_ms <= 999
+    assert ev.states == {"succeeded": LATENESS_KEPT * 3} and ev.max_ms == 999
 
 
 def pulse(nodes: dict[str, list[tuple[int, dict[str, int], int | None]]]) -> dict:
@@ -69,3 +69,15 @@ def test_charts_stack_states_break_a_dead_nodes_line_and_mark_handovers() -> Non
 
 def test_nice_rounds_up_to_one_two_or_five() -> None:
     assert [nice(v) for v in (0, 0.3, 1, 1.5, 3, 7, 12, 480)] == [1, 0.5, 1, 2, 5, 10, 20, 500]
+
+
+def test_past_the_cap_the_sample_is_uniform_and_the_max_is_the_true_one() -> None:
+    p = Pulse("n1", T0)
+    for _ in range(LATENESS_KEPT):  # the first half: fast
+        p.note("succeeded", 1)
+    for k in range(LATENESS_KEPT):  # the second half: slow, one spike
+        p.note("succeeded", 100_000 if k == 7 else 1_000)
+    slow = sum(v >= 1_000 for v in p.lateness) / LATENESS_KEPT
+    assert 0.45 < slow < 0.55  # half of the sample from each half (the early values did not stay)
+    (ev,) = p.close(T0 + 10)
+    assert ev.max_ms == 100_000 and ev.p99_ms == 1_000
