@@ -1000,8 +1000,9 @@ class Nemesis:
                         bulk=True)
 
     async def _o_read(self, step: Step) -> None:
-        """Readers hammering one node at once: previews of rare interval schedules (count 100), and for up to
-        two existing jobs their preview (count 100) and their ledger from now to year 2400 (limit 10,000).
+        """Readers hammering one node at once: previews of rare interval schedules (count 100), for up to
+        two existing jobs their preview (count 100) and their ledger from now to year 2400 (limit 10,000), and
+        the dashboard's forecast of every job and the cluster's pulse.
         Each call is an op in the history (kinds ``read.*``, ``want`` None: they change nothing), judged by
         the API check: 200, or 400 only for "range too large"; the node's loop must not stall meanwhile (6).
 
@@ -1030,6 +1031,10 @@ class Nemesis:
                                        node=node, job=jid))
                 calls.append(self.call(step, "read.ticks", "GET", f"/api/crons/{jid}/ticks?{span}", node=node,
                                        job=jid))
+            # the dashboard's reads of every job at once (issue 23): the forecast of the next day by the minute
+            # (computed again whenever a job changed) and every node's pulse
+            calls.append(self.call(step, "read.forecast", "GET", "/api/forecast", node=node))
+            calls.append(self.call(step, "read.pulse", "GET", "/api/cluster/pulse", node=node))
             await asyncio.gather(*calls)
         except Exception as e:
             self.record("op", "read", error=f"{type(e).__name__}: {e}", step=step.to_json(),
