@@ -630,8 +630,8 @@ async def scenario_glance(jobs: int, samples: int = 30) -> dict[str, Any]:
             out["jobs_page_delivered_ticks"] = page.count(b'class="tick delivered"')
             out["jobs_page_strips"] = stats([(await timed("/"))[0] for _ in range(samples)])
             cold, computed = [], []
-            for k in range(5):  # each a window of its own: computed, not kept
-                f = start + timedelta(seconds=k)
+            for k in range(5):  # each a window of its own (from is rounded down to its minute): computed, not kept
+                f = start + timedelta(minutes=k)
                 ms, body = await timed(f"/api/forecast?from={f:%Y-%m-%dT%H:%M:%SZ}")
                 cold.append(ms)
                 computed.append(json.loads(body)["seconds"])

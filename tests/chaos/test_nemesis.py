@@ -159,6 +159,24 @@ def test_the_checker_passes_a_clean_history_and_names_each_violation() -> None:
     assert Counter(x["check"] for x in check(bad).violations)["5 at_least_once lost"] == 1
     bad["ledgers"]["j1"][-60]["fate"] = "delivered"  # resumed within the grace: it should have been re-sent
     assert Counter(x["check"] for x in check(bad).violations)["5 at_least_once lost"] == 2
+    # lost, then nobody took the job over before a pause took force (the gap is recorded missed), then paused
+    # through the grace (the 30-minute soak, seed 20261209): no owner to re-send it; the gap alone is not enough
+    gap = dict(bad)
+    gap["ledgers"] = {"j1": [{**paused, "detail": "abandoned: owner n1 lost before recording an outcome; not re-sent"}]
+                      + [{"scheduledAt": iso(t0 + s), "fate": "missed", "executionId": "m", "redelivered": False,
+                          "detail": "due before the job was paused, while no node could claim it; not run"}
+                         for s in range(44, 60)]
+                      + [{"scheduledAt": iso(t0 + s), "fate": "paused", "executionId": None, "redelivered": False,
+                          "detail": "paused (version 3)"} for s in range(60, 170)]}
+    assert Counter(x["check"] for x in check(gap).violations)["5 at_least_once lost"] == 0
+    for u in gap["ledgers"]["j1"][17:]:
+        u["fate"], u["detail"] = "missed", "due before the job was paused, while no node could claim it; not run"
+    assert Counter(x["check"] for x in check(gap).violations)["5 at_least_once lost"] == 1  # never paused: lost
+    gap["ledgers"]["j1"][5]["fate"] = "missed"
+    gap["ledgers"]["j1"][5]["detail"] = "missed: past the misfire grace"  # a plain miss in the grace: not a pause's
+    for u in gap["ledgers"]["j1"][17:]:
+        u["fate"] = "paused"
+    assert Counter(x["check"] for x in check(gap).violations)["5 at_least_once lost"] == 1
 
 
 def test_the_checker_reads_a_pause_that_ends_by_itself_and_bulk_changes() -> None:
