@@ -671,10 +671,11 @@ async def cluster_page(request: web.Request) -> web.Response:
     r = request.app[RUNTIME]
     try:
         alerts = [a.to_api() for a in await r.store.alerts.recent(limit=20, selector=request.get("selector"))]
+        changes = [x.to_api() for x in await r.store.audit.query(limit=10, selector=request.get("selector"))]
     except StoreUnavailable:
-        alerts = []
+        alerts, changes = [], []
     c = await scoped_cluster_view(r, request.get("selector"))
-    return render(request, "cluster.html", {"c": c, "alerts": alerts,
+    return render(request, "cluster.html", {"c": c, "alerts": alerts, "changes": changes,
                                             **await _charts_context(r, c, request.get("selector"))})
 
 

@@ -310,6 +310,7 @@ async def pulse(r: Runtime) -> None:
                     pipe.xadd(r.keys.events_stream, {b"r": packed}, maxlen=EVENTS_STREAM_LENGTH, approximate=True)
                     pipe.zadd(r.keys.pulse, {packed: ev.at})
                 pipe.zremrangebyscore(r.keys.pulse, "-inf", now - PULSE_KEPT - PULSE_SECONDS)
+                pipe.expire(r.keys.pulse, 2 * PULSE_KEPT)  # (a cluster gone for good leaves nothing behind)
                 await pipe.execute()
         except (aioredis.RedisError, OSError) as e:
             log.debug("pulse not published", error=str(e))  # (a gap in the charts, as Redis had one)
