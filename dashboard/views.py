@@ -664,7 +664,8 @@ async def _charts_context(r: Runtime, c: dict[str, Any], selector: Any = None) -
                                                      datetime.now(UTC) - timedelta(days=1), selector)
     except StoreUnavailable:
         alerts_n, ticks = 0, 0
-    return {"ch": ch, "share": share, "share_total": total, "unaccounted": {"ticks": ticks, "alerts": alerts_n}}
+    return {"ch": ch, "share": share, "share_total": total, "unaccounted": {"ticks": ticks, "alerts": alerts_n},
+            "c": c}
 
 
 async def cluster_page(request: web.Request) -> web.Response:

@@ -59,6 +59,7 @@ async def test_a_kill_minus_9_seen_at_a_glance(cluster: Cluster) -> None:
             await expect(page.locator("#chart-nodes").locator("xpath=..").locator("figcaption"))\
                 .to_contain_text("gl-b (gone)", timeout=30_000)
             await expect(page.locator("#share .sharebar rect")).to_have_count(1, timeout=30_000)
+            await expect(page.locator("#members tbody tr")).to_have_count(1, timeout=30_000)  # the members, live
             title = await page.locator("#chart-rate line.mark").last.locator("title").text_content()
             assert title and "gl-a took in" in title
             # the survivor's rate carries on: its last points hold every job (the dead node's line has ended)
