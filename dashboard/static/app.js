@@ -128,8 +128,8 @@
   // Times: the server writes them in UTC inside <time datetime=…> (with data-zone, the job's zone); shown in the
   // zone the reader chose in the header (UTC, theirs, or each job's), remembered in this browser.
   var tzSelect = document.getElementById("tz");
-  var tzMode = "utc";
-  try { tzMode = localStorage.getItem("cronring.tz") || "utc"; } catch (e) { /* storage off: UTC */ }
+  var tzMode = "local";  // (the reader's own zone until they choose)
+  try { tzMode = localStorage.getItem("cronring.tz") || "local"; } catch (e) { /* storage off: their zone */ }
   if (tzSelect) {
     tzSelect.value = tzMode;
     var local = Intl.DateTimeFormat().resolvedOptions().timeZone;

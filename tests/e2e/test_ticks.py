@@ -117,7 +117,9 @@ async def test_the_job_page_shows_the_strip_and_keeps_it_current(cluster: Cluste
             await expect(cells.nth(1)).to_have_text("tick")
             await expect(cells.nth(2).locator("span.st.succeeded")).to_have_text("succeeded")
             await expect(cells.nth(3)).to_have_text("200")
-            # the timeline of the last hour: a column per instant (fewer than 240 so far), and the lateness chart
+            # the timeline of the last hour (drawn by the server: the page again, now that instants have run), a
+            # column per 15 s, and the lateness chart
+            await page.reload()
             await expect(page.locator("#timeline-chart g.col").first).to_be_attached()
             label = await page.locator("#timeline-chart").get_attribute("aria-label") or ""
             assert re.search(r"\d+ delivered", label), label
