@@ -697,7 +697,7 @@ HEAT_LEVELS = 6  # colour steps of a cell (0: no request); each cell also says i
 
 
 def heat_level(n: int, peak: int) -> int:
-    """A slot's colour step: 0 for none, else 1..HEAT_LEVELS by its share of the peak (app.js says the same)."""
+    """A slot's colour step: 0 for none, else 1..HEAT_LEVELS by its share of the peak."""
     return 0 if n <= 0 or peak <= 0 else max(1, min(HEAT_LEVELS, -(-n * HEAT_LEVELS // peak)))
 
 

@@ -98,7 +98,7 @@ async def recent_ticks(source: LedgerSource, timetables: Mapping[str, Timetable 
     by_span: dict[timedelta, list[str]] = {}
     for job_id, tt in timetables.items():
         try:
-            span = strip_span(tt, now - STRIP_SPANS[-1], ticks) if tt is not None else STRIP_SPANS[-1]
+            span = strip_span(tt, now - STRIP_SPANS[-1], ticks)  # (None: the widest)
         except ScheduleError:
             span = STRIP_SPANS[-1]
         by_span.setdefault(span, []).append(job_id)
