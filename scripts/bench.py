@@ -473,7 +473,7 @@ async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20, pool_mb: 
               " wants: the takeover will read from disk (--db-buffer-pool-mb)", file=sys.stderr)
     try:
         await c.start_receiver()
-        seed = await c.start_node("scale-seed")
+        seed = await c.start_node("scale-seed", cwd=NODE_TREE)
         tf = time.time()
         ticking_ids = [(await c.create_job(schedule="* * * * * *"))["id"] for _ in range(ticking)]
         seed.kill()  # (before the fill: alone, it would take every job over as they come)
@@ -482,7 +482,7 @@ async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20, pool_mb: 
         await asyncio.sleep(4)  # the seed's membership expires
         t0 = time.time()
         servers0 = {name: _server_cpu(name) for name in ("mariadbd", "redis-server")}
-        started = [await c.start_node(f"scale-{i}", wait=False) for i in range(1, nodes + 1)]
+        started = [await c.start_node(f"scale-{i}", wait=False, cwd=NODE_TREE) for i in range(1, nodes + 1)]
         ticks_from = datetime.now(UTC).replace(microsecond=0)
 
         async def fired() -> bool:
@@ -514,7 +514,7 @@ async def scenario_scale(jobs: int, nodes: int = 3, ticking: int = 20, pool_mb: 
         rss = [rss_mb(n.pid) for n in started]
         before = await owned(started)
         t1 = time.time()
-        extra = await c.start_node(f"scale-{nodes + 1}", wait=False)
+        extra = await c.start_node(f"scale-{nodes + 1}", wait=False, cwd=NODE_TREE)
 
         async def settled() -> bool:
             counts = await owned(started + [extra])
@@ -666,7 +666,7 @@ async def scenario_memory(counts: list[int]) -> dict[str, Any]:
             await fill_jobs(c, n - have, "0 0 1 1 *")
             have = n
             t0 = time.time()
-            node = await c.start_node(f"memory-{i}", wait=False)
+            node = await c.start_node(f"memory-{i}", wait=False, cwd=NODE_TREE)
 
             async def owned_all(node: Any = node, n: int = n) -> bool:
                 try:
