@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -126,6 +126,9 @@ class JobIndex(Protocol):
     holds_share: bool
 
     def active_ids(self) -> list[str]: ...
+    def active_view(self) -> Collection[str]:
+        """The active ids held, live (used only when ``holds_share``)."""
+        ...
     def version_of(self, job_id: str) -> int | None:
         """The version of a job held (a tombstone's too), without making its summary."""
         ...
@@ -436,7 +439,8 @@ class Ownership:
         self._taking_over: set[str] = set()
         self.unheld_since: dict[str, float] = {}  # desired, lock held by another node, since when
         self.stuck: dict[str, str | None] = {}  # desired and unheld for > member_ttl: job -> lock holder
-        self._desired: set[str] = set()
+        # what the ring gives this node: its own set, or (holding its whole share) the catalogue's active ids, live
+        self._desired: Collection[str] = set()
         self._desired_lost = True  # jobs may have left the desired set since the last pass: look for owned to release
         self._releasing: set[str] = set()  # owned jobs being released (the pass finishes them)
         self._closing: set[str] = set()  # paused jobs of this node's share: their gap before the pause to record
@@ -526,7 +530,7 @@ class Ownership:
         if self._closing:
             await self._close_gaps()  # (last: MariaDB away, it raises, and the loop backs off)
 
-    async def _compute_desired(self) -> set[str]:
+    async def _compute_desired(self) -> Collection[str]:
         ring = self.lease.ring
         if self.node_id not in ring.members:
             self._desired_members = None
@@ -564,27 +568,33 @@ class Ownership:
             for j in self.catalogue.changed_ids:
                 self._note_paused(j, ring)
             self.catalogue.changed_ids.clear()  # every job is looked at below
-            ids = self.catalogue.active_ids()
-            desired: set[str] = set()
-            for part in chunks(ids, TAKEOVER_JOBS):
-                # (the catalogue holds the jobs of this node's share of ``ring`` alone: each id's ring point is in
-                # it, so the ring's owner of each is this node while the ring is the one focused)
-                desired.update(part if self.catalogue.holds_share and same()
-                               else (j for j in part if ring.owner(j) == self.node_id))
-                await asyncio.sleep(0)  # 100k jobs: never starve the heartbeat
-            self._desired = desired
+            if whole and self.catalogue.holds_share and same():
+                # The catalogue holds the jobs of this node's share of ``ring`` alone (each id's ring point is in
+                # it), so the ring's owner of each is this node: what it wants is the catalogue's active jobs, a
+                # live view of them (a set of its own cost 40-105 bytes an owned job). Until the ring moves.
+                self._desired = self.catalogue.active_view()
+            else:
+                desired: set[str] = set()
+                for part in chunks(self.catalogue.active_ids(), TAKEOVER_JOBS):
+                    desired.update(part if self.catalogue.holds_share and same()
+                                   else (j for j in part if ring.owner(j) == self.node_id))
+                    await asyncio.sleep(0)  # 100k jobs: never starve the heartbeat
+                self._desired = desired
             self._desired_lost = True
             self._desired_members = ring.members if whole else None
             self._check_all = True
         elif self.catalogue.changed_ids:
             changed, self.catalogue.changed_ids = self.catalogue.changed_ids, set()
             self._stale.update(j for j in changed if j in self.owned)  # (edits to reload, this pass)
+            mine = self._desired
             for j in changed:
-                s = self.catalogue.jobs.get(j)
-                if s is not None and s.active and ring.owner(j) == self.node_id:
-                    self._desired.add(j)
-                elif j in self._desired:
-                    self._desired.discard(j)
+                if not isinstance(mine, set):  # (the catalogue's view: it holds the change already)
+                    if j not in mine:
+                        self._desired_lost = True
+                elif (s := self.catalogue.jobs.get(j)) is not None and s.active and ring.owner(j) == self.node_id:
+                    mine.add(j)
+                elif j in mine:
+                    mine.discard(j)
                     self._desired_lost = True
                 self._note_paused(j, ring)
         return self._desired

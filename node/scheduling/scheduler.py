@@ -19,7 +19,6 @@ A tick:
 from __future__ import annotations
 
 import asyncio
-import heapq
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -55,6 +54,7 @@ from . import planning
 from .firing import Result
 from .outcomes import Outcomes
 from .ownership import NO_PENDING, Handle, Lease, Owned, Ownership
+from .wakes import Wakes, bucket_of
 
 
 class Sender(Protocol):
@@ -189,9 +189,7 @@ class Scheduler:
         self.cancels: Cancels = cancels or _NoCancels()
         self.running: dict[str, tuple[asyncio.Task[None], Owned]] = {}  # execution id -> its send, this node's
         self.cancelled: dict[str, str] = {}  # execution id -> why it is being aborted (replace)
-        # (wake, job id): equal wakes are ordered by id (an entry is a 56-byte tuple whose float is the record's
-        # own ``wake``: a sequence number for ties cost 36 bytes more a job)
-        self.heap: list[tuple[float, str]] = []
+        self.wakes = Wakes()  # when the timer next looks at each owned job
         self._wake = asyncio.Event()
         self.sending: dict[str, str] = {}  # execution id -> job id, for every request this node has in flight
         self._claimers_seen: set[str] = set()  # live claimer ids seen: one that goes leaves orphans to settle
@@ -321,10 +319,21 @@ class Scheduler:
 
     def _push(self, o: Owned, wake: float) -> None:
         o.wake = wake
-        heapq.heappush(self.heap, (wake, o.id))
-        if self.heap[0][1] == o.id:
+        if self.wakes.push(wake, o.id, self.clock()):
             self._wake.set()
         self._maybe_cool(o)
+
+    async def _ripen(self, now: float) -> None:
+        """The jobs of the buckets that came within the hour join the heap (wakes.py); an id whose record's wake
+        is no longer in its bucket was pushed again since, and is skipped."""
+        for b, ids in self.wakes.ripe(now):
+            for k, job_id in enumerate(ids):
+                o = self.owned.get(job_id)
+                if o is not None and bucket_of(o.wake) == b:
+                    self.wakes.near(o.wake, job_id)
+                if k % 5_000 == 4_999:
+                    await asyncio.sleep(0)  # a million yearly jobs on one instant: never starve the heartbeat
+            self._wake.set()
 
     def _maybe_cool(self, o: Owned) -> None:
         """Pack the definition of a job with nothing under way whose next instant is more than COOL_BEYOND away
@@ -348,7 +357,9 @@ class Scheduler:
 
     async def run_timer(self) -> None:
         while True:
-            delay = self.heap[0][0] - self.claim_ahead - self.clock() if self.heap else 1.0
+            await self._ripen(self.clock())
+            first = self.wakes.first()
+            delay = first - self.claim_ahead - self.clock() if first is not None else 1.0
             if delay > 0:
                 self._wake.clear()
                 await wait_event(self._wake, min(delay, 1.0))
@@ -359,10 +370,12 @@ class Scheduler:
     async def step(self, now: float) -> None:
         """One turn of the timer: claim for the jobs due by ``now`` (claim_ahead before their instant)."""
         due: list[Owned] = []
-        while self.heap and self.heap[0][0] - self.claim_ahead <= now and len(due) < TAKEOVER_JOBS:
-            wake, job_id = heapq.heappop(self.heap)
+        seen: set[str] = set()  # (a job pushed twice with the same wake is due once)
+        while (first := self.wakes.first()) is not None and first - self.claim_ahead <= now and len(due) < TAKEOVER_JOBS:
+            wake, job_id = self.wakes.pop()
             o = self.owned.get(job_id)
-            if o is not None and o.wake == wake and not o.releasing:
+            if o is not None and o.wake == wake and not o.releasing and job_id not in seen:
+                seen.add(job_id)
                 due.append(o)
         if not due or self.stopping:
             return
@@ -776,7 +789,7 @@ class Scheduler:
             failed = store_away = False
             try:
                 if self.membership.lapsed.is_set():
-                    self.heap.clear()
+                    self.wakes.clear()
                     self.ownership.drop_all("own heartbeat lapsed")
                     self.membership.lapsed.clear()
                     self.catalogue.request_full()

@@ -232,6 +232,8 @@ def run(coro: Any) -> Any:
 
 
 class OwnershipMachine(RuleBasedStateMachine):
+    node_class = Node
+
     def __init__(self) -> None:
         super().__init__()
         self.w = World()
@@ -263,10 +265,11 @@ class OwnershipMachine(RuleBasedStateMachine):
     @rule()
     def join(self) -> None:
         self.n_nodes += 1
-        node = Node(self.w, f"n{self.n_nodes}")
-        for j in self.w.jobs.values():
-            node.catalogue.apply(JobSummary(id=j.id, version=j.version, paused=j.paused,
-                                            deleted=j.id in self.w.deleted))
+        node = self.node_class(self.w, f"n{self.n_nodes}")
+        if isinstance(node.catalogue, FakeCatalogue):  # (a real one reads its share when the ring gives it one)
+            for j in self.w.jobs.values():
+                node.catalogue.apply(JobSummary(id=j.id, version=j.version, paused=j.paused,
+                                                deleted=j.id in self.w.deleted))
         self.nodes[node.name] = node
         self.w.members.add(node.name)
 
@@ -395,6 +398,51 @@ class OwnershipMachine(RuleBasedStateMachine):
 
 TestOwnership = OwnershipMachine.TestCase
 TestOwnership.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
+
+
+class _WorldFeed:
+    """MariaDB's jobs table as the real catalogue reads it: a share's read includes its recent deletes."""
+
+    def __init__(self, w: World) -> None:
+        self.w = w
+
+    async def changed_since(self, watermark: datetime | None, arcs: Sequence[Any] | None = None
+                            ) -> tuple[list[JobSummary], datetime | None]:
+        from node.cluster.ring import covers, merge, point
+        return [JobSummary(id=j.id, version=j.version, paused=j.paused, deleted=j.id in self.w.deleted)
+                for j in self.w.jobs.values() if (arcs is not None or j.id not in self.w.deleted)
+                and (arcs is None or covers(merge(arcs), point(j.id)))], datetime.now(UTC)
+
+    async def share_digest(self, arcs: Sequence[Any]) -> tuple[int, int, datetime | None]:
+        return 0, 0, None
+
+
+class ShareNode(Node):
+    """A node whose catalogue is the real one, holding its share of the ring alone: the ownership then wants the
+    catalogue's active jobs as a live view, no set of its own (issue 22, memory per owned job)."""
+
+    def __init__(self, world: World, name: str) -> None:
+        from node.cluster.catalogue import Catalogue
+        super().__init__(world, name)
+        self.catalogue = Catalogue(_WorldFeed(world), 5.0, node_id=name)  # type: ignore[assignment]
+        self.own.catalogue = self.catalogue
+
+
+class ShareOwnershipMachine(OwnershipMachine):
+    """The same machine with every node holding only its share (events outside it are not held): what the ring
+    gives a node, and what it releases as jobs pause, resume, delete and the ring moves, comes from the view."""
+
+    node_class = ShareNode
+
+    def _publish(self, job: Job, *, deleted: bool = False) -> None:
+        from node.cluster.messages import JobEvent
+        ev = JobEvent(op="deleted" if deleted else "updated", id=job.id, version=job.version, paused=job.paused)
+        for n in self.nodes.values():
+            n.catalogue.on_record(ev)
+
+
+TestShareOwnership = ShareOwnershipMachine.TestCase
+TestShareOwnership.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
 
 
 # ---- deterministic cases ----------------------------------------------------------------------
