@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, MutableMapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -164,6 +164,11 @@ class ActiveIds(Collection[str]):
 
     def __iter__(self) -> Iterator[str]:
         return (i for i, v in self._s.raw.items() if not v & _INACTIVE)
+
+    def missing(self, ids: Iterable[str]) -> list[str]:
+        """The ids not in the view, in one pass (no method call an id)."""
+        get = self._s.raw.get
+        return [i for i in ids if (v := get(i)) is None or v & _INACTIVE]
 
 
 class Catalogue:

@@ -26,7 +26,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from node.cluster.ring import Ring
+from node.cluster.catalogue import Catalogue
+from node.cluster.messages import JobEvent
+from node.cluster.ring import Ring, covers, merge, point
 from node.model.errors import StoreUnavailable
 from node.model.executions import Liveness, Takeover
 from node.model.jobs import Job, JobSummary
@@ -835,3 +837,100 @@ async def test_a_streamed_takeover_tries_the_locks_still_held_again_before_the_s
     await own.reconcile()
     assert first and owned_first_before_last == [True]
     assert set(own.owned) == set(w.jobs)
+
+
+# ---- a failed focus (review of the desired view) ------------------------------------------------
+
+
+class _FailingFeed:
+    def __init__(self, w: World) -> None:
+        self.w = w
+        self.fail = 0
+
+    async def changed_since(self, watermark: datetime | None, arcs: Sequence[Any] | None = None
+                            ) -> tuple[list[JobSummary], datetime | None]:
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailable("MariaDB blip")
+        return [JobSummary(id=j.id, version=j.version, paused=j.paused, deleted=j.id in self.w.deleted)
+                for j in self.w.jobs.values() if (arcs is None or covers(merge(arcs), point(j.id)))], \
+            datetime.now(UTC)
+
+    async def share_digest(self, arcs: Sequence[Any]) -> tuple[int, int, datetime | None]:
+        return 0, 0, None
+
+
+def test_ring_back_after_a_failed_focus_keeps_every_job_of_the_share_owned() -> None:
+    """The read of the arcs a node gains fails after its catalogue dropped the arcs it lost; the ring goes back
+    before the pass is retried: the node focuses again (its desired set is a view of that catalogue: a fresh-eyes
+    review of the view found the jobs of the lost arcs released and owned by nobody)."""
+    async def main() -> None:
+        w = World()
+        for i in range(300):
+            j = Job(id=f"job{i:03d}", schedule="* * * * *", uri="http://x/", version=1, active_since=T0)
+            w.jobs[j.id] = j
+        w.members = {"n1", "n2"}
+        n1 = Node(w, "n1")
+        feed = _FailingFeed(w)
+        n1.catalogue = Catalogue(feed, 5.0, node_id="n1")  # type: ignore[assignment]
+        n1.own.catalogue = n1.catalogue  # type: ignore[assignment]
+        r1 = Ring(w.members)
+        mine = {j for j in w.jobs if r1.owner(j) == "n1"}
+
+        await n1.own.reconcile()
+        assert set(n1.own.owned) == mine
+
+        # n2 is replaced by n3 before n1's next pass; the read of the arcs n1 gains fails (MariaDB blip)
+        w.members = {"n1", "n3"}
+        feed.fail = 1
+        try:
+            await n1.own.reconcile()
+        except StoreUnavailable:
+            pass
+        # ... and the ring goes back (n3 gone, n2 back) before the pass is retried
+        w.members = {"n1", "n2"}
+        for _ in range(3):
+            await n1.own.reconcile()
+        # one job of the share is paused: an ordinary event (one the catalogue still holds)
+        some = sorted(j for j in mine if j in n1.catalogue.jobs)[0]
+        w.jobs[some] = Job(**{**{f: getattr(w.jobs[some], f) for f in Job.__dataclass_fields__},
+                              "paused": True, "version": 2})
+        n1.catalogue.on_record(JobEvent(op="updated", id=some, version=2, paused=True))
+        for _ in range(3):
+            await n1.own.reconcile()
+            await n1.settle_tasks()
+        missing = sorted(mine - {some} - set(n1.own.owned))
+        assert not missing, f"{len(missing)} active jobs the ring gives n1 are owned by nobody: {missing[:5]}"
+
+    asyncio.run(main())
+
+
+def test_ring_back_after_a_failed_focus_wants_no_job_of_another_node() -> None:
+    """n2 lapses (n1's share grows to the whole ring), the read of n2's arcs fails, n2 rejoins at once: n1 wants
+    (and takes, and never lets go of) n2's jobs, because its desired set is the catalogue of the whole ring."""
+    async def main() -> None:
+        w = World()
+        for i in range(300):
+            j = Job(id=f"job{i:03d}", schedule="* * * * *", uri="http://x/", version=1, active_since=T0)
+            w.jobs[j.id] = j
+        w.members = {"n1", "n2"}
+        n1 = Node(w, "n1")
+        feed = _FailingFeed(w)
+        n1.catalogue = Catalogue(feed, 5.0, node_id="n1")  # type: ignore[assignment]
+        n1.own.catalogue = n1.catalogue  # type: ignore[assignment]
+        r1 = Ring(w.members)
+        await n1.own.reconcile()
+        w.members = {"n1"}
+        feed.fail = 1
+        try:
+            await n1.own.reconcile()
+        except StoreUnavailable:
+            pass
+        w.members = {"n1", "n2"}
+        await n1.catalogue.full_sync()  # (the catalogue's periodic re-sync reads its share: now the whole ring)
+        for _ in range(3):
+            await n1.own.reconcile()
+        others = sorted(j for j in n1.own.owned if r1.owner(j) != "n1")
+        assert not others, f"n1 owns {len(others)} jobs the ring gives n2: {others[:5]}"
+
+    asyncio.run(main())

@@ -94,4 +94,6 @@ def test_the_active_view_is_the_active_ids_as_they_change(ops: list[tuple[int, i
         if f"j{i + 1}" in s:
             del s[f"j{i + 1}"]
         assert len(view) == len(s.active_ids()) and set(view) == set(s.active_ids())
-        assert all((j in view) == (j in s.active_ids()) for j in (f"j{k}" for k in range(17)))
+        every = [f"j{k}" for k in range(17)]
+        assert all((j in view) == (j in s.active_ids()) for j in every)
+        assert view.missing(every) == [j for j in every if j not in s.active_ids()]
