@@ -43,7 +43,7 @@ from ..web.auth import (
     scope_of,
     session_value,
 )
-from ..web.errors import ApiError, Busy
+from ..web.errors import ApiError, Busy, TooManyRequests
 from ..web.presentation import (
     BODY_READ_SECONDS,
     STRIP_TICKS,
@@ -715,9 +715,11 @@ async def forecast_page(request: web.Request) -> web.Response:
     start = datetime.fromtimestamp(epoch - epoch % align, UTC)
     window = fc.Window(start, start + timedelta(seconds=step * cols * rows), step)
     try:
-        result = await forecasts.forecast(r, window, request.get("selector"), now=now)
+        result = await forecasts.forecast(r, window, request.get("selector"), now=now, caller=caller(request))
     except Busy as e:
         return render(request, "error.html", {"message": f"{e.message}."}, 503)
+    except TooManyRequests as e:
+        return render(request, "error.html", {"message": f"{e.message}."}, 429)
     except StoreUnavailable:
         return render(request, "error.html", {"message": "The database is unavailable; this page will work again when it returns."}, 503)
     api = result.to_api()

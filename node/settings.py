@@ -188,6 +188,9 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object], str]] = {
     "search_budget": ("CRONRING_SEARCH_BUDGET", _seconds,
                       "seconds a search (?q=) reads before it answers with what it found and where to go on"),
     "stream_max_per_token": ("CRONRING_STREAM_MAX_PER_TOKEN", _int, "live-stream clients per token per node"),
+    "forecasts_per_caller_per_minute": ("CRONRING_FORECASTS_PER_CALLER_PER_MINUTE", _int,
+                                        "forecasts a node computes for one token, login or address in any 60 s "
+                                        "(429 beyond; a kept one costs nothing)"),
     "http_pool_size": ("CRONRING_HTTP_POOL_SIZE", _int, "outbound connection pool size"),
     "outbound_allow": ("CRONRING_OUTBOUND_ALLOW", _list, "CIDRs/hosts always allowed as targets"),
     "outbound_deny": ("CRONRING_OUTBOUND_DENY", _list, "CIDRs/hosts denied as targets (besides link-local)"),
@@ -229,6 +232,7 @@ class Settings:
     stream_max_clients: int = 500
     search_budget: float = 0.1
     stream_max_per_token: int = 100
+    forecasts_per_caller_per_minute: int = 6
     http_pool_size: int = 512
     outbound_allow: tuple[str, ...] = ()
     outbound_deny: tuple[str, ...] = ()

@@ -313,7 +313,7 @@ async def get_forecast(request: web.Request) -> web.Response:
         window = fc.Window.of(start, end, step, now=now)
     except fc.ForecastError as e:
         raise BadRequest(str(e), {k: q[k][:60] for k in ("from", "to", "step") if k in q}) from None
-    result = await forecasts.forecast(rt(request), window, request.get("selector"), now=now)
+    result = await forecasts.forecast(rt(request), window, request.get("selector"), now=now, caller=caller(request))
     return web.json_response(result.to_api())
 
 

@@ -396,11 +396,13 @@ def spec() -> dict[str, Any]:
             "How many requests the active jobs will send in each slot of [from, to), from their schedules (jittered"
             " jobs at their send times), with the busiest slots and the schedules behind them. Defaults: from now"
             " (down to its slot), to 24 hours later, step 60 s; at most 7 days and 10,080 slots. A token limited to"
-            " a label selector sees its own jobs' forecast. Kept up to 60 s while no job changes",
+            " a label selector sees its own jobs' forecast. Kept up to 60 s while no job changes; a node computes"
+            " at most CRONRING_FORECASTS_PER_CALLER_PER_MINUTE (6) for one caller in any 60 s (429 beyond; a kept"
+            " one costs nothing)",
             {"200": _json(forecast_out)},
             params=[_q("from", INSTANT), _q("to", INSTANT), _q("step", {"type": "integer", "minimum": 1,
                                                                        "maximum": 86400})],
-            errors=(400, 401, 503))},
+            errors=(400, 401, 429, 503))},
         "/api/health": {"get": {"summary": "Health (503 when Redis or MariaDB is unreachable)",
                                 "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"}, "Unhealthy")}}},
         "/livez": {"get": {"summary": "Liveness: the process and its event loop answer (no token needed)",

@@ -25,9 +25,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 ADMIN = "forecast-admin-token-01"
 TEAM = "forecast-team-token-002"
 READER = "forecast-read-token-003"
+GREEDY = "forecast-greedy-token-04"
+PER_MINUTE = 20  # forecasts computed for one caller in any 60 s (the tests below compute fewer a token)
 cluster = cluster_fixture("fc", "fc-1", receiver=False, token=ADMIN, CRONRING_MAX_APPLY_BODY_BYTES=str(1 << 20),
                           CRONRING_API_TOKENS=f"admin={ADMIN}:admin; team={TEAM}:admin:team=herd; "
-                                              f"reader={READER}:read")
+                                              f"reader={READER}:read; greedy={GREEDY}:read",
+                          CRONRING_FORECASTS_PER_CALLER_PER_MINUTE=str(PER_MINUTE))
 HERD, REST = 2_000, 8_000
 
 
@@ -148,6 +151,30 @@ async def test_the_cli_draws_it_and_the_client_library_reads_it(cluster: Cluster
     assert len((await asyncio.to_thread(Client(url, READER).forecast, None, None, 600))["counts"]) == 144
     async with AsyncClient(url, TEAM) as c:
         assert (await c.forecast(step=3600))["jobs"] == HERD
+
+
+async def test_one_token_asking_window_after_window_is_limited_and_others_are_not(cluster: Cluster,
+                                                                                  herd: list[str]) -> None:
+    """A node computes one forecast at a time: one token asking for window after window kept it busy for every
+    other reader (the review of issue 23). It may have PER_MINUTE computed in any 60 s; a window asked for again is
+    served kept and costs nothing; beyond, a 429 that says why; another token is not affected."""
+    window = next_day()
+    status, first = await api(cluster, "GET", f"/api/forecast?{window}&step=60", token=GREEDY)
+    assert status == 200, first
+    for _ in range(3):  # kept: not counted
+        status, again = await api(cluster, "GET", f"/api/forecast?{window}&step=60", token=GREEDY)
+        assert status == 200 and again == first
+    for k in range(2, PER_MINUTE + 1):  # distinct windows: each computed
+        status, body = await api(cluster, "GET", f"/api/forecast?{window}&step={60 * k}", token=GREEDY)
+        assert status == 200, (k, body)
+    status, body = await api(cluster, "GET", f"/api/forecast?{window}&step={60 * (PER_MINUTE + 1)}", token=GREEDY)
+    assert status == 429 and f"at most {PER_MINUTE} forecasts for one caller" in body["error"], body
+    # the page, for the same caller (a window nobody had computed): the same limit, said on the page
+    status, html, _ = await cluster.request("GET", f"{cluster.any_node().url}/forecast?view=week",
+                                            headers={"Authorization": f"Bearer {GREEDY}"})
+    assert status == 429 and f"at most {PER_MINUTE} forecasts for one caller" in str(html), str(html)[:300]
+    status, body = await api(cluster, "GET", f"/api/forecast?{window}&step={60 * (PER_MINUTE + 2)}", token=READER)
+    assert status == 200, body
 
 
 async def test_the_forecast_needs_a_token(cluster: Cluster) -> None:
