@@ -188,6 +188,31 @@ class _Rare(Generic[T]):
             m[self.name] = value
 
 
+class SharedInstants:
+    """Equal instants as one float object. A float is 32 bytes on the heap, and an owned job holds two (its anchor
+    and its wake): jobs on one schedule share both (every ``0 0 * * *`` job's last tick and next one), so 100,000
+    of them cost a few floats instead of 6 MB (issue 22, memory per job). At most ``size`` instants are kept
+    (cleared when full: then new records share among themselves again); a job's own instant is never changed."""
+
+    __slots__ = ("_kept", "size")
+
+    def __init__(self, size: int = 4096) -> None:
+        self._kept: dict[float, float] = {}
+        self.size = size
+
+    def __call__(self, x: float) -> float:
+        kept = self._kept
+        y = kept.get(x)
+        if y is None:
+            if len(kept) >= self.size:
+                kept.clear()
+            kept[x] = y = x
+        return y
+
+
+shared_instant = SharedInstants()
+
+
 class Owned:
     """What this node holds for a job it owns. Eight slots a job; the fields most jobs never change from their
     defaults live in ``_more`` (a dict made on first use, dropped once they are all back: ``_Rare``)."""
@@ -202,7 +227,7 @@ class Owned:
         self.timetable = timetable  # the job's instants (its schedules, bounds, calendars, jitter)
         self.fence = fence
         self.anchor = anchor  # (a float: 24 bytes where a datetime is 48)
-        self.wake = wake
+        self.wake = shared_instant(wake)
         self._more: dict[str, Any] | None = None
         for k, v in rare.items():
             if not isinstance(getattr(Owned, k, None), _Rare):
@@ -218,7 +243,7 @@ class Owned:
     def anchor(self, at: datetime) -> None:
         if at.tzinfo is None:
             raise ValueError("an anchor is an aware datetime (a naive one would be read as local time)")
-        self._anchor = at.timestamp()
+        self._anchor = shared_instant(at.timestamp())
 
     def anchored_at_or_after(self, at: datetime) -> bool:
         return self._anchor >= at.timestamp()
@@ -646,7 +671,12 @@ class Ownership:
         jobs = self.catalogue.jobs
         if self._check_all:  # the ring changed: every owned job is looked at once (not every pass: 200k jobs)
             self._check_all = False
-            self._stale.update(self.owned)
+            for k, o in enumerate(list(self.owned.values())):  # (only the behind ones join _stale: a set of every
+                if k % 20_000 == 19_999:  # owned id kept its table, ~40 bytes a job, once emptied)
+                    await asyncio.sleep(0)
+                v = self.catalogue.version_of(o.id)
+                if v is not None and v > o.version:
+                    self._stale.add(o.id)
         for k, j in enumerate(list(self._stale)):
             if k % 20_000 == 19_999:
                 await asyncio.sleep(0)  # after a ring change every owned job is looked at: 200k of them
@@ -659,6 +689,8 @@ class Ownership:
             elif not stale.reloading and not stale.releasing:
                 stale.reloading = True
                 self.tasks.spawn(self._reload(stale))
+        if not self._stale:
+            self._stale = set()  # (a set keeps its table when emptied: 200k ids after a burst of edits)
 
     async def _acquire(self, want: list[str], now: float) -> None:
         """Take ``want`` over in chunks, so the first jobs are scheduled while the rest are still being taken over.

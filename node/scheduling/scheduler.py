@@ -53,7 +53,7 @@ from ..model.timetable import Timetable
 from . import planning
 from .firing import Result
 from .outcomes import Outcomes
-from .ownership import NO_PENDING, Handle, Lease, Owned, Ownership
+from .ownership import NO_PENDING, Handle, Lease, Owned, Ownership, shared_instant
 from .wakes import Wakes, bucket_of
 
 
@@ -318,7 +318,7 @@ class Scheduler:
     # ------------------------------------------------------------------ timers
 
     def _push(self, o: Owned, wake: float) -> None:
-        o.wake = wake
+        o.wake = wake = shared_instant(wake)
         if self.wakes.push(wake, o.id, self.clock()):
             self._wake.set()
         self._maybe_cool(o)

@@ -11,12 +11,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import aiomysql
-
 from ..model.alerts import Alert, AlertState
 from ..model.labels import Selector
 from .codec import selector_sql, to_db
-from .connection import Database
+from .connection import Cursor, Database
 
 
 def alert_id(key: str) -> str:
@@ -24,7 +22,7 @@ def alert_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-async def insert_alert(cur: aiomysql.Cursor, key: str, type_: str, job_id: str | None, payload: dict[str, Any],
+async def insert_alert(cur: Cursor, key: str, type_: str, job_id: str | None, payload: dict[str, Any],
                        at: datetime | None = None) -> bool:
     """Record an event once (in the caller's transaction); False when it was recorded already."""
     n = await cur.execute(

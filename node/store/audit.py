@@ -8,12 +8,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import aiomysql
-
 from ..model.audit import AuditEntry, AuditRecord
 from ..model.labels import Selector
 from .codec import selector_sql, to_db
-from .connection import Database
+from .connection import Cursor, Database
 
 
 class Versions(StrEnum):
@@ -31,7 +29,7 @@ def audit_columns(entry: AuditEntry) -> tuple[Any, ...]:
             entry.note[:1000] if entry.note else None, entry.subject)
 
 
-async def write_audit(cur: aiomysql.Cursor, entry: AuditEntry, job_id: str | None, versions: Versions = Versions.BUMPED
+async def write_audit(cur: Cursor, entry: AuditEntry, job_id: str | None, versions: Versions = Versions.BUMPED
                 ) -> None:
     """The audit row of a change, in the change's transaction (the cursor's): both commit, or neither."""
     columns = audit_columns(entry)

@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import aiomysql
-
 from ..model.alerts import AlertType
 from ..model.audit import Actor, AuditAction, AuditEntry
 from ..model.executions import FAILED_STATES, Execution, ExecutionKind, ExecutionState
@@ -26,7 +24,7 @@ from ..model.times import rfc3339
 from .alerts import insert_alert
 from .audit import write_audit
 from .codec import HISTORY_SQL, ph, to_db
-from .connection import Database
+from .connection import Cursor, Database
 
 SCHEDULED = frozenset({ExecutionKind.TICK, ExecutionKind.CATCHUP})
 NOT_RUN = frozenset({ExecutionState.MISSED, ExecutionState.ABANDONED})
@@ -80,7 +78,7 @@ class Health:
                 paused = await self._streaks(cur, {j: runs[j] for j in failing}, node)
         return paused
 
-    async def _streaks(self, cur: aiomysql.Cursor, runs: dict[str, list[Execution]], node: str) -> list[str]:
+    async def _streaks(self, cur: Cursor, runs: dict[str, list[Execution]], node: str) -> list[str]:
         ids = sorted(runs)
         await cur.execute(
             "SELECT id, fail_streak, failing_since, health_at, pause_base, paused, deleted_at, active_since,"
@@ -145,7 +143,7 @@ class Health:
         return paused
 
     @staticmethod
-    async def _pause(cur: aiomysql.Cursor, job_id: str, streak: int, limit: int, e: Execution, node: str) -> None:
+    async def _pause(cur: Cursor, job_id: str, streak: int, limit: int, e: Execution, node: str) -> None:
         reason = f"paused after {streak} consecutive failed runs (pauseAfterFailures {limit})"
         await cur.execute(
             "UPDATE jobs SET paused = 1, version = version + 1, updated_at = NOW(3), paused_until = NULL,"
