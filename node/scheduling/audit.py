@@ -144,7 +144,7 @@ class Auditor:
     async def audit(self, minute_end: datetime) -> dict[str, int]:
         """Account for ``[minute_end - 60 s, minute_end)`` of every owned job planned past it."""
         start = minute_end - timedelta(minutes=1)
-        ids = [j for j, o in list(self.owned().items()) if o.anchored_at_or_after(minute_end) and not o.releasing]
+        ids = Owned.planned_past(list(self.owned().values()), minute_end)
         totals = dict.fromkeys(map(str, Fate), 0)
         now = datetime.now(UTC)
         slices = Slices()

@@ -248,6 +248,13 @@ class Owned:
     def anchored_at_or_after(self, at: datetime) -> bool:
         return self._anchor >= at.timestamp()
 
+    @staticmethod
+    def planned_past(owned: Iterable[Owned], at: datetime) -> list[str]:
+        """The ids of the records anchored at or after ``at`` and not being released: the tick audit's look at
+        every owned job, once a minute (200,000 of them: one comparison each, ``at`` read once)."""
+        t = at.timestamp()
+        return [o.id for o in owned if o._anchor >= t and not o.releasing]
+
     calendars = _Rare[tuple[str, ...]](())  # the calendars the definition names (read without unpacking it)
     calendars_seen = _Rare(0)  # the catalogue's calendars_seen its timetable was built with (when it names any)
     inflight = _Rare(0)

@@ -357,7 +357,8 @@ class Scheduler:
 
     async def run_timer(self) -> None:
         while True:
-            await self._ripen(self.clock())
+            if self.wakes.ripening(now := self.clock()):
+                await self._ripen(now)
             first = self.wakes.first()
             delay = first - self.claim_ahead - self.clock() if first is not None else 1.0
             if delay > 0:

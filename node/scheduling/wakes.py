@@ -54,11 +54,15 @@ class Wakes:
     def pop(self) -> tuple[float, str]:
         return heapq.heappop(self.heap)
 
+    def ripening(self, now: float) -> bool:
+        """A bucket came within ``FAR`` of ``now`` (the timer's look on every turn: no coroutine made for nothing)."""
+        return bool(self._buckets) and self._buckets[0] * BUCKET - now <= FAR
+
     def ripe(self, now: float) -> list[tuple[int, list[str]]]:
         """The buckets that came within ``FAR`` of ``now``, taken out, earliest first: their ids go into the heap
         (the scheduler checks each against its record's wake first)."""
         out: list[tuple[int, list[str]]] = []
-        while self._buckets and self._buckets[0] * BUCKET - now <= FAR:
+        while self.ripening(now):
             b = heapq.heappop(self._buckets)
             out.append((b, self.far.pop(b)))
         return out

@@ -46,6 +46,17 @@ def test_the_anchor_keeps_its_microseconds() -> None:
         assert o.anchor == at and o.anchored_at_or_after(at) and not o.anchored_at_or_after(at.replace(second=8))
 
 
+def test_the_audit_looks_at_the_jobs_planned_past_the_minute_and_not_being_released() -> None:
+    at = datetime(2026, 12, 7, 5, 1, tzinfo=UTC)
+    records = []
+    for i, (anchor, releasing) in enumerate([(at.replace(minute=0), False), (at, False), (at.replace(second=30), False),
+                                             (at.replace(second=30), True)]):
+        o = _owned()
+        o.id, o.anchor, o.releasing = f"j{i}", anchor, releasing
+        records.append(o)
+    assert Owned.planned_past(records, at) == ["j1", "j2"]
+
+
 @given(version=st.integers(1, 2**40), paused=st.booleans(), deleted=st.booleans(), completed=st.booleans())
 def test_a_summary_is_one_int_and_reads_back_whole(version: int, paused: bool, deleted: bool, completed: bool) -> None:
     s = JobSummary(id="j1", version=version, paused=paused, deleted=deleted, completed=completed)
