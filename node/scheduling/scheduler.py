@@ -54,7 +54,7 @@ from . import planning
 from .firing import Result
 from .outcomes import Outcomes
 from .ownership import NO_PENDING, Handle, Lease, Owned, Ownership, shared_instant
-from .wakes import Wakes, bucket_of
+from .wakes import FAR, Wakes, bucket_of
 
 
 class Sender(Protocol):
@@ -318,8 +318,11 @@ class Scheduler:
     # ------------------------------------------------------------------ timers
 
     def _push(self, o: Owned, wake: float) -> None:
-        o.wake = wake = shared_instant(wake)
-        if self.wakes.push(wake, o.id, self.clock()):
+        now = self.clock()
+        if wake - now > FAR:  # (a wake kept for hours is shared with the jobs that have it; a near one, often the
+            wake = shared_instant(wake)  # clock's own, passes soon and would only crowd the table)
+        o.wake = wake
+        if self.wakes.push(wake, o.id, now):
             self._wake.set()
         self._maybe_cool(o)
 

@@ -494,7 +494,21 @@ async def test_a_ring_change_looks_at_every_owned_job_and_keeps_none_of_their_id
     w.jobs[behind] = Job(**{**_fields(w.jobs[behind]), "uri": "http://x/v2", "version": 2})
     a.catalogue.jobs[behind] = JobSummary(id=behind, version=2, paused=False, deleted=False)  # (no change event)
     w.members.add("b")
+
+    class Widest(set[str]):
+        most = 0
+
+        def add(self, j: str) -> None:
+            super().add(j)
+            Widest.most = max(Widest.most, len(self))
+
+        def update(self, *more: Any) -> None:
+            super().update(*more)
+            Widest.most = max(Widest.most, len(self))
+
+    a.own._stale = Widest()
     await _pass(a)
+    assert Widest.most == 1  # only the job behind its catalogue version, never every owned id
     assert a.own.owned[behind].job.version == 2  # the look at every owned job found the one behind
     assert len(a.own.owned) > 1000
     await _pass(a)  # (the reload done, the next pass lets the job go from the stale set)
@@ -503,11 +517,16 @@ async def test_a_ring_change_looks_at_every_owned_job_and_keeps_none_of_their_id
 
 def test_shared_instants_give_one_object_for_equal_instants_and_never_another_value() -> None:
     shared = SharedInstants(size=3)
-    x = shared(1_767_225_600.0)
-    assert shared(float("1767225600.0")) is x
-    seen = [shared(float(v)) for v in (1.5, 2.5, 3.5, 4.5, 1.5)]
-    assert seen == [1.5, 2.5, 3.5, 4.5, 1.5]  # full: cleared, and sharing again among the new ones
-    assert shared(4.5) is seen[3] and shared(1.5) is seen[4]
+
+    def new(v: str) -> float:
+        return float(v)  # (a new object each call: the equal literals of one function are one object)
+
+    x = shared(new("1767225600.0"))
+    assert shared(new("1767225600.0")) is x
+    seen = [shared(new(v)) for v in ("1.5", "2.5", "3.5", "4.5", "1.5")]
+    assert seen == [1.5, 2.5, 3.5, 4.5, 1.5]
+    assert len(shared._kept) <= 3  # full: cleared (never more than its size), and sharing again among the new ones
+    assert shared(new("4.5")) is seen[3] and shared(new("1.5")) is seen[4]
 
 
 async def test_a_failed_release_is_retried_until_the_lock_is_gone() -> None:
