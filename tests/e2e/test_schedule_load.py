@@ -99,11 +99,12 @@ async def test_a_reader_cannot_stall_a_node_with_schedule_work(cluster: Cluster)
     assert {t["fate"] for t in ledger["ticks"]} == {"pending"}
     assert ledger["ticks"][0]["scheduledAt"] == "2028-02-29T00:00:00.000Z"
 
-    # the loop answered all along: /livez at once (a quarter second at most: two cores shared by three busy
-    # processes delay a round trip by ~0.1 s now and then; the freeze this guards against was 13-15 s), and no
-    # stall in the node's own lag histogram
+    # the loop answered all along: /livez within a second from this test's own thread (the freeze this guards
+    # against was 13-15 s; two cores shared by three busy processes delay this thread's round trip by 0.1-0.27 s
+    # now and then, as in a CI run on a slow hour of the VM), and, the node's own measure, no stall of a quarter
+    # second in its event loop's lag histogram
     assert len(probes) >= 5
-    assert max(probes) < 0.25, (sorted(probes)[-5:], [round(r[2], 3) for r in results])
+    assert max(probes) < 1.0, (sorted(probes)[-5:], [round(r[2], 3) for r in results])
     _, metrics_after, _ = await cluster.request("GET", f"{node.url}/metrics")
     assert _lag_over(metrics_after, "0.25") == _lag_over(metrics_before, "0.25")
     # and nobody was expired: the ring never changed
