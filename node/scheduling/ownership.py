@@ -227,7 +227,7 @@ class Owned:
         self.timetable = timetable  # the job's instants (its schedules, bounds, calendars, jitter)
         self.fence = fence
         self.anchor = anchor  # (a float: 24 bytes where a datetime is 48)
-        self.wake = shared_instant(wake)
+        self.wake = wake  # (Scheduler._push sets it, sharing a far one)
         self._more: dict[str, Any] | None = None
         for k, v in rare.items():
             if not isinstance(getattr(Owned, k, None), _Rare):
