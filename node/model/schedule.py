@@ -41,7 +41,6 @@ from functools import lru_cache
 from itertools import takewhile
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cron_descriptor import ExpressionDescriptor, Options
 from croniter import CroniterBadDateError, croniter
 
 ALIASES = {
@@ -593,6 +592,8 @@ def describe(expression: str) -> str:
     """The schedule in words, for the dashboard and the preview API (cron-descriptor, 24-hour clock):
     ``*/15 9-17 * * 1-5`` is "Every 15 minutes, between 09:00 and 17:59, Monday through Friday".
     The expression itself when it cannot be described."""
+    from cron_descriptor import ExpressionDescriptor, Options  # (on first use: ~1 MB of a node that describes none)
+
     text = " ".join(expression.split())
     options = Options()
     options.use_24hour_time_format = True

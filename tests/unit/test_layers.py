@@ -29,7 +29,7 @@ ENTRY = {"settings", "cli", "client", "__main__"}
 LIBRARY = {"verify"}  # imported by targets' code (cronring.verify): it pulls in nothing of the node
 PURE = ("model.", "scheduling.planning", "scheduling.ledger")
 IO = {"aiohttp", "aiomysql", "asyncmy", "pymysql", "redis", "asyncio", "socket", "ssl", "structlog", "prometheus_client",
-      "aiohttp_jinja2", "aiohttp_sse", "uvloop", "msgpack", "urllib.request", "subprocess"}
+      "aiohttp_sse", "uvloop", "msgpack", "urllib.request", "subprocess"}
 REPOSITORIES = {"store.jobs", "store.executions", "store.history"}
 
 # layer -> the layers it may import (besides itself)
