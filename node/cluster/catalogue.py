@@ -23,7 +23,7 @@ from ..aio import raise_if_cancelling, wait_event
 from ..batching import chunks
 from ..model.calendars import Calendar
 from ..model.errors import StoreUnavailable
-from ..model.jobs import JobSummary, summary_digest
+from ..model.jobs import JobSummary, digest_of
 from .messages import CalendarEvent, JobEvent, Record
 from .ring import SPACE, WHOLE, Arc, Ring, covers, point, subtract
 
@@ -371,11 +371,17 @@ class Catalogue:
             return done
 
     async def _digest(self) -> tuple[int, int]:
+        # Off the packed ints, a list of the ids as the snapshot: a list of every JobSummary (~90 bytes each, all
+        # alive at once) raised a node's RSS for good by ~9 MB at 100,000 jobs (pymalloc keeps the pools of the
+        # arenas the summaries shared with live objects). A version moved between slices only makes a mismatch,
+        # and a read.
         n = x = 0
-        for k, s in enumerate(list(self.jobs.values())):
-            if not s.deleted:
+        raw = self.jobs.raw
+        for k, i in enumerate(list(raw)):
+            v = raw.get(i)
+            if v is not None and not v & _DELETED:
                 n += 1
-                x ^= summary_digest(s)
+                x ^= digest_of(i, v >> _FLAGS, bool(v & _PAUSED), bool(v & _COMPLETED))
             if k % 20_000 == 19_999:
                 await asyncio.sleep(0)
         return n, x
