@@ -298,20 +298,23 @@ class Catalogue:
         return out, first
 
     async def _stream(self, arcs: Sequence[Arc], still: Callable[[], bool],
-                      each: Callable[[list[JobSummary]], Awaitable[None]]) -> tuple[int, bool]:
+                      each: Callable[[list[JobSummary]], Awaitable[None]]) -> tuple[int, bool, datetime | None]:
         """Every live job in ``arcs`` given to ``each`` a slice at a time, while the next slice is read (a node
         joining a million jobs takes its share over as it is read: BENCHMARKS.md, seventh part); the slices are
-        not kept. How many came, and False if ``still`` turned false between slices."""
+        not kept. How many came, False if ``still`` turned false between slices, and the database's now before
+        the first slice."""
         parts = slices(arcs)
         n = 0
+        first: datetime | None = None
         ahead: asyncio.Future[tuple[list[JobSummary], datetime | None]] | None = None
         try:
             for k, part in enumerate(parts):
                 if not still():
-                    return n, False
+                    return n, False, first
                 reading = ahead if ahead is not None else asyncio.ensure_future(self.feed.changed_since(None, part))
                 ahead = None
-                summaries, _ = await reading
+                summaries, now = await reading
+                first = first or now
                 if k + 1 < len(parts) and still():
                     ahead = asyncio.ensure_future(self.feed.changed_since(None, parts[k + 1]))
                 n += len(summaries)
@@ -319,7 +322,7 @@ class Catalogue:
         finally:
             if ahead is not None:  # (stopped early, or failed: the read ahead ends unwanted; never cancelled
                 ahead.add_done_callback(_quietly)  # mid-statement, which would cost the pool its connection)
-        return n, True
+        return n, True, first
 
     async def focus(self, ring: Ring, still: Callable[[], bool] = lambda: True,
                     each: Callable[[list[JobSummary]], Awaitable[None]] | None = None) -> bool:
@@ -351,6 +354,7 @@ class Catalogue:
                     log.info("share of the ring changed", left=len(gone), members=len(ring.members))
             if not self.unread:
                 return True
+            fresh = not subtract(self.share, self.unread)  # none of the share was held: a start, or a join
 
             async def hold(summaries: list[JobSummary]) -> None:
                 for k, s in enumerate(summaries):
@@ -363,9 +367,15 @@ class Catalogue:
                 if each is not None:
                     await each(summaries)
 
-            came, done = await self._stream(self.unread, still, hold)
+            came, done, first = await self._stream(self.unread, still, hold)
             if done:
                 self.unread = ()
+                if fresh and first is not None and self.watermark is not None:
+                    # The whole share was read from ``first`` on: the next incremental read need not go further
+                    # back. From the watermark of before (a start's, with nothing held) it read again every job
+                    # changed since, a whole share just applied in bulk: 100,000 rows in one result, ~40 MB of
+                    # dicts and summaries at once, ~9 MB of which the node's RSS kept (issue 22, memory per job).
+                    self.watermark = max(self.watermark, first - WATERMARK_OVERLAP)
                 log.info("share of the ring read", came=came, jobs=self.live_count())
             metrics.JOBS.set(self.live_count())
             return done

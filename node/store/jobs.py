@@ -454,11 +454,34 @@ class Jobs:
                                           f" OR deleted_at >= NOW(3) - INTERVAL {RECENT_DELETES} SECOND) AND {share}",
                                           share_args)
                 else:
-                    await cur.execute(f"SELECT {cols} FROM jobs WHERE updated_at >= %s AND {share}",
-                                      (to_db(watermark), *share_args))
+                    return await _changed_pages(cur, cols, to_db(watermark), share, share_args), from_db(now)
                 rows = await cur.fetchall()
                 return [summary(r) for r in rows], from_db(now)
         return [], None
+
+
+CHANGED_PAGE = 2000  # rows per statement of a read since a watermark
+
+
+async def _changed_pages(cur: Cursor, cols: str, since: Any, share: str, share_args: list[Any]) -> list[JobSummary]:
+    """The summaries changed since ``since``, read a page at a time in ``(updated_at, id)`` order (the index's own):
+    a read just after a bulk apply of 100,000 jobs held every row's dict at once, ~40 MB for a moment, ~9 MB of
+    which a node's RSS kept (pymalloc's pools); now a page's rows at most, and their summaries."""
+    out: list[JobSummary] = []
+    after: tuple[Any, str] | None = None
+    head = f"SELECT {cols}, updated_at FROM jobs FORCE INDEX (ix_jobs_updated) WHERE"
+    tail = f"AND {share} ORDER BY updated_at, id LIMIT {CHANGED_PAGE}"
+    while True:
+        if after is None:
+            await cur.execute(f"{head} updated_at >= %s {tail}", (since, *share_args))
+        else:
+            await cur.execute(f"{head} (updated_at > %s OR (updated_at = %s AND id > %s)) {tail}",
+                              (after[0], after[0], after[1], *share_args))
+        rows = await cur.fetchall()
+        out.extend(summary(r) for r in rows)
+        if len(rows) < CHANGED_PAGE:
+            return out
+        after = (rows[-1]["updated_at"], rows[-1]["id"])
 
 
 _PLAIN = ("NOT JSON_CONTAINS_PATH(spec, 'one', '$.more_schedules', '$.start_at', '$.end_at', '$.skip_until',"

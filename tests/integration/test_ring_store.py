@@ -4,6 +4,7 @@ covering index (a range scan, not the table)."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from node.cluster.catalogue import Catalogue, slices
@@ -89,3 +90,25 @@ async def test_a_takeover_hands_back_the_id_strings_it_was_given(store: Store) -
     taken = await store.executions.take_over(given, "node-a")
     assert sorted(t.job.id for t in taken) == sorted(ids)
     assert all(any(t.job.id is g for g in given) for t in taken)
+
+
+async def test_a_read_since_a_watermark_comes_in_pages_and_misses_no_row(store: Store, monkeypatch: Any) -> None:
+    """Paged in (updated_at, id) order: every row once, across pages, when many share one updated_at (a bulk
+    apply's rows all have its statement's time), and through the updated_at index."""
+    import node.store.jobs as jobs_store
+
+    monkeypatch.setattr(jobs_store, "CHANGED_PAGE", 7)
+    ids = await _jobs(store, 40)
+    (row,) = await store.db.fetchall("SELECT NOW(3) AS w")
+    await store.db.execute("UPDATE jobs SET updated_at = %s", (row["w"],))  # one instant: 30 of them stay there
+    later = ",".join(["%s"] * 10)
+    await store.db.execute(f"UPDATE jobs SET updated_at = updated_at + INTERVAL 1 SECOND WHERE id IN ({later})", ids[30:])
+    ring = Ring(["node-a", "node-b"])
+    for arcs, want in ((None, set(ids)), (ring.arcs("node-a"), ring.owned_by("node-a", ids))):
+        got, now = await store.jobs.changed_since(row["w"].replace(tzinfo=UTC), arcs)
+        assert now is not None
+        assert [s.id for s in got if s.id in want] == [s.id for s in got] and sorted(s.id for s in got) == sorted(want)
+    plan = await store.db.fetchall("EXPLAIN SELECT id FROM jobs FORCE INDEX (ix_jobs_updated) WHERE (updated_at > %s OR"
+                                   " (updated_at = %s AND id > %s)) ORDER BY updated_at, id LIMIT 2000",
+                                   (row["w"], row["w"], ids[0]))
+    assert plan[0]["key"] == "ix_jobs_updated" and "filesort" not in (plan[0]["Extra"] or "")

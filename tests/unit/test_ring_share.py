@@ -9,7 +9,7 @@ import contextlib
 import random
 import secrets
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -285,3 +285,51 @@ async def test_an_older_calendar_read_that_ends_last_never_rolls_the_calendars_b
     gates[0].set()
     await first
     assert c.calendars["quiet"].version == 2
+
+
+class ClockedFeed(Feed):
+    """Rows with the time of their last change, and the database's clock: a read since a watermark returns only
+    the rows changed at or after it (store/jobs.changed_since's ``updated_at >= %s``)."""
+
+    def __init__(self, ids: Sequence[str], at: datetime) -> None:
+        super().__init__(ids)
+        self.now = at
+        self.changed = dict.fromkeys(ids, at)
+
+    def edit(self, job_id: str) -> None:
+        old = self.rows[job_id]
+        self.rows[job_id] = JobSummary(id=job_id, version=old.version + 1, paused=True, deleted=False)
+        self.changed[job_id] = self.now
+
+    async def changed_since(self, watermark: datetime | None, arcs: Sequence[Arc] | None = None
+                            ) -> tuple[list[JobSummary], datetime | None]:
+        out, _ = await super().changed_since(None, arcs)
+        kept = [s for s in out if watermark is None or self.changed[s.id] >= watermark]
+        self.read -= len(out) - len(kept)  # (the base class counted every row of the arcs)
+        return kept, self.now
+
+
+async def test_a_share_read_whole_moves_the_watermark_so_the_next_incremental_read_is_small() -> None:
+    """A node starts right after a bulk apply: its start's watermark (nothing held) is older than every row, so the
+    first incremental read after the share's read returned the whole share again (100,000 rows at once, ~40 MB
+    for a moment). Read whole from ``first`` on, the share needs no read further back than that."""
+    t0 = datetime(2026, 12, 8, 1, 0, tzinfo=UTC)
+    feed = ClockedFeed(IDS, t0)
+    c = Catalogue(feed, 5.0, node_id="node-0")
+    feed.now = t0 + timedelta(seconds=1)
+    await c.full_sync()  # the start: nothing is this node's yet
+    feed.now = t0 + timedelta(seconds=30)
+    three = Ring(["node-0", "node-1", "node-2"])
+    assert await c.focus(three)
+    feed.read = 0
+    await c.incremental()
+    assert feed.read == 0  # (before: every job of the share, all changed after the start's watermark)
+    mine = sorted(three.owned_by("node-0", IDS))
+    feed.edit(mine[0])  # a change after the share's first read is still seen
+    await c.incremental()
+    assert feed.read == 1 and c.jobs[mine[0]].paused
+    # A share that grows while part of it is held keeps its watermark: events for the held part may be unread.
+    before = c.watermark
+    feed.now = t0 + timedelta(seconds=90)
+    assert await c.focus(Ring(["node-0", "node-1"]))
+    assert c.watermark == before
