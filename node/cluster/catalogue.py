@@ -354,7 +354,8 @@ class Catalogue:
                     log.info("share of the ring changed", left=len(gone), members=len(ring.members))
             if not self.unread:
                 return True
-            fresh = not subtract(self.share, self.unread)  # none of the share was held: a start, or a join
+            # none of the share is held (a start, or a join): not a focus stopped part way, whose slices are held
+            fresh = not self.jobs and not subtract(self.share, self.unread)
 
             async def hold(summaries: list[JobSummary]) -> None:
                 for k, s in enumerate(summaries):

@@ -463,20 +463,24 @@ class Jobs:
 CHANGED_PAGE = 2000  # rows per statement of a read since a watermark
 
 
+def changed_page_sql(cols: str, share: str, *, first: bool) -> str:
+    """A page of ``_changed_pages``: the first (``updated_at >= %s``), or the next after ``(updated_at, id)``."""
+    since = "updated_at >= %s" if first else "(updated_at > %s OR (updated_at = %s AND id > %s))"
+    return (f"SELECT {cols}, updated_at FROM jobs FORCE INDEX (ix_jobs_updated) WHERE {since} AND {share}"
+            f" ORDER BY updated_at, id LIMIT {CHANGED_PAGE}")
+
+
 async def _changed_pages(cur: Cursor, cols: str, since: Any, share: str, share_args: list[Any]) -> list[JobSummary]:
     """The summaries changed since ``since``, read a page at a time in ``(updated_at, id)`` order (the index's own):
     a read just after a bulk apply of 100,000 jobs held every row's dict at once, ~40 MB for a moment, ~9 MB of
     which a node's RSS kept (pymalloc's pools); now a page's rows at most, and their summaries."""
     out: list[JobSummary] = []
     after: tuple[Any, str] | None = None
-    head = f"SELECT {cols}, updated_at FROM jobs FORCE INDEX (ix_jobs_updated) WHERE"
-    tail = f"AND {share} ORDER BY updated_at, id LIMIT {CHANGED_PAGE}"
     while True:
         if after is None:
-            await cur.execute(f"{head} updated_at >= %s {tail}", (since, *share_args))
+            await cur.execute(changed_page_sql(cols, share, first=True), (since, *share_args))
         else:
-            await cur.execute(f"{head} (updated_at > %s OR (updated_at = %s AND id > %s)) {tail}",
-                              (after[0], after[0], after[1], *share_args))
+            await cur.execute(changed_page_sql(cols, share, first=False), (after[0], after[0], after[1], *share_args))
         rows = await cur.fetchall()
         out.extend(summary(r) for r in rows)
         if len(rows) < CHANGED_PAGE:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import random
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -288,13 +288,16 @@ async def test_an_older_calendar_read_that_ends_last_never_rolls_the_calendars_b
 
 
 class ClockedFeed(Feed):
-    """Rows with the time of their last change, and the database's clock: a read since a watermark returns only
-    the rows changed at or after it (store/jobs.changed_since's ``updated_at >= %s``)."""
+    """Rows with the time of their last change, and the database's clock, a second on at each read of a share's
+    slice: a read since a watermark returns only the rows changed at or after it (store/jobs.changed_since's
+    ``updated_at >= %s``). ``during``: called at each slice's read (an edit while the share is read)."""
 
     def __init__(self, ids: Sequence[str], at: datetime) -> None:
         super().__init__(ids)
         self.now = at
         self.changed = dict.fromkeys(ids, at)
+        self.slices_read = 0
+        self.during: Callable[[int], None] = lambda k: None
 
     def edit(self, job_id: str) -> None:
         old = self.rows[job_id]
@@ -306,13 +309,18 @@ class ClockedFeed(Feed):
         out, _ = await super().changed_since(None, arcs)
         kept = [s for s in out if watermark is None or self.changed[s.id] >= watermark]
         self.read -= len(out) - len(kept)  # (the base class counted every row of the arcs)
-        return kept, self.now
+        now = self.now
+        if watermark is None and arcs:
+            self.slices_read += 1
+            self.during(self.slices_read)
+            self.now += timedelta(seconds=1)
+        return kept, now
 
 
 async def test_a_share_read_whole_moves_the_watermark_so_the_next_incremental_read_is_small() -> None:
-    """A node starts right after a bulk apply: its start's watermark (nothing held) is older than every row, so the
-    first incremental read after the share's read returned the whole share again (100,000 rows at once, ~40 MB
-    for a moment). Read whole from ``first`` on, the share needs no read further back than that."""
+    """A node starts a while after a bulk apply: its start's watermark (nothing held) is older than every row, so
+    the first incremental read after the share's read returned the whole share again (100,000 rows at once, ~40 MB
+    for a moment). Read whole from its first slice on, the share needs no read further back than that."""
     t0 = datetime(2026, 12, 8, 1, 0, tzinfo=UTC)
     feed = ClockedFeed(IDS, t0)
     c = Catalogue(feed, 5.0, node_id="node-0")
@@ -320,16 +328,53 @@ async def test_a_share_read_whole_moves_the_watermark_so_the_next_incremental_re
     await c.full_sync()  # the start: nothing is this node's yet
     feed.now = t0 + timedelta(seconds=30)
     three = Ring(["node-0", "node-1", "node-2"])
+    mine = sorted(three.owned_by("node-0", IDS))
+    first_slice: list[str] = []
+    c_read = c.apply
+
+    def held(s: JobSummary) -> None:
+        if feed.slices_read == 1:
+            first_slice.append(s.id)
+        c_read(s)
+
+    c.apply = held  # type: ignore[method-assign]
+    # an edit of a job of the first slice, made while the tenth is read: the slices' reads never see it
+    feed.during = lambda k: feed.edit(first_slice[0]) if k == 10 else None
     assert await c.focus(three)
+    assert len(slices(three.arcs("node-0"))) > 10 and not c.jobs[first_slice[0]].paused
     feed.read = 0
     await c.incremental()
-    assert feed.read == 0  # (before: every job of the share, all changed after the start's watermark)
-    mine = sorted(three.owned_by("node-0", IDS))
-    feed.edit(mine[0])  # a change after the share's first read is still seen
+    assert feed.read == 1 and c.jobs[first_slice[0]].paused  # (before: every job of the share, and this one)
+    feed.read = 0
+    feed.edit(mine[-1])
     await c.incremental()
-    assert feed.read == 1 and c.jobs[mine[0]].paused
-    # A share that grows while part of it is held keeps its watermark: events for the held part may be unread.
+    assert feed.read == 1 and c.jobs[mine[-1]].paused
+
+
+async def test_a_share_partly_held_keeps_its_watermark() -> None:
+    """A share that grows while part of it is held, or one read again after a focus the ring stopped part way
+    (its slices are held): events for the held jobs may still be unread, so the watermark stays."""
+    t0 = datetime(2026, 12, 8, 1, 0, tzinfo=UTC)
+    feed = ClockedFeed(IDS, t0)
+    c = Catalogue(feed, 5.0, node_id="node-0")
+    await c.full_sync()
     before = c.watermark
-    feed.now = t0 + timedelta(seconds=90)
-    assert await c.focus(Ring(["node-0", "node-1"]))
+    feed.now = t0 + timedelta(seconds=60)
+    calls = {"n": 0}
+
+    def still() -> bool:
+        calls["n"] += 1
+        return calls["n"] <= 3
+
+    alone = Ring(["node-0"])
+    assert not await c.focus(alone, still)
+    assert await c.focus(alone)  # the whole share is unread again, but three slices of it are held
     assert c.watermark == before
+    c2 = Catalogue(feed, 5.0, node_id="node-0")
+    await c2.full_sync()
+    assert await c2.focus(Ring(["node-0", "node-1"]))
+    moved = c2.watermark
+    assert moved is not None and moved > before
+    feed.now += timedelta(seconds=60)
+    assert await c2.focus(alone)  # grew: half of it was held
+    assert c2.watermark == moved
