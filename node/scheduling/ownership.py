@@ -245,9 +245,6 @@ class Owned:
             raise ValueError("an anchor is an aware datetime (a naive one would be read as local time)")
         self._anchor = shared_instant(at.timestamp())
 
-    def anchored_at_or_after(self, at: datetime) -> bool:
-        return self._anchor >= at.timestamp()
-
     @staticmethod
     def planned_past(owned: Iterable[Owned], at: datetime) -> list[str]:
         """The ids of the records anchored at or after ``at`` and not being released: the tick audit's look at
