@@ -262,6 +262,8 @@ async def _count(g: Group, tt: Timetable, window: Window, now: datetime, budget:
     # A run limit is spent from now on: the runs before the window use it up too (they are walked, not counted).
     walk_from = now if runs_left is not None and now < lo else lo
     for t in tt.iter_after(walk_from - _TINY, budget):  # (one croniter walk: due_after starts one per instant)
+        await slices.pause()  # (first: an instant a calendar excludes or a skip covers is a step all the same; a
+        # pause only after the counted ones held a node's loop 1.2-1.9 s when a calendar excluded the whole window)
         if t >= window.end or (runs_left is not None and runs_left <= 0):
             break
         if tt.calendars and tt.excluded(t) is not None:
@@ -273,7 +275,6 @@ async def _count(g: Group, tt: Timetable, window: Window, now: datetime, budget:
         send = tt.fire_at(t)
         if t >= lo and send < window.end and 0 <= (i := window.index(send)) < n:
             g.slots[i] += g.jobs
-        await slices.pause()
 
 
 def _no_limits(job: Job) -> bool:
